@@ -1,0 +1,307 @@
+"""The ``zerosite`` command line: list plugins, make sample input, generate, search and profile reports."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from zerosite.plugins import PluginError, PluginSettings, get_modules, get_strategies, set_plugin_settings
+from zerosite.project import InvalidInput, Project, iter_raw_projects, parse_project, validate_batch
+
+__all__ = ["main"]
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--plugins-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="ZEROSITE_PLUGINS_DIR",
+    help="Folder of local plugin files (*.py). Default: ./plugins when it exists.",
+)
+@click.option(
+    "--templates-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="ZEROSITE_TEMPLATES_DIR",
+    help="Folder of templates that override plugin and built-in templates.",
+)
+@click.version_option(package_name="zerosite")
+def main(plugins_dir: Path | None, templates_dir: Path | None) -> None:
+    """ZeroSite: LH purchase-rental screening reports (M2–M6), generated in batches and measured."""
+    settings = PluginSettings.from_env()
+    set_plugin_settings(
+        PluginSettings(
+            plugins_dir=plugins_dir if plugins_dir is not None else settings.plugins_dir,
+            disabled=settings.disabled,
+            templates_dir=templates_dir,
+            trace=settings.trace,
+        )
+    )
+
+
+def _modules() -> dict[str, Any]:
+    try:
+        return get_modules()
+    except PluginError as error:
+        _fail(f"plugins: {error}")
+
+
+@main.command()
+def modules() -> None:
+    """List the report modules: name, title, requires, provider, template."""
+    rows = [
+        (m.name, m.title, ",".join(m.requires) or "-", m.version, m.provider, m.template) for m in _modules().values()
+    ]
+    _table(("module", "title", "requires", "version", "provider", "template"), rows)
+
+
+@main.command()
+def strategies() -> None:
+    """List the concurrency strategies and whether each is available here."""
+    rows = []
+    for strategy in get_strategies().values():
+        reason = strategy.unavailable_reason()
+        rows.append((strategy.name, "yes" if reason is None else f"no: {reason}", strategy.description))
+    _table(("strategy", "available", "description"), rows)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
+
+
+@main.command()
+@click.argument("n", type=click.IntRange(min=1))
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same projects.")
+@click.option("--jsonl", is_flag=True, help="One project per line (JSON Lines) instead of a JSON list.")
+def sample(n: int, seed: int, jsonl: bool) -> None:
+    """Print N realistic, deterministic sample projects as JSON."""
+    from zerosite.sample import iter_sample_projects
+
+    projects = iter_sample_projects(n, seed)
+    if jsonl:
+        for project in projects:
+            click.echo(json.dumps(project, ensure_ascii=False))
+    else:
+        click.echo(json.dumps(list(projects), ensure_ascii=False, indent=2))
+
+
+def _load_projects(projects_file: Path | None, sample_n: int | None, seed: int, skip_invalid: bool) -> tuple[
+    Callable[[], Iterator[Project]], int
+]:
+    """Validate the whole input first; return a lazy re-reader of the valid projects and their count."""
+    if (projects_file is None) == (sample_n is None):
+        _fail("give exactly one of --projects FILE or --sample N")
+    if sample_n is not None:
+        from zerosite.sample import iter_sample_projects
+
+        return (lambda: (parse_project(raw, f"sample[{i}]") for i, raw in enumerate(iter_sample_projects(sample_n, seed)))), sample_n
+    assert projects_file is not None
+    try:
+        valid, errors = validate_batch(iter_raw_projects(projects_file))
+    except InvalidInput as invalid:
+        valid, errors = [], invalid.errors
+        skip_invalid = False
+    if errors:
+        for line in errors:
+            click.echo(f"  {line}", err=True)
+        if not skip_invalid:
+            _fail(f"{projects_file}: {len(errors)} problem(s) in the input; nothing was written", EXIT_BAD_INPUT)
+        click.echo(f"warning: skipping the invalid projects above; {len(valid)} valid project(s) remain", err=True)
+
+    def projects() -> Iterator[Project]:
+        wanted = set(valid)
+        for where, raw in iter_raw_projects(projects_file):
+            try:
+                project = parse_project(raw, where)
+            except InvalidInput:
+                continue
+            if project.id in wanted:
+                wanted.discard(project.id)  # a duplicate's later copies stay skipped
+                yield project
+
+    return projects, len(valid)
+
+
+def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--projects", "projects_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                     help="Projects as a JSON list or JSON Lines (.jsonl)."),
+        click.option("--sample", "sample_n", type=click.IntRange(min=1), help="Use N generated sample projects."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for --sample."),
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+                     help="Output folder: OUT/<project-id>/<module>.html."),
+        click.option("--module", "modules", multiple=True, help="Only these modules (repeatable); default all."),
+        click.option("--skip-invalid", is_flag=True, help="Render the valid projects and list the invalid ones."),
+        click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+                     help="SQLite index of the reports. Default: OUT/index.sqlite."),
+        click.option("--gzip", is_flag=True, help="Write .html.gz files."),
+        click.option("--data-url", help="Fetch each project's land facts from this HTTP source (GET URL/projects/ID)."),
+        click.option("--force", is_flag=True, help="Remake reports even when their inputs are unchanged."),
+        click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True),
+                     help="Per-report time limit in seconds."),
+        click.option("--no-trace-memory", is_flag=True, help="Do not measure peak memory per report (tracemalloc)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+        click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@_batch_options
+@click.option("--strategy", "-s", default="sequential", show_default=True, help="See `zerosite strategies`.")
+@click.option("--workers", "-w", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--chunksize", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Projects per task sent to a process pool.")
+@click.option("--start-method", type=click.Choice(["fork", "forkserver", "spawn"]),
+              help="Process start method. Default: fork while no threads run, else forkserver.")
+def generate(**kwargs: Any) -> None:
+    """Generate reports for a batch of projects under a concurrency strategy."""
+    _run_batch(**kwargs)
+
+
+@main.command()
+@_batch_options
+def render(**kwargs: Any) -> None:
+    """Generate reports one project after another (the sequential strategy)."""
+    _run_batch(strategy="sequential", workers=1, chunksize=1, start_method=None, **kwargs)
+
+
+def _run_batch(
+    *,
+    projects_file: Path | None,
+    sample_n: int | None,
+    seed: int,
+    out: Path,
+    modules: tuple[str, ...],
+    skip_invalid: bool,
+    db: Path | None,
+    gzip: bool,
+    data_url: str | None,
+    force: bool,
+    timeout_s: float | None,
+    no_trace_memory: bool,
+    quiet: bool,
+    as_json: bool,
+    strategy: str,
+    workers: int,
+    chunksize: int,
+    start_method: str | None,
+) -> None:
+    from zerosite.engine import BatchOptions, EngineError, generate
+    from zerosite.store import StoreError
+
+    known = _modules()
+    unknown = [m for m in modules if m not in known]
+    if unknown:
+        _fail(f"unknown module(s): {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+    projects, count = _load_projects(projects_file, sample_n, seed, skip_invalid)
+    options = BatchOptions(
+        out=out,
+        db=db,
+        modules=tuple(modules) or None,
+        strategy=strategy,
+        workers=workers,
+        chunksize=chunksize,
+        start_method=start_method,
+        gzip=gzip,
+        data_url=data_url,
+        force=force,
+        timeout_s=timeout_s,
+        trace_memory=not no_trace_memory,
+    )
+    total = count * len(modules or known)
+    with _progress(total, disable=quiet or as_json) as progress:
+        try:
+            summary = generate(projects(), options, on_report=progress)
+        except EngineError as error:
+            _fail(str(error))
+        except StoreError as error:
+            _fail(str(error), EXIT_FAILED)
+        except KeyboardInterrupt:
+            _fail(f"interrupted; the reports written so far are indexed in {db or out / 'index.sqlite'}; "
+                  "run the same command again to resume", EXIT_INTERRUPTED)
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        for failure in summary.failures:
+            click.echo(f"failed: {failure.project_id}/{failure.module}: {failure.error}", err=True)
+        stages = ", ".join(
+            f"{stage} {getattr(summary.stage_ns, f'{stage}_ns') / 1e9:.2f} s" for stage in ("fetch", "compute", "render", "write")
+        )
+        click.echo(
+            f"{summary.written} written, {summary.skipped} skipped, {summary.failed} failed in {summary.wall_s:.2f} s "
+            f"({summary.reports_per_s:,.0f} reports/s, {summary.strategy} x{summary.workers}); "
+            f"time by stage, summed over reports: {stages}"
+        )
+    if summary.failed:
+        sys.exit(EXIT_FAILED)
+
+
+class _progress:
+    """A tqdm bar counting reports (with reports/s), or nothing when quiet or not on a terminal."""
+
+    def __init__(self, total: int, disable: bool) -> None:
+        self.total = total
+        self.disable = disable or not sys.stderr.isatty()
+        self.bar: Any = None
+
+    def __enter__(self) -> _progress:
+        if not self.disable:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, unit="report", file=sys.stderr, dynamic_ncols=True)
+        return self
+
+    def __call__(self, outcome: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@main.command()
+@click.argument("text")
+@click.option("--module", help="Only reports of this module.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--db", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
+def search(text: str, module: str | None, limit: int, db: Path) -> None:
+    """Full-text search of the report index by address (and module)."""
+    from zerosite.store import search_reports
+
+    _print_rows(search_reports(db, text, module=module, limit=limit))
+
+
+@main.command()
+@click.option("--recent", type=click.IntRange(min=1), default=20, show_default=True, help="How many, newest first.")
+@click.option("--db", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
+def reports(recent: int, db: Path) -> None:
+    """List the most recently generated reports in the index."""
+    from zerosite.store import recent_reports
+
+    _print_rows(recent_reports(db, recent))
+
+
+def _print_rows(rows: list[Any]) -> None:
+    _table(
+        ("project", "module", "status", "size", "address", "path"),
+        [(r.project_id, r.module, r.status, str(r.size_bytes), r.address, r.path or (r.error or "")) for r in rows],
+    )

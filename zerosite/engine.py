@@ -1,0 +1,267 @@
+"""The run engine: stream projects through a strategy, write each report atomically, index it, resume."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from zerosite.pipeline import plan
+from zerosite.plugins import PluginSettings, get_modules, get_strategies, plugin_settings
+from zerosite.project import Project, project_to_dict
+from zerosite.rendering import get_environment, templates_fingerprint
+from zerosite.sources import SourceSettings
+from zerosite.store import ReportRow, ReportStore
+from zerosite.strategies import Runner, StrategyOptions
+from zerosite.worker import ProjectResult, StageTimings, WorkerConfig
+
+__all__ = [
+    "BatchOptions",
+    "BatchSummary",
+    "EngineError",
+    "ReportOutcome",
+    "StageTimings",
+    "generate",
+    "start_runner",
+]
+
+MAX_FAILURES_KEPT = 1000
+"""The summary lists at most this many failures (the index has them all)."""
+
+
+class EngineError(Exception):
+    """A batch cannot start: unknown or unavailable strategy, unknown module."""
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """Everything ``zerosite generate`` decides about a batch."""
+
+    out: Path
+    db: Path | None = None
+    modules: tuple[str, ...] | None = None
+    strategy: str = "sequential"
+    workers: int = 1
+    chunksize: int = 4
+    start_method: str | None = None
+    gzip: bool = False
+    data_url: str | None = None
+    force: bool = False
+    timeout_s: float | None = None
+    trace_memory: bool = True
+    plugins: PluginSettings = field(default_factory=plugin_settings)
+
+    def worker_config(self) -> WorkerConfig:
+        return WorkerConfig(
+            plugins=self.plugins.resolved(),
+            modules=self.modules,
+            source=SourceSettings(url=self.data_url),
+            trace_memory=self.trace_memory,
+            timeout_s=self.timeout_s,
+        )
+
+    def strategy_options(self) -> StrategyOptions:
+        return StrategyOptions(workers=self.workers, chunksize=self.chunksize, start_method=self.start_method)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOutcome:
+    """What became of one report in a batch."""
+
+    project_id: str
+    module: str
+    status: str  # "written" | "skipped" | "failed"
+    path: Path | None
+    size_bytes: int
+    timings: StageTimings
+    peak_memory_bytes: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """Counts, wall time and time by stage for one batch."""
+
+    strategy: str
+    workers: int
+    written: int
+    skipped: int
+    failed: int
+    wall_s: float
+    stage_ns: StageTimings
+    failures: tuple[ReportOutcome, ...]
+    restarts: int = 0
+
+    @property
+    def reports_per_s(self) -> float:
+        made = self.written + self.failed
+        return made / self.wall_s if self.wall_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "strategy": self.strategy,
+            "workers": self.workers,
+            "written": self.written,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "wall_s": round(self.wall_s, 6),
+            "reports_per_s": round(self.reports_per_s, 3),
+            "stage_s": {
+                stage: round(getattr(self.stage_ns, f"{stage}_ns") / 1e9, 6)
+                for stage in ("fetch", "compute", "render", "write")
+            },
+            "pool_restarts": self.restarts,
+            "failures": [{"project_id": f.project_id, "module": f.module, "error": f.error} for f in self.failures],
+        }
+
+
+def start_runner(options: BatchOptions) -> Runner:
+    """Start the chosen strategy's workers (warm); close the runner when done."""
+    strategies = get_strategies(options.plugins)
+    strategy = strategies.get(options.strategy)
+    if strategy is None:
+        raise EngineError(f"unknown strategy {options.strategy!r}; known: {', '.join(strategies)}")
+    reason = strategy.unavailable_reason()
+    if reason:
+        raise EngineError(f"strategy {options.strategy!r} is not available here: {reason}")
+    return strategy.start(options.worker_config(), options.strategy_options())
+
+
+class _InputHasher:
+    """Content hashes for resume: project input, module versions (its requirements' too), templates, output form."""
+
+    def __init__(self, options: BatchOptions) -> None:
+        modules = get_modules(options.plugins)
+        try:
+            selected = [m.name for m in plan(modules, options.modules) if options.modules is None or m.name in options.modules]
+        except KeyError as error:
+            raise EngineError(error.args[0]) from None
+        templates = templates_fingerprint(get_environment(options.plugins))
+        self.modules = selected
+        self.keys = {}
+        for name in selected:
+            chain = ",".join(f"{m.name}={m.version}" for m in plan(modules, [name]))
+            self.keys[name] = f"{chain}|{templates}|gzip={options.gzip}|source={options.data_url or ''}".encode()
+
+    def hashes(self, project: Project) -> dict[str, str]:
+        data = json.dumps(project_to_dict(project), sort_keys=True, ensure_ascii=False).encode()
+        digest = hashlib.sha256(data).digest()
+        return {name: hashlib.sha256(digest + key).hexdigest() for name, key in self.keys.items()}
+
+
+class _Tally:
+    def __init__(self, on_report: Callable[[ReportOutcome], None] | None) -> None:
+        self.on_report = on_report
+        self.counts = {"written": 0, "skipped": 0, "failed": 0}
+        self.stage_ns = StageTimings()
+        self.failures: list[ReportOutcome] = []
+
+    def add(self, outcome: ReportOutcome) -> None:
+        self.counts[outcome.status] += 1
+        self.stage_ns += outcome.timings
+        if outcome.status == "failed" and len(self.failures) < MAX_FAILURES_KEPT:
+            self.failures.append(outcome)
+        if self.on_report is not None:
+            self.on_report(outcome)
+
+
+def generate(
+    projects: Iterable[Project],
+    options: BatchOptions,
+    on_report: Callable[[ReportOutcome], None] | None = None,
+    runner: Runner | None = None,
+) -> BatchSummary:
+    """Make, write and index every report of ``projects``; skip unchanged ones unless ``options.force``.
+
+    ``runner`` lets a caller reuse warm workers across batches; without it the chosen strategy
+    is started here and stopped at the end (as ``zerosite generate`` does).
+    """
+    started = time.perf_counter()
+    hasher = _InputHasher(options)
+    tally = _Tally(on_report)
+    hashes: dict[str, dict[str, str]] = {}
+
+    with ReportStore(options.out, options.db, gzip=options.gzip) as store:
+        store.cleanup_temp_files()
+
+        def unchanged(project_id: str, module: str, input_hash: str) -> bool:
+            return not options.force and store.input_hash_of(project_id, module) == input_hash
+
+        def to_make() -> Iterator[Project]:
+            for project in projects:
+                project_hashes = hasher.hashes(project)
+                if all(unchanged(project.id, m, h) for m, h in project_hashes.items()):
+                    for module in project_hashes:
+                        tally.add(ReportOutcome(project.id, module, "skipped", None, 0, StageTimings(), 0, None))
+                    continue
+                hashes[project.id] = project_hashes
+                yield project
+
+        with contextlib.nullcontext(runner) if runner is not None else start_runner(options) as active:
+            for result in active.run(to_make()):
+                _store_result(store, result, hashes.pop(result.project.id), unchanged, tally)
+            restarts = active.restarts
+
+    return BatchSummary(
+        strategy=options.strategy,
+        workers=options.workers,
+        written=tally.counts["written"],
+        skipped=tally.counts["skipped"],
+        failed=tally.counts["failed"],
+        wall_s=time.perf_counter() - started,
+        stage_ns=tally.stage_ns,
+        failures=tuple(tally.failures),
+        restarts=restarts,
+    )
+
+
+def _store_result(
+    store: ReportStore,
+    result: ProjectResult,
+    input_hashes: dict[str, str],
+    unchanged: Callable[[str, str, str], bool],
+    tally: _Tally,
+) -> None:
+    project = result.project
+    for report in result.reports:
+        input_hash = input_hashes[report.module]
+        row = ReportRow(
+            project_id=project.id,
+            module=report.module,
+            address=project.road_address,
+            input_hash=input_hash,
+            fetch_ns=report.timings.fetch_ns,
+            compute_ns=report.timings.compute_ns,
+            render_ns=report.timings.render_ns,
+            peak_memory_bytes=report.peak_memory_bytes,
+        )
+        if report.html is None:
+            store.record(replace(row, status="failed", error=report.error))
+            tally.add(_outcome(row, "failed", None, 0, report.timings, report.error))
+        elif unchanged(project.id, report.module, input_hash):
+            tally.add(_outcome(row, "skipped", None, 0, StageTimings(), None))
+        else:
+            written = store.write(project.id, report.module, report.html)
+            timings = StageTimings(
+                report.timings.fetch_ns, report.timings.compute_ns, report.timings.render_ns, written.write_ns
+            )
+            store.record(
+                replace(
+                    row,
+                    path=str(written.path),
+                    size_bytes=written.size_bytes,
+                    sha256=written.sha256,
+                    write_ns=written.write_ns,
+                )
+            )
+            tally.add(_outcome(row, "written", written.path, written.size_bytes, timings, None))
+
+
+def _outcome(
+    row: ReportRow, status: str, path: Path | None, size: int, timings: StageTimings, error: str | None
+) -> ReportOutcome:
+    return ReportOutcome(row.project_id, row.module, status, path, size, timings, row.peak_memory_bytes, error)

@@ -1,0 +1,101 @@
+"""Hook specifications: the extension points a ZeroSite plugin implements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
+    from zerosite.sources import DataSource
+    from zerosite.strategies import Strategy
+    from zerosite.types import ReportModule
+
+__all__ = ["hookimpl", "hookspec"]
+
+hookspec = pluggy.HookspecMarker("zerosite")
+hookimpl = pluggy.HookimplMarker("zerosite")
+
+
+@hookspec
+def zerosite_register_modules(register: Callable[[ReportModule], None]) -> None:
+    """Register report modules by calling ``register`` once per module.
+
+    :param register: call it with a :class:`~zerosite.types.ReportModule`; the manager
+        records which plugin provided it.
+    :returns: nothing; every plugin is called.
+
+    Two plugins registering the same module name is an error that names both providers.
+    Example::
+
+        @hookimpl
+        def zerosite_register_modules(register):
+            register(ReportModule(name="M7", title="주차 검토", compute=compute,
+                                  template="m7_parking.html.j2", requires=("M4",)))
+    """
+
+
+@hookspec
+def zerosite_template_dirs() -> list[Path]:
+    """Folders of Jinja2 templates that this plugin's modules use.
+
+    :returns: a list of folders, searched after the user's ``--templates-dir`` and before
+        the built-in templates; every plugin is called, results in load order.
+
+    Example::
+
+        @hookimpl
+        def zerosite_template_dirs():
+            return [Path(__file__).parent / "templates"]
+    """
+
+
+@hookspec
+def zerosite_prepare_jinja2_environment(env: Environment) -> None:
+    """Adjust the Jinja2 environment once, after it is built and before any template renders.
+
+    :param env: the process's one :class:`jinja2.Environment` (autoescape on).
+    :returns: nothing; every plugin is called.
+
+    Example::
+
+        @hookimpl
+        def zerosite_prepare_jinja2_environment(env):
+            env.filters["pyeong"] = lambda sqm: sqm / 3.305785
+    """
+
+
+@hookspec
+def zerosite_register_strategies(register: Callable[[Strategy], None]) -> None:
+    """Register concurrency strategies (how a batch of projects is spread over workers).
+
+    :param register: call it with a :class:`~zerosite.strategies.Strategy` instance.
+    :returns: nothing; every plugin is called. The built-in ``sequential``, ``thread``,
+        ``process``, ``async`` and ``interpreter`` strategies register through this hook.
+
+    Example::
+
+        @hookimpl
+        def zerosite_register_strategies(register):
+            register(DaskStrategy())
+    """
+
+
+@hookspec
+def zerosite_register_data_sources(register: Callable[[DataSource], None]) -> None:
+    """Register data sources (the fetch stage that gets a project's land facts).
+
+    :param register: call it with a :class:`~zerosite.sources.DataSource` instance.
+    :returns: nothing; every plugin is called. The built-in ``embedded`` and ``http``
+        sources register through this hook.
+
+    Example::
+
+        @hookimpl
+        def zerosite_register_data_sources(register):
+            register(VWorldSource())
+    """

@@ -1,0 +1,117 @@
+"""The Jinja2 environment (one per process, built once) and the call that renders a report."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader, StrictUndefined, TemplateNotFound
+
+from zerosite.project import SQM_PER_PYEONG
+
+if TYPE_CHECKING:
+    from zerosite.plugins import PluginSettings
+    from zerosite.project import Project
+    from zerosite.types import ReportModule
+
+__all__ = ["builtin_templates_dir", "get_environment", "missing_templates", "render_report", "templates_fingerprint"]
+
+
+def builtin_templates_dir() -> Path:
+    """The folder of the built-in templates, in a source checkout and in an installed wheel alike."""
+    return Path(importlib.import_module("zerosite.templates").__file__ or "").parent
+
+
+def get_environment(settings: PluginSettings | None = None) -> Environment:
+    """This process's Jinja2 environment for ``settings``: built on first use, then reused."""
+    from zerosite.plugins import plugin_settings
+
+    return _build_environment(settings or plugin_settings())
+
+
+@functools.cache
+def _build_environment(settings: PluginSettings) -> Environment:
+    from zerosite.plugins import get_plugin_manager
+
+    pm = get_plugin_manager(settings)
+    builtin = FileSystemLoader(builtin_templates_dir())
+    user = [FileSystemLoader(settings.templates_dir)] if settings.templates_dir else []
+    plugin_dirs = [Path(d) for dirs in reversed(pm.hook.zerosite_template_dirs()) for d in dirs]
+    env = Environment(
+        loader=ChoiceLoader([PrefixLoader({"default": builtin}), *user, *map(FileSystemLoader, plugin_dirs), builtin]),
+        autoescape=True,
+        auto_reload=False,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(krw=krw, eok=eok, pct=pct, num=num, sqm=sqm, pyeong=pyeong)
+    pm.hook.zerosite_prepare_jinja2_environment(env=env)
+    return env
+
+
+def render_report(
+    module: ReportModule,
+    project: Project,
+    result: Any,
+    deps: Mapping[str, Any],
+    env: Environment | None = None,
+) -> str:
+    """Render one module's report for one project."""
+    template = (env or get_environment()).get_template(module.template)
+    return template.render(project=project, result=result, deps=deps, module=module)
+
+
+def missing_templates(env: Environment, modules: Iterable[ReportModule]) -> list[ReportModule]:
+    """The modules whose template the environment cannot find."""
+    missing = []
+    for module in modules:
+        try:
+            env.get_template(module.template)
+        except TemplateNotFound:
+            missing.append(module)
+    return missing
+
+
+def templates_fingerprint(env: Environment) -> str:
+    """A hash of every template the environment can load; it changes when any template changes."""
+    assert env.loader is not None
+    digest = hashlib.sha256()
+    for name in sorted(env.list_templates(filter_func=lambda name: name.endswith(".j2"))):
+        source, _, _ = env.loader.get_source(env, name)
+        digest.update(name.encode() + b"\0" + source.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def num(value: float, digits: int = 0) -> str:
+    """1234.5 -> '1,234.5' with ``digits`` decimals."""
+    return f"{value:,.{digits}f}"
+
+
+def krw(value: float) -> str:
+    """1234567 -> '1,234,567원'."""
+    return f"{value:,.0f}원"
+
+
+def eok(value: float, digits: int = 1) -> str:
+    """1_230_000_000 -> '12.3억원' (1억 = 100,000,000 KRW)."""
+    return f"{value / 1e8:,.{digits}f}억원"
+
+
+def pct(value: float, digits: int = 1) -> str:
+    """0.1234 -> '12.3%'."""
+    return f"{value * 100:,.{digits}f}%"
+
+
+def sqm(value: float, digits: int = 1) -> str:
+    """1234.5 -> '1,234.5㎡'."""
+    return f"{value:,.{digits}f}㎡"
+
+
+def pyeong(value_sqm: float, digits: int = 1) -> str:
+    """An area in ㎡ shown in pyeong: 3305.785 -> '1,000.0평'."""
+    return f"{value_sqm / SQM_PER_PYEONG:,.{digits}f}평"

@@ -1,0 +1,360 @@
+"""Concurrency strategies, registered as plugins: how a batch of projects is spread over workers."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import concurrent.futures as cf
+import itertools
+import multiprocessing
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from zerosite.hookspecs import hookimpl
+from zerosite.plugins import get_data_sources, set_plugin_settings
+from zerosite.project import Project
+from zerosite.sources import select_source
+from zerosite.worker import (
+    ProjectResult,
+    WorkerConfig,
+    current_worker,
+    failed_result,
+    init_worker,
+    make_fetched_chunk,
+    report_names,
+    run_chunk,
+)
+
+__all__ = [
+    "AsyncStrategy",
+    "InterpreterStrategy",
+    "ProcessStrategy",
+    "Runner",
+    "SequentialStrategy",
+    "Strategy",
+    "StrategyOptions",
+    "ThreadStrategy",
+    "default_start_method",
+]
+
+MAX_ATTEMPTS = 3
+"""How often work is sent to a pool whose worker died under it before its reports are failed."""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StrategyOptions:
+    """Tuning knobs: workers, projects per task (chunk), tasks in flight, process start method."""
+
+    workers: int = 1
+    chunksize: int = 4
+    in_flight: int | None = None
+    start_method: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.chunksize < 1:
+            raise ValueError(f"chunksize must be >= 1, got {self.chunksize}")
+        if self.start_method not in (None, *multiprocessing.get_all_start_methods()):
+            known = ", ".join(multiprocessing.get_all_start_methods())
+            raise ValueError(f"start method {self.start_method!r} is not available here; choose one of {known}")
+
+    @property
+    def max_in_flight(self) -> int:
+        return self.in_flight or 4 * self.workers
+
+
+class Runner(abc.ABC):
+    """A started strategy: workers warm; ``run`` may serve several batches; ``close`` stops the workers."""
+
+    restarts: int = 0
+
+    @abc.abstractmethod
+    def run(self, projects: Iterable[Project]) -> Iterator[ProjectResult]:
+        """Make every project's reports, yielding results as they complete; input is read lazily."""
+
+    def close(self) -> None:
+        """Stop the workers; work not yet started is cancelled."""
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Strategy(abc.ABC):
+    """A way to run a batch; subclass it and register an instance through ``zerosite_register_strategies``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def unavailable_reason(self) -> str | None:
+        """Why this strategy cannot run here, or ``None`` when it can."""
+        return None
+
+    @abc.abstractmethod
+    def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
+        """Start the workers, warmed with ``config``; the caller closes the runner."""
+
+
+def bounded(submit: Callable[[T], cf.Future[Any]], items: Iterable[T], limit: int) -> Iterator[tuple[T, cf.Future[Any]]]:
+    """Submit ``items`` with at most ``limit`` in flight; yield ``(item, future)`` as each completes."""
+    pending: dict[cf.Future[Any], T] = {}
+    source = iter(items)
+    try:
+        for item in itertools.islice(source, limit):
+            pending[submit(item)] = item
+        while pending:
+            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future
+                for item in itertools.islice(source, 1):
+                    pending[submit(item)] = item
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last may be shorter), read lazily."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+class SequentialStrategy(Strategy):
+    name = "sequential"
+    description = "One project after another in this process: the baseline every other is compared with."
+
+    def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
+        init_worker(config)
+        return _InlineRunner()
+
+
+class _InlineRunner(Runner):
+    def run(self, projects: Iterable[Project]) -> Iterator[ProjectResult]:
+        worker = current_worker()
+        for project in projects:
+            yield worker.run(project)
+
+
+class ThreadStrategy(Strategy):
+    name = "thread"
+    description = "One thread pool for the batch; the GIL runs one thread's Python at a time, so CPU work does not speed up."
+
+    def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
+        init_worker(config)
+        return _ThreadRunner(options)
+
+
+class _ThreadRunner(Runner):
+    def __init__(self, options: StrategyOptions) -> None:
+        self.options = options
+        self.pool = cf.ThreadPoolExecutor(options.workers, thread_name_prefix="zerosite")
+
+    def run(self, projects: Iterable[Project]) -> Iterator[ProjectResult]:
+        worker = current_worker()
+        for _, future in bounded(lambda p: self.pool.submit(worker.run, p), projects, self.options.max_in_flight):
+            yield future.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def default_start_method() -> str:
+    """``fork`` starts fastest, but forking a process that runs threads may deadlock: ``forkserver`` then."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+class _Pool:
+    """One executor for the whole batch, warmed by an initializer and rebuilt when a worker dies."""
+
+    def __init__(self, factory: Callable[[], cf.Executor]) -> None:
+        self.factory = factory
+        self.executor = factory()
+        self.restarts = 0
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> cf.Future[T]:
+        try:
+            future = self.executor.submit(fn, *args)
+        except cf.BrokenExecutor:
+            self.restart(self.executor)
+            future = self.executor.submit(fn, *args)
+        future.executor = self.executor  # type: ignore[attr-defined]
+        return future
+
+    def restart(self, broken: cf.Executor) -> None:
+        """Replace ``broken`` unless that was done already (its futures all report the same breakage)."""
+        if broken is self.executor:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self.executor = self.factory()
+            self.restarts += 1
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _process_pool(config: WorkerConfig, options: StrategyOptions) -> _Pool:
+    method = options.start_method or default_start_method()
+    return _Pool(
+        lambda: cf.ProcessPoolExecutor(
+            options.workers,
+            mp_context=multiprocessing.get_context(method),
+            initializer=init_worker,
+            initargs=(config, True),
+        )
+    )
+
+
+class _PoolRunner(Runner):
+    """Chunks of projects on a pool; chunks lost with a dying worker are sent again (bounded)."""
+
+    def __init__(self, config: WorkerConfig, options: StrategyOptions, pool: _Pool) -> None:
+        self.options = options
+        self.pool = pool
+        self.reports = report_names(config)
+
+    @property  # type: ignore[override]
+    def restarts(self) -> int:
+        return self.pool.restarts
+
+    def run(self, projects: Iterable[Project]) -> Iterator[ProjectResult]:
+        tasks: Iterable[tuple[list[Project], int]] = ((c, 1) for c in chunked(projects, self.options.chunksize))
+        while True:
+            retry: list[tuple[list[Project], int]] = []
+            submit = lambda task: self.pool.submit(run_chunk, task[0])  # noqa: E731
+            for (chunk, attempt), future in bounded(submit, tasks, self.options.max_in_flight):
+                try:
+                    yield from future.result()
+                except cf.BrokenExecutor:
+                    self.pool.restart(future.executor)  # type: ignore[attr-defined]
+                    if attempt < MAX_ATTEMPTS:
+                        retry.append((chunk, attempt + 1))
+                    else:
+                        why = f"a worker process died while making this project ({attempt} attempts)"
+                        yield from (failed_result(p, self.reports, why) for p in chunk)
+            if not retry:
+                return
+            tasks = retry
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class ProcessStrategy(Strategy):
+    name = "process"
+    description = "One process pool for the batch, workers warmed once, projects sent in chunks: real parallelism."
+
+    def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
+        return _PoolRunner(config, options, _process_pool(config, options))
+
+
+class InterpreterStrategy(Strategy):
+    name = "interpreter"
+    description = "Subinterpreters (concurrent.futures.InterpreterPoolExecutor), each with its own GIL."
+
+    def unavailable_reason(self) -> str | None:
+        if not hasattr(cf, "InterpreterPoolExecutor"):
+            return "needs concurrent.futures.InterpreterPoolExecutor (Python 3.14+)"
+        return None
+
+    def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
+        executor_type = cf.InterpreterPoolExecutor  # type: ignore[attr-defined]
+        pool = _Pool(lambda: executor_type(options.workers, initializer=init_worker, initargs=(config, False)))
+        return _PoolRunner(config, options, pool)
+
+
+class AsyncStrategy(Strategy):
+    name = "async"
+    description = "asyncio: fetches awaited natively with bounded fan-out; CPU work on one shared process pool."
+
+    def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
+        return _AsyncRunner(config, options)
+
+
+class _AsyncRunner(Runner):
+    """One event loop reused across batches, driven step by step so results stream to the caller."""
+
+    def __init__(self, config: WorkerConfig, options: StrategyOptions) -> None:
+        self.options = options
+        self.pool = _process_pool(config, options)
+        self.reports = report_names(config)
+        set_plugin_settings(config.plugins)
+        self.source = select_source(get_data_sources(config.plugins), config.source.url)
+        self.source.open(config.source)
+        self.loop = asyncio.Runner()
+
+    @property  # type: ignore[override]
+    def restarts(self) -> int:
+        return self.pool.restarts
+
+    def run(self, projects: Iterable[Project]) -> Iterator[ProjectResult]:
+        stream = self._stream(projects)
+
+        async def step() -> ProjectResult:
+            return await anext(stream)
+
+        try:
+            while True:
+                try:
+                    result = self.loop.run(step())
+                except StopAsyncIteration:
+                    return
+                yield result
+        finally:
+            self.loop.run(stream.aclose())
+
+    async def _stream(self, projects: Iterable[Project]) -> AsyncIterator[ProjectResult]:
+        source = iter(projects)
+        pending = {asyncio.ensure_future(self._one(p)) for p in itertools.islice(source, self.options.max_in_flight)}
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    yield task.result()
+                    pending.update(asyncio.ensure_future(self._one(p)) for p in itertools.islice(source, 1))
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    async def _one(self, project: Project) -> ProjectResult:
+        started = time.monotonic_ns()
+        try:
+            fetched = await self.source.afetch(project)
+        except Exception as error:
+            return failed_result(project, self.reports, f"fetch failed: {error}", time.monotonic_ns() - started)
+        fetch_ns = time.monotonic_ns() - started
+        for _attempt in range(MAX_ATTEMPTS):
+            future = self.pool.submit(make_fetched_chunk, [(fetched, fetch_ns)])
+            try:
+                (result,) = await asyncio.wrap_future(future)
+                return result
+            except cf.BrokenExecutor:
+                self.pool.restart(future.executor)  # type: ignore[attr-defined]
+        why = f"a worker process died while making this project ({MAX_ATTEMPTS} attempts)"
+        return failed_result(project, self.reports, why, fetch_ns)
+
+    def close(self) -> None:
+        try:
+            self.loop.run(self.source.aclose())
+            self.source.close()
+            self.loop.close()
+        finally:
+            self.pool.close()
+
+
+@hookimpl
+def zerosite_register_strategies(register: Callable[[Strategy], None]) -> None:
+    for strategy in (SequentialStrategy(), ThreadStrategy(), ProcessStrategy(), AsyncStrategy(), InterpreterStrategy()):
+        register(strategy)
