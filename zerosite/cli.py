@@ -18,6 +18,7 @@ __all__ = ["main"]
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+FAILURES_SHOWN = 20
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
@@ -154,7 +155,8 @@ def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--force", is_flag=True, help="Remake reports even when their inputs are unchanged."),
         click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True),
                      help="Per-report time limit in seconds."),
-        click.option("--no-trace-memory", is_flag=True, help="Do not measure peak memory per report (tracemalloc)."),
+        click.option("--trace-memory", is_flag=True,
+                     help="Record each report's peak allocated memory (tracemalloc; makes rendering several times slower)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
         click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary."),
     ]
@@ -196,7 +198,7 @@ def _run_batch(
     data_url: str | None,
     force: bool,
     timeout_s: float | None,
-    no_trace_memory: bool,
+    trace_memory: bool,
     quiet: bool,
     as_json: bool,
     strategy: str,
@@ -224,7 +226,7 @@ def _run_batch(
         data_url=data_url,
         force=force,
         timeout_s=timeout_s,
-        trace_memory=not no_trace_memory,
+        trace_memory=trace_memory,
     )
     total = count * len(modules or known)
     with _progress(total, disable=quiet or as_json) as progress:
@@ -240,8 +242,11 @@ def _run_batch(
     if as_json:
         click.echo(json.dumps(summary.as_dict(), ensure_ascii=False, indent=2))
     else:
-        for failure in summary.failures:
+        for failure in summary.failures[:FAILURES_SHOWN]:
             click.echo(f"failed: {failure.project_id}/{failure.module}: {failure.error}", err=True)
+        if summary.failed > FAILURES_SHOWN:
+            index = db or out / "index.sqlite"
+            click.echo(f"... and {summary.failed - FAILURES_SHOWN} more failures, all recorded in {index}", err=True)
         stages = ", ".join(
             f"{stage} {getattr(summary.stage_ns, f'{stage}_ns') / 1e9:.2f} s" for stage in ("fetch", "compute", "render", "write")
         )

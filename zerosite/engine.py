@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -52,7 +54,7 @@ class BatchOptions:
     data_url: str | None = None
     force: bool = False
     timeout_s: float | None = None
-    trace_memory: bool = True
+    trace_memory: bool = False
     plugins: PluginSettings = field(default_factory=plugin_settings)
 
     def worker_config(self) -> WorkerConfig:
@@ -219,6 +221,22 @@ def generate(
     )
 
 
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Let Ctrl-C wait until the block ends, so a report file and its index row are made together."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 def _store_result(
     store: ReportStore,
     result: ProjectResult,
@@ -232,7 +250,7 @@ def _store_result(
         row = ReportRow(
             project_id=project.id,
             module=report.module,
-            address=project.road_address,
+            address=f"{project.road_address} ({project.jibun_address})",
             input_hash=input_hash,
             fetch_ns=report.timings.fetch_ns,
             compute_ns=report.timings.compute_ns,
@@ -245,18 +263,19 @@ def _store_result(
         elif unchanged(project.id, report.module, input_hash):
             tally.add(_outcome(row, "skipped", None, 0, StageTimings(), None))
         else:
-            written = store.write(project.id, report.module, report.html)
+            with _interrupts_deferred():
+                written = store.write(project.id, report.module, report.html)
+                store.record(
+                    replace(
+                        row,
+                        path=str(written.path),
+                        size_bytes=written.size_bytes,
+                        sha256=written.sha256,
+                        write_ns=written.write_ns,
+                    )
+                )
             timings = StageTimings(
                 report.timings.fetch_ns, report.timings.compute_ns, report.timings.render_ns, written.write_ns
-            )
-            store.record(
-                replace(
-                    row,
-                    path=str(written.path),
-                    size_bytes=written.size_bytes,
-                    sha256=written.sha256,
-                    write_ns=written.write_ns,
-                )
             )
             tally.add(_outcome(row, "written", written.path, written.size_bytes, timings, None))
 

@@ -42,7 +42,7 @@ def _build_environment(settings: PluginSettings) -> Environment:
     user = [FileSystemLoader(settings.templates_dir)] if settings.templates_dir else []
     plugin_dirs = [Path(d) for dirs in reversed(pm.hook.zerosite_template_dirs()) for d in dirs]
     env = Environment(
-        loader=ChoiceLoader([PrefixLoader({"default": builtin}), *user, *map(FileSystemLoader, plugin_dirs), builtin]),
+        loader=ChoiceLoader([PrefixLoader({"default": builtin}, delimiter=":"), *user, *map(FileSystemLoader, plugin_dirs), builtin]),
         autoescape=True,
         auto_reload=False,
         undefined=StrictUndefined,

@@ -1,0 +1,236 @@
+"""The run engine: same bytes under every strategy, failures contained, nothing lost, resumable, flat memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from zerosite.engine import BatchOptions, ReportOutcome, generate
+from zerosite.plugins import PluginSettings
+from zerosite.project import Project, parse_project
+from zerosite.sample import iter_sample_projects, sample_projects
+from zerosite.testing import ProjectServer
+
+BUILTIN_STRATEGIES = ["sequential", "thread", "process", "async"]
+
+
+def projects(n: int) -> list[Project]:
+    return [parse_project(raw) for raw in sample_projects(n)]
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.startswith("index.sqlite")
+    }
+
+
+def index_rows(db: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT project_id, module, status FROM reports ORDER BY project_id, module").fetchall()
+
+
+def local_plugin(folder: Path, source: str, template: str = "<p>{{ module.name }} {{ result }}</p>\n") -> PluginSettings:
+    """A plugins folder holding one plugin file and its template folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "extra.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    (folder / "templates").mkdir(exist_ok=True)
+    (folder / "templates" / "extra.html.j2").write_text(template, encoding="utf-8")
+    return PluginSettings(plugins_dir=folder).resolved()
+
+
+PLUGIN_HEAD = """
+    import os
+    import signal
+    from pathlib import Path
+
+    from zerosite import ReportModule, hookimpl
+
+    HERE = Path(__file__).parent
+
+
+    @hookimpl
+    def zerosite_template_dirs():
+        return [HERE / "templates"]
+"""
+
+
+@pytest.mark.parametrize("strategy", BUILTIN_STRATEGIES[1:])
+def test_every_strategy_writes_the_same_bytes(tmp_path: Path, strategy: str) -> None:
+    batch = projects(6)
+    baseline = generate(batch, BatchOptions(out=tmp_path / "sequential"))
+    other = generate(batch, BatchOptions(out=tmp_path / strategy, strategy=strategy, workers=2))
+    assert (baseline.written, other.written, other.failed) == (30, 30, 0)
+    assert files_of(tmp_path / strategy) == files_of(tmp_path / "sequential")
+
+
+def test_a_failing_module_fails_its_dependents_only(tmp_path: Path) -> None:
+    settings = local_plugin(
+        tmp_path / "plugins",
+        PLUGIN_HEAD
+        + """
+    def boom(project, deps):
+        if project.id == "p0002-gongdeok":
+            raise ValueError("no road access")
+        return deps["M3"].selected_label
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="BOOM", title="검토", compute=boom, template="extra.html.j2", requires=("M3",)))
+        register(ReportModule(name="AFTER", title="후속", compute=lambda p, d: d["BOOM"], template="extra.html.j2",
+                              requires=("BOOM",)))
+    """,
+    )
+    seen: list[ReportOutcome] = []
+    summary = generate(projects(3), BatchOptions(out=tmp_path / "out", plugins=settings, strategy="process",
+                                                 workers=2), on_report=seen.append)
+    failed = {(o.project_id, o.module): o.error for o in seen if o.status == "failed"}
+    assert set(failed) == {("p0002-gongdeok", "BOOM"), ("p0002-gongdeok", "AFTER")}
+    assert "BOOM compute failed for project 'p0002-gongdeok': ValueError: no road access" in failed["p0002-gongdeok", "BOOM"]
+    assert "requires BOOM, which failed" in failed["p0002-gongdeok", "AFTER"]
+    assert (summary.written, summary.failed) == (3 * 7 - 2, 2)
+    assert ("p0002-gongdeok", "BOOM", "failed") in index_rows(tmp_path / "out" / "index.sqlite")
+
+
+def test_a_worker_killed_mid_batch_loses_nothing(tmp_path: Path) -> None:
+    settings = local_plugin(
+        tmp_path / "plugins",
+        PLUGIN_HEAD
+        + """
+    def die_once(project, deps):
+        marker = HERE / "killed"
+        if project.id == "p0005-hangangno" and not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return project.id
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="KILL", title="중단", compute=die_once, template="extra.html.j2"))
+    """,
+    )
+    options = BatchOptions(out=tmp_path / "out", plugins=settings, strategy="process", workers=2, chunksize=2)
+    summary = generate(projects(12), options)
+    assert (tmp_path / "plugins" / "killed").exists()
+    assert summary.restarts >= 1
+    assert (summary.written, summary.failed) == (12 * 6, 0)
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+    assert len(index_rows(tmp_path / "out" / "index.sqlite")) == 12 * 6
+
+
+def test_resume_skips_unchanged_reports(tmp_path: Path) -> None:
+    batch = projects(4)
+    options = BatchOptions(out=tmp_path / "out")
+    assert generate(batch, options).written == 20
+    again = generate(batch, options)
+    assert (again.written, again.skipped) == (0, 20)
+    changed = [batch[0].__class__(**{**{f: getattr(batch[0], f) for f in batch[0].__slots__}, "land_area_sqm": 999.0})]
+    partly = generate(changed + batch[1:], options)
+    assert (partly.written, partly.skipped) == (5, 15)
+    assert generate(batch, BatchOptions(out=tmp_path / "out", force=True)).written == 20
+
+
+def test_an_interrupted_batch_resumes(tmp_path: Path) -> None:
+    options = BatchOptions(out=tmp_path / "out", strategy="process", workers=2, start_method="fork")
+    made = 0
+
+    def interrupt(outcome: ReportOutcome) -> None:
+        nonlocal made
+        made += 1
+        if made == 12:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate(projects(10), options, on_report=interrupt)
+    assert not psutil.Process().children(recursive=True), "worker processes were left running"
+    rows = index_rows(tmp_path / "out" / "index.sqlite")
+    written_files = {p for p in files_of(tmp_path / "out") if p.endswith(".html")}
+    assert len(rows) >= 11 and len(written_files) == len(rows)
+    resumed = generate(projects(10), options)
+    assert resumed.skipped >= 10 and resumed.written + resumed.skipped == 50
+
+
+def test_ctrl_c_on_the_command_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "zerosite", "generate", "--sample", "400", "--strategy", "process",
+               "--workers", "2", "--out", str(out), "--quiet"]
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(out.glob("*/*.html"))) < 50:
+        time.sleep(0.05)
+    os.killpg(child.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    _, stderr = child.communicate(timeout=30)
+    assert child.returncode == 130, stderr
+    assert "interrupted" in stderr and "resume" in stderr
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])]
+    assert not list(out.rglob("*.tmp"))
+    rows = index_rows(out / "index.sqlite")
+    assert len(rows) == len(list(out.glob("*/*.html")))
+    rerun = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f'"skipped": {len(rows)}' in rerun.stdout
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "async"])
+def test_http_source_fetches_each_project(tmp_path: Path, strategy: str) -> None:
+    raw = sample_projects(6)
+    served = {p["id"]: {**p, "official_price_per_sqm": p["official_price_per_sqm"] + 1000} for p in raw}
+    with ProjectServer(served, latency_s=0.01) as server:
+        summary = generate(
+            [parse_project(p) for p in raw],
+            BatchOptions(out=tmp_path / "out", strategy=strategy, workers=2, data_url=server.url),
+        )
+        assert server.requests == 6
+    assert (summary.written, summary.failed) == (30, 0)
+    assert summary.stage_ns.fetch_ns > 0
+
+
+@pytest.mark.parametrize("strategy", ["thread", "async"])
+def test_a_failing_http_source_fails_its_projects_clearly(tmp_path: Path, strategy: str) -> None:
+    with ProjectServer({}, latency_s=0, always_fail=503) as server:
+        url = server.url
+        summary = generate(projects(2), BatchOptions(out=tmp_path / "out", strategy=strategy, workers=2, data_url=url))
+    assert (summary.written, summary.failed) == (0, 10)
+    error = summary.failures[0].error or ""
+    assert "fetch failed" in error and url in error and "503" in error
+
+
+def test_memory_stays_flat_over_10000_projects(tmp_path: Path) -> None:
+    settings = local_plugin(
+        tmp_path / "plugins",
+        PLUGIN_HEAD
+        + """
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="TINY", title="요약", compute=lambda p, d: p.dong, template="extra.html.j2"))
+    """,
+    )
+    process = psutil.Process()
+    rss: dict[int, int] = {}
+
+    counter = iter(range(1, 10_001))
+
+    def sample_rss(outcome: ReportOutcome) -> None:
+        seen = next(counter)
+        if seen in (1_000, 10_000):
+            rss[seen] = process.memory_info().rss
+
+    def stream() -> Iterator[Project]:
+        return (parse_project(raw) for raw in iter_sample_projects(10_000))
+
+    summary = generate(stream(), BatchOptions(out=tmp_path / "out", plugins=settings, modules=("TINY",)),
+                       on_report=sample_rss)
+    assert summary.written == 10_000
+    growth_mb = (rss[10000] - rss[1000]) / 2**20
+    assert growth_mb < 20, f"RSS grew {growth_mb:.1f} MB between report 1,000 and 10,000"

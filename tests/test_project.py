@@ -1,0 +1,106 @@
+"""Project input (M1): every validation error is named with its location; loading JSON and JSON Lines."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zerosite.project import InvalidInput, Zone, iter_raw_projects, parse_project, project_to_dict, validate_batch
+from zerosite.sample import sample_projects
+
+
+@pytest.fixture
+def raw() -> dict[str, Any]:
+    return copy.deepcopy(sample_projects(1)[0])
+
+
+def errors_of(raw: Any, where: str = "projects[3]") -> list[str]:
+    with pytest.raises(InvalidInput) as caught:
+        parse_project(raw, where)
+    return caught.value.errors
+
+
+def test_valid_sample_round_trips(raw: dict[str, Any]) -> None:
+    project = parse_project(raw)
+    assert project.zone_type in set(Zone)
+    assert parse_project(project_to_dict(project)) == project
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("land_area_sqm",), -5, "projects[3].land_area_sqm: must be > 0, got -5"),
+        (("land_area_sqm",), 0, "projects[3].land_area_sqm: must be > 0, got 0"),
+        (("land_area_sqm",), math.inf, "projects[3].land_area_sqm: must be finite, got inf"),
+        (("land_area_sqm",), math.nan, "projects[3].land_area_sqm: must be finite, got nan"),
+        (("land_area_sqm",), "1650", 'projects[3].land_area_sqm: must be a number, got "1650"'),
+        (("land_area_sqm",), True, "projects[3].land_area_sqm: must be a number, got true"),
+        (("official_price_per_sqm",), 1.5, "projects[3].official_price_per_sqm: must be a whole number of won"),
+        (("road_width_m",), -1, "projects[3].road_width_m: must be >= 0, got -1"),
+        (("subway_distance_m",), None, "projects[3].subway_distance_m: must be a number, got null"),
+        (("corner_lot",), "yes", 'projects[3].corner_lot: must be true or false, got "yes"'),
+        (("zone_type",), "상업지역", 'projects[3].zone_type: unknown zone "상업지역"'),
+        (("road_address",), "  ", "projects[3].road_address: must not be empty"),
+        (("id",), "../etc", 'projects[3].id: must be a slug'),
+        (("transactions", 0, "area_sqm"), 0, "projects[3].transactions[0].area_sqm: must be > 0, got 0"),
+        (("transactions", 0, "price_krw"), -1, "projects[3].transactions[0].price_krw: must be > 0, got -1"),
+        (("transactions", 0, "date"), "2025-13-01", "projects[3].transactions[0].date: must be a date"),
+        (("transactions", 0, "zone_type"), "x", 'projects[3].transactions[0].zone_type: unknown zone "x"'),
+        (("demographics", "youth"), 1.5, "projects[3].demographics.youth: must be a share in [0, 1], got 1.5"),
+    ],
+)
+def test_each_bad_field_is_named(raw: dict[str, Any], path: tuple[Any, ...], value: Any, message: str) -> None:
+    target = raw
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    errors = errors_of(raw)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(message)
+
+
+def test_every_problem_is_reported_at_once(raw: dict[str, Any]) -> None:
+    raw["land_area_sqm"] = -5
+    raw["zone_type"] = "nowhere"
+    del raw["dong"]
+    raw["transactions"][1]["area_sqm"] = 0
+    errors = errors_of(raw)
+    assert {e.split(":")[0] for e in errors} == {
+        "projects[3].land_area_sqm",
+        "projects[3].zone_type",
+        "projects[3].dong",
+        "projects[3].transactions[1].area_sqm",
+    }
+
+
+def test_not_an_object() -> None:
+    assert errors_of([1, 2], "projects[0]") == ["projects[0]: must be an object, got [1, 2]"]
+
+
+def test_duplicate_ids_are_errors(raw: dict[str, Any]) -> None:
+    second = copy.deepcopy(raw)
+    valid, errors = validate_batch([("projects[0]", raw), ("projects[1]", second)])
+    assert valid == [raw["id"]]
+    assert errors == [f"projects[1].id: duplicate id {raw['id']!r} (first at projects[0])"]
+
+
+def test_json_and_jsonl_load_the_same(tmp_path: Path) -> None:
+    projects = sample_projects(3)
+    (tmp_path / "p.json").write_text(json.dumps(projects, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(p, ensure_ascii=False) for p in projects), encoding="utf-8")
+    from_json = [parse_project(r, w) for w, r in iter_raw_projects(tmp_path / "p.json")]
+    from_jsonl = [parse_project(r, w) for w, r in iter_raw_projects(tmp_path / "p.jsonl")]
+    assert from_json == from_jsonl
+    assert [w for w, _ in iter_raw_projects(tmp_path / "p.jsonl")] == ["p.jsonl:1", "p.jsonl:2", "p.jsonl:3"]
+
+
+def test_broken_json_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a"}\n{not json}\n', encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"bad.jsonl:2: not valid JSON"):
+        list(iter_raw_projects(bad))

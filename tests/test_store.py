@@ -1,0 +1,276 @@
+"""Tests of the report store: atomic files, gzip, the SQLite index, search and resume."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from zerosite.store import ReportRow, ReportStore, StoreError, recent_reports, search_reports
+
+HTML = '<!doctype html><html lang="ko"><body><h1>토지 감정평가</h1><p>서울특별시 강남구 역삼동</p></body></html>'
+
+
+def _row(store: ReportStore, project_id: str, module: str, address: str, **extra: object) -> ReportRow:
+    written = store.write(project_id, module, HTML)
+    values: dict[str, object] = {
+        "path": str(written.path),
+        "size_bytes": written.size_bytes,
+        "sha256": written.sha256,
+        "write_ns": written.write_ns,
+        "input_hash": f"hash-{project_id}-{module}",
+    }
+    values.update(extra)
+    return ReportRow(project_id, module, address, **values)  # type: ignore[arg-type]
+
+
+def _temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_write_creates_file_atomically(tmp_path: Path) -> None:
+    with ReportStore(tmp_path) as store:
+        written = store.write("p0001-yeoksam", "M2", HTML)
+    assert written.path == (tmp_path / "p0001-yeoksam" / "M2.html").resolve()
+    data = written.path.read_bytes()
+    assert data.decode("utf-8") == HTML
+    assert written.size_bytes == len(data)
+    assert written.sha256 == hashlib.sha256(data).hexdigest()
+    assert written.write_ns > 0
+    assert _temp_files(tmp_path) == []
+
+
+def test_rewrite_replaces_file(tmp_path: Path) -> None:
+    with ReportStore(tmp_path) as store:
+        store.write("p1", "M2", "old")
+        written = store.write("p1", "M2", "new")
+    assert written.path.read_text(encoding="utf-8") == "new"
+
+
+def test_failed_replace_leaves_no_temp_and_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with ReportStore(tmp_path) as store:
+        store.write("p1", "M2", "old")
+
+        def full_disk(src: object, dst: object) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "replace", full_disk)
+        with pytest.raises(StoreError, match=r"M2 of project p1 .*M2\.html.*no space left"):
+            store.write("p1", "M2", "new")
+    assert _temp_files(tmp_path) == []
+    assert (tmp_path / "p1" / "M2.html").read_text(encoding="utf-8") == "old"
+
+
+def test_failed_write_leaves_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_fdopen = os.fdopen
+
+    class FailingFile:
+        def __init__(self, fd: int) -> None:
+            self._file = real_fdopen(fd, "wb")
+
+        def __enter__(self) -> FailingFile:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._file.close()
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+
+    with ReportStore(tmp_path) as store:
+        monkeypatch.setattr(os, "fdopen", lambda fd, mode: FailingFile(fd))
+        with pytest.raises(StoreError, match="Permission denied"):
+            store.write("p1", "M3", HTML)
+    assert _temp_files(tmp_path) == []
+    assert not (tmp_path / "p1" / "M3.html").exists()
+
+
+@pytest.mark.parametrize("bad_id", ["../evil", "..", "a/b", "/etc", "", ".hidden", "a\\b", "x" * 200])
+def test_path_traversal_is_rejected(tmp_path: Path, bad_id: str) -> None:
+    with ReportStore(tmp_path / "out") as store, pytest.raises(StoreError, match="unsafe project id"):
+        store.write(bad_id, "M2", HTML)
+    assert all(p.name.startswith("index.sqlite") for p in (tmp_path / "out").iterdir())
+    assert not (tmp_path / "evil").exists()
+
+
+def test_bad_module_name_is_rejected(tmp_path: Path) -> None:
+    with ReportStore(tmp_path) as store, pytest.raises(StoreError, match="unsafe module name"):
+        store.write("p1", "../M2", HTML)
+
+
+def test_gzip_round_trip_and_determinism(tmp_path: Path) -> None:
+    with ReportStore(tmp_path / "a", gzip=True) as store:
+        first = store.write("p1", "M2", HTML)
+    with ReportStore(tmp_path / "b", gzip=True, fsync=True) as store:
+        second = store.write("p1", "M2", HTML)
+    assert first.path.name == "M2.html.gz"
+    assert gzip.decompress(first.path.read_bytes()).decode("utf-8") == HTML
+    assert first.path.read_bytes() == second.path.read_bytes()
+    assert first.sha256 == second.sha256
+    assert first.path.read_bytes()[4:8] == b"\0\0\0\0"  # mtime field of the gzip header
+
+
+def test_upsert_replaces_row(tmp_path: Path) -> None:
+    with ReportStore(tmp_path) as store:
+        store.record(ReportRow("p1", "M2", "서울특별시 강남구 역삼동 737", status="failed", error="boom"))
+        store.record(_row(store, "p1", "M2", "서울특별시 강남구 역삼동 737"))
+        store.record(_row(store, "p1", "M3", "서울특별시 강남구 역삼동 737"))
+    conn = sqlite3.connect(tmp_path / "index.sqlite")
+    rows = conn.execute("SELECT project_id, module, status, error, path FROM reports ORDER BY module").fetchall()
+    assert rows == [
+        ("p1", "M2", "written", None, "p1/M2.html"),
+        ("p1", "M3", "written", None, "p1/M3.html"),
+    ]
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    # the full-text index followed the upsert: one entry per row
+    assert conn.execute("SELECT count(*) FROM reports_fts WHERE reports_fts MATCH '역삼동'").fetchone() == (2,)
+    conn.close()
+    with ReportStore(tmp_path) as store:  # a new address replaces the old one in the search index too
+        store.record(_row(store, "p1", "M2", "서울특별시 마포구 공덕동 1"))
+        assert [r.module for r in store.search("역삼동")] == ["M3"]
+        assert [r.module for r in store.search("공덕동")] == ["M2"]
+    conn = sqlite3.connect(tmp_path / "index.sqlite")
+    conn.execute("INSERT INTO reports_fts (reports_fts, rank) VALUES ('integrity-check', 1)")  # raises if out of sync
+    conn.close()
+
+
+def test_invalid_status_is_rejected() -> None:
+    with pytest.raises(ValueError, match="status"):
+        ReportRow("p1", "M2", status="done")  # type: ignore[arg-type]
+
+
+def _fill(store: ReportStore) -> None:
+    store.record(_row(store, "p0001-yeoksam", "M2", "서울특별시 강남구 테헤란로 152 (역삼동)"))
+    store.record(_row(store, "p0001-yeoksam", "M3", "서울특별시 강남구 테헤란로 152 (역삼동)"))
+    store.record(_row(store, "p0002-gongdeok", "M2", "서울특별시 마포구 마포대로 84 (공덕동)"))
+    store.record(_row(store, "p0003-udong", "M2", "부산광역시 해운대구 해운대로 79 (우동)"))
+
+
+def test_search_by_korean_address_fragment(tmp_path: Path) -> None:
+    with ReportStore(tmp_path) as store:
+        _fill(store)
+        assert {(r.project_id, r.module) for r in store.search("역삼동")} == {
+            ("p0001-yeoksam", "M2"),
+            ("p0001-yeoksam", "M3"),
+        }
+        assert {r.project_id for r in store.search("테헤란")} == {"p0001-yeoksam"}  # word prefix
+        assert {r.project_id for r in store.search("마포구 공덕")} == {"p0002-gongdeok"}  # every word
+        assert [r.project_id for r in store.search("해운대구")] == ["p0003-udong"]
+        assert store.search("강남구 마포구") == []
+        assert len(store.search("서울특별시", limit=2)) == 2
+    # the read-only module-level function sees the same
+    found = search_reports(tmp_path / "index.sqlite", "공덕동")
+    assert [(r.project_id, r.address, r.status) for r in found] == [
+        ("p0002-gongdeok", "서울특별시 마포구 마포대로 84 (공덕동)", "written")
+    ]
+
+
+def test_search_module_filter(tmp_path: Path) -> None:
+    with ReportStore(tmp_path) as store:
+        _fill(store)
+        assert [r.module for r in store.search("역삼동", module="M3")] == ["M3"]
+        assert store.search("역삼동", module="M9") == []
+        assert store.search("역삼동", module="M2' OR '1'='1") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['"', "*", "OR", ")", "(", "'; DROP TABLE reports; --", '역삼동" OR "공덕동', "NEAR(a b)", "^역삼", "-", "", "  "],
+)
+def test_search_input_is_inert(tmp_path: Path, text: str) -> None:
+    with ReportStore(tmp_path) as store:
+        _fill(store)
+        found = store.search(text)
+        assert all("역삼동" in r.address or "역삼" in text for r in found)
+        if "역삼" not in text:
+            assert found == []
+        assert len(store.recent(100)) == 4  # the table is still there
+    assert search_reports(tmp_path / "index.sqlite", text) == found
+
+
+def test_recent_newest_first(tmp_path: Path) -> None:
+    with ReportStore(tmp_path) as store:
+        store.record(ReportRow("p1", "M2", "a", generated_at="2026-01-01T00:00:01.000000+00:00"))
+        store.record(ReportRow("p2", "M2", "b", generated_at="2026-01-01T00:00:03.000000+00:00"))
+        store.record(ReportRow("p3", "M2", "c", generated_at="2026-01-01T00:00:02.000000+00:00"))
+        assert [r.project_id for r in store.recent(2)] == ["p2", "p3"]
+        # a re-run of p1 makes it the newest
+        store.record(ReportRow("p1", "M2", "a", generated_at="2026-01-01T00:00:04.000000+00:00"))
+        assert [r.project_id for r in store.recent(10)] == ["p1", "p2", "p3"]
+        assert store.recent(0) == []
+    assert [r.project_id for r in recent_reports(tmp_path / "index.sqlite", 1)] == ["p1"]
+
+
+def test_index_consistent_after_exception_in_block(tmp_path: Path) -> None:
+    with (
+        pytest.raises(KeyboardInterrupt),
+        ReportStore(tmp_path, commit_every_rows=10_000, commit_every_s=3600) as store,
+    ):
+        for i in range(5):
+            store.record(_row(store, f"p{i}", "M2", f"서울특별시 강남구 역삼동 {i}"))
+        raise KeyboardInterrupt
+    rows = recent_reports(tmp_path / "index.sqlite", 100)
+    assert sorted(r.project_id for r in rows) == [f"p{i}" for i in range(5)]
+    for row in rows:
+        assert (tmp_path / row.path).read_bytes() and hashlib.sha256(
+            (tmp_path / row.path).read_bytes()
+        ).hexdigest() == row.sha256
+    assert len(search_reports(tmp_path / "index.sqlite", "역삼동", limit=100)) == 5
+
+
+def test_batch_commits_are_visible_to_readers(tmp_path: Path) -> None:
+    with ReportStore(tmp_path, commit_every_rows=3, commit_every_s=3600) as store:
+        for i in range(4):
+            store.record(ReportRow(f"p{i}", "M2", "x", status="skipped"))
+        assert len(recent_reports(tmp_path / "index.sqlite", 10)) == 3  # the fourth is still pending
+        store.flush()
+        assert len(recent_reports(tmp_path / "index.sqlite", 10)) == 4
+
+
+def test_resume_lookup(tmp_path: Path) -> None:
+    with ReportStore(tmp_path) as store:
+        store.record(_row(store, "p1", "M2", "a"))
+        store.record(_row(store, "p2", "M2", "b"))
+        store.record(_row(store, "p3", "M2", "c"))
+        store.record(ReportRow("p3", "M2", "c", input_hash="hash-p3-M2", status="failed", error="ValueError"))
+        assert store.input_hash_of("p1", "M2") == "hash-p1-M2"
+        assert store.input_hash_of("p3", "M2") is None  # failed
+    (tmp_path / "p2" / "M2.html").unlink()
+    with ReportStore(tmp_path) as store:  # reopened: loaded from the index
+        assert store.input_hash_of("p1", "M2") == "hash-p1-M2"
+        assert store.input_hash_of("p2", "M2") is None  # file missing
+        assert store.input_hash_of("p3", "M2") is None  # failed
+        assert store.input_hash_of("p9", "M2") is None  # never seen
+        assert store.input_hash_of("p1", "M3") is None
+
+
+def test_cleanup_temp_files(tmp_path: Path) -> None:
+    with ReportStore(tmp_path) as store:
+        store.write("p1", "M2", HTML)
+        (tmp_path / "p1" / ".M3.html.1234.1.tmp").write_text("partial")
+        (tmp_path / "p2").mkdir()
+        (tmp_path / "p2" / ".M2.html.99.7.tmp").write_text("partial")
+        (tmp_path / "p2" / "notes.tmp").write_text("not ours")
+        assert store.cleanup_temp_files() == 2
+        assert store.cleanup_temp_files() == 0
+    assert (tmp_path / "p1" / "M2.html").exists()
+    assert (tmp_path / "p2" / "notes.tmp").exists()
+    assert _temp_files(tmp_path) == [tmp_path / "p2" / "notes.tmp"]
+
+
+def test_custom_db_path_and_closed_store(tmp_path: Path) -> None:
+    store = ReportStore(tmp_path / "out", db_path=tmp_path / "db" / "idx.sqlite")
+    store.record(ReportRow("p1", "M2", "a", status="skipped"))
+    store.close()
+    store.close()
+    assert (tmp_path / "db" / "idx.sqlite").exists()
+    assert not (tmp_path / "out" / "index.sqlite").exists()
+    with pytest.raises(StoreError, match="closed"):
+        store.record(ReportRow("p1", "M2", "a", status="skipped"))
+    with pytest.raises(StoreError, match="no report index"):
+        recent_reports(tmp_path / "missing.sqlite")

@@ -1,0 +1,337 @@
+"""Data sources: the plugin-provided fetch stage that fills in a project's inputs before it is computed."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import json
+import os
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from zerosite.hookspecs import hookimpl
+from zerosite.project import InvalidInput, Project, parse_project, project_to_dict
+
+__all__ = [
+    "DataSource",
+    "EmbeddedSource",
+    "HttpSource",
+    "SourceError",
+    "SourceSettings",
+    "select_source",
+    "zerosite_register_data_sources",
+]
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """How a source reaches its data: base URL, per-request timeout and retry policy.
+
+    A failed attempt that may succeed later (connect error, timeout, HTTP 5xx) is retried
+    ``retries`` times, sleeping ``backoff_s``, ``2 * backoff_s``, ``4 * backoff_s``, ... in between.
+    """
+
+    url: str | None = None
+    timeout_s: float = 5.0
+    retries: int = 3
+    backoff_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s!r}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries!r}")
+        if self.backoff_s < 0:
+            raise ValueError(f"backoff_s must be >= 0, got {self.backoff_s!r}")
+
+    def backoff_before(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based): deterministic doubling."""
+        return self.backoff_s * 2 ** (retry - 1)
+
+
+class SourceError(Exception):
+    """A project's data could not be fetched; names the project, the URL and the cause.
+
+    Picklable, so it crosses process-pool boundaries intact.
+    """
+
+    def __init__(self, project_id: str, url: str, cause: str, attempts: int = 1) -> None:
+        self.project_id = project_id
+        self.url = url
+        self.cause = cause
+        self.attempts = attempts
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        super().__init__(f"project {project_id!r}: cannot fetch {url}{tries}: {cause}")
+
+    def __reduce__(self) -> tuple[Callable[..., SourceError], tuple[str, str, str, int]]:
+        return (type(self), (self.project_id, self.url, self.cause, self.attempts))
+
+
+class DataSource(abc.ABC):
+    """One way to get a project's inputs: subclass it and register an instance through the hook.
+
+    Lifecycle: ``open(settings)`` once per process (a strategy does it in its worker initializer,
+    or around the batch for in-process strategies), then any number of ``fetch``/``afetch`` calls,
+    from any thread, then ``close()`` (and ``await aclose()`` inside each event loop that called
+    ``afetch``). ``session``/``asession`` wrap that in ``with``/``async with``.
+    Clients are created lazily on first use and reused: one per process for ``fetch``,
+    one per event loop for ``afetch``; never one per request.
+    """
+
+    name: str = ""
+    description: str = ""
+    settings: SourceSettings = SourceSettings()
+
+    def open(self, settings: SourceSettings) -> None:
+        """Configure the source for this process; cheap and idempotent (clients start lazily)."""
+        self.settings = settings
+
+    def close(self) -> None:  # noqa: B027 (optional hook: nothing to release by default)
+        """Release this process's sync resources; the source may be opened again later."""
+
+    async def aclose(self) -> None:  # noqa: B027 (optional hook: nothing to release by default)
+        """Release the resources that ``afetch`` created in the running event loop."""
+
+    @abc.abstractmethod
+    def fetch(self, project: Project) -> Project:
+        """Return ``project`` with its inputs filled in or refreshed; thread-safe."""
+
+    async def afetch(self, project: Project) -> Project:
+        """Async :meth:`fetch`. The default calls ``fetch`` inline: override it if ``fetch`` blocks."""
+        return self.fetch(project)
+
+    @contextlib.contextmanager
+    def session(self, settings: SourceSettings) -> Iterator[DataSource]:
+        """``with source.session(settings):`` opens the source and closes it afterwards."""
+        self.open(settings)
+        try:
+            yield self
+        finally:
+            self.close()
+
+    @contextlib.asynccontextmanager
+    async def asession(self, settings: SourceSettings) -> AsyncIterator[DataSource]:
+        """``async with source.asession(settings):`` opens, then closes this loop's and the sync resources."""
+        self.open(settings)
+        try:
+            yield self
+        finally:
+            try:
+                await self.aclose()
+            finally:
+                self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class EmbeddedSource(DataSource):
+    """The projects file is the data: every project is returned exactly as given."""
+
+    name = "embedded"
+    description = "Use the projects file as it is; no network access."
+
+    def fetch(self, project: Project) -> Project:
+        return project
+
+
+_INHERITED_CLIENTS: list[object] = []
+"""Clients a forked child inherited: kept alive, never used, so their sockets are not finalized here."""
+
+_RETRYABLE_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+class HttpSource(DataSource):
+    """GET ``{url}/projects/{id}``: the JSON object's fields override the project's, then are re-validated.
+
+    Uses one ``httpx.Client`` per process (shared by all threads; a forked child makes its own)
+    and one ``httpx.AsyncClient`` per event loop.
+    """
+
+    name = "http"
+    description = "Fetch project fields from {url}/projects/{id} over HTTP, with timeouts and retries."
+
+    def __init__(self) -> None:
+        self.settings = SourceSettings()
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._client: httpx.Client | None = None
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self, settings: SourceSettings) -> None:
+        if not settings.url:
+            raise ValueError("the http source needs SourceSettings(url=...)")
+        self._forget_if_forked()
+        with self._lock:
+            if settings != self.settings:
+                self._close_sync_client()
+            self.settings = settings
+
+    def close(self) -> None:
+        self._forget_if_forked()
+        with self._lock:
+            self._close_sync_client()
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._async_clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+    def _close_sync_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _forget_if_forked(self) -> None:
+        # A forked child inherits the parent's clients, sockets and (maybe held) lock. It must not
+        # use or close those connections (the parent still does), so it parks them and starts afresh.
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._lock = threading.Lock()
+            _INHERITED_CLIENTS.extend([self._client, *self._async_clients.values()])
+            self._client = None
+            self._async_clients = weakref.WeakKeyDictionary()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"settings": self.settings}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+        self.settings = state["settings"]
+
+    def _base_url(self) -> str:
+        if not self.settings.url:
+            raise RuntimeError("HttpSource is not open: call open(SourceSettings(url=...)) first")
+        return self.settings.url.rstrip("/")
+
+    def _sync_client(self) -> httpx.Client:
+        self._forget_if_forked()
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = httpx.Client(timeout=self.settings.timeout_s)
+                client = self._client
+        return client
+
+    def _async_client(self) -> httpx.AsyncClient:
+        self._forget_if_forked()
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._async_clients.get(loop)
+            if client is None:
+                client = httpx.AsyncClient(timeout=self.settings.timeout_s)
+                self._async_clients[loop] = client
+        return client
+
+    # -- fetching --------------------------------------------------------------------------
+
+    def _url_for(self, project: Project) -> str:
+        return f"{self._base_url()}/projects/{quote(project.id, safe='')}"
+
+    def fetch(self, project: Project) -> Project:
+        url = self._url_for(project)
+        client = self._sync_client()
+        settings = self.settings
+        for attempt in range(1, settings.retries + 2):
+            if attempt > 1:
+                time.sleep(settings.backoff_before(attempt - 1))
+            try:
+                response = client.get(url)
+            except _RETRYABLE_ERRORS as error:
+                outcome: httpx.Response | str = _describe(error)
+            except httpx.HTTPError as error:
+                raise SourceError(project.id, url, _describe(error), attempt) from error
+            else:
+                outcome = response
+            done = self._settle(project, url, outcome, attempt)
+            if done is not None:
+                return done
+        raise AssertionError("unreachable: the last attempt always settles")
+
+    async def afetch(self, project: Project) -> Project:
+        url = self._url_for(project)
+        client = self._async_client()
+        settings = self.settings
+        for attempt in range(1, settings.retries + 2):
+            if attempt > 1:
+                await asyncio.sleep(settings.backoff_before(attempt - 1))
+            try:
+                response = await client.get(url)
+            except _RETRYABLE_ERRORS as error:
+                outcome: httpx.Response | str = _describe(error)
+            except httpx.HTTPError as error:
+                raise SourceError(project.id, url, _describe(error), attempt) from error
+            else:
+                outcome = response
+            done = self._settle(project, url, outcome, attempt)
+            if done is not None:
+                return done
+        raise AssertionError("unreachable: the last attempt always settles")
+
+    def _settle(self, project: Project, url: str, outcome: httpx.Response | str, attempt: int) -> Project | None:
+        """The merged project, ``None`` to retry, or raise: shared by ``fetch`` and ``afetch``."""
+        last = attempt > self.settings.retries
+        if isinstance(outcome, str):
+            if last:
+                raise SourceError(project.id, url, outcome, attempt)
+            return None
+        status = outcome.status_code
+        if status >= 500:
+            if last:
+                raise SourceError(project.id, url, f"HTTP {status} {outcome.reason_phrase}", attempt)
+            return None
+        if status != 200:
+            raise SourceError(project.id, url, f"HTTP {status} {outcome.reason_phrase}", attempt)
+        return _merge(project, url, outcome.content, attempt)
+
+
+def _describe(error: Exception) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _merge(project: Project, url: str, body: bytes, attempt: int) -> Project:
+    try:
+        fields = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SourceError(project.id, url, f"response is not valid JSON: {error}", attempt) from None
+    if not isinstance(fields, dict):
+        kind = type(fields).__name__
+        raise SourceError(project.id, url, f"response must be a JSON object, got {kind}", attempt)
+    merged = {**project_to_dict(project), **fields}
+    fetched = parse_project(merged, where=url)
+    if fetched.id != project.id:
+        raise InvalidInput([f"{url}.id: expected {project.id!r}, got {fetched.id!r}"])
+    return fetched
+
+
+def select_source(sources: Mapping[str, DataSource], url: str | None) -> DataSource:
+    """The ``http`` source when a URL is given, else ``embedded``; raises ``LookupError`` if it is missing."""
+    name = "http" if url else "embedded"
+    try:
+        return sources[name]
+    except KeyError:
+        known = ", ".join(sorted(sources)) or "none"
+        raise LookupError(f"no data source named {name!r} is registered (available: {known})") from None
+
+
+@hookimpl
+def zerosite_register_data_sources(register: Callable[[DataSource], None]) -> None:
+    """Register the built-in ``embedded`` and ``http`` sources."""
+    register(EmbeddedSource())
+    register(HttpSource())
