@@ -1,0 +1,1 @@
+"""Built-in report modules (M2 to M6), installed as ``zerosite.modules``."""
