@@ -41,7 +41,9 @@ def index_rows(db: Path) -> list[tuple[str, str, str]]:
         return conn.execute("SELECT project_id, module, status FROM reports ORDER BY project_id, module").fetchall()
 
 
-def local_plugin(folder: Path, source: str, template: str = "<p>{{ module.name }} {{ result }}</p>\n") -> PluginSettings:
+def local_plugin(
+    folder: Path, source: str, template: str = "<p>{{ module.name }} {{ result }}</p>\n"
+) -> PluginSettings:
     """A plugins folder holding one plugin file and its template folder."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "extra.py").write_text(textwrap.dedent(source), encoding="utf-8")
@@ -93,11 +95,17 @@ def test_a_failing_module_fails_its_dependents_only(tmp_path: Path) -> None:
     """,
     )
     seen: list[ReportOutcome] = []
-    summary = generate(projects(3), BatchOptions(out=tmp_path / "out", plugins=settings, strategy="process",
-                                                 workers=2), on_report=seen.append)
+    summary = generate(
+        projects(3),
+        BatchOptions(out=tmp_path / "out", plugins=settings, strategy="process", workers=2),
+        on_report=seen.append,
+    )
     failed = {(o.project_id, o.module): o.error for o in seen if o.status == "failed"}
     assert set(failed) == {("p0002-gongdeok", "BOOM"), ("p0002-gongdeok", "AFTER")}
-    assert "BOOM compute failed for project 'p0002-gongdeok': ValueError: no road access" in failed["p0002-gongdeok", "BOOM"]
+    assert (
+        "BOOM compute failed for project 'p0002-gongdeok': ValueError: no road access"
+        in failed["p0002-gongdeok", "BOOM"]
+    )
     assert "requires BOOM, which failed" in failed["p0002-gongdeok", "AFTER"]
     assert (summary.written, summary.failed) == (3 * 7 - 2, 2)
     assert ("p0002-gongdeok", "BOOM", "failed") in index_rows(tmp_path / "out" / "index.sqlite")
@@ -163,8 +171,21 @@ def test_an_interrupted_batch_resumes(tmp_path: Path) -> None:
 
 def test_ctrl_c_on_the_command_line(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "zerosite", "generate", "--sample", "400", "--strategy", "process",
-               "--workers", "2", "--out", str(out), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "zerosite",
+        "generate",
+        "--sample",
+        "400",
+        "--strategy",
+        "process",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(out.glob("*/*.html"))) < 50:
@@ -229,8 +250,9 @@ def test_memory_stays_flat_over_10000_projects(tmp_path: Path) -> None:
     def stream() -> Iterator[Project]:
         return (parse_project(raw) for raw in iter_sample_projects(10_000))
 
-    summary = generate(stream(), BatchOptions(out=tmp_path / "out", plugins=settings, modules=("TINY",)),
-                       on_report=sample_rss)
+    summary = generate(
+        stream(), BatchOptions(out=tmp_path / "out", plugins=settings, modules=("TINY",)), on_report=sample_rss
+    )
     assert summary.written == 10_000
     growth_mb = (rss[10000] - rss[1000]) / 2**20
     assert growth_mb < 20, f"RSS grew {growth_mb:.1f} MB between report 1,000 and 10,000"

@@ -10,8 +10,8 @@ import re
 import statistics
 
 import pytest
-from zerosite.modules.m2_appraisal import MODULE, AppraisalParams, appraise, months_between
 
+from zerosite.modules.m2_appraisal import MODULE, AppraisalParams, appraise, months_between
 from zerosite.project import SQM_PER_PYEONG, parse_project
 from zerosite.rendering import render_report
 from zerosite.sample import sample_projects

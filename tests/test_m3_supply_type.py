@@ -7,8 +7,8 @@ import pickle
 import statistics
 
 import pytest
-from zerosite.modules.m3_supply_type import MODULE, SupplyTypeParams, decide_supply_type
 
+from zerosite.modules.m3_supply_type import MODULE, SupplyTypeParams, decide_supply_type
 from zerosite.project import parse_project
 from zerosite.rendering import render_report
 from zerosite.sample import sample_projects

@@ -46,7 +46,7 @@ def test_valid_sample_round_trips(raw: dict[str, Any]) -> None:
         (("corner_lot",), "yes", 'projects[3].corner_lot: must be true or false, got "yes"'),
         (("zone_type",), "상업지역", 'projects[3].zone_type: unknown zone "상업지역"'),
         (("road_address",), "  ", "projects[3].road_address: must not be empty"),
-        (("id",), "../etc", 'projects[3].id: must be a slug'),
+        (("id",), "../etc", "projects[3].id: must be a slug"),
         (("transactions", 0, "area_sqm"), 0, "projects[3].transactions[0].area_sqm: must be > 0, got 0"),
         (("transactions", 0, "price_krw"), -1, "projects[3].transactions[0].price_krw: must be > 0, got -1"),
         (("transactions", 0, "date"), "2025-13-01", "projects[3].transactions[0].date: must be a date"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -41,7 +42,7 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
 )
 @click.version_option(package_name="zerosite")
 def main(plugins_dir: Path | None, templates_dir: Path | None) -> None:
-    """ZeroSite: LH purchase-rental screening reports (M2–M6), generated in batches and measured."""
+    """ZeroSite: LH purchase-rental screening reports (M2-M6), generated in batches and measured."""
     settings = PluginSettings.from_env()
     set_plugin_settings(
         PluginSettings(
@@ -80,9 +81,15 @@ def strategies() -> None:
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    """Print aligned columns; Korean (wide) characters count as two columns, as a terminal shows them."""
+    widths = [max(_width(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
     for row in (header, *rows):
-        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
+        cells = (str(cell) + " " * (width - _width(str(cell))) for cell, width in zip(row, widths, strict=False))
+        click.echo("  ".join(cells).rstrip())
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
 
 
 @main.command()
@@ -101,16 +108,18 @@ def sample(n: int, seed: int, jsonl: bool) -> None:
         click.echo(json.dumps(list(projects), ensure_ascii=False, indent=2))
 
 
-def _load_projects(projects_file: Path | None, sample_n: int | None, seed: int, skip_invalid: bool) -> tuple[
-    Callable[[], Iterator[Project]], int
-]:
+def _load_projects(
+    projects_file: Path | None, sample_n: int | None, seed: int, skip_invalid: bool
+) -> tuple[Callable[[], Iterator[Project]], int]:
     """Validate the whole input first; return a lazy re-reader of the valid projects and their count."""
     if (projects_file is None) == (sample_n is None):
         _fail("give exactly one of --projects FILE or --sample N")
     if sample_n is not None:
         from zerosite.sample import iter_sample_projects
 
-        return (lambda: (parse_project(raw, f"sample[{i}]") for i, raw in enumerate(iter_sample_projects(sample_n, seed)))), sample_n
+        return (
+            lambda: (parse_project(raw, f"sample[{i}]") for i, raw in enumerate(iter_sample_projects(sample_n, seed)))
+        ), sample_n
     assert projects_file is not None
     try:
         valid, errors = validate_batch(iter_raw_projects(projects_file))
@@ -140,23 +149,41 @@ def _load_projects(projects_file: Path | None, sample_n: int | None, seed: int, 
 
 def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--projects", "projects_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-                     help="Projects as a JSON list or JSON Lines (.jsonl)."),
+        click.option(
+            "--projects",
+            "projects_file",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="Projects as a JSON list or JSON Lines (.jsonl).",
+        ),
         click.option("--sample", "sample_n", type=click.IntRange(min=1), help="Use N generated sample projects."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for --sample."),
-        click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-                     help="Output folder: OUT/<project-id>/<module>.html."),
+        click.option(
+            "--out",
+            type=click.Path(file_okay=False, path_type=Path),
+            required=True,
+            help="Output folder: OUT/<project-id>/<module>.html.",
+        ),
         click.option("--module", "modules", multiple=True, help="Only these modules (repeatable); default all."),
         click.option("--skip-invalid", is_flag=True, help="Render the valid projects and list the invalid ones."),
-        click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
-                     help="SQLite index of the reports. Default: OUT/index.sqlite."),
+        click.option(
+            "--db",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="SQLite index of the reports. Default: OUT/index.sqlite.",
+        ),
         click.option("--gzip", is_flag=True, help="Write .html.gz files."),
         click.option("--data-url", help="Fetch each project's land facts from this HTTP source (GET URL/projects/ID)."),
         click.option("--force", is_flag=True, help="Remake reports even when their inputs are unchanged."),
-        click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True),
-                     help="Per-report time limit in seconds."),
-        click.option("--trace-memory", is_flag=True,
-                     help="Record each report's peak allocated memory (tracemalloc; makes rendering several times slower)."),
+        click.option(
+            "--timeout",
+            "timeout_s",
+            type=click.FloatRange(min=0, min_open=True),
+            help="Per-report time limit in seconds.",
+        ),
+        click.option(
+            "--trace-memory",
+            is_flag=True,
+            help="Record each report's peak allocated memory (tracemalloc; makes rendering several times slower).",
+        ),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
         click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary."),
     ]
@@ -169,10 +196,18 @@ def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @_batch_options
 @click.option("--strategy", "-s", default="sequential", show_default=True, help="See `zerosite strategies`.")
 @click.option("--workers", "-w", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--chunksize", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Projects per task sent to a process pool.")
-@click.option("--start-method", type=click.Choice(["fork", "forkserver", "spawn"]),
-              help="Process start method. Default: fork while no threads run, else forkserver.")
+@click.option(
+    "--chunksize",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Projects per task sent to a process pool.",
+)
+@click.option(
+    "--start-method",
+    type=click.Choice(["fork", "forkserver", "spawn"]),
+    help="Process start method. Default: fork while no threads run, else forkserver.",
+)
 def generate(**kwargs: Any) -> None:
     """Generate reports for a batch of projects under a concurrency strategy."""
     _run_batch(**kwargs)
@@ -237,8 +272,11 @@ def _run_batch(
         except StoreError as error:
             _fail(str(error), EXIT_FAILED)
         except KeyboardInterrupt:
-            _fail(f"interrupted; the reports written so far are indexed in {db or out / 'index.sqlite'}; "
-                  "run the same command again to resume", EXIT_INTERRUPTED)
+            _fail(
+                f"interrupted; the reports written so far are indexed in {db or out / 'index.sqlite'}; "
+                "run the same command again to resume",
+                EXIT_INTERRUPTED,
+            )
     if as_json:
         click.echo(json.dumps(summary.as_dict(), ensure_ascii=False, indent=2))
     else:
@@ -248,7 +286,8 @@ def _run_batch(
             index = db or out / "index.sqlite"
             click.echo(f"... and {summary.failed - FAILURES_SHOWN} more failures, all recorded in {index}", err=True)
         stages = ", ".join(
-            f"{stage} {getattr(summary.stage_ns, f'{stage}_ns') / 1e9:.2f} s" for stage in ("fetch", "compute", "render", "write")
+            f"{stage} {getattr(summary.stage_ns, f'{stage}_ns') / 1e9:.2f} s"
+            for stage in ("fetch", "compute", "render", "write")
         )
         click.echo(
             f"{summary.written} written, {summary.skipped} skipped, {summary.failed} failed in {summary.wall_s:.2f} s "

@@ -139,7 +139,9 @@ class _InputHasher:
     def __init__(self, options: BatchOptions) -> None:
         modules = get_modules(options.plugins)
         try:
-            selected = [m.name for m in plan(modules, options.modules) if options.modules is None or m.name in options.modules]
+            selected = [
+                m.name for m in plan(modules, options.modules) if options.modules is None or m.name in options.modules
+            ]
         except KeyError as error:
             raise EngineError(error.args[0]) from None
         templates = templates_fingerprint(get_environment(options.plugins))

@@ -9,7 +9,7 @@ import importlib.util
 import os
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -119,6 +119,10 @@ def _build_manager(settings: PluginSettings) -> pluggy.PluginManager:
     _load_entry_points(pm)
     if settings.plugins_dir is not None:
         _load_plugins_dir(pm, settings.plugins_dir)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as error:
+        raise PluginError(f"plugin {error.plugin!r}: {error}") from None
     if settings.trace:
         pm.trace.root.setwriter(lambda message: print(message, end="", file=sys.stderr))
         pm.enable_tracing()
@@ -133,12 +137,11 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             plugin = entry_point.load()
         except Exception as error:  # a broken third-party plugin must not stop the others
             warnings.warn(
-                f"zerosite: skipped plugin {entry_point.name!r} ({entry_point.value}): "
-                f"{type(error).__name__}: {error}",
+                f"zerosite: skipped plugin {entry_point.name!r} ({entry_point.value}): {type(error).__name__}: {error}",
                 stacklevel=2,
             )
             continue
-        pm.register(plugin, name=entry_point.name)
+        _register(pm, plugin, entry_point.name, entry_point.value)
 
 
 def _load_plugins_dir(pm: pluggy.PluginManager, folder: Path) -> None:
@@ -160,25 +163,50 @@ def _load_plugins_dir(pm: pluggy.PluginManager, folder: Path) -> None:
             sys.modules.pop(module_name, None)
             warnings.warn(f"zerosite: skipped plugin {name!r} ({path}): {type(error).__name__}: {error}", stacklevel=2)
             continue
-        pm.register(module, name=name)
+        _register(pm, module, name, str(path))
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str, origin: str) -> None:
+    """Register a third-party plugin, skipping it with a warning if pluggy refuses it (bad hook signature)."""
+    try:
+        pm.register(plugin, name=name)
+    except (pluggy.PluginValidationError, ValueError) as error:
+        warnings.warn(f"zerosite: skipped plugin {name!r} ({origin}): {error}", stacklevel=3)
 
 
 T = TypeVar("T")
 
 
-def _collect(pm: pluggy.PluginManager, hook_name: str, key: Callable[[T], str], what: str) -> dict[str, T]:
-    """Call a ``register`` hook, record each item's provider and refuse two items of one name."""
+def _collect(settings: PluginSettings, hook_name: str, kind: type[T], what: str) -> dict[str, T]:
+    """Call a ``register`` hook plugin by plugin, so each item's provider is known; refuse two of one name."""
+    pm = get_plugin_manager(settings)
     found: dict[str, list[tuple[str, T]]] = {}
-    hook = getattr(pm.hook, hook_name)
-    for impl in hook.get_hookimpls():
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
         items: list[T] = []
-        impl.function(items.append)
+
+        def register(item: T, plugin: str = impl.plugin_name, items: list[T] = items) -> None:
+            if not isinstance(item, kind):
+                raise PluginError(f"plugin {plugin} registered {item!r}, which is not a {kind.__name__}")
+            items.append(item)
+
+        if settings.trace:
+            pm.trace.root.get("hook")(f"{hook_name} [{impl.plugin_name}]")
+        try:
+            impl.function(**{name: register for name in impl.argnames})
+        except PluginError:
+            raise
+        except Exception as error:
+            why = f"{type(error).__name__}: {error}"
+            raise PluginError(f"plugin {impl.plugin_name}: {hook_name} failed: {why}") from error
         for item in items:
-            found.setdefault(key(item), []).append((impl.plugin_name, item))
+            found.setdefault(getattr(item, "name"), []).append((impl.plugin_name, item))  # noqa: B009
     clashes = {name: [p for p, _ in providers] for name, providers in found.items() if len(providers) > 1}
     if clashes:
         raise PluginError(
-            "; ".join(f"{what} {name!r} is registered by more than one plugin: {', '.join(who)}" for name, who in clashes.items())
+            "; ".join(
+                f"{what} {name!r} is registered by more than one plugin: {', '.join(who)}"
+                for name, who in clashes.items()
+            )
         )
     return {name: _with_provider(providers[0][1], providers[0][0]) for name, providers in sorted(found.items())}
 
@@ -197,9 +225,9 @@ def get_modules(settings: PluginSettings | None = None) -> dict[str, ReportModul
 @functools.cache
 def _modules(settings: PluginSettings) -> dict[str, ReportModule]:
     from zerosite.pipeline import dependency_order
-    from zerosite.rendering import get_environment, missing_templates
+    from zerosite.rendering import get_environment, template_problems
 
-    modules = _collect(get_plugin_manager(settings), "zerosite_register_modules", lambda m: m.name, "module")
+    modules = _collect(settings, "zerosite_register_modules", ReportModule, "module")
     problems = [
         f"module {m.name} (from plugin {m.provider}) requires unknown module {r!r}"
         for m in modules.values()
@@ -209,20 +237,21 @@ def _modules(settings: PluginSettings) -> dict[str, ReportModule]:
     if problems:
         raise PluginError("; ".join(problems))
     ordered = dependency_order(modules)
-    missing = missing_templates(get_environment(settings), ordered)
-    if missing:
-        raise PluginError(
-            "; ".join(f"module {m.name} (from plugin {m.provider}): template {m.template!r} not found" for m in missing)
-        )
+    problems = template_problems(get_environment(settings), ordered)
+    if problems:
+        raise PluginError("; ".join(problems))
     return {m.name: m for m in ordered}
 
 
 def get_strategies(settings: PluginSettings | None = None) -> dict[str, Strategy]:
     """Every registered concurrency strategy by name."""
-    return _collect(get_plugin_manager(settings), "zerosite_register_strategies", lambda s: s.name, "strategy")
+    from zerosite.strategies import Strategy
+
+    return _collect(settings or plugin_settings(), "zerosite_register_strategies", Strategy, "strategy")
 
 
 def get_data_sources(settings: PluginSettings | None = None) -> dict[str, DataSource]:
     """Every registered data source by name."""
-    return _collect(get_plugin_manager(settings), "zerosite_register_data_sources", lambda s: s.name, "data source")
+    from zerosite.sources import DataSource
 
+    return _collect(settings or plugin_settings(), "zerosite_register_data_sources", DataSource, "data source")

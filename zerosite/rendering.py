@@ -9,7 +9,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader, StrictUndefined, TemplateNotFound
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    PrefixLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    TemplateSyntaxError,
+)
 
 from zerosite.project import SQM_PER_PYEONG
 
@@ -18,7 +26,7 @@ if TYPE_CHECKING:
     from zerosite.project import Project
     from zerosite.types import ReportModule
 
-__all__ = ["builtin_templates_dir", "get_environment", "missing_templates", "render_report", "templates_fingerprint"]
+__all__ = ["builtin_templates_dir", "get_environment", "render_report", "template_problems", "templates_fingerprint"]
 
 
 def builtin_templates_dir() -> Path:
@@ -42,7 +50,9 @@ def _build_environment(settings: PluginSettings) -> Environment:
     user = [FileSystemLoader(settings.templates_dir)] if settings.templates_dir else []
     plugin_dirs = [Path(d) for dirs in reversed(pm.hook.zerosite_template_dirs()) for d in dirs]
     env = Environment(
-        loader=ChoiceLoader([PrefixLoader({"default": builtin}, delimiter=":"), *user, *map(FileSystemLoader, plugin_dirs), builtin]),
+        loader=ChoiceLoader(
+            [PrefixLoader({"default": builtin}, delimiter=":"), *user, *map(FileSystemLoader, plugin_dirs), builtin]
+        ),
         autoescape=True,
         auto_reload=False,
         undefined=StrictUndefined,
@@ -66,15 +76,19 @@ def render_report(
     return template.render(project=project, result=result, deps=deps, module=module)
 
 
-def missing_templates(env: Environment, modules: Iterable[ReportModule]) -> list[ReportModule]:
-    """The modules whose template the environment cannot find."""
-    missing = []
+def template_problems(env: Environment, modules: Iterable[ReportModule]) -> list[str]:
+    """What stops each module's template from loading: not found, or a syntax error (with its line)."""
+    problems = []
     for module in modules:
+        where = f"module {module.name} (from plugin {module.provider})"
         try:
             env.get_template(module.template)
-        except TemplateNotFound:
-            missing.append(module)
-    return missing
+        except TemplateNotFound as error:
+            problems.append(f"{where}: template {error.name!r} not found")
+        except TemplateSyntaxError as error:
+            name = error.filename or module.template
+            problems.append(f"{where}: template {name} line {error.lineno}: {error.message}")
+    return problems
 
 
 def templates_fingerprint(env: Environment) -> str:

@@ -78,7 +78,7 @@ class Runner(abc.ABC):
     def run(self, projects: Iterable[Project]) -> Iterator[ProjectResult]:
         """Make every project's reports, yielding results as they complete; input is read lazily."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a runner without workers has nothing to stop
         """Stop the workers; work not yet started is cancelled."""
 
     def __enter__(self) -> Runner:
@@ -103,7 +103,9 @@ class Strategy(abc.ABC):
         """Start the workers, warmed with ``config``; the caller closes the runner."""
 
 
-def bounded(submit: Callable[[T], cf.Future[Any]], items: Iterable[T], limit: int) -> Iterator[tuple[T, cf.Future[Any]]]:
+def bounded(
+    submit: Callable[[T], cf.Future[Any]], items: Iterable[T], limit: int
+) -> Iterator[tuple[T, cf.Future[Any]]]:
     """Submit ``items`` with at most ``limit`` in flight; yield ``(item, future)`` as each completes."""
     pending: dict[cf.Future[Any], T] = {}
     source = iter(items)
@@ -146,7 +148,9 @@ class _InlineRunner(Runner):
 
 class ThreadStrategy(Strategy):
     name = "thread"
-    description = "One thread pool for the batch; the GIL runs one thread's Python at a time, so CPU work does not speed up."
+    description = (
+        "One thread pool for the batch; the GIL runs one thread's Python at a time, so CPU work does not speed up."
+    )
 
     def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
         init_worker(config)

@@ -1,0 +1,354 @@
+"""Tests of the benchmark harness: statistics, verdicts, targets, charts, page, and the pytest plugin."""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from zerosite.benchmarking.analysis import analyse, winner_sentence
+from zerosite.benchmarking.cells import Cell, CellResult, RoundOutcome
+from zerosite.benchmarking.charts import write_charts
+from zerosite.benchmarking.harness import ReplayClock, measure_interleaved, rotation
+from zerosite.benchmarking.machine import cgroup_cpu_quota, describe_machine
+from zerosite.benchmarking.matrix import build_matrix
+from zerosite.benchmarking.page import ProfileLink, render_page
+from zerosite.benchmarking.stats import (
+    Interval,
+    bootstrap_ci,
+    efficiency,
+    karp_flatt,
+    percentile,
+    ratio_ci,
+    speedup,
+    spread,
+)
+from zerosite.benchmarking.targets import load_targets, parse_override
+from zerosite.benchmarking.verdicts import Verdict, judge
+
+TARGETS = {"single_report_ms": 300.0, "pipeline_ms": 500.0, "batch_100_s": 30.0, "memory_per_report_mb": 10.0}
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+
+def test_karp_flatt_known_value() -> None:
+    assert karp_flatt(1.6, 2) == pytest.approx(0.25)
+    assert karp_flatt(2.0, 2) == pytest.approx(0.0)
+    assert karp_flatt(1.0, 4) == pytest.approx(1.0)
+    assert karp_flatt(1.3, 1) is None
+
+
+def test_speedup_and_efficiency() -> None:
+    assert speedup(10.0, 5.0) == 2.0
+    assert speedup(10.0, 12.5) == pytest.approx(0.8)  # slower shows as < 1
+    assert efficiency(1.6, 2) == pytest.approx(0.8)
+    with pytest.raises(ValueError):
+        speedup(1.0, 0.0)
+
+
+def test_spread_of_known_sample() -> None:
+    s = spread([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert (s.median, s.q1, s.q3, s.iqr, s.mean, s.min, s.max) == (3.0, 2.0, 4.0, 2.0, 3.0, 1.0, 5.0)
+    assert s.p95 == pytest.approx(4.8)
+    assert percentile([10.0], 95) == 10.0
+
+
+def test_bootstrap_ci_is_deterministic_and_brackets_the_median() -> None:
+    samples = [10.0, 11.0, 9.5, 10.2, 10.8, 9.9, 10.1, 30.0]
+    first, second = bootstrap_ci(samples), bootstrap_ci(samples)
+    assert first == second
+    assert first.low <= 10.15 <= first.high
+    assert bootstrap_ci([4.2]) == Interval(4.2, 4.2)
+
+
+def test_ratio_ci_brackets_the_speedup() -> None:
+    interval = ratio_ci([2.0, 2.1, 1.9, 2.05], [1.0, 1.05, 0.95, 1.02])
+    assert interval.low <= 2.0 <= interval.high
+    assert interval.low > 1.5
+
+
+# -- verdicts and targets --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("interval", "verdict"),
+    [
+        (Interval(100, 200), Verdict.PASS),
+        (Interval(100, 300), Verdict.PASS),
+        (Interval(310, 400), Verdict.FAIL),
+        (Interval(250, 350), Verdict.INCONCLUSIVE),
+    ],
+    ids=["below", "touching", "above", "straddling"],
+)
+def test_judge(interval: Interval, verdict: Verdict) -> None:
+    assert judge(interval, 300) is verdict
+
+
+def test_targets_defaults_without_pyproject(tmp_path: Path) -> None:
+    targets = load_targets(tmp_path)
+    if targets.origins["single_report_ms"] == "default":  # no pyproject.toml above tmp_path
+        assert dict(targets.values) == TARGETS
+
+
+def test_targets_from_pyproject_found_upward_and_overridden(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.zerosite.targets]\nsingle_report_ms = 120\nbatch_100_s = 12.5\n")
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    targets = load_targets(nested, ["batch_100_s=9"])
+    assert targets["single_report_ms"] == 120
+    assert targets["batch_100_s"] == 9
+    assert targets["pipeline_ms"] == 500
+    assert targets.origins["batch_100_s"] == "--zerosite-target"
+    assert targets.origins["single_report_ms"].endswith("pyproject.toml")
+
+
+@pytest.mark.parametrize("text", ["nonsense=3", "single_report_ms", "single_report_ms=fast", "pipeline_ms=-1"])
+def test_bad_override_is_refused_with_a_reason(text: str) -> None:
+    with pytest.raises(ValueError, match="single_report_ms|pipeline_ms|name=value|number"):
+        parse_override(text)
+
+
+def test_unknown_target_in_pyproject_names_known_ones(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.zerosite.targets]\nsingle_reprot_ms = 1\n")
+    with pytest.raises(ValueError, match="single_reprot_ms.*known targets: single_report_ms"):
+        load_targets(tmp_path)
+
+
+# -- cells, matrix, interleaving -------------------------------------------------------------
+
+
+def test_cell_ids_are_readable() -> None:
+    assert Cell("batch", "io", "process", 2).id == "strategy=process-workers=2-scenario=io"
+    assert Cell("single", "cpu", "thread", 4, "M2").id == "module=M2-strategy=thread-workers=4-scenario=cpu"
+    with pytest.raises(ValueError):
+        Cell("single", "cpu", "thread", 4)
+
+
+def test_matrix_always_has_the_baseline_and_marks_unavailable_strategies() -> None:
+    planned = build_matrix("pipeline", [("process", None), ("interpreter", "needs 3.14")], workers=(2, 4), scenarios=("cpu",))
+    assert [p.cell.label for p in planned] == ["sequential", "interpreter×2", "interpreter×4", "process×2", "process×4"]
+    assert [p.unavailable for p in planned][1:3] == ["needs 3.14", "needs 3.14"]
+
+
+def test_rotation_puts_each_cell_in_each_position() -> None:
+    cells = [Cell("pipeline", "cpu", s, 1) for s in ("a", "b", "c")]
+    firsts = {rotation(cells, r)[0].strategy for r in range(3)}
+    assert firsts == {"a", "b", "c"}
+
+
+def test_measure_interleaved_alternates_cells_and_measures_memory_apart() -> None:
+    calls: list[str] = []
+    cells = [Cell("pipeline", "cpu", s, 1) for s in ("sequential", "thread")]
+
+    def start(cell: Cell):  # type: ignore[no-untyped-def]
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():  # type: ignore[no-untyped-def]
+            yield lambda: calls.append(cell.strategy) or RoundOutcome(0.01, 1, 1)
+
+        return ctx()
+
+    results = measure_interleaved(cells, start, rounds=4, warmup_rounds=1, memory=lambda c: (1024,))
+    assert calls[2:] == ["sequential", "thread", "thread", "sequential", "sequential", "thread", "thread", "sequential"]
+    assert all(len(r.rounds) == 4 and r.memory_bytes == (1024,) for r in results.values())
+
+
+def test_replay_clock_gives_pytest_benchmark_the_measured_durations() -> None:
+    clock = ReplayClock()
+    assert clock.load([0.5, 0.25]) == 2
+    durations = []
+    for _ in range(2):
+        start = clock()
+        clock.advance()
+        durations.append(clock() - start)
+    assert durations == [0.5, 0.25]
+
+
+# -- analysis, charts, page ------------------------------------------------------------------
+
+
+def _result(cell: Cell, seconds: list[float], peak_bytes: int = 2_000_000) -> CellResult:
+    stages = {"fetch": 1_000_000, "compute": 5_000_000, "render": 3_000_000, "write": 500_000}
+    rounds = [RoundOutcome(s, 1 if cell.level != "batch" else 20, 5, stages, (peak_bytes,) * 5) for s in seconds]
+    return CellResult(cell, rounds)
+
+
+def _stub_results() -> list[CellResult]:
+    results = []
+    for level in ("single", "batch"):
+        module = "M2" if level == "single" else None
+        scale = 0.1 if level == "single" else 1.0
+        for strategy, workers, factor in [("sequential", 1, 1.0), ("thread", 2, 1.15), ("process", 2, 0.625), ("bare", 1, 0.95)]:
+            times = [scale * factor * (1 + 0.01 * i) for i in range(5)]
+            results.append(_result(Cell(level, "cpu", strategy, workers, module), times))
+    return results
+
+
+def test_analysis_derives_speedup_efficiency_karp_flatt_and_overhead() -> None:
+    analysis = analyse(_stub_results(), lambda cell: TARGETS)
+    by_id = analysis.by_id()
+    process = by_id["batch/strategy=process-workers=2-scenario=cpu"]
+    assert process.speedup == pytest.approx(1.6)
+    assert process.efficiency == pytest.approx(0.8)
+    assert process.karp_flatt == pytest.approx(0.25)
+    assert process.time.median == pytest.approx(0.625 * 1.02 * 100 / 20)  # seconds per 100 projects
+    sequential = by_id["batch/strategy=sequential-workers=1-scenario=cpu"]
+    assert sequential.overhead == pytest.approx(1 / 0.95 - 1)
+    assert sequential.stage_ms_per_report == pytest.approx({"fetch": 0.2, "compute": 1.0, "render": 0.6, "write": 0.1})
+    assert by_id["single/module=M2-strategy=thread-workers=2-scenario=cpu"].speedup < 1  # threads slower: shown so
+
+
+def test_single_report_over_target_fails_naming_module_and_strategy() -> None:
+    analysis = analyse(_stub_results(), lambda cell: {**TARGETS, "single_report_ms": 50})
+    failures = [j.message() for j in analysis.failures]
+    assert any("single report M2, strategy sequential" in m and "single_report_ms = 50 ms" in m for m in failures)
+    assert all("batch" not in m for m in failures)
+
+
+def test_winner_sentence_names_winner_and_margin_and_admits_slower() -> None:
+    analysis = analyse(_stub_results(), lambda cell: TARGETS)
+    assert analysis.sentences["batch"] == "Batch: fastest was process×2 in cpu at 1.60× sequential."
+    only_threads = [f for f in analysis.of_level("batch") if f.cell.strategy in ("sequential", "thread")]
+    sentence = winner_sentence("batch", only_threads)
+    assert "sequential in cpu" in sentence and "thread×2" in sentence and "(slower)" in sentence
+
+
+def test_charts_are_written_as_png(tmp_path: Path) -> None:
+    analysis = analyse(_stub_results(), lambda cell: TARGETS)
+    charts = write_charts(analysis, TARGETS, tmp_path)
+    assert {c.path.name for c in charts} >= {"single-strategies.png", "batch-speedup.png", "batch-stages.png", "memory.png", "single-distribution.png"}
+    for chart in charts:
+        data = chart.path.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+
+
+def test_page_has_verdicts_machine_winners_charts_and_profiles(tmp_path: Path) -> None:
+    analysis = analyse(_stub_results(), lambda cell: {**TARGETS, "single_report_ms": 50})
+    charts = write_charts(analysis, TARGETS, tmp_path)
+    html = render_page(
+        analysis=analysis,
+        targets=load_targets(tmp_path, ["single_report_ms=50"]),
+        machine=describe_machine(),
+        charts=charts,
+        profiles=[ProfileLink("process (flamegraph)", "profiles/process-workers=2.svg")],
+    )
+    assert "<h2>Verdicts</h2>" in html and 'class="FAIL"' in html and "INCONCLUSIVE" in html
+    assert "Batch: fastest was process×2 in cpu at 1.60× sequential." in html
+    assert "cgroup CPU quota" in html and "data:image/png;base64," in html
+    assert 'href="profiles/process-workers=2.svg"' in html
+
+
+def test_cgroup_quota_parsing(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")
+    assert cgroup_cpu_quota(cpu_max) == 1.5
+    cpu_max.write_text("max 100000\n")
+    assert cgroup_cpu_quota(cpu_max) is None
+    assert cgroup_cpu_quota(tmp_path / "absent") is None
+    assert not math.isnan(describe_machine().cpu_count or 0)
+
+
+# -- the pytest plugin, end to end on the real engine ----------------------------------------
+
+PLUGIN_ARGS = (
+    [] if any(ep.value == "zerosite.pytest_plugin" for ep in entry_points(group="pytest11")) else ["-p", "zerosite.pytest_plugin"]
+)
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(*PLUGIN_ARGS, "-p", "no:cacheprovider", "--zerosite-rounds", "3", *args)
+
+
+def test_plugin_passes_and_writes_reports(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_bench="""
+        import pytest
+
+        @pytest.mark.zerosite_matrix("single", modules=["M2"], scenarios=["cpu"], strategies=["sequential", "thread"], workers=[2])
+        def test_single(zerosite_cell, zerosite_bench):
+            zerosite_bench(zerosite_cell)
+        """
+    )
+    result = _run(pytester, "--zerosite-target", "single_report_ms=100000", "--zerosite-target", "memory_per_report_mb=1000")
+    result.assert_outcomes(passed=2)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*ZeroSite targets*", "*4 PASS, 0 FAIL, 0 INCONCLUSIVE*", "Single report: fastest was *"])
+    reports = pytester.path / "reports"
+    data = json.loads((reports / "benchmark.json").read_text())
+    names = {b["name"]: b for b in data["benchmarks"]}
+    thread = names["test_single[module=M2-strategy=thread-workers=2-scenario=cpu]"]
+    assert thread["extra_info"]["strategy"] == "thread" and thread["extra_info"]["speedup"] > 0
+    assert thread["options"]["timer"] == "zerosite.interleaved_rounds"
+    assert len(thread["stats"]["data"]) == 3
+    assert data["zerosite"]["verdict_counts"]["FAIL"] == 0
+    assert "Verdicts" in (reports / "index.html").read_text()
+    assert (reports / "charts" / "single-strategies.png").stat().st_size > 0
+
+
+def test_plugin_fails_the_session_on_a_missed_target(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_bench="""
+        import pytest
+
+        @pytest.mark.zerosite_target(single_report_ms=0.001)
+        @pytest.mark.zerosite_matrix("single", modules=["M2"], scenarios=["cpu"], strategies=["sequential"])
+        def test_single(zerosite_cell, zerosite_bench):
+            zerosite_bench(zerosite_cell)
+        """
+    )
+    result = _run(pytester)
+    result.assert_outcomes(passed=1)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "FAIL: single report M2, strategy sequential, scenario cpu: median time of one warm report* target single_report_ms = 0.001 ms",
+            "*ZeroSite performance gate failed: 1 target(s) missed*",
+        ]
+    )
+
+
+def test_a_slow_plugin_module_fails_the_single_report_gate_by_name(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    plugins = pytester.mkdir("slow_plugins")
+    (plugins / "slow_module.py").write_text(
+        textwrap.dedent(
+            """
+            import time
+            from pathlib import Path
+            from zerosite import ReportModule, hookimpl
+
+            def compute(project, deps):
+                time.sleep(0.4)
+                return {"id": project.id}
+
+            MODULE = ReportModule(name="SLOW", title="느린 모듈", compute=compute, template="slow.html.j2")
+
+            @hookimpl
+            def zerosite_register_modules(register):
+                register(MODULE)
+
+            @hookimpl
+            def zerosite_template_dirs():
+                return [Path(__file__).parent]
+            """
+        )
+    )
+    (plugins / "slow.html.j2").write_text("<p>{{ result.id }}</p>")
+    monkeypatch.setenv("ZEROSITE_PLUGINS_DIR", str(plugins))
+    pytester.makepyfile(
+        test_bench="""
+        import pytest
+
+        @pytest.mark.zerosite_matrix("single", modules=["SLOW"], scenarios=["cpu"], strategies=["sequential"])
+        def test_single(zerosite_cell, zerosite_bench):
+            zerosite_bench(zerosite_cell)
+        """
+    )
+    result = _run(pytester, "--zerosite-rounds", "2")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["FAIL: single report SLOW, strategy sequential, scenario cpu: *target single_report_ms = 300 ms"])

@@ -1,0 +1,178 @@
+"""The command line as a user runs it: exit codes, what is written, what is said."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from zerosite.cli import main
+from zerosite.sample import sample_projects
+
+INJECTIONS = ["'; DROP TABLE reports; --", '" OR 1=1 --', "M2' OR '1'='1", "*", ")(", "<script>alert(1)</script>"]
+
+
+@pytest.fixture
+def cli() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def made(cli: CliRunner, tmp_path: Path) -> Path:
+    """An output folder with the reports of three sample projects."""
+    out = tmp_path / "out"
+    result = cli.invoke(main, ["render", "--sample", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_help_everywhere(cli: CliRunner) -> None:
+    for command in ([], ["modules"], ["strategies"], ["sample"], ["render"], ["generate"], ["search"], ["reports"]):
+        result = cli.invoke(main, [*command, "--help"])
+        assert result.exit_code == 0 and "Usage:" in result.output, command
+
+
+def test_modules_lists_the_five_built_ins(cli: CliRunner) -> None:
+    result = cli.invoke(main, ["modules"])
+    assert result.exit_code == 0
+    for name, title in [
+        ("M2", "토지 감정평가"),
+        ("M3", "공급유형 판단"),
+        ("M4", "건축 규모"),
+        ("M5", "사업성 분석"),
+        ("M6", "LH 종합 판단"),
+    ]:
+        assert name in result.output and title in result.output
+    assert "M2,M4" in result.output and "m5_feasibility.html.j2" in result.output
+
+
+def test_strategies_say_which_are_available(cli: CliRunner) -> None:
+    output = cli.invoke(main, ["strategies"]).output
+    for name in ("sequential", "thread", "process", "async", "interpreter"):
+        assert name in output
+    assert "Python 3.14" in output or "interpreter  yes" in output
+
+
+def test_sample_is_deterministic_json(cli: CliRunner) -> None:
+    first = cli.invoke(main, ["sample", "4", "--seed", "7"]).output
+    assert first == cli.invoke(main, ["sample", "4", "--seed", "7"]).output
+    assert json.loads(first) != json.loads(cli.invoke(main, ["sample", "4", "--seed", "8"]).output)
+    assert len(json.loads(first)) == 4
+
+
+def test_render_writes_one_report_per_module(made: Path) -> None:
+    reports = sorted(p.relative_to(made).as_posix() for p in made.glob("*/*.html"))
+    assert len(reports) == 15
+    assert "p0001-yeoksam/M6.html" in reports
+
+
+def test_bad_input_exits_2_names_every_field_and_writes_nothing(cli: CliRunner, tmp_path: Path) -> None:
+    projects = sample_projects(3)
+    projects[1]["land_area_sqm"] = -5
+    projects[2]["zone_type"] = "상업지역"
+    projects[2]["transactions"][0]["area_sqm"] = 0
+    source = tmp_path / "projects.json"
+    source.write_text(json.dumps(projects, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "out"
+    result = cli.invoke(main, ["render", "--projects", str(source), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "projects[1].land_area_sqm: must be > 0, got -5" in result.output
+    assert "projects[2].zone_type: unknown zone" in result.output
+    assert "projects[2].transactions[0].area_sqm: must be > 0, got 0" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists() or not list(out.rglob("*.html"))
+
+    skipped = cli.invoke(main, ["render", "--projects", str(source), "--out", str(out), "--skip-invalid"])
+    assert skipped.exit_code == 0, skipped.output
+    assert "skipping" in skipped.output
+    assert [p.name for p in out.iterdir() if p.is_dir()] == [projects[0]["id"]]
+
+
+def test_unknown_module_is_a_usage_error(cli: CliRunner, tmp_path: Path) -> None:
+    for module in INJECTIONS:
+        result = cli.invoke(main, ["render", "--sample", "1", "--out", str(tmp_path / "o"), "--module", module])
+        assert result.exit_code == 2 and "unknown module" in result.output
+
+
+def test_one_module_and_json_summary(cli: CliRunner, tmp_path: Path) -> None:
+    result = cli.invoke(
+        main,
+        ["generate", "--sample", "2", "--module", "M5", "--out", str(tmp_path / "o"), "--json", "--strategy", "thread"],
+    )
+    summary = json.loads(result.output)
+    assert (summary["written"], summary["failed"], summary["strategy"]) == (2, 0, "thread")
+    assert sorted(p.name for p in (tmp_path / "o").glob("*/*.html")) == ["M5.html", "M5.html"]
+
+
+def test_search_and_recent(cli: CliRunner, made: Path) -> None:
+    db = str(made / "index.sqlite")
+    found = cli.invoke(main, ["search", "역삼", "--db", db])
+    assert found.exit_code == 0 and "p0001-yeoksam" in found.output
+    only_m3 = cli.invoke(main, ["search", "역삼", "--module", "M3", "--db", db]).output
+    assert "M3" in only_m3 and "M2 " not in only_m3
+    recent = cli.invoke(main, ["reports", "--recent", "4", "--db", db])
+    assert recent.exit_code == 0 and len(recent.output.strip().splitlines()) == 5
+
+
+@pytest.mark.parametrize("text", INJECTIONS)
+def test_injection_in_search_is_inert(cli: CliRunner, made: Path, text: str) -> None:
+    db = made / "index.sqlite"
+    result = cli.invoke(main, ["search", text, "--module", text, "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "p0001" not in result.output
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM reports").fetchone() == (15,)
+
+
+def test_markup_in_input_is_escaped_in_every_report(cli: CliRunner, tmp_path: Path) -> None:
+    project = sample_projects(1)[0]
+    attack = '<script>alert("x")</script>'
+    for field in ("road_address", "jibun_address", "sido", "sigungu", "dong"):
+        project[field] = f"{field}{attack}"
+    source = tmp_path / "p.json"
+    source.write_text(json.dumps([project], ensure_ascii=False), encoding="utf-8")
+    result = cli.invoke(main, ["render", "--projects", str(source), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    for report in (tmp_path / "o").glob("*/*.html"):
+        html = report.read_text(encoding="utf-8")
+        assert "<script>" not in html, report.name
+        assert "&lt;script&gt;" in html, report.name
+
+
+def test_a_full_disk_stops_with_a_clear_error_and_no_partial_file(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    import zerosite.store
+
+    calls = {"n": 0}
+    real_replace = os.replace
+
+    def replace(src: str, dst: str) -> None:
+        calls["n"] += 1
+        if calls["n"] > 7:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(zerosite.store.os, "replace", replace)
+    out = tmp_path / "out"
+    result = cli.invoke(main, ["render", "--sample", "3", "--out", str(out)])
+    assert result.exit_code == 1
+    assert "cannot write report M4 of project p0002-gongdeok" in result.output
+    assert "no space left on the device" in result.output
+    assert not list(out.rglob("*.tmp"))
+    with sqlite3.connect(out / "index.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM reports WHERE status = 'written'").fetchone() == (7,)
+
+
+def test_an_output_path_that_is_a_file_is_a_clear_error(cli: CliRunner, tmp_path: Path) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder")
+    result = cli.invoke(main, ["render", "--sample", "1", "--out", str(blocker)])
+    assert result.exit_code in (1, 2)
+    assert "error" in result.output.lower() and str(blocker) in result.output and "Traceback" not in result.output
