@@ -176,3 +176,9 @@ def test_an_output_path_that_is_a_file_is_a_clear_error(cli: CliRunner, tmp_path
     result = cli.invoke(main, ["render", "--sample", "1", "--out", str(blocker)])
     assert result.exit_code in (1, 2)
     assert "error" in result.output.lower() and str(blocker) in result.output and "Traceback" not in result.output
+
+
+def test_an_unknown_data_source_is_a_usage_error(cli: CliRunner, tmp_path: Path) -> None:
+    result = cli.invoke(main, ["generate", "--sample", "1", "--out", str(tmp_path / "o"), "--source", "vworld"])
+    assert result.exit_code == 2
+    assert "no data source named 'vworld'" in result.output and "embedded, http" in result.output

@@ -172,6 +172,7 @@ def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--gzip", is_flag=True, help="Write .html.gz files."),
         click.option("--data-url", help="Fetch each project's land facts from this HTTP source (GET URL/projects/ID)."),
+        click.option("--source", help="Data source plugin by name. Default: http with --data-url, else embedded."),
         click.option("--force", is_flag=True, help="Remake reports even when their inputs are unchanged."),
         click.option(
             "--timeout",
@@ -231,6 +232,7 @@ def _run_batch(
     db: Path | None,
     gzip: bool,
     data_url: str | None,
+    source: str | None,
     force: bool,
     timeout_s: float | None,
     trace_memory: bool,
@@ -259,6 +261,7 @@ def _run_batch(
         start_method=start_method,
         gzip=gzip,
         data_url=data_url,
+        source=source,
         force=force,
         timeout_s=timeout_s,
         trace_memory=trace_memory,

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from zerosite.pipeline import plan
-from zerosite.plugins import PluginSettings, get_modules, get_strategies, plugin_settings
+from zerosite.plugins import PluginSettings, get_data_sources, get_modules, get_strategies, plugin_settings
 from zerosite.project import Project, project_to_dict
 from zerosite.rendering import get_environment, templates_fingerprint
-from zerosite.sources import SourceSettings
+from zerosite.sources import SourceSettings, select_source
 from zerosite.store import ReportRow, ReportStore
 from zerosite.strategies import Runner, StrategyOptions
 from zerosite.worker import ProjectResult, StageTimings, WorkerConfig
@@ -52,6 +52,7 @@ class BatchOptions:
     start_method: str | None = None
     gzip: bool = False
     data_url: str | None = None
+    source: str | None = None
     force: bool = False
     timeout_s: float | None = None
     trace_memory: bool = False
@@ -62,6 +63,7 @@ class BatchOptions:
             plugins=self.plugins.resolved(),
             modules=self.modules,
             source=SourceSettings(url=self.data_url),
+            source_name=self.source,
             trace_memory=self.trace_memory,
             timeout_s=self.timeout_s,
         )
@@ -123,6 +125,10 @@ class BatchSummary:
 
 def start_runner(options: BatchOptions) -> Runner:
     """Start the chosen strategy's workers (warm); close the runner when done."""
+    try:
+        select_source(get_data_sources(options.plugins), options.data_url, options.source)
+    except LookupError as error:
+        raise EngineError(str(error)) from None
     strategies = get_strategies(options.plugins)
     strategy = strategies.get(options.strategy)
     if strategy is None:
@@ -149,7 +155,7 @@ class _InputHasher:
         self.keys = {}
         for name in selected:
             chain = ",".join(f"{m.name}={m.version}" for m in plan(modules, [name]))
-            self.keys[name] = f"{chain}|{templates}|gzip={options.gzip}|source={options.data_url or ''}".encode()
+            self.keys[name] = f"{chain}|{templates}|gzip={options.gzip}|source={options.source or ''}:{options.data_url or ''}".encode()
 
     def hashes(self, project: Project) -> dict[str, str]:
         data = json.dumps(project_to_dict(project), sort_keys=True, ensure_ascii=False).encode()

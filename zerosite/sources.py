@@ -320,9 +320,12 @@ def _merge(project: Project, url: str, body: bytes, attempt: int) -> Project:
     return fetched
 
 
-def select_source(sources: Mapping[str, DataSource], url: str | None) -> DataSource:
-    """The ``http`` source when a URL is given, else ``embedded``; raises ``LookupError`` if it is missing."""
-    name = "http" if url else "embedded"
+def select_source(sources: Mapping[str, DataSource], url: str | None, name: str | None = None) -> DataSource:
+    """The source called ``name``; by default ``http`` when a URL is given, else ``embedded``.
+
+    :raises LookupError: no source of that name is registered.
+    """
+    name = name or ("http" if url else "embedded")
     try:
         return sources[name]
     except KeyError:

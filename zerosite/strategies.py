@@ -293,7 +293,7 @@ class _AsyncRunner(Runner):
         self.pool = _process_pool(config, options)
         self.reports = report_names(config)
         set_plugin_settings(config.plugins)
-        self.source = select_source(get_data_sources(config.plugins), config.source.url)
+        self.source = select_source(get_data_sources(config.plugins), config.source.url, config.source_name)
         self.source.open(config.source)
         self.loop = asyncio.Runner()
 

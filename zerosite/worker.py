@@ -61,6 +61,7 @@ class WorkerConfig:
     plugins: PluginSettings = field(default_factory=PluginSettings)
     modules: tuple[str, ...] | None = None
     source: SourceSettings = field(default_factory=SourceSettings)
+    source_name: str | None = None
     trace_memory: bool = False
     timeout_s: float | None = None
 
@@ -100,7 +101,7 @@ class Worker:
         self.env = get_environment(config.plugins)
         for module in self.plan:
             self.env.get_template(module.template)  # compile once, here, not in the first report
-        self.source = select_source(get_data_sources(config.plugins), config.source.url)
+        self.source = select_source(get_data_sources(config.plugins), config.source.url, config.source_name)
         self.source.open(config.source)
         if config.trace_memory and not tracemalloc.is_tracing():
             tracemalloc.start()
