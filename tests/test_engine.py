@@ -256,3 +256,30 @@ def test_memory_stays_flat_over_10000_projects(tmp_path: Path) -> None:
     assert summary.written == 10_000
     growth_mb = (rss[10000] - rss[1000]) / 2**20
     assert growth_mb < 20, f"RSS grew {growth_mb:.1f} MB between report 1,000 and 10,000"
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "process", "thread"])
+def test_a_report_past_its_time_limit_fails_alone(tmp_path: Path, strategy: str) -> None:
+    settings = local_plugin(
+        tmp_path / "plugins",
+        PLUGIN_HEAD
+        + """
+    import time
+
+    def slow(project, deps):
+        if project.id == "p0002-gongdeok":
+            time.sleep(1.0)
+        return project.id
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="SLOW", title="지연", compute=slow, template="extra.html.j2"))
+    """,
+    )
+    options = BatchOptions(out=tmp_path / "out", plugins=settings, strategy=strategy, workers=2, timeout_s=0.3,
+                           modules=("SLOW", "M2"))
+    summary = generate(projects(3), options)
+    assert (summary.written, summary.failed) == (5, 1)
+    (failure,) = summary.failures
+    assert (failure.project_id, failure.module) == ("p0002-gongdeok", "SLOW")
+    assert "timed out" in (failure.error or "")
