@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -155,7 +153,8 @@ class _InputHasher:
         self.keys = {}
         for name in selected:
             chain = ",".join(f"{m.name}={m.version}" for m in plan(modules, [name]))
-            self.keys[name] = f"{chain}|{templates}|gzip={options.gzip}|source={options.source or ''}:{options.data_url or ''}".encode()
+            source = f"{options.source or ''}:{options.data_url or ''}"
+            self.keys[name] = f"{chain}|{templates}|gzip={options.gzip}|source={source}".encode()
 
     def hashes(self, project: Project) -> dict[str, str]:
         data = json.dumps(project_to_dict(project), sort_keys=True, ensure_ascii=False).encode()
@@ -193,28 +192,36 @@ def generate(
     started = time.perf_counter()
     hasher = _InputHasher(options)
     tally = _Tally(on_report)
-    hashes: dict[str, dict[str, str]] = {}
 
     with ReportStore(options.out, options.db, gzip=options.gzip) as store:
         store.cleanup_temp_files()
 
-        def unchanged(project_id: str, module: str, input_hash: str) -> bool:
-            return not options.force and store.input_hash_of(project_id, module) == input_hash
-
         def to_make() -> Iterator[Project]:
             for project in projects:
                 project_hashes = hasher.hashes(project)
-                if all(unchanged(project.id, m, h) for m, h in project_hashes.items()):
+                if not options.force and all(
+                    store.input_hash_of(project.id, m) == h for m, h in project_hashes.items()
+                ):
                     for module in project_hashes:
                         tally.add(ReportOutcome(project.id, module, "skipped", None, 0, StageTimings(), 0, None))
                     continue
-                hashes[project.id] = project_hashes
+                in_flight[project.id] = project_hashes
                 yield project
 
-        with contextlib.nullcontext(runner) if runner is not None else start_runner(options) as active:
-            for result in active.run(to_make()):
-                _store_result(store, result, hashes.pop(result.project.id), unchanged, tally)
-            restarts = active.restarts
+        in_flight: dict[str, dict[str, str]] = {}
+        try:
+            with contextlib.nullcontext(runner) if runner is not None else start_runner(options) as active:
+                for result in active.run(to_make(), store.files):
+                    _store_result(store, result, in_flight[result.project.id], tally)
+                    del in_flight[result.project.id]
+                restarts = active.restarts
+        finally:
+            # Stopped part-way (Ctrl-C, an index error): the projects in flight are discarded whole,
+            # files and rows alike, so the index matches the folder and a rerun remakes them.
+            for project_id in in_flight:
+                store.discard(project_id, hasher.modules)
+        if restarts:
+            store.cleanup_temp_files()  # a worker killed mid-write leaves its temporary file
 
     return BatchSummary(
         strategy=options.strategy,
@@ -229,62 +236,30 @@ def generate(
     )
 
 
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Let Ctrl-C wait until the block ends, so a report file and its index row are made together."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
-
-
-def _store_result(
-    store: ReportStore,
-    result: ProjectResult,
-    input_hashes: dict[str, str],
-    unchanged: Callable[[str, str, str], bool],
-    tally: _Tally,
-) -> None:
+def _store_result(store: ReportStore, result: ProjectResult, input_hashes: dict[str, str], tally: _Tally) -> None:
+    """Index one project's reports (the workers wrote the files)."""
     project = result.project
     for report in result.reports:
-        input_hash = input_hashes[report.module]
+        written = report.written
+        if report.ok and written is None and report.html is not None:
+            written = store.write(project.id, report.module, report.html)  # a runner that hands back HTML
+        timings = report.timings if written is None else replace(report.timings, write_ns=written.write_ns)
         row = ReportRow(
             project_id=project.id,
             module=report.module,
             address=f"{project.road_address} ({project.jibun_address})",
-            input_hash=input_hash,
-            fetch_ns=report.timings.fetch_ns,
-            compute_ns=report.timings.compute_ns,
-            render_ns=report.timings.render_ns,
+            input_hash=input_hashes[report.module],
+            fetch_ns=timings.fetch_ns,
+            compute_ns=timings.compute_ns,
+            render_ns=timings.render_ns,
+            write_ns=timings.write_ns,
             peak_memory_bytes=report.peak_memory_bytes,
         )
-        if report.html is None:
+        if written is None:
             store.record(replace(row, status="failed", error=report.error))
-            tally.add(_outcome(row, "failed", None, 0, report.timings, report.error))
-        elif unchanged(project.id, report.module, input_hash):
-            tally.add(_outcome(row, "skipped", None, 0, StageTimings(), None))
+            tally.add(_outcome(row, "failed", None, 0, timings, report.error))
         else:
-            with _interrupts_deferred():
-                written = store.write(project.id, report.module, report.html)
-                store.record(
-                    replace(
-                        row,
-                        path=str(written.path),
-                        size_bytes=written.size_bytes,
-                        sha256=written.sha256,
-                        write_ns=written.write_ns,
-                    )
-                )
-            timings = StageTimings(
-                report.timings.fetch_ns, report.timings.compute_ns, report.timings.render_ns, written.write_ns
-            )
+            store.record(replace(row, path=str(written.path), size_bytes=written.size_bytes, sha256=written.sha256))
             tally.add(_outcome(row, "written", written.path, written.size_bytes, timings, None))
 
 

@@ -9,15 +9,19 @@ import hashlib
 import os
 import re
 import sqlite3
+import threading
 import time
+from collections.abc import Iterable
 from contextlib import closing, suppress
 from dataclasses import dataclass, field, fields
+from itertools import count
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
 __all__ = [
     "STATUSES",
+    "ReportFiles",
     "ReportRow",
     "ReportStore",
     "Status",
@@ -26,6 +30,8 @@ __all__ = [
     "recent_reports",
     "search_reports",
 ]
+
+_temp_numbers = count(1)
 
 Status = Literal["written", "failed", "skipped"]
 STATUSES: tuple[Status, ...] = ("written", "failed", "skipped")
@@ -130,6 +136,98 @@ _UPSERT = (
 )
 
 
+@dataclass(frozen=True)
+class ReportFiles:
+    """Report files under one output folder, each written atomically; small and picklable, so worker
+    processes write their own reports in parallel while the parent keeps the index.
+
+    :param out_dir: the output folder (absolute); reports go to ``out_dir/<project_id>/<module>.html``.
+    :param gzip: write ``<module>.html.gz`` (deterministic: no timestamp in the gzip header).
+    :param fsync: fsync each file (and its folder) before it becomes visible; slower, survives power loss.
+    """
+
+    out_dir: Path
+    gzip: bool = False
+    fsync: bool = False
+
+    def path(self, project_id: str, module: str) -> Path:
+        """Where the report of ``module`` for ``project_id`` lives; rejects anything that could leave ``out_dir``."""
+        if not isinstance(project_id, str) or not _SLUG.match(project_id):
+            raise StoreError(f"unsafe project id {project_id!r}: expected a slug of letters, digits, '.', '_', '-'")
+        if not isinstance(module, str) or not _MODULE_NAME.match(module):
+            raise StoreError(f"unsafe module name {module!r}: expected letters, digits and '_'")
+        path = self.out_dir / project_id / f"{module}.html{'.gz' if self.gzip else ''}"
+        if path.parent.parent != self.out_dir or not path.resolve().is_relative_to(self.out_dir):
+            raise StoreError(f"report path {path} for project {project_id!r} escapes the output folder {self.out_dir}")
+        return path
+
+    def write(self, project_id: str, module: str, html: str) -> WrittenFile:
+        """Write one report atomically (temp file in the same folder, then ``os.replace``).
+
+        :raises StoreError: naming the report and the path; no temp file is left behind.
+        """
+        started = time.perf_counter_ns()
+        final = self.path(project_id, module)
+        try:
+            data = html.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise StoreError(f"cannot encode report {module} of project {project_id} as UTF-8: {error}") from error
+        if self.gzip:
+            data = gzip_module.compress(data, compresslevel=6, mtime=0)
+        temp: Path | None = None
+        try:
+            final.parent.mkdir(exist_ok=True)
+            temp = self._temp_name(final)  # named before it exists, so an interrupt at any point can remove it
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                if self.fsync:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(temp, final)
+            temp = None
+            if self.fsync:
+                _fsync_dir(final.parent)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            if error.errno == errno.ENOSPC:
+                reason = "no space left on the device"
+            raise StoreError(f"cannot write report {module} of project {project_id} to {final}: {reason}") from error
+        finally:
+            if temp is not None:
+                with suppress(OSError):
+                    temp.unlink(missing_ok=True)
+        return WrittenFile(
+            path=final,
+            size_bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            write_ns=time.perf_counter_ns() - started,
+        )
+
+    def _temp_name(self, final: Path) -> Path:
+        while True:
+            temp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.{next(_temp_numbers)}.tmp")
+            if not temp.exists():
+                return temp
+
+    def cleanup_temp_files(self) -> int:
+        """Remove stale ``.*.tmp`` files that a killed process left in the project folders; returns how many."""
+        removed = 0
+        with os.scandir(self.out_dir) as projects:
+            for project in projects:
+                if not project.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(project.path) as entries:
+                    for entry in entries:
+                        if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
+                            try:
+                                os.unlink(entry.path)
+                                removed += 1
+                            except FileNotFoundError:
+                                pass
+        return removed
+
+
 class ReportStore:
     """Writes report files atomically and indexes them in SQLite; one writer (the parent process) at a time.
 
@@ -162,10 +260,10 @@ class ReportStore:
         self.commit_every_s = commit_every_s
         self._pending = 0
         self._last_commit = time.monotonic()
-        self._temp_counter = 0
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._root = self.out_dir.resolve()
+            self.files = ReportFiles(self._root, gzip=gzip, fsync=fsync)
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
             self._db: sqlite3.Connection | None = sqlite3.connect(self.db_path, isolation_level=None, timeout=30)
         except (OSError, sqlite3.Error) as error:
@@ -211,82 +309,24 @@ class ReportStore:
     # -- files ----------------------------------------------------------------------------------------------------
 
     def report_path(self, project_id: str, module: str) -> Path:
-        """Where the report of ``module`` for ``project_id`` lives; rejects anything that could leave ``out_dir``."""
-        if not isinstance(project_id, str) or not _SLUG.match(project_id):
-            raise StoreError(f"unsafe project id {project_id!r}: expected a slug of letters, digits, '.', '_', '-'")
-        if not isinstance(module, str) or not _MODULE_NAME.match(module):
-            raise StoreError(f"unsafe module name {module!r}: expected letters, digits and '_'")
-        path = self._root / project_id / f"{module}.html{'.gz' if self.gzip else ''}"
-        if path.parent.parent != self._root or not path.resolve().is_relative_to(self._root):
-            raise StoreError(f"report path {path} for project {project_id!r} escapes the output folder {self._root}")
-        return path
+        """Where the report of ``module`` for ``project_id`` lives (see :meth:`ReportFiles.path`)."""
+        return self.files.path(project_id, module)
 
     def write(self, project_id: str, module: str, html: str) -> WrittenFile:
-        """Write one report atomically (temp file in the same folder, then ``os.replace``).
-
-        :raises StoreError: naming the report and the path; no temp file is left behind.
-        """
-        started = time.perf_counter_ns()
-        final = self.report_path(project_id, module)
-        try:
-            data = html.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise StoreError(f"cannot encode report {module} of project {project_id} as UTF-8: {error}") from error
-        if self.gzip:
-            data = gzip_module.compress(data, compresslevel=6, mtime=0)
-        temp: Path | None = None
-        try:
-            final.parent.mkdir(exist_ok=True)
-            temp = self._temp_name(final)  # named before it exists, so an interrupt at any point can remove it
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                if self.fsync:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            os.replace(temp, final)
-            temp = None
-            if self.fsync:
-                _fsync_dir(final.parent)
-        except OSError as error:
-            reason = error.strerror or str(error)
-            if error.errno == errno.ENOSPC:
-                reason = "no space left on the device"
-            raise StoreError(f"cannot write report {module} of project {project_id} to {final}: {reason}") from error
-        finally:
-            if temp is not None:
-                with suppress(OSError):
-                    temp.unlink(missing_ok=True)
-        return WrittenFile(
-            path=final,
-            size_bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            write_ns=time.perf_counter_ns() - started,
-        )
-
-    def _temp_name(self, final: Path) -> Path:
-        while True:
-            self._temp_counter += 1
-            temp = final.with_name(f".{final.name}.{os.getpid()}.{self._temp_counter}.tmp")
-            if not temp.exists():
-                return temp
+        """Write one report atomically (see :meth:`ReportFiles.write`)."""
+        return self.files.write(project_id, module, html)
 
     def cleanup_temp_files(self) -> int:
-        """Remove stale ``.*.tmp`` files that a killed process left in the project folders; returns how many."""
-        removed = 0
-        with os.scandir(self._root) as projects:
-            for project in projects:
-                if not project.is_dir(follow_symlinks=False):
-                    continue
-                with os.scandir(project.path) as entries:
-                    for entry in entries:
-                        if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
-                            try:
-                                os.unlink(entry.path)
-                                removed += 1
-                            except FileNotFoundError:
-                                pass
-        return removed
+        """Remove stale temporary files that a killed process left behind; returns how many."""
+        return self.files.cleanup_temp_files()
+
+    def discard(self, project_id: str, modules: Iterable[str]) -> None:
+        """Forget the reports of ``project_id``: their files and their index rows (an interrupted project)."""
+        for module in modules:
+            with suppress(FileNotFoundError):
+                self.files.path(project_id, module).unlink()
+            self._conn.execute("DELETE FROM reports WHERE project_id = ? AND module = ?", (project_id, module))
+            self._written.pop((project_id, module), None)
 
     # -- index ----------------------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from zerosite.hookspecs import hookimpl
 from zerosite.plugins import get_data_sources, set_plugin_settings
 from zerosite.project import Project
 from zerosite.sources import select_source
+from zerosite.store import ReportFiles
 from zerosite.worker import (
     ProjectResult,
     WorkerConfig,
@@ -75,8 +76,12 @@ class Runner(abc.ABC):
     restarts: int = 0
 
     @abc.abstractmethod
-    def run(self, projects: Iterable[Project]) -> Iterator[ProjectResult]:
-        """Make every project's reports, yielding results as they complete; input is read lazily."""
+    def run(self, projects: Iterable[Project], files: ReportFiles | None = None) -> Iterator[ProjectResult]:
+        """Make every project's reports, yielding results as they complete; input is read lazily.
+
+        Given ``files``, the workers write each report there themselves and hand back its file
+        facts; without, they hand back the HTML.
+        """
 
     def close(self) -> None:  # noqa: B027 - a runner without workers has nothing to stop
         """Stop the workers; work not yet started is cancelled."""
@@ -140,10 +145,10 @@ class SequentialStrategy(Strategy):
 
 
 class _InlineRunner(Runner):
-    def run(self, projects: Iterable[Project]) -> Iterator[ProjectResult]:
+    def run(self, projects: Iterable[Project], files: ReportFiles | None = None) -> Iterator[ProjectResult]:
         worker = current_worker()
         for project in projects:
-            yield worker.run(project)
+            yield worker.run(project, files)
 
 
 class ThreadStrategy(Strategy):
@@ -162,9 +167,10 @@ class _ThreadRunner(Runner):
         self.options = options
         self.pool = cf.ThreadPoolExecutor(options.workers, thread_name_prefix="zerosite")
 
-    def run(self, projects: Iterable[Project]) -> Iterator[ProjectResult]:
+    def run(self, projects: Iterable[Project], files: ReportFiles | None = None) -> Iterator[ProjectResult]:
         worker = current_worker()
-        for _, future in bounded(lambda p: self.pool.submit(worker.run, p), projects, self.options.max_in_flight):
+        submit = lambda p: self.pool.submit(worker.run, p, files)  # noqa: E731
+        for _, future in bounded(submit, projects, self.options.max_in_flight):
             yield future.result()
 
     def close(self) -> None:
@@ -231,11 +237,11 @@ class _PoolRunner(Runner):
     def restarts(self) -> int:
         return self.pool.restarts
 
-    def run(self, projects: Iterable[Project]) -> Iterator[ProjectResult]:
+    def run(self, projects: Iterable[Project], files: ReportFiles | None = None) -> Iterator[ProjectResult]:
         tasks: Iterable[tuple[list[Project], int]] = ((c, 1) for c in chunked(projects, self.options.chunksize))
         while True:
             retry: list[tuple[list[Project], int]] = []
-            submit = lambda task: self.pool.submit(run_chunk, task[0])  # noqa: E731
+            submit = lambda task: self.pool.submit(run_chunk, task[0], files)  # noqa: E731
             for (chunk, attempt), future in bounded(submit, tasks, self.options.max_in_flight):
                 try:
                     yield from future.result()
@@ -301,8 +307,8 @@ class _AsyncRunner(Runner):
     def restarts(self) -> int:
         return self.pool.restarts
 
-    def run(self, projects: Iterable[Project]) -> Iterator[ProjectResult]:
-        stream = self._stream(projects)
+    def run(self, projects: Iterable[Project], files: ReportFiles | None = None) -> Iterator[ProjectResult]:
+        stream = self._stream(projects, files)
 
         async def step() -> ProjectResult:
             return await anext(stream)
@@ -317,22 +323,23 @@ class _AsyncRunner(Runner):
         finally:
             self.loop.run(stream.aclose())
 
-    async def _stream(self, projects: Iterable[Project]) -> AsyncIterator[ProjectResult]:
+    async def _stream(self, projects: Iterable[Project], files: ReportFiles | None) -> AsyncIterator[ProjectResult]:
         source = iter(projects)
-        pending = {asyncio.ensure_future(self._one(p)) for p in itertools.islice(source, self.options.max_in_flight)}
+        limit = self.options.max_in_flight
+        pending = {asyncio.ensure_future(self._one(p, files)) for p in itertools.islice(source, limit)}
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     yield task.result()
-                    pending.update(asyncio.ensure_future(self._one(p)) for p in itertools.islice(source, 1))
+                    pending.update(asyncio.ensure_future(self._one(p, files)) for p in itertools.islice(source, 1))
         finally:
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
 
-    async def _one(self, project: Project) -> ProjectResult:
+    async def _one(self, project: Project, files: ReportFiles | None) -> ProjectResult:
         started = time.monotonic_ns()
         try:
             fetched = await self.source.afetch(project)
@@ -340,7 +347,7 @@ class _AsyncRunner(Runner):
             return failed_result(project, self.reports, f"fetch failed: {error}", time.monotonic_ns() - started)
         fetch_ns = time.monotonic_ns() - started
         for _attempt in range(MAX_ATTEMPTS):
-            future = self.pool.submit(make_fetched_chunk, [(fetched, fetch_ns)])
+            future = self.pool.submit(make_fetched_chunk, [(fetched, fetch_ns)], files)
             try:
                 (result,) = await asyncio.wrap_future(future)
                 return result

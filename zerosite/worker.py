@@ -8,7 +8,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from zerosite.pipeline import plan
@@ -16,6 +16,7 @@ from zerosite.plugins import PluginSettings, get_data_sources, get_modules, set_
 from zerosite.project import Project
 from zerosite.rendering import get_environment, render_report
 from zerosite.sources import SourceSettings, select_source
+from zerosite.store import ReportFiles, StoreError, WrittenFile
 
 __all__ = [
     "ProjectResult",
@@ -68,13 +69,19 @@ class WorkerConfig:
 
 @dataclass(frozen=True, slots=True)
 class ReportResult:
-    """One report as a worker made it: the HTML, or the error that stopped it."""
+    """One report as a worker made it: the file it wrote (or, when asked not to write, the HTML),
+    or the error that stopped it."""
 
     module: str
     html: str | None
     error: str | None
     timings: StageTimings
     peak_memory_bytes: int
+    written: WrittenFile | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,21 +115,21 @@ class Worker:
         elif not config.trace_memory and tracemalloc.is_tracing():
             tracemalloc.stop()  # it slows every allocation several times over
 
-    def run(self, project: Project) -> ProjectResult:
+    def run(self, project: Project, files: ReportFiles | None = None) -> ProjectResult:
         """Fetch, then make every report of one project; a fetch failure fails each of its reports."""
         started = time.monotonic_ns()
         try:
             fetched = self.source.fetch(project)
         except Exception as error:
             return self.failed(project, f"fetch failed: {error}", time.monotonic_ns() - started)
-        return self.make(fetched, time.monotonic_ns() - started)
+        return self.make(fetched, time.monotonic_ns() - started, files)
 
     def failed(self, project: Project, error: str, fetch_ns: int = 0) -> ProjectResult:
         """Every selected report of ``project`` failed with ``error``."""
         return failed_result(project, [m.name for m in self.plan if m.name in self.selected], error, fetch_ns)
 
-    def make(self, project: Project, fetch_ns: int = 0) -> ProjectResult:
-        """Compute every planned module in order and render the selected ones.
+    def make(self, project: Project, fetch_ns: int = 0, files: ReportFiles | None = None) -> ProjectResult:
+        """Compute every planned module in order, render the selected ones and, given ``files``, write them.
 
         A module that raises fails its report and every report that depends on it; the
         others still complete. The project's fetch time is shared equally by its reports.
@@ -160,7 +167,18 @@ class Worker:
             if wanted:
                 timings = StageTimings(fetch_share, compute_ns, render_ns)
                 error_text = error_text or self._overran(timings)
-                reports.append(ReportResult(module.name, None if error_text else html, error_text, timings, peak[0]))
+                if error_text or html is None:
+                    reports.append(ReportResult(module.name, None, error_text, timings, peak[0]))
+                elif files is None:
+                    reports.append(ReportResult(module.name, html, None, timings, peak[0]))
+                else:
+                    try:
+                        written = files.write(project.id, module.name, html)
+                    except StoreError as error:
+                        reports.append(ReportResult(module.name, None, str(error), timings, peak[0]))
+                        continue
+                    timings = replace(timings, write_ns=written.write_ns)
+                    reports.append(ReportResult(module.name, None, None, timings, peak[0], written))
         return ProjectResult(project, tuple(reports))
 
     @contextlib.contextmanager
@@ -245,13 +263,13 @@ def current_worker() -> Worker:
     return _worker
 
 
-def run_chunk(projects: Sequence[Project]) -> list[ProjectResult]:
-    """Fetch and make a chunk of projects (the unit of work sent to a pool)."""
+def run_chunk(projects: Sequence[Project], files: ReportFiles | None = None) -> list[ProjectResult]:
+    """Fetch, make and write a chunk of projects (the unit of work sent to a pool)."""
     worker = current_worker()
-    return [worker.run(project) for project in projects]
+    return [worker.run(project, files) for project in projects]
 
 
-def make_fetched_chunk(items: Sequence[tuple[Project, int]]) -> list[ProjectResult]:
+def make_fetched_chunk(items: Sequence[tuple[Project, int]], files: ReportFiles | None = None) -> list[ProjectResult]:
     """Make projects already fetched elsewhere (by an event loop): ``(project, fetch_ns)`` pairs."""
     worker = current_worker()
-    return [worker.make(project, fetch_ns) for project, fetch_ns in items]
+    return [worker.make(project, fetch_ns, files) for project, fetch_ns in items]
