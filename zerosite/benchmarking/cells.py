@@ -1,0 +1,117 @@
+"""The benchmark matrix's vocabulary: a cell (level x scenario x strategy x workers) and what a round measured."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+__all__ = ["BARE", "BASELINE", "LEVELS", "SCENARIOS", "STAGES", "TIMES", "Cell", "CellResult", "RoundOutcome"]
+
+LEVELS: tuple[str, ...] = ("single", "pipeline", "batch")
+"""single: one warm report of one module; pipeline: one project's modules; batch: projects written and indexed."""
+
+SCENARIOS: tuple[str, ...] = ("cpu", "io", "mixed")
+STAGES: tuple[str, ...] = ("fetch", "compute", "render", "write")
+TIMES = "\N{MULTIPLICATION SIGN}"
+"""The sign in labels such as process x 2 and 1.6 x sequential (kept out of the source as a literal)."""
+BASELINE = "sequential"
+BARE = "bare"
+"""Pseudo-strategy: a plain loop over the same module functions, to measure the engine's own overhead."""
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One point of the matrix; ``module`` is set for the single-report level only."""
+
+    level: str
+    scenario: str
+    strategy: str
+    workers: int
+    module: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers!r}")
+        if (self.module is None) == (self.level == "single"):
+            raise ValueError(f"a module is named for the single level and only there: {self!r}")
+
+    @property
+    def id(self) -> str:
+        """The readable test id, e.g. ``strategy=process-workers=2-scenario=io``."""
+        head = [f"module={self.module}"] if self.module else []
+        return "-".join([*head, f"strategy={self.strategy}", f"workers={self.workers}", f"scenario={self.scenario}"])
+
+    @property
+    def group(self) -> str:
+        """The cells measured together (interleaved) and compared: same level, scenario and module."""
+        tail = f"-module={self.module}" if self.module else ""
+        return f"level={self.level}-scenario={self.scenario}{tail}"
+
+    @property
+    def label(self) -> str:
+        """Short label for charts: ``process x 2``."""
+        return self.strategy if self.strategy in (BASELINE, BARE) else f"{self.strategy}{TIMES}{self.workers}"
+
+    @property
+    def subject(self) -> str:
+        """Who a verdict is about, in words: ``single report M2, strategy process x 2, scenario io``."""
+        what = {"single": f"single report {self.module}", "pipeline": "pipeline", "batch": "batch"}[self.level]
+        return f"{what}, strategy {self.label}, scenario {self.scenario}"
+
+    @property
+    def baseline(self) -> Cell:
+        """The sequential cell of this cell's group."""
+        return replace(self, strategy=BASELINE, workers=1)
+
+    @property
+    def bare(self) -> Cell:
+        """The bare-loop cell of this cell's group."""
+        return replace(self, strategy=BARE, workers=1)
+
+    @property
+    def sort_key(self) -> tuple[int, Cell]:
+        """Orders a group as tables show it: the baseline first, the bare loop last."""
+        return (0 if self.strategy == BASELINE else 2 if self.strategy == BARE else 1, self)
+
+    def as_info(self) -> dict[str, object]:
+        """The cell's coordinates, for pytest-benchmark's ``extra_info``."""
+        return {
+            "level": self.level,
+            "scenario": self.scenario,
+            "strategy": self.strategy,
+            "workers": self.workers,
+            "module": self.module,
+        }
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """One timed round of one cell."""
+
+    wall_s: float
+    projects: int
+    reports: int
+    stage_ns: Mapping[str, int] = field(default_factory=dict)
+    peak_memory_bytes: tuple[int, ...] = ()
+    """Per report, measured in whichever process (worker included) made it."""
+    failed: int = 0
+
+
+@dataclass
+class CellResult:
+    """Every round of one cell, in the order measured."""
+
+    cell: Cell
+    rounds: list[RoundOutcome] = field(default_factory=list)
+    memory_bytes: tuple[int, ...] = ()
+    """Peak traced bytes per report from the cell's separate memory pass (empty: use the rounds' own)."""
+
+    @property
+    def peaks(self) -> tuple[int, ...]:
+        return self.memory_bytes or tuple(p for r in self.rounds for p in r.peak_memory_bytes)
+
+    @property
+    def wall_s(self) -> list[float]:
+        return [r.wall_s for r in self.rounds]

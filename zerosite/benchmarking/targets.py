@@ -1,0 +1,116 @@
+"""Performance targets: defaults, ``[tool.zerosite.targets]`` in pyproject.toml, per-run overrides."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+__all__ = [
+    "TARGET_SPECS",
+    "TargetSpec",
+    "Targets",
+    "find_pyproject",
+    "load_targets",
+    "parse_override",
+]
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One target: its name, default, unit, and which figure of which level it bounds (from above)."""
+
+    name: str
+    default: float
+    unit: str
+    level: str | None
+    figure: str
+
+
+TARGET_SPECS: Mapping[str, TargetSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            TargetSpec("single_report_ms", 300, "ms", "single", "median time of one warm report (one module)"),
+            TargetSpec("pipeline_ms", 500, "ms", "pipeline", "median time of the five modules of one project"),
+            TargetSpec("batch_100_s", 30, "s", "batch", "median wall time per 100 projects, written and indexed"),
+            TargetSpec("memory_per_report_mb", 10, "MB", None, "p95 of the peak traced memory of one report"),
+        )
+    }
+)
+"""Every target the harness knows; ``level`` None means it applies to every level."""
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The targets of one run and where each value came from (default, a file, an override)."""
+
+    values: Mapping[str, float]
+    origins: Mapping[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> float:
+        return self.values[name]
+
+    def with_overrides(self, overrides: Mapping[str, float], origin: str) -> Targets:
+        """A copy with ``overrides`` applied (names checked), each recorded as coming from ``origin``."""
+        for name in overrides:
+            _check_name(name, origin)
+        return Targets(
+            values={**self.values, **{k: float(v) for k, v in overrides.items()}},
+            origins={**self.origins, **dict.fromkeys(overrides, origin)},
+        )
+
+    def for_level(self, level: str) -> dict[str, float]:
+        """The targets that bound figures of ``level``."""
+        return {n: v for n, v in self.values.items() if TARGET_SPECS[n].level in (level, None)}
+
+
+def _check_name(name: str, origin: str) -> None:
+    if name not in TARGET_SPECS:
+        raise ValueError(f"{origin}: unknown target {name!r}; known targets: {', '.join(TARGET_SPECS)}")
+
+
+def find_pyproject(start: Path) -> Path | None:
+    """The nearest ``pyproject.toml`` in ``start`` or a folder above it."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def parse_override(text: str) -> tuple[str, float]:
+    """``"single_report_ms=250"`` -> ``("single_report_ms", 250.0)``; errors name the known targets."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep:
+        raise ValueError(f"target override {text!r} must look like name=value, e.g. single_report_ms=250")
+    _check_name(name, "--zerosite-target")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"--zerosite-target {name}: {value.strip()!r} is not a number") from None
+    if number <= 0:
+        raise ValueError(f"--zerosite-target {name}: must be > 0, got {number!r}")
+    return name, number
+
+
+def load_targets(start: Path, overrides: Iterable[str] = ()) -> Targets:
+    """Defaults, then ``[tool.zerosite.targets]`` of the nearest pyproject.toml, then ``overrides``."""
+    targets = Targets(
+        values={name: float(spec.default) for name, spec in TARGET_SPECS.items()},
+        origins=dict.fromkeys(TARGET_SPECS, "default"),
+    )
+    pyproject = find_pyproject(start)
+    if pyproject is not None:
+        with pyproject.open("rb") as fh:
+            table = tomllib.load(fh).get("tool", {}).get("zerosite", {}).get("targets", {})
+        for name, value in table.items():
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{pyproject}: [tool.zerosite.targets] {name} must be a positive number")
+        targets = targets.with_overrides(table, str(pyproject))
+    parsed = dict(parse_override(text) for text in overrides)
+    return targets.with_overrides(parsed, "--zerosite-target") if parsed else targets

@@ -1,0 +1,231 @@
+"""What one round of a cell does, on the real engine: one report, one project's pipeline, or a batch."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from zerosite.benchmarking.cells import BARE, Cell, RoundOutcome
+from zerosite.benchmarking.harness import RoundFunction
+from zerosite.project import Project
+
+__all__ = ["MEMORY_PROJECTS", "SCENARIO_LATENCY_SHARE", "MemoryProbe", "Workload", "cell_round", "scenario_projects"]
+
+SCENARIO_LATENCY_SHARE: Mapping[str, float | None] = {"cpu": None, "io": 1.0, "mixed": 0.25}
+"""Per scenario: the embedded source (None) or the HTTP source at this share of the configured latency.
+
+cpu: no waiting, rendering only. io: every project waits the full latency (default 20 ms) before its
+CPU work. mixed: a quarter of it, so waiting and computing are of similar size."""
+
+MEMORY_PROJECTS = 4
+"""Projects in a cell's separate, untimed memory pass (tracemalloc slows allocation: timed rounds run without it)."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Inputs shared by every cell: the projects, the data-source URL per scenario, the batch size."""
+
+    projects: Sequence[Project]
+    urls: Mapping[str, str | None]
+    batch_projects: int = 100
+    modules: tuple[str, ...] | None = None
+    """All registered modules when None; the single level runs each of these alone."""
+    scratch: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+
+    def url(self, scenario: str) -> str | None:
+        if scenario not in self.urls:
+            raise KeyError(f"no data source for scenario {scenario!r}; known: {', '.join(self.urls)}")
+        return self.urls[scenario]
+
+
+def scenario_projects(n: int, seed: int = 0) -> list[Project]:
+    """``n`` deterministic sample projects, parsed."""
+    from zerosite.project import parse_project
+    from zerosite.sample import sample_projects
+
+    return [parse_project(raw, f"sample project {i}") for i, raw in enumerate(sample_projects(n, seed))]
+
+
+def _outcome(wall_s: float, projects: int, results: Sequence[object]) -> RoundOutcome:
+    """A round's outcome from the engine's per-project results (``ProjectResult``)."""
+    reports = [report for result in results for report in result.reports]  # type: ignore[attr-defined]
+    return RoundOutcome(
+        wall_s=wall_s,
+        projects=projects,
+        reports=len(reports),
+        stage_ns={
+            stage: sum(getattr(r.timings, f"{stage}_ns") for r in reports)
+            for stage in ("fetch", "compute", "render", "write")
+        },
+        peak_memory_bytes=tuple(r.peak_memory_bytes for r in reports),
+        failed=sum(r.html is None for r in reports),
+    )
+
+
+_WARM_UP_CHUNKSIZE = 4
+"""Projects per worker run before measuring, so that every pool worker has started and made a report."""
+
+
+def _options(cell: Cell, workload: Workload, scratch: Path, trace_memory: bool = False) -> Any:
+    from zerosite.engine import BatchOptions
+
+    return BatchOptions(
+        out=scratch / "out",
+        modules=(cell.module,) if cell.module else workload.modules,
+        strategy=cell.strategy,
+        workers=cell.workers,
+        data_url=workload.url(cell.scenario),
+        force=True,
+        trace_memory=trace_memory,
+    )
+
+
+class MemoryProbe:
+    """Peak traced bytes per report, by module, for each (strategy, workers); measured once and reused.
+
+    Timed rounds run without tracemalloc (it slows every allocation), so memory is measured apart: a
+    fresh runner with tracing on makes every module's report for a few projects (embedded source: the
+    fetch stage is not part of a report's peak), each measured in whichever process made it, worker
+    processes included. A report's peak does not depend on the level or the scenario, so every cell of
+    the same strategy and workers shares one measurement.
+    """
+
+    def __init__(self, workload: Workload) -> None:
+        self.workload = workload
+        self._by_config: dict[tuple[str, int], dict[str, tuple[int, ...]]] = {}
+
+    def __call__(self, cell: Cell) -> tuple[int, ...]:
+        if cell.strategy == BARE:
+            return ()
+        key = (cell.strategy, cell.workers)
+        if key not in self._by_config:
+            self._by_config[key] = self._measure(cell)
+        by_module = self._by_config[key]
+        if cell.module is not None:
+            return by_module.get(cell.module, ())
+        return tuple(peak for peaks in by_module.values() for peak in peaks)
+
+    def _measure(self, cell: Cell) -> dict[str, tuple[int, ...]]:
+        from zerosite.engine import start_runner
+
+        workload = replace(self.workload, urls={**self.workload.urls, "memory": None})
+        probe = replace(cell, level="pipeline", scenario="memory", module=None)
+        with (
+            tempfile.TemporaryDirectory(prefix="zerosite-memory-", dir=workload.scratch) as scratch,
+            start_runner(_options(probe, workload, Path(scratch), trace_memory=True)) as runner,
+        ):
+            warm_up = workload.projects[: _WARM_UP_CHUNKSIZE * cell.workers]
+            list(runner.run(warm_up))  # each worker's first reports fill its caches: not counted
+            results = list(runner.run(workload.projects[:MEMORY_PROJECTS]))
+        by_module: dict[str, list[int]] = {}
+        for result in results:
+            for report in result.reports:
+                by_module.setdefault(report.module, []).append(report.peak_memory_bytes)
+        return {module: tuple(peaks) for module, peaks in by_module.items()}
+
+
+@contextlib.contextmanager
+def _engine_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[RoundFunction]:
+    from zerosite.engine import ReportOutcome, generate, start_runner
+
+    options = _options(cell, workload, scratch)
+    cycle = itertools.cycle(workload.projects)
+    with start_runner(options) as runner:
+        # Pools start their workers on first use: make every worker warm before anything is timed.
+        list(runner.run(workload.projects[: _WARM_UP_CHUNKSIZE * cell.workers]))
+        if cell.level != "batch":
+
+            def one_project() -> RoundOutcome:
+                project = next(cycle)
+                started = time.perf_counter()
+                results = list(runner.run([project]))
+                return _outcome(time.perf_counter() - started, 1, results)
+
+            yield one_project
+            return
+
+        counter = itertools.count()
+        batch = list(itertools.islice(cycle, workload.batch_projects))
+
+        def one_batch() -> RoundOutcome:
+            out = scratch / f"batch-{next(counter)}"
+            failed = [0]
+
+            def on_report(outcome: ReportOutcome) -> None:
+                failed[0] += outcome.status == "failed"
+
+            summary = generate(batch, replace(options, out=out), on_report, runner)
+            shutil.rmtree(out, ignore_errors=True)
+            stage = summary.stage_ns
+            return RoundOutcome(
+                wall_s=summary.wall_s,
+                projects=len(batch),
+                reports=summary.written + summary.failed,
+                stage_ns={s: getattr(stage, f"{s}_ns") for s in ("fetch", "compute", "render", "write")},
+                failed=failed[0],
+            )
+
+        yield one_batch
+
+
+@contextlib.contextmanager
+def _bare_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[RoundFunction]:
+    """A plain loop over the same module functions (fetch, compute, render, write a file): no engine."""
+    from zerosite.pipeline import plan
+    from zerosite.plugins import get_data_sources, get_modules
+    from zerosite.rendering import get_environment, render_report
+    from zerosite.sources import SourceSettings, select_source
+
+    modules = get_modules()
+    selected = (cell.module,) if cell.module else workload.modules
+    steps = plan(modules, selected)
+    wanted = set(selected) if selected else set(modules)
+    env = get_environment()
+    url = workload.url(cell.scenario)
+    source = select_source(get_data_sources(), url)
+    source.open(SourceSettings(url=url))
+    cycle = itertools.cycle(workload.projects)
+    size = workload.batch_projects if cell.level == "batch" else 1
+    out = scratch / "bare"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def one_round() -> RoundOutcome:
+        projects = list(itertools.islice(cycle, size))
+        reports = 0
+        started = time.perf_counter()
+        for project in projects:
+            fetched = source.fetch(project)
+            results: dict[str, object] = {}
+            for module in steps:
+                deps = {name: results[name] for name in module.requires}
+                results[module.name] = module.compute(fetched, deps)
+                if module.name in wanted:
+                    html = render_report(module, fetched, results[module.name], deps, env)
+                    reports += 1
+                    if cell.level == "batch":
+                        (out / f"{project.id}-{module.name}.html").write_text(html, encoding="utf-8")
+        return RoundOutcome(wall_s=time.perf_counter() - started, projects=size, reports=reports)
+
+    try:
+        yield one_round
+    finally:
+        source.close()
+
+
+@contextlib.contextmanager
+def cell_round(cell: Cell, workload: Workload) -> Iterator[RoundFunction]:
+    """Warm the cell's workers and yield its round function; stop the workers afterwards."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"zerosite-bench-{cell.strategy}-", dir=workload.scratch))
+    try:
+        start = _bare_round if cell.strategy == BARE else _engine_round
+        with start(cell, workload, scratch) as round_function:
+            yield round_function
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
