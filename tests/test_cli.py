@@ -30,7 +30,17 @@ def made(cli: CliRunner, tmp_path: Path) -> Path:
 
 
 def test_help_everywhere(cli: CliRunner) -> None:
-    for command in ([], ["modules"], ["strategies"], ["sample"], ["render"], ["generate"], ["search"], ["reports"]):
+    for command in (
+        [],
+        ["modules"],
+        ["strategies"],
+        ["sample"],
+        ["render"],
+        ["generate"],
+        ["search"],
+        ["reports"],
+        ["profile"],
+    ):
         result = cli.invoke(main, [*command, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output, command
 
@@ -182,3 +192,14 @@ def test_an_unknown_data_source_is_a_usage_error(cli: CliRunner, tmp_path: Path)
     result = cli.invoke(main, ["generate", "--sample", "1", "--out", str(tmp_path / "o"), "--source", "vworld"])
     assert result.exit_code == 2
     assert "no data source named 'vworld'" in result.output and "embedded, http" in result.output
+
+
+def test_profile_writes_a_profile_per_strategy(cli: CliRunner, tmp_path: Path) -> None:
+    result = cli.invoke(main, ["profile", "--strategy", "sequential", "--sample", "3", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written in (
+        ["sequential-workers=1.speedscope.json", "sequential-workers=1.svg"],
+        ["sequential-workers=1.prof"],
+    )  # the cProfile fallback where py-spy may not attach
+    assert cli.invoke(main, ["profile", "--strategy", "nope", "--out", str(tmp_path)]).exit_code == 2

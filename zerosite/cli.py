@@ -326,6 +326,45 @@ class _progress:
 
 
 @main.command()
+@click.option(
+    "--strategy",
+    "-s",
+    "strategies",
+    multiple=True,
+    metavar="NAME[:WORKERS]",
+    help="Repeatable. Default: every available strategy, 2 workers (sequential 1).",
+)
+@click.option(
+    "--sample",
+    "projects",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Sample projects in the profiled batch.",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports/profiles"), show_default=True
+)
+def profile(strategies: tuple[str, ...], projects: int, out: Path) -> None:
+    """Profile `zerosite generate` per strategy with py-spy, worker processes included.
+
+    Writes a flamegraph SVG and a speedscope JSON per strategy; where py-spy is missing or may not
+    attach (no ptrace permission) a cProfile file of the main process instead, with a warning.
+    """
+    from zerosite.benchmarking.profiling import profile_strategies
+
+    available = [name for name, s in get_strategies().items() if s.unavailable_reason() is None]
+    chosen = []
+    for spec in strategies or available:
+        name, _, workers = spec.partition(":")
+        if name not in available:
+            _fail(f"strategy {name!r} is not available here; available: {', '.join(available)}")
+        chosen.append((name, int(workers) if workers.isdigit() else 1 if name == "sequential" else 2))
+    for written in profile_strategies(chosen, out, projects):
+        click.echo(f"{written.label}: {written.path}")
+
+
+@main.command()
 @click.argument("text")
 @click.option("--module", help="Only reports of this module.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)

@@ -381,7 +381,6 @@ def _record_profiles(config: pytest.Config, recorder: Recorder, folder: Path) ->
             strategies,
             folder,
             projects=min(recorder.settings.batch_projects, 20),
-            latency_ms=config.getoption("zerosite_latency_ms"),
         )
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     for warning in caught:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -13,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PY_SPY_FORMATS", "ProfileFile", "main", "profile_strategies", "profile_strategy", "run_batch"]
+__all__ = ["PY_SPY_FORMATS", "ProfileFile", "profile_strategies", "profile_strategy"]
 
 PY_SPY_FORMATS: dict[str, str] = {"flamegraph": "svg", "speedscope": "speedscope.json"}
 """py-spy output format -> file suffix."""
@@ -28,19 +27,23 @@ class ProfileFile:
     tool: str
 
 
-def _driver(strategy: str, workers: int, projects: int) -> list[str]:
-    """The command that runs one small batch (the profiled program)."""
+def _driver(strategy: str, workers: int, projects: int, out: Path) -> list[str]:
+    """The profiled program: the real ``zerosite generate`` a user runs, on sample projects."""
     return [
         sys.executable,
         "-m",
-        "zerosite.benchmarking.profiling",
-        "run",
+        "zerosite",
+        "generate",
+        "--sample",
+        str(projects),
         "--strategy",
         strategy,
         "--workers",
         str(workers),
-        "--projects",
-        str(projects),
+        "--out",
+        str(out),
+        "--force",
+        "--quiet",
     ]
 
 
@@ -79,8 +82,14 @@ def profile_strategy(
     """Profile one small batch under ``strategy``: a flamegraph and a speedscope file by py-spy;
     where py-spy is missing or cannot attach (no ptrace), a cProfile file and a warning instead."""
     folder.mkdir(parents=True, exist_ok=True)
-    command = _driver(strategy, workers, projects)
-    stem = f"{strategy}-workers={workers}"
+    scratch = tempfile.TemporaryDirectory(prefix="zerosite-profile-")
+    with scratch:
+        return _profile(
+            _driver(strategy, workers, projects, Path(scratch.name)), f"{strategy}-workers={workers}", folder, rate
+        )
+
+
+def _profile(command: list[str], stem: str, folder: Path, rate: int) -> list[ProfileFile]:
     written: list[ProfileFile] = []
     for fmt, suffix in PY_SPY_FORMATS.items():
         output = folder / f"{stem}.{suffix}"
@@ -102,64 +111,6 @@ def profile_strategy(
     return written
 
 
-def profile_strategies(
-    strategies: Sequence[tuple[str, int]], folder: Path, projects: int = 20, latency_ms: float = 0.0
-) -> list[ProfileFile]:
-    """Profiles for each ``(strategy, workers)`` (cpu scenario: embedded data source; ``latency_ms`` unused
-    until the driver serves the HTTP source)."""
-    del latency_ms
+def profile_strategies(strategies: Sequence[tuple[str, int]], folder: Path, projects: int = 20) -> list[ProfileFile]:
+    """Profiles for each ``(strategy, workers)``, on the embedded data source (the cpu scenario)."""
     return [f for strategy, workers in strategies for f in profile_strategy(strategy, workers, folder, projects)]
-
-
-def run_batch(strategy: str, workers: int, projects: int) -> None:
-    """The profiled program: ``projects`` sample projects written and indexed under ``strategy``."""
-    from zerosite.benchmarking.cells import TIMES
-    from zerosite.benchmarking.workloads import scenario_projects
-    from zerosite.engine import BatchOptions, generate
-
-    with tempfile.TemporaryDirectory(prefix="zerosite-profile-") as out:
-        options = BatchOptions(out=Path(out), strategy=strategy, workers=workers, force=True)
-        summary = generate(scenario_projects(projects), options)
-    print(f"{strategy}{TIMES}{workers}: {summary.written} written, {summary.failed} failed in {summary.wall_s:.2f} s")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m zerosite.benchmarking.profiling record|run``: profiles per strategy, or the profiled batch."""
-    parser = argparse.ArgumentParser(prog="python -m zerosite.benchmarking.profiling", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    record = commands.add_parser("record", help="profile strategies into a folder")
-    record.add_argument(
-        "--strategy",
-        action="append",
-        default=None,
-        metavar="NAME[:WORKERS]",
-        help="repeatable; default: every available strategy with 2 workers",
-    )
-    record.add_argument("--projects", type=int, default=20)
-    record.add_argument("--out", type=Path, default=Path("reports/profiles"))
-    run = commands.add_parser("run", help="run one batch (what record profiles)")
-    run.add_argument("--strategy", default="sequential")
-    run.add_argument("--workers", type=int, default=1)
-    run.add_argument("--projects", type=int, default=20)
-    args = parser.parse_args(argv)
-    if args.command == "run":
-        run_batch(args.strategy, args.workers, args.projects)
-        return 0
-    if args.strategy:
-        chosen = [
-            (name, int(n) if n else 1 if name == "sequential" else 2)
-            for name, _, n in (s.partition(":") for s in args.strategy)
-        ]
-    else:
-        from zerosite.plugins import get_strategies
-
-        chosen = [
-            (n, 1 if n == "sequential" else 2) for n, s in get_strategies().items() if s.unavailable_reason() is None
-        ]
-    for profile in profile_strategies(chosen, args.out, args.projects):
-        print(f"{profile.label}: {profile.path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
