@@ -437,3 +437,18 @@ def test_trace_plugins_writes_hook_calls_to_stderr(plugin_settings, capsys: pyte
     get_environment(plugin_settings(builtin_modules=False, trace=True))
 
     assert "zerosite_prepare_jinja2_environment" in capsys.readouterr().err
+
+
+def test_a_copy_of_the_built_ins_in_the_plugins_folder_is_not_loaded_twice(
+    plugin_settings: Callable[..., PluginSettings], plugins_dir: Path
+) -> None:
+    """A source checkout's plugins/ beside an installed ZeroSite holds the same files: no duplicate modules."""
+    import shutil
+
+    import zerosite.modules
+
+    for source in Path(zerosite.modules.__file__).parent.glob("m*.py"):
+        shutil.copy(source, plugins_dir / source.name)
+    modules = get_modules(plugin_settings())
+    assert list(modules) == ["M2", "M3", "M4", "M5", "M6"]
+    assert all(m.provider.startswith("zerosite.modules.") for m in modules.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -148,9 +149,14 @@ def _load_plugins_dir(pm: pluggy.PluginManager, folder: Path) -> None:
     builtin = Path(importlib.import_module("zerosite.modules").__file__ or "").parent.resolve()
     if not folder.is_dir() or folder.resolve() == builtin:
         return
+    # A checkout's plugins/ beside an installed copy of ZeroSite holds the built-ins again: same bytes, same plugin.
+    loaded = {_digest(Path(p.__file__)) for p in pm.get_plugins() if isinstance(getattr(p, "__file__", None), str)}
     for path in sorted(folder.glob("*.py")):
         name = path.stem
-        if name.startswith("_") or pm.is_blocked(name) or pm.get_plugin(name) is not None:
+        if name.startswith("_") or pm.is_blocked(name) or _digest(path) in loaded:
+            continue
+        if pm.get_plugin(name) is not None:
+            warnings.warn(f"zerosite: skipped plugin file {path}: a plugin named {name!r} is loaded", stacklevel=2)
             continue
         module_name = f"{LOCAL_PLUGIN_PACKAGE}.{name}"
         try:
@@ -164,6 +170,13 @@ def _load_plugins_dir(pm: pluggy.PluginManager, folder: Path) -> None:
             warnings.warn(f"zerosite: skipped plugin {name!r} ({path}): {type(error).__name__}: {error}", stacklevel=2)
             continue
         _register(pm, module, name, str(path))
+
+
+def _digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def _register(pm: pluggy.PluginManager, plugin: object, name: str, origin: str) -> None:

@@ -6,7 +6,7 @@ import json
 import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="per-request latency of the loopback HTTP data source (default 20)",
     )
     group.addoption(
+        "--zerosite-workers",
+        default=None,
+        metavar="N,N,...",
+        help="worker counts to compare (default 2,4; quick 2), e.g. 1,2,4,8,16 for a scaling run",
+    )
+    group.addoption(
         "--zerosite-rounds", type=int, default=None, help="timed rounds per cell, every level (default: per level)"
     )
     group.addoption(
@@ -87,14 +93,15 @@ def pytest_configure(config: pytest.Config) -> None:
     except ValueError as error:
         raise pytest.UsageError(str(error)) from None
     settings = MatrixSettings.quick() if config.getoption("zerosite_quick") else MatrixSettings()
-    batch = config.getoption("zerosite_batch_projects")
-    if batch is not None:
-        settings = MatrixSettings(settings.workers, settings.rounds, batch)
-    rounds = config.getoption("zerosite_rounds")
-    if rounds is not None:
-        settings = MatrixSettings(
-            settings.workers, tuple((level, rounds) for level, _ in settings.rounds), settings.batch_projects
-        )
+    if (batch := config.getoption("zerosite_batch_projects")) is not None:
+        settings = replace(settings, batch_projects=batch)
+    if (rounds := config.getoption("zerosite_rounds")) is not None:
+        settings = replace(settings, rounds=tuple((level, rounds) for level, _ in settings.rounds))
+    if workers := config.getoption("zerosite_workers"):
+        try:
+            settings = replace(settings, workers=tuple(sorted({int(n) for n in workers.split(",")})))
+        except ValueError:
+            raise pytest.UsageError(f"--zerosite-workers takes counts such as 2,4,8; got {workers!r}") from None
     config.stash[RECORDER] = Recorder(
         targets=targets, settings=settings, reports_dir=Path(config.getoption("zerosite_reports_dir"))
     )
