@@ -258,11 +258,12 @@ class ReportStore:
         self.fsync = fsync
         self.commit_every_rows = commit_every_rows
         self.commit_every_s = commit_every_s
-        self._pending = 0
+        self._rows: list[tuple[object, ...]] = []
         self._last_commit = time.monotonic()
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._root = self.out_dir.resolve()
+            self._root_prefix = str(self._root) + os.sep
             self.files = ReportFiles(self._root, gzip=gzip, fsync=fsync)
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
             self._db: sqlite3.Connection | None = sqlite3.connect(self.db_path, isolation_level=None, timeout=30)
@@ -322,6 +323,7 @@ class ReportStore:
 
     def discard(self, project_id: str, modules: Iterable[str]) -> None:
         """Forget the reports of ``project_id``: their files and their index rows (an interrupted project)."""
+        self.flush()
         for module in modules:
             with suppress(FileNotFoundError):
                 self.files.path(project_id, module).unlink()
@@ -337,37 +339,33 @@ class ReportStore:
         return self._db
 
     def record(self, row: ReportRow) -> None:
-        """Insert or replace the index row of ``(row.project_id, row.module)``; committed in batches."""
+        """Insert or replace the index row of ``(row.project_id, row.module)``; written in batches."""
+        self._conn  # noqa: B018 - raises StoreError once the store is closed
         path = self._relative(row.path)
-        values = tuple(path if name == "path" else getattr(row, name) for name in _COLUMNS)
-        conn = self._conn
-        try:
-            if not conn.in_transaction:
-                conn.execute("BEGIN")
-            conn.execute(_UPSERT, values)
-        except sqlite3.Error as error:
-            raise StoreError(
-                f"cannot index report {row.module} of project {row.project_id} in {self.db_path}: {error}"
-            ) from error
+        self._rows.append(tuple(path if name == "path" else getattr(row, name) for name in _COLUMNS))
         key = (row.project_id, row.module)
         if row.status == "written":
             self._written[key] = (row.input_hash, path)
         else:
             self._written.pop(key, None)
-        self._pending += 1
-        if self._pending >= self.commit_every_rows or time.monotonic() - self._last_commit >= self.commit_every_s:
+        if len(self._rows) >= self.commit_every_rows or time.monotonic() - self._last_commit >= self.commit_every_s:
             self.flush()
 
     def flush(self) -> None:
-        """Commit the pending index rows now."""
+        """Write and commit the pending index rows now, in one transaction."""
         conn = self._conn
-        if conn.in_transaction:
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as error:
-                raise StoreError(f"cannot commit the report index {self.db_path}: {error}") from error
-        self._pending = 0
         self._last_commit = time.monotonic()
+        if not self._rows:
+            return
+        try:
+            conn.execute("BEGIN")
+            conn.executemany(_UPSERT, self._rows)
+            conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            if conn.in_transaction:
+                conn.rollback()
+            raise StoreError(f"cannot write {len(self._rows)} rows to the index {self.db_path}: {error}") from error
+        self._rows.clear()
 
     def input_hash_of(self, project_id: str, module: str) -> str | None:
         """The input hash of a report that was written and whose file still exists, else ``None`` (for resume)."""
@@ -398,7 +396,10 @@ class ReportStore:
     def _relative(self, path: str | os.PathLike[str]) -> str:
         if not path:
             return ""
-        candidate = Path(path)
+        text = os.fspath(path)
+        if text.startswith(self._root_prefix):  # the common case, without building Path objects
+            return text[len(self._root_prefix) :]
+        candidate = Path(text)
         if candidate.is_absolute():
             for root in (self._root, self.out_dir.absolute()):
                 if candidate.is_relative_to(root):
