@@ -410,3 +410,12 @@ def test_a_slow_plugin_module_fails_the_single_report_gate_by_name(
     result.stdout.fnmatch_lines(
         ["FAIL: single report SLOW, strategy sequential, scenario cpu: *target single_report_ms = 300 ms"]
     )
+
+
+def test_winner_sentence_says_when_a_win_is_within_the_noise() -> None:
+    results = [
+        _result(Cell("batch", "io", "sequential", 1, None), [1.00, 1.04, 0.97, 1.02, 0.99]),
+        _result(Cell("batch", "io", "thread", 2, None), [0.98, 1.03, 0.96, 1.01, 1.00]),
+    ]
+    sentence = analyse(results, lambda cell: TARGETS).sentences["batch"]
+    assert f"thread{TIMES}2 in io" in sentence and "within the noise" in sentence

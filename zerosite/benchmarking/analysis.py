@@ -215,9 +215,14 @@ def winner_sentence(level: str, cells: list[CellFigures]) -> str:
     Where a level has several groups per scenario (one per module), speedups are geometric means.
     """
     by_scenario: dict[str, dict[tuple[str, int], list[float]]] = defaultdict(lambda: defaultdict(list))
+    noise: set[tuple[str, str, int]] = set()  # cells whose 95 % speedup interval includes 1x
     for figures in cells:
         if figures.speedup is not None and figures.cell.strategy != BARE:
-            by_scenario[figures.cell.scenario][(figures.cell.strategy, figures.cell.workers)].append(figures.speedup)
+            key = (figures.cell.strategy, figures.cell.workers)
+            by_scenario[figures.cell.scenario][key].append(figures.speedup)
+            ci = figures.speedup_ci
+            if ci is not None and ci.low <= 1.0 <= ci.high:
+                noise.add((figures.cell.scenario, *key))
     parts = []
     for scenario, candidates in sorted(by_scenario.items()):
         ranked = sorted(((_geomean(v), key) for key, v in candidates.items()), reverse=True)
@@ -232,7 +237,10 @@ def winner_sentence(level: str, cells: list[CellFigures]) -> str:
             else:
                 parts.append(f"sequential in {scenario} (no alternative measured)")
         else:
-            parts.append(f"{strategy}{TIMES}{workers} in {scenario} at {_times(best)}")
+            within = ""
+            if (scenario, strategy, workers) in noise:
+                within = f" (within the noise: its 95 % interval includes 1{TIMES})"
+            parts.append(f"{strategy}{TIMES}{workers} in {scenario} at {_times(best)}{within}")
     title = {"single": "Single report", "pipeline": "Pipeline", "batch": "Batch"}[level]
     return f"{title}: fastest was " + "; ".join(parts) + "." if parts else f"{title}: nothing measured."
 
