@@ -44,8 +44,12 @@ def fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     Also clears the ``ZEROSITE_*`` variables of the shell running the tests, and forgets the
     modules that local plugin files and fake distributions imported.
     """
-    for variable in ("ZEROSITE_PLUGINS_DIR", "ZEROSITE_DISABLE_PLUGINS", "ZEROSITE_TEMPLATES_DIR",
-                     "ZEROSITE_TRACE_PLUGINS"):
+    for variable in (
+        "ZEROSITE_PLUGINS_DIR",
+        "ZEROSITE_DISABLE_PLUGINS",
+        "ZEROSITE_TEMPLATES_DIR",
+        "ZEROSITE_TRACE_PLUGINS",
+    ):
         monkeypatch.delenv(variable, raising=False)
     saved_settings = zerosite.plugins._settings
     clear_plugin_caches()
@@ -123,9 +127,7 @@ def plugin_settings(fresh_plugins: None, plugins_dir: Path) -> Callable[..., Plu
 
 
 @pytest.fixture
-def install_distribution(
-    fresh_plugins: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Path]:
+def install_distribution(fresh_plugins: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
     """``install_distribution(name, entry_points, modules)``: a fake installed distribution.
 
     ``entry_points`` maps entry point names to ``module[:attr]`` (group ``zerosite``);

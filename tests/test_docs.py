@@ -60,9 +60,7 @@ def example_files(guide: str) -> dict[str, str]:
     return {match["path"]: match["body"] + "\n" for match in pattern.finditer(guide)}
 
 
-def test_worked_example_loads_and_renders_deterministically(
-    guide: str, fresh_plugins: None, tmp_path: Path
-) -> None:
+def test_worked_example_loads_and_renders_deterministically(guide: str, fresh_plugins: None, tmp_path: Path) -> None:
     files = example_files(guide)
     assert set(files) == {"m7_parking.py", "templates/m7_parking.html.j2"}
     for relative, text in files.items():

@@ -277,8 +277,9 @@ def test_a_report_past_its_time_limit_fails_alone(tmp_path: Path, strategy: str)
         register(ReportModule(name="SLOW", title="지연", compute=slow, template="extra.html.j2"))
     """,
     )
-    options = BatchOptions(out=tmp_path / "out", plugins=settings, strategy=strategy, workers=2, timeout_s=0.3,
-                           modules=("SLOW", "M2"))
+    options = BatchOptions(
+        out=tmp_path / "out", plugins=settings, strategy=strategy, workers=2, timeout_s=0.3, modules=("SLOW", "M2")
+    )
     summary = generate(projects(3), options)
     assert (summary.written, summary.failed) == (5, 1)
     (failure,) = summary.failures

@@ -8,6 +8,7 @@ import pickle
 from dataclasses import dataclass
 
 import pytest
+from helpers import make_project
 
 from zerosite.modules.m5_feasibility import (
     MODULE,
@@ -20,7 +21,6 @@ from zerosite.modules.m5_feasibility import (
     npv_and_slope,
     s_curve_weights,
 )
-from zerosite.project import parse_project
 from zerosite.rendering import render_report
 
 
@@ -38,28 +38,7 @@ class StubScale:
     floors: int
 
 
-def make_project(**overrides):
-    raw = {
-        "id": "m5-test",
-        "road_address": "서울특별시 마포구 월드컵로 1",
-        "jibun_address": "서울특별시 마포구 공덕동 1-1",
-        "sido": "서울특별시",
-        "sigungu": "마포구",
-        "dong": "공덕동",
-        "land_area_sqm": 1000.0,
-        "zone_type": "제2종일반주거지역",
-        "official_price_per_sqm": 7_000_000,
-        "road_width_m": 8.0,
-        "corner_lot": False,
-        "subway_distance_m": 400.0,
-        "transactions": [],
-        "demographics": {"youth": 0.3, "newlywed": 0.2, "multichild": 0.1, "senior": 0.1},
-    }
-    raw.update(overrides)
-    return parse_project(raw)
-
-
-PROJECT = make_project()
+PROJECT = make_project(id="m5-test")
 DEPS = {"M2": StubAppraisal(10_000_000_000), "M4": StubScale(3_000.0, 5)}
 
 

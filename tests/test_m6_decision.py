@@ -6,7 +6,9 @@ import dataclasses
 import pickle
 from dataclasses import dataclass
 
+import helpers
 import pytest
+from helpers import StubSupply
 
 from zerosite.modules.m6_decision import MODULE, compute_decision, decision_for, grade_for
 from zerosite.pipeline import compute_project, plan
@@ -14,15 +16,6 @@ from zerosite.plugins import get_modules
 from zerosite.project import parse_project
 from zerosite.rendering import render_report
 from zerosite.sample import sample_projects
-
-
-@dataclass(frozen=True)
-class StubSupply:
-    selected: str = "youth"
-    selected_label: str = "청년"
-    unit_area_sqm: float = 30.0
-    score: float = 80.0
-    tie: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,25 +46,13 @@ def checklist(*passed: bool) -> tuple[StubItem, ...]:
     return tuple(StubItem(label, ok) for label, ok in zip(labels, passed, strict=True))
 
 
+# The defaults of ``helpers.project_dict`` but for these: a site that earns every location point
+# (200 m to the subway, a 15 m road, a corner lot), which the hand-computed scores below start from.
+BASE = {"id": "m6-test", "land_area_sqm": 1500.0, "road_width_m": 15.0, "corner_lot": True, "subway_distance_m": 200.0}
+
+
 def make_project(**overrides):
-    raw = {
-        "id": "m6-test",
-        "road_address": "서울특별시 마포구 월드컵로 1",
-        "jibun_address": "서울특별시 마포구 공덕동 1-1",
-        "sido": "서울특별시",
-        "sigungu": "마포구",
-        "dong": "공덕동",
-        "land_area_sqm": 1500.0,
-        "zone_type": "제2종일반주거지역",
-        "official_price_per_sqm": 7_000_000,
-        "road_width_m": 15.0,
-        "corner_lot": True,
-        "subway_distance_m": 200.0,
-        "transactions": [],
-        "demographics": {"youth": 0.3, "newlywed": 0.2, "multichild": 0.1, "senior": 0.1},
-    }
-    raw.update(overrides)
-    return parse_project(raw)
+    return helpers.make_project(**{**BASE, **overrides})
 
 
 BEST_SCALE = StubScale(150, 8, 90, 90, checklist(True, True, True, True))

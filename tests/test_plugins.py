@@ -109,7 +109,7 @@ def module(name: str, requires: tuple[str, ...] = (), template: str = "default:b
 
 # --- Entry points ----------------------------------------------------------------------------
 
-ENTRY_POINT_PLUGIN = '''
+ENTRY_POINT_PLUGIN = """
     from dataclasses import dataclass
     from pathlib import Path
 
@@ -133,13 +133,13 @@ ENTRY_POINT_PLUGIN = '''
     @hookimpl
     def zerosite_template_dirs():
         return [Path(__file__).parent / "templates"]
-'''
+"""
 
-BLOCKED_PLUGIN = '''
+BLOCKED_PLUGIN = """
     from zerosite import ReportModule, hookimpl
 
     raise AssertionError("a blocked plugin must not even be imported")
-'''
+"""
 
 
 @pytest.fixture
@@ -322,18 +322,24 @@ def test_missing_template_names_the_module_its_plugin_and_the_template(plugin_se
 
 
 def test_the_cli_reports_a_validation_error_and_exits_2(
-    fresh_plugins: None, plugins_dir: Path, write_file: Callable[[Path, str], Path], tmp_path: Path,
+    fresh_plugins: None,
+    plugins_dir: Path,
+    write_file: Callable[[Path, str], Path],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    write_file(plugins_dir / "lost.py", """
+    write_file(
+        plugins_dir / "lost.py",
+        """
         from zerosite import ReportModule, hookimpl
 
         @hookimpl
         def zerosite_register_modules(register):
             register(ReportModule(name="M9", title="고아", compute=lambda p, d: None, template="x.html.j2",
                                   requires=("M42",)))
-    """)
+    """,
+    )
 
     result = CliRunner().invoke(main, ["--plugins-dir", str(plugins_dir), "modules"])
 
@@ -359,16 +365,31 @@ def test_templates_dir_wins_over_a_plugin_template(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     user = tmp_path / "user-templates"
-    write_file(user / "m7_parking.html.j2", """
+    write_file(
+        user / "m7_parking.html.j2",
+        """
         {% extends "default:base.html.j2" %}
         {% block summary %}<p>사용자 주차 양식 {{ result.provided }}</p>{% endblock %}
-    """)
+    """,
+    )
     out = tmp_path / "out"
 
-    result = CliRunner().invoke(main, [
-        "--plugins-dir", str(m7_plugins_dir), "--templates-dir", str(user),
-        "render", "--sample", "1", "--out", str(out), "--module", "M7",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "--plugins-dir",
+            str(m7_plugins_dir),
+            "--templates-dir",
+            str(user),
+            "render",
+            "--sample",
+            "1",
+            "--out",
+            str(out),
+            "--module",
+            "M7",
+        ],
+    )
 
     assert result.exit_code == 0, result.output
     (page,) = out.glob("*/M7.html")

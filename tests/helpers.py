@@ -1,0 +1,68 @@
+"""Builders shared by the module tests: a raw project, a parsed one, a stand-in M3 result, the real chain.
+
+Import with ``from helpers import ...``: pytest's default ``prepend`` import mode puts ``tests/`` on
+``sys.path`` (there is no ``tests/__init__.py``), whether it runs the whole suite or one file.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from zerosite.pipeline import compute_project, plan
+from zerosite.plugins import get_modules
+from zerosite.project import Project, parse_project
+from zerosite.rendering import render_report
+
+DEFAULT_PROJECT: dict[str, Any] = {
+    "id": "test-project",
+    "road_address": "서울특별시 마포구 월드컵로 1",
+    "jibun_address": "서울특별시 마포구 공덕동 1-1",
+    "sido": "서울특별시",
+    "sigungu": "마포구",
+    "dong": "공덕동",
+    "land_area_sqm": 1000.0,
+    "zone_type": "제2종일반주거지역",
+    "official_price_per_sqm": 7_000_000,
+    "road_width_m": 8.0,
+    "corner_lot": False,
+    "subway_distance_m": 400.0,
+    "transactions": [],
+    "demographics": {"youth": 0.3, "newlywed": 0.2, "multichild": 0.1, "senior": 0.1},
+}
+"""A valid raw project; tests whose hand-computed numbers need other inputs pass them as overrides."""
+
+
+def project_dict(**overrides: Any) -> dict[str, Any]:
+    """A fresh copy of ``DEFAULT_PROJECT`` with ``overrides`` (top-level keys) replacing its values."""
+    return copy.deepcopy({**DEFAULT_PROJECT, **overrides})
+
+
+def make_project(**overrides: Any) -> Project:
+    """``project_dict(**overrides)``, parsed."""
+    return parse_project(project_dict(**overrides))
+
+
+@dataclass(frozen=True)
+class StubSupply:
+    """Stands in for an M3 result: the attributes M4 and M6 read."""
+
+    selected: str = "youth"
+    selected_label: str = "청년"
+    unit_area_sqm: float = 30.0
+    score: float = 80.0
+    tie: bool = False
+
+
+REPORT_MODULES = ("M2", "M3", "M4", "M5", "M6")
+
+
+def render_chain(project: Project, names: tuple[str, ...] = REPORT_MODULES) -> dict[str, str]:
+    """Compute ``names`` and what they require with the real modules; each one's report by module name."""
+    modules = get_modules()
+    results = compute_project(project, plan(modules, list(names)))
+    return {
+        name: render_report(modules[name], project, results[name], {d: results[d] for d in modules[name].requires})
+        for name in names
+    }
