@@ -92,6 +92,32 @@ class ProjectResult:
     reports: tuple[ReportResult, ...]
 
 
+@dataclass
+class _Peak:
+    bytes: int = 0
+
+
+def _deliver(
+    project_id: str,
+    module: str,
+    html: str | None,
+    error: str | None,
+    timings: StageTimings,
+    peak_bytes: int,
+    files: ReportFiles | None,
+) -> ReportResult:
+    """The report as the worker hands it back: written to ``files`` if given, else as HTML; or its error."""
+    if error is not None or html is None:
+        return ReportResult(module, None, error, timings, peak_bytes)
+    if files is None:
+        return ReportResult(module, html, None, timings, peak_bytes)
+    try:
+        written = files.write(project_id, module, html)
+    except StoreError as failure:
+        return ReportResult(module, None, str(failure), timings, peak_bytes)
+    return ReportResult(module, None, None, replace(timings, write_ns=written.write_ns), peak_bytes, written)
+
+
 class ReportTimeout(Exception):
     """A report ran past the per-report time limit."""
 
@@ -167,24 +193,13 @@ class Worker:
             if wanted:
                 timings = StageTimings(fetch_share, compute_ns, render_ns)
                 error_text = error_text or self._overran(timings)
-                if error_text or html is None:
-                    reports.append(ReportResult(module.name, None, error_text, timings, peak[0]))
-                elif files is None:
-                    reports.append(ReportResult(module.name, html, None, timings, peak[0]))
-                else:
-                    try:
-                        written = files.write(project.id, module.name, html)
-                    except StoreError as error:
-                        reports.append(ReportResult(module.name, None, str(error), timings, peak[0]))
-                        continue
-                    timings = replace(timings, write_ns=written.write_ns)
-                    reports.append(ReportResult(module.name, None, None, timings, peak[0], written))
+                reports.append(_deliver(project.id, module.name, html, error_text, timings, peak.bytes, files))
         return ProjectResult(project, tuple(reports))
 
     @contextlib.contextmanager
-    def _measure(self) -> Iterator[list[int]]:
+    def _measure(self) -> Iterator[_Peak]:
         """Peak bytes allocated inside the block (tracemalloc); process-wide, so approximate under threads."""
-        peak = [0]
+        peak = _Peak()
         if not self.config.trace_memory:
             yield peak
             return
@@ -193,7 +208,7 @@ class Worker:
         try:
             yield peak
         finally:
-            peak[0] = max(0, tracemalloc.get_traced_memory()[1] - base)
+            peak.bytes = max(0, tracemalloc.get_traced_memory()[1] - base)
 
     @contextlib.contextmanager
     def _time_limit(self) -> Iterator[None]:
