@@ -285,3 +285,12 @@ def test_a_report_past_its_time_limit_fails_alone(tmp_path: Path, strategy: str)
     (failure,) = summary.failures
     assert (failure.project_id, failure.module) == ("p0002-gongdeok", "SLOW")
     assert "timed out" in (failure.error or "")
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_every_start_method_writes_the_same_bytes(tmp_path: Path, start_method: str) -> None:
+    batch = projects(3)
+    generate(batch, BatchOptions(out=tmp_path / "fork", strategy="process", workers=2, start_method="fork"))
+    options = BatchOptions(out=tmp_path / start_method, strategy="process", workers=2, start_method=start_method)
+    assert generate(batch, options).written == 15
+    assert files_of(tmp_path / start_method) == files_of(tmp_path / "fork")
