@@ -251,6 +251,8 @@ def _run_batch(
     if unknown:
         _fail(f"unknown module(s): {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
     projects, count = _load_projects(projects_file, sample_n, seed, skip_invalid)
+    if strategy == "sequential":
+        workers = 1  # whatever --workers says: the baseline runs in this process alone
     options = BatchOptions(
         out=out,
         db=db,
