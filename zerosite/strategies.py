@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from zerosite.hookspecs import hookimpl
-from zerosite.plugins import get_data_sources, set_plugin_settings
+from zerosite.plugins import get_data_sources
 from zerosite.project import Project
 from zerosite.sources import select_source
 from zerosite.store import ReportFiles
@@ -220,7 +220,7 @@ def _process_pool(config: WorkerConfig, options: StrategyOptions) -> _Pool:
             options.workers,
             mp_context=multiprocessing.get_context(method),
             initializer=init_worker,
-            initargs=(config, True),
+            initargs=(config, True, True),
         )
     )
 
@@ -279,7 +279,7 @@ class InterpreterStrategy(Strategy):
 
     def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
         executor_type = cf.InterpreterPoolExecutor  # type: ignore[attr-defined]
-        pool = _Pool(lambda: executor_type(options.workers, initializer=init_worker, initargs=(config, False)))
+        pool = _Pool(lambda: executor_type(options.workers, initializer=init_worker, initargs=(config, True)))
         return _PoolRunner(config, options, pool)
 
 
@@ -298,7 +298,6 @@ class _AsyncRunner(Runner):
         self.options = options
         self.pool = _process_pool(config, options)
         self.reports = report_names(config)
-        set_plugin_settings(config.plugins)
         self.source = select_source(get_data_sources(config.plugins), config.source.url, config.source_name)
         self.source.open(config.source)
         self.loop = asyncio.Runner()

@@ -126,7 +126,6 @@ class Worker:
     """A process's (or thread pool's) ready-to-use state: modules planned, templates compiled, source open."""
 
     def __init__(self, config: WorkerConfig) -> None:
-        set_plugin_settings(config.plugins)
         self.config = config
         modules = get_modules(config.plugins)
         self.plan = plan(modules, config.modules)
@@ -258,12 +257,16 @@ _worker: Worker | None = None
 _worker_lock = threading.Lock()
 
 
-def init_worker(config: WorkerConfig, ignore_sigint: bool = False) -> None:
-    """Warm this process once: load plugins, compile templates, open the data source.
+def init_worker(config: WorkerConfig, pool_worker: bool = False, ignore_sigint: bool = False) -> None:
+    """Warm this process (or interpreter) once: load plugins, compile templates, open the data source.
 
-    Pool workers ignore Ctrl-C so that the parent alone decides how a batch stops.
+    A pool worker also makes ``config``'s plugin settings its default, for plugin code that asks
+    for them; the parent's own settings are left alone. Process pool workers ignore Ctrl-C, so that
+    the parent alone decides how a batch stops.
     """
     global _worker
+    if pool_worker:
+        set_plugin_settings(config.plugins)
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     with _worker_lock:
