@@ -170,7 +170,8 @@ def test_an_interrupted_batch_resumes(tmp_path: Path) -> None:
     assert resumed.skipped >= 10 and resumed.written + resumed.skipped == 50
 
 
-def test_ctrl_c_on_the_command_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["process", "async"])
+def test_ctrl_c_on_the_command_line(tmp_path: Path, strategy: str) -> None:
     out = tmp_path / "out"
     command = [
         sys.executable,
@@ -180,7 +181,7 @@ def test_ctrl_c_on_the_command_line(tmp_path: Path) -> None:
         "--sample",
         "400",
         "--strategy",
-        "process",
+        strategy,
         "--workers",
         "2",
         "--out",
