@@ -88,10 +88,6 @@ class Project:
     transactions: tuple[Transaction, ...]
     demographics: Demographics
 
-    @property
-    def land_area_pyeong(self) -> float:
-        return self.land_area_sqm / SQM_PER_PYEONG
-
 
 class InvalidInput(ValueError):
     """Input that cannot become projects; ``errors`` holds every problem with its location."""

@@ -309,10 +309,6 @@ class ReportStore:
 
     # -- files ----------------------------------------------------------------------------------------------------
 
-    def report_path(self, project_id: str, module: str) -> Path:
-        """Where the report of ``module`` for ``project_id`` lives (see :meth:`ReportFiles.path`)."""
-        return self.files.path(project_id, module)
-
     def write(self, project_id: str, module: str, html: str) -> WrittenFile:
         """Write one report atomically (see :meth:`ReportFiles.write`)."""
         return self.files.write(project_id, module, html)
@@ -387,11 +383,6 @@ class ReportStore:
         """The ``n`` most recently generated reports, newest first."""
         self.flush()
         return _recent(self._conn, n)
-
-    def rebuild_search_index(self) -> None:
-        """Rebuild the full-text index from the table (needed only after a ``VACUUM``, which may renumber rows)."""
-        self.flush()
-        self._conn.execute("INSERT INTO reports_fts (reports_fts) VALUES ('rebuild')")
 
     def _relative(self, path: str | os.PathLike[str]) -> str:
         if not path:

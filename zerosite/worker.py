@@ -42,10 +42,6 @@ class StageTimings:
     render_ns: int = 0
     write_ns: int = 0
 
-    @property
-    def total_ns(self) -> int:
-        return self.fetch_ns + self.compute_ns + self.render_ns + self.write_ns
-
     def __add__(self, other: StageTimings) -> StageTimings:
         return StageTimings(
             self.fetch_ns + other.fetch_ns,

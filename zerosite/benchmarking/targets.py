@@ -62,10 +62,6 @@ class Targets:
             origins={**self.origins, **dict.fromkeys(overrides, origin)},
         )
 
-    def for_level(self, level: str) -> dict[str, float]:
-        """The targets that bound figures of ``level``."""
-        return {n: v for n, v in self.values.items() if TARGET_SPECS[n].level in (level, None)}
-
 
 def _check_name(name: str, origin: str) -> None:
     if name not in TARGET_SPECS:
