@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -143,7 +144,7 @@ def test_resume_skips_unchanged_reports(tmp_path: Path) -> None:
     assert generate(batch, options).written == 20
     again = generate(batch, options)
     assert (again.written, again.skipped) == (0, 20)
-    changed = [batch[0].__class__(**{**{f: getattr(batch[0], f) for f in batch[0].__slots__}, "land_area_sqm": 999.0})]
+    changed = [dataclasses.replace(batch[0], land_area_sqm=999.0)]
     partly = generate(changed + batch[1:], options)
     assert (partly.written, partly.skipped) == (5, 15)
     assert generate(batch, BatchOptions(out=tmp_path / "out", force=True)).written == 20

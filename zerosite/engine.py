@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from zerosite.pipeline import plan
+from zerosite.pipeline import plan, report_names
 from zerosite.plugins import PluginSettings, get_data_sources, get_modules, get_strategies, plugin_settings
 from zerosite.project import Project
 from zerosite.rendering import get_environment, templates_fingerprint
@@ -142,9 +142,7 @@ class _InputHasher:
     def __init__(self, options: BatchOptions) -> None:
         modules = get_modules(options.plugins)
         try:
-            selected = [
-                m.name for m in plan(modules, options.modules) if options.modules is None or m.name in options.modules
-            ]
+            selected = report_names(modules, options.modules)
         except KeyError as error:
             raise EngineError(error.args[0]) from None
         templates = templates_fingerprint(get_environment(options.plugins))
@@ -238,31 +236,31 @@ def generate(
 def _store_result(store: ReportStore, result: ProjectResult, input_hashes: dict[str, str], tally: _Tally) -> None:
     """Index one project's reports (the workers wrote the files)."""
     project = result.project
+    address = f"{project.road_address} ({project.jibun_address})"
     for report in result.reports:
-        written = report.written
-        if report.ok and written is None and report.html is not None:
-            written = store.write(project.id, report.module, report.html)  # a runner that hands back HTML
-        timings = report.timings if written is None else replace(report.timings, write_ns=written.write_ns)
-        row = ReportRow(
-            project_id=project.id,
-            module=report.module,
-            address=f"{project.road_address} ({project.jibun_address})",
-            input_hash=input_hashes[report.module],
-            fetch_ns=timings.fetch_ns,
-            compute_ns=timings.compute_ns,
-            render_ns=timings.render_ns,
-            write_ns=timings.write_ns,
-            peak_memory_bytes=report.peak_memory_bytes,
+        written, timings = report.written, report.timings
+        if report.ok and written is None and report.html is not None:  # a runner that hands back HTML
+            written = store.write(project.id, report.module, report.html)
+            timings = replace(timings, write_ns=written.write_ns)
+        status, error = ("failed", report.error) if written is None else ("written", None)
+        store.record(
+            ReportRow(
+                project_id=project.id,
+                module=report.module,
+                address=address,
+                path=str(written.path) if written else "",
+                size_bytes=written.size_bytes if written else 0,
+                sha256=written.sha256 if written else "",
+                input_hash=input_hashes[report.module],
+                fetch_ns=timings.fetch_ns,
+                compute_ns=timings.compute_ns,
+                render_ns=timings.render_ns,
+                write_ns=timings.write_ns,
+                peak_memory_bytes=report.peak_memory_bytes,
+                status=status,
+                error=error,
+            )
         )
-        if written is None:
-            store.record(replace(row, status="failed", error=report.error))
-            tally.add(_outcome(row, "failed", None, 0, timings, report.error))
-        else:
-            store.record(replace(row, path=str(written.path), size_bytes=written.size_bytes, sha256=written.sha256))
-            tally.add(_outcome(row, "written", written.path, written.size_bytes, timings, None))
-
-
-def _outcome(
-    row: ReportRow, status: str, path: Path | None, size: int, timings: StageTimings, error: str | None
-) -> ReportOutcome:
-    return ReportOutcome(row.project_id, row.module, status, path, size, timings, row.peak_memory_bytes, error)
+        path, size = (written.path, written.size_bytes) if written else (None, 0)
+        peak = report.peak_memory_bytes
+        tally.add(ReportOutcome(project.id, report.module, status, path, size, timings, peak, error))

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from zerosite.project import Project
     from zerosite.types import ReportModule
 
-__all__ = ["compute_project", "dependency_order", "plan"]
+__all__ = ["compute_project", "dependency_order", "plan", "report_names"]
 
 
 def dependency_order(modules: Mapping[str, ReportModule]) -> list[ReportModule]:
@@ -42,6 +42,12 @@ def plan(modules: Mapping[str, ReportModule], selected: Iterable[str] | None = N
             needed.add(name)
             stack.extend(modules[name].requires)
     return [m for m in dependency_order(modules) if m.name in needed]
+
+
+def report_names(modules: Mapping[str, ReportModule], selected: Iterable[str] | None = None) -> list[str]:
+    """The modules that get a report for ``selected`` (default: all), in dependency order; what they
+    require is computed but not reported."""
+    return [m.name for m in plan(modules, selected) if selected is None or m.name in selected]
 
 
 def compute_project(project: Project, modules: Iterable[ReportModule]) -> dict[str, Any]:

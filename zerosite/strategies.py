@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from zerosite.hookspecs import hookimpl
-from zerosite.plugins import get_data_sources
+from zerosite.pipeline import report_names
+from zerosite.plugins import get_data_sources, get_modules
 from zerosite.project import Project
 from zerosite.sources import select_source
 from zerosite.store import ReportFiles
@@ -25,7 +26,6 @@ from zerosite.worker import (
     failed_result,
     init_worker,
     make_fetched_chunk,
-    report_names,
     run_chunk,
 )
 
@@ -231,7 +231,7 @@ class _PoolRunner(Runner):
     def __init__(self, config: WorkerConfig, options: StrategyOptions, pool: _Pool) -> None:
         self.options = options
         self.pool = pool
-        self.reports = report_names(config)
+        self.reports = report_names(get_modules(config.plugins), config.modules)
 
     @property  # type: ignore[override]
     def restarts(self) -> int:
@@ -297,7 +297,7 @@ class _AsyncRunner(Runner):
     def __init__(self, config: WorkerConfig, options: StrategyOptions) -> None:
         self.options = options
         self.pool = _process_pool(config, options)
-        self.reports = report_names(config)
+        self.reports = report_names(get_modules(config.plugins), config.modules)
         self.source = select_source(get_data_sources(config.plugins), config.source.url, config.source_name)
         self.source.open(config.source)
         self.loop = asyncio.Runner()

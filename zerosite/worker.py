@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from zerosite.pipeline import plan
+from zerosite.pipeline import plan, report_names
 from zerosite.plugins import PluginSettings, get_data_sources, get_modules, set_plugin_settings
 from zerosite.project import Project
 from zerosite.rendering import get_environment, render_report
@@ -28,7 +28,6 @@ __all__ = [
     "failed_result",
     "init_worker",
     "make_fetched_chunk",
-    "report_names",
     "run_chunk",
 ]
 
@@ -125,7 +124,8 @@ class Worker:
         self.config = config
         modules = get_modules(config.plugins)
         self.plan = plan(modules, config.modules)
-        self.selected = frozenset(config.modules) if config.modules is not None else frozenset(modules)
+        self.reports = report_names(modules, config.modules)
+        self.selected = frozenset(self.reports)
         self.env = get_environment(config.plugins)
         for module in self.plan:
             self.env.get_template(module.template)  # compile once, here, not in the first report
@@ -147,7 +147,7 @@ class Worker:
 
     def failed(self, project: Project, error: str, fetch_ns: int = 0) -> ProjectResult:
         """Every selected report of ``project`` failed with ``error``."""
-        return failed_result(project, [m.name for m in self.plan if m.name in self.selected], error, fetch_ns)
+        return failed_result(project, self.reports, error, fetch_ns)
 
     def make(self, project: Project, fetch_ns: int = 0, files: ReportFiles | None = None) -> ProjectResult:
         """Compute every planned module in order, render the selected ones and, given ``files``, write them.
@@ -231,12 +231,6 @@ class Worker:
         if limit and spent > limit:
             return f"timed out: took {spent:.3f} s, limit {limit:g} s"
         return None
-
-
-def report_names(config: WorkerConfig) -> list[str]:
-    """The reports each project gets under ``config``, in dependency order."""
-    modules = get_modules(config.plugins)
-    return [m.name for m in plan(modules, config.modules) if config.modules is None or m.name in config.modules]
 
 
 def failed_result(project: Project, modules: Sequence[str], error: str, fetch_ns: int = 0) -> ProjectResult:
