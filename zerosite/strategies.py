@@ -73,7 +73,10 @@ class StrategyOptions:
 class Runner(abc.ABC):
     """A started strategy: workers warm; ``run`` may serve several batches; ``close`` stops the workers."""
 
-    restarts: int = 0
+    @property
+    def restarts(self) -> int:
+        """How often a broken pool was replaced."""
+        return 0
 
     @abc.abstractmethod
     def run(self, projects: Iterable[Project], files: ReportFiles | None = None) -> Iterator[ProjectResult]:
@@ -233,15 +236,15 @@ class _PoolRunner(Runner):
         self.pool = pool
         self.reports = report_names(get_modules(config.plugins), config.modules)
 
-    @property  # type: ignore[override]
+    @property
     def restarts(self) -> int:
         return self.pool.restarts
 
     def run(self, projects: Iterable[Project], files: ReportFiles | None = None) -> Iterator[ProjectResult]:
         tasks: Iterable[tuple[list[Project], int]] = ((c, 1) for c in chunked(projects, self.options.chunksize))
+        submit = lambda task: self.pool.submit(run_chunk, task[0], files)  # noqa: E731
         while True:
             retry: list[tuple[list[Project], int]] = []
-            submit = lambda task: self.pool.submit(run_chunk, task[0], files)  # noqa: E731
             for (chunk, attempt), future in bounded(submit, tasks, self.options.max_in_flight):
                 try:
                     yield from future.result()
@@ -302,7 +305,7 @@ class _AsyncRunner(Runner):
         self.source.open(config.source)
         self.loop = asyncio.Runner()
 
-    @property  # type: ignore[override]
+    @property
     def restarts(self) -> int:
         return self.pool.restarts
 
