@@ -269,7 +269,7 @@ def _run_batch(
         trace_memory=trace_memory,
     )
     total = count * len(modules or known)
-    with _progress(total, disable=quiet or as_json) as progress:
+    with _ProgressBar(total, disable=quiet or as_json) as progress:
         try:
             summary = generate(projects(), options, on_report=progress)
         except EngineError as error:
@@ -303,7 +303,7 @@ def _run_batch(
         sys.exit(EXIT_FAILED)
 
 
-class _progress:
+class _ProgressBar:
     """A tqdm bar counting reports (with reports/s), or nothing when quiet or not on a terminal."""
 
     def __init__(self, total: int, disable: bool) -> None:
@@ -311,7 +311,7 @@ class _progress:
         self.disable = disable or not sys.stderr.isatty()
         self.bar: Any = None
 
-    def __enter__(self) -> _progress:
+    def __enter__(self) -> _ProgressBar:
         if not self.disable:
             from tqdm import tqdm
 
