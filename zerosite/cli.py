@@ -347,13 +347,36 @@ class _ProgressBar:
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports/profiles"), show_default=True
 )
-def profile(strategies: tuple[str, ...], projects: int, out: Path) -> None:
-    """Profile `zerosite generate` per strategy with py-spy, worker processes included.
+@click.option(
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    metavar="NAME[,NAME]",
+    help="cpu, io or mixed; repeatable or a comma list. Default: all three.",
+)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="Loopback data-source latency for io (mixed gets a quarter).",
+)
+def profile(
+    strategies: tuple[str, ...], projects: int, out: Path, scenarios: tuple[str, ...], latency_ms: float
+) -> None:
+    """Profile `zerosite generate` per strategy and scenario with py-spy, worker processes included.
 
-    Writes a flamegraph SVG and a speedscope JSON per strategy; where py-spy is missing or may not
-    attach (no ptrace permission) a cProfile file of the main process instead, with a warning.
+    Writes a flamegraph SVG and a speedscope JSON per strategy and scenario (py-spy is looked for beside
+    this Python first, then on PATH); where py-spy is missing or may not attach (no ptrace permission) a
+    cProfile file of the main process instead, with a warning. io and mixed fetch from a loopback server.
     """
     from zerosite.benchmarking.profiling import profile_strategies
+    from zerosite.benchmarking.workloads import SCENARIO_LATENCY_SHARE
+
+    chosen_scenarios = [name.strip() for spec in scenarios for name in spec.split(",") if name.strip()]
+    unknown = [name for name in chosen_scenarios if name not in SCENARIO_LATENCY_SHARE]
+    if unknown:
+        _fail(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIO_LATENCY_SHARE)}")
 
     available = [name for name, s in get_strategies().items() if s.unavailable_reason() is None]
     chosen = []
@@ -362,8 +385,19 @@ def profile(strategies: tuple[str, ...], projects: int, out: Path) -> None:
         if name not in available:
             _fail(f"strategy {name!r} is not available here; available: {', '.join(available)}")
         chosen.append((name, int(workers) if workers.isdigit() else 1 if name == "sequential" else 2))
-    for written in profile_strategies(chosen, out, projects):
+    picked = tuple(dict.fromkeys(chosen_scenarios)) or tuple(SCENARIO_LATENCY_SHARE)
+    for written in profile_strategies(chosen, out, projects, scenarios=picked, latency_ms=latency_ms):
         click.echo(f"{written.label}: {written.path}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def system(as_json: bool) -> None:
+    """Show what makes this machine noisy for benchmarking (CPU governor, turbo, busy processes, quota...)."""
+    from zerosite.benchmarking.system import check_system, format_report
+
+    report = check_system()
+    click.echo(json.dumps(report.as_dict(), indent=2) if as_json else format_report(report))
 
 
 @main.command()

@@ -1,4 +1,9 @@
-"""Profiles per strategy: py-spy flamegraph SVG and speedscope JSON (worker processes followed), else cProfile."""
+"""Profiles per strategy and scenario: py-spy flamegraph SVG and speedscope JSON (workers followed), else cProfile.
+
+py-spy is looked for beside the running interpreter first (where ``pip install`` put it in a virtual
+environment that was never activated), then on PATH. The io and mixed scenarios profile against a loopback
+:class:`~zerosite.testing.ProjectServer` with the benchmark's latency (``SCENARIO_LATENCY_SHARE``).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,16 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PY_SPY_FORMATS", "ProfileFile", "profile_strategies", "profile_strategy"]
+from zerosite.benchmarking.workloads import SCENARIO_LATENCY_SHARE
+from zerosite.sample import sample_projects
+from zerosite.testing import ProjectServer
+
+__all__ = ["PY_SPY_FORMATS", "ProfileFile", "find_py_spy", "profile_strategies", "profile_strategy"]
 
 PY_SPY_FORMATS: dict[str, str] = {"flamegraph": "svg", "speedscope": "speedscope.json"}
 """py-spy output format -> file suffix."""
@@ -27,8 +37,22 @@ class ProfileFile:
     tool: str
 
 
-def _driver(strategy: str, workers: int, projects: int, out: Path) -> list[str]:
+def find_py_spy(executable: str | None = None, path: str | None = None) -> tuple[str | None, list[str]]:
+    """py-spy beside ``executable`` (default ``sys.executable``, symlinks NOT resolved: a venv's python is
+    often a link to the base interpreter, whose folder has no py-spy), else on ``path`` (default PATH).
+
+    :returns: the program found (or None) and the places looked, for a warning that names them.
+    """
+    beside = str(Path(executable or sys.executable).parent)
+    found = shutil.which("py-spy", path=beside)
+    if found is not None:
+        return found, [beside]
+    return shutil.which("py-spy", path=path), [beside, "PATH"]
+
+
+def _driver(strategy: str, workers: int, projects: int, out: Path, data_url: str | None = None) -> list[str]:
     """The profiled program: the real ``zerosite generate`` a user runs, on sample projects."""
+    source = ["--data-url", data_url] if data_url else []
     return [
         sys.executable,
         "-m",
@@ -44,6 +68,7 @@ def _driver(strategy: str, workers: int, projects: int, out: Path) -> list[str]:
         str(out),
         "--force",
         "--quiet",
+        *source,
     ]
 
 
@@ -59,9 +84,9 @@ def _environment() -> dict[str, str]:
 
 def _py_spy(command: list[str], fmt: str, output: Path, rate: int) -> str | None:
     """Run ``command`` under ``py-spy record --subprocesses``; None on success, else why it failed."""
-    py_spy = shutil.which("py-spy")
+    py_spy, looked = find_py_spy()
     if py_spy is None:
-        return "py-spy is not installed"
+        return f"py-spy is not installed (looked beside the interpreter in {looked[0]} and on PATH)"
     args = [py_spy, "record", "--subprocesses", "--rate", str(rate), "--format", fmt, "-o", str(output), "--", *command]
     completed = subprocess.run(args, env=_environment(), capture_output=True, text=True, check=False)
     if completed.returncode != 0 or not output.exists():
@@ -76,17 +101,40 @@ def _cprofile(command: list[str], output: Path) -> None:
     subprocess.run(runner, env=_environment(), check=True, capture_output=True)
 
 
+@contextmanager
+def _data_url(scenario: str, projects: int, latency_ms: float) -> Iterator[str | None]:
+    """None for the cpu scenario (embedded data); else a loopback server at the scenario's share of the latency."""
+    if scenario not in SCENARIO_LATENCY_SHARE:
+        raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIO_LATENCY_SHARE)}")
+    share = SCENARIO_LATENCY_SHARE[scenario]
+    if share is None:
+        yield None
+        return
+    with ProjectServer(sample_projects(projects), latency_s=latency_ms / 1000 * share) as server:
+        yield server.url
+
+
 def profile_strategy(
-    strategy: str, workers: int, folder: Path, projects: int = 20, rate: int = 200
+    strategy: str,
+    workers: int,
+    folder: Path,
+    projects: int = 20,
+    rate: int = 200,
+    scenario: str = "cpu",
+    latency_ms: float = 20.0,
 ) -> list[ProfileFile]:
-    """Profile one small batch under ``strategy``: a flamegraph and a speedscope file by py-spy;
-    where py-spy is missing or cannot attach (no ptrace), a cProfile file and a warning instead."""
+    """Profile one small batch under ``strategy`` in ``scenario``: a flamegraph and a speedscope file by py-spy;
+    where py-spy is missing or cannot attach (no ptrace), a cProfile file and a warning instead.
+
+    Files are named ``<strategy>-workers=<n>-scenario=<scenario>.<suffix>``.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    scratch = tempfile.TemporaryDirectory(prefix="zerosite-profile-")
-    with scratch:
-        return _profile(
-            _driver(strategy, workers, projects, Path(scratch.name)), f"{strategy}-workers={workers}", folder, rate
-        )
+    stem = f"{strategy}-workers={workers}-scenario={scenario}"
+    with (
+        tempfile.TemporaryDirectory(prefix="zerosite-profile-") as scratch,
+        _data_url(scenario, projects, latency_ms) as url,
+    ):
+        return _profile(_driver(strategy, workers, projects, Path(scratch), url), stem, folder, rate)
 
 
 def _profile(command: list[str], stem: str, folder: Path, rate: int) -> list[ProfileFile]:
@@ -111,6 +159,17 @@ def _profile(command: list[str], stem: str, folder: Path, rate: int) -> list[Pro
     return written
 
 
-def profile_strategies(strategies: Sequence[tuple[str, int]], folder: Path, projects: int = 20) -> list[ProfileFile]:
-    """Profiles for each ``(strategy, workers)``, on the embedded data source (the cpu scenario)."""
-    return [f for strategy, workers in strategies for f in profile_strategy(strategy, workers, folder, projects)]
+def profile_strategies(
+    strategies: Sequence[tuple[str, int]],
+    folder: Path,
+    projects: int = 20,
+    scenarios: Sequence[str] = ("cpu", "io", "mixed"),
+    latency_ms: float = 20.0,
+) -> list[ProfileFile]:
+    """Profiles for each ``(strategy, workers)`` in each scenario (see ``SCENARIO_LATENCY_SHARE``)."""
+    return [
+        f
+        for scenario in scenarios
+        for strategy, workers in strategies
+        for f in profile_strategy(strategy, workers, folder, projects, scenario=scenario, latency_ms=latency_ms)
+    ]

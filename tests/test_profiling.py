@@ -1,0 +1,144 @@
+"""Profiles: py-spy found beside the interpreter before PATH, the cProfile fallback, and the io/mixed scenarios."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import urllib.request
+import warnings
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from zerosite.benchmarking import profiling
+from zerosite.cli import main
+
+
+def _fake_program(path: Path, body: str = "exit 0") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def fake_venv(tmp_path: Path) -> Path:
+    """``venv/bin/python``: a symlink to the real interpreter, whose own folder has no py-spy."""
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.symlink_to(sys.executable)
+    return python
+
+
+def test_py_spy_beside_the_interpreter_wins_over_path(fake_venv: Path, tmp_path: Path) -> None:
+    beside = _fake_program(fake_venv.parent / "py-spy")
+    on_path = _fake_program(tmp_path / "elsewhere" / "py-spy")
+    found, looked = profiling.find_py_spy(str(fake_venv), path=str(on_path.parent))
+    assert found == str(beside)  # the venv's folder, not the folder the symlink points into
+    assert looked == [str(fake_venv.parent)]
+
+
+def test_py_spy_on_path_when_not_beside(fake_venv: Path, tmp_path: Path) -> None:
+    on_path = _fake_program(tmp_path / "elsewhere" / "py-spy")
+    found, looked = profiling.find_py_spy(str(fake_venv), path=str(on_path.parent))
+    assert found == str(on_path)
+    assert looked == [str(fake_venv.parent), "PATH"]
+
+
+def test_the_running_interpreter_finds_the_py_spy_pip_put_beside_it() -> None:
+    if not (Path(sys.executable).parent / "py-spy").exists():
+        pytest.skip("py-spy is not installed beside this interpreter")
+    found, _ = profiling.find_py_spy(path="")
+    assert found == str(Path(sys.executable).parent / "py-spy")
+
+
+def test_missing_py_spy_warns_where_it_looked_and_falls_back_to_cprofile(
+    fake_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setattr(profiling, "find_py_spy", functools.partial(profiling.find_py_spy, str(fake_venv), str(empty)))
+    with pytest.warns(RuntimeWarning, match=f"looked beside the interpreter in {fake_venv.parent}") as caught:
+        files = profiling.profile_strategy("sequential", 1, tmp_path / "profiles", projects=2)
+    assert "falling back to cProfile" in str(caught[0].message)
+    assert [f.tool for f in files] == ["cProfile"]
+    assert files[0].path.name == "sequential-workers=1-scenario=cpu.prof" and files[0].path.stat().st_size > 0
+
+
+def test_py_spy_that_cannot_attach_falls_back_to_cprofile(
+    fake_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _fake_program(fake_venv.parent / "py-spy", "echo 'Permission denied (ptrace)' >&2; exit 1")
+    monkeypatch.setattr(profiling, "find_py_spy", functools.partial(profiling.find_py_spy, str(fake_venv), ""))
+    with pytest.warns(RuntimeWarning, match=r"py-spy failed \(exit 1\): Permission denied"):
+        files = profiling.profile_strategy("sequential", 1, tmp_path / "profiles", projects=2, scenario="mixed")
+    assert [f.path.name for f in files] == ["sequential-workers=1-scenario=mixed.prof"]
+
+
+def test_io_and_mixed_profile_against_a_loopback_server_with_the_benchmark_latency() -> None:
+    with profiling._data_url("cpu", 2, 20.0) as url:
+        assert url is None
+    for scenario in ("io", "mixed"):
+        with profiling._data_url(scenario, 3, 4.0) as url:
+            assert url is not None and url.startswith("http://127.0.0.1:")
+            with urllib.request.urlopen(f"{url}/projects/{_first_sample_id()}", timeout=5) as response:
+                assert response.status == 200
+    with pytest.raises(ValueError, match="unknown scenario 'disk'"), profiling._data_url("disk", 2, 1.0):
+        pass
+
+
+def _first_sample_id() -> str:
+    from zerosite.sample import sample_projects
+
+    return str(sample_projects(1)[0]["id"])
+
+
+def test_the_driver_passes_the_data_url() -> None:
+    command = profiling._driver("process", 2, 4, Path("/tmp/x"), "http://127.0.0.1:1")
+    assert command[-2:] == ["--data-url", "http://127.0.0.1:1"]
+    assert "--data-url" not in profiling._driver("process", 2, 4, Path("/tmp/x"))
+
+
+def _py_spy_can_attach() -> bool:
+    found, _ = profiling.find_py_spy()
+    return found is not None
+
+
+@pytest.mark.skipif(not _py_spy_can_attach(), reason="py-spy is not installed")
+def test_py_spy_follows_the_workers_in_the_io_scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # as a user who never activated the venv
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        files = profiling.profile_strategies([("process", 2)], tmp_path, projects=8, scenarios=["io"], latency_ms=5)
+    if caught:
+        pytest.skip(f"py-spy cannot attach here: {caught[0].message}")
+    assert sorted(f.path.name for f in files) == [
+        "process-workers=2-scenario=io.speedscope.json",
+        "process-workers=2-scenario=io.svg",
+    ]
+    svg = (tmp_path / "process-workers=2-scenario=io.svg").read_text()
+    processes = {line.split(":", 1)[0] for line in svg.split("<title>process ")[1:]}
+    assert len(processes) >= 3, processes  # the main process and both workers
+
+
+def test_profile_command_takes_scenarios_and_latency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[object, ...]] = []
+
+    def record(strategies: object, folder: object, projects: object, **kwargs: object) -> list[profiling.ProfileFile]:
+        calls.append((strategies, projects, kwargs))
+        return [profiling.ProfileFile("label", tmp_path / "x.svg", "py-spy")]
+
+    monkeypatch.setattr(profiling, "profile_strategies", record)
+    args = ["profile", "--strategy", "process:2", "--sample", "2", "--out", str(tmp_path)]
+    result = CliRunner().invoke(main, [*args, "--scenario", "mixed,io", "--scenario", "io", "--latency-ms", "2"])
+    assert result.exit_code == 0, result.output
+    assert calls[-1] == ([("process", 2)], 2, {"scenarios": ("mixed", "io"), "latency_ms": 2.0})
+    assert "label: " in result.output
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert calls[-1][2] == {"scenarios": ("cpu", "io", "mixed"), "latency_ms": 20.0}
+    bad = CliRunner().invoke(main, [*args, "--scenario", "disk"])
+    assert bad.exit_code == 2 and "unknown scenario(s): disk" in bad.output
