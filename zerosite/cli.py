@@ -401,6 +401,35 @@ def system(as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("base", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--fail-threshold",
+    "threshold",
+    default="10%",
+    show_default=True,
+    metavar="PERCENT",
+    help="A cell regresses when significantly slower by more than this (10% or 0.1).",
+)
+@click.option("--force", is_flag=True, help="Compare even runs of different workloads or machines.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def compare(base: Path, new: Path, threshold: str, force: bool, as_json: bool) -> None:
+    """Compare two benchmark JSONs cell by cell: times, speedups, instruction counts.
+
+    Exit 0 when no cell is significantly slower beyond the threshold, 1 naming each regressed cell,
+    2 when the files cannot be compared (different workloads or machines, unless --force).
+    """
+    from zerosite.benchmarking.compare import CompareError, compare_runs, load_run, parse_threshold
+
+    try:
+        comparison = compare_runs(load_run(base), load_run(new), threshold=parse_threshold(threshold), force=force)
+    except CompareError as error:
+        _fail(str(error))
+    click.echo(json.dumps(comparison.as_dict(), indent=2, ensure_ascii=False) if as_json else comparison.render())
+    sys.exit(comparison.exit_code)
+
+
+@main.command()
 @click.argument("text")
 @click.option("--module", help="Only reports of this module.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)

@@ -10,13 +10,16 @@ from dataclasses import dataclass
 
 __all__ = [
     "Interval",
+    "MannWhitney",
     "Spread",
     "bootstrap_ci",
     "efficiency",
     "karp_flatt",
+    "mann_whitney_u",
     "percentile",
     "ratio_ci",
     "speedup",
+    "speedup_change_ci",
     "spread",
 ]
 
@@ -172,3 +175,81 @@ def karp_flatt(speedup_: float, workers: int) -> float | None:
     if speedup_ <= 0:
         raise ValueError(f"speedup must be > 0, got {speedup_!r}")
     return (1 / speedup_ - 1 / workers) / (1 - 1 / workers)
+
+
+@dataclass(frozen=True)
+class MannWhitney:
+    """A two-sided Mann-Whitney U test: ``u`` of the first sample, the normal score and the p-value."""
+
+    u: float
+    z: float
+    p_value: float
+
+
+def mann_whitney_u(first: Sequence[float], second: Sequence[float]) -> MannWhitney:
+    """Two-sided Mann-Whitney U test by the normal approximation, with tie and continuity corrections.
+
+    ``u`` counts the pairs where ``first`` is the larger (ties count one half), as scipy's
+    ``mannwhitneyu(first, second, method="asymptotic")`` does, and ``p_value`` matches it:
+    ``[19, 22, 16, 29, 24]`` against ``[20, 11, 17, 12]`` gives ``u = 17`` and ``p = 0.1113``.
+    Samples that are all equal give ``p = 1``.
+    """
+    if not first or not second:
+        raise ValueError("Mann-Whitney U test of an empty sample")
+    n1, n2 = len(first), len(second)
+    ranks, tie_sizes = _ranks([*first, *second])
+    u = sum(ranks[:n1]) - n1 * (n1 + 1) / 2
+    n = n1 + n2
+    ties = sum(t**3 - t for t in tie_sizes)
+    variance = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))
+    if variance <= 0:
+        return MannWhitney(u=u, z=0.0, p_value=1.0)
+    z = max(abs(u - n1 * n2 / 2) - 0.5, 0.0) / math.sqrt(variance)
+    return MannWhitney(u=u, z=z, p_value=min(1.0, math.erfc(z / math.sqrt(2))))
+
+
+def _ranks(values: Sequence[float]) -> tuple[list[float], list[int]]:
+    """Ranks from 1 (tied values share their mean rank) and the size of every group of ties."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    tie_sizes = []
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = (start + end) / 2 + 1
+        tie_sizes.append(end - start + 1)
+        start = end + 1
+    return ranks, tie_sizes
+
+
+def speedup_change_ci(
+    base_baseline: Sequence[float],
+    base_candidate: Sequence[float],
+    new_baseline: Sequence[float],
+    new_candidate: Sequence[float],
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = BOOTSTRAP_SEED,
+) -> Interval:
+    """Bootstrap confidence interval of how a speedup changed between two runs: ``new speedup / base speedup``.
+
+    Each run's speedup is ``median(baseline) / median(candidate)``; all four samples are resampled.
+    """
+    samples = (base_baseline, base_candidate, new_baseline, new_candidate)
+    if not all(samples):
+        raise ValueError("speedup change of empty samples")
+    rng = random.Random(seed)
+
+    def resampled_median(values: Sequence[float]) -> float:
+        return statistics.median(rng.choices(values, k=len(values)))
+
+    changes = []
+    for _ in range(resamples):
+        b_base, b_cand, n_base, n_cand = (resampled_median(s) for s in samples)
+        changes.append(speedup(n_base, n_cand) / speedup(b_base, b_cand))
+    changes.sort()
+    tail = (1 - confidence) / 2 * 100
+    return Interval(percentile(changes, tail), percentile(changes, 100 - tail))

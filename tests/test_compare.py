@@ -1,0 +1,601 @@
+"""The regression check: fingerprints, Mann-Whitney, cell-by-cell comparison, refusals, and ``zerosite compare``."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from zerosite.benchmarking.cells import Cell
+from zerosite.benchmarking.compare import (
+    EXIT_INCOMPARABLE,
+    EXIT_OK,
+    EXIT_REGRESSED,
+    CompareError,
+    compare_runs,
+    load_run,
+    parse_threshold,
+)
+from zerosite.benchmarking.fingerprint import (
+    cpu_model,
+    differences,
+    machine_fingerprint,
+    notes,
+    refusals,
+    workload_fingerprint,
+)
+from zerosite.benchmarking.stats import mann_whitney_u, speedup_change_ci
+from zerosite.cli import main
+
+MODULES = ("M2", "M3")
+STRATEGIES = (("sequential", 1), ("thread", 2), ("process", 2))
+M2_CPU = "single/module=M2-strategy=sequential-workers=1-scenario=cpu"
+M2_PROCESS = "single/module=M2-strategy=process-workers=2-scenario=cpu"
+M2_SEQUENTIAL_IO = "single/module=M2-strategy=sequential-workers=1-scenario=io"
+
+
+# -- synthetic runs --------------------------------------------------------------------------
+
+
+def matrix() -> list[Cell]:
+    """A small matrix like the real one: single (per module), pipeline and batch cells, two scenarios."""
+    cells = []
+    for scenario in ("cpu", "io"):
+        for strategy, workers in STRATEGIES:
+            cells += [Cell("single", scenario, strategy, workers, module) for module in MODULES]
+            cells += [Cell("pipeline", scenario, strategy, workers), Cell("batch", scenario, strategy, workers)]
+    return cells
+
+
+def true_time(cell: Cell) -> float:
+    """The cell's typical time in its unit (ms; batch: s per 100 projects); parallel strategies are faster."""
+    base = {"single": 4.0 + MODULES.index(cell.module or "M2"), "pipeline": 25.0, "batch": 3.0}[cell.level]
+    return base / (1.6 if cell.workers > 1 else 1.0)
+
+
+def make_run(
+    seed: int,
+    *,
+    scale: Mapping[str, float] | None = None,
+    noise: float = 0.03,
+    noise_of: Mapping[str, float] | None = None,
+    rounds: int = 10,
+    mode: str = "time",
+    instructions_scale: Mapping[str, float] | None = None,
+    workload: Mapping[str, Any] | None = None,
+    machine: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A benchmark JSON as pytest bench/ writes it; ``scale`` multiplies the times of the cells it names (keys)."""
+    rng = random.Random(seed)
+    scale, noise_of, instructions_scale = scale or {}, noise_of or {}, instructions_scale or {}
+    cells = []
+    for cell in matrix():
+        key = f"{cell.level}/{cell.id}"
+        centre = true_time(cell) * scale.get(key, 1.0)
+        spread = noise_of.get(key, noise)
+        n = rounds if cell.level != "batch" else max(3, rounds // 3)
+        samples = [centre * max(0.05, 1 + rng.gauss(0, spread)) for _ in range(n)]
+        entry: dict[str, Any] = {
+            "level": cell.level,
+            "cell": cell.id,
+            "group": cell.group,
+            "strategy": cell.strategy,
+            "workers": cell.workers,
+            "scenario": cell.scenario,
+            "module": cell.module,
+            "unit": "s" if cell.level == "batch" else "ms",
+            "median": statistics.median(samples),
+            "samples": samples,
+            "speedup": None,
+        }
+        if mode == "instructions":
+            count = round(true_time(cell) * 6_400_000 * instructions_scale.get(key, 1.0))
+            measured = cell.level != "batch"
+            entry |= {
+                "instructions": count if measured else None,
+                "instruction_total": count * 20 if measured else None,
+                "iterations": 20 if measured else None,
+            }
+        cells.append(entry)
+    _add_speedups(cells)
+    return {
+        "benchmarks": [],
+        "zerosite": {
+            "mode": mode,
+            "fingerprint": {
+                "workload": {**default_workload(mode), **(workload or {})},
+                "machine": {**MACHINE, **(machine or {})},
+            },
+            "cells": cells,
+        },
+    }
+
+
+def _add_speedups(cells: list[dict[str, Any]]) -> None:
+    baselines = {c["group"]: c["median"] for c in cells if c["strategy"] == "sequential"}
+    for cell in cells:
+        cell["speedup"] = baselines[cell["group"]] / cell["median"]
+
+
+def default_workload(mode: str = "time") -> dict[str, object]:
+    return workload_fingerprint(
+        modules={m: "0.1.0" for m in MODULES},
+        templates="3f2a9c",
+        strategies=[s for s, _ in STRATEGIES],
+        mode=mode,
+        batch_projects=100,
+        latency_ms=20.0,
+        sample_projects=1000,
+        scratch=False,
+        quick=True,
+    )
+
+
+MACHINE: dict[str, object] = {
+    "cpu_count": 2,
+    "usable_cpus": 2,
+    "cpu_model": "AMD EPYC 7B13",
+    "python": "3.11.7",
+    "implementation": "CPython",
+    "system": "Linux",
+    "arch": "x86_64",
+}
+
+
+def verdicts(comparison: Any) -> dict[str, str]:
+    return {row.key: row.verdict for row in comparison.rows}
+
+
+# -- Mann-Whitney U --------------------------------------------------------------------------
+
+
+def test_mann_whitney_textbook_values() -> None:
+    # scipy.stats.mannwhitneyu's documented example (method="asymptotic"): U = 17, p = 0.11135.
+    result = mann_whitney_u([19, 22, 16, 29, 24], [20, 11, 17, 12])
+    assert result.u == 17
+    assert result.p_value == pytest.approx(0.111347, abs=1e-6)
+    # The other way round: U' = n1 n2 - U, same two-sided p.
+    other = mann_whitney_u([20, 11, 17, 12], [19, 22, 16, 29, 24])
+    assert other.u == 3
+    assert other.p_value == pytest.approx(result.p_value)
+
+
+def test_mann_whitney_with_ties() -> None:
+    # Ranks of 1,2,2,2,3,3,4,5: 1, 3, 3, 3, 5.5, 5.5, 7, 8 -> R1 = 12.5, U = 2.5; ties 3 and 2:
+    # var = 4*4/12 * (9 - (24 + 6)/56) = 11.2857; z = (|2.5 - 8| - 0.5)/sqrt(var) = 1.48835.
+    result = mann_whitney_u([1, 2, 2, 3], [2, 3, 4, 5])
+    assert result.u == 2.5
+    assert result.z == pytest.approx(1.48835, abs=1e-5)
+    assert result.p_value == pytest.approx(0.136658, abs=1e-6)
+
+
+def test_mann_whitney_separated_and_identical_samples() -> None:
+    # Complete separation of 10 and 10: U = 100, z = (50 - 0.5) / sqrt(175) -> p = 0.000183.
+    separated = mann_whitney_u([float(x) for x in range(10, 20)], [float(x) for x in range(10)])
+    assert separated.u == 100
+    assert separated.p_value == pytest.approx(0.0001827, rel=1e-3)
+    assert mann_whitney_u([3.0, 3.0, 3.0], [3.0, 3.0]).p_value == 1.0
+    assert mann_whitney_u([1.0], [2.0]).p_value == 1.0
+    with pytest.raises(ValueError):
+        mann_whitney_u([], [1.0])
+
+
+def test_speedup_change_interval_covers_the_change() -> None:
+    rng = random.Random(1)
+    sequential = [10 + rng.gauss(0, 0.1) for _ in range(20)]
+    parallel = [5 + rng.gauss(0, 0.05) for _ in range(20)]
+    slower_parallel = [x * 1.25 for x in parallel]
+    same = speedup_change_ci(sequential, parallel, sequential, parallel)
+    assert same.low <= 1 <= same.high
+    worse = speedup_change_ci(sequential, parallel, sequential, slower_parallel)
+    assert worse.low <= 0.8 <= worse.high
+    assert worse.high < 1
+
+
+# -- fingerprints ----------------------------------------------------------------------------
+
+
+def test_workload_fingerprint_is_json_ready_and_sorted() -> None:
+    workload = workload_fingerprint(
+        modules={"M3": "1", "M2": "1"},
+        templates="abc",
+        strategies=["thread", "async"],
+        mode="instructions",
+        batch_projects=10,
+        latency_ms=5,
+        sample_projects=100,
+        scratch=True,
+        quick=False,
+    )
+    assert list(workload["modules"]) == ["M2", "M3"]  # type: ignore[call-overload]
+    assert workload["strategies"] == ["async", "thread"]
+    assert json.loads(json.dumps(workload)) == workload
+    with pytest.raises(ValueError, match="mode"):
+        workload_fingerprint(**{**_workload_args(), "mode": "cycles"})
+
+
+def _workload_args() -> dict[str, Any]:
+    return {
+        "modules": {"M2": "1"},
+        "templates": "abc",
+        "strategies": ["sequential"],
+        "mode": "time",
+        "batch_projects": 10,
+        "latency_ms": 5.0,
+        "sample_projects": 100,
+        "scratch": False,
+        "quick": False,
+    }
+
+
+def test_machine_fingerprint_names_this_machine() -> None:
+    machine = machine_fingerprint()
+    assert set(machine) == {"cpu_count", "usable_cpus", "cpu_model", "python", "implementation", "system", "arch"}
+    assert isinstance(machine["cpu_model"], str) and machine["cpu_model"]
+    assert json.loads(json.dumps(machine)) == machine
+
+
+def test_cpu_model_from_cpuinfo_and_fallback(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n")
+    assert cpu_model(cpuinfo) == "AMD EPYC 7B13"
+    assert cpu_model(tmp_path / "absent")  # platform.processor() or "unknown", never empty
+
+
+def test_differences_refusals_and_notes() -> None:
+    base = make_run(1)["zerosite"]["fingerprint"]
+    new = copy.deepcopy(base)
+    new["machine"]["cpu_count"] = 16
+    new["workload"]["modules"]["M2"] = "0.2.0"
+    new["workload"]["templates"] = "ffff"
+    assert differences(base, new) == [
+        "machine.cpu_count: 2 -> 16",
+        "workload.modules.M2: 0.1.0 -> 0.2.0",
+        "workload.templates: 3f2a9c -> ffff",
+    ]
+    assert refusals(base, new) == ["machine.cpu_count: 2 -> 16"]
+    assert notes(base, new) == ["workload.modules.M2: 0.1.0 -> 0.2.0", "workload.templates: 3f2a9c -> ffff"]
+    del new["workload"]["modules"]["M3"]
+    assert "workload.modules: {M2, M3} -> {M2}" in refusals(base, new)
+
+
+# -- comparing times -------------------------------------------------------------------------
+
+
+def test_equal_samples_exit_0() -> None:
+    run = make_run(1)
+    comparison = compare_runs(run, copy.deepcopy(run))
+    assert comparison.exit_code == EXIT_OK
+    assert set(verdicts(comparison).values()) == {"unchanged"}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_same_code_twice_never_cries_wolf(seed: int) -> None:
+    """Two runs of the same code (independent noise): no regression, five times in a row."""
+    comparison = compare_runs(make_run(100 + seed), make_run(200 + seed))
+    assert comparison.exit_code == EXIT_OK, comparison.render()
+    assert not comparison.regressions
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_30_percent_slower_is_named_every_time(seed: int) -> None:
+    comparison = compare_runs(make_run(100 + seed), make_run(200 + seed, scale={M2_CPU: 1.3}))
+    assert comparison.exit_code == EXIT_REGRESSED
+    assert [row.key for row in comparison.regressions] == [M2_CPU]
+    summary = comparison.summary()
+    assert "slower" in summary and "regressed: single report M2 sequential cpu +" in summary
+    row = comparison.regressions[0]
+    assert row.interval is not None and row.interval.low > 1.1 and row.p_value is not None and row.p_value < 0.05
+
+
+def test_a_cell_only_noisier_is_unchanged() -> None:
+    comparison = compare_runs(make_run(1), make_run(2, noise_of={M2_CPU: 0.25, M2_PROCESS: 0.25}))
+    assert verdicts(comparison)[M2_CPU] == "unchanged"
+    assert verdicts(comparison)[M2_PROCESS] == "unchanged"
+    assert comparison.exit_code == EXIT_OK
+
+
+def test_small_drift_below_threshold_is_unchanged() -> None:
+    """5 % slower with little noise: real (significant) but within the 10 % threshold."""
+    comparison = compare_runs(make_run(1, noise=0.005), make_run(2, noise=0.005, scale={M2_CPU: 1.05}))
+    row = next(r for r in comparison.rows if r.key == M2_CPU)
+    assert row.verdict == "unchanged"
+    assert row.detail == "slower within threshold"
+    assert row.p_value is not None and row.p_value < 0.05
+    assert "slower within threshold" in comparison.render()
+    assert comparison.exit_code == EXIT_OK
+    strict = compare_runs(make_run(1, noise=0.005), make_run(2, noise=0.005, scale={M2_CPU: 1.05}), threshold=0.0)
+    assert M2_CPU in [r.key for r in strict.regressions]
+
+
+def test_faster_is_named_and_passes() -> None:
+    comparison = compare_runs(make_run(1), make_run(2, scale={M2_CPU: 0.7}))
+    assert verdicts(comparison)[M2_CPU] == "faster"
+    assert comparison.exit_code == EXIT_OK
+    assert comparison.summary().startswith("1 faster, 0 slower")
+
+
+def test_a_higher_threshold_lets_a_regression_pass() -> None:
+    base, new = make_run(1), make_run(2, scale={M2_CPU: 1.3})
+    assert compare_runs(base, new, threshold=0.5).exit_code == EXIT_OK
+
+
+def test_cells_in_one_run_only_are_listed_not_failed() -> None:
+    base, new = make_run(1), make_run(2)
+    dropped = new["zerosite"]["cells"].pop(0)
+    extra = copy.deepcopy(dropped) | {"cell": "module=M9-strategy=sequential-workers=1-scenario=cpu", "module": "M9"}
+    new["zerosite"]["cells"].append(extra)
+    comparison = compare_runs(base, new)
+    found = verdicts(comparison)
+    assert found[f"{dropped['level']}/{dropped['cell']}"] == "only in base"
+    assert found[f"single/{extra['cell']}"] == "only in new"
+    assert comparison.exit_code == EXIT_OK
+    assert "1 only in base, 1 only in new" in comparison.summary()
+
+
+def test_speedups_compared_but_never_fail_the_gate() -> None:
+    """A faster sequential baseline lowers every speedup of its group: reported, not a regression."""
+    comparison = compare_runs(make_run(1), make_run(2, scale={M2_CPU: 0.6}))
+    assert comparison.exit_code == EXIT_OK
+    lowered = {change.key: change for change in comparison.speedups if change.verdict == "lower"}
+    assert M2_PROCESS in lowered
+    change = lowered[M2_PROCESS]
+    assert change.interval is not None and change.interval.high < 1
+    assert change.ratio == pytest.approx(0.6, rel=0.05)
+    assert "speedup over sequential" in comparison.render()
+
+
+def test_render_fits_100_columns_and_ends_with_the_summary() -> None:
+    comparison = compare_runs(make_run(1), make_run(2, scale={M2_CPU: 1.3}))
+    text = comparison.render()
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    assert "single M2 sequential cpu" in text
+    assert text.splitlines()[-1] == comparison.summary()
+    assert comparison.summary().startswith("0 faster, 1 slower, ")
+
+
+def test_long_cell_names_are_cut_to_fit() -> None:
+    base, new = make_run(1, noise=0.005), make_run(2, noise=0.005, scale={M2_CPU: 1.05})
+    for cell in [*base["zerosite"]["cells"], *new["zerosite"]["cells"]]:
+        if cell["module"] == "M2":
+            cell["module"] = "third_party_module_with_a_long_name"
+    text = compare_runs(base, new).render()
+    assert "slower within threshold" in text
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    assert "single third_party_modul\N{HORIZONTAL ELLIPSIS}" in text
+
+
+# -- refusals --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("workload", "reason"),
+    [
+        ({"strategies": ["sequential", "thread"]}, "workload.strategies"),
+        ({"batch_projects": 1000}, "workload.batch_projects: 100 -> 1000"),
+        ({"latency_ms": 50.0}, "workload.latency_ms"),
+        ({"sample_projects": 10}, "workload.sample_projects"),
+        ({"scratch": True}, "workload.scratch: False -> True"),
+        ({"quick": False}, "workload.quick"),
+        ({"modules": {m: "0.1.0" for m in MODULES[:1]}}, "workload.modules"),
+    ],
+)
+def test_different_workloads_are_refused_unless_forced(workload: dict[str, Any], reason: str) -> None:
+    base, new = make_run(1), make_run(2, workload=workload)
+    refused = compare_runs(base, new)
+    assert refused.exit_code == EXIT_INCOMPARABLE
+    assert not refused.rows
+    assert reason in refused.render()
+    forced = compare_runs(base, new, force=True)
+    assert forced.exit_code == EXIT_OK
+    assert any(note.startswith(f"compared although {reason}") for note in forced.notes)
+
+
+@pytest.mark.parametrize(
+    "machine",
+    [
+        {"cpu_count": 16, "usable_cpus": 16},
+        {"cpu_model": "Intel Xeon"},
+        {"python": "3.12.1"},
+        {"implementation": "PyPy"},
+    ],
+)
+def test_different_machines_are_refused_unless_forced(machine: dict[str, Any]) -> None:
+    base, new = make_run(1), make_run(2, machine=machine)
+    refused = compare_runs(base, new)
+    assert refused.exit_code == EXIT_INCOMPARABLE
+    assert refused.summary().startswith("cannot compare: machine.")
+    assert compare_runs(base, new, force=True).exit_code == EXIT_OK
+
+
+def test_code_changes_are_notes_not_refusals() -> None:
+    workload = {"modules": {**{m: "0.1.0" for m in MODULES}, "M2": "0.2.0"}, "templates": "beef"}
+    comparison = compare_runs(make_run(1), make_run(2, workload=workload))
+    assert comparison.exit_code == EXIT_OK
+    assert comparison.notes == ("workload.modules.M2: 0.1.0 -> 0.2.0", "workload.templates: 3f2a9c -> beef")
+    assert "notes:" in comparison.render()
+
+
+def test_old_json_without_fingerprint_is_refused_unless_forced() -> None:
+    old = make_run(1)
+    del old["zerosite"]["fingerprint"], old["zerosite"]["mode"]
+    for cell in old["zerosite"]["cells"]:
+        del cell["samples"]
+    refused = compare_runs(old, make_run(2))
+    assert refused.exit_code == EXIT_INCOMPARABLE
+    assert "base run records no fingerprint" in refused.render()
+    forced = compare_runs(old, make_run(2), force=True)
+    assert forced.exit_code == EXIT_OK
+    assert {row.detail for row in forced.rows} == {"no samples to test"}
+
+
+def test_different_modes_are_refused() -> None:
+    comparison = compare_runs(make_run(1), make_run(1, mode="instructions"))
+    assert comparison.exit_code == EXIT_INCOMPARABLE
+    assert "workload.mode: time -> instructions" in comparison.refusals
+
+
+# -- instruction counts ----------------------------------------------------------------------
+
+
+def test_instruction_counts_equal_exit_0() -> None:
+    comparison = compare_runs(make_run(1, mode="instructions"), make_run(2, mode="instructions"))
+    assert comparison.exit_code == EXIT_OK
+    counted = [row for row in comparison.rows if row.measure == "instructions"]
+    assert counted and all(row.ratio == 1 and row.verdict == "unchanged" for row in counted)
+    assert "exact" in comparison.render()
+
+
+def test_instruction_counts_larger_exit_1() -> None:
+    base = make_run(1, mode="instructions")
+    comparison = compare_runs(base, make_run(2, mode="instructions", instructions_scale={M2_CPU: 1.3}))
+    assert comparison.exit_code == EXIT_REGRESSED
+    assert [row.key for row in comparison.regressions] == [M2_CPU]
+    assert "+30% (instructions" not in comparison.summary()
+    assert "single report M2 sequential cpu +30%" in comparison.summary()
+
+
+def test_instruction_counts_any_difference_is_real_but_gated_by_threshold() -> None:
+    base = make_run(1, mode="instructions")
+    comparison = compare_runs(base, make_run(2, mode="instructions", instructions_scale={M2_CPU: 1.03}))
+    row = next(r for r in comparison.rows if r.key == M2_CPU)
+    assert (row.verdict, row.detail) == ("unchanged", "slower within threshold")
+    assert comparison.exit_code == EXIT_OK
+
+
+def test_instructions_from_total_and_iterations() -> None:
+    base, new = make_run(1, mode="instructions"), make_run(2, mode="instructions", instructions_scale={M2_CPU: 1.3})
+    for cell in new["zerosite"]["cells"]:
+        cell["instructions"] = None
+    assert [row.key for row in compare_runs(base, new).regressions] == [M2_CPU]
+
+
+# -- the property: a run compared with itself passes -----------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_any_run_compared_with_itself_exits_0(seed: int) -> None:
+    rng = random.Random(seed)
+    run = make_run(
+        seed,
+        noise=rng.choice([0.0, 0.001, 0.05, 0.5]),
+        rounds=rng.randint(1, 25),
+        mode=rng.choice(["time", "instructions"]),
+        scale={M2_CPU: rng.uniform(0.1, 10)},
+    )
+    cells = run["zerosite"]["cells"]
+    rng.shuffle(cells)
+    del cells[rng.randint(0, len(cells) - 1) :]
+    for cell in cells:
+        if rng.random() < 0.2:
+            cell["samples"] = [round(s, 1) or 0.1 for s in cell["samples"]]  # heavy ties
+    comparison = compare_runs(run, copy.deepcopy(run))
+    assert comparison.exit_code == EXIT_OK
+    assert all(row.verdict == "unchanged" for row in comparison.rows)
+
+
+# -- reading files and thresholds ------------------------------------------------------------
+
+
+def test_load_run_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(CompareError, match="no such file"):
+        load_run(tmp_path / "absent.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(CompareError, match="not JSON"):
+        load_run(bad)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"benchmarks": []}))
+    with pytest.raises(CompareError, match="not a ZeroSite benchmark JSON") as caught:
+        load_run(other)
+    assert "\n" not in str(caught.value)
+
+
+def test_malformed_cells_raise_compare_error() -> None:
+    run = make_run(1)
+    del run["zerosite"]["cells"][3]["unit"]
+    with pytest.raises(CompareError, match="no unit"):
+        compare_runs(run, make_run(2))
+
+
+@pytest.mark.parametrize(("text", "value"), [("10%", 0.1), ("0.1", 0.1), (" 25 % ", 0.25), ("0", 0.0), ("1", 1.0)])
+def test_parse_threshold(text: str, value: float) -> None:
+    assert parse_threshold(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["ten", "10", "-5%", ""])
+def test_parse_threshold_refuses(text: str) -> None:
+    with pytest.raises(CompareError):
+        parse_threshold(text)
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def _write(tmp_path: Path, name: str, run: Mapping[str, Any]) -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(run))
+    return str(path)
+
+
+def test_cli_exit_codes(tmp_path: Path) -> None:
+    cli = CliRunner()
+    base = _write(tmp_path, "base.json", make_run(1))
+    same = _write(tmp_path, "same.json", make_run(2))
+    slower = _write(tmp_path, "slower.json", make_run(2, scale={M2_CPU: 1.3}))
+    other = _write(tmp_path, "other.json", make_run(2, machine={"cpu_count": 16}))
+
+    passed = cli.invoke(main, ["compare", base, same])
+    assert passed.exit_code == 0, passed.output
+    assert "no regression beyond 10%" in passed.output
+
+    regressed = cli.invoke(main, ["compare", base, slower])
+    assert regressed.exit_code == 1
+    assert "regressed: single report M2 sequential cpu +" in regressed.output
+
+    assert cli.invoke(main, ["compare", base, slower, "--fail-threshold", "50%"]).exit_code == 0
+    assert cli.invoke(main, ["compare", base, slower, "--fail-threshold", "0.5"]).exit_code == 0
+
+    refused = cli.invoke(main, ["compare", base, other])
+    assert refused.exit_code == 2
+    assert "machine.cpu_count: 2 -> 16" in refused.output
+    assert cli.invoke(main, ["compare", base, other, "--force"]).exit_code == 0
+
+
+def test_cli_json_output(tmp_path: Path) -> None:
+    base = _write(tmp_path, "base.json", make_run(1))
+    slower = _write(tmp_path, "slower.json", make_run(2, scale={M2_CPU: 1.3}))
+    result = CliRunner().invoke(main, ["compare", base, slower, "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.output)
+    assert data["exit_code"] == 1 and data["regressions"] == [M2_CPU]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["absent.json", "base.json"], "no such file"),
+        (["bad.json", "base.json"], "not JSON"),
+        (["base.json", "base.json", "--fail-threshold", "lots"], "not a number"),
+        (["old.json", "base.json"], "no fingerprint"),
+    ],
+)
+def test_cli_errors_are_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    _write(tmp_path, "base.json", make_run(1))
+    (tmp_path / "bad.json").write_text("[1, 2")
+    old = make_run(1)
+    del old["zerosite"]["fingerprint"]
+    _write(tmp_path, "old.json", old)
+    result = CliRunner().invoke(main, ["compare", *(str(tmp_path / a) if a.endswith(".json") else a for a in args)])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    if message != "no fingerprint":
+        assert len(result.output.strip().splitlines()) == 1

@@ -1,0 +1,616 @@
+"""Compare two benchmark runs cell by cell: times with a significance test, speedups as ratios, instructions exactly."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zerosite.benchmarking import fingerprint
+from zerosite.benchmarking.cells import BARE, BASELINE, TIMES
+from zerosite.benchmarking.stats import Interval, mann_whitney_u, ratio_ci, speedup_change_ci
+
+__all__ = [
+    "EXIT_INCOMPARABLE",
+    "EXIT_OK",
+    "EXIT_REGRESSED",
+    "CellChange",
+    "CompareError",
+    "Comparison",
+    "SpeedupChange",
+    "compare_runs",
+    "load_run",
+    "parse_threshold",
+]
+
+EXIT_OK = 0
+EXIT_REGRESSED = 1
+EXIT_INCOMPARABLE = 2
+
+FASTER = "faster"
+SLOWER = "slower"
+UNCHANGED = "unchanged"
+ONLY_IN_BASE = "only in base"
+ONLY_IN_NEW = "only in new"
+
+TABLE_WIDTH = 100
+"""Tables fit a terminal this wide: cell names are cut (with an ellipsis) where a row would be wider."""
+
+LABEL_MIN_WIDTH = 16
+"""Cell names are never cut shorter than this."""
+
+RESAMPLES = 1000
+"""Bootstrap resamples per interval: enough for stable 95 % ends, and a 168-cell run compares in seconds."""
+
+REQUIRED_KEYS: tuple[str, ...] = ("level", "cell", "group", "strategy", "workers", "scenario", "unit", "median")
+
+
+class CompareError(Exception):
+    """A benchmark JSON that cannot be read or compared; the message is one line, fit to print as is."""
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """One cell of one run, read from the JSON and checked."""
+
+    key: str
+    level: str
+    group: str
+    strategy: str
+    workers: int
+    scenario: str
+    module: str | None
+    unit: str
+    median: float
+    samples: tuple[float, ...]
+    speedup: float | None
+    instructions: float | None
+
+    @property
+    def label(self) -> str:
+        """Short name for the table: ``single M2 sequential cpu``, ``batch process\N{MULTIPLICATION SIGN}2 io``."""
+        where = f"single {self.module}" if self.level == "single" else self.level
+        return f"{where} {self._strategy_label} {self.scenario}"
+
+    @property
+    def subject(self) -> str:
+        """Name in words for the summary: ``single report M2 sequential cpu``."""
+        where = f"single report {self.module}" if self.level == "single" else self.level
+        return f"{where} {self._strategy_label} {self.scenario}"
+
+    @property
+    def location(self) -> float:
+        """The median of the samples (the recorded median where there are none)."""
+        return statistics.median(self.samples) if self.samples else self.median
+
+    @property
+    def _strategy_label(self) -> str:
+        return self.strategy if self.strategy in (BASELINE, BARE) else f"{self.strategy}{TIMES}{self.workers}"
+
+
+@dataclass(frozen=True)
+class CellChange:
+    """How one cell's time (or instruction count) changed from the base run to the new one.
+
+    ``interval`` is the confidence interval of ``new / base`` (None for exact counts and one-sided rows);
+    ``detail`` refines an ``unchanged`` verdict, e.g. ``slower within threshold``.
+    """
+
+    key: str
+    label: str
+    subject: str
+    measure: str
+    unit: str
+    base: float | None
+    new: float | None
+    interval: Interval | None
+    p_value: float | None
+    verdict: str
+    detail: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """``new / base``; above 1 is slower (lower is better for times and instruction counts)."""
+        if self.base is None or self.new is None or self.base <= 0:
+            return None
+        return self.new / self.base
+
+    @property
+    def change_text(self) -> str:
+        """``+31% [+27%, +35%]`` (the interval left out where there is none)."""
+        ratio = self.ratio
+        if ratio is None:
+            return ""
+        interval = "" if self.interval is None else f" {_interval_text(self.interval)}"
+        return f"{_percent(ratio)}{interval}"
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready."""
+        return {
+            "key": self.key,
+            "label": self.subject,
+            "measure": self.measure,
+            "unit": self.unit,
+            "base": self.base,
+            "new": self.new,
+            "ratio": self.ratio,
+            "interval": None if self.interval is None else [self.interval.low, self.interval.high],
+            "p_value": self.p_value,
+            "verdict": self.verdict,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class SpeedupChange:
+    """How one cell's speedup over its group's sequential baseline changed; informative, never a regression."""
+
+    key: str
+    label: str
+    base: float
+    new: float
+    interval: Interval | None
+    verdict: str
+
+    @property
+    def ratio(self) -> float:
+        """``new speedup / base speedup``; above 1: the strategy gained on sequential."""
+        return self.new / self.base
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready."""
+        return {
+            "key": self.key,
+            "base": self.base,
+            "new": self.new,
+            "ratio": self.ratio,
+            "interval": None if self.interval is None else [self.interval.low, self.interval.high],
+            "verdict": self.verdict,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of comparing two runs: a row per cell, speedup changes, notes, and why not (``refusals``).
+
+    Refusals with ``forced`` False mean nothing was compared (``exit_code`` 2).
+    """
+
+    rows: tuple[CellChange, ...]
+    speedups: tuple[SpeedupChange, ...]
+    notes: tuple[str, ...]
+    refusals: tuple[str, ...]
+    threshold: float
+    confidence: float
+    forced: bool = False
+
+    @property
+    def refused(self) -> bool:
+        """Whether the runs were not compared: they differ in workload or machine and nobody forced it."""
+        return bool(self.refusals) and not self.forced
+
+    @property
+    def regressions(self) -> tuple[CellChange, ...]:
+        """The cells significantly slower beyond the threshold."""
+        return tuple(row for row in self.rows if row.verdict == SLOWER)
+
+    @property
+    def exit_code(self) -> int:
+        """0: nothing slower beyond the threshold; 1: some cell regressed; 2: the runs cannot be compared."""
+        if self.refused:
+            return EXIT_INCOMPARABLE
+        return EXIT_REGRESSED if self.regressions else EXIT_OK
+
+    def summary(self) -> str:
+        """One line: the counts, then each regressed cell with its change and interval."""
+        if self.refused:
+            return f"cannot compare: {'; '.join(self.refusals)} (force to compare anyway)"
+        counts = {v: sum(row.verdict == v for row in self.rows) for v in (FASTER, SLOWER, UNCHANGED)}
+        parts = [f"{counts[FASTER]} faster, {counts[SLOWER]} slower, {counts[UNCHANGED]} unchanged"]
+        parts += [f"{n} {v}" for v in (ONLY_IN_BASE, ONLY_IN_NEW) if (n := sum(r.verdict == v for r in self.rows))]
+        text = ", ".join(parts)
+        if not self.regressions:
+            return f"{text}; no regression beyond {self.threshold:.0%}"
+        regressed = "; ".join(f"{row.subject} {row.change_text}" for row in self.regressions)
+        return f"{text}; regressed: {regressed}"
+
+    def render(self) -> str:
+        """The plain-text report: the cell table, speedup changes, notes, and the summary line last."""
+        if self.refused:
+            lines = ["cannot compare these runs: they measured different workloads or machines"]
+            lines += [f"  {reason}" for reason in self.refusals]
+            return "\n".join([*lines, self.summary()])
+        sections = [_cell_table(self.rows, self.confidence)]
+        if self.speedups:
+            sections.append(_speedup_table(self.speedups, self.confidence))
+        if self.notes:
+            sections.append("\n".join(["notes:", *(f"  {note}" for note in self.notes)]))
+        return "\n\n".join([*sections, self.summary()])
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready, for ``zerosite compare --json``."""
+        return {
+            "exit_code": self.exit_code,
+            "threshold": self.threshold,
+            "confidence": self.confidence,
+            "forced": self.forced,
+            "refusals": list(self.refusals),
+            "notes": list(self.notes),
+            "regressions": [row.key for row in self.regressions],
+            "summary": self.summary(),
+            "cells": [row.as_dict() for row in self.rows],
+            "speedups": [change.as_dict() for change in self.speedups],
+        }
+
+
+def parse_threshold(text: str) -> float:
+    """A regression threshold as a fraction: ``"10%"`` and ``"0.1"`` give 0.1; a bare number above 1 is refused."""
+    cleaned = text.strip()
+    percent = cleaned.endswith("%")
+    try:
+        value = float(cleaned.removesuffix("%"))
+    except ValueError:
+        raise CompareError(f"threshold {text!r} is not a number; write e.g. 10% or 0.1") from None
+    if percent:
+        value /= 100
+    elif value > 1:
+        raise CompareError(f"threshold {text!r} is ambiguous; write {value:g}% or {value / 100:g}")
+    if not 0 <= value < 10:
+        raise CompareError(f"threshold {text!r} must be within 0% and 1000%")
+    return value
+
+
+def load_run(path: str | Path) -> Mapping[str, Any]:
+    """A benchmark JSON written by ``pytest bench/``, checked to hold a ZeroSite block with cells."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CompareError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CompareError(f"{path}: cannot read it ({error})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CompareError(f"{path}: not JSON ({error.msg} at line {error.lineno})") from None
+    zerosite = data.get("zerosite") if isinstance(data, dict) else None
+    if not isinstance(zerosite, dict) or not isinstance(zerosite.get("cells"), list):
+        raise CompareError(
+            f"{path}: not a ZeroSite benchmark JSON (no 'zerosite' block with cells); "
+            "write one with `pytest bench/ --benchmark-json=FILE`"
+        )
+    run: Mapping[str, Any] = data
+    return run
+
+
+def compare_runs(
+    base: Mapping[str, Any],
+    new: Mapping[str, Any],
+    *,
+    threshold: float = 0.10,
+    force: bool = False,
+    confidence: float = 0.95,
+) -> Comparison:
+    """Compare two runs (whole benchmark JSONs, or their ``zerosite`` blocks) cell by cell.
+
+    A time regresses when the new samples are significantly slower (Mann-Whitney p below
+    ``1 - confidence``) and the bootstrap interval of the ratio of medians lies wholly above
+    ``1 + threshold``; an instruction count regresses when it grew beyond the threshold. Runs of other
+    workloads or machines are refused (``exit_code`` 2) unless ``force``. Raises ``CompareError`` for
+    malformed data.
+    """
+    if threshold < 0:
+        raise CompareError(f"threshold must be >= 0, got {threshold!r}")
+    if not 0 < confidence < 1:
+        raise CompareError(f"confidence must be within (0, 1), got {confidence!r}")
+    base_block, new_block = _block(base, "base"), _block(new, "new")
+    refusals, notes = _check_comparable(base_block, new_block)
+    outcome = Comparison((), (), tuple(notes), tuple(refusals), threshold, confidence, forced=force)
+    if outcome.refused:
+        return outcome
+    base_cells, new_cells = _cells(base_block, "base"), _cells(new_block, "new")
+    if refusals:
+        notes = [*(f"compared although {reason}" for reason in refusals), *notes]
+    return Comparison(
+        rows=tuple(_rows(base_cells, new_cells, threshold, confidence)),
+        speedups=tuple(_speedups(base_cells, new_cells, threshold, confidence)),
+        notes=tuple(notes),
+        refusals=tuple(refusals),
+        threshold=threshold,
+        confidence=confidence,
+        forced=force,
+    )
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def _block(run: Mapping[str, Any], side: str) -> Mapping[str, Any]:
+    """The ``zerosite`` block of a whole benchmark JSON, or the mapping itself when it is that block."""
+    block = run.get("zerosite", run)
+    if not isinstance(block, Mapping) or not isinstance(block.get("cells"), list):
+        raise CompareError(f"{side}: not a ZeroSite benchmark run (no 'zerosite' block with cells)")
+    return block
+
+
+def _check_comparable(base: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """Why the runs cannot be compared (refusals), and the code changes between them (notes)."""
+    refusals = [
+        f"{side} run records no fingerprint or mode (an older ZeroSite wrote it), so what it measured is unknown"
+        for side, block in (("base", base), ("new", new))
+        if not isinstance(block.get("fingerprint"), Mapping) or "mode" not in block
+    ]
+    if refusals:
+        return refusals, []
+    base_print, new_print = base["fingerprint"], new["fingerprint"]
+    refusals = fingerprint.refusals(base_print, new_print)
+    if base["mode"] != new["mode"] and not any(r.startswith("workload.mode:") for r in refusals):
+        refusals.append(f"mode: {base['mode']} -> {new['mode']}")
+    return refusals, fingerprint.notes(base_print, new_print)
+
+
+def _cells(block: Mapping[str, Any], side: str) -> dict[str, _Cell]:
+    """The run's cells by key (``level/cell``), checked."""
+    cells: dict[str, _Cell] = {}
+    for index, raw in enumerate(block["cells"]):
+        cell = _cell(raw, f"{side} cell {index}")
+        if cell.key in cells:
+            raise CompareError(f"{side}: cell {cell.key} appears twice")
+        cells[cell.key] = cell
+    return cells
+
+
+def _cell(raw: object, where: str) -> _Cell:
+    if not isinstance(raw, Mapping):
+        raise CompareError(f"{where}: not an object")
+    missing = [key for key in REQUIRED_KEYS if key not in raw]
+    if missing:
+        raise CompareError(f"{where}: no {', '.join(missing)}")
+    try:
+        samples = tuple(float(s) for s in raw.get("samples") or ())
+        cell = _Cell(
+            key=f"{raw['level']}/{raw['cell']}",
+            level=str(raw["level"]),
+            group=str(raw["group"]),
+            strategy=str(raw["strategy"]),
+            workers=int(raw["workers"]),
+            scenario=str(raw["scenario"]),
+            module=None if raw.get("module") is None else str(raw["module"]),
+            unit=str(raw["unit"]),
+            median=float(raw["median"]),
+            samples=samples,
+            speedup=_optional_float(raw.get("speedup")),
+            instructions=_instructions(raw),
+        )
+    except (TypeError, ValueError) as error:
+        raise CompareError(f"{where}: {error}") from None
+    if any(s <= 0 for s in samples) or cell.median < 0:
+        raise CompareError(f"{where} ({cell.key}): times must be positive")
+    return cell
+
+
+def _instructions(raw: Mapping[str, Any]) -> float | None:
+    """Instructions per iteration: recorded, or ``instruction_total / iterations``; None in time mode."""
+    if raw.get("instructions") is not None:
+        return float(raw["instructions"])
+    total, iterations = raw.get("instruction_total"), raw.get("iterations")
+    if total is not None and iterations:
+        return float(total) / float(iterations)
+    return None
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# -- comparing ---------------------------------------------------------------------------------
+
+
+def _rows(base: Mapping[str, _Cell], new: Mapping[str, _Cell], threshold: float, confidence: float) -> list[CellChange]:
+    """A row per cell: the base run's order, then the cells only the new run has."""
+    rows = []
+    for key, cell in base.items():
+        if key not in new:
+            rows.append(_one_sided(cell, ONLY_IN_BASE))
+        elif cell.instructions is not None and new[key].instructions is not None:
+            rows.append(_compare_instructions(cell, new[key], threshold))
+        else:
+            rows.append(_compare_times(cell, new[key], threshold, confidence))
+    rows += [_one_sided(cell, ONLY_IN_NEW) for key, cell in new.items() if key not in base]
+    return rows
+
+
+def _one_sided(cell: _Cell, verdict: str) -> CellChange:
+    value = cell.instructions if cell.instructions is not None else cell.location
+    measure = "time" if cell.instructions is None else "instructions"
+    unit = cell.unit if cell.instructions is None else "instructions"
+    base, new = (value, None) if verdict == ONLY_IN_BASE else (None, value)
+    return CellChange(cell.key, cell.label, cell.subject, measure, unit, base, new, None, None, verdict)
+
+
+def _compare_times(base: _Cell, new: _Cell, threshold: float, confidence: float) -> CellChange:
+    """Ratio of medians with its bootstrap interval and a Mann-Whitney test on the samples."""
+    if not base.samples or not new.samples:
+        return _two_sided(base, base.location, new.location, verdict=UNCHANGED, detail="no samples to test")
+    interval = ratio_ci(new.samples, base.samples, confidence, resamples=RESAMPLES)
+    p_value = mann_whitney_u(base.samples, new.samples).p_value
+    verdict, detail = _time_verdict(interval, p_value, threshold, confidence)
+    return _two_sided(
+        base, base.location, new.location, interval=interval, p_value=p_value, verdict=verdict, detail=detail
+    )
+
+
+def _time_verdict(interval: Interval, p_value: float, threshold: float, confidence: float) -> tuple[str, str]:
+    """Slower only when significant and the whole interval lies beyond the threshold; faster likewise."""
+    if p_value >= 1 - confidence:
+        return UNCHANGED, ""
+    if interval.low > 1:
+        return (SLOWER, "") if interval.low > 1 + threshold else (UNCHANGED, "slower within threshold")
+    if interval.high < 1:
+        return (FASTER, "") if interval.high < 1 - threshold else (UNCHANGED, "faster within threshold")
+    return UNCHANGED, ""
+
+
+def _compare_instructions(base: _Cell, new: _Cell, threshold: float) -> CellChange:
+    """Counts are deterministic: any difference is real, and beyond the threshold it is a verdict."""
+    assert base.instructions is not None and new.instructions is not None
+    ratio = new.instructions / base.instructions if base.instructions > 0 else 1.0
+    verdict, detail = UNCHANGED, ""
+    if ratio > 1:
+        verdict, detail = (SLOWER, "") if ratio > 1 + threshold else (UNCHANGED, "slower within threshold")
+    elif ratio < 1:
+        verdict, detail = (FASTER, "") if ratio < 1 - threshold else (UNCHANGED, "faster within threshold")
+    return _two_sided(base, base.instructions, new.instructions, measure="instructions", verdict=verdict, detail=detail)
+
+
+def _two_sided(
+    cell: _Cell,
+    base: float,
+    new: float,
+    *,
+    verdict: str,
+    detail: str,
+    measure: str = "time",
+    interval: Interval | None = None,
+    p_value: float | None = None,
+) -> CellChange:
+    """A row for a cell both runs measured."""
+    unit = "instructions" if measure == "instructions" else cell.unit
+    return CellChange(cell.key, cell.label, cell.subject, measure, unit, base, new, interval, p_value, verdict, detail)
+
+
+def _speedups(
+    base: Mapping[str, _Cell], new: Mapping[str, _Cell], threshold: float, confidence: float
+) -> list[SpeedupChange]:
+    """For each cell with a speedup in both runs: how the speedup changed, with a bootstrap interval."""
+    base_baselines, new_baselines = _baselines(base), _baselines(new)
+    changes = []
+    for key, cell in base.items():
+        other = new.get(key)
+        if other is None or cell.strategy == BASELINE or cell.speedup is None or other.speedup is None:
+            continue
+        changes.append(
+            _speedup_change(
+                cell, other, base_baselines.get(cell.group), new_baselines.get(other.group), threshold, confidence
+            )
+        )
+    return changes
+
+
+def _baselines(cells: Mapping[str, _Cell]) -> dict[str, _Cell]:
+    """The sequential cell of each group."""
+    return {cell.group: cell for cell in cells.values() if cell.strategy == BASELINE}
+
+
+def _speedup_change(
+    base: _Cell,
+    new: _Cell,
+    base_baseline: _Cell | None,
+    new_baseline: _Cell | None,
+    threshold: float,
+    confidence: float,
+) -> SpeedupChange:
+    assert base.speedup is not None and new.speedup is not None
+    base_speedup, new_speedup, interval = base.speedup, new.speedup, None
+    if base_baseline and new_baseline and all(c.samples for c in (base, new, base_baseline, new_baseline)):
+        base_speedup = base_baseline.location / base.location
+        new_speedup = new_baseline.location / new.location
+        interval = speedup_change_ci(
+            base_baseline.samples, base.samples, new_baseline.samples, new.samples, confidence, RESAMPLES
+        )
+    ratio = new_speedup / base_speedup if base_speedup > 0 else 1.0
+    low, high = (interval.low, interval.high) if interval else (ratio, ratio)
+    verdict = "higher" if low > 1 + threshold else "lower" if high < 1 - threshold else UNCHANGED
+    return SpeedupChange(base.key, base.label, base_speedup, new_speedup, interval, verdict)
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def _cell_table(rows: Sequence[CellChange], confidence: float) -> str:
+    header = ("cell", "base", "new", "change", f"{confidence:.0%} interval", "p", "verdict")
+    body = [
+        (
+            row.label,
+            _quantity(row.base, row.unit),
+            _quantity(row.new, row.unit),
+            "" if row.ratio is None else _percent(row.ratio),
+            _interval_cell(row),
+            "-" if row.p_value is None else "<0.001" if row.p_value < 0.001 else f"{row.p_value:.3f}",
+            row.detail if row.verdict == UNCHANGED and row.detail else row.verdict,
+        )
+        for row in rows
+    ]
+    return _columns(header, body, right=(1, 2, 3, 5))
+
+
+def _speedup_table(changes: Sequence[SpeedupChange], confidence: float) -> str:
+    header = ("speedup over sequential", "base", "new", "change", f"{confidence:.0%} interval", "verdict")
+    body = [
+        (
+            change.label,
+            f"{change.base:.2f}{TIMES}",
+            f"{change.new:.2f}{TIMES}",
+            _percent(change.ratio),
+            "-" if change.interval is None else _interval_text(change.interval),
+            change.verdict,
+        )
+        for change in changes
+    ]
+    return _columns(header, body, right=(1, 2, 3)) + "\n(speedups are informative: they do not fail the check)"
+
+
+def _columns(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int]) -> str:
+    """Aligned columns two spaces apart, the first (cell names) cut to fit ``TABLE_WIDTH``; ``right``: right-aligned."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    overflow = sum(widths) + 2 * (len(widths) - 1) - TABLE_WIDTH
+    if overflow > 0:
+        widths[0] = max(LABEL_MIN_WIDTH, widths[0] - overflow)
+    lines = []
+    for row in (header, *rows):
+        texts = (_cut(row[0], widths[0]), *row[1:])
+        cells = [
+            text.rjust(w) if i in right else text.ljust(w)
+            for i, (text, w) in enumerate(zip(texts, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _interval_cell(row: CellChange) -> str:
+    if row.interval is not None:
+        return _interval_text(row.interval)
+    return "exact" if row.measure == "instructions" and row.ratio is not None else "-"
+
+
+def _cut(label: str, width: int) -> str:
+    return label if len(label) <= width else label[: width - 1] + "\N{HORIZONTAL ELLIPSIS}"
+
+
+def _percent(ratio: float) -> str:
+    """``1.31`` -> ``+31%``; small changes keep a decimal: ``1.021`` -> ``+2.1%``."""
+    change = (ratio - 1) * 100
+    return f"{change:+.1f}%" if abs(change) < 9.95 else f"{change:+.0f}%"
+
+
+def _interval_text(interval: Interval) -> str:
+    return f"[{_percent(interval.low)}, {_percent(interval.high)}]"
+
+
+def _quantity(value: float | None, unit: str) -> str:
+    """Three significant figures with the unit: ``12.3 ms``, ``31.9 M instr``; ``-`` for none."""
+    if value is None:
+        return "-"
+    if unit == "instructions":
+        for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(value) >= factor:
+                return f"{_figures(value / factor)} {prefix}instr"
+        return f"{value:.0f} instr"
+    return f"{_figures(value)} {unit}"
+
+
+def _figures(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
