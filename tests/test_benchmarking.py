@@ -14,11 +14,9 @@ import pytest
 
 from zerosite.benchmarking.analysis import analyse, winner_sentence
 from zerosite.benchmarking.cells import TIMES, Cell, CellResult, RoundOutcome
-from zerosite.benchmarking.charts import write_charts
 from zerosite.benchmarking.harness import ReplayClock, measure_interleaved, rotation
 from zerosite.benchmarking.machine import cgroup_cpu_quota, describe_machine
 from zerosite.benchmarking.matrix import build_matrix
-from zerosite.benchmarking.page import ProfileLink, render_page
 from zerosite.benchmarking.stats import (
     Interval,
     bootstrap_ci,
@@ -234,37 +232,6 @@ def test_winner_sentence_names_winner_and_margin_and_admits_slower() -> None:
     only_threads = [f for f in analysis.of_level("batch") if f.cell.strategy in ("sequential", "thread")]
     sentence = winner_sentence("batch", only_threads)
     assert "sequential in cpu" in sentence and f"thread{TIMES}2" in sentence and "(slower)" in sentence
-
-
-def test_charts_are_written_as_png(tmp_path: Path) -> None:
-    analysis = analyse(_stub_results(), lambda cell: TARGETS)
-    charts = write_charts(analysis, TARGETS, tmp_path)
-    assert {c.path.name for c in charts} >= {
-        "single-strategies.png",
-        "batch-speedup.png",
-        "batch-stages.png",
-        "memory.png",
-        "single-distribution.png",
-    }
-    for chart in charts:
-        data = chart.path.read_bytes()
-        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
-
-
-def test_page_has_verdicts_machine_winners_charts_and_profiles(tmp_path: Path) -> None:
-    analysis = analyse(_stub_results(), lambda cell: {**TARGETS, "single_report_ms": 50})
-    charts = write_charts(analysis, TARGETS, tmp_path)
-    html = render_page(
-        analysis=analysis,
-        targets=load_targets(tmp_path, ["single_report_ms=50"]),
-        machine=describe_machine(),
-        charts=charts,
-        profiles=[ProfileLink("process (flamegraph)", "profiles/process-workers=2.svg")],
-    )
-    assert "<h2>Verdicts</h2>" in html and 'class="FAIL"' in html and "INCONCLUSIVE" in html
-    assert f"Batch: fastest was process{TIMES}2 in cpu at 1.60{TIMES} sequential." in html
-    assert "cgroup CPU quota" in html and "data:image/png;base64," in html
-    assert 'href="profiles/process-workers=2.svg"' in html
 
 
 def test_cgroup_quota_parsing(tmp_path: Path) -> None:

@@ -2,29 +2,49 @@
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from zerosite.benchmarking.analysis import TIME_TARGET, Analysis, CellFigures
+from zerosite.benchmarking.analysis import TIME_TARGET, Analysis, CellFigures, standings
 from zerosite.benchmarking.cells import BARE, BASELINE, STAGES, TIMES
+from zerosite.benchmarking.colours import StrategyColours
+from zerosite.benchmarking.stats import Interval
 from zerosite.benchmarking.targets import TARGET_SPECS
+from zerosite.benchmarking.winners import Standing
 
-__all__ = ["Chart", "write_charts"]
+__all__ = ["Chart", "ChartStyle", "ideal_line", "ideal_speedup", "shared_target", "write_charts"]
 
 LEVEL_TITLES = {"single": "single report (one module, warm)", "pipeline": "pipeline (one project)", "batch": "batch"}
-STAGE_COLOURS = {"fetch": "#4c72b0", "compute": "#dd8452", "render": "#55a868", "write": "#c44e52"}
-TARGET_STYLE = {"color": "#b00020", "linestyle": "--", "linewidth": 1.5}
-LOG_WHEN_TARGET_EXCEEDS = 3.0
-"""Use a log scale when the target is this many times above the largest value, so both stay visible."""
+MEMORY_TARGET = "memory_per_report_mb"
 
-Facet = tuple[str, dict[str, list[CellFigures]]]
+
+@dataclass(frozen=True)
+class ChartStyle:
+    """How the charts look and when an axis turns logarithmic."""
+
+    width_in: float = 12.0
+    """Figures are at most this wide (12 in at 100 dpi: the page's 1200 px column)."""
+    dpi: int = 100
+    log_when_span_exceeds: float = 20.0
+    """A value axis turns logarithmic when its largest value is this many times its smallest."""
+    target_within: float = 1.6
+    """A target line is drawn when it lies within this factor of the data; beyond, a note says where it is."""
+    stage_colours: tuple[str, ...] = ("#d9d9d9", "#969696", "#525252", "#1a1a1a")
+    """Greys, so that stages never look like strategies (which own the hues)."""
+    target_colour: str = "#b00020"
+    oversubscribed_colour: str = "#eeeeee"
+    busy_colour: str = "#e41a1c"
+
+
+STYLE = ChartStyle()
 
 
 @dataclass(frozen=True)
@@ -36,16 +56,121 @@ class Chart:
     level: str | None
 
 
+def ideal_speedup(workers: int, cores: int | None) -> float:
+    """The best speedup ``workers`` can reach: one per worker, but never more than the cores present."""
+    return float(min(workers, cores) if cores else workers)
+
+
+def ideal_line(workers: Iterable[int], cores: int | None) -> tuple[list[int], list[float]]:
+    """Points of the ideal-speedup line from one worker to the most measured, bending flat at ``cores``."""
+    counts = {1, *workers}
+    top = max(counts)
+    if cores and 1 < cores < top:
+        counts.add(cores)
+    xs = sorted(counts)
+    return xs, [ideal_speedup(w, cores) for w in xs]
+
+
+def shared_target(cells: Iterable[CellFigures], name: str, fallback: float | None = None) -> float | None:
+    """The target ``name`` that every judged cell of ``cells`` was held to; None when they differ (a marker
+    gave some cells their own), ``fallback`` (the run-wide value) when no cell was judged against it."""
+    values = {j.target for f in cells for j in f.judgements if j.target_name == name}
+    if not values:
+        return fallback
+    return values.pop() if len(values) == 1 else None
+
+
+def _targets_differ(cells: Iterable[CellFigures], name: str) -> bool:
+    return len({j.target for f in cells for j in f.judgements if j.target_name == name}) > 1
+
+
+def _plain(value: float, _position: float | None = None) -> str:
+    """Tick labels as plain numbers (``0.5``, ``20``, ``300``), never ``10^1``."""
+    return f"{value:,.6g}".replace(",", "\u2009")
+
+
 def _save(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
+    fig.savefig(path, format="png", dpi=STYLE.dpi)
     return path
 
 
+def _quantity(unit: str) -> str:
+    return "time" if unit in ("ms", "s", "us", "\N{MICRO SIGN}s", "ns") else unit
+
+
+def _per(level: str) -> str:
+    return " per 100 projects" if level == "batch" else ""
+
+
+def _errors(centres: Sequence[float], intervals: Sequence[Interval | None]) -> list[list[float]]:
+    """``yerr`` for matplotlib from intervals (never negative, zero where there is none)."""
+    below = [max(c - i.low, 0.0) if i else 0.0 for c, i in zip(centres, intervals, strict=True)]
+    above = [max(i.high - c, 0.0) if i else 0.0 for c, i in zip(centres, intervals, strict=True)]
+    return [below, above]
+
+
+def _value_axis(ax: Axes, low: float, high: float, *, from_zero: bool) -> bool:
+    """Scale the y axis to the data (``low``..``high``), logarithmic when it spans a wide range; ticks
+    labelled as plain numbers. Returns whether the axis is logarithmic."""
+    log = low > 0 and high / low > STYLE.log_when_span_exceeds
+    if log:
+        ax.set_yscale("log")
+        ax.set_ylim(low / 1.4, high * 1.4)
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=tuple(float(s) for s in range(1, 10))))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        pad = (high - low) * 0.08 or abs(high) * 0.05 or 1.0
+        ax.set_ylim(0.0 if from_zero else max(low - pad, 0.0), high + pad)
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10]))
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain))
+    ax.grid(axis="y", which="major", alpha=0.35)
+    return log
+
+
+def _note(ax: Axes, text: str, log: bool) -> None:
+    """A line of text at the top of the axes, in headroom made for it so that it covers no data."""
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(bottom, top * 1.7 if log else top + (top - bottom) * 0.12)
+    ax.text(0.99, 0.98, text, transform=ax.transAxes, ha="right", va="top", fontsize="small", color=STYLE.target_colour)
+
+
+def _target(ax: Axes, name: str, value: float | None, high: float, log: bool, differ: bool) -> None:
+    """The target as a line when it lies near the data; otherwise a note at the top saying where it is."""
+    unit = TARGET_SPECS[name].unit
+    if value is None:
+        if differ:
+            _note(ax, f"no target line: cells have their own {name} (see the targets table)", log)
+        return
+    if value <= high * STYLE.target_within:
+        ax.axhline(value, color=STYLE.target_colour, linestyle="--", linewidth=1.4, zorder=5)
+        bottom, top = ax.get_ylim()
+        if value * 1.08 > top:
+            ax.set_ylim(bottom, value * (1.25 if log else 1.08))
+        label = f"target {value:g} {unit} "
+        ax.text(
+            0.995,
+            value,
+            label,
+            transform=ax.get_yaxis_transform(),
+            ha="right",
+            va="bottom",
+            fontsize="small",
+            color=STYLE.target_colour,
+            zorder=6,
+        )
+        return
+    _note(ax, f"\N{UPWARDS ARROW} target {name} = {value:g} {unit}, {value / high:.0f}{TIMES} the highest value", log)
+
+
 def _label_order(cells: Sequence[CellFigures]) -> list[str]:
-    """Strategy labels, sequential first."""
-    return sorted({f.cell.label for f in cells}, key=lambda s: (s != BASELINE, s))
+    """Strategy labels: sequential first, then by strategy and worker count."""
+    keys = {f.cell.label: (f.cell.strategy != BASELINE, f.cell.strategy, f.cell.workers) for f in cells}
+    return sorted(keys, key=keys.__getitem__)
+
+
+Facet = tuple[str, dict[str, list[CellFigures]]]
 
 
 def _facets(level: str, cells: Sequence[CellFigures]) -> list[Facet]:
@@ -59,73 +184,117 @@ def _facets(level: str, cells: Sequence[CellFigures]) -> list[Facet]:
     return [(title, dict(xs)) for title, xs in panels.items()]
 
 
-def _time_axis(ax: Axes, level: str, unit: str, values: Sequence[float], target: float | None, what: str) -> None:
-    per = " per 100 projects" if level == "batch" else ""
-    log = bool(values) and target is not None and target > LOG_WHEN_TARGET_EXCEEDS * max(values) and min(values) > 0
-    if log:
-        ax.set_yscale("log")
-    ax.set_ylabel(f"{what} ({unit}{per}){', log scale' if log else ''}")
-
-
-def _target_line(ax: Axes, name: str, value: float | None) -> None:
-    if value is not None:
-        ax.axhline(value, label=f"target {name} = {value:g} {TARGET_SPECS[name].unit}", **TARGET_STYLE)
-
-
-def _panels(count: int, width: float, height: float = 4.2) -> tuple[Figure, list[Axes]]:
-    fig = Figure(figsize=(width, height * count))
+def _panels(count: int, height: float) -> tuple[Figure, list[Axes]]:
+    fig = Figure(figsize=(STYLE.width_in, height * count + 0.6), layout="constrained")
     return fig, list(fig.subplots(count, 1, squeeze=False)[:, 0])
 
 
-def _strategy_comparison(level: str, cells: list[CellFigures], target: float | None, path: Path) -> Path:
+def _strategy_legend(
+    fig: Figure, labels: Sequence[str], colours: StrategyColours, extra: Sequence[Line2D] = ()
+) -> None:
+    handles = [Line2D([], [], color=colours.of_label(label), linewidth=8, label=label) for label in labels]
+    fig.legend(handles=[*handles, *extra], loc="outside right upper", fontsize="small", title="strategy")
+
+
+def _interval_handle() -> Line2D:
+    return Line2D([], [], color="black", marker="|", markersize=10, linestyle="none", label="95% interval")
+
+
+def _strategy_comparison(
+    level: str, cells: list[CellFigures], run_target: float | None, colours: StrategyColours, path: Path
+) -> Path:
     facets = _facets(level, cells)
     labels = _label_order(cells)
-    widest = max(len(xs) for _, xs in facets)
-    fig, axes = _panels(len(facets), max(8.0, 0.3 * widest * len(labels) + 2))
-    width = 0.8 / max(len(labels), 1)
+    fig, axes = _panels(len(facets), 3.6)
+    width = 0.84 / max(len(labels), 1)
+    name = TIME_TARGET[level]
     for ax, (title, xs) in zip(axes, facets, strict=True):
+        members = [f for group in xs.values() for f in group]
         for i, label in enumerate(labels):
-            points = [(x, f) for x, members in enumerate(xs.values()) for f in members if f.cell.label == label]
+            points = [(x, f) for x, group in enumerate(xs.values()) for f in group if f.cell.label == label]
+            medians = [f.time.median for _, f in points]
             ax.bar(
                 [x + (i - (len(labels) - 1) / 2) * width for x, _ in points],
-                [f.time.median for _, f in points],
+                medians,
                 width,
-                yerr=[[f.time.median - f.time.q1 for _, f in points], [f.time.q3 - f.time.median for _, f in points]],
-                capsize=2,
+                yerr=_errors(medians, [f.time_ci for _, f in points]),
+                capsize=1.5,
+                error_kw={"elinewidth": 0.9},
+                color=colours.of_label(label),
                 label=label,
             )
-        _target_line(ax, TIME_TARGET[level], target)
-        _time_axis(ax, level, cells[0].unit, [f.time.q3 for f in cells], target, "median time, whiskers IQR")
+        highs = [f.time_ci.high for f in members]
+        log = _value_axis(ax, min(f.time_ci.low for f in members), max(highs), from_zero=True)
+        _target(ax, name, shared_target(members, name, run_target), max(highs), log, _targets_differ(members, name))
         ax.set_xticks(range(len(xs)), list(xs))
+        ax.set_xlim(-0.5, len(xs) - 0.5)
         ax.set_xlabel("module" if level == "single" else "scenario")
-        ax.set_title(title)
-        ax.legend(fontsize="small", ncols=2)
-    fig.suptitle(f"Strategy comparison: {LEVEL_TITLES[level]}")
+        ax.set_ylabel(f"median {_quantity(cells[0].unit)} ({cells[0].unit}{_per(level)}){', log' if log else ''}")
+        ax.set_title(title, fontsize="medium")
+    _strategy_legend(fig, labels, colours, [_interval_handle()])
+    fig.suptitle(f"Strategy comparison: {LEVEL_TITLES[level]} (bars: median, whiskers: its 95% interval)")
     return _save(fig, path)
 
 
-def _speedup(level: str, cells: list[CellFigures], path: Path) -> Path:
-    scenarios = sorted({f.cell.scenario for f in cells})
-    fig = Figure(figsize=(4.4 * len(scenarios), 4.4))
-    axes = fig.subplots(1, len(scenarios), squeeze=False)[0]
-    top = max([f.cell.workers for f in cells] + [2])
-    for ax, scenario in zip(axes, scenarios, strict=True):
-        ax.plot([1, top], [1, top], color="grey", linestyle=":", label="ideal (speedup = workers)")
-        ax.axhline(1.0, color="black", linewidth=0.8, label=f"sequential (1{TIMES})")
-        series: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for f in cells:
-            if f.cell.scenario == scenario and f.speedup is not None and f.cell.strategy not in (BASELINE, BARE):
-                series[f.cell.strategy][f.cell.workers].append(f.speedup)
-        for strategy, points in sorted(series.items()):
-            workers = sorted(points)
-            means = [math.exp(sum(map(math.log, points[w])) / len(points[w])) for w in workers]
-            ax.plot(workers, means, marker="o", label=strategy)
+def _standings_of(analysis: Analysis, level: str) -> list[Standing]:
+    found = [s for s in analysis.standings if s.level == level]
+    return found or list(standings(analysis.of_level(level)))
+
+
+def _speedup(
+    level: str, found: Sequence[Standing], cores: int | None, colours: StrategyColours, modules: int, path: Path
+) -> Path:
+    fig = Figure(figsize=(min(STYLE.width_in, 3.6 * len(found) + 0.8), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(found), squeeze=False, sharey=True)[0]
+    workers = sorted({c.workers for s in found for c in s.ranked} | {1})
+    strategies = sorted({c.strategy for s in found for c in s.ranked if c.strategy != BASELINE})
+    tops = [c.interval.high for s in found for c in s.ranked]
+    xs, ideal = ideal_line(workers, cores)
+    top = max([*tops, *ideal, 1.0]) * 1.1
+    for ax, standing in zip(axes, found, strict=True):
+        ax.plot(xs, ideal, color="#888888", linestyle=":", linewidth=1.5)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        if cores and cores < workers[-1]:
+            ax.axvspan(cores + 0.15, workers[-1] + 0.5, color=STYLE.oversubscribed_colour, zorder=0)
+        for k, strategy in enumerate(strategies):
+            points = sorted((c.workers, c) for c in standing.ranked if c.strategy == strategy)
+            if not points:
+                continue
+            shift = (k - (len(strategies) - 1) / 2) * 0.05
+            values = [c.speedup for _, c in points]
+            ax.errorbar(
+                [w + shift for w, _ in points],
+                values,
+                yerr=_errors(values, [c.interval for _, c in points]),
+                color=colours.of_strategy(strategy),
+                marker="o",
+                markersize=5,
+                capsize=3,
+                linewidth=1.6,
+            )
+        outcome = f"winner {standing.winner.label}" if standing.winner else "a tie"
+        ax.set_title(f"{standing.scenario}: {outcome}", fontsize="medium")
+        ax.set_xticks(workers)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}"))
+        ax.set_xlim(0.5, workers[-1] + 0.5)
+        ax.set_ylim(0.0, top)
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}{TIMES}"))
+        ax.grid(axis="y", alpha=0.35)
         ax.set_xlabel("workers")
-        ax.set_ylabel(f"speedup over sequential ({TIMES})")
-        ax.set_title(f"scenario {scenario}")
-        ax.legend(fontsize="small")
-    over = " (geometric mean over modules)" if level == "single" else ""
-    fig.suptitle(f"Speedup against workers: {LEVEL_TITLES[level]}{over}")
+    axes[0].set_ylabel(f"speedup over sequential ({TIMES})")
+    capped = bool(cores and cores < workers[-1])
+    extra = [
+        Line2D([], [], color="#888888", linestyle=":", label=f"ideal (capped at {cores} cores)" if capped else "ideal"),
+        Line2D([], [], color="black", linewidth=0.8, label=f"sequential (1{TIMES})"),
+        _interval_handle(),
+    ]
+    if capped:
+        extra.append(Line2D([], [], color=STYLE.oversubscribed_colour, linewidth=8, label="more workers than cores"))
+    handles = [Line2D([], [], color=colours.of_strategy(s), marker="o", label=s) for s in strategies]
+    fig.legend(handles=[*handles, *extra], loc="outside lower center", fontsize="small", ncols=len(handles) + 4)
+    over = f"; geometric mean over {modules} modules" if level == "single" else ""
+    fig.suptitle(f"Speedup against workers: {LEVEL_TITLES[level]} (95% intervals{over})")
     return _save(fig, path)
 
 
@@ -133,93 +302,177 @@ def _cell_name(f: CellFigures) -> str:
     return f"{f.cell.module} {f.cell.label}" if f.cell.module else f"{f.cell.scenario} {f.cell.label}"
 
 
-def _per_cell(level: str, cells: list[CellFigures], draw: Callable[[Axes, list[CellFigures]], None]) -> Figure:
-    """One panel per facet with one x position per cell."""
+def _per_cell(
+    level: str,
+    cells: list[CellFigures],
+    colours: StrategyColours,
+    draw: Callable[[Axes, list[CellFigures]], None],
+) -> Figure:
+    """One panel per facet with one x position per cell; tick labels in the strategy's colour."""
     facets = _facets(level, cells)
     members = [[f for xs in panel.values() for f in xs] for _, panel in facets]
-    fig, axes = _panels(len(facets), max(8.0, 0.32 * max(len(m) for m in members) + 2), 4.6)
+    fig, axes = _panels(len(facets), 4.0)
     for ax, (title, _), panel in zip(axes, facets, members, strict=True):
         draw(ax, panel)
-        ax.set_xticks(range(1, len(panel) + 1), [_cell_name(f) for f in panel], rotation=60, ha="right")
-        ax.set_xlabel("cell")
-        ax.set_title(title)
+        ax.set_xticks(
+            range(1, len(panel) + 1),
+            [_cell_name(f) for f in panel],
+            rotation=60,
+            ha="right",
+            rotation_mode="anchor",
+            fontsize="small",
+        )
+        for tick, f in zip(ax.get_xticklabels(), panel, strict=True):
+            tick.set_color(colours.of_strategy(f.cell.strategy))
+        ax.set_xlim(0.4, len(panel) + 0.6)
+        ax.set_title(title, fontsize="medium")
     return fig
 
 
-def _stage_split(level: str, cells: list[CellFigures], path: Path) -> Path:
+def _stage_split(level: str, cells: list[CellFigures], colours: StrategyColours, path: Path) -> Path:
     def draw(ax: Axes, panel: list[CellFigures]) -> None:
         bottom = [0.0] * len(panel)
-        for stage in STAGES:
+        for stage, colour in zip(STAGES, STYLE.stage_colours, strict=False):
             values = [f.stage_ms_per_report.get(stage, 0.0) for f in panel]
-            ax.bar(range(1, len(panel) + 1), values, bottom=bottom, label=stage, color=STAGE_COLOURS[stage])
+            ax.bar(range(1, len(panel) + 1), values, bottom=bottom, color=colour, edgecolor="white", linewidth=0.3)
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-        ax.set_ylabel("time per report (ms)")
-        ax.legend(fontsize="small")
+        _value_axis(ax, 0.0, max(bottom) or 1.0, from_zero=True)
+        ax.set_ylabel("ms per report")
 
-    fig = _per_cell(level, cells, draw)
+    fig = _per_cell(level, cells, colours, draw)
+    handles = [Line2D([], [], color=c, linewidth=8, label=s) for s, c in zip(STAGES, STYLE.stage_colours, strict=False)]
+    fig.legend(handles=handles[::-1], loc="outside right upper", fontsize="small", title="stage")
     fig.suptitle(f"Stage split per report: {LEVEL_TITLES[level]} (worker time, summed over workers)")
     return _save(fig, path)
 
 
-def _distribution(level: str, cells: list[CellFigures], target: float | None, path: Path) -> Path:
-    def draw(ax: Axes, panel: list[CellFigures]) -> None:
-        ax.boxplot([list(f.samples) for f in panel], whis=(5, 95))
-        ax.plot([], [], color="black", label="box: IQR, line: median, whiskers: p5-p95")
-        _target_line(ax, TIME_TARGET[level], target)
-        _time_axis(ax, level, cells[0].unit, [max(f.samples) for f in panel], target, "time per round")
-        ax.legend(fontsize="small")
+def _busy_samples(f: CellFigures) -> list[float]:
+    return [s for s, load in zip(f.samples, f.loads, strict=False) if load.get("busy")]
 
-    fig = _per_cell(level, cells, draw)
-    fig.suptitle(f"Latency distribution over rounds: {LEVEL_TITLES[level]}")
+
+def _distribution(
+    level: str, cells: list[CellFigures], run_target: float | None, colours: StrategyColours, path: Path
+) -> Path:
+    name = TIME_TARGET[level]
+
+    def draw(ax: Axes, panel: list[CellFigures]) -> None:
+        boxes = ax.boxplot(
+            [list(f.samples) for f in panel],
+            whis=(5, 95),
+            patch_artist=True,
+            widths=0.6,
+            showfliers=True,
+            medianprops={"color": "black", "linewidth": 1.2},
+            flierprops={"markersize": 3, "alpha": 0.6},
+        )
+        for patch, f in zip(boxes["boxes"], panel, strict=True):
+            patch.set_facecolor(colours.of_label(f.cell.label))
+            patch.set_alpha(0.85)
+        positions = range(1, len(panel) + 1)
+        medians = [f.time.median for f in panel]
+        ax.errorbar(
+            [p + 0.38 for p in positions],
+            medians,
+            yerr=_errors(medians, [f.time_ci for f in panel]),
+            fmt="none",
+            ecolor="black",
+            elinewidth=1.0,
+            capsize=2,
+        )
+        busy = [(p, s) for p, f in zip(positions, panel, strict=True) for s in _busy_samples(f)]
+        if busy:
+            ax.plot([p for p, _ in busy], [s for _, s in busy], "x", color=STYLE.busy_colour, markersize=5)
+        low = min(min(f.samples) for f in panel)
+        high = max(max(f.samples) for f in panel)
+        log = _value_axis(ax, low, high, from_zero=False)
+        _target(ax, name, shared_target(panel, name, run_target), high, log, _targets_differ(panel, name))
+        unit = cells[0].unit
+        ax.set_ylabel(f"{_quantity(unit)} per sample ({unit}{_per(level)}){', log' if log else ''}")
+
+    fig = _per_cell(level, cells, colours, draw)
+    extra = [
+        Line2D([], [], color="#777777", linewidth=8, label="box: quartiles"),
+        Line2D([], [], color="black", label="median; whiskers p5-p95"),
+        Line2D([], [], color="black", marker="|", markersize=10, linestyle="none", label="95% interval of median"),
+        Line2D([], [], color=STYLE.busy_colour, marker="x", linestyle="none", label="sample on a busy machine"),
+    ]
+    fig.legend(handles=extra, loc="outside right upper", fontsize="small")
+    fig.suptitle(f"Distribution over samples: {LEVEL_TITLES[level]}")
     return _save(fig, path)
 
 
-def _memory(cells: list[CellFigures], target: float | None, path: Path) -> Path:
+def _memory(cells: list[CellFigures], run_target: float | None, colours: StrategyColours, path: Path) -> Path:
     """Per module (single-report cells) or for all modules (other levels), one bar per strategy."""
     measured = [f for f in cells if f.memory_mb is not None and f.cell.strategy != BARE]
     single = [f for f in measured if f.cell.level == "single"]
     shown = single or [f for f in measured if f.cell.level == measured[0].cell.level]
-    by_x: dict[str, dict[str, float]] = defaultdict(dict)
+    by_x: dict[str, dict[str, CellFigures]] = defaultdict(dict)
     for f in shown:
-        assert f.memory_mb is not None
-        by_x[f.cell.module or "all modules"][f.cell.label] = f.memory_mb.p95  # same for every scenario
+        by_x[f.cell.module or "all modules"].setdefault(f.cell.label, f)  # same for every scenario
     labels = _label_order(shown)
-    fig = Figure(figsize=(max(8.0, 0.3 * len(by_x) * len(labels) + 2), 4.8))
+    fig = Figure(figsize=(STYLE.width_in, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    width = 0.8 / max(len(labels), 1)
+    width = 0.84 / max(len(labels), 1)
+    highs: list[float] = []
+    lows: list[float] = []
     for i, label in enumerate(labels):
         xs = [x for x, values in enumerate(by_x.values()) if label in values]
-        heights = [values[label] for values in by_x.values() if label in values]
-        ax.bar([x + (i - (len(labels) - 1) / 2) * width for x in xs], heights, width, label=label)
-    _target_line(ax, "memory_per_report_mb", target)
-    values = [v for values in by_x.values() for v in values.values()]
-    log = bool(values) and target is not None and target > LOG_WHEN_TARGET_EXCEEDS * max(values) and min(values) > 0
-    if log:
-        ax.set_yscale("log")
-    ax.set_ylabel(f"p95 peak traced memory per report (MB){', log scale' if log else ''}")
+        members = [values[label] for values in by_x.values() if label in values]
+        p95s = [f.memory_mb.p95 for f in members if f.memory_mb is not None]
+        intervals = [f.memory_ci for f in members]
+        highs += [max(i.high, v) if i else v for v, i in zip(p95s, intervals, strict=True)]
+        lows += [min(i.low, v) if i else v for v, i in zip(p95s, intervals, strict=True)]
+        ax.bar(
+            [x + (i - (len(labels) - 1) / 2) * width for x in xs],
+            p95s,
+            width,
+            color=colours.of_label(label),
+            yerr=_errors(p95s, intervals),
+            capsize=1.5,
+            error_kw={"elinewidth": 0.9},
+        )
+    log = _value_axis(ax, min(lows), max(highs), from_zero=True)
+    target = shared_target(shown, MEMORY_TARGET, run_target)
+    _target(ax, MEMORY_TARGET, target, max(highs), log, _targets_differ(shown, MEMORY_TARGET))
+    ax.set_ylabel(f"p95 peak traced memory per report (MB){', log' if log else ''}")
     ax.set_xticks(range(len(by_x)), list(by_x))
+    ax.set_xlim(-0.5, len(by_x) - 0.5)
     ax.set_xlabel("module")
-    ax.set_title("Memory per report against its target (measured in the process that made it)")
-    ax.legend(fontsize="small", ncols=2)
+    _strategy_legend(fig, labels, colours, [_interval_handle()])
+    fig.suptitle("Memory per report (p95 of peaks, measured in the process that made the report; 95% intervals)")
     return _save(fig, path)
 
 
-def write_charts(analysis: Analysis, targets: dict[str, float], folder: Path) -> list[Chart]:
-    """Write every chart of ``analysis`` into ``folder`` and return them in page order."""
+def write_charts(
+    analysis: Analysis,
+    targets: Mapping[str, float],
+    folder: Path,
+    cores: int | None = None,
+    colours: StrategyColours | None = None,
+) -> list[Chart]:
+    """Write every chart of ``analysis`` into ``folder`` and return them in page order.
+
+    ``targets`` are the run-wide values, drawn where a chart's cells carry no judgement of their own;
+    ``cores`` (usable CPUs) caps the ideal speedup line; ``colours`` defaults to the run's one mapping.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    colours = colours or StrategyColours.for_cells(f.cell for f in analysis.cells)
+    modules = len({f.cell.module for f in analysis.cells if f.cell.module})
     charts: list[Chart] = []
     for level in analysis.levels():
         cells = analysis.of_level(level)
         target = targets.get(TIME_TARGET[level])
         title = LEVEL_TITLES[level]
-        made = [
-            (_strategy_comparison(level, cells, target, folder / f"{level}-strategies.png"), "Strategy comparison"),
-            (_speedup(level, cells, folder / f"{level}-speedup.png"), "Speedup against workers"),
-            (_stage_split(level, cells, folder / f"{level}-stages.png"), "Stage split"),
-            (_distribution(level, cells, target, folder / f"{level}-distribution.png"), "Latency distribution"),
+        found = [s for s in _standings_of(analysis, level) if len(s.ranked) > 1]
+        made = [(_strategy_comparison(level, cells, target, colours, folder / f"{level}-strategies.png"), "Strategies")]
+        if found:
+            made.append((_speedup(level, found, cores, colours, modules, folder / f"{level}-speedup.png"), "Speedup"))
+        made += [
+            (_distribution(level, cells, target, colours, folder / f"{level}-distribution.png"), "Distribution"),
+            (_stage_split(level, cells, colours, folder / f"{level}-stages.png"), "Stage split"),
         ]
         charts += [Chart(path, f"{what}: {title}", level) for path, what in made]
     if any(f.memory_mb is not None for f in analysis.cells):
-        path = _memory(list(analysis.cells), targets.get("memory_per_report_mb"), folder / "memory.png")
-        charts.append(Chart(path, "Memory per report against its target", None))
+        path = _memory(list(analysis.cells), targets.get(MEMORY_TARGET), colours, folder / "memory.png")
+        charts.append(Chart(path, "Memory per report", None))
     return charts
