@@ -3,7 +3,7 @@
 Each test id names its cell (``test_batch[strategy=process-workers=2-scenario=io]``). The cells of a
 group (level x scenario, and module for single reports) are measured together, interleaved round by
 round on warm workers, then each test hands its rounds to pytest-benchmark. Targets, verdicts,
-charts and ``reports/index.html`` are produced at the end of the session by ``zerosite.pytest_plugin``.
+charts and ``reports/index.html`` are produced at the end of the session by ``zerosite.benchmarking.plugin``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from zerosite.benchmarking.cells import Cell
-from zerosite.pytest_plugin import CellBenchmark
+from zerosite.benchmarking.fixture import CellBenchmark
 
 
 @pytest.mark.zerosite_matrix("single")

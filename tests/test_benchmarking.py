@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from zerosite.benchmarking.analysis import analyse, winner_sentence
+from zerosite.benchmarking.analysis import analyse
 from zerosite.benchmarking.cells import TIMES, Cell, CellResult, RoundOutcome
-from zerosite.benchmarking.harness import ReplayClock, measure_interleaved, rotation
+from zerosite.benchmarking.harness import ReplayClock, StoppingRule, calibrate, measure_interleaved, rotation
 from zerosite.benchmarking.machine import cgroup_cpu_quota, describe_machine
 from zerosite.benchmarking.matrix import build_matrix
 from zerosite.benchmarking.stats import (
@@ -22,6 +22,7 @@ from zerosite.benchmarking.stats import (
     bootstrap_ci,
     efficiency,
     karp_flatt,
+    median_interval,
     percentile,
     ratio_ci,
     speedup,
@@ -151,22 +152,84 @@ def test_rotation_puts_each_cell_in_each_position() -> None:
     assert firsts == {"a", "b", "c"}
 
 
-def test_measure_interleaved_alternates_cells_and_measures_memory_apart() -> None:
-    calls: list[str] = []
-    cells = [Cell("pipeline", "cpu", s, 1) for s in ("sequential", "thread")]
+def _constant_start(calls: list[str], seconds: dict[str, list[float]] | None = None):  # type: ignore[no-untyped-def]
+    """Round functions that log their cell and return the next of its ``seconds`` (cycled), or 10 ms."""
+    import contextlib
+    import itertools
 
     def start(cell: Cell):  # type: ignore[no-untyped-def]
-        import contextlib
+        durations = itertools.cycle((seconds or {}).get(cell.strategy, [0.01]))
 
         @contextlib.contextmanager
         def ctx():  # type: ignore[no-untyped-def]
-            yield lambda: calls.append(cell.strategy) or RoundOutcome(0.01, 1, 1)
+            yield lambda: calls.append(cell.strategy) or RoundOutcome(next(durations), 1, 1)
 
         return ctx()
 
-    results = measure_interleaved(cells, start, rounds=4, warmup_rounds=1, memory=lambda c: (1024,))
+    return start
+
+
+FIXED_4 = StoppingRule(min_rounds=4, max_rounds=4, budget_s=math.inf, min_sample_s=0)
+
+
+def test_measure_interleaved_alternates_cells_and_measures_memory_apart() -> None:
+    calls: list[str] = []
+    cells = [Cell("pipeline", "cpu", s, 1) for s in ("sequential", "thread")]
+    results = measure_interleaved(cells, _constant_start(calls), FIXED_4, warmup_rounds=1, memory=lambda c: (1024,))
     assert calls[2:] == ["sequential", "thread", "thread", "sequential", "sequential", "thread", "thread", "sequential"]
     assert all(len(r.rounds) == 4 and r.memory_bytes == (1024,) for r in results.values())
+
+
+def test_stopping_rule_stops_a_steady_cell_at_its_minimum_and_a_noisy_one_at_its_budget() -> None:
+    calls: list[str] = []
+    steady = [0.010, 0.0101, 0.0099]
+    noisy = [0.010, 0.020, 0.005, 0.030, 0.008]
+    cells = [Cell("pipeline", "cpu", s, 1) for s in ("sequential", "noisy")]
+    rule = StoppingRule(precision=0.05, min_rounds=6, max_rounds=200, budget_s=0.5, min_sample_s=0)
+    results = measure_interleaved(
+        cells, _constant_start(calls, {"sequential": steady, "noisy": noisy}), rule, warmup_rounds=0
+    )
+    seq, other = results[cells[0]], results[cells[1]]
+    assert other.stopped == "budget" and sum(other.wall_s) >= 0.5
+    assert seq.stopped == "precision"
+    assert len(seq.rounds) == len(other.rounds)  # the baseline runs as long as any cell of its group
+
+
+def test_stopping_rule_ends_a_precise_group_early() -> None:
+    calls: list[str] = []
+    cells = [Cell("pipeline", "cpu", s, 1) for s in ("sequential", "process")]
+    rule = StoppingRule(precision=0.05, min_rounds=6, max_rounds=200, budget_s=100, min_sample_s=0)
+    results = measure_interleaved(cells, _constant_start(calls), rule, warmup_rounds=0)
+    assert [len(r.rounds) for r in results.values()] == [6, 6]
+    assert {r.stopped for r in results.values()} == {"precision"}
+
+
+def test_calibration_repeats_short_work_until_a_sample_lasts_long_enough() -> None:
+    import time as time_module
+
+    def work() -> RoundOutcome:
+        time_module.sleep(0.001)
+        return RoundOutcome(0.001, 1, 1)
+
+    loops = calibrate(work, 0.02)
+    assert 5 <= loops <= 20
+    assert calibrate(work, 0) == 1
+
+
+def test_calibrated_samples_are_reported_per_iteration() -> None:
+    cell = Cell("pipeline", "cpu", "sequential", 1)
+    outcome = RoundOutcome(0.01, 1, 5).plus(RoundOutcome(0.03, 1, 5))
+    assert outcome.iterations == 2 and outcome.per_iteration_s == pytest.approx(0.02)
+    result = CellResult(cell, [outcome])
+    figures = analyse([result], lambda c: TARGETS).cells[0]
+    assert figures.samples == pytest.approx((20.0,))  # ms per iteration
+
+
+def test_median_interval_is_the_order_statistics_of_the_binomial_table() -> None:
+    assert median_interval(list(range(5))) == Interval(0, 4)  # too few for 95 %: [min, max]
+    assert median_interval(list(range(9))) == Interval(1, 7)
+    assert median_interval(list(range(20))) == Interval(5, 14)
+    assert median_interval(list(range(100))) == Interval(39, 60)
 
 
 def test_replay_clock_gives_pytest_benchmark_the_measured_durations() -> None:
@@ -226,12 +289,22 @@ def test_single_report_over_target_fails_naming_module_and_strategy() -> None:
     assert all("batch" not in m for m in failures)
 
 
-def test_winner_sentence_names_winner_and_margin_and_admits_slower() -> None:
+def test_a_clear_winner_is_named_with_its_interval_in_plain_words() -> None:
     analysis = analyse(_stub_results(), lambda cell: TARGETS)
-    assert analysis.sentences["batch"] == f"Batch: fastest was process{TIMES}2 in cpu at 1.60{TIMES} sequential."
-    only_threads = [f for f in analysis.of_level("batch") if f.cell.strategy in ("sequential", "thread")]
-    sentence = winner_sentence("batch", only_threads)
-    assert "sequential in cpu" in sentence and f"thread{TIMES}2" in sentence and "(slower)" in sentence
+    batch = analysis.winners()["batch"]["cpu"]
+    assert batch["winner"] == f"process{TIMES}2" and batch["tied"] == []
+    assert batch["speedup"] == pytest.approx(1.6)
+    low, high = batch["interval"]
+    assert low <= 1.6 <= high
+    expected = f"Batch — cpu: process {TIMES}2 was 1.60{TIMES} as fast as sequential ["
+    assert analysis.sentences["batch"].startswith(expected)
+
+
+def test_sequential_wins_when_every_alternative_is_slower_beyond_the_noise() -> None:
+    results = [r for r in _stub_results() if r.cell.level == "batch" and r.cell.strategy in ("sequential", "thread")]
+    standing = analyse(results, lambda cell: TARGETS).standings[0]
+    assert standing.winner is not None and standing.winner.label == "sequential"
+    assert "sequential was fastest" in standing.sentence() and f"thread {TIMES}2" in standing.sentence()
 
 
 def test_cgroup_quota_parsing(tmp_path: Path) -> None:
@@ -277,8 +350,8 @@ def test_py_spy_profiles_follow_worker_processes(tmp_path: Path, monkeypatch: py
 
 PLUGIN_ARGS = (
     []
-    if any(ep.value == "zerosite.pytest_plugin" for ep in entry_points(group="pytest11"))
-    else ["-p", "zerosite.pytest_plugin"]
+    if any(ep.value == "zerosite.benchmarking.plugin" for ep in entry_points(group="pytest11"))
+    else ["-p", "zerosite.benchmarking.plugin"]
 )
 
 
@@ -312,10 +385,10 @@ def test_plugin_reports_and_fails_the_session_on_a_missed_target(pytester: pytes
     assert result.ret == 1
     result.stdout.fnmatch_lines(
         [
-            "*ZeroSite targets*",
+            "*ZeroSite verdicts*",
             "5 PASS, 1 FAIL, 0 INCONCLUSIVE",
-            "Single report: fastest was *",
-            "FAIL: pipeline, strategy sequential, scenario cpu: median time of the five modules*"
+            "single / cpu: *",
+            "FAIL: pipeline, strategy sequential, scenario cpu: median time of every module of one project*"
             " target pipeline_ms = 0.001 ms",
             "*ZeroSite performance gate failed: 1 target(s) missed*",
         ]
@@ -330,7 +403,7 @@ def test_plugin_reports_and_fails_the_session_on_a_missed_target(pytester: pytes
     assert len(thread["stats"]["data"]) == 3
     assert data["zerosite"]["verdict_counts"] == {"PASS": 5, "FAIL": 1, "INCONCLUSIVE": 0}
     page = (reports / "index.html").read_text()
-    assert "Verdicts" in page and "target pipeline_ms = 0.001 ms" in page
+    assert "target pipeline_ms = 0.001 ms" in page
     assert (reports / "charts" / "single-strategies.png").stat().st_size > 0
 
 
@@ -379,10 +452,28 @@ def test_a_slow_plugin_module_fails_the_single_report_gate_by_name(
     )
 
 
-def test_winner_sentence_says_when_a_win_is_within_the_noise() -> None:
+def test_overlapping_intervals_are_a_tie_not_a_winner() -> None:
     results = [
-        _result(Cell("batch", "io", "sequential", 1, None), [1.00, 1.04, 0.97, 1.02, 0.99]),
-        _result(Cell("batch", "io", "thread", 2, None), [0.98, 1.03, 0.96, 1.01, 1.00]),
+        _result(Cell("batch", "io", "sequential", 1, None), [1.00, 1.04, 0.97, 1.02, 0.99, 1.01]),
+        _result(Cell("batch", "io", "thread", 2, None), [0.98, 1.03, 0.96, 1.01, 1.00, 0.99]),
+        _result(Cell("batch", "io", "process", 2, None), [0.60, 0.61, 0.59, 0.60, 0.62, 0.60]),
+        _result(Cell("batch", "io", "async", 2, None), [0.61, 0.60, 0.62, 0.59, 0.60, 0.61]),
     ]
-    sentence = analyse(results, lambda cell: TARGETS).sentences["batch"]
-    assert f"thread{TIMES}2 in io" in sentence and "within the noise" in sentence
+    analysis = analyse(results, lambda cell: TARGETS)
+    io = analysis.winners()["batch"]["io"]
+    assert io["winner"] is None
+    assert sorted(io["tied"]) == [f"async{TIMES}2", f"process{TIMES}2"]
+    assert "a tie" in analysis.sentences["batch"]
+    only_threads = analyse(results[:2], lambda cell: TARGETS).winners()["batch"]["io"]
+    assert only_threads["winner"] is None and sorted(only_threads["tied"]) == ["sequential", f"thread{TIMES}2"]
+
+
+def test_karp_flatt_is_shown_only_where_it_means_something() -> None:
+    results = [
+        _result(Cell("batch", "cpu", "sequential", 1, None), [1.0] * 6),
+        _result(Cell("batch", "cpu", "thread", 4, None), [1.2] * 6),  # slower: no serial fraction
+        _result(Cell("batch", "cpu", "process", 4, None), [0.55] * 6),  # 4 workers on 2 cores: p = 2
+    ]
+    by_id = analyse(results, lambda cell: TARGETS, cores=2).by_id()
+    assert by_id["batch/strategy=thread-workers=4-scenario=cpu"].karp_flatt is None
+    assert by_id["batch/strategy=process-workers=4-scenario=cpu"].karp_flatt == pytest.approx(karp_flatt(1 / 0.55, 2))

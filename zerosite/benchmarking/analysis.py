@@ -6,27 +6,31 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
-from zerosite.benchmarking.cells import BARE, BASELINE, LEVELS, STAGES, TIMES, Cell, CellResult
+from zerosite.benchmarking.cells import BARE, BASELINE, LEVELS, SCENARIOS, STAGES, Cell, CellResult, RoundOutcome
 from zerosite.benchmarking.stats import (
     Interval,
     Spread,
     bootstrap_ci,
     efficiency,
     karp_flatt,
+    median_interval,
     percentile,
     ratio_ci,
+    relative_half_width,
     speedup,
     spread,
 )
 from zerosite.benchmarking.targets import TARGET_SPECS
 from zerosite.benchmarking.verdicts import Judgement, Verdict, judge
+from zerosite.benchmarking.winners import Standing, rank
 
-__all__ = ["Analysis", "CellFigures", "analyse", "level_unit", "level_value"]
+__all__ = ["LEVEL_NAMES", "Analysis", "CellFigures", "analyse", "level_unit", "level_value", "standings"]
 
 MB = 1024 * 1024
+LEVEL_NAMES = {"single": "Single report", "pipeline": "Pipeline", "batch": "Batch"}
 TIME_TARGET = {"single": "single_report_ms", "pipeline": "pipeline_ms", "batch": "batch_100_s"}
 
 
@@ -35,11 +39,12 @@ def level_unit(level: str) -> str:
     return TARGET_SPECS[TIME_TARGET[level]].unit
 
 
-def level_value(cell: Cell, wall_s: float, projects: int) -> float:
-    """One round's wall time in the unit of the level's target (batch: seconds per 100 projects)."""
+def level_value(cell: Cell, outcome: RoundOutcome) -> float:
+    """One sample's wall time in the unit of the level's target: per iteration in ms (single, pipeline),
+    seconds per 100 projects (batch)."""
     if cell.level == "batch":
-        return wall_s * 100 / max(projects, 1)
-    return wall_s * 1000
+        return outcome.wall_s * 100 / max(outcome.projects, 1)
+    return outcome.per_iteration_s * 1000
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,26 @@ class CellFigures:
     """Sequential cells only: median time over the bare loop's, minus one (0.05 = 5 % slower)."""
     failed_reports: int = 0
     judgements: tuple[Judgement, ...] = ()
+    precision: float = math.inf
+    """Relative half-width of the median's 95 % interval reached (0.05 = +/-5 %)."""
+    speedup_precision: float | None = None
+    """Relative half-width of the speedup's 95 % interval reached."""
+    loops: int = 1
+    """Iterations per sample, from calibration."""
+    stopped: str = ""
+    """Why measuring stopped: precision, budget or max-rounds."""
+    busy_rounds: int = 0
+    """Samples taken while other processes kept this machine busy."""
+    loads: tuple[Mapping[str, object], ...] = ()
+    """Per sample, the machine's load (load average, other processes' CPU, steal, busy)."""
+    instructions: int | None = None
+    """Instruction-count mode: the instructions of ``iterations`` rounds (``samples`` holds per round)."""
+    iterations: int = 0
+
+    @property
+    def noisy(self) -> bool:
+        """More than a tenth of the samples were taken while the machine was busy."""
+        return self.busy_rounds * 10 > self.time.n
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready figures (also merged into pytest-benchmark's ``extra_info``)."""
@@ -89,15 +114,40 @@ class CellFigures:
             "engine_overhead": self.overhead,
             "failed_reports": self.failed_reports,
             "verdicts": {j.target_name: str(j.verdict) for j in self.judgements},
+            "samples": list(self.samples),
+            "precision": self.precision,
+            "speedup_precision": self.speedup_precision,
+            "loops": self.loops,
+            "stopped": self.stopped,
+            "busy_rounds": self.busy_rounds,
+            "loads": list(self.loads),
+            "instructions": round(self.samples[0]) if self.instructions is not None else None,
+            "instruction_total": self.instructions,
+            "iterations": self.iterations,
         }
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """All cells' figures, every judgement, and one sentence per level naming the winner."""
+    """All cells' figures, every judgement, and per level and scenario the winner or the tie."""
 
     cells: tuple[CellFigures, ...]
-    sentences: Mapping[str, str] = field(default_factory=dict)
+    standings: tuple[Standing, ...] = ()
+
+    @property
+    def sentences(self) -> dict[str, str]:
+        """One line per level: each scenario's winner or tie, in plain words."""
+        lines: dict[str, list[str]] = defaultdict(list)
+        for standing in self.standings:
+            lines[standing.level].append(f"{standing.scenario}: {standing.sentence()}")
+        return {level: f"{LEVEL_NAMES[level]} — " + " ".join(parts) for level, parts in lines.items()}
+
+    def winners(self) -> dict[str, dict[str, dict[str, object]]]:
+        """``winners[level][scenario]``: the verdicts as data (see :meth:`Standing.as_dict`)."""
+        table: dict[str, dict[str, dict[str, object]]] = defaultdict(dict)
+        for standing in self.standings:
+            table[standing.level][standing.scenario] = standing.as_dict()
+        return dict(table)
 
     @property
     def judgements(self) -> list[Judgement]:
@@ -128,7 +178,9 @@ class Analysis:
             "cells": [f.as_dict() for f in self.cells],
             "judgements": [j.as_dict() for j in self.judgements],
             "verdict_counts": counts,
-            "winners": dict(self.sentences),
+            "winners": self.winners(),
+            "sentences": self.sentences,
+            "noisy_cells": [f"{f.cell.level}/{f.cell.id}" for f in self.cells if f.noisy],
         }
 
 
@@ -138,11 +190,14 @@ def _figures(
     baseline: CellResult | None,
     bare: CellResult | None,
     confidence: float,
+    cores: int | None,
 ) -> CellFigures:
     cell = result.cell
+    if result.instructions is not None:
+        return _instruction_figures(result, bare)
     rounds = result.rounds
-    samples = tuple(level_value(cell, r.wall_s, r.projects) for r in rounds)
-    time_ci = bootstrap_ci(samples, confidence=confidence)
+    samples = tuple(level_value(cell, r) for r in rounds)
+    time_ci = median_interval(samples, confidence)
     reports = sum(r.reports for r in rounds)
     stage_totals = {s: sum(r.stage_ns.get(s, 0) for r in rounds) for s in STAGES}
     peaks = [p / MB for p in result.peaks]
@@ -150,17 +205,22 @@ def _figures(
     memory_ci = bootstrap_ci(peaks, statistic=partial(percentile, q=95), confidence=confidence) if peaks else None
     figures: dict[str, object] = {}
     if baseline is not None and cell.strategy not in (BASELINE, BARE):
-        s = speedup(statistics.median(baseline.wall_s), statistics.median(result.wall_s))
+        base, own = baseline.per_iteration_s, result.per_iteration_s
+        s = speedup(statistics.median(base), statistics.median(own))
+        interval = ratio_ci(base, own, confidence=confidence)
         figures.update(
             speedup=s,
-            speedup_ci=ratio_ci(baseline.wall_s, result.wall_s, confidence=confidence),
+            speedup_ci=interval,
+            speedup_precision=relative_half_width(interval, s),
             efficiency=efficiency(s, cell.workers),
-            karp_flatt=karp_flatt(s, cell.workers),
+            karp_flatt=_serial_fraction(s, cell.workers, cores),
         )
     elif cell.strategy == BASELINE:
         figures.update(speedup=1.0, efficiency=1.0)
         if bare is not None:
-            figures["overhead"] = statistics.median(result.wall_s) / statistics.median(bare.wall_s) - 1
+            figures["overhead"] = (
+                statistics.median(result.per_iteration_s) / statistics.median(bare.per_iteration_s) - 1
+            )
     judgements: list[Judgement] = []
     if cell.strategy != BARE:
         time_target = TIME_TARGET[cell.level]
@@ -170,20 +230,62 @@ def _figures(
             judgements.append(
                 _judgement(cell, "memory_per_report_mb", memory.p95, memory_ci, targets["memory_per_report_mb"])
             )
+    wall = sum(result.wall_s)
     return CellFigures(
         cell=cell,
         unit=level_unit(cell.level),
         samples=samples,
         time=spread(samples),
         time_ci=time_ci,
-        reports_per_s=reports / sum(result.wall_s) if sum(result.wall_s) > 0 else math.nan,
+        reports_per_s=reports / wall if wall > 0 else math.nan,
         stage_ms_per_report={s: ns / 1e6 / max(reports, 1) for s, ns in stage_totals.items()},
         memory_mb=memory,
         memory_ci=memory_ci,
         failed_reports=sum(r.failed for r in rounds),
         judgements=tuple(judgements),
+        precision=relative_half_width(time_ci, statistics.median(samples)),
+        loops=result.loops,
+        stopped=result.stopped,
+        busy_rounds=result.busy_rounds,
+        loads=tuple(r.load.as_dict() for r in rounds if r.load is not None),
         **figures,  # type: ignore[arg-type]
     )
+
+
+INSTRUCTIONS = "instructions"
+
+
+def _instruction_figures(result: CellResult, bare: CellResult | None) -> CellFigures:
+    """A counted cell: instructions per round, exact (its interval is the point); no time targets apply."""
+    per_round = result.instructions / max(result.iterations, 1) if result.instructions is not None else math.nan
+    overhead = None
+    if result.cell.strategy == BASELINE and bare is not None and bare.instructions:
+        overhead = per_round / (bare.instructions / max(bare.iterations, 1)) - 1
+    return CellFigures(
+        cell=result.cell,
+        unit=INSTRUCTIONS,
+        samples=(per_round,),
+        time=spread([per_round]),
+        time_ci=Interval(per_round, per_round),
+        reports_per_s=math.nan,
+        stage_ms_per_report={},
+        memory_mb=None,
+        memory_ci=None,
+        overhead=overhead,
+        precision=0.0,
+        instructions=result.instructions,
+        iterations=result.iterations,
+        stopped="counted",
+    )
+
+
+def _serial_fraction(speedup_: float, workers: int, cores: int | None) -> float | None:
+    """Karp-Flatt where it means something: over the processors really used (workers, at most the
+    cores), and only for a speedup between 1 and that count; None elsewhere."""
+    processors = min(workers, cores) if cores else workers
+    if processors <= 1 or not 1 <= speedup_ <= processors:
+        return None
+    return karp_flatt(speedup_, processors)
 
 
 def _judgement(cell: Cell, name: str, value: float, interval: Interval, target: float) -> Judgement:
@@ -200,66 +302,30 @@ def _judgement(cell: Cell, name: str, value: float, interval: Interval, target: 
     )
 
 
-def _geomean(values: Iterable[float]) -> float:
-    values = list(values)
-    return math.exp(statistics.fmean(math.log(v) for v in values))
-
-
-def _times(speedup_: float) -> str:
-    return f"{speedup_:.2f}{TIMES} sequential" + (" (slower)" if speedup_ < 0.995 else "")
-
-
-def winner_sentence(level: str, cells: list[CellFigures]) -> str:
-    """One sentence: per scenario, the fastest strategy of ``level`` and its speedup over sequential.
-
-    Where a level has several groups per scenario (one per module), speedups are geometric means.
-    """
-    by_scenario: dict[str, dict[tuple[str, int], list[float]]] = defaultdict(lambda: defaultdict(list))
-    noise: set[tuple[str, str, int]] = set()  # cells whose 95 % speedup interval includes 1x
-    for figures in cells:
-        if figures.speedup is not None and figures.cell.strategy != BARE:
-            key = (figures.cell.strategy, figures.cell.workers)
-            by_scenario[figures.cell.scenario][key].append(figures.speedup)
-            ci = figures.speedup_ci
-            if ci is not None and ci.low <= 1.0 <= ci.high:
-                noise.add((figures.cell.scenario, *key))
-    parts = []
-    for scenario, candidates in sorted(by_scenario.items()):
-        ranked = sorted(((_geomean(v), key) for key, v in candidates.items()), reverse=True)
-        best, (strategy, workers) = ranked[0]
-        if strategy == BASELINE:
-            others = [r for r in ranked if r[1][0] != BASELINE]
-            if others:
-                runner_up, (name, n) = others[0]
-                parts.append(
-                    f"sequential in {scenario} (the best alternative, {name}{TIMES}{n}, ran at {_times(runner_up)})"
-                )
-            else:
-                parts.append(f"sequential in {scenario} (no alternative measured)")
-        else:
-            within = ""
-            if (scenario, strategy, workers) in noise:
-                within = f" (within the noise: its 95 % interval includes 1{TIMES})"
-            parts.append(f"{strategy}{TIMES}{workers} in {scenario} at {_times(best)}{within}")
-    title = {"single": "Single report", "pipeline": "Pipeline", "batch": "Batch"}[level]
-    return f"{title}: fastest was " + "; ".join(parts) + "." if parts else f"{title}: nothing measured."
+def standings(figures: Iterable[CellFigures]) -> tuple[Standing, ...]:
+    """Per level and scenario (matrix order), the winner or the tie among its strategies."""
+    grouped: dict[tuple[str, str], list[tuple[Cell, float, Interval]]] = defaultdict(list)
+    for f in figures:
+        if f.speedup is not None and f.speedup_ci is not None:
+            grouped[(f.cell.level, f.cell.scenario)].append((f.cell, f.speedup, f.speedup_ci))
+        elif f.cell.strategy == BASELINE:
+            grouped.setdefault((f.cell.level, f.cell.scenario), [])
+    order = sorted(grouped, key=lambda k: (LEVELS.index(k[0]), SCENARIOS.index(k[1]) if k[1] in SCENARIOS else 99, k))
+    return tuple(rank(level, scenario, grouped[(level, scenario)]) for level, scenario in order)
 
 
 def analyse(
     results: Iterable[CellResult],
     targets_for: Callable[[Cell], Mapping[str, float]],
     confidence: float = 0.95,
+    cores: int | None = None,
 ) -> Analysis:
-    """Figures and judgements for every measured cell, each compared with its group's baseline."""
-    results = [r for r in results if r.rounds]
+    """Figures and judgements for every measured cell, each compared with its group's baseline;
+    ``cores`` (usable CPUs) bounds the processors in Karp-Flatt's serial fraction."""
+    results = [r for r in results if r.rounds or r.instructions is not None]
     index = {r.cell: r for r in results}
     figures = tuple(
-        _figures(r, targets_for(r.cell), index.get(r.cell.baseline), index.get(r.cell.bare), confidence)
+        _figures(r, targets_for(r.cell), index.get(r.cell.baseline), index.get(r.cell.bare), confidence, cores)
         for r in sorted(results, key=lambda r: (LEVELS.index(r.cell.level), r.cell.group, r.cell.sort_key))
     )
-    sentences = {
-        level: winner_sentence(level, [f for f in figures if f.cell.level == level])
-        for level in LEVELS
-        if any(f.cell.level == level for f in figures)
-    }
-    return Analysis(cells=figures, sentences=sentences)
+    return Analysis(cells=figures, standings=standings(figures))

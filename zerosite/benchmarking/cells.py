@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 __all__ = ["BARE", "BASELINE", "LEVELS", "SCENARIOS", "STAGES", "TIMES", "Cell", "CellResult", "RoundOutcome"]
 
@@ -88,7 +89,7 @@ class Cell:
 
 @dataclass(frozen=True)
 class RoundOutcome:
-    """One timed round of one cell."""
+    """One timed sample of one cell: ``iterations`` consecutive rounds (calibrated loops), summed."""
 
     wall_s: float
     projects: int
@@ -97,6 +98,33 @@ class RoundOutcome:
     peak_memory_bytes: tuple[int, ...] = ()
     """Per report, measured in whichever process (worker included) made it."""
     failed: int = 0
+    iterations: int = 1
+    load: Any = None
+    """The machine's load during the sample (``zerosite.benchmarking.load.RoundLoad``), when recorded."""
+
+    @property
+    def per_iteration_s(self) -> float:
+        return self.wall_s / self.iterations
+
+    @property
+    def busy(self) -> bool:
+        """Whether other processes were busy on this machine during the sample."""
+        return bool(getattr(self.load, "busy", False))
+
+    def plus(self, other: RoundOutcome) -> RoundOutcome:
+        """Two consecutive rounds as one sample."""
+        return RoundOutcome(
+            wall_s=self.wall_s + other.wall_s,
+            projects=self.projects + other.projects,
+            reports=self.reports + other.reports,
+            stage_ns={s: self.stage_ns.get(s, 0) + other.stage_ns.get(s, 0) for s in {*self.stage_ns, *other.stage_ns}},
+            peak_memory_bytes=self.peak_memory_bytes + other.peak_memory_bytes,
+            failed=self.failed + other.failed,
+            iterations=self.iterations + other.iterations,
+        )
+
+    def with_load(self, load: object) -> RoundOutcome:
+        return replace(self, load=load)
 
 
 @dataclass
@@ -107,6 +135,13 @@ class CellResult:
     rounds: list[RoundOutcome] = field(default_factory=list)
     memory_bytes: tuple[int, ...] = ()
     """Peak traced bytes per report from the cell's separate memory pass (empty: use the rounds' own)."""
+    loops: int = 1
+    """Rounds per sample, from calibration."""
+    stopped: str = ""
+    """Why measuring stopped: ``precision`` reached, time ``budget`` spent, ``max-rounds``."""
+    instructions: int | None = None
+    """Instruction-count mode: CPU instructions of ``iterations`` rounds (no timed rounds then)."""
+    iterations: int = 0
 
     @property
     def peaks(self) -> tuple[int, ...]:
@@ -114,4 +149,14 @@ class CellResult:
 
     @property
     def wall_s(self) -> list[float]:
+        """Each sample's wall time (all its iterations)."""
         return [r.wall_s for r in self.rounds]
+
+    @property
+    def per_iteration_s(self) -> list[float]:
+        """Each sample's wall time per iteration: the figure compared across strategies."""
+        return [r.per_iteration_s for r in self.rounds]
+
+    @property
+    def busy_rounds(self) -> int:
+        return sum(r.busy for r in self.rounds)

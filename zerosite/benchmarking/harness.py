@@ -1,18 +1,112 @@
-"""Interleaved measurement: every cell of a group runs once per round, in rotated order, on warm workers."""
+"""Interleaved, adaptive measurement: the cells of a group take turns, round after round, on warm workers,
+until each one's estimate is as precise as asked or its time budget is spent."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import math
+import statistics
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
 
-from zerosite.benchmarking.cells import Cell, CellResult, RoundOutcome
+from zerosite.benchmarking.cells import BASELINE, Cell, CellResult, RoundOutcome
+from zerosite.benchmarking.stats import median_interval, relative_half_width
 
-__all__ = ["ReplayClock", "RoundFunction", "measure_interleaved", "rotation"]
+__all__ = [
+    "LoadProbe",
+    "ReplayClock",
+    "RoundFunction",
+    "StoppingRule",
+    "calibrate",
+    "measure_interleaved",
+    "precision_of",
+    "rotation",
+]
 
 RoundFunction = Callable[[], RoundOutcome]
 """Runs one timed round of a cell on its warm workers and says what it measured."""
+
+
+class LoadProbe(Protocol):
+    """Measures the machine's load around one round (see ``zerosite.benchmarking.load.LoadMonitor``)."""
+
+    def begin(self) -> object: ...
+
+    def end(self, token: object) -> object: ...
+
+
+@dataclass(frozen=True)
+class StoppingRule:
+    """When a cell has been measured enough.
+
+    A cell stops once it has ``min_rounds`` and the 95 % interval of its median, and of its speedup
+    over the group's sequential baseline, are each within ``precision`` (relative half-width, 0.05 =
+    +/-5 %); or when its timed rounds have used ``budget_s``; or at ``max_rounds``. The baseline keeps
+    running while any cell of its group does, so every speedup is measured side by side to the end.
+    ``min_sample_s`` calibrates single and pipeline cells: one sample repeats the work until it lasts
+    at least that long (pyperf's loops), so the timer's resolution and overhead are negligible.
+    """
+
+    precision: float = 0.05
+    min_rounds: int = 6
+    max_rounds: int = 60
+    budget_s: float = 2.0
+    min_sample_s: float = 0.02
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        if not 0 < self.precision < 1:
+            raise ValueError(f"precision must be within (0, 1), got {self.precision!r}")
+        if not 1 <= self.min_rounds <= self.max_rounds:
+            raise ValueError(f"need 1 <= min_rounds <= max_rounds, got {self.min_rounds!r}, {self.max_rounds!r}")
+        if self.budget_s <= 0 or self.min_sample_s < 0:
+            raise ValueError("budget_s must be > 0 and min_sample_s >= 0")
+
+
+def precision_of(samples: Sequence[float], confidence: float = 0.95) -> float:
+    """Relative half-width of the median's distribution-free interval (inf for no samples)."""
+    if not samples:
+        return math.inf
+    return relative_half_width(median_interval(samples, confidence), statistics.median(samples))
+
+
+def _settled(result: CellResult, baseline: CellResult | None, rule: StoppingRule) -> str | None:
+    """Why ``result`` may stop now, or None. The speedup's precision is the two medians' precisions
+    combined in quadrature (relative errors of a ratio), a cheap stand-in for its bootstrap interval."""
+    rounds = len(result.rounds)
+    if rounds >= rule.max_rounds:
+        return "max-rounds"
+    if sum(result.wall_s) >= rule.budget_s and rounds >= min(rule.min_rounds, 3):
+        return "budget"
+    if rounds < rule.min_rounds:
+        return None
+    own = precision_of(result.per_iteration_s, rule.confidence)
+    if baseline is not None and baseline is not result:
+        base = precision_of(baseline.per_iteration_s, rule.confidence)
+        own = math.hypot(own, base)
+    return "precision" if own <= rule.precision else None
+
+
+def calibrate(function: RoundFunction, min_sample_s: float, max_loops: int = 1000) -> int:
+    """How many consecutive calls make one sample last at least ``min_sample_s`` (after one warm call)."""
+    if min_sample_s <= 0:
+        return 1
+    started = time.perf_counter()
+    function()
+    once = time.perf_counter() - started
+    return max(1, min(max_loops, math.ceil(min_sample_s / max(once, 1e-9))))
+
+
+def _sample(function: RoundFunction, loops: int) -> RoundOutcome:
+    """``loops`` consecutive rounds as one sample (their figures summed)."""
+    outcome = function()
+    for _ in range(loops - 1):
+        outcome = outcome.plus(function())
+    return outcome
 
 
 def rotation(items: Sequence[Cell], round_index: int) -> list[Cell]:
@@ -27,37 +121,72 @@ def rotation(items: Sequence[Cell], round_index: int) -> list[Cell]:
 def measure_interleaved(
     cells: Sequence[Cell],
     start: Callable[[Cell], AbstractContextManager[RoundFunction]],
-    rounds: int,
+    rule: StoppingRule,
     warmup_rounds: int = 1,
     memory: Callable[[Cell], tuple[int, ...]] | None = None,
+    calibrated: bool = False,
+    load: LoadProbe | None = None,
 ) -> dict[Cell, CellResult]:
-    """Start every cell's workers (process pools before threads), run ``warmup_rounds`` untimed rounds,
-    then ``rounds`` rounds with the cells interleaved; the workers are stopped at the end. Then, if
-    given, ``memory(cell)`` measures each cell's memory per report in a separate, untimed pass."""
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds!r}")
+    """Start every cell's workers (process pools before threads), calibrate (``calibrated``), run
+    ``warmup_rounds`` untimed rounds, then rounds with the cells interleaved until ``rule`` stops each;
+    the workers are stopped at the end. ``load`` records the machine's load around every timed sample.
+    Then, if given, ``memory(cell)`` measures each cell's memory per report in a separate, untimed pass."""
     results = {cell: CellResult(cell) for cell in cells}
     with contextlib.ExitStack() as stack:
         # Forking after threads exist may deadlock: start process-based strategies first.
         order = sorted(cells, key=lambda c: c.strategy in ("sequential", "thread", "bare"))
         functions: Mapping[Cell, RoundFunction] = {cell: stack.enter_context(start(cell)) for cell in order}
+        for cell in cells:
+            results[cell].loops = calibrate(functions[cell], rule.min_sample_s) if calibrated else 1
         for _ in range(warmup_rounds):
             for cell in cells:
-                functions[cell]()
-        # Collect once and freeze what survives, so that later collections are short (a full collection
-        # per round would cost more than many rounds) and a long pause does not land in one cell's round.
-        gc.collect()
-        gc.freeze()
-        try:
-            for index in range(rounds):
-                for cell in rotation(list(cells), index):
-                    results[cell].rounds.append(functions[cell]())
-        finally:
-            gc.unfreeze()
+                _sample(functions[cell], results[cell].loops)
+        with _frozen_gc():
+            for cell in _schedule(cells, results, rule):
+                results[cell].rounds.append(_timed(functions[cell], results[cell].loops, load))
     if memory is not None:
         for cell in cells:
             results[cell].memory_bytes = memory(cell)
     return results
+
+
+def _schedule(cells: Sequence[Cell], results: Mapping[Cell, CellResult], rule: StoppingRule) -> Iterator[Cell]:
+    """The cell to measure next: every active cell once per round, rotated; a cell leaves when
+    ``rule`` settles it (its ``stopped`` reason is set), a baseline only after the rest of its group."""
+    active = list(cells)
+    index = 0
+    while active:
+        for cell in rotation(active, index):
+            yield cell
+        index += 1
+        # Settle the other cells first, then the baselines whose group has no cell left to compare.
+        for cell in sorted(active, key=lambda c: c.strategy == BASELINE):
+            if cell.strategy == BASELINE and any(c.group == cell.group and c != cell for c in active):
+                continue
+            reason = _settled(results[cell], results.get(cell.baseline), rule)
+            if reason is not None:
+                results[cell].stopped = reason
+                active.remove(cell)
+
+
+def _timed(function: RoundFunction, loops: int, load: LoadProbe | None) -> RoundOutcome:
+    if load is None:
+        return _sample(function, loops)
+    token = load.begin()
+    outcome = _sample(function, loops)
+    return outcome.with_load(load.end(token))
+
+
+@contextlib.contextmanager
+def _frozen_gc() -> Iterator[None]:
+    """Collect once and freeze what survives, so later collections are short (a full collection per
+    round would cost more than many rounds) and a long pause does not land in one cell's round."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class ReplayClock:

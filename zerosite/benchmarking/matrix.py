@@ -1,30 +1,54 @@
-"""Which cells to benchmark: every available strategy x workers x scenario, sequential always included."""
+"""Which cells to benchmark and how long to measure them: every available strategy x workers x scenario,
+sequential always included, each level with its own stopping rule."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from zerosite.benchmarking.cells import BASELINE, SCENARIOS, Cell
+from zerosite.benchmarking.harness import StoppingRule
 
 __all__ = ["MatrixSettings", "PlannedCell", "build_matrix"]
+
+FULL_RULES: tuple[tuple[str, StoppingRule], ...] = (
+    ("single", StoppingRule(min_rounds=6, max_rounds=40, budget_s=1.0)),
+    ("pipeline", StoppingRule(min_rounds=6, max_rounds=40, budget_s=2.0)),
+    ("batch", StoppingRule(min_rounds=4, max_rounds=15, budget_s=10.0, min_sample_s=0)),
+)
+"""A full run: about 6 minutes on 2 cores (cells stop early once precise)."""
+
+QUICK_RULES: tuple[tuple[str, StoppingRule], ...] = (
+    ("single", StoppingRule(min_rounds=6, max_rounds=20, budget_s=0.4, min_sample_s=0.01)),
+    ("pipeline", StoppingRule(min_rounds=6, max_rounds=20, budget_s=0.6, min_sample_s=0.01)),
+    ("batch", StoppingRule(min_rounds=3, max_rounds=8, budget_s=2.5, min_sample_s=0)),
+)
+"""CI's quick run: every cell still measured, with smaller budgets (about 2 minutes)."""
 
 
 @dataclass(frozen=True)
 class MatrixSettings:
-    """How big a run is: workers per strategy, rounds per level, batch size."""
+    """How big a run is: workers per strategy, a stopping rule per level, batch size."""
 
     workers: tuple[int, ...] = (2, 4)
-    rounds: tuple[tuple[str, int], ...] = (("single", 15), ("pipeline", 15), ("batch", 3))
+    rules: tuple[tuple[str, StoppingRule], ...] = FULL_RULES
     batch_projects: int = 100
 
     @classmethod
     def quick(cls) -> MatrixSettings:
-        """CI: every strategy, scenario and level once, fewer rounds, a smaller batch."""
-        return cls(workers=(2,), rounds=(("single", 5), ("pipeline", 5), ("batch", 2)), batch_projects=20)
+        """CI: every strategy, scenario and level once, smaller budgets, a smaller batch."""
+        return cls(workers=(2,), rules=QUICK_RULES, batch_projects=20)
 
-    def rounds_for(self, level: str) -> int:
-        return dict(self.rounds)[level]
+    def rule_for(self, level: str) -> StoppingRule:
+        return dict(self.rules)[level]
+
+    def with_rules(self, **changes: object) -> MatrixSettings:
+        """Every level's rule with ``changes`` applied (e.g. ``precision=0.02``)."""
+        return replace(self, rules=tuple((level, replace(rule, **changes)) for level, rule in self.rules))  # type: ignore[arg-type]
+
+    def fixed_rounds(self, rounds: int) -> MatrixSettings:
+        """Exactly ``rounds`` rounds per cell, whatever the precision (no budget)."""
+        return self.with_rules(min_rounds=rounds, max_rounds=rounds, budget_s=float("inf"), precision=1e-9)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ __all__ = [
     "efficiency",
     "karp_flatt",
     "mann_whitney_u",
+    "median_interval",
     "percentile",
     "ratio_ci",
+    "relative_half_width",
     "speedup",
     "speedup_change_ci",
     "spread",
@@ -41,6 +43,14 @@ class Interval:
     def scaled(self, factor: float) -> Interval:
         """The interval with both ends multiplied by a positive ``factor``."""
         return Interval(self.low * factor, self.high * factor)
+
+    def overlaps(self, other: Interval) -> bool:
+        """Whether the two closed intervals share a point."""
+        return self.low <= other.high and other.low <= self.high
+
+    def as_list(self) -> list[float]:
+        """``[low, high]``, for JSON."""
+        return [self.low, self.high]
 
 
 @dataclass(frozen=True)
@@ -175,6 +185,32 @@ def karp_flatt(speedup_: float, workers: int) -> float | None:
     if speedup_ <= 0:
         raise ValueError(f"speedup must be > 0, got {speedup_!r}")
     return (1 / speedup_ - 1 / workers) / (1 - 1 / workers)
+
+
+def median_interval(samples: Sequence[float], confidence: float = 0.95) -> Interval:
+    """Distribution-free confidence interval of the median from order statistics (binomial, exact).
+
+    The narrowest symmetric pair of order statistics ``x(j) .. x(n-1-j)`` (0-based) whose coverage,
+    the probability that Binomial(n, 1/2) falls within ``j+1 .. n-1-j``, is at least ``confidence``.
+    Too few samples for that coverage (fewer than 6 at 95 %) give ``[min, max]``, the widest honest
+    answer. Cheap (no resampling), so the stopping rule can ask after every round.
+    """
+    if not samples:
+        raise ValueError("confidence interval of no samples")
+    ordered = sorted(samples)
+    n = len(ordered)
+    pmf = [math.comb(n, k) / 2**n for k in range(n + 1)]
+    j = 0
+    while j + 1 <= (n - 1) / 2 and sum(pmf[j + 2 : n - j - 1]) >= confidence:
+        j += 1
+    return Interval(ordered[j], ordered[n - 1 - j])
+
+
+def relative_half_width(interval: Interval, centre: float) -> float:
+    """Half the interval's width over ``centre``: the precision of an estimate (0.05 = +/-5 %)."""
+    if centre <= 0:
+        return math.inf
+    return (interval.high - interval.low) / 2 / centre
 
 
 @dataclass(frozen=True)

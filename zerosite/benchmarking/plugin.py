@@ -1,0 +1,359 @@
+"""pytest plugin (entry point ``pytest11``): the ZeroSite benchmark harness's options, markers, hooks and
+fixtures. The session's state lives in :mod:`zerosite.benchmarking.session`, the ``zerosite_bench``
+object in :mod:`zerosite.benchmarking.fixture`."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zerosite.benchmarking.cells import Cell
+from zerosite.benchmarking.compare import CompareError, compare_runs, load_run, parse_threshold
+from zerosite.benchmarking.fixture import CellBenchmark
+from zerosite.benchmarking.harness import ReplayClock
+from zerosite.benchmarking.instructions import valgrind_unavailable
+from zerosite.benchmarking.load import LoadMonitor
+from zerosite.benchmarking.matrix import MatrixSettings, build_matrix
+from zerosite.benchmarking.session import JSON_NAME, MODES, Recorder, profile_strategies_of, write_outputs
+from zerosite.benchmarking.targets import Targets, load_targets
+from zerosite.benchmarking.workloads import SCENARIO_LATENCY_SHARE, Workload, scenario_projects
+from zerosite.plugins import get_modules, get_strategies
+from zerosite.project import Project, project_to_dict
+from zerosite.testing import ProjectServer
+
+__all__ = ["RECORDER"]
+
+RECORDER = pytest.StashKey[Recorder]()
+COMPARISON = pytest.StashKey[Any]()
+SAMPLE_PROJECTS = 100
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("zerosite", "ZeroSite benchmark harness")
+    add = group.addoption
+    add("--zerosite-reports-dir", default="reports", help="where JSON, charts, index.html and profiles go")
+    add(
+        "--zerosite-quick",
+        action="store_true",
+        help="smaller time budgets, a smaller batch, one worker count; every strategy, scenario and level still runs",
+    )
+    add(
+        "--zerosite-target",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a target of [tool.zerosite.targets] for this run (repeatable)",
+    )
+    add(
+        "--zerosite-precision",
+        default="5%",
+        metavar="P",
+        help="measure each cell until the 95%% intervals of its median and speedup are within +/-P (default 5%%)",
+    )
+    add(
+        "--zerosite-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="time budget per cell, every level (default: per level; a cell stops earlier once precise)",
+    )
+    add(
+        "--zerosite-scratch",
+        default=None,
+        metavar="DIR",
+        help="where the batch level writes (e.g. /dev/shm: RAM-backed, no disk noise); default: a temporary folder",
+    )
+    add(
+        "--zerosite-measure",
+        choices=MODES,
+        default="time",
+        help="time (wall time, default) or instructions (CPU instructions under valgrind: single and pipeline "
+        "cells of the sequential and bare strategies, deterministic)",
+    )
+    add("--zerosite-compare", default=None, metavar="BASE.json", help="compare this run with a saved benchmark.json")
+    add(
+        "--zerosite-compare-fail",
+        default="10%",
+        metavar="P",
+        help="with --zerosite-compare: fail when a cell is significantly slower by more than P (default 10%%)",
+    )
+    add("--zerosite-profile", action="store_true", help="also record py-spy profiles per strategy and scenario")
+    add(
+        "--zerosite-latency-ms",
+        type=float,
+        default=20.0,
+        help="per-request latency of the loopback HTTP data source (default 20)",
+    )
+    add(
+        "--zerosite-workers",
+        default=None,
+        metavar="N,N,...",
+        help="worker counts to compare (default 2,4; quick 2), e.g. 1,2,4,8,16 for a scaling run",
+    )
+    add("--zerosite-rounds", type=int, default=None, help="exactly this many rounds per cell (no adaptive stopping)")
+    add("--zerosite-batch-projects", type=int, default=None, help="projects per batch round (default 100, quick 20)")
+
+
+def _settings(config: pytest.Config) -> MatrixSettings:
+    settings = MatrixSettings.quick() if config.getoption("zerosite_quick") else MatrixSettings()
+    try:
+        settings = settings.with_rules(precision=parse_threshold(config.getoption("zerosite_precision")))
+    except ValueError as error:
+        raise pytest.UsageError(f"--zerosite-precision: {error}") from None
+    if (budget := config.getoption("zerosite_budget")) is not None:
+        if budget <= 0:
+            raise pytest.UsageError(f"--zerosite-budget must be > 0 seconds, got {budget!r}")
+        settings = settings.with_rules(budget_s=budget)
+    if (rounds := config.getoption("zerosite_rounds")) is not None:
+        if rounds < 1:
+            raise pytest.UsageError(f"--zerosite-rounds must be >= 1, got {rounds!r}")
+        settings = settings.fixed_rounds(rounds)
+    if (batch := config.getoption("zerosite_batch_projects")) is not None:
+        settings = replace(settings, batch_projects=batch)
+    if workers := config.getoption("zerosite_workers"):
+        try:
+            settings = replace(settings, workers=tuple(sorted({int(n) for n in workers.split(",")})))
+        except ValueError:
+            raise pytest.UsageError(f"--zerosite-workers takes counts such as 2,4,8; got {workers!r}") from None
+    return settings
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "zerosite_target(**targets): override targets (e.g. single_report_ms=50) for the cells of this test"
+    )
+    config.addinivalue_line(
+        "markers",
+        "zerosite_matrix(level, modules=None, scenarios=None, strategies=None, workers=None): "
+        "parametrize `zerosite_cell` with the benchmark matrix of a level",
+    )
+    try:
+        targets: Targets = load_targets(Path(config.rootpath), config.getoption("zerosite_target"))
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
+    mode = config.getoption("zerosite_measure")
+    if mode == "instructions" and (why := valgrind_unavailable()) is not None:
+        raise pytest.UsageError(f"--zerosite-measure instructions: {why}")
+    if (base := config.getoption("zerosite_compare")) is not None:
+        try:
+            parse_threshold(config.getoption("zerosite_compare_fail"))
+            load_run(Path(base))
+        except (CompareError, ValueError) as error:
+            raise pytest.UsageError(f"--zerosite-compare: {error}") from None
+    config.stash[RECORDER] = Recorder(
+        targets=targets,
+        settings=_settings(config),
+        reports_dir=Path(config.getoption("zerosite_reports_dir")),
+        mode=mode,
+        load=LoadMonitor() if mode == "time" else None,
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("zerosite_matrix")
+    if marker is None or "zerosite_cell" not in metafunc.fixturenames:
+        return
+    level = marker.args[0] if marker.args else marker.kwargs["level"]
+    settings = metafunc.config.stash[RECORDER].settings
+    strategies = [(name, s.unavailable_reason()) for name, s in get_strategies().items()]
+    wanted = marker.kwargs.get("strategies")
+    if wanted is not None:
+        strategies = [(n, why) for n, why in strategies if n in wanted]
+    modules = marker.kwargs.get("modules") or (list(get_modules()) if level == "single" else [None])
+    planned = build_matrix(
+        level,
+        strategies,
+        workers=marker.kwargs.get("workers") or settings.workers,
+        scenarios=marker.kwargs.get("scenarios") or tuple(SCENARIO_LATENCY_SHARE),
+        modules=modules,
+    )
+    metafunc.parametrize(
+        "zerosite_cell",
+        [
+            pytest.param(p.cell, id=p.cell.id, marks=[pytest.mark.skip(reason=p.unavailable)] if p.unavailable else [])
+            for p in planned
+        ],
+    )
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the cells that will run are measured
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    recorder = config.stash[RECORDER]
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        cell = callspec.params.get("zerosite_cell") if callspec is not None else None
+        if not isinstance(cell, Cell) or item.get_closest_marker("skip"):
+            continue
+        overrides: dict[str, float] = {}
+        for mark in reversed(list(item.iter_markers("zerosite_target"))):
+            overrides.update(mark.kwargs)
+        try:
+            recorder.select(cell, overrides)
+        except ValueError as error:
+            raise pytest.UsageError(f"{item.nodeid}: {error}") from None
+        existing = item.get_closest_marker("benchmark")
+        clock = recorder.clocks[item.nodeid] = ReplayClock()
+        kwargs = {**(existing.kwargs if existing else {}), "timer": clock, "group": cell.group}
+        item.add_marker(pytest.mark.benchmark(**kwargs), append=False)
+
+
+@pytest.fixture(scope="session")
+def zerosite_recorder(pytestconfig: pytest.Config) -> Recorder:
+    """The session's :class:`~zerosite.benchmarking.session.Recorder` of benchmark cells."""
+    return pytestconfig.stash[RECORDER]
+
+
+@pytest.fixture(scope="session")
+def zerosite_targets(zerosite_recorder: Recorder) -> Targets:
+    """The run's targets: defaults, ``[tool.zerosite.targets]``, then ``--zerosite-target`` overrides."""
+    return zerosite_recorder.targets
+
+
+@pytest.fixture(scope="session")
+def zerosite_projects() -> list[Project]:
+    """The deterministic sample projects that every cell cycles through."""
+    return scenario_projects(SAMPLE_PROJECTS)
+
+
+def _serve(projects: list[Project], latency_s: float) -> ProjectServer:
+    return ProjectServer({p.id: project_to_dict(p) for p in projects}, latency_s=latency_s)
+
+
+@pytest.fixture(scope="session")
+def zerosite_http_server(pytestconfig: pytest.Config, zerosite_projects: list[Project]) -> Iterator[ProjectServer]:
+    """A real loopback HTTP server of the sample projects, ``--zerosite-latency-ms`` per request."""
+    with _serve(zerosite_projects, pytestconfig.getoption("zerosite_latency_ms") / 1000) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def zerosite_workload(
+    pytestconfig: pytest.Config,
+    zerosite_recorder: Recorder,
+    zerosite_projects: list[Project],
+    zerosite_http_server: ProjectServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Workload]:
+    """Projects, a data-source URL per scenario (see ``SCENARIO_LATENCY_SHARE``), the batch size, and where
+    the batch level writes (``--zerosite-scratch`` or a temporary folder)."""
+    latency_s = pytestconfig.getoption("zerosite_latency_ms") / 1000
+    urls: dict[str, str | None] = {}
+    servers = []
+    for scenario, share in SCENARIO_LATENCY_SHARE.items():
+        if share is None:
+            urls[scenario] = None
+        elif share == 1.0:
+            urls[scenario] = zerosite_http_server.url
+        else:
+            servers.append(_serve(zerosite_projects, latency_s * share).start())
+            urls[scenario] = servers[-1].url
+    scratch_root = pytestconfig.getoption("zerosite_scratch")
+    try:
+        if scratch_root is not None:
+            Path(scratch_root).mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix="zerosite-bench-", dir=scratch_root))
+        else:
+            scratch = tmp_path_factory.mktemp("zerosite-bench")
+        yield Workload(
+            projects=zerosite_projects,
+            urls=urls,
+            batch_projects=zerosite_recorder.settings.batch_projects,
+            scratch=scratch,
+        )
+    finally:
+        for server in servers:
+            server.close()
+        if scratch_root is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture
+def zerosite_bench(
+    benchmark: Any, zerosite_recorder: Recorder, zerosite_workload: Workload, request: pytest.FixtureRequest
+) -> CellBenchmark:
+    """Call it with a cell: ``zerosite_bench(zerosite_cell)`` measures it against its group's baseline."""
+    return CellBenchmark(benchmark, zerosite_recorder, zerosite_workload, request.node.nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list[Any], output_json: dict[str, Any]) -> None:
+    """Our figures into each benchmark's ``extra_info`` and a top-level ``zerosite`` block."""
+    recorder = config.stash[RECORDER]
+    if not recorder.results:
+        return
+    by_cell = {f.cell: f for f in recorder.analysis.cells}
+    for entry in output_json.get("benchmarks", []):
+        cell = recorder.fullnames.get(entry.get("fullname", ""))
+        if cell is not None and cell in by_cell:
+            entry.setdefault("extra_info", {}).update(by_cell[cell].as_dict())
+    output_json["zerosite"] = recorder.zerosite_block(
+        quick=config.getoption("zerosite_quick"), latency_ms=config.getoption("zerosite_latency_ms")
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    recorder = config.stash.get(RECORDER, None)
+    if recorder is None or not recorder.results or hasattr(config, "workerinput"):
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def warn(message: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"zerosite: {message}", yellow=True)
+
+    latency_ms = config.getoption("zerosite_latency_ms")
+    profiles = (
+        (lambda folder: profile_strategies_of(recorder, folder, latency_ms, warn))
+        if config.getoption("zerosite_profile")
+        else None
+    )
+    output = write_outputs(recorder, config, profiles)
+    failed = bool(recorder.analysis.failures)
+    if (base := config.getoption("zerosite_compare")) is not None and output is not None:
+        comparison = compare_runs(
+            load_run(Path(base)), output, threshold=parse_threshold(config.getoption("zerosite_compare_fail"))
+        )
+        config.stash[COMPARISON] = comparison
+        failed = failed or comparison.exit_code != 0
+    if failed and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    recorder = config.stash.get(RECORDER, None)
+    if recorder is None or not recorder.results:
+        return
+    analysis = recorder.analysis
+    tr = terminalreporter
+    tr.section("ZeroSite verdicts")
+    counts = analysis.as_dict()["verdict_counts"]
+    tr.write_line(f"{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['INCONCLUSIVE']} INCONCLUSIVE")  # type: ignore[index]
+    for standing in analysis.standings:
+        tr.write_line(f"{standing.level} / {standing.scenario}: {standing.sentence()}")
+    noisy = [f for f in analysis.cells if f.noisy]
+    if noisy:
+        tr.write_line(
+            f"{len(noisy)} cell(s) measured while the machine was busy: "
+            + ", ".join(f.cell.subject for f in noisy[:5]),
+            yellow=True,
+        )
+    for judgement in analysis.judgements:
+        if judgement.verdict != "PASS":
+            tr.write_line(judgement.message(), red=judgement.verdict == "FAIL", yellow=judgement.verdict != "FAIL")
+    tr.write_line(f"report: {recorder.reports_dir / 'index.html'} (data: {recorder.reports_dir / JSON_NAME})")
+    if analysis.failures:
+        tr.write_line(
+            f"ZeroSite performance gate failed: {len(analysis.failures)} target(s) missed", red=True, bold=True
+        )
+    comparison = config.stash.get(COMPARISON, None)
+    if comparison is not None:
+        tr.section("ZeroSite comparison with " + str(config.getoption("zerosite_compare")))
+        for line in comparison.render().splitlines():
+            tr.write_line(line)

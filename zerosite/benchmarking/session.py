@@ -1,0 +1,232 @@
+"""A benchmark session's state and outputs: which cells are selected, their measurements, the analysis,
+the JSON, charts, page and profiles, and the comparison with a baseline run."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zerosite.benchmarking.analysis import Analysis, analyse
+from zerosite.benchmarking.cells import BARE, Cell, CellResult
+from zerosite.benchmarking.fingerprint import machine_fingerprint, workload_fingerprint
+from zerosite.benchmarking.harness import LoadProbe, ReplayClock, measure_interleaved
+from zerosite.benchmarking.instructions import count_instructions, uncountable_reason
+from zerosite.benchmarking.machine import describe_machine
+from zerosite.benchmarking.matrix import MatrixSettings
+from zerosite.benchmarking.profiling import profile_strategies
+from zerosite.benchmarking.targets import Targets
+from zerosite.benchmarking.workloads import MemoryProbe, Workload, cell_round
+from zerosite.plugins import get_modules, get_strategies
+from zerosite.rendering import get_environment, templates_fingerprint
+
+__all__ = ["JSON_NAME", "MODES", "Recorder"]
+
+JSON_NAME = "benchmark.json"
+MODES = ("time", "instructions")
+INSTRUCTION_ITERATIONS = 10
+"""Rounds counted per cell in instruction mode (after two uncounted warm-up rounds)."""
+
+
+@dataclass
+class Recorder:
+    """The session's measurements: which cells are selected, their rounds, targets per cell, the analysis."""
+
+    targets: Targets
+    settings: MatrixSettings
+    reports_dir: Path
+    mode: str = "time"
+    load: LoadProbe | None = None
+    selected: set[Cell] = field(default_factory=set)
+    cell_targets: dict[Cell, dict[str, float]] = field(default_factory=dict)
+    results: dict[Cell, CellResult] = field(default_factory=dict)
+    fullnames: dict[str, Cell] = field(default_factory=dict)
+    clocks: dict[str, ReplayClock] = field(default_factory=dict)
+    workload: Workload | None = None
+    _analysis: Analysis | None = None
+    _probe: MemoryProbe | None = None
+
+    def select(self, cell: Cell, overrides: Mapping[str, float]) -> None:
+        self.selected.add(cell)
+        if overrides:
+            self.cell_targets[cell] = dict(self.targets.with_overrides(overrides, "zerosite_target marker").values)
+
+    def group_cells(self, cell: Cell) -> list[Cell]:
+        """The cells measured together with ``cell``: the selected ones of its group, baseline and bare loop."""
+        members = {c for c in self.selected if c.group == cell.group} | {cell, cell.baseline, cell.bare}
+        return sorted(members, key=lambda c: c.sort_key)
+
+    def unmeasurable(self, cell: Cell) -> str | None:
+        """Why ``cell`` cannot be measured in this session's mode, or None."""
+        if self.mode == "instructions":
+            return uncountable_reason(cell)
+        return None
+
+    def measure(self, cell: Cell, workload: Workload) -> CellResult:
+        """The samples of ``cell``; its whole group is measured, interleaved, the first time one is asked for.
+        Counting instructions, every selected countable cell is counted at once (one valgrind start-up)."""
+        self.workload = workload
+        if cell not in self.results and self.mode == "instructions":
+            self._count_instructions()
+        elif cell not in self.results:
+            rule = self.settings.rule_for(cell.level)
+            measured = measure_interleaved(
+                self.group_cells(cell),
+                lambda c: cell_round(c, workload),
+                rule,
+                warmup_rounds=0 if cell.level == "batch" else 1,  # batch workers are warmed when they start
+                memory=self._memory_probe(workload),
+                calibrated=cell.level != "batch",
+                load=self.load,
+            )
+            self.results.update(measured)
+            self._analysis = None
+        return self.results[cell]
+
+    def _count_instructions(self) -> None:
+        wanted = {c for c in self.selected if uncountable_reason(c) is None}
+        wanted |= {c.bare for c in wanted}
+        counts = count_instructions(sorted(wanted, key=lambda c: c.sort_key), iterations=INSTRUCTION_ITERATIONS)
+        for counted, count in counts.items():
+            self.results[counted] = CellResult(counted, instructions=count.total, iterations=count.iterations)
+        self._analysis = None
+
+    def _memory_probe(self, workload: Workload) -> MemoryProbe:
+        if self._probe is None or self._probe.workload is not workload:
+            self._probe = MemoryProbe(workload)
+        return self._probe
+
+    def targets_for(self, cell: Cell) -> dict[str, float]:
+        return self.cell_targets.get(cell, dict(self.targets.values))
+
+    @property
+    def analysis(self) -> Analysis:
+        if self._analysis is None:
+            self._analysis = analyse(self.results.values(), self.targets_for, cores=describe_machine().usable_cpus)
+        return self._analysis
+
+    def modules(self) -> list[str]:
+        """The modules measured (all registered ones unless the workload names some)."""
+        named = self.workload.modules if self.workload is not None else None
+        return list(named) if named else list(get_modules())
+
+    def zerosite_block(self, quick: bool, latency_ms: float) -> dict[str, Any]:
+        """The top-level ``zerosite`` block of the JSON: what was measured (fingerprint), figures, verdicts."""
+        modules = get_modules()
+        measured = self.modules()
+        workload = workload_fingerprint(
+            modules={name: modules[name].version for name in measured if name in modules},
+            templates=templates_fingerprint(get_environment()),
+            strategies=sorted(get_strategies()),
+            mode=self.mode,
+            batch_projects=self.settings.batch_projects,
+            latency_ms=latency_ms,
+            sample_projects=len(self.workload.projects) if self.workload else 0,
+            scratch=self.scratch_kind != "disk",
+            quick=quick,
+        )
+        return {
+            **self.analysis.as_dict(),
+            "mode": self.mode,
+            "fingerprint": {"workload": workload, "machine": machine_fingerprint()},
+            "precision_goal": self.settings.rule_for("single").precision,
+            "scratch": self.scratch_kind,
+            "targets": dict(self.targets.values),
+            "quick": quick,
+            "machine": describe_machine().as_dict(),
+        }
+
+    @property
+    def scratch_kind(self) -> str:
+        """Where the batch level wrote its files: ``disk`` or the RAM-backed folder's path."""
+        if self.workload is None or not _ram_backed(self.workload.scratch):
+            return "disk"
+        return str(self.workload.scratch)
+
+
+def _ram_backed(path: Path) -> bool:
+    """Whether ``path`` lies on a tmpfs/ramfs mount (``/proc/mounts``, longest matching mount point)."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return False
+    resolved = str(path.resolve())
+    best = max((m for m in mounts if resolved == m[0] or resolved.startswith(m[0].rstrip("/") + "/")), key=len)
+    return best[1] in ("tmpfs", "ramfs")
+
+
+def write_json(config: Any, path: Path) -> dict[str, Any] | None:
+    """The same JSON as ``--benchmark-json`` (pytest-benchmark's own hooks make it), written to ``path``."""
+    session = config.pluginmanager.get_plugin("pytest-benchmark")
+    if session is None:
+        return None
+    if not session.benchmarks:  # instruction counts: nothing timed, only our block
+        output = {"zerosite": {}}
+        config.hook.pytest_benchmark_update_json(config=config, benchmarks=[], output_json=output)
+        path.write_text(json.dumps(output, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+        return output
+    machine_info = session.get_machine_info()
+    commit_info = config.hook.pytest_benchmark_generate_commit_info(config=config)
+    config.hook.pytest_benchmark_update_commit_info(config=config, commit_info=commit_info)
+    output: dict[str, Any] = config.hook.pytest_benchmark_generate_json(
+        config=config,
+        benchmarks=session.benchmarks,
+        include_data=True,
+        machine_info=machine_info,
+        commit_info=commit_info,
+    )
+    config.hook.pytest_benchmark_update_json(config=config, benchmarks=session.benchmarks, output_json=output)
+    path.write_text(json.dumps(output, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    return output
+
+
+def write_outputs(recorder: Recorder, config: Any, record_profiles: Callable[[Path], list[Any]] | None) -> Any:
+    """JSON, charts, profiles and ``index.html`` into the reports folder; returns the JSON written."""
+    # matplotlib takes a while to import: only a session with results to chart pays for it.
+    from zerosite.benchmarking.charts import write_charts
+    from zerosite.benchmarking.page import ProfileLink, write_page
+
+    out = recorder.reports_dir
+    out.mkdir(parents=True, exist_ok=True)
+    output = write_json(config, out / JSON_NAME)
+    analysis = recorder.analysis
+    machine = describe_machine()
+    charts = write_charts(analysis, dict(recorder.targets.values), out / "charts", cores=machine.usable_cpus)
+    profiles = record_profiles(out / "profiles") if record_profiles is not None else []
+    write_page(
+        out / "index.html",
+        analysis=analysis,
+        targets=recorder.targets,
+        machine=machine,
+        charts=charts,
+        profiles=[ProfileLink(p.label, os.path.relpath(p.path, out)) for p in profiles],
+        json_name=JSON_NAME,
+        quick=bool(config.getoption("zerosite_quick")),
+        modules=recorder.modules(),
+        scratch=recorder.scratch_kind,
+        mode=recorder.mode,
+        precision_goal=recorder.settings.rule_for("single").precision,
+    )
+    return output
+
+
+def profile_strategies_of(recorder: Recorder, folder: Path, latency_ms: float, warn: Callable[[str], None]) -> Any:
+    """py-spy profiles of each measured (strategy, workers), per scenario measured; warnings passed to ``warn``."""
+    strategies = sorted({(c.strategy, c.workers) for c in recorder.results if c.strategy != BARE})
+    scenarios = sorted({c.scenario for c in recorder.results})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        profiles = profile_strategies(
+            strategies,
+            folder,
+            projects=min(recorder.settings.batch_projects, 20),
+            scenarios=scenarios,
+            latency_ms=latency_ms,
+        )
+    for warning in caught:
+        warn(str(warning.message))
+    return profiles
