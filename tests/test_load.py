@@ -179,8 +179,10 @@ def test_children_and_grandchildren_are_tracked_live_and_after_they_are_reaped()
     launcher = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {BURN.format(s=0.3)!r}])\n"
     child = subprocess.Popen([sys.executable, "-c", launcher])
     try:
-        time.sleep(0.2)  # the launcher has started its own child by now
-        tracker.refresh()
+        deadline = time.monotonic() + 20
+        while len(tracker.descendants) < 2 and time.monotonic() < deadline:  # until the launcher's child runs
+            time.sleep(0.05)
+            tracker.refresh()
         start_s = tracker.cpu_s()
         assert child.pid in tracker.descendants
         assert len(tracker.descendants) == 2, tracker.descendants  # the launcher and its burning child
