@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import textwrap
-import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -315,35 +313,6 @@ def test_cgroup_quota_parsing(tmp_path: Path) -> None:
     assert cgroup_cpu_quota(cpu_max) is None
     assert cgroup_cpu_quota(tmp_path / "absent") is None
     assert not math.isnan(describe_machine().cpu_count or 0)
-
-
-@pytest.mark.parametrize("py_spy", [None, "/bin/false"], ids=["absent", "cannot-attach"])
-def test_profiling_falls_back_to_cprofile_with_a_warning(
-    py_spy: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from zerosite.benchmarking import profiling
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(profiling.shutil, "which", lambda name: py_spy)
-    with pytest.warns(RuntimeWarning, match="falling back to cProfile"):
-        files = profiling.profile_strategy("sequential", 1, tmp_path / "profiles", projects=2)
-    assert [f.tool for f in files] == ["cProfile"]
-    assert files[0].path.suffix == ".prof" and files[0].path.stat().st_size > 0
-
-
-@pytest.mark.skipif(shutil.which("py-spy") is None, reason="py-spy is not installed")
-def test_py_spy_profiles_follow_worker_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from zerosite.benchmarking import profiling
-
-    monkeypatch.chdir(tmp_path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        files = profiling.profile_strategy("process", 2, tmp_path / "profiles", projects=4)
-    if caught:  # py-spy present but not allowed to attach here (no ptrace): the fallback was taken
-        pytest.skip(f"py-spy cannot attach here: {caught[0].message}")
-    assert sorted(f.path.name for f in files) == ["process-workers=2.speedscope.json", "process-workers=2.svg"]
-    speedscope = next(f.path for f in files if f.path.suffix == ".json")
-    assert "profiles" in json.loads(speedscope.read_text())
 
 
 # -- the pytest plugin, end to end on the real engine ----------------------------------------

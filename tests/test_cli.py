@@ -195,11 +195,12 @@ def test_an_unknown_data_source_is_a_usage_error(cli: CliRunner, tmp_path: Path)
 
 
 def test_profile_writes_a_profile_per_strategy(cli: CliRunner, tmp_path: Path) -> None:
-    result = cli.invoke(main, ["profile", "--strategy", "sequential", "--sample", "3", "--out", str(tmp_path)])
+    command = ["profile", "--strategy", "sequential", "--scenario", "cpu", "--sample", "3", "--out", str(tmp_path)]
+    result = cli.invoke(main, command)
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written in (
-        ["sequential-workers=1.speedscope.json", "sequential-workers=1.svg"],
-        ["sequential-workers=1.prof"],
+        ["sequential-workers=1-scenario=cpu.speedscope.json", "sequential-workers=1-scenario=cpu.svg"],
+        ["sequential-workers=1-scenario=cpu.prof"],
     )  # the cProfile fallback where py-spy may not attach
     assert cli.invoke(main, ["profile", "--strategy", "nope", "--out", str(tmp_path)]).exit_code == 2
