@@ -43,7 +43,7 @@ class LoadProbe(Protocol):
 class StoppingRule:
     """When a cell has been measured enough.
 
-    A cell stops once it has ``min_rounds`` and the 95 % interval of its median, and of its speedup
+    A cell always takes ``min_rounds``; it stops once the 95 % interval of its median, and of its speedup
     over the group's sequential baseline, are each within ``precision`` (relative half-width, 0.05 =
     +/-5 %); or when its timed rounds have used ``budget_s``; or at ``max_rounds``. The baseline keeps
     running while any cell of its group does, so every speedup is measured side by side to the end.
@@ -80,15 +80,14 @@ def _settled(result: CellResult, baseline: CellResult | None, rule: StoppingRule
     rounds = len(result.rounds)
     if rounds >= rule.max_rounds:
         return "max-rounds"
-    if sum(result.wall_s) >= rule.budget_s and rounds >= min(rule.min_rounds, 3):
-        return "budget"
     if rounds < rule.min_rounds:
         return None
     own = precision_of(result.per_iteration_s, rule.confidence)
     if baseline is not None and baseline is not result:
-        base = precision_of(baseline.per_iteration_s, rule.confidence)
-        own = math.hypot(own, base)
-    return "precision" if own <= rule.precision else None
+        own = math.hypot(own, precision_of(baseline.per_iteration_s, rule.confidence))
+    if own <= rule.precision:
+        return "precision"
+    return "budget" if sum(result.wall_s) >= rule.budget_s else None
 
 
 def calibrate(function: RoundFunction, min_sample_s: float, max_loops: int = 1000) -> int:
