@@ -114,3 +114,13 @@ def test_the_package_installs_beside_zerosite_and_passes_its_tests(tmp_path: Pat
     assert "2 passed" in run("-m", "pytest", "-p", "no:cacheprovider")
     collected = run("-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", "bench")
     assert "test_m7[module=M7-strategy=sequential-workers=1-scenario=cpu]" in collected
+
+
+def test_the_guide_shows_the_pyproject_the_scaffold_writes(tmp_path: Path) -> None:
+    guide = (CHECKOUT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    shown = tomllib.loads(guide.split('# pyproject.toml of the package "zerosite-parking"\n')[1].split("```")[0])
+    scaffold_package(ModuleSpec("M7", "주차 검토", ("M4",)), tmp_path / "zerosite-parking")
+    written = tomllib.loads((tmp_path / "zerosite-parking" / "pyproject.toml").read_text(encoding="utf-8"))
+    assert shown["build-system"] == written["build-system"]
+    assert shown["project"].items() <= written["project"].items()
+    assert shown["tool"]["setuptools"] == written["tool"]["setuptools"]
