@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from zerosite.fields import described
 from zerosite.hookspecs import hookimpl
 from zerosite.project import SQM_PER_PYEONG, Project, Transaction
 from zerosite.types import ReportModule
@@ -29,45 +30,101 @@ __all__ = [
 class AppraisalParams:
     """Every constant of the appraisal model, units in the field names."""
 
-    valuation_date: dt.date = dt.date(2026, 1, 1)
-    # Sales comparison (거래사례비교법)
-    monthly_price_change: float = 0.003
-    days_per_month: float = 30.0
-    location_decay_per_100m: float = 0.02
-    location_factor_floor: float = 0.85
-    lot_size_elasticity: float = 0.05
-    lot_size_factor_min: float = 0.90
-    lot_size_factor_max: float = 1.10
-    same_zone_factor: float = 1.00
-    other_zone_factor: float = 0.95
-    min_weight_distance_m: float = 50.0
-    # Income approach (수익환원법, land residual)
-    far_pct_by_zone: tuple[tuple[str, float], ...] = (
-        ("제1종일반주거지역", 150.0),
-        ("제2종일반주거지역", 200.0),
-        ("제3종일반주거지역", 250.0),
-        ("준주거지역", 400.0),
-        ("준공업지역", 400.0),
+    valuation_date: dt.date = field(
+        default=dt.date(2026, 1, 1),
+        metadata=described("date", "Valuation date (기준시점) every comparable is carried to"),
     )
-    annual_rent_per_sqm_krw: int = 450_000
-    vacancy_rate: float = 0.05
-    operating_cost_share: float = 0.20
-    cap_rate: float = 0.045
-    construction_cost_per_sqm_krw: int = 3_000_000
+    # Sales comparison (거래사례비교법)
+    monthly_price_change: float = field(
+        default=0.003, metadata=described("share/month", "Land price change per month used for the time adjustment")
+    )
+    days_per_month: float = field(
+        default=30.0, metadata=described("days", "Days counted as one month for leftover days")
+    )
+    location_decay_per_100m: float = field(
+        default=0.02,
+        metadata=described("share/100 m", "Location factor lost per 100 m between a comparable and the site"),
+    )
+    location_factor_floor: float = field(
+        default=0.85, metadata=described("factor", "Lowest location factor a distant comparable can get")
+    )
+    lot_size_elasticity: float = field(
+        default=0.05, metadata=described("", "Exponent of (comparable area / site area) in the lot-size factor")
+    )
+    lot_size_factor_min: float = field(default=0.90, metadata=described("factor", "Lower bound of the lot-size factor"))
+    lot_size_factor_max: float = field(default=1.10, metadata=described("factor", "Upper bound of the lot-size factor"))
+    same_zone_factor: float = field(
+        default=1.00, metadata=described("factor", "Zone factor of a comparable in the site's use district")
+    )
+    other_zone_factor: float = field(
+        default=0.95, metadata=described("factor", "Zone factor of a comparable in another use district")
+    )
+    min_weight_distance_m: float = field(
+        default=50.0, metadata=described("m", "Distance floor of the 1 / distance comparable weight")
+    )
+    # Income approach (수익환원법, land residual)
+    far_pct_by_zone: tuple[tuple[str, float], ...] = field(
+        default=(
+            ("제1종일반주거지역", 150.0),
+            ("제2종일반주거지역", 200.0),
+            ("제3종일반주거지역", 250.0),
+            ("준주거지역", 400.0),
+            ("준공업지역", 400.0),
+        ),
+        metadata=described("(zone, %)", "Floor area ratio assumed by the income approach, per use district"),
+    )
+    annual_rent_per_sqm_krw: int = field(
+        default=450_000, metadata=described("KRW/㎡/year", "Gross rent per square metre of floor area per year")
+    )
+    vacancy_rate: float = field(default=0.05, metadata=described("share", "Share of gross rent lost to vacancy"))
+    operating_cost_share: float = field(
+        default=0.20, metadata=described("share", "Share of effective income spent on operating costs")
+    )
+    cap_rate: float = field(
+        default=0.045,
+        metadata=described("share/year", "Capitalisation rate that turns net operating income into value"),
+    )
+    construction_cost_per_sqm_krw: int = field(
+        default=3_000_000, metadata=described("KRW/㎡", "Construction cost per square metre of floor area")
+    )
     # Official land price approach (공시지가기준법)
-    official_price_correction: float = 1.40
+    official_price_correction: float = field(
+        default=1.40, metadata=described("factor", "Market correction applied to the official land price")
+    )
     # Reconciliation (시산가액 조정)
-    comparison_weight: float = 0.5
-    income_weight: float = 0.3
-    official_weight: float = 0.2
-    min_cases_for_comparison: int = 3
-    high_confidence_min_cases: int = 5
-    high_confidence_max_cv: float = 0.10
-    confidence_high: float = 0.95
-    confidence_medium: float = 0.85
-    confidence_low: float = 0.70
-    fallback_range_cv: float = 0.15
-    approach_divergence_warning: float = 0.30
+    comparison_weight: float = field(
+        default=0.5, metadata=described("share", "Reconciliation weight of the sales comparison approach")
+    )
+    income_weight: float = field(
+        default=0.3, metadata=described("share", "Reconciliation weight of the income approach")
+    )
+    official_weight: float = field(
+        default=0.2, metadata=described("share", "Reconciliation weight of the official land price approach")
+    )
+    min_cases_for_comparison: int = field(
+        default=3, metadata=described("count", "Fewest comparables for the sales comparison approach to be used")
+    )
+    high_confidence_min_cases: int = field(
+        default=5, metadata=described("count", "Fewest comparables for high confidence")
+    )
+    high_confidence_max_cv: float = field(
+        default=0.10, metadata=described("share", "Largest coefficient of variation for high confidence")
+    )
+    confidence_high: float = field(
+        default=0.95, metadata=described("0-1", "Confidence figure reported for high confidence")
+    )
+    confidence_medium: float = field(
+        default=0.85, metadata=described("0-1", "Confidence figure reported for medium confidence")
+    )
+    confidence_low: float = field(
+        default=0.70, metadata=described("0-1", "Confidence figure reported for low confidence")
+    )
+    fallback_range_cv: float = field(
+        default=0.15, metadata=described("share", "Half-width of the value range when sales comparison is not used")
+    )
+    approach_divergence_warning: float = field(
+        default=0.30, metadata=described("share", "Spread between approaches above which the opinion warns")
+    )
 
     def far_pct(self, zone: str) -> float:
         for name, far in self.far_pct_by_zone:
@@ -80,98 +137,120 @@ class AppraisalParams:
 class CaseAdjustment:
     """One comparable sale and the factors that carry its unit price to the subject parcel."""
 
-    number: int
-    label: str
-    date: dt.date
-    area_sqm: float
-    price_krw: int
-    distance_m: float
-    zone_type: str
-    unit_price_krw: float
-    months_elapsed: float
-    time_factor: float
-    location_factor: float
-    lot_size_factor: float
-    zone_factor: float
-    individual_factor: float
-    weight: float
-    adjusted_unit_price_krw: float
+    number: int = field(metadata=described("", "Position of the comparable, from 1"))
+    label: str = field(metadata=described("", "Korean label, e.g. 사례 1 (2025-06-01)"))
+    date: dt.date = field(metadata=described("date", "Date of the sale"))
+    area_sqm: float = field(metadata=described("㎡", "Land area of the comparable"))
+    price_krw: int = field(metadata=described("KRW", "Sale price"))
+    distance_m: float = field(metadata=described("m", "Distance from the site"))
+    zone_type: str = field(metadata=described("", "Use district of the comparable (Korean name)"))
+    unit_price_krw: float = field(metadata=described("KRW/㎡", "Sale price per square metre, unadjusted"))
+    months_elapsed: float = field(metadata=described("months", "Months from the sale to the valuation date"))
+    time_factor: float = field(metadata=described("factor", "Time adjustment to the valuation date"))
+    location_factor: float = field(metadata=described("factor", "Location adjustment for the distance to the site"))
+    lot_size_factor: float = field(metadata=described("factor", "Lot-size adjustment"))
+    zone_factor: float = field(metadata=described("factor", "Use-district adjustment"))
+    individual_factor: float = field(metadata=described("factor", "Lot-size factor times zone factor"))
+    weight: float = field(
+        metadata=described("share", "Normalised weight of this comparable (1 / distance), all weights sum to 1")
+    )
+    adjusted_unit_price_krw: float = field(metadata=described("KRW/㎡", "Unit price after every adjustment"))
 
 
 @dataclass(frozen=True)
 class ComparisonApproach:
     """Sales comparison: weighted mean of the adjusted unit prices and their dispersion."""
 
-    case_count: int
-    unit_price_krw: float | None
-    cv: float | None
-    min_adjusted_krw: float | None
-    max_adjusted_krw: float | None
-    used: bool
+    case_count: int = field(metadata=described("count", "Comparables found"))
+    unit_price_krw: float | None = field(
+        metadata=described("KRW/㎡", "Weighted mean of the adjusted unit prices; None without comparables")
+    )
+    cv: float | None = field(
+        metadata=described("share", "Coefficient of variation of the adjusted unit prices; None without comparables")
+    )
+    min_adjusted_krw: float | None = field(
+        metadata=described("KRW/㎡", "Lowest adjusted unit price; None without comparables")
+    )
+    max_adjusted_krw: float | None = field(
+        metadata=described("KRW/㎡", "Highest adjusted unit price; None without comparables")
+    )
+    used: bool = field(metadata=described("", "Whether there are enough comparables for the approach to count"))
 
 
 @dataclass(frozen=True)
 class IncomeApproach:
     """Land residual: capitalised rental income less the cost of building."""
 
-    far_pct: float
-    floor_area_sqm: float
-    gross_income_krw: float
-    effective_income_krw: float
-    noi_krw: float
-    property_value_krw: float
-    construction_cost_krw: float
-    land_value_krw: float
-    unit_price_krw: float
+    far_pct: float = field(metadata=described("%", "Floor area ratio assumed for the site's use district"))
+    floor_area_sqm: float = field(metadata=described("㎡", "Floor area: land area times the floor area ratio"))
+    gross_income_krw: float = field(metadata=described("KRW/year", "Gross rent"))
+    effective_income_krw: float = field(metadata=described("KRW/year", "Gross rent less vacancy"))
+    noi_krw: float = field(
+        metadata=described("KRW/year", "Net operating income: effective income less operating costs")
+    )
+    property_value_krw: float = field(metadata=described("KRW", "Net operating income capitalised at the cap rate"))
+    construction_cost_krw: float = field(metadata=described("KRW", "Cost of building the floor area"))
+    land_value_krw: float = field(metadata=described("KRW", "Property value less construction cost, at least 0"))
+    unit_price_krw: float = field(metadata=described("KRW/㎡", "Land value per square metre of land"))
 
 
 @dataclass(frozen=True)
 class OfficialPriceApproach:
     """Official land price (개별공시지가) times a market correction factor."""
 
-    official_price_per_sqm_krw: int
-    correction_factor: float
-    unit_price_krw: float
-    land_value_krw: float
+    official_price_per_sqm_krw: int = field(
+        metadata=described("KRW/㎡", "Official land price (개별공시지가) of the site")
+    )
+    correction_factor: float = field(metadata=described("factor", "Market correction applied to it"))
+    unit_price_krw: float = field(metadata=described("KRW/㎡", "Corrected unit price"))
+    land_value_krw: float = field(metadata=described("KRW", "Corrected unit price times the land area"))
 
 
 @dataclass(frozen=True)
 class ApproachRow:
     """One line of the reconciliation table."""
 
-    key: str
-    label: str
-    unit_price_krw: float | None
-    land_value_krw: float | None
-    weight: float
-    weighted_unit_price_krw: float
-    remarks: str
+    key: str = field(metadata=described("", "comparison, income or official"))
+    label: str = field(metadata=described("", "Korean name of the approach"))
+    unit_price_krw: float | None = field(
+        metadata=described("KRW/㎡", "The approach's unit price; None when it has none")
+    )
+    land_value_krw: float | None = field(metadata=described("KRW", "The approach's land value; None when it has none"))
+    weight: float = field(metadata=described("share", "Weight in the reconciliation after any fallback"))
+    weighted_unit_price_krw: float = field(metadata=described("KRW/㎡", "Weight times unit price"))
+    remarks: str = field(metadata=described("", "Korean note on how the approach was applied"))
 
 
 @dataclass(frozen=True)
 class Appraisal:
     """The M2 result: reconciled land value with every figure behind it."""
 
-    valuation_date: dt.date
-    land_area_sqm: float
-    total_value_krw: int
-    per_sqm_krw: int
-    per_pyeong_krw: int
-    confidence: float
-    confidence_level: str
-    confidence_label: str
-    range_cv: float
-    range_low_krw: int
-    range_high_krw: int
-    cases: tuple[CaseAdjustment, ...]
-    comparison: ComparisonApproach
-    income: IncomeApproach
-    official: OfficialPriceApproach
-    approaches: tuple[ApproachRow, ...]
-    fallback_used: bool
-    official_ratio: float
-    opinion: tuple[str, ...]
-    params: AppraisalParams = field(repr=False)
+    valuation_date: dt.date = field(metadata=described("date", "Valuation date (기준시점)"))
+    land_area_sqm: float = field(metadata=described("㎡", "Land area of the site"))
+    total_value_krw: int = field(metadata=described("KRW", "Appraised land value, rounded to the won"))
+    per_sqm_krw: int = field(metadata=described("KRW/㎡", "Appraised unit price per square metre"))
+    per_pyeong_krw: int = field(metadata=described("KRW/평", "Appraised unit price per pyeong"))
+    confidence: float = field(metadata=described("0-1", "Confidence figure of the appraisal"))
+    confidence_level: str = field(metadata=described("", "high, medium or low"))
+    confidence_label: str = field(metadata=described("", "Korean label of the confidence level (높음, 보통, 낮음)"))
+    range_cv: float = field(metadata=described("share", "Half-width of the value range as a share of the value"))
+    range_low_krw: int = field(metadata=described("KRW", "Low end of the value range"))
+    range_high_krw: int = field(metadata=described("KRW", "High end of the value range"))
+    cases: tuple[CaseAdjustment, ...] = field(metadata=described("", "The comparable sales and their adjustments"))
+    comparison: ComparisonApproach = field(metadata=described("", "Sales comparison approach (거래사례비교법)"))
+    income: IncomeApproach = field(metadata=described("", "Income approach, land residual (수익환원법)"))
+    official: OfficialPriceApproach = field(metadata=described("", "Official land price approach (공시지가기준법)"))
+    approaches: tuple[ApproachRow, ...] = field(
+        metadata=described("", "Reconciliation table: comparison, income, official")
+    )
+    fallback_used: bool = field(
+        metadata=described(
+            "", "Whether sales comparison lacked comparables and its weight moved to the official approach"
+        )
+    )
+    official_ratio: float = field(metadata=described("factor", "Appraised unit price over the official land price"))
+    opinion: tuple[str, ...] = field(metadata=described("", "Appraisal opinion, one Korean paragraph per item"))
+    params: AppraisalParams = field(repr=False, metadata=described("", "The constants the appraisal used"))
 
 
 def months_between(start: dt.date, end: dt.date, days_per_month: float = 30.0) -> float:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from zerosite.fields import described
 from zerosite.hookspecs import hookimpl
 from zerosite.project import Project
 from zerosite.types import ReportModule
@@ -25,15 +26,19 @@ __all__ = [
 class SupplyTypeSpec:
     """One LH housing type and the constants that score it."""
 
-    key: str
-    label: str
-    unit_area_sqm: float
-    demographic_group: str
-    policy_fit: float
-    policy_note: str
-    subway_decay_per_100m: float
-    min_land_area_sqm: float
-    zone_scores: tuple[tuple[str, float], ...]
+    key: str = field(metadata=described("", "Identifier of the LH supply type, e.g. youth"))
+    label: str = field(metadata=described("", "Korean name of the supply type"))
+    unit_area_sqm: float = field(metadata=described("㎡", "Exclusive area of one dwelling of this type"))
+    demographic_group: str = field(metadata=described("", "Demographic group whose share measures demand"))
+    policy_fit: float = field(metadata=described("points 0-100", "How well the type fits LH policy"))
+    policy_note: str = field(metadata=described("", "Korean reason for the policy fit"))
+    subway_decay_per_100m: float = field(
+        metadata=described("points/100 m", "Subway score lost per 100 m beyond the near-subway distance")
+    )
+    min_land_area_sqm: float = field(metadata=described("㎡", "Land area recommended for the type; less scores lower"))
+    zone_scores: tuple[tuple[str, float], ...] = field(
+        metadata=described("(zone, points)", "Site score of each use district for the type")
+    )
 
     def zone_score(self, zone: str) -> float:
         for name, score in self.zone_scores:
@@ -122,25 +127,44 @@ GROUP_LABELS = (
 class SupplyTypeParams:
     """Every constant of the supply-type model, units in the field names."""
 
-    types: tuple[SupplyTypeSpec, ...] = DEFAULT_SUPPLY_TYPES
-    policy_weight: float = 0.5
-    demand_weight: float = 0.3
-    site_weight: float = 0.2
-    # City baseline household shares (the typical mid-range of each group).
-    baseline_shares: tuple[tuple[str, float], ...] = (
-        ("youth", 0.25),
-        ("newlywed", 0.14),
-        ("multichild", 0.07),
-        ("senior", 0.17),
+    types: tuple[SupplyTypeSpec, ...] = field(
+        default=DEFAULT_SUPPLY_TYPES, metadata=described("", "The supply types scored")
     )
-    demand_score_at_baseline: float = 50.0
-    demand_points_per_baseline_ratio: float = 75.0
-    subway_near_m: float = 500.0
-    subway_score_floor: float = 20.0
-    subway_site_weight: float = 0.4
-    land_site_weight: float = 0.3
-    zone_site_weight: float = 0.3
-    tie_margin_points: float = 5.0
+    policy_weight: float = field(default=0.5, metadata=described("share", "Weight of policy fit in a type's score"))
+    demand_weight: float = field(default=0.3, metadata=described("share", "Weight of demand in a type's score"))
+    site_weight: float = field(default=0.2, metadata=described("share", "Weight of the site in a type's score"))
+    # City baseline household shares (the typical mid-range of each group).
+    baseline_shares: tuple[tuple[str, float], ...] = field(
+        default=(
+            ("youth", 0.25),
+            ("newlywed", 0.14),
+            ("multichild", 0.07),
+            ("senior", 0.17),
+        ),
+        metadata=described("(group, share)", "City baseline share of households of each demographic group"),
+    )
+    demand_score_at_baseline: float = field(
+        default=50.0, metadata=described("points", "Demand score when the local share equals the baseline")
+    )
+    demand_points_per_baseline_ratio: float = field(
+        default=75.0, metadata=described("points", "Demand points per unit of local share over baseline share")
+    )
+    subway_near_m: float = field(
+        default=500.0, metadata=described("m", "Subway distance within which the subway score is full")
+    )
+    subway_score_floor: float = field(default=20.0, metadata=described("points", "Lowest subway score"))
+    subway_site_weight: float = field(
+        default=0.4, metadata=described("share", "Weight of the subway score in the site score")
+    )
+    land_site_weight: float = field(
+        default=0.3, metadata=described("share", "Weight of the land-area score in the site score")
+    )
+    zone_site_weight: float = field(
+        default=0.3, metadata=described("share", "Weight of the use-district score in the site score")
+    )
+    tie_margin_points: float = field(
+        default=5.0, metadata=described("points", "Lead below which the top two types count as a tie")
+    )
 
     def baseline_share(self, group: str) -> float:
         for name, share in self.baseline_shares:
@@ -153,53 +177,55 @@ class SupplyTypeParams:
 class TypeScore:
     """One LH type's score with its parts and the reasons behind them."""
 
-    key: str
-    label: str
-    unit_area_sqm: float
-    rank: int
-    policy_fit: float
-    demand: float
-    site: float
-    subway_score: float
-    land_score: float
-    zone_score: float
-    share: float
-    baseline_share: float
-    score: float
-    reasons: tuple[str, ...]
-    max_score: float = 100.0
+    key: str = field(metadata=described("", "Identifier of the supply type"))
+    label: str = field(metadata=described("", "Korean name of the supply type"))
+    unit_area_sqm: float = field(metadata=described("㎡", "Exclusive area of one dwelling of this type"))
+    rank: int = field(metadata=described("", "Rank by score, from 1"))
+    policy_fit: float = field(metadata=described("points 0-100", "Policy fit"))
+    demand: float = field(metadata=described("points 0-100", "Demand score from the local household share"))
+    site: float = field(metadata=described("points 0-100", "Site score: subway, land area and use district, weighted"))
+    subway_score: float = field(metadata=described("points 0-100", "Subway access part of the site score"))
+    land_score: float = field(metadata=described("points 0-100", "Land area part of the site score"))
+    zone_score: float = field(metadata=described("points 0-100", "Use district part of the site score"))
+    share: float = field(metadata=described("share", "Local household share of the type's demographic group"))
+    baseline_share: float = field(metadata=described("share", "City baseline share of that group"))
+    score: float = field(metadata=described("points 0-100", "Weighted total score"))
+    reasons: tuple[str, ...] = field(metadata=described("", "Korean reasons behind the score"))
+    max_score: float = field(default=100.0, metadata=described("points", "Highest possible score"))
 
 
 @dataclass(frozen=True)
 class GroupShare:
     """One demographic group around the site against the city baseline."""
 
-    key: str
-    label: str
-    share: float
-    baseline_share: float
-    ratio: float
-    share_pct: float
-    baseline_pct: float
+    key: str = field(metadata=described("", "Identifier of the demographic group"))
+    label: str = field(metadata=described("", "Korean name of the group"))
+    share: float = field(metadata=described("share", "Local household share of the group"))
+    baseline_share: float = field(metadata=described("share", "City baseline share of the group"))
+    ratio: float = field(metadata=described("factor", "Local share over baseline share"))
+    share_pct: float = field(metadata=described("%", "Local share in percent"))
+    baseline_pct: float = field(metadata=described("%", "Baseline share in percent"))
 
 
 @dataclass(frozen=True)
 class SupplyTypeDecision:
     """The M3 result: the selected type, the full ranking and the reasons."""
 
-    selected: str
-    selected_label: str
-    unit_area_sqm: float
-    score: float
-    tie: bool
-    runner_up: str
-    runner_up_label: str
-    margin: float
-    ranking: tuple[TypeScore, ...]
-    groups: tuple[GroupShare, ...]
-    reasons: tuple[str, ...]
-    opinion: tuple[str, ...]
-    params: SupplyTypeParams = field(repr=False)
+    selected: str = field(metadata=described("", "Key of the best-scoring supply type"))
+    selected_label: str = field(metadata=described("", "Korean name of the selected type"))
+    unit_area_sqm: float = field(metadata=described("㎡", "Exclusive area of one dwelling of the selected type"))
+    score: float = field(metadata=described("points 0-100", "Score of the selected type"))
+    tie: bool = field(metadata=described("", "Whether the runner-up is within the tie margin"))
+    runner_up: str = field(metadata=described("", "Key of the second-best type"))
+    runner_up_label: str = field(metadata=described("", "Korean name of the second-best type"))
+    margin: float = field(metadata=described("points", "Score lead of the selected type over the runner-up"))
+    ranking: tuple[TypeScore, ...] = field(metadata=described("", "Every type's score, best first"))
+    groups: tuple[GroupShare, ...] = field(
+        metadata=described("", "Demographic groups around the site against the city baseline")
+    )
+    reasons: tuple[str, ...] = field(metadata=described("", "Korean reasons for the selection"))
+    opinion: tuple[str, ...] = field(metadata=described("", "Korean opinion, one paragraph per item"))
+    params: SupplyTypeParams = field(repr=False, metadata=described("", "The constants the scoring used"))
 
 
 def _clamp(value: float, low: float = 0.0, high: float = 100.0) -> float:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zerosite import ReportModule, hookimpl
+from zerosite.fields import described
 from zerosite.project import Project, Zone
 
 __all__ = [
@@ -27,11 +28,11 @@ __all__ = [
 class ZoneLimit:
     """Zoning limits of one use district: Seoul ordinance values and the national maximum."""
 
-    zone: Zone
-    bcr_pct: float
-    bcr_national_max_pct: float
-    far_pct: float
-    far_national_max_pct: float
+    zone: Zone = field(metadata=described("", "Use district"))
+    bcr_pct: float = field(metadata=described("%", "Building coverage ratio allowed by the Seoul ordinance"))
+    bcr_national_max_pct: float = field(metadata=described("%", "National maximum building coverage ratio"))
+    far_pct: float = field(metadata=described("%", "Floor area ratio allowed by the Seoul ordinance"))
+    far_national_max_pct: float = field(metadata=described("%", "National maximum floor area ratio"))
 
 
 _ZONE_LIMITS = (
@@ -51,28 +52,57 @@ class BuildingScaleParams:
     chosen by the ordinance FAR: ≤ 200 % → 30 %, ≤ 250 % → 25 %, otherwise 20 %.
     """
 
-    zone_limits: tuple[ZoneLimit, ...] = _ZONE_LIMITS
-    bcr_utilisation: float = 0.90
-    far_utilisation: float = 0.85
-    incentive_bands: tuple[tuple[float, float], ...] = ((200.0, 0.30), (250.0, 0.25))  # (FAR upper bound %, share)
-    incentive_share_above: float = 0.20
-    net_area_share: float = 0.60
-    common_area_share: float = 0.30
-    plant_area_share: float = 0.10
-    parking_per_unit: float = 0.6
-    parking_per_unit_near_subway: float = 0.5
-    near_subway_m: float = 500.0
-    parking_area_per_space_sqm: float = 30.0
-    basement_coverage: float = 0.80  # basement floor plate as a share of the land
-    max_basement_levels: int = 3
-    ground_floor_height_m: float = 4.2
-    typical_floor_height_m: float = 3.0
-    basement_floor_height_m: float = 3.6
-    min_units: int = 100
-    max_units: int = 200
-    small_unit_max_sqm: float = 60.0
-    min_small_unit_share: float = 0.60
-    max_floors: int = 15
+    zone_limits: tuple[ZoneLimit, ...] = field(
+        default=_ZONE_LIMITS, metadata=described("", "Zoning limits of each use district")
+    )
+    bcr_utilisation: float = field(
+        default=0.90, metadata=described("share", "Share of the allowed building coverage ratio that is built")
+    )
+    far_utilisation: float = field(
+        default=0.85, metadata=described("share", "Share of the ordinance floor area ratio taken as the base")
+    )
+    incentive_bands: tuple[tuple[float, float], ...] = field(
+        default=((200.0, 0.30), (250.0, 0.25)),
+        metadata=described("(%, share)", "LH incentive share by ordinance floor area ratio upper bound"),
+    )
+    incentive_share_above: float = field(
+        default=0.20, metadata=described("share", "LH incentive share above the last band")
+    )
+    net_area_share: float = field(
+        default=0.60, metadata=described("share", "Share of gross floor area that is exclusive dwelling area")
+    )
+    common_area_share: float = field(
+        default=0.30, metadata=described("share", "Share of gross floor area that is common area")
+    )
+    plant_area_share: float = field(
+        default=0.10, metadata=described("share", "Share of gross floor area that is plant rooms")
+    )
+    parking_per_unit: float = field(default=0.6, metadata=described("spaces/unit", "Legal parking spaces per dwelling"))
+    parking_per_unit_near_subway: float = field(
+        default=0.5, metadata=described("spaces/unit", "Legal parking spaces per dwelling near a subway station")
+    )
+    near_subway_m: float = field(
+        default=500.0, metadata=described("m", "Subway distance within which the near-subway ratio applies")
+    )
+    parking_area_per_space_sqm: float = field(
+        default=30.0, metadata=described("㎡/space", "Basement area one parking space takes")
+    )
+    basement_coverage: float = field(
+        default=0.80, metadata=described("share", "Basement floor plate as a share of the land")
+    )
+    max_basement_levels: int = field(default=3, metadata=described("levels", "Most basement levels"))
+    ground_floor_height_m: float = field(default=4.2, metadata=described("m", "Storey height of the ground floor"))
+    typical_floor_height_m: float = field(default=3.0, metadata=described("m", "Storey height of the upper floors"))
+    basement_floor_height_m: float = field(default=3.6, metadata=described("m", "Storey height of a basement level"))
+    min_units: int = field(default=100, metadata=described("units", "Fewest dwellings LH buys"))
+    max_units: int = field(default=200, metadata=described("units", "Most dwellings LH buys"))
+    small_unit_max_sqm: float = field(
+        default=60.0, metadata=described("㎡", "Largest exclusive area that counts as a small dwelling")
+    )
+    min_small_unit_share: float = field(
+        default=0.60, metadata=described("share", "Smallest share of small dwellings LH accepts")
+    )
+    max_floors: int = field(default=15, metadata=described("floors", "Most floors above ground LH accepts"))
 
     def limit_for(self, zone: Zone) -> ZoneLimit:
         for limit in self.zone_limits:
@@ -91,86 +121,90 @@ class BuildingScaleParams:
 class ChecklistItem:
     """One line of the LH checklist: what is required, what the plan gives, pass or fail."""
 
-    label: str
-    criterion: str
-    actual: str
-    passed: bool
+    label: str = field(metadata=described("", "Korean name of the LH criterion"))
+    criterion: str = field(metadata=described("", "What the criterion requires, in Korean"))
+    actual: str = field(metadata=described("", "What the plan gives, in Korean"))
+    passed: bool = field(metadata=described("", "Whether the plan meets the criterion"))
 
 
 @dataclass(frozen=True)
 class FloorPlan:
     """One floor of the massing table (basements have negative numbers, e.g. -1 for B1)."""
 
-    floor: int
-    name: str
-    use: str
-    area_sqm: float
-    net_area_sqm: float
-    units: int
-    height_m: float
+    floor: int = field(metadata=described("", "Floor number: 1 is the ground floor, -1 is B1"))
+    name: str = field(metadata=described("", "Floor name, e.g. 1F or B1"))
+    use: str = field(metadata=described("", "Korean use of the floor"))
+    area_sqm: float = field(metadata=described("㎡", "Gross area of the floor"))
+    net_area_sqm: float = field(metadata=described("㎡", "Exclusive dwelling area on the floor"))
+    units: int = field(metadata=described("units", "Dwellings on the floor"))
+    height_m: float = field(metadata=described("m", "Storey height"))
 
 
 @dataclass(frozen=True)
 class ZoningRow:
     """One zone of the zoning comparison table: limits and the ratios this model applies (%)."""
 
-    zone: Zone
-    bcr_pct: float
-    bcr_national_max_pct: float
-    far_pct: float
-    far_national_max_pct: float
-    applied_bcr_pct: float
-    incentive_share: float
-    applied_far_pct: float
-    far_capped: bool
+    zone: Zone = field(metadata=described("", "Use district"))
+    bcr_pct: float = field(metadata=described("%", "Ordinance building coverage ratio"))
+    bcr_national_max_pct: float = field(metadata=described("%", "National maximum building coverage ratio"))
+    far_pct: float = field(metadata=described("%", "Ordinance floor area ratio"))
+    far_national_max_pct: float = field(metadata=described("%", "National maximum floor area ratio"))
+    applied_bcr_pct: float = field(metadata=described("%", "Building coverage ratio this model applies"))
+    incentive_share: float = field(metadata=described("share", "LH incentive as a share of the base floor area ratio"))
+    applied_far_pct: float = field(metadata=described("%", "Floor area ratio this model applies"))
+    far_capped: bool = field(metadata=described("", "Whether the national maximum capped the floor area ratio"))
 
 
 @dataclass(frozen=True)
 class BuildingScale:
     """M4 result: the building the zoning allows and what it holds."""
 
-    zone: Zone
-    land_area_sqm: float
-    bcr_limit_pct: float
-    bcr_national_max_pct: float
-    far_limit_pct: float
-    far_national_max_pct: float
-    applied_bcr_pct: float
-    base_far_pct: float
-    incentive_share: float
-    incentive_far_pct: float
-    uncapped_far_pct: float
-    applied_far_pct: float
-    far_capped: bool
-    gross_floor_area_sqm: float
-    footprint_sqm: float
-    floors: int
-    net_area_sqm: float
-    common_area_sqm: float
-    plant_area_sqm: float
-    unit_type: str
-    unit_type_label: str
-    unit_area_sqm: float
-    units: int
-    small_unit_share: float
-    near_subway: bool
-    parking_ratio: float
-    parking_required: int
-    parking_provided: int
-    basement_levels: int
-    basement_area_sqm: float
-    building_height_m: float
-    massing: tuple[FloorPlan, ...]
-    checklist: tuple[ChecklistItem, ...]
-    zoning: tuple[ZoningRow, ...]
-    params: BuildingScaleParams = field(repr=False)
+    zone: Zone = field(metadata=described("", "Use district of the site"))
+    land_area_sqm: float = field(metadata=described("㎡", "Land area of the site"))
+    bcr_limit_pct: float = field(metadata=described("%", "Ordinance building coverage ratio"))
+    bcr_national_max_pct: float = field(metadata=described("%", "National maximum building coverage ratio"))
+    far_limit_pct: float = field(metadata=described("%", "Ordinance floor area ratio"))
+    far_national_max_pct: float = field(metadata=described("%", "National maximum floor area ratio"))
+    applied_bcr_pct: float = field(metadata=described("%", "Building coverage ratio applied"))
+    base_far_pct: float = field(metadata=described("%", "Base floor area ratio: ordinance ratio times utilisation"))
+    incentive_share: float = field(metadata=described("share", "LH incentive as a share of the base floor area ratio"))
+    incentive_far_pct: float = field(metadata=described("%", "Floor area ratio added by the LH incentive"))
+    uncapped_far_pct: float = field(metadata=described("%", "Base plus incentive, before the national cap"))
+    applied_far_pct: float = field(metadata=described("%", "Floor area ratio applied, after the national cap"))
+    far_capped: bool = field(metadata=described("", "Whether the national maximum capped the floor area ratio"))
+    gross_floor_area_sqm: float = field(metadata=described("㎡", "Gross floor area above ground"))
+    footprint_sqm: float = field(metadata=described("㎡", "Building footprint"))
+    floors: int = field(metadata=described("floors", "Floors above ground"))
+    net_area_sqm: float = field(metadata=described("㎡", "Exclusive dwelling area"))
+    common_area_sqm: float = field(metadata=described("㎡", "Common area"))
+    plant_area_sqm: float = field(metadata=described("㎡", "Plant room area"))
+    unit_type: str = field(metadata=described("", "Key of the M3 supply type the dwellings follow"))
+    unit_type_label: str = field(metadata=described("", "Korean name of that supply type"))
+    unit_area_sqm: float = field(metadata=described("㎡", "Exclusive area of one dwelling"))
+    units: int = field(metadata=described("units", "Dwellings"))
+    small_unit_share: float = field(metadata=described("share", "Share of dwellings that are small"))
+    near_subway: bool = field(metadata=described("", "Whether the site is within the near-subway distance"))
+    parking_ratio: float = field(metadata=described("spaces/unit", "Legal parking spaces per dwelling applied"))
+    parking_required: int = field(metadata=described("spaces", "Legal minimum parking spaces"))
+    parking_provided: int = field(metadata=described("spaces", "Parking spaces the basement provides"))
+    basement_levels: int = field(metadata=described("levels", "Basement levels"))
+    basement_area_sqm: float = field(metadata=described("㎡", "Floor plate of one basement level"))
+    building_height_m: float = field(metadata=described("m", "Estimated building height"))
+    massing: tuple[FloorPlan, ...] = field(metadata=described("", "Floor-by-floor table, basements included"))
+    checklist: tuple[ChecklistItem, ...] = field(
+        metadata=described("", "LH purchase criteria and whether the plan meets them")
+    )
+    zoning: tuple[ZoningRow, ...] = field(metadata=described("", "Zoning comparison of every use district"))
+    params: BuildingScaleParams = field(repr=False, metadata=described("", "The constants the massing used"))
 
     @property
     def checklist_passed(self) -> int:
+        """Checklist lines the plan meets."""
         return sum(item.passed for item in self.checklist)
 
     @property
     def parking_met(self) -> bool:
+        """Whether the parking provided meets the legal minimum."""
         return self.parking_provided >= self.parking_required
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zerosite import ReportModule, hookimpl
+from zerosite.fields import described
 from zerosite.project import Project
 
 __all__ = [
@@ -31,92 +32,133 @@ __all__ = [
 class FeasibilityParams:
     """Every constant of M5 (rates are fractions; ``*_annual`` rates are effective per year)."""
 
-    acquisition_tax_rate: float = 0.046
-    construction_cost_per_sqm_krw: int = 3_000_000
-    high_rise_construction_cost_per_sqm_krw: int = 3_300_000
-    high_rise_above_floors: int = 15
-    design_supervision_rate: float = 0.03  # of construction
-    indirect_rate: float = 0.05  # of construction
-    contingency_rate: float = 0.05  # of construction + design + indirect
-    loan_to_cost: float = 0.70
-    financing_rate_annual: float = 0.055  # simple interest on the average drawn balance, paid at completion
-    construction_months: int = 24
-    lh_standard_cost_per_sqm_krw: int = 5_000_000
-    down_payment_share: float = 0.10
-    contract_month: int = 0
-    balance_lag_months: int = 1  # LH pays the balance this many months after completion
-    discount_rate_annual: float = 0.06
-    hurdle_irr_annual: float = 0.07
-    min_margin: float = 0.05
-    cost_changes: tuple[float, ...] = (-0.20, -0.10, 0.0, 0.10, 0.20)
-    price_changes: tuple[float, ...] = (-0.10, -0.05, 0.0, 0.05, 0.10)
+    acquisition_tax_rate: float = field(default=0.046, metadata=described("share", "Acquisition tax on the land value"))
+    construction_cost_per_sqm_krw: int = field(
+        default=3_000_000, metadata=described("KRW/㎡", "Construction cost per square metre of gross floor area")
+    )
+    high_rise_construction_cost_per_sqm_krw: int = field(
+        default=3_300_000,
+        metadata=described("KRW/㎡", "Construction cost per square metre above high_rise_above_floors"),
+    )
+    high_rise_above_floors: int = field(
+        default=15, metadata=described("floors", "Floors above which the high-rise cost applies")
+    )
+    design_supervision_rate: float = field(
+        default=0.03, metadata=described("share", "Design and supervision cost as a share of construction")
+    )
+    indirect_rate: float = field(default=0.05, metadata=described("share", "Indirect cost as a share of construction"))
+    contingency_rate: float = field(
+        default=0.05, metadata=described("share", "Contingency as a share of construction, design and indirect cost")
+    )
+    loan_to_cost: float = field(default=0.70, metadata=described("share", "Share of cost financed by loan"))
+    financing_rate_annual: float = field(
+        default=0.055,
+        metadata=described("share/year", "Simple interest on the average drawn balance, paid at completion"),
+    )
+    construction_months: int = field(default=24, metadata=described("months", "Construction period"))
+    lh_standard_cost_per_sqm_krw: int = field(
+        default=5_000_000, metadata=described("KRW/㎡", "LH standard building cost per square metre it pays")
+    )
+    down_payment_share: float = field(
+        default=0.10, metadata=described("share", "Share of the purchase price LH pays at contract")
+    )
+    contract_month: int = field(default=0, metadata=described("month", "Month of the LH purchase contract"))
+    balance_lag_months: int = field(
+        default=1, metadata=described("months", "Months after completion when LH pays the balance")
+    )
+    discount_rate_annual: float = field(default=0.06, metadata=described("share/year", "Discount rate of the NPV"))
+    hurdle_irr_annual: float = field(default=0.07, metadata=described("share/year", "Smallest IRR that passes"))
+    min_margin: float = field(default=0.05, metadata=described("share", "Smallest profit margin that passes"))
+    cost_changes: tuple[float, ...] = field(
+        default=(-0.20, -0.10, 0.0, 0.10, 0.20),
+        metadata=described("share", "Construction cost changes of the sensitivity grid rows"),
+    )
+    price_changes: tuple[float, ...] = field(
+        default=(-0.10, -0.05, 0.0, 0.05, 0.10),
+        metadata=described("share", "Purchase price changes of the sensitivity grid columns"),
+    )
 
 
 @dataclass(frozen=True)
 class CashFlowMonth:
     """One month of the schedule (outflows negative, KRW rounded to the won)."""
 
-    month: int
-    land_krw: int
-    development_krw: int
-    financing_krw: int
-    lh_receipt_krw: int
-    net_krw: int
-    cumulative_krw: int
+    month: int = field(metadata=described("month", "Month from the start, 0 is land purchase"))
+    land_krw: int = field(metadata=described("KRW", "Land value and acquisition tax, paid in month 0 (negative)"))
+    development_krw: int = field(
+        metadata=described("KRW", "Construction, design, indirect cost and contingency spent (negative)")
+    )
+    financing_krw: int = field(metadata=described("KRW", "All interest, paid at completion (negative)"))
+    lh_receipt_krw: int = field(metadata=described("KRW", "Payment received from LH"))
+    net_krw: int = field(metadata=described("KRW", "Net cash flow of the month"))
+    cumulative_krw: int = field(metadata=described("KRW", "Cumulative net cash flow"))
 
 
 @dataclass(frozen=True)
 class SensitivityCell:
     """The project with construction cost * (1 + cost_change) and purchase price * (1 + price_change)."""
 
-    cost_change: float
-    price_change: float
-    npv_krw: int
-    irr_annual: float | None
-    margin: float
-    passed: bool
+    cost_change: float = field(metadata=described("share", "Change of construction cost"))
+    price_change: float = field(metadata=described("share", "Change of the LH purchase price"))
+    npv_krw: int = field(metadata=described("KRW", "NPV under these changes"))
+    irr_annual: float | None = field(
+        metadata=described("share/year", "IRR under these changes; None when there is none")
+    )
+    margin: float = field(metadata=described("share", "Profit margin under these changes"))
+    passed: bool = field(metadata=described("", "Whether IRR and margin both meet their thresholds"))
 
 
 @dataclass(frozen=True)
 class Feasibility:
     """M5 result: cost build-up, LH purchase price, cash flow and the verdict."""
 
-    land_value_krw: int
-    acquisition_tax_krw: int
-    land_cost_krw: int
-    gross_floor_area_sqm: float
-    floors: int
-    construction_unit_cost_krw: int
-    construction_cost_krw: int
-    design_cost_krw: int
-    indirect_cost_krw: int
-    contingency_krw: int
-    financing_cost_krw: int
-    total_cost_krw: int
-    lh_standard_unit_cost_krw: int
-    lh_building_price_krw: int
-    purchase_price_krw: int
-    down_payment_krw: int
-    balance_payment_krw: int
-    profit_krw: int
-    margin: float
-    discount_rate_annual: float
-    npv_krw: int
-    irr_monthly: float | None
-    irr_annual: float | None
-    hurdle_irr_annual: float
-    min_margin: float
-    verdict: str
-    construction_months: int
-    peak_funding_krw: int
-    schedule: tuple[CashFlowMonth, ...]
-    cost_changes: tuple[float, ...]
-    price_changes: tuple[float, ...]
-    sensitivity: tuple[SensitivityCell, ...]  # row-major: one row per cost change, one column per price change
-    params: FeasibilityParams = field(repr=False)
+    land_value_krw: int = field(metadata=described("KRW", "Land value from M2"))
+    acquisition_tax_krw: int = field(metadata=described("KRW", "Acquisition tax"))
+    land_cost_krw: int = field(metadata=described("KRW", "Land value plus acquisition tax"))
+    gross_floor_area_sqm: float = field(metadata=described("㎡", "Gross floor area from M4"))
+    floors: int = field(metadata=described("floors", "Floors above ground from M4"))
+    construction_unit_cost_krw: int = field(metadata=described("KRW/㎡", "Construction cost per square metre applied"))
+    construction_cost_krw: int = field(metadata=described("KRW", "Construction cost"))
+    design_cost_krw: int = field(metadata=described("KRW", "Design and supervision cost"))
+    indirect_cost_krw: int = field(metadata=described("KRW", "Indirect cost"))
+    contingency_krw: int = field(metadata=described("KRW", "Contingency"))
+    financing_cost_krw: int = field(metadata=described("KRW", "Interest on land and development loans"))
+    total_cost_krw: int = field(metadata=described("KRW", "Total project cost"))
+    lh_standard_unit_cost_krw: int = field(metadata=described("KRW/㎡", "LH standard building cost per square metre"))
+    lh_building_price_krw: int = field(metadata=described("KRW", "LH price of the building"))
+    purchase_price_krw: int = field(metadata=described("KRW", "LH purchase price: land value plus building price"))
+    down_payment_krw: int = field(metadata=described("KRW", "Part of the price paid at contract"))
+    balance_payment_krw: int = field(metadata=described("KRW", "Part of the price paid after completion"))
+    profit_krw: int = field(metadata=described("KRW", "Purchase price less total cost"))
+    margin: float = field(metadata=described("share", "Profit over purchase price"))
+    discount_rate_annual: float = field(metadata=described("share/year", "Discount rate of the NPV"))
+    npv_krw: int = field(metadata=described("KRW", "Net present value of the monthly cash flow"))
+    irr_monthly: float | None = field(
+        metadata=described("share/month", "Internal rate of return per month; None when there is none")
+    )
+    irr_annual: float | None = field(
+        metadata=described("share/year", "Internal rate of return per year; None when there is none")
+    )
+    hurdle_irr_annual: float = field(metadata=described("share/year", "Smallest IRR that passes"))
+    min_margin: float = field(metadata=described("share", "Smallest profit margin that passes"))
+    verdict: str = field(metadata=described("", "PASS when IRR and margin meet their thresholds, else FAIL"))
+    construction_months: int = field(metadata=described("months", "Construction period"))
+    peak_funding_krw: int = field(metadata=described("KRW", "Largest cumulative cash outflow"))
+    schedule: tuple[CashFlowMonth, ...] = field(metadata=described("", "Monthly cash flow"))
+    cost_changes: tuple[float, ...] = field(
+        metadata=described("share", "Construction cost changes of the sensitivity rows")
+    )
+    price_changes: tuple[float, ...] = field(
+        metadata=described("share", "Purchase price changes of the sensitivity columns")
+    )
+    sensitivity: tuple[SensitivityCell, ...] = field(
+        metadata=described("", "Sensitivity grid, row-major: one row per cost change, one column per price change")
+    )
+    params: FeasibilityParams = field(repr=False, metadata=described("", "The constants the analysis used"))
 
     @property
     def passed(self) -> bool:
+        """Whether the verdict is PASS."""
         return self.verdict == "PASS"
 
     @property
@@ -132,6 +174,7 @@ class Feasibility:
 
     @property
     def passed_cells(self) -> int:
+        """Sensitivity cells that pass."""
         return sum(cell.passed for cell in self.sensitivity)
 
 

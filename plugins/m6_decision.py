@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zerosite import ReportModule, hookimpl
+from zerosite.fields import described
 from zerosite.project import Project, Zone
 
 __all__ = ["MODULE", "CategoryScore", "Decision", "DecisionParams", "ScoreItem", "compute_decision", "grade_for"]
@@ -16,56 +17,93 @@ __all__ = ["MODULE", "CategoryScore", "Decision", "DecisionParams", "ScoreItem",
 class DecisionParams:
     """Every constant of M6. Bands are (threshold, points), best first; a value meets a band at or past it."""
 
-    subway_bands_m: tuple[tuple[float, float], ...] = ((300.0, 15.0), (500.0, 12.0), (800.0, 8.0), (1200.0, 4.0))
-    subway_max_points: float = 15.0
-    road_width_bands_m: tuple[tuple[float, float], ...] = ((12.0, 12.0), (8.0, 9.0), (6.0, 6.0), (4.0, 3.0))
-    road_width_max_points: float = 12.0
-    corner_lot_points: float = 8.0
-    inner_lot_points: float = 3.0
-    checklist_max_points: float = 10.0  # pro rata to the M4 checklist lines passed
-    unit_count_max_points: float = 10.0
-    preferred_units: tuple[int, int] = (100, 200)
-    near_units: tuple[int, int] = (70, 250)
-    near_units_points: float = 7.0
-    fair_units: tuple[int, int] = (40, 300)
-    fair_units_points: float = 4.0
-    other_units_points: float = 1.0
-    irr_bands: tuple[tuple[float, float], ...] = ((0.12, 25.0), (0.10, 21.0), (0.07, 16.0), (0.05, 10.0), (0.0, 5.0))
-    irr_max_points: float = 25.0
-    margin_bands: tuple[tuple[float, float], ...] = ((0.10, 15.0), (0.07, 12.0), (0.05, 9.0), (0.0, 4.0))
-    margin_max_points: float = 15.0
-    parking_max_points: float = 5.0  # pro rata to provided / required
-    max_floors: int = 15
-    floors_points: float = 5.0
-    floors_over_points: float = 2.0
-    zone_points: tuple[tuple[Zone, float], ...] = (
-        (Zone.RESIDENTIAL_1, 3.0),
-        (Zone.RESIDENTIAL_2, 5.0),
-        (Zone.RESIDENTIAL_3, 5.0),
-        (Zone.SEMI_RESIDENTIAL, 5.0),
-        (Zone.SEMI_INDUSTRIAL, 3.0),
+    subway_bands_m: tuple[tuple[float, float], ...] = field(
+        default=((300.0, 15.0), (500.0, 12.0), (800.0, 8.0), (1200.0, 4.0)),
+        metadata=described("(m, points)", "Points for a subway distance at or below each threshold"),
     )
-    zone_max_points: float = 5.0
-    normalised_max: float = 100.0
-    grade_bands: tuple[tuple[float, str], ...] = ((90.0, "S"), (80.0, "A"), (70.0, "B"), (60.0, "C"), (50.0, "D"))
-    lowest_grade: str = "F"
-    go_min_score: float = 80.0
-    conditional_min_score: float = 70.0
-    max_reasons: int = 3
+    subway_max_points: float = field(default=15.0, metadata=described("points", "Most points for subway access"))
+    road_width_bands_m: tuple[tuple[float, float], ...] = field(
+        default=((12.0, 12.0), (8.0, 9.0), (6.0, 6.0), (4.0, 3.0)),
+        metadata=described("(m, points)", "Points for a road width at or above each threshold"),
+    )
+    road_width_max_points: float = field(default=12.0, metadata=described("points", "Most points for road width"))
+    corner_lot_points: float = field(default=8.0, metadata=described("points", "Points for a corner lot"))
+    inner_lot_points: float = field(default=3.0, metadata=described("points", "Points for an inner lot"))
+    checklist_max_points: float = field(
+        default=10.0, metadata=described("points", "Most points for the M4 checklist, pro rata to lines passed")
+    )
+    unit_count_max_points: float = field(
+        default=10.0, metadata=described("points", "Points for a dwelling count in the preferred range")
+    )
+    preferred_units: tuple[int, int] = field(
+        default=(100, 200), metadata=described("(units, units)", "Preferred range of dwellings")
+    )
+    near_units: tuple[int, int] = field(
+        default=(70, 250), metadata=described("(units, units)", "Range of dwellings that earns near_units_points")
+    )
+    near_units_points: float = field(
+        default=7.0, metadata=described("points", "Points for a dwelling count in the near range")
+    )
+    fair_units: tuple[int, int] = field(
+        default=(40, 300), metadata=described("(units, units)", "Range of dwellings that earns fair_units_points")
+    )
+    fair_units_points: float = field(
+        default=4.0, metadata=described("points", "Points for a dwelling count in the fair range")
+    )
+    other_units_points: float = field(default=1.0, metadata=described("points", "Points for any other dwelling count"))
+    irr_bands: tuple[tuple[float, float], ...] = field(
+        default=((0.12, 25.0), (0.10, 21.0), (0.07, 16.0), (0.05, 10.0), (0.0, 5.0)),
+        metadata=described("(share/year, points)", "Points for an annual IRR at or above each threshold"),
+    )
+    irr_max_points: float = field(default=25.0, metadata=described("points", "Most points for IRR"))
+    margin_bands: tuple[tuple[float, float], ...] = field(
+        default=((0.10, 15.0), (0.07, 12.0), (0.05, 9.0), (0.0, 4.0)),
+        metadata=described("(share, points)", "Points for a profit margin at or above each threshold"),
+    )
+    margin_max_points: float = field(default=15.0, metadata=described("points", "Most points for profit margin"))
+    parking_max_points: float = field(
+        default=5.0, metadata=described("points", "Most points for parking, pro rata to provided over required")
+    )
+    max_floors: int = field(default=15, metadata=described("floors", "Most floors for full floor points"))
+    floors_points: float = field(default=5.0, metadata=described("points", "Points when floors are within max_floors"))
+    floors_over_points: float = field(default=2.0, metadata=described("points", "Points when floors exceed max_floors"))
+    zone_points: tuple[tuple[Zone, float], ...] = field(
+        default=(
+            (Zone.RESIDENTIAL_1, 3.0),
+            (Zone.RESIDENTIAL_2, 5.0),
+            (Zone.RESIDENTIAL_3, 5.0),
+            (Zone.SEMI_RESIDENTIAL, 5.0),
+            (Zone.SEMI_INDUSTRIAL, 3.0),
+        ),
+        metadata=described("(zone, points)", "Points for each use district"),
+    )
+    zone_max_points: float = field(default=5.0, metadata=described("points", "Most points for the use district"))
+    normalised_max: float = field(default=100.0, metadata=described("points", "Top of the normalised score"))
+    grade_bands: tuple[tuple[float, str], ...] = field(
+        default=((90.0, "S"), (80.0, "A"), (70.0, "B"), (60.0, "C"), (50.0, "D")),
+        metadata=described("(points, grade)", "Grade for a normalised score at or above each threshold"),
+    )
+    lowest_grade: str = field(default="F", metadata=described("", "Grade below the last band"))
+    go_min_score: float = field(default=80.0, metadata=described("points", "Smallest normalised score for GO"))
+    conditional_min_score: float = field(
+        default=70.0, metadata=described("points", "Smallest normalised score for CONDITIONAL")
+    )
+    max_reasons: int = field(default=3, metadata=described("count", "Most reasons listed"))
 
 
 @dataclass(frozen=True)
 class ScoreItem:
     """One scored criterion."""
 
-    category: str
-    label: str
-    score: float
-    max_score: float
-    remark: str
+    category: str = field(metadata=described("", "Key of the category the criterion belongs to"))
+    label: str = field(metadata=described("", "Korean name of the criterion"))
+    score: float = field(metadata=described("points", "Points earned"))
+    max_score: float = field(metadata=described("points", "Most points possible"))
+    remark: str = field(metadata=described("", "Korean note on the figure behind the points"))
 
     @property
     def lost(self) -> float:
+        """Points lost: max_score - score."""
         return self.max_score - self.score
 
 
@@ -73,14 +111,15 @@ class ScoreItem:
 class CategoryScore:
     """A category's points (location, scale, feasibility, compliance)."""
 
-    key: str
-    label: str
-    score: float
-    max_score: float
-    remark: str
+    key: str = field(metadata=described("", "location, scale, feasibility or compliance"))
+    label: str = field(metadata=described("", "Korean name of the category"))
+    score: float = field(metadata=described("points", "Points earned in the category"))
+    max_score: float = field(metadata=described("points", "Most points possible in the category"))
+    remark: str = field(metadata=described("", "Korean note naming the criterion that lost the most points"))
 
     @property
     def weight(self) -> str:
+        """The category's weight as Korean text, e.g. 25점."""
         return f"{self.max_score:g}점"
 
 
@@ -88,20 +127,22 @@ class CategoryScore:
 class Decision:
     """M6 result: the score, grade, decision and the reasons behind them."""
 
-    raw_score: float
-    max_raw_score: float
-    score: float  # 0-100, one decimal
-    grade: str
-    decision: str  # "GO" / "CONDITIONAL" / "NO-GO"
-    decision_label: str
-    items: tuple[ScoreItem, ...]
-    categories: tuple[CategoryScore, ...]
-    reasons: tuple[str, ...]  # the criteria that cost the most points, worst first (Korean)
-    reason_labels: tuple[str, ...]  # the names of those criteria
-    supply_type_label: str
-    supply_type_tie: bool
-    feasibility_verdict: str
-    params: DecisionParams = field(repr=False)
+    raw_score: float = field(metadata=described("points", "Points earned over every criterion"))
+    max_raw_score: float = field(metadata=described("points", "Most points possible (110)"))
+    score: float = field(metadata=described("points 0-100", "Raw score normalised to 100, one decimal"))
+    grade: str = field(metadata=described("", "Grade S, A, B, C, D or F"))
+    decision: str = field(metadata=described("", "GO, CONDITIONAL or NO-GO"))
+    decision_label: str = field(metadata=described("", "Korean label of the decision"))
+    items: tuple[ScoreItem, ...] = field(metadata=described("", "Every scored criterion"))
+    categories: tuple[CategoryScore, ...] = field(metadata=described("", "Points per category"))
+    reasons: tuple[str, ...] = field(
+        metadata=described("", "The criteria that cost the most points, worst first (Korean)")
+    )
+    reason_labels: tuple[str, ...] = field(metadata=described("", "The names of those criteria"))
+    supply_type_label: str = field(metadata=described("", "Korean name of the M3 supply type"))
+    supply_type_tie: bool = field(metadata=described("", "Whether M3 found a tie between the top two types"))
+    feasibility_verdict: str = field(metadata=described("", "M5 verdict, PASS or FAIL"))
+    params: DecisionParams = field(repr=False, metadata=described("", "The constants the scoring used"))
 
 
 _DECISION_LABELS = {"GO": "사업 추진", "CONDITIONAL": "조건부 추진", "NO-GO": "추진 보류"}

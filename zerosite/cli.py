@@ -11,7 +11,14 @@ from typing import Any, NoReturn
 
 import click
 
-from zerosite.plugins import PluginError, PluginSettings, get_modules, get_strategies, set_plugin_settings
+from zerosite.plugins import (
+    PluginError,
+    PluginSettings,
+    get_modules,
+    get_strategies,
+    plugin_settings,
+    set_plugin_settings,
+)
 from zerosite.project import InvalidInput, Project, iter_raw_projects, parse_project, validate_batch
 
 __all__ = ["main"]
@@ -456,3 +463,35 @@ def _print_rows(rows: list[Any]) -> None:
         ("project", "module", "status", "size", "address", "path"),
         [(r.project_id, r.module, r.status, str(r.size_bytes), r.address, r.path or (r.error or "")) for r in rows],
     )
+
+
+@main.command("new-module")
+@click.argument("name")
+@click.option("--title", required=True, help='The Korean title, e.g. "주차 검토".')
+@click.option("--requires", multiple=True, metavar="MODULE", help="A module whose result it needs (repeatable).")
+@click.option(
+    "--package",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write an installable package into this folder instead of a file into the plugins folder.",
+)
+@click.option("--force", is_flag=True, help="Overwrite files that exist.")
+def new_module(name: str, title: str, requires: tuple[str, ...], package: Path | None, force: bool) -> None:
+    """Write a new report module NAME: a plugins-folder file and its template, or a package (--package)."""
+    from zerosite.scaffold import ModuleSpec, ScaffoldError, scaffold_package, scaffold_plugin_file
+
+    known = _modules()
+    unknown = [r for r in requires if r not in known]
+    if unknown:
+        _fail(f"unknown required module(s): {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+    if name in known and not force:
+        _fail(f"module {name!r} exists already (plugin {known[name].provider}); pass --force to write it anyway")
+    try:
+        spec = ModuleSpec(name, title, requires)
+        if package is not None:
+            written = scaffold_package(spec, package, force=force)
+        else:
+            written = scaffold_plugin_file(spec, plugin_settings().plugins_dir or Path("plugins"), force=force)
+    except ScaffoldError as error:
+        _fail(str(error))
+    for path in written:
+        click.echo(f"wrote {path}")

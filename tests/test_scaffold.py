@@ -1,0 +1,126 @@
+"""`zerosite new-module`: a plugins-folder file that loads and renders, a package that installs and passes its tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from zerosite.cli import main
+from zerosite.contracts import render_contracts
+from zerosite.plugins import PluginSettings, get_modules
+from zerosite.scaffold import ModuleSpec, ScaffoldError, scaffold_package, scaffold_plugin_file
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+M7 = ("new-module", "M7", "--title", "주차 검토", "--requires", "M4")
+
+
+def zerosite(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a fresh process, as a user would, without the shell's ZEROSITE_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZEROSITE_")}
+    command = [sys.executable, "-m", "zerosite", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, check=False)
+
+
+def test_a_plugin_file_loads_and_renders(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    made = zerosite("--plugins-dir", str(plugins), *M7)
+    assert made.returncode == 0, made.stderr
+    assert sorted(p.relative_to(plugins).as_posix() for p in plugins.rglob("*.*")) == ["m7.py", "templates/m7.html.j2"]
+
+    listed = zerosite("--plugins-dir", str(plugins), "modules").stdout
+    assert any(line.split()[:5] == ["M7", "주차", "검토", "M4", "1"] and "m7" in line for line in listed.splitlines())
+
+    out = tmp_path / "out"
+    rendered = zerosite("--plugins-dir", str(plugins), "render", "--sample", "2", "--out", str(out), "--module", "M7")
+    assert rendered.returncode == 0, rendered.stderr
+    reports = sorted(out.glob("*/*.html"))
+    assert [r.name for r in reports] == ["M7.html", "M7.html"]
+    assert all("주차 검토" in r.read_text(encoding="utf-8") for r in reports)
+
+
+def test_the_generated_code_is_linted_and_its_result_documented(tmp_path: Path, fresh_plugins: None) -> None:
+    scaffold_plugin_file(ModuleSpec("M7", "주차 검토", ("M4",)), tmp_path)
+    linted = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(tmp_path)], capture_output=True)
+    assert linted.returncode == 0, linted.stdout
+    m7 = get_modules(PluginSettings(plugins_dir=tmp_path).resolved())["M7"]
+    assert "| `land_area_sqm` | `float` | ㎡ | Land area of the site |" in render_contracts([m7])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("new-module", "m7", "--title", "x"), "must be like M7"),
+        (("new-module", "M7", "--title", " "), "one non-empty line"),
+        (("new-module", "M7", "--title", "x", "--requires", "M9"), "unknown required module(s): 'M9'"),
+        (("new-module", "M4", "--title", "x"), "module 'M4' exists already"),
+    ],
+    ids=["lowercase", "blank-title", "unknown-requires", "taken"],
+)
+def test_bad_names_exit_2_and_write_nothing(
+    args: tuple[str, ...], message: str, tmp_path: Path, fresh_plugins: None
+) -> None:
+    result = CliRunner().invoke(main, ["--plugins-dir", str(tmp_path), *args])
+    assert (result.exit_code, list(tmp_path.iterdir())) == (2, [])
+    assert message in result.output
+
+
+def test_existing_files_are_kept_unless_forced(tmp_path: Path, fresh_plugins: None) -> None:
+    mine = tmp_path / "m7.py"
+    mine.write_text("# mine\n", encoding="utf-8")
+    refused = CliRunner().invoke(main, ["--plugins-dir", str(tmp_path), *M7])
+    assert refused.exit_code == 2 and "would overwrite" in refused.output and "--force" in refused.output
+    assert mine.read_text(encoding="utf-8") == "# mine\n" and not (tmp_path / "templates").exists()
+    forced = CliRunner().invoke(main, ["--plugins-dir", str(tmp_path), *M7, "--force"])
+    assert forced.exit_code == 0 and "MODULE = ReportModule(" in mine.read_text(encoding="utf-8")
+
+
+def test_the_package_declares_what_pip_can_resolve(tmp_path: Path) -> None:
+    scaffold_package(ModuleSpec("M7", "주차 검토", ("M4",)), tmp_path / "zerosite-parking")
+    (tmp_path / "zerosite-parking" / "reports").mkdir()  # what the benchmark leaves: must not be taken for a package
+    project = tomllib.loads((tmp_path / "zerosite-parking" / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["dependencies"] == []
+    assert project["project"]["entry-points"]["zerosite"] == {"zerosite_parking": "zerosite_parking"}
+    assert project["tool"]["setuptools"]["packages"] == ["zerosite_parking"]
+    assert project["tool"]["setuptools"]["package-data"]["zerosite_parking"] == ["py.typed", "templates/*.j2"]
+
+
+def test_a_package_folder_needs_a_usable_name(tmp_path: Path) -> None:
+    with pytest.raises(ScaffoldError, match="package folder name"):
+        scaffold_package(ModuleSpec("M7", "주차 검토"), tmp_path / "7 parking")
+
+
+@pytest.mark.slow
+def test_the_package_installs_beside_zerosite_and_passes_its_tests(tmp_path: Path) -> None:
+    """Fresh venv: ZeroSite from this checkout, then the package; its tests pass, its benchmark collects."""
+    package = tmp_path / "zerosite-m7"
+    assert zerosite(*M7, "--package", str(package), cwd=tmp_path).returncode == 0
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+
+    def run(*args: str) -> str:
+        done = subprocess.run([python, *args], cwd=package, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, f"{' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    run("-m", "pip", "install", "--quiet", "-e", str(CHECKOUT), "pytest")
+    run("-m", "pip", "install", "--quiet", "-e", ".")
+    assert "2 passed" in run("-m", "pytest", "-p", "no:cacheprovider")
+    collected = run("-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", "bench")
+    assert "test_m7[module=M7-strategy=sequential-workers=1-scenario=cpu]" in collected
+
+
+def test_the_guide_shows_the_pyproject_the_scaffold_writes(tmp_path: Path) -> None:
+    guide = (CHECKOUT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    shown = tomllib.loads(guide.split('# pyproject.toml of the package "zerosite-parking"\n')[1].split("```")[0])
+    scaffold_package(ModuleSpec("M7", "주차 검토", ("M4",)), tmp_path / "zerosite-parking")
+    written = tomllib.loads((tmp_path / "zerosite-parking" / "pyproject.toml").read_text(encoding="utf-8"))
+    assert shown["build-system"] == written["build-system"]
+    assert shown["project"].items() <= written["project"].items()
+    assert shown["tool"]["setuptools"] == written["tool"]["setuptools"]
