@@ -7,7 +7,6 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import partial
 
 from zerosite.benchmarking.cells import BARE, BASELINE, LEVELS, SCENARIOS, STAGES, Cell, CellResult, RoundOutcome
 from zerosite.benchmarking.stats import (
@@ -17,7 +16,6 @@ from zerosite.benchmarking.stats import (
     efficiency,
     karp_flatt,
     median_interval,
-    percentile,
     ratio_ci,
     relative_half_width,
     speedup,
@@ -202,7 +200,7 @@ def _figures(
     stage_totals = {s: sum(r.stage_ns.get(s, 0) for r in rounds) for s in STAGES}
     peaks = [p / MB for p in result.peaks]
     memory = spread(peaks) if peaks else None
-    memory_ci = bootstrap_ci(peaks, statistic=partial(percentile, q=95), confidence=confidence) if peaks else None
+    memory_ci = bootstrap_ci(peaks, quantile=95, confidence=confidence) if peaks else None
     figures: dict[str, object] = {}
     if baseline is not None and cell.strategy not in (BASELINE, BARE):
         base, own = baseline.per_iteration_s, result.per_iteration_s

@@ -155,8 +155,9 @@ def _ram_backed(path: Path) -> bool:
     except OSError:
         return False
     resolved = str(path.resolve())
-    best = max((m for m in mounts if resolved == m[0] or resolved.startswith(m[0].rstrip("/") + "/")), key=len)
-    return best[1] in ("tmpfs", "ramfs")
+    matching = (m for m in mounts if resolved == m[0] or resolved.startswith(m[0].rstrip("/") + "/"))
+    best = max(matching, key=lambda m: len(m[0]), default=None)
+    return best is not None and best[1] in ("tmpfs", "ramfs")
 
 
 def write_json(config: Any, path: Path) -> dict[str, Any] | None:
