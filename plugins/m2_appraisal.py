@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from zerosite.hookspecs import hookimpl
+from zerosite import ReportModule, hookimpl
 from zerosite.project import SQM_PER_PYEONG, Project, Transaction
-from zerosite.types import ReportModule
 
 __all__ = [
     "MODULE",
@@ -467,5 +466,5 @@ MODULE = ReportModule(
 
 
 @hookimpl
-def zerosite_register_modules(register):
+def zerosite_register_modules(register: Callable[[ReportModule], None]) -> None:
     register(MODULE)

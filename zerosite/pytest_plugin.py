@@ -220,7 +220,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     recorder = config.stash[RECORDER]
     for item in items:
-        cell = getattr(item, "callspec", None) and item.callspec.params.get("zerosite_cell")
+        callspec = getattr(item, "callspec", None)
+        cell = callspec and callspec.params.get("zerosite_cell")
         if not isinstance(cell, Cell) or item.get_closest_marker("skip"):
             continue
         overrides: dict[str, float] = {}
@@ -403,7 +404,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     analysis = recorder.analysis
     tr = terminalreporter
     tr.section("ZeroSite targets")
-    counts = analysis.as_dict()["verdict_counts"]
+    counts: dict[str, int] = analysis.as_dict()["verdict_counts"]  # type: ignore[assignment]
     tr.write_line(f"{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['INCONCLUSIVE']} INCONCLUSIVE")
     for sentence in analysis.sentences.values():
         tr.write_line(sentence)

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -20,7 +21,7 @@ __all__ = ["Chart", "write_charts"]
 
 LEVEL_TITLES = {"single": "single report (one module, warm)", "pipeline": "pipeline (one project)", "batch": "batch"}
 STAGE_COLOURS = {"fetch": "#4c72b0", "compute": "#dd8452", "render": "#55a868", "write": "#c44e52"}
-TARGET_STYLE = {"color": "#b00020", "linestyle": "--", "linewidth": 1.5}
+TARGET_STYLE: dict[str, Any] = {"color": "#b00020", "linestyle": "--", "linewidth": 1.5}
 LOG_WHEN_TARGET_EXCEEDS = 3.0
 """Use a log scale when the target is this many times above the largest value, so both stay visible."""
 
