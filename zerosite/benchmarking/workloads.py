@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from zerosite.benchmarking.cells import BARE, STAGES, Cell, RoundOutcome
+from zerosite.benchmarking.cells import BARE, BASELINE, STAGES, Cell, RoundOutcome
 from zerosite.benchmarking.harness import RoundFunction
 from zerosite.project import Project
 from zerosite.types import ProjectResult
@@ -176,20 +176,15 @@ def _engine_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[Rou
 @contextlib.contextmanager
 def _bare_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[RoundFunction]:
     """A plain loop over the same module functions (fetch, compute, render, write a file): no engine."""
-    from zerosite.pipeline import compute_and_render, plan
-    from zerosite.plugins import get_data_sources, get_modules
+    from zerosite.engine import plan_batch
+    from zerosite.pipeline import compute_and_render
     from zerosite.rendering import get_environment
-    from zerosite.sources import select_source
-    from zerosite.types import SourceSettings
+    from zerosite.worker import open_source
 
-    modules = get_modules()
-    selected = (cell.module,) if cell.module else workload.modules
-    steps = plan(modules, selected)
-    wanted = set(selected) if selected else set(modules)
-    env = get_environment()
-    url = workload.url(cell.scenario)
-    source = select_source(get_data_sources(), url)
-    source.open(SourceSettings(url=url))
+    batch_plan = plan_batch(replace(_options(cell, workload, scratch), strategy=BASELINE))  # the baseline's plan
+    steps, wanted = batch_plan.steps, set(batch_plan.config.reports)
+    env = get_environment(batch_plan.config.plugins)
+    source = open_source(batch_plan.config)
     cycle = itertools.cycle(workload.projects)
     size = workload.batch_projects if cell.level == "batch" else 1
     out = scratch / "bare"
