@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from zerosite import ReportModule, hookimpl
 from zerosite.fields import described
-from zerosite.hookspecs import hookimpl
 from zerosite.project import SQM_PER_PYEONG, Project, Transaction
-from zerosite.types import ReportModule
 
 __all__ = [
     "MODULE",
@@ -546,5 +545,5 @@ MODULE = ReportModule(
 
 
 @hookimpl
-def zerosite_register_modules(register):
+def zerosite_register_modules(register: Callable[[ReportModule], None]) -> None:
     register(MODULE)

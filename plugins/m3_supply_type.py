@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from zerosite import ReportModule, hookimpl
 from zerosite.fields import described
-from zerosite.hookspecs import hookimpl
 from zerosite.project import Project
-from zerosite.types import ReportModule
 
 __all__ = [
     "MODULE",
@@ -373,5 +372,5 @@ MODULE = ReportModule(
 
 
 @hookimpl
-def zerosite_register_modules(register):
+def zerosite_register_modules(register: Callable[[ReportModule], None]) -> None:
     register(MODULE)

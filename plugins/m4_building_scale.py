@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -382,5 +382,5 @@ MODULE = ReportModule(
 
 
 @hookimpl
-def zerosite_register_modules(register):
+def zerosite_register_modules(register: Callable[[ReportModule], None]) -> None:
     register(MODULE)

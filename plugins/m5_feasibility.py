@@ -196,7 +196,7 @@ def annualise(rate_per_month: float) -> float:
 
 
 def _monthly(rate_annual: float) -> float:
-    return (1.0 + rate_annual) ** (1.0 / 12.0) - 1.0
+    return float((1.0 + rate_annual) ** (1.0 / 12.0) - 1.0)
 
 
 def brentq(
@@ -518,5 +518,5 @@ MODULE = ReportModule(
 
 
 @hookimpl
-def zerosite_register_modules(register):
+def zerosite_register_modules(register: Callable[[ReportModule], None]) -> None:
     register(MODULE)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -341,5 +341,5 @@ MODULE = ReportModule(
 
 
 @hookimpl
-def zerosite_register_modules(register):
+def zerosite_register_modules(register: Callable[[ReportModule], None]) -> None:
     register(MODULE)

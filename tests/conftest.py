@@ -14,7 +14,6 @@ import pytest
 
 import zerosite.plugins
 import zerosite.rendering
-import zerosite.worker
 from zerosite.plugins import LOCAL_PLUGIN_PACKAGE, PluginSettings
 
 BUILTIN_MODULE_PLUGINS: frozenset[str] = frozenset(
@@ -30,11 +29,10 @@ FAKE_PACKAGE_PREFIX = "zs_test_"
 
 
 def clear_plugin_caches() -> None:
-    """Forget every cached plugin manager, module table and Jinja2 environment, and the warmed worker."""
+    """Forget every cached plugin manager, module table and Jinja2 environment."""
     zerosite.plugins._build_manager.cache_clear()
     zerosite.plugins._modules.cache_clear()
     zerosite.rendering._build_environment.cache_clear()
-    zerosite.worker._worker = None  # holds the modules and environment of the settings it was warmed with
 
 
 @pytest.fixture

@@ -10,10 +10,9 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from zerosite.pipeline import compute_project, plan
+from zerosite.pipeline import compute_and_render, plan
 from zerosite.plugins import get_modules
 from zerosite.project import Project, parse_project
-from zerosite.rendering import render_report
 
 DEFAULT_PROJECT: dict[str, Any] = {
     "id": "test-project",
@@ -60,9 +59,8 @@ REPORT_MODULES = ("M2", "M3", "M4", "M5", "M6")
 
 def render_chain(project: Project, names: tuple[str, ...] = REPORT_MODULES) -> dict[str, str]:
     """Compute ``names`` and what they require with the real modules; each one's report by module name."""
-    modules = get_modules()
-    results = compute_project(project, plan(modules, list(names)))
-    return {
-        name: render_report(modules[name], project, results[name], {d: results[d] for d in modules[name].requires})
-        for name in names
-    }
+    made = list(compute_and_render(project, plan(get_modules(), names), set(names)))
+    failed = [outcome.exception for outcome in made if outcome.exception is not None]
+    if failed:
+        raise failed[0]
+    return {outcome.module.name: outcome.html for outcome in made if outcome.html is not None}

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from zerosite import hookspecs
-from zerosite.pipeline import compute_project, plan
-from zerosite.plugins import PluginSettings, get_modules
+from zerosite.engine import BatchOptions, generate
+from zerosite.pipeline import compute_and_render, plan
+from zerosite.plugins import PluginSettings, get_modules, get_strategies
 from zerosite.project import parse_project
-from zerosite.rendering import get_environment, render_report
+from zerosite.rendering import get_environment
 from zerosite.sample import sample_projects
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
@@ -60,12 +61,23 @@ def example_files(guide: str) -> dict[str, str]:
     return {match["path"]: match["body"] + "\n" for match in pattern.finditer(guide)}
 
 
-def test_worked_example_loads_and_renders_deterministically(guide: str, fresh_plugins: None, tmp_path: Path) -> None:
+M7_EXAMPLE = ("m7_parking.py", "templates/m7_parking.html.j2")
+STRATEGY_EXAMPLE = "ordered_threads.py"
+
+
+def write_examples(guide: str, folder: Path, *names: str) -> None:
     files = example_files(guide)
-    assert set(files) == {"m7_parking.py", "templates/m7_parking.html.j2"}
-    for relative, text in files.items():
-        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / relative).write_text(text, encoding="utf-8")
+    for relative in names:
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_text(files[relative], encoding="utf-8")
+
+
+def test_the_guide_marks_exactly_its_example_files(guide: str) -> None:
+    assert set(example_files(guide)) == {*M7_EXAMPLE, STRATEGY_EXAMPLE}
+
+
+def test_worked_example_loads_and_renders_deterministically(guide: str, fresh_plugins: None, tmp_path: Path) -> None:
+    write_examples(guide, tmp_path, *M7_EXAMPLE)
     settings = PluginSettings(plugins_dir=tmp_path).resolved()
 
     modules = get_modules(settings)
@@ -73,9 +85,27 @@ def test_worked_example_loads_and_renders_deterministically(guide: str, fresh_pl
     assert (m7.title, m7.requires, m7.provider) == ("주차 검토", ("M4",), "m7_parking")
 
     project = parse_project(sample_projects(1)[0], "sample[0]")
-    results = compute_project(project, plan(modules, ["M7"]))
-    deps = {name: results[name] for name in m7.requires}
     env = get_environment(settings)
-    html = render_report(m7, project, results["M7"], deps, env)
-    assert "주차대수 비교" in html and results["M7"].verdict in html
-    assert render_report(m7, project, results["M7"], deps, env) == html
+    steps = plan(modules, ["M7"])
+    (made,) = [o for o in compute_and_render(project, steps, {"M7"}, env) if o.reported]
+    assert made.error is None and made.html is not None
+    assert "주차대수 비교" in made.html and made.result.verdict in made.html
+    (again,) = [o for o in compute_and_render(project, steps, {"M7"}, env) if o.reported]
+    assert again.html == made.html
+
+
+def test_third_party_strategy_example_runs_a_batch(guide: str, fresh_plugins: None, tmp_path: Path) -> None:
+    """The guide's strategy, loaded from a plugins folder, makes the same reports as the sequential one."""
+    folder = tmp_path / "plugins"
+    write_examples(guide, folder, STRATEGY_EXAMPLE)
+    settings = PluginSettings(plugins_dir=folder).resolved()
+    assert "ordered-thread" in get_strategies(settings)
+    projects = [parse_project(raw, f"sample[{i}]") for i, raw in enumerate(sample_projects(6))]
+
+    def run(strategy: str, workers: int) -> dict[str, bytes]:
+        out = tmp_path / strategy
+        summary = generate(projects, BatchOptions(out=out, strategy=strategy, workers=workers, plugins=settings))
+        assert (summary.written, summary.failed) == (len(projects) * 5, 0)
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("*/*.html"))}
+
+    assert run("ordered-thread", 2) == run("sequential", 1)

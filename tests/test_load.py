@@ -176,16 +176,18 @@ def test_a_stranger_busy_loop_flags_the_round(stranger: int) -> None:
 @pytest.mark.skipif(not LINUX, reason="needs /proc/stat")
 def test_children_and_grandchildren_are_tracked_live_and_after_they_are_reaped() -> None:
     tracker = DescendantTracker()
+    before = set(tracker.descendants)  # earlier tests may have left workers or servers of this process alive
     launcher = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {BURN.format(s=0.3)!r}])\n"
     child = subprocess.Popen([sys.executable, "-c", launcher])
     try:
         deadline = time.monotonic() + 20
-        while len(tracker.descendants) < 2 and time.monotonic() < deadline:  # until the launcher's child runs
+        while len(tracker.descendants - before) < 2 and time.monotonic() < deadline:  # the launcher's child runs
             time.sleep(0.05)
             tracker.refresh()
         start_s = tracker.cpu_s()
         assert child.pid in tracker.descendants
-        assert len(tracker.descendants) == 2, tracker.descendants  # the launcher and its burning child
+        new = tracker.descendants - before
+        assert len(new) == 2, new  # the launcher and its burning child
         child.wait()
         assert tracker.cpu_s() - start_s > 0.1  # the grandchild's time reached us through two reapers
         tracker.refresh()

@@ -318,7 +318,7 @@ def test_missing_template_names_the_module_its_plugin_and_the_template(plugin_se
         registered(get_plugin_manager(settings), careless=careless),
         pytest.raises(PluginError, match=r"M9 \(from plugin careless\): template 'm9_nowhere\.html\.j2' not found"),
     ):
-        get_modules(settings)
+        get_environment(settings)  # loading the templates checks every module's
 
 
 def test_the_cli_reports_a_validation_error_and_exits_2(
@@ -470,6 +470,47 @@ def test_a_copy_of_the_built_ins_in_the_plugins_folder_is_not_loaded_twice(
 
     for source in Path(zerosite.modules.__file__).parent.glob("m*.py"):
         shutil.copy(source, plugins_dir / source.name)
-    modules = get_modules(plugin_settings())
+    with pytest.warns(UserWarning, match="it is a copy of the loaded plugin") as caught:
+        modules = get_modules(plugin_settings())
+    skipped = sorted(str(warning.message).split(": it is a copy")[0].rsplit("/", 1)[1] for warning in caught)
+    assert skipped == sorted(path.name for path in plugins_dir.glob("m*.py"))
     assert list(modules) == ["M2", "M3", "M4", "M5", "M6"]
     assert all(m.provider.startswith("zerosite.modules.") for m in modules.values())
+
+
+def test_a_new_file_beside_the_built_in_files_loads(
+    plugin_settings: Callable[..., PluginSettings], m7_plugins_dir: Path
+) -> None:
+    """A checkout's plugins/ is the built-in package: its own files are the built-ins, and a new file loads."""
+    import zerosite.modules
+
+    for source in Path(zerosite.modules.__file__).parent.glob("m*.py"):
+        (m7_plugins_dir / source.name).symlink_to(source)  # the very files the built-ins were loaded from
+    modules = get_modules(plugin_settings())
+
+    assert sorted(modules) == ["M2", "M3", "M4", "M5", "M6", "M7"]
+    assert modules["M7"].provider == "m7_parking"
+    assert all(modules[name].provider.startswith("zerosite.modules.") for name in ("M2", "M3", "M4", "M5", "M6"))
+
+
+def test_register_hooks_are_called_through_pluggy(plugin_settings, registered) -> None:
+    """Hook wrappers and pluggy's call monitoring see the register hooks; providers are still named."""
+    seen: list[str] = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def zerosite_register_modules(self, register: Callable[[ReportModule], None]) -> object:
+            seen.append("wrapper")
+            return (yield)
+
+    settings = plugin_settings(builtin_modules=False)
+    pm = get_plugin_manager(settings)
+    undo = pm.add_hookcall_monitoring(lambda name, impls, kwargs: seen.append(name), lambda *args: None)
+    try:
+        with registered(pm, wrapping=Wrapper(), mine=ModulePlugin(module("X1"))):
+            modules = get_modules(settings)
+    finally:
+        undo()
+
+    assert modules["X1"].provider == "mine"
+    assert seen == ["zerosite_register_modules", "wrapper"]

@@ -5,21 +5,20 @@ from __future__ import annotations
 import json
 import sys
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
-from zerosite.plugins import (
-    PluginError,
-    PluginSettings,
-    get_modules,
-    get_strategies,
-    plugin_settings,
-    set_plugin_settings,
-)
-from zerosite.project import InvalidInput, Project, iter_raw_projects, parse_project, validate_batch
+from zerosite.engine import BatchOptions, BatchPlan, EngineError, plan_batch
+from zerosite.engine import generate as generate_reports
+from zerosite.plugins import get_modules, get_strategies, plugin_settings, set_plugin_settings
+from zerosite.project import InvalidInput, Project, iter_raw_projects, parse_batch, parse_project
+from zerosite.rendering import get_environment
+from zerosite.sample import iter_sample_projects
+from zerosite.store import StoreError, recent_reports, search_reports
+from zerosite.types import PluginError, PluginSettings, ReportModule
 
 __all__ = ["main"]
 
@@ -61,8 +60,10 @@ def main(plugins_dir: Path | None, templates_dir: Path | None) -> None:
     )
 
 
-def _modules() -> dict[str, Any]:
+def _modules() -> dict[str, ReportModule]:
+    """Every module, checked with its template; a plugin problem is exit 2."""
     try:
+        get_environment()  # loading it checks every module's template
         return get_modules()
     except PluginError as error:
         _fail(f"plugins: {error}")
@@ -87,7 +88,7 @@ def strategies() -> None:
     _table(("strategy", "available", "description"), rows)
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     """Print aligned columns; Korean (wide) characters count as two columns, as a terminal shows them."""
     widths = [max(_width(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
     for row in (header, *rows):
@@ -105,8 +106,6 @@ def _width(text: str) -> int:
 @click.option("--jsonl", is_flag=True, help="One project per line (JSON Lines) instead of a JSON list.")
 def sample(n: int, seed: int, jsonl: bool) -> None:
     """Print N realistic, deterministic sample projects as JSON."""
-    from zerosite.sample import iter_sample_projects
-
     projects = iter_sample_projects(n, seed)
     if jsonl:
         for project in projects:
@@ -117,19 +116,16 @@ def sample(n: int, seed: int, jsonl: bool) -> None:
 
 def _load_projects(
     projects_file: Path | None, sample_n: int | None, seed: int, skip_invalid: bool
-) -> tuple[Callable[[], Iterator[Project]], int]:
-    """Validate the whole input first; return a lazy re-reader of the valid projects and their count."""
+) -> tuple[Iterable[Project], int]:
+    """The valid projects, parsed once and checked whole before anything is made, and their count."""
     if (projects_file is None) == (sample_n is None):
         _fail("give exactly one of --projects FILE or --sample N")
     if sample_n is not None:
-        from zerosite.sample import iter_sample_projects
-
-        return (
-            lambda: (parse_project(raw, f"sample[{i}]") for i, raw in enumerate(iter_sample_projects(sample_n, seed)))
-        ), sample_n
+        samples = enumerate(iter_sample_projects(sample_n, seed))
+        return (parse_project(raw, f"sample[{i}]") for i, raw in samples), sample_n
     assert projects_file is not None
     try:
-        valid, errors = validate_batch(iter_raw_projects(projects_file))
+        valid, errors = parse_batch(iter_raw_projects(projects_file))
     except InvalidInput as invalid:
         valid, errors = [], invalid.errors
         skip_invalid = False
@@ -139,19 +135,7 @@ def _load_projects(
         if not skip_invalid:
             _fail(f"{projects_file}: {len(errors)} problem(s) in the input; nothing was written", EXIT_BAD_INPUT)
         click.echo(f"warning: skipping the invalid projects above; {len(valid)} valid project(s) remain", err=True)
-
-    def projects() -> Iterator[Project]:
-        wanted = set(valid)
-        for where, raw in iter_raw_projects(projects_file):
-            try:
-                project = parse_project(raw, where)
-            except InvalidInput:
-                continue
-            if project.id in wanted:
-                wanted.discard(project.id)  # a duplicate's later copies stay skipped
-                yield project
-
-    return projects, len(valid)
+    return valid, len(valid)
 
 
 def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -250,14 +234,6 @@ def _run_batch(
     chunksize: int,
     start_method: str | None,
 ) -> None:
-    from zerosite.engine import BatchOptions, EngineError, generate
-    from zerosite.store import StoreError
-
-    known = _modules()
-    unknown = [m for m in modules if m not in known]
-    if unknown:
-        _fail(f"unknown module(s): {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
-    projects, count = _load_projects(projects_file, sample_n, seed, skip_invalid)
     if strategy == "sequential":
         workers = 1  # whatever --workers says: the baseline runs in this process alone
     options = BatchOptions(
@@ -275,10 +251,12 @@ def _run_batch(
         timeout_s=timeout_s,
         trace_memory=trace_memory,
     )
-    total = count * len(modules or known)
+    batch_plan = _plan(options)
+    projects, count = _load_projects(projects_file, sample_n, seed, skip_invalid)
+    total = count * len(batch_plan.config.reports)
     with _ProgressBar(total, disable=quiet or as_json) as progress:
         try:
-            summary = generate(projects(), options, on_report=progress)
+            summary = generate_reports(projects, options, on_report=progress, batch_plan=batch_plan)
         except EngineError as error:
             _fail(str(error))
         except StoreError as error:
@@ -297,10 +275,7 @@ def _run_batch(
         if summary.failed > FAILURES_SHOWN:
             index = db or out / "index.sqlite"
             click.echo(f"... and {summary.failed - FAILURES_SHOWN} more failures, all recorded in {index}", err=True)
-        stages = ", ".join(
-            f"{stage} {getattr(summary.stage_ns, f'{stage}_ns') / 1e9:.2f} s"
-            for stage in ("fetch", "compute", "render", "write")
-        )
+        stages = ", ".join(f"{stage} {ns / 1e9:.2f} s" for stage, ns in summary.stage_ns.by_stage().items())
         click.echo(
             f"{summary.written} written, {summary.skipped} skipped, {summary.failed} failed in {summary.wall_s:.2f} s "
             f"({summary.reports_per_s:,.0f} reports/s, {summary.strategy} x{summary.workers}); "
@@ -308,6 +283,16 @@ def _run_batch(
         )
     if summary.failed:
         sys.exit(EXIT_FAILED)
+
+
+def _plan(options: BatchOptions) -> BatchPlan:
+    """The batch's plan; an unknown module, source or strategy, or a plugin problem, is exit 2."""
+    try:
+        return plan_batch(options)
+    except PluginError as error:
+        _fail(f"plugins: {error}")
+    except EngineError as error:
+        _fail(str(error))
 
 
 class _ProgressBar:
@@ -443,8 +428,6 @@ def compare(base: Path, new: Path, threshold: str, force: bool, as_json: bool) -
 @click.option("--db", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
 def search(text: str, module: str | None, limit: int, db: Path) -> None:
     """Full-text search of the report index by address (and module)."""
-    from zerosite.store import search_reports
-
     _print_rows(search_reports(db, text, module=module, limit=limit))
 
 
@@ -453,8 +436,6 @@ def search(text: str, module: str | None, limit: int, db: Path) -> None:
 @click.option("--db", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
 def reports(recent: int, db: Path) -> None:
     """List the most recently generated reports in the index."""
-    from zerosite.store import recent_reports
-
     _print_rows(recent_reports(db, recent))
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import types
 import typing
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -115,7 +114,7 @@ def _type_text(annotation: object) -> str:
     """The annotation as the source writes it (annotations are strings under ``from __future__ import annotations``)."""
     if isinstance(annotation, str):
         return annotation
-    if isinstance(annotation, type) and not isinstance(annotation, types.GenericAlias):
+    if isinstance(annotation, type):
         return annotation.__name__
     return str(annotation)
 

@@ -10,21 +10,34 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from zerosite.pipeline import plan, report_names
-from zerosite.plugins import PluginSettings, get_data_sources, get_modules, get_strategies, plugin_settings
+from zerosite.plugins import get_data_sources, get_modules, get_strategies, plugin_settings
 from zerosite.project import Project
 from zerosite.rendering import get_environment, templates_fingerprint
-from zerosite.sources import SourceSettings, select_source
+from zerosite.sources import select_source
 from zerosite.store import ReportRow, ReportStore
-from zerosite.strategies import Runner, StrategyOptions
-from zerosite.worker import ProjectResult, StageTimings, WorkerConfig
+from zerosite.types import (
+    STATUSES,
+    PluginSettings,
+    ProjectResult,
+    ReportModule,
+    ReportStatus,
+    Runner,
+    SourceSettings,
+    StageTimings,
+    Strategy,
+    StrategyOptions,
+    WorkerConfig,
+)
 
 __all__ = [
     "BatchOptions",
+    "BatchPlan",
     "BatchSummary",
     "EngineError",
     "ReportOutcome",
     "StageTimings",
     "generate",
+    "plan_batch",
     "start_runner",
 ]
 
@@ -55,18 +68,57 @@ class BatchOptions:
     trace_memory: bool = False
     plugins: PluginSettings = field(default_factory=plugin_settings)
 
-    def worker_config(self) -> WorkerConfig:
-        return WorkerConfig(
-            plugins=self.plugins.resolved(),
-            modules=self.modules,
-            source=SourceSettings(url=self.data_url),
-            source_name=self.source,
-            trace_memory=self.trace_memory,
-            timeout_s=self.timeout_s,
-        )
 
-    def strategy_options(self) -> StrategyOptions:
-        return StrategyOptions(workers=self.workers, chunksize=self.chunksize, start_method=self.start_method)
+@dataclass(frozen=True)
+class BatchPlan:
+    """What a batch will do, decided once by :func:`plan_batch`; ``config`` is what every worker receives."""
+
+    config: WorkerConfig
+    steps: tuple[ReportModule, ...]
+    """The modules of ``config.compute``, in that order."""
+    strategy: Strategy
+    strategy_options: StrategyOptions
+    templates: str
+    """A fingerprint of every template (``rendering.templates_fingerprint``)."""
+
+
+def plan_batch(options: BatchOptions) -> BatchPlan:
+    """The one place where a batch's plan is decided: the modules to compute and to report, the data
+    source, the strategy. Plugins and templates are checked here, before anything is made.
+
+    :raises EngineError: an unknown module, data source or strategy, or one unavailable here.
+    :raises PluginError: plugins that cannot work together (a missing template, a duplicate name).
+    """
+    modules = get_modules(options.plugins)
+    try:
+        steps = plan(modules, options.modules)
+        reports = report_names(modules, options.modules)
+        source = select_source(get_data_sources(options.plugins), options.data_url, options.source)
+    except (KeyError, LookupError) as error:
+        raise EngineError(error.args[0]) from None
+    templates = templates_fingerprint(get_environment(options.plugins))
+    config = WorkerConfig(
+        plugins=options.plugins.resolved(),
+        compute=tuple(m.name for m in steps),
+        reports=tuple(reports),
+        source=source.name,
+        source_settings=SourceSettings(url=options.data_url),
+        trace_memory=options.trace_memory,
+        timeout_s=options.timeout_s,
+    )
+    tuning = StrategyOptions(workers=options.workers, chunksize=options.chunksize, start_method=options.start_method)
+    return BatchPlan(config, tuple(steps), _strategy(options), tuning, templates)
+
+
+def _strategy(options: BatchOptions) -> Strategy:
+    strategies = get_strategies(options.plugins)
+    strategy = strategies.get(options.strategy)
+    if strategy is None:
+        raise EngineError(f"unknown strategy {options.strategy!r}; known: {', '.join(strategies)}")
+    reason = strategy.unavailable_reason()
+    if reason:
+        raise EngineError(f"strategy {options.strategy!r} is not available here: {reason}")
+    return strategy
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +127,7 @@ class ReportOutcome:
 
     project_id: str
     module: str
-    status: str  # "written" | "skipped" | "failed"
+    status: ReportStatus
     path: Path | None
     size_bytes: int
     timings: StageTimings
@@ -111,47 +163,30 @@ class BatchSummary:
             "failed": self.failed,
             "wall_s": round(self.wall_s, 6),
             "reports_per_s": round(self.reports_per_s, 3),
-            "stage_s": {
-                stage: round(getattr(self.stage_ns, f"{stage}_ns") / 1e9, 6)
-                for stage in ("fetch", "compute", "render", "write")
-            },
+            "stage_s": {stage: round(ns / 1e9, 6) for stage, ns in self.stage_ns.by_stage().items()},
             "pool_restarts": self.restarts,
             "failures": [{"project_id": f.project_id, "module": f.module, "error": f.error} for f in self.failures],
         }
 
 
-def start_runner(options: BatchOptions) -> Runner:
-    """Start the chosen strategy's workers (warm); close the runner when done."""
-    try:
-        select_source(get_data_sources(options.plugins), options.data_url, options.source)
-    except LookupError as error:
-        raise EngineError(str(error)) from None
-    strategies = get_strategies(options.plugins)
-    strategy = strategies.get(options.strategy)
-    if strategy is None:
-        raise EngineError(f"unknown strategy {options.strategy!r}; known: {', '.join(strategies)}")
-    reason = strategy.unavailable_reason()
-    if reason:
-        raise EngineError(f"strategy {options.strategy!r} is not available here: {reason}")
-    return strategy.start(options.worker_config(), options.strategy_options())
+def start_runner(options: BatchOptions, batch_plan: BatchPlan | None = None) -> Runner:
+    """Start the chosen strategy's workers (warm) on the batch's plan; close the runner when done."""
+    chosen = batch_plan or plan_batch(options)
+    return chosen.strategy.start(chosen.config, chosen.strategy_options)
 
 
 class _InputHasher:
     """Content hashes for resume: project input, module versions (its requirements' too), templates, output form."""
 
-    def __init__(self, options: BatchOptions) -> None:
-        modules = get_modules(options.plugins)
-        try:
-            selected = report_names(modules, options.modules)
-        except KeyError as error:
-            raise EngineError(error.args[0]) from None
-        templates = templates_fingerprint(get_environment(options.plugins))
-        self.modules = selected
+    def __init__(self, options: BatchOptions, batch_plan: BatchPlan) -> None:
+        steps = {m.name: m for m in batch_plan.steps}
+        config = batch_plan.config
+        self.modules = list(config.reports)
         self.keys = {}
-        for name in selected:
-            chain = ",".join(f"{m.name}={m.version}" for m in plan(modules, [name]))
+        for name in config.reports:
+            chain = ",".join(f"{m.name}={m.version}" for m in plan(steps, [name]))
             source = f"{options.source or ''}:{options.data_url or ''}"
-            self.keys[name] = f"{chain}|{templates}|gzip={options.gzip}|source={source}".encode()
+            self.keys[name] = f"{chain}|{batch_plan.templates}|gzip={options.gzip}|source={source}".encode()
 
     def hashes(self, project: Project) -> dict[str, str]:
         # The frozen dataclass's repr covers every field, deterministically, at a tenth of the cost of JSON.
@@ -162,7 +197,7 @@ class _InputHasher:
 class _Tally:
     def __init__(self, on_report: Callable[[ReportOutcome], None] | None) -> None:
         self.on_report = on_report
-        self.counts = {"written": 0, "skipped": 0, "failed": 0}
+        self.counts: dict[ReportStatus, int] = dict.fromkeys(STATUSES, 0)
         self.stage_ns = StageTimings()
         self.failures: list[ReportOutcome] = []
 
@@ -180,14 +215,17 @@ def generate(
     options: BatchOptions,
     on_report: Callable[[ReportOutcome], None] | None = None,
     runner: Runner | None = None,
+    batch_plan: BatchPlan | None = None,
 ) -> BatchSummary:
     """Make, write and index every report of ``projects``; skip unchanged ones unless ``options.force``.
 
     ``runner`` lets a caller reuse warm workers across batches; without it the chosen strategy
-    is started here and stopped at the end (as ``zerosite generate`` does).
+    is started here and stopped at the end (as ``zerosite generate`` does). ``batch_plan`` is
+    ``plan_batch(options)`` when the caller made it already.
     """
     started = time.perf_counter()
-    hasher = _InputHasher(options)
+    batch_plan = batch_plan or plan_batch(options)
+    hasher = _InputHasher(options, batch_plan)
     tally = _Tally(on_report)
 
     with ReportStore(options.out, options.db, gzip=options.gzip) as store:
@@ -207,7 +245,7 @@ def generate(
 
         in_flight: dict[str, dict[str, str]] = {}
         try:
-            with contextlib.nullcontext(runner) if runner is not None else start_runner(options) as active:
+            with contextlib.nullcontext(runner) if runner is not None else start_runner(options, batch_plan) as active:
                 for result in active.run(to_make(), store.files):
                     _store_result(store, result, in_flight[result.project.id], tally)
                     del in_flight[result.project.id]
@@ -242,7 +280,8 @@ def _store_result(store: ReportStore, result: ProjectResult, input_hashes: dict[
         if report.ok and written is None and report.html is not None:  # a runner that hands back HTML
             written = store.write(project.id, report.module, report.html)
             timings = replace(timings, write_ns=written.write_ns)
-        status, error = ("failed", report.error) if written is None else ("written", None)
+        status: ReportStatus = "failed" if written is None else "written"
+        error = report.error if written is None else None
         store.record(
             ReportRow(
                 project_id=project.id,

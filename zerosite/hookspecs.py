@@ -8,12 +8,10 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
+from zerosite.types import DataSource, ReportModule, Strategy
+
 if TYPE_CHECKING:
     from jinja2 import Environment
-
-    from zerosite.sources import DataSource
-    from zerosite.strategies import Strategy
-    from zerosite.types import ReportModule
 
 __all__ = ["hookimpl", "hookspec"]
 
@@ -52,6 +50,7 @@ def zerosite_template_dirs() -> list[Path]:
         def zerosite_template_dirs():
             return [Path(__file__).parent / "templates"]
     """
+    raise NotImplementedError  # a specification: pluggy calls the implementations, never this
 
 
 @hookspec
@@ -73,7 +72,7 @@ def zerosite_prepare_jinja2_environment(env: Environment) -> None:
 def zerosite_register_strategies(register: Callable[[Strategy], None]) -> None:
     """Register concurrency strategies (how a batch of projects is spread over workers).
 
-    :param register: call it with a :class:`~zerosite.strategies.Strategy` instance.
+    :param register: call it with a :class:`~zerosite.types.Strategy` instance.
     :returns: nothing; every plugin is called. The built-in ``sequential``, ``thread``,
         ``process``, ``async`` and ``interpreter`` strategies register through this hook.
 
@@ -89,7 +88,7 @@ def zerosite_register_strategies(register: Callable[[Strategy], None]) -> None:
 def zerosite_register_data_sources(register: Callable[[DataSource], None]) -> None:
     """Register data sources (the fetch stage that gets a project's land facts).
 
-    :param register: call it with a :class:`~zerosite.sources.DataSource` instance.
+    :param register: call it with a :class:`~zerosite.types.DataSource` instance.
     :returns: nothing; every plugin is called. The built-in ``embedded`` and ``http``
         sources register through this hook.
 

@@ -7,22 +7,17 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
-import os
 import sys
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
 import pluggy
 
 from zerosite import hookspecs
-from zerosite.types import ReportModule
-
-if TYPE_CHECKING:
-    from zerosite.sources import DataSource
-    from zerosite.strategies import Strategy
+from zerosite.types import DataSource, PluginError, PluginSettings, ReportModule, Strategy, dependency_order
 
 __all__ = [
     "BUILTIN_PLUGINS",
@@ -49,44 +44,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "zerosite.modules.m5_feasibility",
     "zerosite.modules.m6_decision",
 )
-"""Registered first, in this order, under their dotted module names."""
-
-
-class PluginError(Exception):
-    """Plugins that cannot work together; the message names the plugins involved."""
-
-
-@dataclass(frozen=True)
-class PluginSettings:
-    """Where plugins and templates come from; hashable, so each distinct setting builds one manager."""
-
-    plugins_dir: Path | None = None
-    disabled: frozenset[str] = frozenset()
-    templates_dir: Path | None = None
-    trace: bool = False
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> PluginSettings:
-        """Settings from ``ZEROSITE_PLUGINS_DIR``, ``ZEROSITE_DISABLE_PLUGINS`` (comma-separated),
-        ``ZEROSITE_TEMPLATES_DIR`` and ``ZEROSITE_TRACE_PLUGINS``; the plugins folder defaults to
-        ``./plugins`` when it exists."""
-        plugins_dir = environ.get("ZEROSITE_PLUGINS_DIR")
-        templates_dir = environ.get("ZEROSITE_TEMPLATES_DIR")
-        disabled = frozenset(n.strip() for n in environ.get("ZEROSITE_DISABLE_PLUGINS", "").split(",") if n.strip())
-        return cls(
-            plugins_dir=Path(plugins_dir) if plugins_dir else (Path("plugins") if Path("plugins").is_dir() else None),
-            disabled=disabled,
-            templates_dir=Path(templates_dir) if templates_dir else None,
-            trace=environ.get("ZEROSITE_TRACE_PLUGINS", "") not in {"", "0"},
-        )
-
-    def resolved(self) -> PluginSettings:
-        """The same settings with absolute paths, safe to send to worker processes."""
-        return replace(
-            self,
-            plugins_dir=self.plugins_dir.resolve() if self.plugins_dir else None,
-            templates_dir=self.templates_dir.resolve() if self.templates_dir else None,
-        )
+"""Registered first, in this order, under their dotted module names (imported by name: they sit above this layer)."""
 
 
 _settings: PluginSettings | None = None
@@ -146,30 +104,55 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
 
 
 def _load_plugins_dir(pm: pluggy.PluginManager, folder: Path) -> None:
-    builtin = Path(importlib.import_module("zerosite.modules").__file__ or "").parent.resolve()
-    if not folder.is_dir() or folder.resolve() == builtin:
+    """Import every ``*.py`` file of ``folder`` (but ``_*.py``) under ``zerosite_local_plugins.<stem>``.
+
+    Each file loads, or is skipped with a warning that names it; a file that *is* a loaded plugin's own
+    file (a source checkout's ``plugins/`` is the built-in package) is that plugin, already loaded.
+    """
+    if not folder.is_dir():
+        warnings.warn(f"zerosite: the plugins folder {folder} does not exist; no plugin files loaded", stacklevel=3)
         return
-    # A checkout's plugins/ beside an installed copy of ZeroSite holds the built-ins again: same bytes, same plugin.
-    loaded = {_digest(Path(p.__file__)) for p in pm.get_plugins() if isinstance(getattr(p, "__file__", None), str)}
+    loaded = {Path(f).resolve(): name for name, f in _plugin_files(pm)}
+    loaded_digests = {_digest(path): name for path, name in loaded.items()}
     for path in sorted(folder.glob("*.py")):
         name = path.stem
-        if name.startswith("_") or pm.is_blocked(name) or _digest(path) in loaded:
+        if name.startswith("_") or pm.is_blocked(name) or path.resolve() in loaded:
             continue
-        if pm.get_plugin(name) is not None:
-            warnings.warn(f"zerosite: skipped plugin file {path}: a plugin named {name!r} is loaded", stacklevel=2)
-            continue
-        module_name = f"{LOCAL_PLUGIN_PACKAGE}.{name}"
-        try:
-            spec = importlib.util.spec_from_file_location(module_name, path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            spec.loader.exec_module(module)
-        except Exception as error:
-            sys.modules.pop(module_name, None)
-            warnings.warn(f"zerosite: skipped plugin {name!r} ({path}): {type(error).__name__}: {error}", stacklevel=2)
-            continue
-        _register(pm, module, name, str(path))
+        twin = loaded_digests.get(_digest(path))
+        if twin is not None:
+            _skip(f"skipped plugin file {path}: it is a copy of the loaded plugin {twin!r}")
+        elif pm.get_plugin(name) is not None:
+            _skip(f"skipped plugin file {path}: a plugin named {name!r} is loaded")
+        else:
+            module = _import_file(name, path)
+            if module is not None:
+                _register(pm, module, name, str(path))
+
+
+def _plugin_files(pm: pluggy.PluginManager) -> list[tuple[str, str]]:
+    """``(name, file)`` of every registered plugin that is a module loaded from a file."""
+    named = ((pm.get_name(plugin) or "?", getattr(plugin, "__file__", None)) for plugin in pm.get_plugins())
+    return [(name, file) for name, file in named if isinstance(file, str)]
+
+
+def _import_file(name: str, path: Path) -> object | None:
+    module_name = f"{LOCAL_PLUGIN_PACKAGE}.{name}"
+    try:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {path} as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    except Exception as error:
+        sys.modules.pop(module_name, None)
+        _skip(f"skipped plugin {name!r} ({path}): {type(error).__name__}: {error}")
+        return None
+    return module
+
+
+def _skip(message: str) -> None:
+    warnings.warn(f"zerosite: {message}", stacklevel=4)
 
 
 def _digest(path: Path) -> str:
@@ -191,21 +174,18 @@ T = TypeVar("T")
 
 
 def _collect(settings: PluginSettings, hook_name: str, kind: type[T], what: str) -> dict[str, T]:
-    """Call a ``register`` hook plugin by plugin, so each item's provider is known; refuse two of one name."""
+    """Call a ``register`` hook through pluggy, one providing plugin at a time (with every wrapper around
+    it), so each item's provider is known; refuse two items of one name, naming every provider."""
     pm = get_plugin_manager(settings)
+    impls = getattr(pm.hook, hook_name).get_hookimpls()
+    providers = [impl for impl in impls if not (impl.wrapper or impl.hookwrapper)]
     found: dict[str, list[tuple[str, T]]] = {}
-    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+    for impl in providers:
+        others = [other.plugin for other in providers if other is not impl]
         items: list[T] = []
-
-        def register(item: T, plugin: str = impl.plugin_name, items: list[T] = items) -> None:
-            if not isinstance(item, kind):
-                raise PluginError(f"plugin {plugin} registered {item!r}, which is not a {kind.__name__}")
-            items.append(item)
-
-        if settings.trace:
-            pm.trace.root.get("hook")(f"{hook_name} [{impl.plugin_name}]")
+        pm.trace.root.get("hook")(f"{hook_name} [{impl.plugin_name}]")
         try:
-            impl.function(**{name: register for name in impl.argnames})
+            pm.subset_hook_caller(hook_name, others)(register=_registrar(impl.plugin_name, kind, items))
         except PluginError:
             raise
         except Exception as error:
@@ -224,22 +204,33 @@ def _collect(settings: PluginSettings, hook_name: str, kind: type[T], what: str)
     return {name: _with_provider(providers[0][1], providers[0][0]) for name, providers in sorted(found.items())}
 
 
-def _with_provider(item: Any, provider: str) -> Any:
+def _registrar(plugin: str, kind: type[T], items: list[T]) -> Callable[[T], None]:
+    """The ``register`` callback handed to one plugin: checks the type, records the item."""
+
+    def register(item: T) -> None:
+        if not isinstance(item, kind):
+            raise PluginError(f"plugin {plugin} registered {item!r}, which is not a {kind.__name__}")
+        items.append(item)
+
+    return register
+
+
+def _with_provider(item: T, provider: str) -> T:
     if isinstance(item, ReportModule):
         return replace(item, provider=provider)
     return item
 
 
 def get_modules(settings: PluginSettings | None = None) -> dict[str, ReportModule]:
-    """Every registered report module by name, in dependency order, validated."""
+    """Every registered report module by name, in dependency order, its requirements checked.
+
+    Their templates are checked where templates are loaded: ``zerosite.rendering.get_environment``.
+    """
     return _modules(settings or plugin_settings())
 
 
 @functools.cache
 def _modules(settings: PluginSettings) -> dict[str, ReportModule]:
-    from zerosite.pipeline import dependency_order
-    from zerosite.rendering import get_environment, template_problems
-
     modules = _collect(settings, "zerosite_register_modules", ReportModule, "module")
     problems = [
         f"module {m.name} (from plugin {m.provider}) requires unknown module {r!r}"
@@ -249,22 +240,16 @@ def _modules(settings: PluginSettings) -> dict[str, ReportModule]:
     ]
     if problems:
         raise PluginError("; ".join(problems))
-    ordered = dependency_order(modules)
-    problems = template_problems(get_environment(settings), ordered)
-    if problems:
-        raise PluginError("; ".join(problems))
-    return {m.name: m for m in ordered}
+    return {m.name: m for m in dependency_order(modules)}
 
 
 def get_strategies(settings: PluginSettings | None = None) -> dict[str, Strategy]:
     """Every registered concurrency strategy by name."""
-    from zerosite.strategies import Strategy
-
-    return _collect(settings or plugin_settings(), "zerosite_register_strategies", Strategy, "strategy")
+    chosen = settings or plugin_settings()
+    return _collect(chosen, "zerosite_register_strategies", Strategy, "strategy")  # type: ignore[type-abstract]
 
 
 def get_data_sources(settings: PluginSettings | None = None) -> dict[str, DataSource]:
     """Every registered data source by name."""
-    from zerosite.sources import DataSource
-
-    return _collect(settings or plugin_settings(), "zerosite_register_data_sources", DataSource, "data source")
+    chosen = settings or plugin_settings()
+    return _collect(chosen, "zerosite_register_data_sources", DataSource, "data source")  # type: ignore[type-abstract]

@@ -21,6 +21,7 @@ __all__ = [
     "Transaction",
     "Zone",
     "iter_raw_projects",
+    "parse_batch",
     "parse_project",
     "project_to_dict",
     "validate_batch",
@@ -138,7 +139,7 @@ class _Checker:
         return value
 
     def zone(self, raw: Mapping[str, Any], key: str, path: str) -> Zone:
-        value = raw.get(key)
+        value: Any = raw.get(key)
         try:
             return Zone(value)
         except ValueError:
@@ -265,10 +266,10 @@ def iter_raw_projects(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"projects[{index}]", raw
 
 
-def validate_batch(records: Iterable[tuple[str, Any]]) -> tuple[list[str], list[str]]:
-    """Check a whole batch without keeping it: ``(valid ids in order, every error)``; duplicates are errors."""
+def parse_batch(records: Iterable[tuple[str, Any]]) -> tuple[list[Project], list[str]]:
+    """Parse a whole batch once: ``(valid projects in order, every error)``; a duplicate id is an error."""
     seen: dict[str, str] = {}
-    valid: list[str] = []
+    valid: list[Project] = []
     errors: list[str] = []
     for where, raw in records:
         try:
@@ -280,5 +281,11 @@ def validate_batch(records: Iterable[tuple[str, Any]]) -> tuple[list[str], list[
             errors.append(f"{where}.id: duplicate id {project.id!r} (first at {seen[project.id]})")
             continue
         seen[project.id] = where
-        valid.append(project.id)
+        valid.append(project)
     return valid, errors
+
+
+def validate_batch(records: Iterable[tuple[str, Any]]) -> tuple[list[str], list[str]]:
+    """Check a whole batch: ``(valid ids in order, every error)``; duplicates are errors."""
+    valid, errors = parse_batch(records)
+    return [project.id for project in valid], errors

@@ -7,7 +7,7 @@ import hashlib
 import importlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jinja2 import (
     ChoiceLoader,
@@ -19,12 +19,9 @@ from jinja2 import (
     TemplateSyntaxError,
 )
 
-from zerosite.project import SQM_PER_PYEONG
-
-if TYPE_CHECKING:
-    from zerosite.plugins import PluginSettings
-    from zerosite.project import Project
-    from zerosite.types import ReportModule
+from zerosite.plugins import get_modules, get_plugin_manager, plugin_settings
+from zerosite.project import SQM_PER_PYEONG, Project
+from zerosite.types import PluginError, PluginSettings, ReportModule
 
 __all__ = ["builtin_templates_dir", "get_environment", "render_report", "template_problems", "templates_fingerprint"]
 
@@ -35,16 +32,24 @@ def builtin_templates_dir() -> Path:
 
 
 def get_environment(settings: PluginSettings | None = None) -> Environment:
-    """This process's Jinja2 environment for ``settings``: built on first use, then reused."""
-    from zerosite.plugins import plugin_settings
+    """This process's Jinja2 environment for ``settings``: built on first use, then reused.
 
+    :raises PluginError: a registered module's template is missing or does not compile (naming
+        the module, its plugin and the template).
+    """
     return _build_environment(settings or plugin_settings())
 
 
 @functools.cache
 def _build_environment(settings: PluginSettings) -> Environment:
-    from zerosite.plugins import get_plugin_manager
+    env = _new_environment(settings)
+    problems = template_problems(env, get_modules(settings).values())
+    if problems:
+        raise PluginError("; ".join(problems))
+    return env
 
+
+def _new_environment(settings: PluginSettings) -> Environment:
     pm = get_plugin_manager(settings)
     builtin = FileSystemLoader(builtin_templates_dir())
     user = [FileSystemLoader(settings.templates_dir)] if settings.templates_dir else []

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import abc
 import asyncio
-import contextlib
 import json
 import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from zerosite.hookspecs import hookimpl
+from zerosite import hookimpl
 from zerosite.project import InvalidInput, Project, parse_project, project_to_dict
+from zerosite.types import DataSource, SourceSettings
 
 __all__ = [
     "DataSource",
@@ -29,32 +27,6 @@ __all__ = [
     "select_source",
     "zerosite_register_data_sources",
 ]
-
-
-@dataclass(frozen=True)
-class SourceSettings:
-    """How a source reaches its data: base URL, per-request timeout and retry policy.
-
-    A failed attempt that may succeed later (connect error, timeout, HTTP 5xx) is retried
-    ``retries`` times, sleeping ``backoff_s``, ``2 * backoff_s``, ``4 * backoff_s``, ... in between.
-    """
-
-    url: str | None = None
-    timeout_s: float = 5.0
-    retries: int = 3
-    backoff_s: float = 0.05
-
-    def __post_init__(self) -> None:
-        if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s!r}")
-        if self.retries < 0:
-            raise ValueError(f"retries must be >= 0, got {self.retries!r}")
-        if self.backoff_s < 0:
-            raise ValueError(f"backoff_s must be >= 0, got {self.backoff_s!r}")
-
-    def backoff_before(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based): deterministic doubling."""
-        return self.backoff_s * 2 ** (retry - 1)
 
 
 class SourceError(Exception):
@@ -73,64 +45,6 @@ class SourceError(Exception):
 
     def __reduce__(self) -> tuple[Callable[..., SourceError], tuple[str, str, str, int]]:
         return (type(self), (self.project_id, self.url, self.cause, self.attempts))
-
-
-class DataSource(abc.ABC):
-    """One way to get a project's inputs: subclass it and register an instance through the hook.
-
-    Lifecycle: ``open(settings)`` once per process (a strategy does it in its worker initializer,
-    or around the batch for in-process strategies), then any number of ``fetch``/``afetch`` calls,
-    from any thread, then ``close()`` (and ``await aclose()`` inside each event loop that called
-    ``afetch``). ``session``/``asession`` wrap that in ``with``/``async with``.
-    Clients are created lazily on first use and reused: one per process for ``fetch``,
-    one per event loop for ``afetch``; never one per request.
-    """
-
-    name: str = ""
-    description: str = ""
-    settings: SourceSettings = SourceSettings()
-
-    def open(self, settings: SourceSettings) -> None:
-        """Configure the source for this process; cheap and idempotent (clients start lazily)."""
-        self.settings = settings
-
-    def close(self) -> None:  # noqa: B027 (optional hook: nothing to release by default)
-        """Release this process's sync resources; the source may be opened again later."""
-
-    async def aclose(self) -> None:  # noqa: B027 (optional hook: nothing to release by default)
-        """Release the resources that ``afetch`` created in the running event loop."""
-
-    @abc.abstractmethod
-    def fetch(self, project: Project) -> Project:
-        """Return ``project`` with its inputs filled in or refreshed; thread-safe."""
-
-    async def afetch(self, project: Project) -> Project:
-        """Async :meth:`fetch`. The default calls ``fetch`` inline: override it if ``fetch`` blocks."""
-        return self.fetch(project)
-
-    @contextlib.contextmanager
-    def session(self, settings: SourceSettings) -> Iterator[DataSource]:
-        """``with source.session(settings):`` opens the source and closes it afterwards."""
-        self.open(settings)
-        try:
-            yield self
-        finally:
-            self.close()
-
-    @contextlib.asynccontextmanager
-    async def asession(self, settings: SourceSettings) -> AsyncIterator[DataSource]:
-        """``async with source.asession(settings):`` opens, then closes this loop's and the sync resources."""
-        self.open(settings)
-        try:
-            yield self
-        finally:
-            try:
-                await self.aclose()
-            finally:
-                self.close()
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
 
 
 class EmbeddedSource(DataSource):

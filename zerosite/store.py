@@ -17,7 +17,9 @@ from dataclasses import dataclass, field, fields
 from itertools import count
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Self
+
+from zerosite.types import STATUSES, ReportStatus, StoreError, WrittenFile
 
 __all__ = [
     "STATUSES",
@@ -33,27 +35,13 @@ __all__ = [
 
 _temp_numbers = count(1)
 
-Status = Literal["written", "failed", "skipped"]
-STATUSES: tuple[Status, ...] = ("written", "failed", "skipped")
+Status = ReportStatus
+"""The report status, as the index stores it (``zerosite.types.ReportStatus``)."""
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MODULE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # What FTS5's unicode61 tokenizer keeps together: letters and digits (underscore is a separator).
 _SEARCH_TOKEN = re.compile(r"[^\W_]+")
-
-
-class StoreError(Exception):
-    """A report file or index row could not be written; the message says what and where."""
-
-
-@dataclass(frozen=True, slots=True)
-class WrittenFile:
-    """One report file on disk: where, how big, its SHA-256 (of the bytes on disk) and the time to write it."""
-
-    path: Path
-    size_bytes: int
-    sha256: str
-    write_ns: int
 
 
 def _utc_now() -> str:
@@ -80,7 +68,7 @@ class ReportRow:
     render_ns: int = 0
     write_ns: int = 0
     peak_memory_bytes: int = 0
-    status: Status = "written"
+    status: ReportStatus = "written"
     error: str | None = None
     generated_at: str = field(default_factory=_utc_now)
 

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import concurrent.futures as cf
 import itertools
 import multiprocessing
+import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
-from zerosite.hookspecs import hookimpl
-from zerosite.pipeline import report_names
-from zerosite.plugins import get_data_sources, get_modules
+from zerosite import hookimpl
 from zerosite.project import Project
-from zerosite.sources import select_source
-from zerosite.store import ReportFiles
-from zerosite.worker import (
-    ProjectResult,
-    WorkerConfig,
-    current_worker,
-    failed_result,
-    init_worker,
-    make_fetched_chunk,
-    run_chunk,
-)
+from zerosite.types import ProjectResult, ReportWriter, Runner, Strategy, StrategyOptions, WorkerConfig
+from zerosite.worker import Worker, make_worker, open_source, warm_process
 
 __all__ = [
     "AsyncStrategy",
@@ -45,70 +33,6 @@ MAX_ATTEMPTS = 3
 """How often work is sent to a pool whose worker died under it before its reports are failed."""
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class StrategyOptions:
-    """Tuning knobs: workers, projects per task (chunk), tasks in flight, process start method."""
-
-    workers: int = 1
-    chunksize: int = 4
-    in_flight: int | None = None
-    start_method: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.chunksize < 1:
-            raise ValueError(f"chunksize must be >= 1, got {self.chunksize}")
-        if self.start_method not in (None, *multiprocessing.get_all_start_methods()):
-            known = ", ".join(multiprocessing.get_all_start_methods())
-            raise ValueError(f"start method {self.start_method!r} is not available here; choose one of {known}")
-
-    @property
-    def max_in_flight(self) -> int:
-        return self.in_flight or 4 * self.workers
-
-
-class Runner(abc.ABC):
-    """A started strategy: workers warm; ``run`` may serve several batches; ``close`` stops the workers."""
-
-    @property
-    def restarts(self) -> int:
-        """How often a broken pool was replaced."""
-        return 0
-
-    @abc.abstractmethod
-    def run(self, projects: Iterable[Project], files: ReportFiles | None = None) -> Iterator[ProjectResult]:
-        """Make every project's reports, yielding results as they complete; input is read lazily.
-
-        Given ``files``, the workers write each report there themselves and hand back its file
-        facts; without, they hand back the HTML.
-        """
-
-    def close(self) -> None:  # noqa: B027 - a runner without workers has nothing to stop
-        """Stop the workers; work not yet started is cancelled."""
-
-    def __enter__(self) -> Runner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class Strategy(abc.ABC):
-    """A way to run a batch; subclass it and register an instance through ``zerosite_register_strategies``."""
-
-    name: ClassVar[str]
-    description: ClassVar[str]
-
-    def unavailable_reason(self) -> str | None:
-        """Why this strategy cannot run here, or ``None`` when it can."""
-        return None
-
-    @abc.abstractmethod
-    def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
-        """Start the workers, warmed with ``config``; the caller closes the runner."""
 
 
 def bounded(
@@ -143,15 +67,16 @@ class SequentialStrategy(Strategy):
     description = "One project after another in this process: the baseline every other is compared with."
 
     def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
-        init_worker(config)
-        return _InlineRunner()
+        return _InlineRunner(make_worker(config))
 
 
 class _InlineRunner(Runner):
-    def run(self, projects: Iterable[Project], files: ReportFiles | None = None) -> Iterator[ProjectResult]:
-        worker = current_worker()
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         for project in projects:
-            yield worker.run(project, files)
+            yield self.worker.run(project, files)
 
 
 class ThreadStrategy(Strategy):
@@ -161,18 +86,17 @@ class ThreadStrategy(Strategy):
     )
 
     def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
-        init_worker(config)
-        return _ThreadRunner(options)
+        return _ThreadRunner(make_worker(config), options)
 
 
 class _ThreadRunner(Runner):
-    def __init__(self, options: StrategyOptions) -> None:
+    def __init__(self, worker: Worker, options: StrategyOptions) -> None:
+        self.worker = worker
         self.options = options
         self.pool = cf.ThreadPoolExecutor(options.workers, thread_name_prefix="zerosite")
 
-    def run(self, projects: Iterable[Project], files: ReportFiles | None = None) -> Iterator[ProjectResult]:
-        worker = current_worker()
-        submit = lambda p: self.pool.submit(worker.run, p, files)  # noqa: E731
+    def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
+        submit = lambda p: self.pool.submit(self.worker.run, p, files)  # noqa: E731
         for _, future in bounded(submit, projects, self.options.max_in_flight):
             yield future.result()
 
@@ -216,14 +140,45 @@ class _Pool:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
+_pool_worker: Worker | None = None
+"""This pool worker process's worker, made once by the pool's initializer (private to these strategies)."""
+
+
+def _init_pool_worker(config: WorkerConfig, ignore_sigint: bool = False) -> None:
+    """A pool's initializer: warm this worker process once. Process pool workers ignore Ctrl-C, so that
+    the parent alone decides how a batch stops."""
+    global _pool_worker
+    if ignore_sigint:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _pool_worker = warm_process(config)
+
+
+def _current_pool_worker() -> Worker:
+    if _pool_worker is None:
+        raise RuntimeError("this process is not a warmed pool worker")
+    return _pool_worker
+
+
+def _run_chunk(projects: Sequence[Project], files: ReportWriter | None = None) -> list[ProjectResult]:
+    """Fetch, make and write a chunk of projects (the unit of work sent to a pool)."""
+    worker = _current_pool_worker()
+    return [worker.run(project, files) for project in projects]
+
+
+def _make_fetched_chunk(items: Sequence[tuple[Project, int]], files: ReportWriter | None = None) -> list[ProjectResult]:
+    """Make projects already fetched elsewhere (by an event loop): ``(project, fetch_ns)`` pairs."""
+    worker = _current_pool_worker()
+    return [worker.make(project, fetch_ns, files) for project, fetch_ns in items]
+
+
 def _process_pool(config: WorkerConfig, options: StrategyOptions) -> _Pool:
     method = options.start_method or default_start_method()
     return _Pool(
         lambda: cf.ProcessPoolExecutor(
             options.workers,
             mp_context=multiprocessing.get_context(method),
-            initializer=init_worker,
-            initargs=(config, True, True),
+            initializer=_init_pool_worker,
+            initargs=(config, True),
         )
     )
 
@@ -234,15 +189,15 @@ class _PoolRunner(Runner):
     def __init__(self, config: WorkerConfig, options: StrategyOptions, pool: _Pool) -> None:
         self.options = options
         self.pool = pool
-        self.reports = report_names(get_modules(config.plugins), config.modules)
+        self.reports = config.reports
 
     @property
     def restarts(self) -> int:
         return self.pool.restarts
 
-    def run(self, projects: Iterable[Project], files: ReportFiles | None = None) -> Iterator[ProjectResult]:
+    def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         tasks: Iterable[tuple[list[Project], int]] = ((c, 1) for c in chunked(projects, self.options.chunksize))
-        submit = lambda task: self.pool.submit(run_chunk, task[0], files)  # noqa: E731
+        submit = lambda task: self.pool.submit(_run_chunk, task[0], files)  # noqa: E731
         while True:
             retry: list[tuple[list[Project], int]] = []
             for (chunk, attempt), future in bounded(submit, tasks, self.options.max_in_flight):
@@ -254,7 +209,7 @@ class _PoolRunner(Runner):
                         retry.append((chunk, attempt + 1))
                     else:
                         why = f"a worker process died while making this project ({attempt} attempts)"
-                        yield from (failed_result(p, self.reports, why) for p in chunk)
+                        yield from (ProjectResult.failed(p, self.reports, why) for p in chunk)
             if not retry:
                 return
             tasks = retry
@@ -282,7 +237,7 @@ class InterpreterStrategy(Strategy):
 
     def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
         executor_type = cf.InterpreterPoolExecutor  # type: ignore[attr-defined]
-        pool = _Pool(lambda: executor_type(options.workers, initializer=init_worker, initargs=(config, True)))
+        pool = _Pool(lambda: executor_type(options.workers, initializer=_init_pool_worker, initargs=(config,)))
         return _PoolRunner(config, options, pool)
 
 
@@ -300,16 +255,15 @@ class _AsyncRunner(Runner):
     def __init__(self, config: WorkerConfig, options: StrategyOptions) -> None:
         self.options = options
         self.pool = _process_pool(config, options)
-        self.reports = report_names(get_modules(config.plugins), config.modules)
-        self.source = select_source(get_data_sources(config.plugins), config.source.url, config.source_name)
-        self.source.open(config.source)
+        self.reports = config.reports
+        self.source = open_source(config)
         self.loop = asyncio.Runner()
 
     @property
     def restarts(self) -> int:
         return self.pool.restarts
 
-    def run(self, projects: Iterable[Project], files: ReportFiles | None = None) -> Iterator[ProjectResult]:
+    def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         stream = self._stream(projects, files)
 
         async def step() -> ProjectResult:
@@ -325,7 +279,9 @@ class _AsyncRunner(Runner):
         finally:
             self.loop.run(stream.aclose())
 
-    async def _stream(self, projects: Iterable[Project], files: ReportFiles | None) -> AsyncIterator[ProjectResult]:
+    async def _stream(
+        self, projects: Iterable[Project], files: ReportWriter | None
+    ) -> AsyncGenerator[ProjectResult, None]:
         source = iter(projects)
         limit = self.options.max_in_flight
         pending = {asyncio.ensure_future(self._one(p, files)) for p in itertools.islice(source, limit)}
@@ -341,22 +297,22 @@ class _AsyncRunner(Runner):
             if pending:
                 await asyncio.wait(pending)
 
-    async def _one(self, project: Project, files: ReportFiles | None) -> ProjectResult:
+    async def _one(self, project: Project, files: ReportWriter | None) -> ProjectResult:
         started = time.monotonic_ns()
         try:
             fetched = await self.source.afetch(project)
         except Exception as error:
-            return failed_result(project, self.reports, f"fetch failed: {error}", time.monotonic_ns() - started)
+            return ProjectResult.failed(project, self.reports, f"fetch failed: {error}", time.monotonic_ns() - started)
         fetch_ns = time.monotonic_ns() - started
         for _attempt in range(MAX_ATTEMPTS):
-            future = self.pool.submit(make_fetched_chunk, [(fetched, fetch_ns)], files)
+            future = self.pool.submit(_make_fetched_chunk, [(fetched, fetch_ns)], files)
             try:
                 (result,) = await asyncio.wrap_future(future)
                 return result
             except cf.BrokenExecutor:
                 self.pool.restart(future.executor)  # type: ignore[attr-defined]
         why = f"a worker process died while making this project ({MAX_ATTEMPTS} attempts)"
-        return failed_result(project, self.reports, why, fetch_ns)
+        return ProjectResult.failed(project, self.reports, why, fetch_ns)
 
     def close(self) -> None:
         try:

@@ -62,6 +62,8 @@ class ProjectServer:
         if self._httpd is None:
             raise RuntimeError("ProjectServer is not running: use it in a with block or call start()")
         host, port = self._httpd.server_address[:2]
+        if isinstance(host, bytes):
+            host = host.decode()
         return f"http://{host}:{port}"
 
     def start(self) -> ProjectServer:

@@ -1,4 +1,8 @@
-"""What runs on a worker: fetch, compute and render one project's reports, timed, with failures contained."""
+"""What runs on a worker: fetch, compute and render one project's reports, timed, with failures contained.
+
+The public API a strategy is written against: :func:`make_worker` (in the process or thread that does
+the work; :func:`warm_process` in a pool worker process), then :meth:`Worker.run` per project.
+"""
 
 from __future__ import annotations
 
@@ -7,136 +11,99 @@ import signal
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
 
-from zerosite.pipeline import plan, report_names
-from zerosite.plugins import PluginSettings, get_data_sources, get_modules, set_plugin_settings
+from jinja2 import Environment
+
+from zerosite.pipeline import PeakMemory, compute_and_render
+from zerosite.plugins import get_data_sources, get_modules, set_plugin_settings
 from zerosite.project import Project
-from zerosite.rendering import get_environment, render_report
-from zerosite.sources import SourceSettings, select_source
-from zerosite.store import ReportFiles, StoreError, WrittenFile
+from zerosite.rendering import get_environment
+from zerosite.types import (
+    DataSource,
+    PluginError,
+    ProjectResult,
+    ReportModule,
+    ReportResult,
+    ReportWriter,
+    StageTimings,
+    StoreError,
+    WorkerConfig,
+)
 
 __all__ = [
     "ProjectResult",
     "ReportResult",
+    "ReportTimeout",
     "StageTimings",
     "Worker",
     "WorkerConfig",
-    "current_worker",
-    "failed_result",
-    "init_worker",
-    "make_fetched_chunk",
-    "run_chunk",
+    "make_worker",
+    "open_source",
+    "warm_process",
 ]
 
-
-@dataclass(frozen=True, slots=True)
-class StageTimings:
-    """Monotonic nanoseconds spent in each stage of making one report."""
-
-    fetch_ns: int = 0
-    compute_ns: int = 0
-    render_ns: int = 0
-    write_ns: int = 0
-
-    def __add__(self, other: StageTimings) -> StageTimings:
-        return StageTimings(
-            self.fetch_ns + other.fetch_ns,
-            self.compute_ns + other.compute_ns,
-            self.render_ns + other.render_ns,
-            self.write_ns + other.write_ns,
-        )
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """Everything a worker needs to make reports; small and picklable, sent once per worker."""
-
-    plugins: PluginSettings = field(default_factory=PluginSettings)
-    modules: tuple[str, ...] | None = None
-    source: SourceSettings = field(default_factory=SourceSettings)
-    source_name: str | None = None
-    trace_memory: bool = False
-    timeout_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReportResult:
-    """One report as a worker made it: the file it wrote (or, when asked not to write, the HTML),
-    or the error that stopped it."""
-
-    module: str
-    html: str | None
-    error: str | None
-    timings: StageTimings
-    peak_memory_bytes: int
-    written: WrittenFile | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectResult:
-    """The reports of one project, in dependency order."""
-
-    project: Project
-    reports: tuple[ReportResult, ...]
-
-
-@dataclass
-class _Peak:
-    bytes: int = 0
-
-
-def _deliver(
-    project_id: str,
-    module: str,
-    html: str | None,
-    error: str | None,
-    timings: StageTimings,
-    peak_bytes: int,
-    files: ReportFiles | None,
-) -> ReportResult:
-    """The report as the worker hands it back: written to ``files`` if given, else as HTML; or its error."""
-    if error is not None or html is None:
-        return ReportResult(module, None, error, timings, peak_bytes)
-    if files is None:
-        return ReportResult(module, html, None, timings, peak_bytes)
-    try:
-        written = files.write(project_id, module, html)
-    except StoreError as failure:
-        return ReportResult(module, None, str(failure), timings, peak_bytes)
-    return ReportResult(module, None, None, replace(timings, write_ns=written.write_ns), peak_bytes, written)
+T = TypeVar("T")
 
 
 class ReportTimeout(Exception):
     """A report ran past the per-report time limit."""
 
 
-class Worker:
-    """A process's (or thread pool's) ready-to-use state: modules planned, templates compiled, source open."""
+def make_worker(config: WorkerConfig) -> Worker:
+    """A ready worker for ``config`` in this process: its modules and templates loaded, its source open.
 
-    def __init__(self, config: WorkerConfig) -> None:
+    Nothing is decided here: ``config`` names the modules and the source, and they are looked up in
+    this process's plugins (loaded once per process and cached).
+    """
+    modules = _look_up(get_modules(config.plugins), config.compute, "module")
+    return Worker(config, modules, open_source(config), get_environment(config.plugins))
+
+
+def warm_process(config: WorkerConfig) -> Worker:
+    """:func:`make_worker` for a pool worker process: ``config``'s plugin settings also become this
+    process's default, for plugin code that asks for them (never call it in the parent)."""
+    set_plugin_settings(config.plugins)
+    return make_worker(config)
+
+
+def open_source(config: WorkerConfig) -> DataSource:
+    """The data source ``config`` names, opened with its settings in this process."""
+    (source,) = _look_up(get_data_sources(config.plugins), (config.source,), "data source")
+    source.open(config.source_settings)
+    return source
+
+
+def _look_up(table: Mapping[str, T], names: Sequence[str], what: str) -> list[T]:
+    missing = [name for name in names if name not in table]
+    if missing:
+        known = ", ".join(table) or "none"
+        raise PluginError(f"no {what} named {', '.join(map(repr, missing))} is registered here (known: {known})")
+    return [table[name] for name in names]
+
+
+class Worker:
+    """Ready-to-use state for one process or thread pool: modules planned, templates compiled, source open."""
+
+    def __init__(
+        self, config: WorkerConfig, steps: Sequence[ReportModule], source: DataSource, env: Environment
+    ) -> None:
         self.config = config
-        modules = get_modules(config.plugins)
-        self.plan = plan(modules, config.modules)
-        self.reports = report_names(modules, config.modules)
-        self.selected = frozenset(self.reports)
-        self.env = get_environment(config.plugins)
-        for module in self.plan:
-            self.env.get_template(module.template)  # compile once, here, not in the first report
-        self.source = select_source(get_data_sources(config.plugins), config.source.url, config.source_name)
-        self.source.open(config.source)
+        self.steps = tuple(steps)
+        self.reports = config.reports
+        self.selected = frozenset(config.reports)
+        self.source = source
+        self.env = env
+        for module in self.steps:
+            env.get_template(module.template)  # compile once, here, not in the first report
         if config.trace_memory and not tracemalloc.is_tracing():
             tracemalloc.start()
         elif not config.trace_memory and tracemalloc.is_tracing():
             tracemalloc.stop()  # it slows every allocation several times over
 
-    def run(self, project: Project, files: ReportFiles | None = None) -> ProjectResult:
+    def run(self, project: Project, files: ReportWriter | None = None) -> ProjectResult:
         """Fetch, then make every report of one project; a fetch failure fails each of its reports."""
         started = time.monotonic_ns()
         try:
@@ -146,55 +113,31 @@ class Worker:
         return self.make(fetched, time.monotonic_ns() - started, files)
 
     def failed(self, project: Project, error: str, fetch_ns: int = 0) -> ProjectResult:
-        """Every selected report of ``project`` failed with ``error``."""
-        return failed_result(project, self.reports, error, fetch_ns)
+        """Every report of ``project`` failed with ``error``."""
+        return ProjectResult.failed(project, self.reports, error, fetch_ns)
 
-    def make(self, project: Project, fetch_ns: int = 0, files: ReportFiles | None = None) -> ProjectResult:
-        """Compute every planned module in order, render the selected ones and, given ``files``, write them.
+    def make(self, project: Project, fetch_ns: int = 0, files: ReportWriter | None = None) -> ProjectResult:
+        """Compute every planned module in order, render the reported ones and, given ``files``, write them.
 
         A module that raises fails its report and every report that depends on it; the
         others still complete. The project's fetch time is shared equally by its reports.
         """
-        results: dict[str, Any] = {}
-        failed: dict[str, str] = {}  # module -> why it could not be computed
-        reports: list[ReportResult] = []
         fetch_share = fetch_ns // max(1, len(self.selected))
-        for module in self.plan:
-            wanted = module.name in self.selected
-            missing = [name for name in module.requires if name in failed]
-            if missing:
-                failed[module.name] = f"not made: requires {', '.join(missing)}, which failed ({failed[missing[0]]})"
-                if wanted:
-                    error = failed[module.name]
-                    reports.append(ReportResult(module.name, None, error, StageTimings(fetch_share), 0))
+        reports: list[ReportResult] = []
+        outcomes = compute_and_render(project, self.steps, self.selected, self.env, self._measure, self._time_limit)
+        for outcome in outcomes:
+            if not outcome.reported:
                 continue
-            html, error_text = None, None
-            compute_ns = render_ns = 0
-            with self._measure() as peak:
-                t0 = time.monotonic_ns()
-                try:
-                    with self._time_limit():
-                        deps = {name: results[name] for name in module.requires}
-                        results[module.name] = module.compute(project, deps)
-                        compute_ns = time.monotonic_ns() - t0
-                        if wanted:
-                            html = render_report(module, project, results[module.name], deps, self.env)
-                            render_ns = time.monotonic_ns() - t0 - compute_ns
-                except Exception as error:
-                    stage = "render" if module.name in results else "compute"
-                    error_text = f"{module.name} {stage} failed for project {project.id!r}: {_describe(error)}"
-                    if stage == "compute":
-                        failed[module.name] = error_text
-            if wanted:
-                timings = StageTimings(fetch_share, compute_ns, render_ns)
-                error_text = error_text or self._overran(timings)
-                reports.append(_deliver(project.id, module.name, html, error_text, timings, peak.bytes, files))
+            timings = StageTimings(fetch_share, outcome.compute_ns, outcome.render_ns)
+            error = outcome.error or self._overran(timings)
+            peak = outcome.peak_memory_bytes
+            reports.append(_deliver(project.id, outcome.module.name, outcome.html, error, timings, peak, files))
         return ProjectResult(project, tuple(reports))
 
     @contextlib.contextmanager
-    def _measure(self) -> Iterator[_Peak]:
+    def _measure(self) -> Iterator[PeakMemory]:
         """Peak bytes allocated inside the block (tracemalloc); process-wide, so approximate under threads."""
-        peak = _Peak()
+        peak = PeakMemory()
         if not self.config.trace_memory:
             yield peak
             return
@@ -233,51 +176,22 @@ class Worker:
         return None
 
 
-def failed_result(project: Project, modules: Sequence[str], error: str, fetch_ns: int = 0) -> ProjectResult:
-    """A result in which every one of ``modules`` failed for ``project`` with ``error``."""
-    share = fetch_ns // max(1, len(modules))
-    return ProjectResult(project, tuple(ReportResult(m, None, error, StageTimings(fetch_ns=share), 0) for m in modules))
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
-
-
-_worker: Worker | None = None
-_worker_lock = threading.Lock()
-
-
-def init_worker(config: WorkerConfig, pool_worker: bool = False, ignore_sigint: bool = False) -> None:
-    """Warm this process (or interpreter) once: load plugins, compile templates, open the data source.
-
-    A pool worker also makes ``config``'s plugin settings its default, for plugin code that asks
-    for them; the parent's own settings are left alone. Process pool workers ignore Ctrl-C, so that
-    the parent alone decides how a batch stops.
-    """
-    global _worker
-    if pool_worker:
-        set_plugin_settings(config.plugins)
-    if ignore_sigint:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with _worker_lock:
-        if _worker is None or _worker.config != config:
-            _worker = Worker(config)
-
-
-def current_worker() -> Worker:
-    """This process's warmed worker; :func:`init_worker` must have run."""
-    if _worker is None:
-        raise RuntimeError("init_worker() has not run in this process")
-    return _worker
-
-
-def run_chunk(projects: Sequence[Project], files: ReportFiles | None = None) -> list[ProjectResult]:
-    """Fetch, make and write a chunk of projects (the unit of work sent to a pool)."""
-    worker = current_worker()
-    return [worker.run(project, files) for project in projects]
-
-
-def make_fetched_chunk(items: Sequence[tuple[Project, int]], files: ReportFiles | None = None) -> list[ProjectResult]:
-    """Make projects already fetched elsewhere (by an event loop): ``(project, fetch_ns)`` pairs."""
-    worker = current_worker()
-    return [worker.make(project, fetch_ns, files) for project, fetch_ns in items]
+def _deliver(
+    project_id: str,
+    module: str,
+    html: str | None,
+    error: str | None,
+    timings: StageTimings,
+    peak_bytes: int,
+    files: ReportWriter | None,
+) -> ReportResult:
+    """The report as the worker hands it back: written to ``files`` if given, else as HTML; or its error."""
+    if error is not None or html is None:
+        return ReportResult(module, None, error, timings, peak_bytes)
+    if files is None:
+        return ReportResult(module, html, None, timings, peak_bytes)
+    try:
+        written = files.write(project_id, module, html)
+    except StoreError as failure:
+        return ReportResult(module, None, str(failure), timings, peak_bytes)
+    return ReportResult(module, None, None, replace(timings, write_ns=written.write_ns), peak_bytes, written)

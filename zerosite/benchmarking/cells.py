@@ -6,13 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from zerosite.types import STAGES
+
 __all__ = ["BARE", "BASELINE", "LEVELS", "SCENARIOS", "STAGES", "TIMES", "Cell", "CellResult", "RoundOutcome"]
 
 LEVELS: tuple[str, ...] = ("single", "pipeline", "batch")
 """single: one warm report of one module; pipeline: one project's modules; batch: projects written and indexed."""
 
 SCENARIOS: tuple[str, ...] = ("cpu", "io", "mixed")
-STAGES: tuple[str, ...] = ("fetch", "compute", "render", "write")
 TIMES = "\N{MULTIPLICATION SIGN}"
 """The sign in labels such as process x 2 and 1.6 x sequential (kept out of the source as a literal)."""
 BASELINE = "sequential"

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from zerosite.benchmarking.cells import BASELINE, Cell, CellResult, RoundOutcome
 from zerosite.benchmarking.stats import median_interval, relative_half_width
@@ -34,9 +34,9 @@ RoundFunction = Callable[[], RoundOutcome]
 class LoadProbe(Protocol):
     """Measures the machine's load around one round (see ``zerosite.benchmarking.load.LoadMonitor``)."""
 
-    def begin(self) -> object: ...
+    def begin(self) -> Any: ...
 
-    def end(self, token: object) -> object: ...
+    def end(self, token: Any, /) -> Any: ...
 
 
 @dataclass(frozen=True)

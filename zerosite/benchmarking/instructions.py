@@ -14,8 +14,10 @@ environment's size moves the stack; ``importlib.metadata`` lists the working dir
 the run's own, filled by a native run of the same driver just before (a module compiled during the counted
 run moves the heap, and with it ``id``-based hashes and the type attribute cache, which is indexed by
 addresses); warm-up rounds that fill lazy caches (compiled templates, specialised bytecode) before the
-markers; and a ``gc.collect()`` just before the start marker. Address-space randomisation does not matter:
-valgrind places the client's memory itself, at the same addresses with or without ``setarch -R``.
+markers; a ``gc.collect()`` just before the start marker; and clocks that count instead of telling the time
+(the engine times its stages, and real readings change the cost of CPython's integer subtraction).
+Address-space randomisation does not matter: valgrind places the client's memory itself, at the same
+addresses with or without ``setarch -R``.
 
 What remains: the count of a cell depends on what ran before it in the same process (the cells asked for
 before it, the workload size), so compare counts of the same request only. Code edited between two runs

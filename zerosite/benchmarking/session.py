@@ -165,6 +165,7 @@ def write_json(config: Any, path: Path) -> dict[str, Any] | None:
     session = config.pluginmanager.get_plugin("pytest-benchmark")
     if session is None:
         return None
+    output: dict[str, Any]
     if not session.benchmarks:  # instruction counts: nothing timed, only our block
         output = {"zerosite": {}}
         config.hook.pytest_benchmark_update_json(config=config, benchmarks=[], output_json=output)
@@ -173,7 +174,7 @@ def write_json(config: Any, path: Path) -> dict[str, Any] | None:
     machine_info = session.get_machine_info()
     commit_info = config.hook.pytest_benchmark_generate_commit_info(config=config)
     config.hook.pytest_benchmark_update_commit_info(config=config, commit_info=commit_info)
-    output: dict[str, Any] = config.hook.pytest_benchmark_generate_json(
+    output = config.hook.pytest_benchmark_generate_json(
         config=config,
         benchmarks=session.benchmarks,
         include_data=True,

@@ -150,7 +150,8 @@ def bootstrap_ci(
 
 
 def _resampled_medians(samples: Sequence[float], rng: np.random.Generator, resamples: int) -> np.ndarray:
-    return np.median(_resampled(samples, rng, resamples), axis=1)
+    medians: np.ndarray = np.median(_resampled(samples, rng, resamples), axis=1)
+    return medians
 
 
 def ratio_ci(

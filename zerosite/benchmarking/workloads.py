@@ -12,9 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from zerosite.benchmarking.cells import BARE, Cell, RoundOutcome
+from zerosite.benchmarking.cells import BARE, BASELINE, STAGES, Cell, RoundOutcome
 from zerosite.benchmarking.harness import RoundFunction
 from zerosite.project import Project
+from zerosite.types import ProjectResult
 
 __all__ = ["MEMORY_PROJECTS", "SCENARIO_LATENCY_SHARE", "MemoryProbe", "Workload", "cell_round", "scenario_projects"]
 
@@ -53,17 +54,14 @@ def scenario_projects(n: int, seed: int = 0) -> list[Project]:
     return [parse_project(raw, f"sample project {i}") for i, raw in enumerate(sample_projects(n, seed))]
 
 
-def _outcome(wall_s: float, projects: int, results: Sequence[object]) -> RoundOutcome:
-    """A round's outcome from the engine's per-project results (``ProjectResult``)."""
-    reports = [report for result in results for report in result.reports]  # type: ignore[attr-defined]
+def _outcome(wall_s: float, projects: int, results: Sequence[ProjectResult]) -> RoundOutcome:
+    """A round's outcome from the engine's per-project results."""
+    reports = [report for result in results for report in result.reports]
     return RoundOutcome(
         wall_s=wall_s,
         projects=projects,
         reports=len(reports),
-        stage_ns={
-            stage: sum(getattr(r.timings, f"{stage}_ns") for r in reports)
-            for stage in ("fetch", "compute", "render", "write")
-        },
+        stage_ns={stage: sum(r.timings.by_stage()[stage] for r in reports) for stage in STAGES},
         peak_memory_bytes=tuple(r.peak_memory_bytes for r in reports),
         failed=sum(r.html is None for r in reports),
     )
@@ -168,7 +166,7 @@ def _engine_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[Rou
                 wall_s=summary.wall_s,
                 projects=len(batch),
                 reports=summary.written + summary.failed,
-                stage_ns={s: getattr(stage, f"{s}_ns") for s in ("fetch", "compute", "render", "write")},
+                stage_ns=stage.by_stage(),
                 failed=failed[0],
             )
 
@@ -178,19 +176,15 @@ def _engine_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[Rou
 @contextlib.contextmanager
 def _bare_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[RoundFunction]:
     """A plain loop over the same module functions (fetch, compute, render, write a file): no engine."""
-    from zerosite.pipeline import plan
-    from zerosite.plugins import get_data_sources, get_modules
-    from zerosite.rendering import get_environment, render_report
-    from zerosite.sources import SourceSettings, select_source
+    from zerosite.engine import plan_batch
+    from zerosite.pipeline import compute_and_render
+    from zerosite.rendering import get_environment
+    from zerosite.worker import open_source
 
-    modules = get_modules()
-    selected = (cell.module,) if cell.module else workload.modules
-    steps = plan(modules, selected)
-    wanted = set(selected) if selected else set(modules)
-    env = get_environment()
-    url = workload.url(cell.scenario)
-    source = select_source(get_data_sources(), url)
-    source.open(SourceSettings(url=url))
+    batch_plan = plan_batch(replace(_options(cell, workload, scratch), strategy=BASELINE))  # the baseline's plan
+    steps, wanted = batch_plan.steps, set(batch_plan.config.reports)
+    env = get_environment(batch_plan.config.plugins)
+    source = open_source(batch_plan.config)
     cycle = itertools.cycle(workload.projects)
     size = workload.batch_projects if cell.level == "batch" else 1
     out = scratch / "bare"
@@ -198,20 +192,18 @@ def _bare_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[Round
 
     def one_round() -> RoundOutcome:
         projects = list(itertools.islice(cycle, size))
-        reports = 0
+        reports = failed = 0
         started = time.perf_counter()
         for project in projects:
             fetched = source.fetch(project)
-            results: dict[str, object] = {}
-            for module in steps:
-                deps = {name: results[name] for name in module.requires}
-                results[module.name] = module.compute(fetched, deps)
-                if module.name in wanted:
-                    html = render_report(module, fetched, results[module.name], deps, env)
-                    reports += 1
-                    if cell.level == "batch":
-                        (out / f"{project.id}-{module.name}.html").write_text(html, encoding="utf-8")
-        return RoundOutcome(wall_s=time.perf_counter() - started, projects=size, reports=reports)
+            for made in compute_and_render(fetched, steps, wanted, env):
+                if made.html is None:
+                    failed += made.reported
+                    continue
+                reports += 1
+                if cell.level == "batch":
+                    (out / f"{project.id}-{made.module.name}.html").write_text(made.html, encoding="utf-8")
+        return RoundOutcome(wall_s=time.perf_counter() - started, projects=size, reports=reports, failed=failed)
 
     try:
         yield one_round
