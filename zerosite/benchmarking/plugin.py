@@ -7,29 +7,30 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from zerosite.benchmarking.cells import Cell
-from zerosite.benchmarking.compare import CompareError, compare_runs, load_run, parse_threshold
-from zerosite.benchmarking.fixture import CellBenchmark
 from zerosite.benchmarking.harness import ReplayClock
 from zerosite.benchmarking.instructions import valgrind_unavailable
 from zerosite.benchmarking.load import LoadMonitor
 from zerosite.benchmarking.matrix import MatrixSettings, build_matrix
-from zerosite.benchmarking.session import JSON_NAME, MODES, Recorder, profile_strategies_of, write_outputs
 from zerosite.benchmarking.targets import Targets, load_targets
-from zerosite.benchmarking.workloads import SCENARIO_LATENCY_SHARE, Workload, scenario_projects
-from zerosite.plugins import get_modules, get_strategies
-from zerosite.project import Project, project_to_dict
-from zerosite.testing import ProjectServer
+
+if TYPE_CHECKING:
+    from zerosite.benchmarking.fixture import CellBenchmark
+    from zerosite.benchmarking.session import Recorder
+    from zerosite.benchmarking.workloads import Workload
+    from zerosite.project import Project
+    from zerosite.testing import ProjectServer
 
 __all__ = ["RECORDER"]
 
-RECORDER = pytest.StashKey[Recorder]()
+SETUP = pytest.StashKey["Setup"]()
+RECORDER = pytest.StashKey["Recorder"]()
 COMPARISON = pytest.StashKey[Any]()
 SAMPLE_PROJECTS = 100
 
@@ -71,7 +72,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     add(
         "--zerosite-measure",
-        choices=MODES,
+        choices=("time", "instructions"),
         default="time",
         help="time (wall time, default) or instructions (CPU instructions under valgrind: single and pipeline "
         "cells of the sequential and bare strategies, deterministic)",
@@ -101,6 +102,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _settings(config: pytest.Config) -> MatrixSettings:
+    from zerosite.benchmarking.compare import parse_threshold
+
     settings = MatrixSettings.quick() if config.getoption("zerosite_quick") else MatrixSettings()
     try:
         settings = settings.with_rules(precision=parse_threshold(config.getoption("zerosite_precision")))
@@ -141,26 +144,57 @@ def pytest_configure(config: pytest.Config) -> None:
     if mode == "instructions" and (why := valgrind_unavailable()) is not None:
         raise pytest.UsageError(f"--zerosite-measure instructions: {why}")
     if (base := config.getoption("zerosite_compare")) is not None:
+        from zerosite.benchmarking.compare import CompareError, load_run, parse_threshold
+
         try:
             parse_threshold(config.getoption("zerosite_compare_fail"))
             load_run(Path(base))
         except (CompareError, ValueError) as error:
             raise pytest.UsageError(f"--zerosite-compare: {error}") from None
-    config.stash[RECORDER] = Recorder(
+    config.stash[SETUP] = Setup(
         targets=targets,
         settings=_settings(config),
         reports_dir=Path(config.getoption("zerosite_reports_dir")),
         mode=mode,
-        load=LoadMonitor() if mode == "time" else None,
     )
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The session's options, read and checked at configure time (cheap: nothing measured yet)."""
+
+    targets: Targets
+    settings: MatrixSettings
+    reports_dir: Path
+    mode: str
+
+
+def recorder_of(config: pytest.Config) -> Recorder:
+    """The session's :class:`~zerosite.benchmarking.session.Recorder`, made on first use: a pytest run
+    without ZeroSite benchmarks never imports the engine or the harness's session machinery."""
+    if RECORDER not in config.stash:
+        from zerosite.benchmarking.session import Recorder
+
+        setup = config.stash[SETUP]
+        config.stash[RECORDER] = Recorder(
+            targets=setup.targets,
+            settings=setup.settings,
+            reports_dir=setup.reports_dir,
+            mode=setup.mode,
+            load=LoadMonitor() if setup.mode == "time" else None,
+        )
+    return config.stash[RECORDER]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("zerosite_matrix")
     if marker is None or "zerosite_cell" not in metafunc.fixturenames:
         return
+    from zerosite.benchmarking.workloads import SCENARIO_LATENCY_SHARE
+    from zerosite.plugins import get_modules, get_strategies
+
     level = marker.args[0] if marker.args else marker.kwargs["level"]
-    settings = metafunc.config.stash[RECORDER].settings
+    settings = metafunc.config.stash[SETUP].settings
     strategies = [(name, s.unavailable_reason()) for name, s in get_strategies().items()]
     wanted = marker.kwargs.get("strategies")
     if wanted is not None:
@@ -184,7 +218,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the cells that will run are measured
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    recorder = config.stash[RECORDER]
     for item in items:
         callspec = getattr(item, "callspec", None)
         cell = callspec.params.get("zerosite_cell") if callspec is not None else None
@@ -193,6 +226,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         overrides: dict[str, float] = {}
         for mark in reversed(list(item.iter_markers("zerosite_target"))):
             overrides.update(mark.kwargs)
+        recorder = recorder_of(config)
         try:
             recorder.select(cell, overrides)
         except ValueError as error:
@@ -206,7 +240,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def zerosite_recorder(pytestconfig: pytest.Config) -> Recorder:
     """The session's :class:`~zerosite.benchmarking.session.Recorder` of benchmark cells."""
-    return pytestconfig.stash[RECORDER]
+    return recorder_of(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -218,10 +252,15 @@ def zerosite_targets(zerosite_recorder: Recorder) -> Targets:
 @pytest.fixture(scope="session")
 def zerosite_projects() -> list[Project]:
     """The deterministic sample projects that every cell cycles through."""
+    from zerosite.benchmarking.workloads import scenario_projects
+
     return scenario_projects(SAMPLE_PROJECTS)
 
 
 def _serve(projects: list[Project], latency_s: float) -> ProjectServer:
+    from zerosite.project import project_to_dict
+    from zerosite.testing import ProjectServer
+
     return ProjectServer({p.id: project_to_dict(p) for p in projects}, latency_s=latency_s)
 
 
@@ -242,6 +281,8 @@ def zerosite_workload(
 ) -> Iterator[Workload]:
     """Projects, a data-source URL per scenario (see ``SCENARIO_LATENCY_SHARE``), the batch size, and where
     the batch level writes (``--zerosite-scratch`` or a temporary folder)."""
+    from zerosite.benchmarking.workloads import SCENARIO_LATENCY_SHARE, Workload
+
     latency_s = pytestconfig.getoption("zerosite_latency_ms") / 1000
     urls: dict[str, str | None] = {}
     servers = []
@@ -278,14 +319,16 @@ def zerosite_bench(
     benchmark: Any, zerosite_recorder: Recorder, zerosite_workload: Workload, request: pytest.FixtureRequest
 ) -> CellBenchmark:
     """Call it with a cell: ``zerosite_bench(zerosite_cell)`` measures it against its group's baseline."""
+    from zerosite.benchmarking.fixture import CellBenchmark
+
     return CellBenchmark(benchmark, zerosite_recorder, zerosite_workload, request.node.nodeid)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list[Any], output_json: dict[str, Any]) -> None:
     """Our figures into each benchmark's ``extra_info`` and a top-level ``zerosite`` block."""
-    recorder = config.stash[RECORDER]
-    if not recorder.results:
+    recorder = config.stash.get(RECORDER, None)
+    if recorder is None or not recorder.results:
         return
     by_cell = {f.cell: f for f in recorder.analysis.cells}
     for entry in output_json.get("benchmarks", []):
@@ -302,6 +345,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     recorder = config.stash.get(RECORDER, None)
     if recorder is None or not recorder.results or hasattr(config, "workerinput"):
         return
+    from zerosite.benchmarking.compare import compare_runs, load_run, parse_threshold
+    from zerosite.benchmarking.session import profile_strategies_of, write_outputs
+
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def warn(message: str) -> None:
@@ -347,7 +393,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for judgement in analysis.judgements:
         if judgement.verdict != "PASS":
             tr.write_line(judgement.message(), red=judgement.verdict == "FAIL", yellow=judgement.verdict != "FAIL")
-    tr.write_line(f"report: {recorder.reports_dir / 'index.html'} (data: {recorder.reports_dir / JSON_NAME})")
+    tr.write_line(f"report: {recorder.reports_dir / 'index.html'} (data: {recorder.reports_dir / 'benchmark.json'})")
     if analysis.failures:
         tr.write_line(
             f"ZeroSite performance gate failed: {len(analysis.failures)} target(s) missed", red=True, bold=True

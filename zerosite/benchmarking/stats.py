@@ -6,8 +6,11 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 
 __all__ = [
     "Interval",
@@ -115,15 +118,29 @@ def spread(samples: Sequence[float]) -> Spread:
     )
 
 
+def _numpy() -> Any:
+    """numpy, imported on first use: the pytest plugin loads this module in every pytest run of a machine
+    with ZeroSite installed, and only a benchmark session needs numpy (from the ``bench`` extra)."""
+    import numpy
+
+    return numpy
+
+
+def _rng(seed: int) -> np.random.Generator:
+    generator: np.random.Generator = _numpy().random.default_rng(seed)
+    return generator
+
+
 def _resampled(samples: Sequence[float], rng: np.random.Generator, resamples: int) -> np.ndarray:
     """``resamples`` bootstrap resamples of ``samples`` (one per row)."""
-    values = np.asarray(samples, dtype=float)
-    return values[rng.integers(0, len(values), size=(resamples, len(values)))]
+    values = _numpy().asarray(samples, dtype=float)
+    resampled: np.ndarray = values[rng.integers(0, len(values), size=(resamples, len(values)))]
+    return resampled
 
 
 def _percentile_interval(estimates: np.ndarray, confidence: float) -> Interval:
     tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(estimates, [tail, 100 - tail])
+    low, high = _numpy().percentile(estimates, [tail, 100 - tail])
     return Interval(float(low), float(high))
 
 
@@ -145,12 +162,12 @@ def bootstrap_ci(
         raise ValueError(f"confidence must be within (0, 1), got {confidence!r}")
     if len(samples) == 1:
         return Interval(samples[0], samples[0])
-    rng = np.random.default_rng(seed)
-    return _percentile_interval(np.percentile(_resampled(samples, rng, resamples), quantile, axis=1), confidence)
+    rng = _rng(seed)
+    return _percentile_interval(_numpy().percentile(_resampled(samples, rng, resamples), quantile, axis=1), confidence)
 
 
 def _resampled_medians(samples: Sequence[float], rng: np.random.Generator, resamples: int) -> np.ndarray:
-    medians: np.ndarray = np.median(_resampled(samples, rng, resamples), axis=1)
+    medians: np.ndarray = _numpy().median(_resampled(samples, rng, resamples), axis=1)
     return medians
 
 
@@ -166,7 +183,7 @@ def ratio_ci(
         raise ValueError("ratio of empty samples")
     if min(candidate) <= 0 or min(baseline) < 0:
         raise ValueError("a ratio of medians needs positive times")
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     ratios = _resampled_medians(baseline, rng, resamples) / _resampled_medians(candidate, rng, resamples)
     return _percentile_interval(ratios, confidence)
 
@@ -287,6 +304,6 @@ def speedup_change_ci(
     samples = (base_baseline, base_candidate, new_baseline, new_candidate)
     if not all(samples):
         raise ValueError("speedup change of empty samples")
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     b_base, b_cand, n_base, n_cand = (_resampled_medians(s, rng, resamples) for s in samples)
     return _percentile_interval((n_base / n_cand) / (b_base / b_cand), confidence)
