@@ -176,6 +176,7 @@ def test_a_stranger_busy_loop_flags_the_round(stranger: int) -> None:
 @pytest.mark.skipif(not LINUX, reason="needs /proc/stat")
 def test_children_and_grandchildren_are_tracked_live_and_after_they_are_reaped() -> None:
     tracker = DescendantTracker()
+    tracker.refresh()
     before = set(tracker.descendants)  # earlier tests may have left workers or servers of this process alive
     launcher = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {BURN.format(s=0.3)!r}])\n"
     child = subprocess.Popen([sys.executable, "-c", launcher])
