@@ -19,9 +19,9 @@ FULL_RULES: tuple[tuple[str, StoppingRule], ...] = (
 """A full run: about 6 minutes on 2 cores (cells stop early once precise)."""
 
 QUICK_RULES: tuple[tuple[str, StoppingRule], ...] = (
-    ("single", StoppingRule(min_rounds=6, max_rounds=20, budget_s=0.4, min_sample_s=0.01)),
-    ("pipeline", StoppingRule(min_rounds=6, max_rounds=20, budget_s=0.6, min_sample_s=0.01)),
-    ("batch", StoppingRule(min_rounds=4, max_rounds=8, budget_s=2.5, min_sample_s=0)),
+    ("single", StoppingRule(min_rounds=6, max_rounds=12, budget_s=0.4, min_sample_s=0.01)),
+    ("pipeline", StoppingRule(min_rounds=6, max_rounds=12, budget_s=0.6, min_sample_s=0.01)),
+    ("batch", StoppingRule(min_rounds=4, max_rounds=6, budget_s=2.5, min_sample_s=0)),
 )
 """CI's quick run: every cell still measured, with smaller budgets (about 2 minutes)."""
 
