@@ -212,6 +212,8 @@ def test_calibration_repeats_short_work_until_a_sample_lasts_long_enough() -> No
     loops = calibrate(work, 0.02)
     assert 5 <= loops <= 20
     assert calibrate(work, 0) == 1
+    whole_periods = calibrate(work, 0.02, period=3)
+    assert whole_periods % 3 == 0 and 6 <= whole_periods <= 21  # every sample covers the same inputs
 
 
 def test_calibrated_samples_are_reported_per_iteration() -> None:

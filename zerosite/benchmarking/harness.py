@@ -90,14 +90,17 @@ def _settled(result: CellResult, baseline: CellResult | None, rule: StoppingRule
     return "budget" if sum(result.wall_s) >= rule.budget_s else None
 
 
-def calibrate(function: RoundFunction, min_sample_s: float, max_loops: int = 1000) -> int:
-    """How many consecutive calls make one sample last at least ``min_sample_s`` (after one warm call)."""
+def calibrate(function: RoundFunction, min_sample_s: float, period: int = 1, max_loops: int = 1000) -> int:
+    """How many consecutive calls make one sample last at least ``min_sample_s``: a whole number of
+    ``period`` calls (the round function's cycle of inputs), so every sample does the same work."""
     if min_sample_s <= 0:
-        return 1
+        return period
     started = time.perf_counter()
-    function()
-    once = time.perf_counter() - started
-    return max(1, min(max_loops, math.ceil(min_sample_s / max(once, 1e-9))))
+    for _ in range(period):
+        function()
+    per_period = time.perf_counter() - started
+    periods = math.ceil(min_sample_s / max(per_period, 1e-9))
+    return period * max(1, min(max_loops // period, periods))
 
 
 def _sample(function: RoundFunction, loops: int) -> RoundOutcome:
@@ -125,9 +128,10 @@ def measure_interleaved(
     memory: Callable[[Cell], tuple[int, ...]] | None = None,
     calibrated: bool = False,
     load: LoadProbe | None = None,
+    period: int = 1,
 ) -> dict[Cell, CellResult]:
     """Start every cell's workers (process pools before threads), calibrate (``calibrated``), run
-    ``warmup_rounds`` untimed rounds, then rounds with the cells interleaved until ``rule`` stops each;
+    ``warmup_rounds`` untimed rounds (each ``period`` calls when calibrated), then rounds with the cells interleaved until ``rule`` stops each;
     the workers are stopped at the end. ``load`` records the machine's load around every timed sample.
     Then, if given, ``memory(cell)`` measures each cell's memory per report in a separate, untimed pass."""
     results = {cell: CellResult(cell) for cell in cells}
@@ -136,7 +140,7 @@ def measure_interleaved(
         order = sorted(cells, key=lambda c: c.strategy in ("sequential", "thread", "bare"))
         functions: Mapping[Cell, RoundFunction] = {cell: stack.enter_context(start(cell)) for cell in order}
         for cell in cells:
-            results[cell].loops = calibrate(functions[cell], rule.min_sample_s) if calibrated else 1
+            results[cell].loops = calibrate(functions[cell], rule.min_sample_s, period) if calibrated else 1
         for _ in range(warmup_rounds):
             for cell in cells:
                 _sample(functions[cell], results[cell].loops)

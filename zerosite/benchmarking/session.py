@@ -20,7 +20,7 @@ from zerosite.benchmarking.machine import describe_machine
 from zerosite.benchmarking.matrix import MatrixSettings
 from zerosite.benchmarking.profiling import profile_strategies
 from zerosite.benchmarking.targets import Targets
-from zerosite.benchmarking.workloads import MemoryProbe, Workload, cell_round
+from zerosite.benchmarking.workloads import ROUND_PERIOD, MemoryProbe, Workload, cell_round
 from zerosite.plugins import get_modules, get_strategies
 from zerosite.rendering import get_environment, templates_fingerprint
 
@@ -82,6 +82,7 @@ class Recorder:
                 memory=self._memory_probe(workload),
                 calibrated=cell.level != "batch",
                 load=self.load,
+                period=1 if cell.level == "batch" else ROUND_PERIOD,
             )
             self.results.update(measured)
             self._analysis = None

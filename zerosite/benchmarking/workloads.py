@@ -67,6 +67,16 @@ def _outcome(wall_s: float, projects: int, results: Sequence[ProjectResult]) -> 
     )
 
 
+ROUND_PERIOD = 5
+"""Single-report and pipeline rounds cycle through this many projects; a calibrated sample spans whole
+periods (see ``harness.calibrate``), so every sample does the same work and its spread is noise only."""
+
+
+def _cycle(cell: Cell, workload: Workload) -> Iterator[Project]:
+    """The projects a cell's rounds take in turn: a short period for single and pipeline, all for batch."""
+    return itertools.cycle(workload.projects if cell.level == "batch" else workload.projects[:ROUND_PERIOD])
+
+
 _WARM_UP_CHUNKSIZE = 4
 """Projects per worker run before measuring, so that every pool worker has started and made a report."""
 
@@ -134,7 +144,7 @@ def _engine_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[Rou
     from zerosite.engine import ReportOutcome, generate, start_runner
 
     options = _options(cell, workload, scratch)
-    cycle = itertools.cycle(workload.projects)
+    cycle = _cycle(cell, workload)
     with start_runner(options) as runner:
         # Pools start their workers on first use: make every worker warm before anything is timed.
         list(runner.run(workload.projects[: _WARM_UP_CHUNKSIZE * cell.workers]))
@@ -185,7 +195,7 @@ def _bare_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[Round
     steps, wanted = batch_plan.steps, set(batch_plan.config.reports)
     env = get_environment(batch_plan.config.plugins)
     source = open_source(batch_plan.config)
-    cycle = itertools.cycle(workload.projects)
+    cycle = _cycle(cell, workload)
     size = workload.batch_projects if cell.level == "batch" else 1
     out = scratch / "bare"
     out.mkdir(parents=True, exist_ok=True)
