@@ -130,9 +130,10 @@ def measure_interleaved(
     load: LoadProbe | None = None,
     period: int = 1,
 ) -> dict[Cell, CellResult]:
-    """Start every cell's workers (process pools before threads), calibrate (``calibrated``), run
-    ``warmup_rounds`` untimed rounds (each ``period`` calls when calibrated), then rounds with the cells interleaved until ``rule`` stops each;
-    the workers are stopped at the end. ``load`` records the machine's load around every timed sample.
+    """Start every cell's workers (process pools before threads), calibrate (``calibrated``: samples of whole
+    ``period`` calls), run ``warmup_rounds`` untimed samples, then samples with the cells interleaved until
+    ``rule`` stops each; the workers are stopped at the end. ``load`` records the machine's load around every
+    timed sample.
     Then, if given, ``memory(cell)`` measures each cell's memory per report in a separate, untimed pass."""
     results = {cell: CellResult(cell) for cell in cells}
     with contextlib.ExitStack() as stack:
