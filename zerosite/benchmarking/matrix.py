@@ -12,9 +12,9 @@ from zerosite.benchmarking.harness import StoppingRule
 __all__ = ["MatrixSettings", "PlannedCell", "build_matrix"]
 
 FULL_RULES: tuple[tuple[str, StoppingRule], ...] = (
-    ("single", StoppingRule(min_rounds=6, max_rounds=40, budget_s=1.0)),
-    ("pipeline", StoppingRule(min_rounds=6, max_rounds=40, budget_s=2.0)),
-    ("batch", StoppingRule(min_rounds=4, max_rounds=15, budget_s=10.0, min_sample_s=0)),
+    ("single", StoppingRule(min_rounds=6, max_rounds=40, budget_s=0.4)),
+    ("pipeline", StoppingRule(min_rounds=6, max_rounds=40, budget_s=0.8)),
+    ("batch", StoppingRule(min_rounds=4, max_rounds=12, budget_s=3.0, min_sample_s=0)),
 )
 """A full run: about 6 minutes on 2 cores (cells stop early once precise)."""
 

@@ -67,7 +67,7 @@ def _outcome(wall_s: float, projects: int, results: Sequence[ProjectResult]) -> 
     )
 
 
-ROUND_PERIOD = 5
+ROUND_PERIOD = 3
 """Single-report and pipeline rounds cycle through this many projects; a calibrated sample spans whole
 periods (see ``harness.calibrate``), so every sample does the same work and its spread is noise only."""
 
