@@ -295,6 +295,17 @@ def test_30_percent_slower_is_named_every_time(seed: int) -> None:
     assert row.interval is not None and row.interval.low > 1.1 and row.p_value is not None and row.p_value < 0.05
 
 
+def test_a_change_measured_on_a_busy_machine_is_inconclusive_not_a_regression() -> None:
+    slower = make_run(2, scale={M2_CPU: 1.3})
+    for cell in slower["zerosite"]["cells"]:
+        if f"{cell['level']}/{cell['cell']}" == M2_CPU:
+            cell["busy_rounds"] = len(cell["samples"])  # every sample taken while other processes were busy
+    comparison = compare_runs(make_run(1), slower)
+    assert verdicts(comparison)[M2_CPU] == "inconclusive"
+    assert comparison.exit_code == EXIT_OK
+    assert "1 inconclusive (changed, but measured while the machine was busy" in comparison.summary()
+
+
 def test_a_cell_only_noisier_is_unchanged() -> None:
     comparison = compare_runs(make_run(1), make_run(2, noise_of={M2_CPU: 0.25, M2_PROCESS: 0.25}))
     assert verdicts(comparison)[M2_CPU] == "unchanged"

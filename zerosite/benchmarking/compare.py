@@ -33,6 +33,8 @@ EXIT_INCOMPARABLE = 2
 FASTER = "faster"
 SLOWER = "slower"
 UNCHANGED = "unchanged"
+INCONCLUSIVE = "inconclusive"
+"""A change that may be the machine's: either run took the cell's samples while other processes kept it busy."""
 ONLY_IN_BASE = "only in base"
 ONLY_IN_NEW = "only in new"
 
@@ -68,6 +70,8 @@ class _Cell:
     samples: tuple[float, ...]
     speedup: float | None
     instructions: float | None
+    noisy: bool = False
+    """More than a tenth of the samples were taken while other processes kept the machine busy."""
 
     @property
     def label(self) -> str:
@@ -208,8 +212,13 @@ class Comparison:
         """One line: the counts, then each regressed cell with its change and interval."""
         if self.refused:
             return f"cannot compare: {'; '.join(self.refusals)} (force to compare anyway)"
-        counts = {v: sum(row.verdict == v for row in self.rows) for v in (FASTER, SLOWER, UNCHANGED)}
+        counts = {v: sum(row.verdict == v for row in self.rows) for v in (FASTER, SLOWER, UNCHANGED, INCONCLUSIVE)}
         parts = [f"{counts[FASTER]} faster, {counts[SLOWER]} slower, {counts[UNCHANGED]} unchanged"]
+        if counts[INCONCLUSIVE]:
+            parts.append(
+                f"{counts[INCONCLUSIVE]} inconclusive (changed, but measured while the machine was busy: rerun on a "
+                "quiet machine, or count instructions)"
+            )
         parts += [f"{n} {v}" for v in (ONLY_IN_BASE, ONLY_IN_NEW) if (n := sum(r.verdict == v for r in self.rows))]
         text = ", ".join(parts)
         if not self.regressions:
@@ -384,6 +393,7 @@ def _cell(raw: object, where: str) -> _Cell:
             samples=samples,
             speedup=_optional_float(raw.get("speedup")),
             instructions=_instructions(raw),
+            noisy=int(raw.get("busy_rounds") or 0) * 10 > len(samples),
         )
     except (TypeError, ValueError) as error:
         raise CompareError(f"{where}: {error}") from None
@@ -438,6 +448,9 @@ def _compare_times(base: _Cell, new: _Cell, threshold: float, confidence: float)
     interval = ratio_ci(new.samples, base.samples, confidence, resamples=RESAMPLES)
     p_value = mann_whitney_u(base.samples, new.samples).p_value
     verdict, detail = _time_verdict(interval, p_value, threshold, confidence)
+    if verdict in (SLOWER, FASTER) and (base.noisy or new.noisy):
+        # A machine busy with other work slows every cell: that is no verdict on the code.
+        verdict, detail = INCONCLUSIVE, f"{verdict}, but measured while the machine was busy"
     return _two_sided(
         base, base.location, new.location, interval=interval, p_value=p_value, verdict=verdict, detail=detail
     )
