@@ -198,7 +198,12 @@ def write_outputs(recorder: Recorder, config: Any, record_profiles: Callable[[Pa
     output = write_json(config, out / JSON_NAME)
     analysis = recorder.analysis
     machine = describe_machine()
-    charts = write_charts(analysis, dict(recorder.targets.values), out / "charts", cores=machine.usable_cpus)
+    # Charts plot times and their spread; instruction counts are exact and read best in the table.
+    charts = (
+        write_charts(analysis, dict(recorder.targets.values), out / "charts", cores=machine.usable_cpus)
+        if recorder.mode == "time"
+        else []
+    )
     profiles = record_profiles(out / "profiles") if record_profiles is not None else []
     write_page(
         out / "index.html",
