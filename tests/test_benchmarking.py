@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
+from dataclasses import replace
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -448,3 +449,23 @@ def test_karp_flatt_is_shown_only_where_it_means_something() -> None:
     by_id = analyse(results, lambda cell: TARGETS, cores=2).by_id()
     assert by_id["batch/strategy=thread-workers=4-scenario=cpu"].karp_flatt is None
     assert by_id["batch/strategy=process-workers=4-scenario=cpu"].karp_flatt == pytest.approx(karp_flatt(1 / 0.55, 2))
+
+
+class _BusyLoad:
+    busy = True
+
+    def as_dict(self) -> dict[str, object]:
+        return {"busy": True}
+
+
+def test_a_level_measured_mostly_on_a_busy_machine_is_not_judged() -> None:
+    results = [
+        _result(Cell("batch", "cpu", "sequential", 1, None), [1.0, 1.01, 0.99, 1.0, 1.02, 0.98]),
+        _result(Cell("batch", "cpu", "process", 2, None), [0.5, 0.51, 0.49, 0.5, 0.52, 0.48]),
+    ]
+    for result in results:
+        result.rounds = [replace(r, load=_BusyLoad()) for r in result.rounds]
+    standing = analyse(results, lambda cell: TARGETS).standings[0]
+    assert standing.unjudged and standing.winner is None and standing.tied == ()
+    assert standing.sentence().startswith("not judged: 2 of 2 cells were measured while other processes")
+    assert standing.as_dict()["winner"] is None and standing.as_dict()["unjudged"] is True

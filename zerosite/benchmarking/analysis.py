@@ -303,13 +303,20 @@ def _judgement(cell: Cell, name: str, value: float, interval: Interval, target: 
 def standings(figures: Iterable[CellFigures]) -> tuple[Standing, ...]:
     """Per level and scenario (matrix order), the winner or the tie among its strategies."""
     grouped: dict[tuple[str, str], list[tuple[Cell, float, Interval]]] = defaultdict(list)
+    noise: dict[tuple[str, str], list[bool]] = defaultdict(list)
     for f in figures:
+        key = (f.cell.level, f.cell.scenario)
         if f.speedup is not None and f.speedup_ci is not None:
-            grouped[(f.cell.level, f.cell.scenario)].append((f.cell, f.speedup, f.speedup_ci))
+            grouped[key].append((f.cell, f.speedup, f.speedup_ci))
         elif f.cell.strategy == BASELINE:
-            grouped.setdefault((f.cell.level, f.cell.scenario), [])
+            grouped.setdefault(key, [])
+        if f.cell.strategy != BARE:
+            noise[key].append(f.noisy)
     order = sorted(grouped, key=lambda k: (LEVELS.index(k[0]), SCENARIOS.index(k[1]) if k[1] in SCENARIOS else 99, k))
-    return tuple(rank(level, scenario, grouped[(level, scenario)]) for level, scenario in order)
+    return tuple(
+        rank(level, scenario, grouped[(level, scenario)], sum(noise[(level, scenario)]), len(noise[(level, scenario)]))
+        for level, scenario in order
+    )
 
 
 def analyse(

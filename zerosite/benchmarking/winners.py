@@ -61,6 +61,15 @@ class Standing:
     scenario: str
     ranked: tuple[Contender, ...]
     """Every contender, fastest first."""
+    busy_cells: int = 0
+    """Cells of this level and scenario measured while other processes kept the machine busy (noisy)."""
+    cells: int = 0
+
+    @property
+    def unjudged(self) -> bool:
+        """Most cells were measured on a busy machine: their figures say more about the machine than the code,
+        so no winner and no tie is declared."""
+        return self.busy_cells * 2 > self.cells
 
     @property
     def best(self) -> Contender:
@@ -69,16 +78,23 @@ class Standing:
     @property
     def tied(self) -> tuple[Contender, ...]:
         """The contenders that cannot be told apart from the fastest (empty when it won outright)."""
+        if self.unjudged:
+            return ()
         ties = tuple(c for c in self.ranked if c.interval.overlaps(self.best.interval))
         return ties if len(ties) > 1 else ()
 
     @property
     def winner(self) -> Contender | None:
-        return None if self.tied else self.best
+        return None if self.tied or self.unjudged else self.best
 
     def sentence(self) -> str:
         """Plain words, e.g. ``process x2 was 1.84x as fast as sequential [1.70x, 1.95x].``"""
         winner = self.winner
+        if self.unjudged:
+            return (
+                f"not judged: {self.busy_cells} of {self.cells} cells were measured while other processes kept the "
+                f"machine busy (fastest as measured: {self.best.phrase()})."
+            )
         if winner is not None and winner.strategy == BASELINE:
             rest = [c for c in self.ranked if c.strategy != BASELINE]
             if not rest:
@@ -102,6 +118,8 @@ class Standing:
             "tied": [c.label for c in self.tied],
             "speedup": self.best.speedup,
             "interval": self.best.interval.as_list(),
+            "unjudged": self.unjudged,
+            "busy_cells": self.busy_cells,
             "sentence": self.sentence(),
             "ranked": [c.as_dict() for c in self.ranked],
         }
@@ -112,8 +130,11 @@ def _geomean(values: Iterable[float]) -> float:
     return math.exp(statistics.fmean(math.log(v) for v in values))
 
 
-def rank(level: str, scenario: str, speedups: Sequence[tuple[Cell, float, Interval]]) -> Standing:
-    """The standing of ``level`` in ``scenario`` from each cell's speedup and interval (sequential added)."""
+def rank(
+    level: str, scenario: str, speedups: Sequence[tuple[Cell, float, Interval]], busy_cells: int = 0, cells: int = 0
+) -> Standing:
+    """The standing of ``level`` in ``scenario`` from each cell's speedup and interval (sequential added);
+    ``busy_cells`` of its ``cells`` were measured on a busy machine."""
     by_key: dict[tuple[str, int], list[tuple[float, Interval]]] = defaultdict(list)
     for cell, value, interval in speedups:
         if cell.strategy not in (BASELINE, BARE):
@@ -130,4 +151,4 @@ def rank(level: str, scenario: str, speedups: Sequence[tuple[Cell, float, Interv
             )
         )
     ranked = sorted(contenders, key=lambda c: (-c.speedup, c.label))
-    return Standing(level, scenario, tuple(ranked))
+    return Standing(level, scenario, tuple(ranked), busy_cells, cells)
