@@ -503,8 +503,8 @@ def test_an_id_with_a_trailing_newline_is_rejected() -> None:
 
 
 def test_negative_zero_shows_as_zero(tmp_path: Path, cli: CliRunner) -> None:
-    assert (num(-0.0), num(-0.3), pct(-0.00001), eok(-1.0)) == ("0", "0", "0.0%", "0.0억원")
-    assert (num(-0.6), pct(-0.5)) == ("-1", "-50.0%")
+    assert (num(-0.0), num(-0.0, 2), pct(-0.0), eok(-0.0)) == ("0", "0.00", "0.0%", "0.0억원")
+    assert (num(-0.3), pct(-0.00001), num(-0.6)) == ("-0", "-0.0%", "-1")  # a loss too small to show keeps its sign
     path = write_projects(tmp_path / "p.json", [project_dict(road_width_m=-0.0, subway_distance_m=-0.0)])
     assert invoke(cli, "render", "--projects", str(path), "--out", str(tmp_path / "out"), "-q").exit_code == 0
     html = (tmp_path / "out" / "test-project" / "M2.html").read_text(encoding="utf-8")

@@ -107,10 +107,9 @@ def templates_fingerprint(env: Environment) -> str:
 
 
 def _fixed(value: float, digits: int) -> str:
-    """``value`` with thousands separators and ``digits`` decimals; never "-0" (a -0.0, or a tiny negative
-    that rounds to zero, shows as 0)."""
-    text = f"{value:,.{digits}f}"
-    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
+    """``value`` with thousands separators and ``digits`` decimals; a negative zero shows as 0. (A small
+    negative that rounds to zero keeps its sign: "-0.0%" is a loss too small to show, not none.)"""
+    return f"{value + 0.0 if value == 0 else value:,.{digits}f}"
 
 
 def num(value: float, digits: int = 0) -> str:
