@@ -220,8 +220,9 @@ class HttpSource(DataSource):
     def _get(self, client: httpx.Client, project: Project, url: str, attempt: int, deadline: float) -> _Answer:
         """One GET, its body streamed: stopped at ``max_body_bytes`` or at the deadline, between reads.
 
-        Each read waits at most the time left (and at most ``timeout_s``), so the deadline holds to
-        within one read of a server that sends a byte at a time.
+        Each read waits at most ``timeout_s``, and never longer than the time left when the attempt
+        began; the deadline is checked after every chunk, so a fetch ends at most one read after it
+        (``afetch`` cancels at the deadline exactly).
         """
         left = deadline - time.monotonic()
         if left <= 0:
