@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -14,11 +16,11 @@ import click
 from zerosite.engine import BatchOptions, BatchPlan, EngineError, plan_batch
 from zerosite.engine import generate as generate_reports
 from zerosite.plugins import get_modules, get_strategies, plugin_settings, set_plugin_settings
-from zerosite.project import InvalidInput, Project, iter_raw_projects, parse_batch, parse_project
+from zerosite.project import InvalidInput, Project, iter_raw_projects, parse_batch, parse_project, printable
 from zerosite.rendering import get_environment
 from zerosite.sample import iter_sample_projects
 from zerosite.store import StoreError, recent_reports, search_reports
-from zerosite.types import PluginError, PluginSettings, ReportModule
+from zerosite.types import PluginError, PluginSettings, ReportModule, SourceSettings, Strategy
 
 __all__ = ["main"]
 
@@ -26,11 +28,52 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 FAILURES_SHOWN = 20
+MAX_ROWS_SHOWN = 1_000_000
+"""The most rows ``search --limit`` and ``reports --recent`` ask for."""
+MAX_CHUNKSIZE = 100_000
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+"""The longest time limit any ``--*timeout`` accepts: a week."""
+MAX_BODY_LIMIT_BYTES = 1 << 30
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {printable(message)}", err=True)
     sys.exit(code)
+
+
+class _Seconds(click.FloatRange):
+    """A finite number of seconds in a range: ``nan`` passes a plain ``FloatRange``, and ``inf`` means nothing
+    a timer can be set to."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
+        return seconds
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]i?)?[bB]?\s*")
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30}
+
+
+class _ByteSize(click.types.IntParamType):
+    """A size in bytes: ``5000000``, ``5MB``, ``500kB``, ``2MiB``; between 1 byte and 1 GiB."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            size = value
+        else:
+            match = _SIZE.fullmatch(str(value))
+            if match is None:
+                self.fail(f"{value!r} is not a size such as 5000000, 5MB or 2MiB.", param, ctx)
+            size = int(float(match[1]) * _SIZE_UNITS[(match[2] or "").lower()])
+        if not 1 <= size <= MAX_BODY_LIMIT_BYTES:
+            self.fail(f"{value!r} is not between 1 byte and {MAX_BODY_LIMIT_BYTES:,} bytes.", param, ctx)
+        return size
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -69,6 +112,14 @@ def _modules() -> dict[str, ReportModule]:
         _fail(f"plugins: {error}")
 
 
+def _strategies() -> dict[str, Strategy]:
+    """Every strategy; a plugin problem (two strategies of one name) is exit 2."""
+    try:
+        return get_strategies()
+    except PluginError as error:
+        _fail(f"plugins: {error}")
+
+
 @main.command()
 def modules() -> None:
     """List the report modules: name, title, requires, provider, template."""
@@ -82,7 +133,7 @@ def modules() -> None:
 def strategies() -> None:
     """List the concurrency strategies and whether each is available here."""
     rows = []
-    for strategy in get_strategies().values():
+    for strategy in _strategies().values():
         reason = strategy.unavailable_reason()
         rows.append((strategy.name, "yes" if reason is None else f"no: {reason}", strategy.description))
     _table(("strategy", "available", "description"), rows)
@@ -90,9 +141,10 @@ def strategies() -> None:
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     """Print aligned columns; Korean (wide) characters count as two columns, as a terminal shows them."""
-    widths = [max(_width(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
-    for row in (header, *rows):
-        cells = (str(cell) + " " * (width - _width(str(cell))) for cell, width in zip(row, widths, strict=False))
+    shown = [tuple(printable(str(cell)) for cell in row) for row in (header, *rows)]  # no terminal escapes
+    widths = [max(_width(cell) for cell in column) for column in zip(*shown, strict=False)]
+    for row in shown:
+        cells = (cell + " " * (width - _width(cell)) for cell, width in zip(row, widths, strict=False))
         click.echo("  ".join(cells).rstrip())
 
 
@@ -143,8 +195,8 @@ def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--projects",
             "projects_file",
-            type=click.Path(dir_okay=False, exists=True, path_type=Path),
-            help="Projects as a JSON list or JSON Lines (.jsonl).",
+            type=click.Path(dir_okay=False, exists=True, allow_dash=True, path_type=Path),
+            help="Projects as a JSON list or JSON Lines (.jsonl); - reads standard input (a pipe works too).",
         ),
         click.option("--sample", "sample_n", type=click.IntRange(min=1), help="Use N generated sample projects."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for --sample."),
@@ -166,10 +218,31 @@ def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--source", help="Data source plugin by name. Default: http with --data-url, else embedded."),
         click.option("--force", is_flag=True, help="Remake reports even when their inputs are unchanged."),
         click.option(
+            "--verify",
+            is_flag=True,
+            help="Re-hash each unchanged report's file; remake the project when it differs from the index.",
+        ),
+        click.option(
             "--timeout",
             "timeout_s",
-            type=click.FloatRange(min=0, min_open=True),
-            help="Per-report time limit in seconds.",
+            type=_Seconds(min=0, min_open=True, max=MAX_TIMEOUT_S),
+            help="Per-report time limit in seconds (compute and render; the fetch has --fetch-timeout).",
+        ),
+        click.option(
+            "--fetch-timeout",
+            "fetch_timeout_s",
+            type=_Seconds(min=0, min_open=True, max=MAX_TIMEOUT_S),
+            default=SourceSettings.deadline_s,
+            show_default=True,
+            help="Total seconds for one project's fetch from the data source: connect, retries and the whole body.",
+        ),
+        click.option(
+            "--max-body",
+            "max_body_bytes",
+            type=_ByteSize(),
+            default=SourceSettings.max_body_bytes,
+            show_default=True,
+            help="Largest data-source answer read per project, in bytes (5MB, 2MiB); a longer one fails the project.",
         ),
         click.option(
             "--trace-memory",
@@ -190,7 +263,7 @@ def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--workers", "-w", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option(
     "--chunksize",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_CHUNKSIZE),
     default=4,
     show_default=True,
     help="Projects per task sent to a process pool.",
@@ -225,7 +298,10 @@ def _run_batch(
     data_url: str | None,
     source: str | None,
     force: bool,
+    verify: bool,
     timeout_s: float | None,
+    fetch_timeout_s: float,
+    max_body_bytes: int,
     trace_memory: bool,
     quiet: bool,
     as_json: bool,
@@ -248,7 +324,10 @@ def _run_batch(
         data_url=data_url,
         source=source,
         force=force,
+        verify=verify,
         timeout_s=timeout_s,
+        fetch_timeout_s=fetch_timeout_s,
+        max_body_bytes=max_body_bytes,
         trace_memory=trace_memory,
     )
     batch_plan = _plan(options)
@@ -271,7 +350,7 @@ def _run_batch(
         click.echo(json.dumps(summary.as_dict(), ensure_ascii=False, indent=2))
     else:
         for failure in summary.failures[:FAILURES_SHOWN]:
-            click.echo(f"failed: {failure.project_id}/{failure.module}: {failure.error}", err=True)
+            click.echo(printable(f"failed: {failure.project_id}/{failure.module}: {failure.error}"), err=True)
         if summary.failed > FAILURES_SHOWN:
             index = db or out / "index.sqlite"
             click.echo(f"... and {summary.failed - FAILURES_SHOWN} more failures, all recorded in {index}", err=True)
@@ -348,7 +427,7 @@ class _ProgressBar:
 )
 @click.option(
     "--latency-ms",
-    type=click.FloatRange(min=0),
+    type=_Seconds(min=0, max=MAX_TIMEOUT_S * 1000),
     default=20.0,
     show_default=True,
     help="Loopback data-source latency for io (mixed gets a quarter).",
@@ -370,7 +449,7 @@ def profile(
     if unknown:
         _fail(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIO_LATENCY_SHARE)}")
 
-    available = [name for name, s in get_strategies().items() if s.unavailable_reason() is None]
+    available = [name for name, s in _strategies().items() if s.unavailable_reason() is None]
     chosen = []
     for spec in strategies or available:
         name, _, workers = spec.partition(":")
@@ -424,19 +503,33 @@ def compare(base: Path, new: Path, threshold: str, force: bool, as_json: bool) -
 @main.command()
 @click.argument("text")
 @click.option("--module", help="Only reports of this module.")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=MAX_ROWS_SHOWN), default=20, show_default=True)
 @click.option("--db", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
 def search(text: str, module: str | None, limit: int, db: Path) -> None:
     """Full-text search of the report index by address (and module)."""
-    _print_rows(search_reports(db, text, module=module, limit=limit))
+    try:
+        rows = search_reports(db, text, module=module, limit=limit)
+    except StoreError as error:
+        _fail(str(error))
+    _print_rows(rows)
 
 
 @main.command()
-@click.option("--recent", type=click.IntRange(min=1), default=20, show_default=True, help="How many, newest first.")
+@click.option(
+    "--recent",
+    type=click.IntRange(min=1, max=MAX_ROWS_SHOWN),
+    default=20,
+    show_default=True,
+    help="How many, newest first.",
+)
 @click.option("--db", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
 def reports(recent: int, db: Path) -> None:
     """List the most recently generated reports in the index."""
-    _print_rows(recent_reports(db, recent))
+    try:
+        rows = recent_reports(db, recent)
+    except StoreError as error:
+        _fail(str(error))
+    _print_rows(rows)
 
 
 def _print_rows(rows: list[Any]) -> None:

@@ -64,7 +64,13 @@ class BatchOptions:
     data_url: str | None = None
     source: str | None = None
     force: bool = False
+    verify: bool = False
+    """Re-hash each report that would be skipped; remake the project when a file differs from its indexed SHA-256."""
     timeout_s: float | None = None
+    fetch_timeout_s: float = SourceSettings.deadline_s
+    """Total time for one project's fetch: every attempt, its connect, reads and body, and the waits between."""
+    max_body_bytes: int = SourceSettings.max_body_bytes
+    """The largest response body a fetch reads; a longer one fails that project's reports."""
     trace_memory: bool = False
     plugins: PluginSettings = field(default_factory=plugin_settings)
 
@@ -102,7 +108,9 @@ def plan_batch(options: BatchOptions) -> BatchPlan:
         compute=tuple(m.name for m in steps),
         reports=tuple(reports),
         source=source.name,
-        source_settings=SourceSettings(url=options.data_url),
+        source_settings=SourceSettings(
+            url=options.data_url, deadline_s=options.fetch_timeout_s, max_body_bytes=options.max_body_bytes
+        ),
         trace_memory=options.trace_memory,
         timeout_s=options.timeout_s,
     )
@@ -235,7 +243,8 @@ def generate(
             for project in projects:
                 project_hashes = hasher.hashes(project)
                 if not options.force and all(
-                    store.input_hash_of(project.id, m) == h for m, h in project_hashes.items()
+                    store.input_hash_of(project.id, m) == h and (not options.verify or store.file_intact(project.id, m))
+                    for m, h in project_hashes.items()
                 ):
                     for module in project_hashes:
                         tally.add(ReportOutcome(project.id, module, "skipped", None, 0, StageTimings(), 0, None))

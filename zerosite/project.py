@@ -7,6 +7,9 @@ import enum
 import json
 import math
 import re
+import stat
+import sys
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,8 +17,11 @@ from typing import Any
 
 __all__ = [
     "DEMOGRAPHIC_GROUPS",
+    "LIMITS",
     "SQM_PER_PYEONG",
+    "STDIN",
     "Demographics",
+    "FieldLimits",
     "InvalidInput",
     "Project",
     "Transaction",
@@ -23,13 +29,37 @@ __all__ = [
     "iter_raw_projects",
     "parse_batch",
     "parse_project",
+    "printable",
     "project_to_dict",
     "validate_batch",
 ]
 
 SQM_PER_PYEONG = 3.305785
 DEMOGRAPHIC_GROUPS = ("youth", "newlywed", "multichild", "senior")
-_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # used with fullmatch: "$" would let "id\n" through
+STDIN = Path("-")
+"""The ``--projects`` path that means standard input."""
+
+
+@dataclass(frozen=True)
+class FieldLimits:
+    """The sane range of each number in a project. A value outside is a typo or an attack: it is rejected by
+    validation, so that no report divides by an area of 1e-300 or overflows on a price of 1e300."""
+
+    land_area_min_sqm: float = 1.0
+    land_area_max_sqm: float = 10_000_000.0  # 10 km²; the programme's parcels are 100 to 10,000 ㎡
+    price_per_sqm_max_krw: int = 1_000_000_000  # the dearest land in Korea is about 200,000,000 KRW/㎡
+    road_width_max_m: float = 1_000.0
+    distance_max_m: float = 1_000_000.0  # 1,000 km: anywhere in Korea
+    transaction_area_min_sqm: float = 1.0
+    transaction_area_max_sqm: float = 10_000_000.0
+    transaction_price_max_krw: int = 10**14  # 100조원
+    earliest_date: dt.date = dt.date(1900, 1, 1)
+    latest_date: dt.date = dt.date(2100, 12, 31)
+    transactions_max: int = 10_000
+
+
+LIMITS = FieldLimits()
 
 
 class Zone(enum.StrEnum):
@@ -108,7 +138,19 @@ class _Checker:
     def fail(self, path: str, message: str) -> None:
         self.errors.append(f"{self.where}.{path}: {message}")
 
-    def number(self, raw: Mapping[str, Any], key: str, path: str, *, minimum: float, strict: bool) -> float:
+    def number(
+        self,
+        raw: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        minimum: float,
+        strict: bool,
+        low: float | None = None,
+        high: float | None = None,
+    ) -> float:
+        """A finite number above ``minimum`` (``> minimum`` when ``strict``), then within ``[low, high]``;
+        ``nan`` when it is not (so that no later check runs on it). ``-0.0`` becomes ``0.0``."""
         if key not in raw:
             self.fail(path, "missing")
             return math.nan
@@ -116,15 +158,25 @@ class _Checker:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(path, f"must be a number, got {_show(value)}")
             return math.nan
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             self.fail(path, f"must be finite, got {value}")
             return math.nan
         if (value <= minimum) if strict else (value < minimum):
-            self.fail(path, f"must be {'>' if strict else '>='} {minimum:g}, got {value:g}")
-        return float(value)
+            self.fail(path, f"must be {'>' if strict else '>='} {minimum:g}, got {_number(value)}")
+            return math.nan
+        if low is not None and value < low:
+            self.fail(path, f"must be >= {_limit(low)}, got {_number(value)}")
+            return math.nan
+        if high is not None and value > high:
+            self.fail(path, f"must be <= {_limit(high)}, got {_number(value)}")
+            return math.nan
+        if value > sys.float_info.max:  # an int such as 10**400, which has no float
+            self.fail(path, f"must be finite, got {_number(value)}")
+            return math.nan
+        return float(value) + 0.0  # + 0.0 turns -0.0 into 0.0, which would show as "-0"
 
-    def integer(self, raw: Mapping[str, Any], key: str, path: str) -> int:
-        value = self.number(raw, key, path, minimum=0, strict=True)
+    def integer(self, raw: Mapping[str, Any], key: str, path: str, *, high: int) -> int:
+        value = self.number(raw, key, path, minimum=0, strict=True, high=high)
         if math.isfinite(value) and value != int(value):
             self.fail(path, f"must be a whole number of won, got {value:g}")
         return int(value) if math.isfinite(value) else 0
@@ -134,6 +186,11 @@ class _Checker:
         if not isinstance(value, str):
             self.fail(path, "missing" if key not in raw else f"must be a string, got {_show(value)}")
             return ""
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:  # a lone surrogate ("\udc80"): no file or index can hold it
+            self.fail(path, f"not valid text (lone surrogate at position {error.start})")
+            return ""
         if not value.strip():
             self.fail(path, "must not be empty")
         return value
@@ -142,7 +199,7 @@ class _Checker:
         value: Any = raw.get(key)
         try:
             return Zone(value)
-        except ValueError:
+        except (ValueError, TypeError):
             known = ", ".join(z.value for z in Zone)
             self.fail(path, f"unknown zone {_show(value)}; expected one of {known}")
             return Zone.RESIDENTIAL_2
@@ -158,16 +215,61 @@ class _Checker:
         value = raw.get(key)
         if isinstance(value, str):
             try:
-                return dt.date.fromisoformat(value)
+                day = dt.date.fromisoformat(value)
             except ValueError:
                 pass
+            else:
+                if LIMITS.earliest_date <= day <= LIMITS.latest_date:
+                    return day
+                self.fail(path, f"must be between {LIMITS.earliest_date} and {LIMITS.latest_date}, got {day}")
+                return dt.date(2000, 1, 1)
         self.fail(path, f"must be a date as YYYY-MM-DD, got {_show(value)}")
         return dt.date(2000, 1, 1)
 
 
+def _limit(value: float) -> str:
+    """A bound for a message: 10000000.0 -> '10,000,000', 0.5 -> '0.5'."""
+    return f"{int(value):,}" if value == int(value) else f"{value:g}"
+
+
+def _number(value: int | float) -> str:
+    """A number for a message; an int too large for a float is described by its length."""
+    try:
+        return f"{value:g}"
+    except OverflowError:
+        return f"an integer of {int(math.log10(abs(value))) + 1} digits"
+
+
 def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, float) else repr(value)
+    """A value for a message: JSON, at most 60 characters, with no character that could drive a terminal."""
+    if isinstance(value, float):
+        text = repr(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text = _number(value) if abs(value) >= 10**16 else str(value)
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+        except (ValueError, TypeError, RecursionError):  # an int of 5,000 digits, a cycle, a non-JSON object
+            text = f"a {type(value).__name__}"
+    text = printable(text)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character, lone surrogate, line separator and bidirectional control
+    written as a Python escape (``\\x1b``, ``\\udc80``), so that text from input printed on a terminal
+    shows as what it is and cannot move the cursor, recolour the screen or reorder a line."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if char in _BIDI_CONTROLS or unicodedata.category(char) in {"Cc", "Cs", "Zl", "Zp"}
+        else char
+        for char in text
+    )
 
 
 def parse_project(raw: Any, where: str = "project") -> Project:
@@ -176,12 +278,15 @@ def parse_project(raw: Any, where: str = "project") -> Project:
         raise InvalidInput([f"{where}: must be an object, got {_show(raw)}"])
     c = _Checker(where)
     project_id = c.text(raw, "id", "id")
-    if project_id and not _SLUG.match(project_id):
+    if project_id and not _SLUG.fullmatch(project_id):
         c.fail("id", f"must be a slug of letters, digits, '.', '_' or '-', got {_show(project_id)}")
     transactions = []
     raw_transactions = raw.get("transactions", [])
     if not isinstance(raw_transactions, list):
         c.fail("transactions", f"must be a list, got {_show(raw_transactions)}")
+        raw_transactions = []
+    if len(raw_transactions) > LIMITS.transactions_max:
+        c.fail("transactions", f"at most {LIMITS.transactions_max:,} comparable sales, got {len(raw_transactions):,}")
         raw_transactions = []
     for i, t in enumerate(raw_transactions):
         path = f"transactions[{i}]"
@@ -191,9 +296,19 @@ def parse_project(raw: Any, where: str = "project") -> Project:
         transactions.append(
             Transaction(
                 date=c.date(t, "date", f"{path}.date"),
-                area_sqm=c.number(t, "area_sqm", f"{path}.area_sqm", minimum=0, strict=True),
-                price_krw=c.integer(t, "price_krw", f"{path}.price_krw"),
-                distance_m=c.number(t, "distance_m", f"{path}.distance_m", minimum=0, strict=False),
+                area_sqm=c.number(
+                    t,
+                    "area_sqm",
+                    f"{path}.area_sqm",
+                    minimum=0,
+                    strict=True,
+                    low=LIMITS.transaction_area_min_sqm,
+                    high=LIMITS.transaction_area_max_sqm,
+                ),
+                price_krw=c.integer(t, "price_krw", f"{path}.price_krw", high=LIMITS.transaction_price_max_krw),
+                distance_m=c.number(
+                    t, "distance_m", f"{path}.distance_m", minimum=0, strict=False, high=LIMITS.distance_max_m
+                ),
                 zone_type=c.zone(t, "zone_type", f"{path}.zone_type"),
             )
         )
@@ -207,8 +322,8 @@ def parse_project(raw: Any, where: str = "project") -> Project:
         if math.isfinite(share) and share > 1:
             c.fail(f"demographics.{group}", f"must be a share in [0, 1], got {share:g}")
         shares[group] = share
-    for key in sorted(set(raw_demo) - set(DEMOGRAPHIC_GROUPS)):
-        c.fail(f"demographics.{key}", f"unknown group; expected {', '.join(DEMOGRAPHIC_GROUPS)}")
+    for key in sorted({str(k) for k in raw_demo} - set(DEMOGRAPHIC_GROUPS)):
+        c.fail(f"demographics.{printable(key)}", f"unknown group; expected {', '.join(DEMOGRAPHIC_GROUPS)}")
     project = Project(
         id=project_id,
         road_address=c.text(raw, "road_address", "road_address"),
@@ -216,12 +331,26 @@ def parse_project(raw: Any, where: str = "project") -> Project:
         sido=c.text(raw, "sido", "sido"),
         sigungu=c.text(raw, "sigungu", "sigungu"),
         dong=c.text(raw, "dong", "dong"),
-        land_area_sqm=c.number(raw, "land_area_sqm", "land_area_sqm", minimum=0, strict=True),
+        land_area_sqm=c.number(
+            raw,
+            "land_area_sqm",
+            "land_area_sqm",
+            minimum=0,
+            strict=True,
+            low=LIMITS.land_area_min_sqm,
+            high=LIMITS.land_area_max_sqm,
+        ),
         zone_type=c.zone(raw, "zone_type", "zone_type"),
-        official_price_per_sqm=c.integer(raw, "official_price_per_sqm", "official_price_per_sqm"),
-        road_width_m=c.number(raw, "road_width_m", "road_width_m", minimum=0, strict=False),
+        official_price_per_sqm=c.integer(
+            raw, "official_price_per_sqm", "official_price_per_sqm", high=LIMITS.price_per_sqm_max_krw
+        ),
+        road_width_m=c.number(
+            raw, "road_width_m", "road_width_m", minimum=0, strict=False, high=LIMITS.road_width_max_m
+        ),
         corner_lot=c.boolean(raw, "corner_lot", "corner_lot"),
-        subway_distance_m=c.number(raw, "subway_distance_m", "subway_distance_m", minimum=0, strict=False),
+        subway_distance_m=c.number(
+            raw, "subway_distance_m", "subway_distance_m", minimum=0, strict=False, high=LIMITS.distance_max_m
+        ),
         transactions=tuple(transactions),
         demographics=Demographics(**shares),
     )
@@ -241,27 +370,85 @@ def project_to_dict(project: Project) -> dict[str, Any]:
 
 
 def iter_raw_projects(path: Path) -> Iterator[tuple[str, Any]]:
-    """Yield ``(location, raw_object)`` from a JSON list or a JSON Lines file; JSON Lines is read lazily."""
+    """Yield ``(location, raw_object)`` from a JSON list or a JSON Lines file; JSON Lines is read lazily.
+
+    The input is read exactly once, so ``path`` may be a pipe: :data:`STDIN` (``-``) is standard input,
+    and ``/dev/stdin`` or a FIFO work too. A stream is JSON Lines unless it starts with ``[`` or is a
+    ``{"projects": [...]}`` document; a regular file is JSON Lines when named ``*.jsonl`` or ``*.ndjson``.
+
+    :raises InvalidInput: the input cannot be read or is not JSON (with the line where it can say).
+    """
+    name = "<stdin>" if path == STDIN else path.name
     try:
         if path.suffix in {".jsonl", ".ndjson"}:
             with path.open(encoding="utf-8") as lines:
-                for number, line in enumerate(lines, start=1):
-                    if line.strip():
-                        try:
-                            yield f"{path.name}:{number}", json.loads(line)
-                        except json.JSONDecodeError as error:
-                            raise InvalidInput([f"{path.name}:{number}: not valid JSON: {error.msg}"]) from None
+                yield from _json_lines(name, lines)
+            return
+        if path == STDIN or not _is_regular_file(path):
+            yield from _stream_projects(name, path)
             return
         with path.open(encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise InvalidInput([f"{path.name}:{error.lineno}:{error.colno}: not valid JSON: {error.msg}"]) from None
+            data = _load_json(name, handle.read())
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInput([f"{path}: cannot read: {error}"]) from None
+    yield from _listed_projects(name, data)
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return True  # opening it says what is wrong
+
+
+def _stream_projects(name: str, path: Path) -> Iterator[tuple[str, Any]]:
+    """Read a pipe once, whole, then tell a JSON document from JSON Lines by its first character."""
+    if path == STDIN:
+        text = sys.stdin.buffer.read().decode("utf-8")
+    else:
+        with path.open(encoding="utf-8") as handle:
+            text = handle.read()
+    start = text.lstrip()[:1]
+    if start == "[":
+        yield from _listed_projects(name, _load_json(name, text))
+        return
+    if start == "{":
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            document = None  # more than one object: JSON Lines
+        if isinstance(document, Mapping) and "projects" in document:
+            yield from _listed_projects(name, document)
+            return
+    yield from _json_lines(name, text.splitlines())
+
+
+def _json_lines(name: str, lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            yield f"{name}:{number}", _load_json(f"{name}:{number}", line, one_line=True)
+
+
+def _load_json(where: str, text: str, *, one_line: bool = False) -> Any:
+    """Parse JSON text; every way it can fail (syntax, nesting, a number too long) is :class:`InvalidInput`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        at = "" if one_line else f":{error.lineno}:{error.colno}"
+        raise InvalidInput([f"{where}{at}: not valid JSON: {error.msg}"]) from None
+    except RecursionError:
+        raise InvalidInput([f"{where}: not valid JSON: nested too deeply"]) from None
+    except ValueError as error:  # an integer longer than sys.get_int_max_str_digits()
+        limit = sys.get_int_max_str_digits()
+        reason = f"a number has more than {limit} digits" if "digits" in str(error) else printable(str(error))
+        raise InvalidInput([f"{where}: not valid JSON: {reason}"]) from None
+
+
+def _listed_projects(name: str, data: Any) -> Iterator[tuple[str, Any]]:
     if isinstance(data, Mapping) and "projects" in data:
         data = data["projects"]
     if not isinstance(data, list):
-        raise InvalidInput([f"{path.name}: expected a JSON list of projects (or JSON Lines, one per line)"])
+        raise InvalidInput([f"{name}: expected a JSON list of projects (or JSON Lines, one per line)"])
     for index, raw in enumerate(data):
         yield f"projects[{index}]", raw
 

@@ -106,31 +106,37 @@ def templates_fingerprint(env: Environment) -> str:
     return digest.hexdigest()
 
 
+def _fixed(value: float, digits: int) -> str:
+    """``value`` with thousands separators and ``digits`` decimals; a negative zero shows as 0. (A small
+    negative that rounds to zero keeps its sign: "-0.0%" is a loss too small to show, not none.)"""
+    return f"{value + 0.0 if value == 0 else value:,.{digits}f}"
+
+
 def num(value: float, digits: int = 0) -> str:
     """1234.5 -> '1,234.5' with ``digits`` decimals."""
-    return f"{value:,.{digits}f}"
+    return _fixed(value, digits)
 
 
 def krw(value: float) -> str:
     """1234567 -> '1,234,567원'."""
-    return f"{value:,.0f}원"
+    return f"{_fixed(value, 0)}원"
 
 
 def eok(value: float, digits: int = 1) -> str:
     """1_230_000_000 -> '12.3억원' (1억 = 100,000,000 KRW)."""
-    return f"{value / 1e8:,.{digits}f}억원"
+    return f"{_fixed(value / 1e8, digits)}억원"
 
 
 def pct(value: float, digits: int = 1) -> str:
     """0.1234 -> '12.3%'."""
-    return f"{value * 100:,.{digits}f}%"
+    return f"{_fixed(value * 100, digits)}%"
 
 
 def sqm(value: float, digits: int = 1) -> str:
     """1234.5 -> '1,234.5㎡'."""
-    return f"{value:,.{digits}f}㎡"
+    return f"{_fixed(value, digits)}㎡"
 
 
 def pyeong(value_sqm: float, digits: int = 1) -> str:
     """An area in ㎡ shown in pyeong: 3305.785 -> '1,000.0평'."""
-    return f"{value_sqm / SQM_PER_PYEONG:,.{digits}f}평"
+    return f"{_fixed(value_sqm / SQM_PER_PYEONG, digits)}평"

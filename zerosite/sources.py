@@ -9,6 +9,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -161,17 +162,18 @@ class HttpSource(DataSource):
         url = self._url_for(project)
         client = self._sync_client()
         settings = self.settings
+        deadline = time.monotonic() + settings.deadline_s
         for attempt in range(1, settings.retries + 2):
             if attempt > 1:
-                time.sleep(settings.backoff_before(attempt - 1))
+                time.sleep(self._pause(project, url, attempt, deadline))
             try:
-                response = client.get(url)
+                outcome: _Answer | str = self._get(client, project, url, attempt, deadline)
+            except _BodyTooLarge as error:
+                raise SourceError(project.id, url, str(error), attempt) from None
             except _RETRYABLE_ERRORS as error:
-                outcome: httpx.Response | str = _describe(error)
+                outcome = _describe(error)
             except httpx.HTTPError as error:
                 raise SourceError(project.id, url, _describe(error), attempt) from error
-            else:
-                outcome = response
             done = self._settle(project, url, outcome, attempt)
             if done is not None:
                 return done
@@ -181,37 +183,118 @@ class HttpSource(DataSource):
         url = self._url_for(project)
         client = self._async_client()
         settings = self.settings
+        deadline = time.monotonic() + settings.deadline_s
         for attempt in range(1, settings.retries + 2):
             if attempt > 1:
-                await asyncio.sleep(settings.backoff_before(attempt - 1))
+                await asyncio.sleep(self._pause(project, url, attempt, deadline))
             try:
-                response = await client.get(url)
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    outcome: _Answer | str = await self._aget(client, project, url, attempt)
+            except TimeoutError as error:
+                if time.monotonic() < deadline:  # an httpx timeout of one read, not the deadline
+                    outcome = _describe(error)
+                else:
+                    raise self._overdue(project, url, attempt) from None
+            except _BodyTooLarge as error:
+                raise SourceError(project.id, url, str(error), attempt) from None
             except _RETRYABLE_ERRORS as error:
-                outcome: httpx.Response | str = _describe(error)
+                outcome = _describe(error)
             except httpx.HTTPError as error:
                 raise SourceError(project.id, url, _describe(error), attempt) from error
-            else:
-                outcome = response
             done = self._settle(project, url, outcome, attempt)
             if done is not None:
                 return done
         raise AssertionError("unreachable: the last attempt always settles")
 
-    def _settle(self, project: Project, url: str, outcome: httpx.Response | str, attempt: int) -> Project | None:
+    def _pause(self, project: Project, url: str, attempt: int, deadline: float) -> float:
+        """Seconds to wait before ``attempt``; raise when no time would be left for it."""
+        pause = self.settings.backoff_before(attempt - 1)
+        if time.monotonic() + pause >= deadline:
+            raise self._overdue(project, url, attempt - 1)
+        return pause
+
+    def _overdue(self, project: Project, url: str, attempt: int) -> SourceError:
+        deadline = self.settings.deadline_s
+        return SourceError(project.id, url, f"no complete answer within {deadline:g} s (the fetch deadline)", attempt)
+
+    def _get(self, client: httpx.Client, project: Project, url: str, attempt: int, deadline: float) -> _Answer:
+        """One GET, its body streamed: stopped at ``max_body_bytes`` or at the deadline, between reads.
+
+        Each read waits at most ``timeout_s``, and never longer than the time left when the attempt
+        began; the deadline is checked after every chunk, so a fetch ends at most one read after it
+        (``afetch`` cancels at the deadline exactly).
+        """
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise self._overdue(project, url, attempt)
+        with client.stream("GET", url, timeout=min(self.settings.timeout_s, left)) as response:
+            if response.status_code != 200:
+                return _Answer(response.status_code, response.reason_phrase, b"")
+            body = _Body(self.settings.max_body_bytes, response.headers.get("content-length"))
+            for chunk in response.iter_bytes():
+                if time.monotonic() >= deadline:
+                    raise self._overdue(project, url, attempt)
+                body.add(chunk)
+            return _Answer(response.status_code, response.reason_phrase, body.value())
+
+    async def _aget(self, client: httpx.AsyncClient, project: Project, url: str, attempt: int) -> _Answer:
+        """One GET, its body streamed and stopped at ``max_body_bytes`` (the caller holds the deadline)."""
+        async with client.stream("GET", url) as response:
+            if response.status_code != 200:
+                return _Answer(response.status_code, response.reason_phrase, b"")
+            body = _Body(self.settings.max_body_bytes, response.headers.get("content-length"))
+            async for chunk in response.aiter_bytes():
+                body.add(chunk)
+            return _Answer(response.status_code, response.reason_phrase, body.value())
+
+    def _settle(self, project: Project, url: str, outcome: _Answer | str, attempt: int) -> Project | None:
         """The merged project, ``None`` to retry, or raise: shared by ``fetch`` and ``afetch``."""
         last = attempt > self.settings.retries
         if isinstance(outcome, str):
             if last:
                 raise SourceError(project.id, url, outcome, attempt)
             return None
-        status = outcome.status_code
+        status = outcome.status
         if status >= 500:
             if last:
-                raise SourceError(project.id, url, f"HTTP {status} {outcome.reason_phrase}", attempt)
+                raise SourceError(project.id, url, f"HTTP {status} {outcome.reason}", attempt)
             return None
         if status != 200:
-            raise SourceError(project.id, url, f"HTTP {status} {outcome.reason_phrase}", attempt)
-        return _merge(project, url, outcome.content, attempt)
+            raise SourceError(project.id, url, f"HTTP {status} {outcome.reason}", attempt)
+        return _merge(project, url, outcome.body, attempt)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What one attempt got: status, reason and (for 200) the whole body."""
+
+    status: int
+    reason: str
+    body: bytes
+
+
+class _BodyTooLarge(Exception):
+    """A response body over ``SourceSettings.max_body_bytes``: the fetch fails, it is not retried."""
+
+
+class _Body:
+    """A response body read chunk by chunk, refused as soon as it passes the limit (declared or actual)."""
+
+    def __init__(self, limit: int, declared: str | None) -> None:
+        self.limit = limit
+        self.chunks: list[bytes] = []
+        self.size = 0
+        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            raise _BodyTooLarge(f"the response body of {int(declared):,} bytes is over the limit of {limit:,} bytes")
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise _BodyTooLarge(f"the response body is over the limit of {self.limit:,} bytes")
+        self.chunks.append(chunk)
+
+    def value(self) -> bytes:
+        return b"".join(self.chunks)
 
 
 def _describe(error: Exception) -> str:
@@ -222,7 +305,9 @@ def _describe(error: Exception) -> str:
 def _merge(project: Project, url: str, body: bytes, attempt: int) -> Project:
     try:
         fields = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except RecursionError:
+        raise SourceError(project.id, url, "response is not valid JSON: nested too deeply", attempt) from None
+    except ValueError as error:  # syntax, encoding, an integer of more digits than Python converts
         raise SourceError(project.id, url, f"response is not valid JSON: {error}", attempt) from None
     if not isinstance(fields, dict):
         kind = type(fields).__name__

@@ -11,7 +11,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import closing, suppress
 from dataclasses import dataclass, field, fields
 from itertools import count
@@ -38,8 +38,8 @@ _temp_numbers = count(1)
 Status = ReportStatus
 """The report status, as the index stores it (``zerosite.types.ReportStatus``)."""
 
-_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_MODULE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch, not match with "$": no "id\n"
+_MODULE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 # What FTS5's unicode61 tokenizer keeps together: letters and digits (underscore is a separator).
 _SEARCH_TOKEN = re.compile(r"[^\W_]+")
 
@@ -140,9 +140,9 @@ class ReportFiles:
 
     def path(self, project_id: str, module: str) -> Path:
         """Where the report of ``module`` for ``project_id`` lives; rejects anything that could leave ``out_dir``."""
-        if not isinstance(project_id, str) or not _SLUG.match(project_id):
+        if not isinstance(project_id, str) or not _SLUG.fullmatch(project_id):
             raise StoreError(f"unsafe project id {project_id!r}: expected a slug of letters, digits, '.', '_', '-'")
-        if not isinstance(module, str) or not _MODULE_NAME.match(module):
+        if not isinstance(module, str) or not _MODULE_NAME.fullmatch(module):
             raise StoreError(f"unsafe module name {module!r}: expected letters, digits and '_'")
         path = self.out_dir / project_id / f"{module}.html{'.gz' if self.gzip else ''}"
         if path.parent.parent != self.out_dir or not path.resolve().is_relative_to(self.out_dir):
@@ -264,10 +264,10 @@ class ReportStore:
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.executescript(_SCHEMA)
             # Resume lookups: every written report's input hash and file, loaded once (10,000 projects ≈ 50,000 rows).
-            self._written: dict[tuple[str, str], tuple[str, str]] = {
-                (project_id, module): (input_hash, path)
-                for project_id, module, input_hash, path in self._db.execute(
-                    "SELECT project_id, module, input_hash, path FROM reports WHERE status = ?", ("written",)
+            self._written: dict[tuple[str, str], tuple[str, str, str]] = {
+                (project_id, module): (input_hash, path, sha256)
+                for project_id, module, input_hash, path, sha256 in self._db.execute(
+                    "SELECT project_id, module, input_hash, path, sha256 FROM reports WHERE status = ?", ("written",)
                 )
             }
         except sqlite3.Error as error:
@@ -325,11 +325,11 @@ class ReportStore:
     def record(self, row: ReportRow) -> None:
         """Insert or replace the index row of ``(row.project_id, row.module)``; written in batches."""
         self._conn  # noqa: B018 - raises StoreError once the store is closed
-        path = self._relative(row.path)
-        self._rows.append(tuple(path if name == "path" else getattr(row, name) for name in _COLUMNS))
+        path = _storable(self._relative(row.path))
+        self._rows.append(tuple(path if name == "path" else _column(row, name) for name in _COLUMNS))
         key = (row.project_id, row.module)
         if row.status == "written":
-            self._written[key] = (row.input_hash, path)
+            self._written[key] = (row.input_hash, path, row.sha256)
         else:
             self._written.pop(key, None)
         if len(self._rows) >= self.commit_every_rows or time.monotonic() - self._last_commit >= self.commit_every_s:
@@ -356,8 +356,23 @@ class ReportStore:
         found = self._written.get((project_id, module))
         if found is None:
             return None
-        input_hash, path = found
+        input_hash, path, _ = found
         return input_hash if path and (self._root / path).is_file() else None
+
+    def file_intact(self, project_id: str, module: str) -> bool:
+        """Whether a written report's file still has the SHA-256 the index recorded (``--verify``): it is
+        read and hashed again, so a file edited, truncated or replaced since is found out."""
+        found = self._written.get((project_id, module))
+        if found is None or not found[1]:
+            return False
+        digest = hashlib.sha256()
+        try:
+            with (self._root / found[1]).open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        except OSError:
+            return False
+        return digest.hexdigest() == found[2]
 
     def search(self, text: str, module: str | None = None, limit: int = 20) -> list[ReportRow]:
         """Reports whose address (or module) contains every word of ``text`` as a word prefix; best match first.
@@ -384,6 +399,24 @@ class ReportStore:
                 if candidate.is_relative_to(root):
                     return candidate.relative_to(root).as_posix()
         return candidate.as_posix()
+
+
+def _column(row: ReportRow, name: str) -> object:
+    value = getattr(row, name)
+    return _storable(value) if isinstance(value, str) else value
+
+
+def _storable(text: str) -> str:
+    """Text as SQLite can hold it: valid UTF-8. Validation keeps lone surrogates out of projects, but an error
+    message (or a row built by other code) may still carry one; it is stored escaped (``\\udc80``) rather than
+    stopping the whole index with ``UnicodeEncodeError``."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -426,22 +459,47 @@ def _recent(conn: sqlite3.Connection, n: int) -> list[ReportRow]:
     return _rows(conn.execute(sql, (n,)))
 
 
-def _open_read_only(db_path: Path) -> sqlite3.Connection:
+def _open_read_only(db_path: Path, *, immutable: bool = False) -> sqlite3.Connection:
     if not Path(db_path).is_file():
         raise StoreError(f"no report index at {db_path}")
+    mode = "immutable=1" if immutable else "mode=ro"
     try:
-        return sqlite3.connect(f"{Path(db_path).absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+        return sqlite3.connect(f"{Path(db_path).absolute().as_uri()}?{mode}", uri=True, timeout=30)
     except sqlite3.Error as error:
         raise StoreError(f"cannot open the report index {db_path}: {error}") from error
 
 
+def _read(db_path: Path, query: Callable[[sqlite3.Connection], list[ReportRow]]) -> list[ReportRow]:
+    """Run a read-only query; an index that is not one (corrupt, truncated, not SQLite, another schema,
+    unreadable) is a :class:`StoreError` naming the file and the cause, never a traceback.
+
+    On read-only media SQLite cannot make the shared-memory file a WAL database needs even to read; an
+    index closed cleanly (no ``-wal`` file: every row is in the database file) is then read as immutable.
+    """
+    try:
+        try:
+            with closing(_open_read_only(db_path)) as conn:
+                return query(conn)
+        except sqlite3.OperationalError:
+            if Path(f"{db_path}-wal").exists():
+                raise
+            with closing(_open_read_only(db_path, immutable=True)) as conn:
+                return query(conn)
+    except (sqlite3.Error, ValueError, TypeError) as error:
+        raise StoreError(f"cannot read the report index {db_path}: {error}") from error
+
+
 def search_reports(db_path: Path, text: str, module: str | None = None, limit: int = 20) -> list[ReportRow]:
-    """:meth:`ReportStore.search` on an index opened read-only (for the CLI, while or after a batch runs)."""
-    with closing(_open_read_only(db_path)) as conn:
-        return _search(conn, text, module, limit)
+    """:meth:`ReportStore.search` on an index opened read-only (for the CLI, while or after a batch runs).
+
+    :raises StoreError: the index is missing or cannot be read.
+    """
+    return _read(db_path, lambda conn: _search(conn, text, module, limit))
 
 
 def recent_reports(db_path: Path, n: int = 20) -> list[ReportRow]:
-    """:meth:`ReportStore.recent` on an index opened read-only."""
-    with closing(_open_read_only(db_path)) as conn:
-        return _recent(conn, n)
+    """:meth:`ReportStore.recent` on an index opened read-only.
+
+    :raises StoreError: the index is missing or cannot be read.
+    """
+    return _read(db_path, lambda conn: _recent(conn, n))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -24,6 +26,11 @@ class ProjectServer:
     ``always_fail`` (a status such as 500) answers every request with that status; an unknown
     id or path gets 404. ``requests`` counts every request received. Nothing is logged.
 
+    Two hostile servers for the fetch limits: ``drip_s`` sends each 200 body one byte at a time, that
+    many seconds apart; ``pad_to_bytes`` pads each 200 body with trailing spaces (still valid JSON) to
+    that many bytes, sent with chunked transfer encoding (no Content-Length, as from a server that does
+    not know the length) and never held in memory. ``bytes_sent`` counts body bytes written.
+
     Example::
 
         with ProjectServer({"p1": raw}, latency_s=0.01) as server:
@@ -37,6 +44,8 @@ class ProjectServer:
         latency_s: float = 0.020,
         fail_first_n: int = 0,
         always_fail: int | None = None,
+        drip_s: float = 0.0,
+        pad_to_bytes: int = 0,
     ) -> None:
         if isinstance(projects, Mapping):
             self.projects: dict[str, Any] = dict(projects)
@@ -45,6 +54,9 @@ class ProjectServer:
         self.latency_s = latency_s
         self.fail_first_n = fail_first_n
         self.always_fail = always_fail
+        self.drip_s = drip_s
+        self.pad_to_bytes = pad_to_bytes
+        self._sent = 0
         self._count = 0
         self._count_lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -55,6 +67,12 @@ class ProjectServer:
         """How many requests the server has received so far."""
         with self._count_lock:
             return self._count
+
+    @property
+    def bytes_sent(self) -> int:
+        """How many body bytes the server has written so far (all requests)."""
+        with self._count_lock:
+            return self._sent
 
     @property
     def url(self) -> str:
@@ -102,6 +120,26 @@ class ProjectServer:
             self._count += 1
             return self._count
 
+    def _chunked(self, status: int) -> bool:
+        return status == 200 and self.pad_to_bytes > 0 and self.drip_s <= 0
+
+    def _send_body(self, status: int, body: bytes, out: io.BufferedIOBase) -> None:
+        """Write a body: at once, one byte per ``drip_s``, or padded to ``pad_to_bytes`` (200 only)."""
+        pieces: Iterable[bytes] = [body]
+        if status == 200 and self.drip_s > 0:
+            pieces = (body[i : i + 1] for i in range(len(body)))
+        elif self._chunked(status):
+            pieces = itertools.chain([body], _padding(self.pad_to_bytes - len(body)))
+        for piece in pieces:
+            out.write(b"%x\r\n%s\r\n" % (len(piece), piece) if self._chunked(status) else piece)
+            out.flush()
+            with self._count_lock:
+                self._sent += len(piece)
+            if self.drip_s > 0:
+                time.sleep(self.drip_s)
+        if self._chunked(status):
+            out.write(b"0\r\n\r\n")
+
     def _answer(self, path: str) -> tuple[int, bytes]:
         """Status and body for one request (after the latency)."""
         number = self._next_request()
@@ -131,6 +169,12 @@ class _QuietServer(ThreadingHTTPServer):
         pass
 
 
+def _padding(size: int, chunk: int = 1 << 16) -> Iterator[bytes]:
+    while size > 0:
+        yield b" " * min(chunk, size)
+        size -= chunk
+
+
 def _error_body(status: int) -> bytes:
     try:
         phrase = HTTPStatus(status).phrase
@@ -149,9 +193,12 @@ def _make_handler(server: ProjectServer) -> type[BaseHTTPRequestHandler]:
             status, body = server._answer(self.path)
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
+            if server._chunked(status):
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            server._send_body(status, body, self.wfile)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 from collections.abc import Mapping
@@ -46,20 +47,29 @@ class PluginSettings:
 
 @dataclass(frozen=True)
 class SourceSettings:
-    """How a source reaches its data: base URL, per-request timeout and retry policy.
+    """How a source reaches its data: base URL, timeouts, retry policy and the largest answer it reads.
 
     A failed attempt that may succeed later (connect error, timeout, HTTP 5xx) is retried
     ``retries`` times, sleeping ``backoff_s``, ``2 * backoff_s``, ``4 * backoff_s``, ... in between.
+    ``timeout_s`` bounds each network operation (connect, each read); ``deadline_s`` bounds the whole
+    fetch of one project, attempts and waits included, so a server that drips a byte at a time cannot
+    hold a worker. A body longer than ``max_body_bytes`` is not read further: the fetch fails.
     """
 
     url: str | None = None
     timeout_s: float = 5.0
     retries: int = 3
     backoff_s: float = 0.05
+    deadline_s: float = 30.0
+    max_body_bytes: int = 5_000_000
 
     def __post_init__(self) -> None:
-        if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s!r}")
+        for name in ("timeout_s", "deadline_s"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes!r}")
         if self.retries < 0:
             raise ValueError(f"retries must be >= 0, got {self.retries!r}")
         if self.backoff_s < 0:
