@@ -750,6 +750,9 @@ class _AsyncRunner(Runner):
         except cf.BrokenExecutor:
             broken = future.executor  # type: ignore[attr-defined]
             pool.restart(broken, wait=alone)  # alone: one dead worker, quickly joined
+        except Exception as error:  # a result that could not come back
+            why = f"making project failed: {describe_error(error)}"
+            return ProjectResult.failed(job.project, self.reports, why, fetch_ns)
         verdict, outcome = self.breakage.sort(pool, broken, job, alone)
         return outcome if isinstance(outcome, ProjectResult) else (verdict, outcome)
 
