@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -13,9 +15,19 @@ from jinja2 import Environment
 
 from zerosite.project import Project
 from zerosite.rendering import render_report
-from zerosite.types import ReportModule, dependency_order
+from zerosite.types import ReportModule, dependency_order, describe_error
 
-__all__ = ["ModuleOutcome", "PeakMemory", "compute_and_render", "compute_project", "plan", "report_names"]
+__all__ = [
+    "InterruptWatch",
+    "ModuleOutcome",
+    "PeakMemory",
+    "compute_and_render",
+    "compute_project",
+    "plan",
+    "plugin_raised",
+    "report_names",
+    "watch_interrupts",
+]
 
 
 def plan(modules: Mapping[str, ReportModule], selected: Iterable[str] | None = None) -> list[ReportModule]:
@@ -68,47 +80,121 @@ def _no_measure() -> Iterator[PeakMemory]:
     yield PeakMemory()
 
 
+@dataclass
+class InterruptWatch:
+    """Whether a Ctrl-C reached this process while plugin code ran (see :func:`watch_interrupts`)."""
+
+    arrived: bool = False
+
+
+@contextlib.contextmanager
+def watch_interrupts() -> Iterator[InterruptWatch]:
+    """Note a Ctrl-C that reaches this process inside the block, so that the KeyboardInterrupt it raises
+    is told apart from one that plugin code raised itself. Signals run in the main thread only: elsewhere
+    (and where SIGINT is ignored, as in pool workers) no KeyboardInterrupt comes from a signal."""
+    watch = InterruptWatch()
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if not callable(previous):
+        yield watch
+        return
+
+    def noted(signum: int, frame: Any) -> Any:
+        watch.arrived = True
+        return previous(signum, frame)
+
+    try:
+        signal.signal(signal.SIGINT, noted)
+    except ValueError:  # not the main interpreter
+        yield watch
+        return
+    try:
+        yield watch
+    finally:
+        if signal.getsignal(signal.SIGINT) is noted:  # not if a handler meanwhile put another in its place
+            signal.signal(signal.SIGINT, previous)
+
+
+def plugin_raised(error: BaseException, watch: InterruptWatch) -> bool:
+    """Whether ``error``, raised while plugin code ran under ``watch``, is the plugin's failure to contain.
+
+    Every ``Exception`` is; so are ``SystemExit``, ``KeyboardInterrupt`` and other ``BaseException``\\ s
+    that the plugin raised itself (``sys.exit()`` in a module). Not a ``GeneratorExit``, nor what a
+    signal raised: a Ctrl-C that arrived under ``watch``, or an exception raised by a signal handler.
+    """
+    if isinstance(error, Exception):
+        return True
+    if isinstance(error, GeneratorExit) or watch.arrived:
+        return False
+    return not _raised_by_signal_handler(error)
+
+
+def _raised_by_signal_handler(error: BaseException) -> bool:
+    handlers = set()
+    for signum in signal.valid_signals():
+        try:
+            handler = signal.getsignal(signum)
+        except (OSError, ValueError):
+            continue
+        code = getattr(getattr(handler, "__func__", handler), "__code__", None)
+        if code is not None:
+            handlers.add(code)
+    trace = error.__traceback__
+    while trace is not None:
+        if trace.tb_frame.f_code in handlers:
+            return True
+        trace = trace.tb_next
+    return False
+
+
 def compute_and_render(
     project: Project,
     steps: Sequence[ReportModule],
     reports: Collection[str],
     env: Environment | None = None,
     measure: Callable[[], AbstractContextManager[PeakMemory]] = _no_measure,
-    limit: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    limit: Callable[[ReportModule], AbstractContextManager[object]] = contextlib.nullcontext,
+    failed: Mapping[str, str] | None = None,
 ) -> Iterator[ModuleOutcome]:
     """Compute ``steps`` in their (dependency) order and render those named in ``reports``, one at a time.
 
-    A module that raises yields its error and every module that requires it fails too; the others
-    still complete. ``measure`` wraps each module (peak memory), ``limit`` its compute and render
-    (a time limit may raise inside). The worker, the tests and the benchmark's bare loop all use this.
+    A module that raises (any exception, ``sys.exit()`` included) yields its error and every module
+    that requires it fails too; the others still complete. ``measure`` wraps each module (peak memory),
+    ``limit(module)`` its compute and render (a time limit may raise inside). ``failed`` names modules
+    known to fail already, with why (one that ran past its time limit elsewhere): they are not run.
+    The worker, the tests and the benchmark's bare loop all use this.
     """
     results: dict[str, Any] = {}
-    failed: dict[str, str] = {}  # module -> why it could not be computed
+    failures: dict[str, str] = dict(failed or {})  # module -> why it could not be computed
     for module in steps:
         wanted = module.name in reports
-        missing = [name for name in module.requires if name in failed]
+        if module.name in failures:
+            yield ModuleOutcome(module, wanted, error=failures[module.name])
+            continue
+        missing = [name for name in module.requires if name in failures]
         if missing:
-            failed[module.name] = f"not made: requires {', '.join(missing)}, which failed ({failed[missing[0]]})"
-            yield ModuleOutcome(module, wanted, error=failed[module.name])
+            failures[module.name] = f"not made: requires {', '.join(missing)}, which failed ({failures[missing[0]]})"
+            yield ModuleOutcome(module, wanted, error=failures[module.name])
             continue
         html, error_text, cause = None, None, None
         compute_ns = render_ns = 0
-        with measure() as peak:
+        with measure() as peak, watch_interrupts() as interrupts:
             started = time.monotonic_ns()
             try:
-                with limit():
+                with limit(module):
                     deps = {name: results[name] for name in module.requires}
                     results[module.name] = module.compute(project, deps)
                     compute_ns = time.monotonic_ns() - started
                     if wanted:
                         html = render_report(module, project, results[module.name], deps, env)
                         render_ns = time.monotonic_ns() - started - compute_ns
-            except Exception as error:
+            except BaseException as error:
+                if not plugin_raised(error, interrupts):
+                    raise
                 stage = "render" if module.name in results else "compute"
-                error_text = f"{module.name} {stage} failed for project {project.id!r}: {_describe(error)}"
+                error_text = f"{module.name} {stage} failed for project {project.id!r}: {describe_error(error)}"
                 cause = error
                 if stage == "compute":
-                    failed[module.name] = error_text
+                    failures[module.name] = error_text
         yield ModuleOutcome(
             module, wanted, results.get(module.name), html, error_text, compute_ns, render_ns, peak.bytes, cause
         )
@@ -125,7 +211,3 @@ def compute_project(project: Project, modules: Sequence[ReportModule]) -> dict[s
             raise outcome.exception
         results[outcome.module.name] = outcome.result
     return results
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"

@@ -4,18 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
+import functools
 import itertools
 import multiprocessing
+import os
+import queue
 import signal
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
 from zerosite import hookimpl
+from zerosite.pipeline import InterruptWatch, plugin_raised, watch_interrupts
 from zerosite.project import Project
-from zerosite.types import ProjectResult, ReportWriter, Runner, Strategy, StrategyOptions, WorkerConfig
-from zerosite.worker import Worker, make_worker, open_source, warm_process
+from zerosite.types import (
+    ProjectResult,
+    ReportWriter,
+    Runner,
+    StoreError,
+    Strategy,
+    StrategyOptions,
+    WorkerConfig,
+    WrittenFile,
+    describe_error,
+    error_message,
+)
+from zerosite.worker import Progress, Worker, make_worker, open_source, warm_process
 
 __all__ = [
     "AsyncStrategy",
@@ -29,23 +47,36 @@ __all__ = [
     "default_start_method",
 ]
 
-MAX_ATTEMPTS = 3
-"""How often work is sent to a pool whose worker died under it before its reports are failed."""
+KILL_GRACE_S = 1.0
+"""How long past ``--timeout`` a pool worker may go on with a report (its own alarm swallowed by plugin
+code) before it is killed and replaced."""
+
+WATCH_INTERVAL_S = 0.05
+"""How often a runner with a time limit looks for reports past it."""
 
 T = TypeVar("T")
 
 
 def bounded(
-    submit: Callable[[T], cf.Future[Any]], items: Iterable[T], limit: int
+    submit: Callable[[T], cf.Future[Any]],
+    items: Iterable[T],
+    limit: int,
+    tick: Callable[[], None] | None = None,
 ) -> Iterator[tuple[T, cf.Future[Any]]]:
-    """Submit ``items`` with at most ``limit`` in flight; yield ``(item, future)`` as each completes."""
+    """Submit ``items`` with at most ``limit`` in flight; yield ``(item, future)`` as each completes.
+
+    Given ``tick``, it is called every :data:`WATCH_INTERVAL_S` while waiting (to enforce time limits).
+    """
     pending: dict[cf.Future[Any], T] = {}
     source = iter(items)
+    interval = None if tick is None else WATCH_INTERVAL_S
     try:
         for item in itertools.islice(source, limit):
             pending[submit(item)] = item
         while pending:
-            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            done, _ = cf.wait(pending, timeout=interval, return_when=cf.FIRST_COMPLETED)
+            if tick is not None:
+                tick()
             for future in done:
                 yield pending.pop(future), future
                 for item in itertools.islice(source, 1):
@@ -60,6 +91,12 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
+
+
+def _timed_out(config: WorkerConfig, project: Project, module: int, what: str) -> dict[str, str]:
+    """``{module name: why}`` for a report stopped from outside because it ran past the time limit."""
+    name = config.compute[module]
+    return {name: f"{name} timed out for project {project.id!r}: {what}"}
 
 
 class SequentialStrategy(Strategy):
@@ -89,19 +126,170 @@ class ThreadStrategy(Strategy):
         return _ThreadRunner(make_worker(config), options)
 
 
+class _Threads:
+    """A thread pool of daemon threads: a thread left behind with a report past its time limit is
+    replaced, and never keeps the process from exiting."""
+
+    def __init__(self, workers: int) -> None:
+        self.tasks: queue.SimpleQueue[tuple[cf.Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self.threads: set[threading.Thread] = set()
+        self.retired: set[threading.Thread] = set()
+        self.started = itertools.count()
+        for _ in range(workers):
+            self._add()
+
+    def _add(self) -> None:
+        thread = threading.Thread(target=self._work, name=f"zerosite_{next(self.started)}", daemon=True)
+        self.threads.add(thread)
+        thread.start()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> cf.Future[T]:
+        future: cf.Future[T] = cf.Future()
+        self.tasks.put((future, functools.partial(fn, *args)))
+        return future
+
+    def _work(self) -> None:
+        me = threading.current_thread()
+        while (task := self.tasks.get()) is not None:
+            future, call = task
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as error:  # handed to whoever waits on the future
+                    future.set_exception(error)
+            if me in self.retired:
+                return
+
+    def abandon(self, thread: threading.Thread) -> None:
+        """Leave ``thread`` to finish on its own (it takes no more work) and start another in its place."""
+        if thread in self.threads:
+            self.threads.discard(thread)
+            self.retired.add(thread)
+            self._add()
+
+    def close(self) -> None:
+        """Cancel the work not started, wait for the threads still in the pool (not the abandoned)."""
+        while True:
+            try:
+                task = self.tasks.get_nowait()
+            except queue.Empty:
+                break
+            if task is not None:
+                task[0].cancel()
+        for _ in self.threads:
+            self.tasks.put(None)
+        for thread in self.threads:
+            thread.join()
+
+
+class _Watch:
+    """One project on a thread, watched from the batch's thread for a report past its time limit.
+
+    The worker thread reports each module as it starts (``progress``); the batch's thread abandons it
+    at the deadline and sends the project again with that report failed (``failed``).
+    """
+
+    def __init__(self, project: Project, result: cf.Future[ProjectResult], failed: Mapping[str, str]) -> None:
+        self.project = project
+        self.result = result
+        """What the batch waits for: the outcome of the last attempt, never of an abandoned one."""
+        self.failed = failed
+        self.state = (-1, 0.0)  # (module index or -1, when it started), replaced whole: read without a lock
+        self.thread: threading.Thread | None = None
+        self.abandoned = False
+        self.lock = threading.Lock()
+
+    def progress(self, module: int) -> None:
+        if module >= 0 and self.abandoned:
+            raise _Abandoned("its thread was abandoned at the time limit")
+        self.state = (module, time.monotonic())
+
+    def finish(self, attempt: cf.Future[ProjectResult]) -> None:
+        with self.lock, contextlib.suppress(cf.InvalidStateError):  # invalid: the batch stopped, cancelling it
+            if self.abandoned:
+                return  # late: the project was sent again
+            if (error := attempt.exception()) is not None:
+                self.result.set_exception(error)
+            else:
+                self.result.set_result(attempt.result())
+
+    def abandon(self) -> bool:
+        """Give up on this attempt, unless it has finished already; whether it was given up."""
+        with self.lock:
+            self.abandoned = not self.result.done()
+            return self.abandoned
+
+
+class _Abandoned(Exception):
+    """Raised in an abandoned thread when it would start another module: it makes nothing more."""
+
+
+class _AbandonableWriter:
+    """``files`` for one watched project: refuses to write once its thread was abandoned."""
+
+    def __init__(self, files: ReportWriter, watch: _Watch) -> None:
+        self.files = files
+        self.watch = watch
+
+    def write(self, project_id: str, module: str, html: str) -> WrittenFile:
+        if self.watch.abandoned:
+            raise StoreError(f"not written: report {module} of project {project_id} was abandoned at its time limit")
+        return self.files.write(project_id, module, html)
+
+
 class _ThreadRunner(Runner):
+    """Projects on a pool of threads. A signal cannot interrupt a thread, so under a time limit each
+    project is watched: at the deadline its report fails, the project is sent again without it, and
+    the thread is abandoned (whatever it makes later is discarded)."""
+
     def __init__(self, worker: Worker, options: StrategyOptions) -> None:
         self.worker = worker
         self.options = options
-        self.pool = cf.ThreadPoolExecutor(options.workers, thread_name_prefix="zerosite")
+        self.limit_s = worker.config.timeout_s
+        self.pool = _Threads(options.workers)
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
-        submit = lambda p: self.pool.submit(self.worker.run, p, files)  # noqa: E731
-        for _, future in bounded(submit, projects, self.options.max_in_flight):
-            yield future.result()
+        if not self.limit_s:
+            run = lambda p: self.pool.submit(self.worker.run, p, files)  # noqa: E731
+            for _, future in bounded(run, projects, self.options.max_in_flight):
+                yield future.result()
+            return
+        watches: dict[cf.Future[ProjectResult], _Watch] = {}
+
+        def submit(project: Project) -> cf.Future[ProjectResult]:
+            result: cf.Future[ProjectResult] = cf.Future()
+            watches[result] = watch = _Watch(project, result, {})
+            self._attempt(watch, files)
+            return result
+
+        def tick() -> None:
+            now = time.monotonic()
+            for result, watch in list(watches.items()):
+                module, started = watch.state
+                if module < 0 or now - started <= (self.limit_s or 0) or not watch.abandon():
+                    continue
+                if watch.thread is not None:
+                    self.pool.abandon(watch.thread)
+                what = f"still running after {self.limit_s:g} s; its thread was abandoned"
+                failed = {**watch.failed, **_timed_out(self.worker.config, watch.project, module, what)}
+                watches[result] = again = _Watch(watch.project, result, failed)
+                self._attempt(again, files)
+
+        for _, result in bounded(submit, projects, self.options.max_in_flight, tick):
+            del watches[result]
+            yield result.result()
+
+    def _attempt(self, watch: _Watch, files: ReportWriter | None) -> None:
+        writer = None if files is None else _AbandonableWriter(files, watch)
+
+        def make() -> ProjectResult:
+            watch.thread = threading.current_thread()
+            return self.worker.run(watch.project, writer, watch.failed, watch.progress)
+
+        self.pool.submit(make).add_done_callback(watch.finish)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.close()
 
 
 def default_start_method() -> str:
@@ -112,13 +300,72 @@ def default_start_method() -> str:
     return "forkserver" if "forkserver" in methods else "spawn"
 
 
-class _Pool:
-    """One executor for the whole batch, warmed by an initializer and rebuilt when a worker dies."""
+def _safe_start_method(chosen: str | None, rebuild: bool = False) -> str:
+    """``chosen`` (default :func:`default_start_method`), but never ``fork`` while this process runs
+    threads, nor for a pool rebuilt after a worker died (the broken pool's threads may be ending then:
+    a fork server is started instead, once, and forks every later worker from a single thread)."""
+    method = chosen or default_start_method()
+    if method == "fork" and (rebuild or threading.active_count() > 1):
+        methods = multiprocessing.get_all_start_methods()
+        return "forkserver" if "forkserver" in methods else "spawn"
+    return method
 
-    def __init__(self, factory: Callable[[], cf.Executor]) -> None:
+
+class _Heartbeat:
+    """Shared memory where each pool worker process notes the project (ticket) and module it is making,
+    and since when; the parent reads it to kill a worker whose report runs far past its time limit."""
+
+    FIELDS = 4  # pid, ticket, module index (-1: between modules), time.monotonic() at the module's start
+
+    def __init__(self, context: BaseContext, workers: int) -> None:
+        self.workers = workers
+        self.slots = context.RawArray("d", [-1.0] * (workers * self.FIELDS))  # no lock: a killed writer holds none
+        self.claimed = context.Value("i", 0)
+
+    def claim(self) -> int | None:
+        """In a worker process: this process's slot (None if the pool has more processes than slots)."""
+        with self.claimed.get_lock():
+            slot: int = self.claimed.value
+            self.claimed.value += 1
+        if slot >= self.workers:
+            return None
+        self.slots[slot * self.FIELDS] = os.getpid()
+        return slot
+
+    def note(self, slot: int, ticket: int, module: int) -> None:
+        """In a worker process: module ``module`` of project ``ticket`` starts now (-1: it is done)."""
+        base = slot * self.FIELDS
+        self.slots[base + 3] = time.monotonic()  # before the module: a reader never pairs it with an old start
+        self.slots[base + 2] = module
+        self.slots[base + 1] = ticket
+
+    def overdue(self, limit_s: float) -> Iterator[tuple[int, int, int]]:
+        """``(pid, ticket, module)`` of each worker making one module for longer than ``limit_s``."""
+        now = time.monotonic()
+        for slot in range(self.workers):
+            base = slot * self.FIELDS
+            module, ticket, started, pid = (self.slots[base + i] for i in (2, 1, 3, 0))
+            if module >= 0 and ticket >= 0 and pid > 0 and now - started > limit_s:
+                yield int(pid), int(ticket), int(module)
+
+
+class _Pool:
+    """One executor for the whole batch, warmed by an initializer and rebuilt when a worker dies.
+
+    Under a time limit its workers note what they make (:class:`_Heartbeat`) and :meth:`cull` kills
+    one whose report runs :data:`KILL_GRACE_S` past the limit (its alarm swallowed by plugin code).
+    """
+
+    def __init__(self, factory: Callable[[], tuple[cf.Executor, _Heartbeat | None]], limit_s: float | None) -> None:
         self.factory = factory
-        self.executor = factory()
+        self.executor, self.heartbeat = factory()
+        self.limit_s = limit_s
         self.restarts = 0
+        self.killed: dict[int, int] = {}
+        """Ticket -> index of the module that ran past the limit, for each project whose worker was killed."""
+        self.culled: set[cf.Executor] = set()
+        """Executors broken by :meth:`cull` rather than by a worker that died of itself."""
+        self.deaths: dict[cf.Executor, str] = {}
 
     def submit(self, fn: Callable[..., T], *args: Any) -> cf.Future[T]:
         try:
@@ -129,28 +376,72 @@ class _Pool:
         future.executor = self.executor  # type: ignore[attr-defined]
         return future
 
-    def restart(self, broken: cf.Executor) -> None:
-        """Replace ``broken`` unless that was done already (its futures all report the same breakage)."""
+    def restart(self, broken: cf.Executor, wait: bool = False) -> None:
+        """Replace ``broken`` unless that was done already (its futures all report the same breakage).
+
+        With ``wait``, wait for its workers to end and note how (:meth:`death`): for a one-worker pool.
+        """
         if broken is self.executor:
-            broken.shutdown(wait=False, cancel_futures=True)
-            self.executor = self.factory()
+            processes = list((getattr(broken, "_processes", None) or {}).values())  # private: the exit codes
+            broken.shutdown(wait=wait, cancel_futures=True)
+            if wait:
+                self.deaths[broken] = _how_it_died(processes)
+            self.executor, self.heartbeat = self.factory()
             self.restarts += 1
+
+    def death(self, broken: cf.Executor) -> str:
+        """How the worker of ``broken`` ended, as noted by :meth:`restart`."""
+        return self.deaths.get(broken, "how is not known")
+
+    def cull(self) -> None:
+        """Kill each worker whose report runs past the time limit and the grace period."""
+        if self.heartbeat is None or not self.limit_s:
+            return
+        for pid, ticket, module in self.heartbeat.overdue(self.limit_s + KILL_GRACE_S):
+            if ticket in self.killed:
+                continue
+            self.killed[ticket] = module
+            self.culled.add(self.executor)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
+def _how_it_died(processes: Sequence[multiprocessing.process.BaseProcess]) -> str:
+    """How the worker process of a broken one-worker pool ended: its exit code, or the signal."""
+    codes = [process.exitcode for process in processes if process.exitcode not in (None, -signal.SIGTERM)]
+    if not codes:  # only the pool's own SIGTERM seen: it may have come first
+        codes = [process.exitcode for process in processes if process.exitcode is not None]
+    if not codes:
+        return "how is not known"
+    code = codes[0]
+    assert code is not None
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
+
+
 _pool_worker: Worker | None = None
 """This pool worker process's worker, made once by the pool's initializer (private to these strategies)."""
 
+_pool_heartbeat: tuple[_Heartbeat, int] | None = None
+"""Where this pool worker process notes what it makes, under a time limit: the pool's heartbeat, its slot."""
 
-def _init_pool_worker(config: WorkerConfig, ignore_sigint: bool = False) -> None:
+
+def _init_pool_worker(config: WorkerConfig, ignore_sigint: bool = False, heartbeat: _Heartbeat | None = None) -> None:
     """A pool's initializer: warm this worker process once. Process pool workers ignore Ctrl-C, so that
     the parent alone decides how a batch stops."""
-    global _pool_worker
+    global _pool_worker, _pool_heartbeat
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     _pool_worker = warm_process(config)
+    slot = None if heartbeat is None else heartbeat.claim()
+    _pool_heartbeat = None if heartbeat is None or slot is None else (heartbeat, slot)
 
 
 def _current_pool_worker() -> Worker:
@@ -159,63 +450,174 @@ def _current_pool_worker() -> Worker:
     return _pool_worker
 
 
-def _run_chunk(projects: Sequence[Project], files: ReportWriter | None = None) -> list[ProjectResult]:
+_Item = tuple[int, Project, Mapping[str, str] | None]
+"""One project as sent to a pool worker: its ticket (how the parent knows it), the project, and the
+modules already known to fail for it."""
+
+
+def _run_chunk(items: Sequence[_Item], files: ReportWriter | None = None) -> list[ProjectResult]:
     """Fetch, make and write a chunk of projects (the unit of work sent to a pool)."""
     worker = _current_pool_worker()
-    return [worker.run(project, files) for project in projects]
+    return [_make_one(worker, *item, files, None) for item in items]
 
 
-def _make_fetched_chunk(items: Sequence[tuple[Project, int]], files: ReportWriter | None = None) -> list[ProjectResult]:
-    """Make projects already fetched elsewhere (by an event loop): ``(project, fetch_ns)`` pairs."""
+def _make_fetched_chunk(items: Sequence[tuple[_Item, int]], files: ReportWriter | None = None) -> list[ProjectResult]:
+    """Make projects already fetched elsewhere (by an event loop): ``(item, fetch_ns)`` pairs."""
     worker = _current_pool_worker()
-    return [worker.make(project, fetch_ns, files) for project, fetch_ns in items]
+    return [
+        _make_one(worker, ticket, project, failed, files, fetch_ns) for (ticket, project, failed), fetch_ns in items
+    ]
 
 
-def _process_pool(config: WorkerConfig, options: StrategyOptions) -> _Pool:
-    method = options.start_method or default_start_method()
-    return _Pool(
-        lambda: cf.ProcessPoolExecutor(
-            options.workers,
-            mp_context=multiprocessing.get_context(method),
-            initializer=_init_pool_worker,
-            initargs=(config, True),
+def _make_one(
+    worker: Worker,
+    ticket: int,
+    project: Project,
+    failed: Mapping[str, str] | None,
+    files: ReportWriter | None,
+    fetch_ns: int | None,
+) -> ProjectResult:
+    progress: Progress | None = None
+    if _pool_heartbeat is not None:
+        heartbeat, slot = _pool_heartbeat
+        progress = functools.partial(heartbeat.note, slot, ticket)
+    with watch_interrupts() as interrupts:
+        try:
+            if fetch_ns is None:
+                return worker.run(project, files, failed, progress)
+            return worker.make(project, fetch_ns, files, failed, progress)
+        except BaseException as error:  # escaped the worker's containment (a plugin's GeneratorExit too): named
+            if not plugin_raised(error, interrupts) and not isinstance(error, GeneratorExit):
+                raise
+            return worker.failed(project, f"making project {project.id!r} failed: {describe_error(error)}")
+
+
+def _process_pool(
+    config: WorkerConfig, options: StrategyOptions, workers: int | None = None, rebuild: bool = False
+) -> _Pool:
+    """A process pool of ``workers`` (default ``options.workers``); ``rebuild``: made after a worker died."""
+    count = workers or options.workers
+    builds = itertools.count()
+
+    def build() -> tuple[cf.Executor, _Heartbeat | None]:
+        method = _safe_start_method(options.start_method, rebuild=rebuild or next(builds) > 0)
+        context = multiprocessing.get_context(method)
+        heartbeat = _Heartbeat(context, count) if config.timeout_s else None
+        executor = cf.ProcessPoolExecutor(
+            count, mp_context=context, initializer=_init_pool_worker, initargs=(config, True, heartbeat)
         )
-    )
+        return executor, heartbeat
+
+    return _Pool(build, config.timeout_s)
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One project on its way through a pool runner."""
+
+    ticket: int
+    project: Project
+    failed: Mapping[str, str] | None = None
+
+    @property
+    def item(self) -> _Item:
+        return (self.ticket, self.project, self.failed)
+
+
+class _Breakage:
+    """What became of the projects a broken pool lost, decided once per project: which to send again,
+    which to try alone (on a one-worker pool, where a death names its cause), which failed."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+
+    def sort(self, pool: _Pool, broken: cf.Executor, job: _Job, alone: bool) -> tuple[str, _Job | ProjectResult]:
+        """``("again", job)``, ``("alone", job)`` or ``("failed", result)`` for ``job``, lost with ``broken``."""
+        module = pool.killed.pop(job.ticket, None)
+        if module is not None:
+            limit = (pool.limit_s or 0) + KILL_GRACE_S
+            what = f"still running {limit:g} s after it started; its worker process was killed"
+            failed = {**(job.failed or {}), **_timed_out(self.config, job.project, module, what)}
+            return "again", replace(job, failed=failed)
+        if broken in pool.culled:
+            return "again", job  # a bystander of a worker killed for its time limit
+        if not alone:
+            return "alone", job
+        why = f"worker died while making project {job.project.id}: {pool.death(broken)}"
+        return "failed", ProjectResult.failed(job.project, self.config.reports, why)
 
 
 class _PoolRunner(Runner):
-    """Chunks of projects on a pool; chunks lost with a dying worker are sent again (bounded)."""
+    """Chunks of projects on a pool. When a worker dies, the projects it took down with it are made
+    again one at a time on a one-worker pool, so that only a project that kills its worker fails."""
 
-    def __init__(self, config: WorkerConfig, options: StrategyOptions, pool: _Pool) -> None:
+    def __init__(
+        self, config: WorkerConfig, options: StrategyOptions, pool: _Pool, isolation: Callable[[], _Pool]
+    ) -> None:
+        self.config = config
         self.options = options
         self.pool = pool
         self.reports = config.reports
+        self.isolation = isolation
+        self.alone: _Pool | None = None
+        self.tickets = itertools.count()
+        self.breakage = _Breakage(config)
 
     @property
     def restarts(self) -> int:
-        return self.pool.restarts
+        return self.pool.restarts + (self.alone.restarts if self.alone else 0)
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
-        tasks: Iterable[tuple[list[Project], int]] = ((c, 1) for c in chunked(projects, self.options.chunksize))
-        submit = lambda task: self.pool.submit(_run_chunk, task[0], files)  # noqa: E731
+        jobs = ([_Job(next(self.tickets), p) for p in chunk] for chunk in chunked(projects, self.options.chunksize))
+        tasks: Iterable[list[_Job]] = jobs
+        pool, limit, alone = self.pool, self.options.max_in_flight, False
+        waiting: list[_Job] = []  # to try alone
         while True:
-            retry: list[tuple[list[Project], int]] = []
-            for (chunk, attempt), future in bounded(submit, tasks, self.options.max_in_flight):
+            again: list[_Job] = []
+            submit = functools.partial(self._submit, pool, files)
+            tick = pool.cull if pool.heartbeat is not None else None
+            for chunk, future in bounded(submit, tasks, limit, tick):
+                broken: cf.Executor | None = None
                 try:
-                    yield from future.result()
+                    results: list[ProjectResult] = future.result()
                 except cf.BrokenExecutor:
-                    self.pool.restart(future.executor)  # type: ignore[attr-defined]
-                    if attempt < MAX_ATTEMPTS:
-                        retry.append((chunk, attempt + 1))
+                    broken = future.executor  # type: ignore[attr-defined]
+                    pool.restart(broken, wait=alone)  # alone: wait, so the dead worker's exit code is known
+                    results = []
+                except Exception as error:  # a result that could not come back
+                    why = f"making project failed: {describe_error(error)}"
+                    results = [ProjectResult.failed(job.project, self.reports, why) for job in chunk]
+                yield from results
+                if broken is None:
+                    continue
+                for job in chunk:
+                    verdict, outcome = self.breakage.sort(pool, broken, job, alone)
+                    if isinstance(outcome, ProjectResult):
+                        yield outcome
                     else:
-                        why = f"a worker process died while making this project ({attempt} attempts)"
-                        yield from (ProjectResult.failed(p, self.reports, why) for p in chunk)
-            if not retry:
+                        (again if verdict == "again" else waiting).append(outcome)
+            if again:
+                tasks, pool, limit, alone = [[job] for job in again], self.pool, self.options.max_in_flight, False
+            elif waiting:
+                tasks, pool, limit, alone = [[job] for job in waiting], self._alone(), 1, True
+                waiting = []
+            else:
                 return
-            tasks = retry
+
+    def _submit(self, pool: _Pool, files: ReportWriter | None, chunk: list[_Job]) -> cf.Future[list[ProjectResult]]:
+        return pool.submit(_run_chunk, [job.item for job in chunk], files)
+
+    def _alone(self) -> _Pool:
+        if self.alone is None:
+            self.alone = self.isolation()
+        return self.alone
 
     def close(self) -> None:
-        self.pool.close()
+        try:
+            self.pool.close()
+        finally:
+            if self.alone is not None:
+                self.alone.close()
 
 
 class ProcessStrategy(Strategy):
@@ -223,7 +625,8 @@ class ProcessStrategy(Strategy):
     description = "One process pool for the batch, workers warmed once, projects sent in chunks: real parallelism."
 
     def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
-        return _PoolRunner(config, options, _process_pool(config, options))
+        isolation = functools.partial(_process_pool, config, options, 1, True)
+        return _PoolRunner(config, options, _process_pool(config, options), isolation)
 
 
 class InterpreterStrategy(Strategy):
@@ -237,8 +640,13 @@ class InterpreterStrategy(Strategy):
 
     def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
         executor_type = cf.InterpreterPoolExecutor  # type: ignore[attr-defined]
-        pool = _Pool(lambda: executor_type(options.workers, initializer=_init_pool_worker, initargs=(config,)))
-        return _PoolRunner(config, options, pool)
+
+        def pool(workers: int) -> _Pool:
+            return _Pool(
+                lambda: (executor_type(workers, initializer=_init_pool_worker, initargs=(config,)), None), None
+            )
+
+        return _PoolRunner(config, options, pool(options.workers), functools.partial(pool, 1))
 
 
 class AsyncStrategy(Strategy):
@@ -253,15 +661,20 @@ class _AsyncRunner(Runner):
     """One event loop reused across batches, driven step by step so results stream to the caller."""
 
     def __init__(self, config: WorkerConfig, options: StrategyOptions) -> None:
+        self.config = config
         self.options = options
         self.pool = _process_pool(config, options)
+        self.alone: _Pool | None = None
+        self.alone_lock: asyncio.Lock | None = None
         self.reports = config.reports
         self.source = open_source(config)
         self.loop = asyncio.Runner()
+        self.tickets = itertools.count()
+        self.breakage = _Breakage(config)
 
     @property
     def restarts(self) -> int:
-        return self.pool.restarts
+        return self.pool.restarts + (self.alone.restarts if self.alone else 0)
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         stream = self._stream(projects, files)
@@ -284,10 +697,14 @@ class _AsyncRunner(Runner):
     ) -> AsyncGenerator[ProjectResult, None]:
         source = iter(projects)
         limit = self.options.max_in_flight
+        interval = WATCH_INTERVAL_S if self.config.timeout_s else None
         pending = {asyncio.ensure_future(self._one(p, files)) for p in itertools.islice(source, limit)}
         try:
             while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                done, pending = await asyncio.wait(pending, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+                self.pool.cull()
+                if self.alone is not None:
+                    self.alone.cull()
                 for task in done:
                     yield task.result()
                     pending.update(asyncio.ensure_future(self._one(p, files)) for p in itertools.islice(source, 1))
@@ -301,18 +718,43 @@ class _AsyncRunner(Runner):
         started = time.monotonic_ns()
         try:
             fetched = await self.source.afetch(project)
-        except Exception as error:
-            return ProjectResult.failed(project, self.reports, f"fetch failed: {error}", time.monotonic_ns() - started)
+        except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
+            raise  # in an event loop a Ctrl-C may surface anywhere: never taken for the source's own
+        except BaseException as error:
+            if not plugin_raised(error, InterruptWatch()):
+                raise
+            why = f"fetch failed: {error_message(error)}"
+            return ProjectResult.failed(project, self.reports, why, time.monotonic_ns() - started)
         fetch_ns = time.monotonic_ns() - started
-        for _attempt in range(MAX_ATTEMPTS):
-            future = self.pool.submit(_make_fetched_chunk, [(fetched, fetch_ns)], files)
-            try:
-                (result,) = await asyncio.wrap_future(future)
-                return result
-            except cf.BrokenExecutor:
-                self.pool.restart(future.executor)  # type: ignore[attr-defined]
-        why = f"a worker process died while making this project ({MAX_ATTEMPTS} attempts)"
-        return ProjectResult.failed(project, self.reports, why, fetch_ns)
+        job, alone = _Job(next(self.tickets), fetched), False
+        while True:
+            if alone:
+                self.alone_lock = self.alone_lock or asyncio.Lock()
+                async with self.alone_lock:  # one project at a time on the one-worker pool
+                    pool = self.alone = self.alone or _process_pool(self.config, self.options, 1, True)
+                    outcome = await self._attempt(pool, job, fetch_ns, files, alone)
+            else:
+                outcome = await self._attempt(self.pool, job, fetch_ns, files, alone)
+            if isinstance(outcome, ProjectResult):
+                return outcome
+            verdict, job = outcome
+            alone = alone or verdict == "alone"
+
+    async def _attempt(
+        self, pool: _Pool, job: _Job, fetch_ns: int, files: ReportWriter | None, alone: bool
+    ) -> ProjectResult | tuple[str, _Job]:
+        future = pool.submit(_make_fetched_chunk, [(job.item, fetch_ns)], files)
+        try:
+            (result,) = await asyncio.wrap_future(future)
+            return result
+        except cf.BrokenExecutor:
+            broken = future.executor  # type: ignore[attr-defined]
+            pool.restart(broken, wait=alone)  # alone: one dead worker, quickly joined
+        except Exception as error:  # a result that could not come back
+            why = f"making project failed: {describe_error(error)}"
+            return ProjectResult.failed(job.project, self.reports, why, fetch_ns)
+        verdict, outcome = self.breakage.sort(pool, broken, job, alone)
+        return outcome if isinstance(outcome, ProjectResult) else (verdict, outcome)
 
     def close(self) -> None:
         try:
@@ -320,7 +762,11 @@ class _AsyncRunner(Runner):
             self.source.close()
             self.loop.close()
         finally:
-            self.pool.close()
+            try:
+                self.pool.close()
+            finally:
+                if self.alone is not None:
+                    self.alone.close()
 
 
 @hookimpl

@@ -11,13 +11,14 @@ import signal
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from jinja2 import Environment
 
-from zerosite.pipeline import PeakMemory, compute_and_render
+from zerosite.pipeline import PeakMemory, compute_and_render, plugin_raised, watch_interrupts
 from zerosite.plugins import get_data_sources, get_modules, set_plugin_settings
 from zerosite.project import Project
 from zerosite.rendering import get_environment
@@ -31,9 +32,11 @@ from zerosite.types import (
     StageTimings,
     StoreError,
     WorkerConfig,
+    error_message,
 )
 
 __all__ = [
+    "Progress",
     "ProjectResult",
     "ReportResult",
     "ReportTimeout",
@@ -46,6 +49,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+Progress = Callable[[int], None]
+"""Told the index (in ``WorkerConfig.compute``) of each module a worker starts, and -1 when it is done
+with it: how a runner watches from outside for a report past its time limit."""
 
 
 class ReportTimeout(Exception):
@@ -103,28 +110,50 @@ class Worker:
         elif not config.trace_memory and tracemalloc.is_tracing():
             tracemalloc.stop()  # it slows every allocation several times over
 
-    def run(self, project: Project, files: ReportWriter | None = None) -> ProjectResult:
-        """Fetch, then make every report of one project; a fetch failure fails each of its reports."""
+    def run(
+        self,
+        project: Project,
+        files: ReportWriter | None = None,
+        failed: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> ProjectResult:
+        """Fetch, then make every report of one project; a fetch failure fails each of its reports.
+
+        ``failed`` and ``progress`` as for :meth:`make`.
+        """
         started = time.monotonic_ns()
-        try:
-            fetched = self.source.fetch(project)
-        except Exception as error:
-            return self.failed(project, f"fetch failed: {error}", time.monotonic_ns() - started)
-        return self.make(fetched, time.monotonic_ns() - started, files)
+        with watch_interrupts() as interrupts:
+            try:
+                fetched = self.source.fetch(project)
+            except BaseException as error:
+                if not plugin_raised(error, interrupts):
+                    raise
+                return self.failed(project, f"fetch failed: {error_message(error)}", time.monotonic_ns() - started)
+        return self.make(fetched, time.monotonic_ns() - started, files, failed, progress)
 
     def failed(self, project: Project, error: str, fetch_ns: int = 0) -> ProjectResult:
         """Every report of ``project`` failed with ``error``."""
         return ProjectResult.failed(project, self.reports, error, fetch_ns)
 
-    def make(self, project: Project, fetch_ns: int = 0, files: ReportWriter | None = None) -> ProjectResult:
+    def make(
+        self,
+        project: Project,
+        fetch_ns: int = 0,
+        files: ReportWriter | None = None,
+        failed: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> ProjectResult:
         """Compute every planned module in order, render the reported ones and, given ``files``, write them.
 
         A module that raises fails its report and every report that depends on it; the
         others still complete. The project's fetch time is shared equally by its reports.
+        ``failed`` names modules already known to fail for this project, with why (not run);
+        ``progress`` is told each module as it starts and ends.
         """
         fetch_share = fetch_ns // max(1, len(self.selected))
         reports: list[ReportResult] = []
-        outcomes = compute_and_render(project, self.steps, self.selected, self.env, self._measure, self._time_limit)
+        limit = self._time_limit if progress is None else self._watched(progress)
+        outcomes = compute_and_render(project, self.steps, self.selected, self.env, self._measure, limit, failed)
         for outcome in outcomes:
             if not outcome.reported:
                 continue
@@ -133,6 +162,20 @@ class Worker:
             peak = outcome.peak_memory_bytes
             reports.append(_deliver(project.id, outcome.module.name, outcome.html, error, timings, peak, files))
         return ProjectResult(project, tuple(reports))
+
+    def _watched(self, progress: Progress) -> Callable[[ReportModule], AbstractContextManager[None]]:
+        index = {module.name: i for i, module in enumerate(self.steps)}
+
+        @contextlib.contextmanager
+        def limit(module: ReportModule) -> Iterator[None]:
+            progress(index[module.name])
+            try:
+                with self._time_limit(module):
+                    yield
+            finally:
+                progress(-1)
+
+        return limit
 
     @contextlib.contextmanager
     def _measure(self) -> Iterator[PeakMemory]:
@@ -149,7 +192,7 @@ class Worker:
             peak.bytes = max(0, tracemalloc.get_traced_memory()[1] - base)
 
     @contextlib.contextmanager
-    def _time_limit(self) -> Iterator[None]:
+    def _time_limit(self, module: ReportModule | None = None) -> Iterator[None]:
         """Interrupt a report that runs past the limit, where a signal can (the main thread of a process)."""
         limit = self.config.timeout_s
         if not limit or threading.current_thread() is not threading.main_thread():
@@ -193,5 +236,5 @@ def _deliver(
     try:
         written = files.write(project_id, module, html)
     except StoreError as failure:
-        return ReportResult(module, None, str(failure), timings, peak_bytes)
+        return ReportResult(module, None, error_message(failure), timings, peak_bytes)
     return ReportResult(module, None, None, replace(timings, write_ns=written.write_ns), peak_bytes, written)

@@ -1,6 +1,6 @@
 """The bottom layer: every type that plugins, workers and the engine share. Imports nothing above it."""
 
-from zerosite.types.errors import PluginError, StoreError
+from zerosite.types.errors import PluginError, StoreError, describe_error, error_message
 from zerosite.types.interfaces import DataSource, ReportWriter, Runner, Strategy
 from zerosite.types.modules import ComputeFunction, ReportModule, dependency_order
 from zerosite.types.results import (
@@ -35,4 +35,6 @@ __all__ = [
     "WorkerConfig",
     "WrittenFile",
     "dependency_order",
+    "describe_error",
+    "error_message",
 ]

@@ -1,0 +1,315 @@
+"""Hostile plugins against the workers: sys.exit and other BaseExceptions, os._exit, unprintable errors,
+reports that swallow their time limit, a pool rebuilt from a process running threads (issue 11)."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from zerosite import strategies, types
+from zerosite.engine import BatchOptions, BatchSummary, generate
+from zerosite.plugins import PluginSettings
+from zerosite.project import Project, parse_project
+from zerosite.sample import sample_projects
+
+STRATEGIES = ["sequential", "thread", "process", "async"]
+
+PLUGIN_HEAD = """
+    import os
+    import sys
+    import time
+    from pathlib import Path
+
+    from zerosite import ReportModule, hookimpl
+
+    HERE = Path(__file__).parent
+
+
+    @hookimpl
+    def zerosite_template_dirs():
+        return [HERE / "templates"]
+"""
+
+
+def projects(n: int) -> list[Project]:
+    return [parse_project(raw) for raw in sample_projects(n)]
+
+
+def hostile_plugin(folder: Path, body: str) -> PluginSettings:
+    """A plugins folder with one plugin file: ``PLUGIN_HEAD`` and ``body``; its template prints the result."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hostile.py").write_text(textwrap.dedent(PLUGIN_HEAD) + textwrap.dedent(body), encoding="utf-8")
+    (folder / "templates").mkdir(exist_ok=True)
+    (folder / "templates" / "hostile.html.j2").write_text("<p>{{ module.name }} {{ result }}</p>\n", encoding="utf-8")
+    return PluginSettings(plugins_dir=folder).resolved()
+
+
+def failures(summary: BatchSummary) -> dict[tuple[str, str], str]:
+    return {(f.project_id, f.module): f.error or "" for f in summary.failures}
+
+
+# --- 1. sys.exit() and other BaseExceptions in plugin code fail a report, never the batch ------------------
+
+RAISER = """
+    def hostile(project, deps):
+        if project.id.startswith("p0002"):
+            {action}
+        return project.id
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="HOSTILE", title="적대", compute=hostile, template="hostile.html.j2"))
+        register(ReportModule(name="AFTER", title="후속", compute=lambda p, d: d["HOSTILE"],
+                              template="hostile.html.j2", requires=("HOSTILE",)))
+"""
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize(
+    ("action", "named"),
+    [
+        ("sys.exit(0)", "SystemExit: 0"),
+        ("raise KeyboardInterrupt('pressed by the plugin')", "KeyboardInterrupt: pressed by the plugin"),
+        ("raise BaseException('anything')", "BaseException: anything"),
+    ],
+    ids=["sys.exit", "KeyboardInterrupt", "BaseException"],
+)
+def test_a_base_exception_from_a_module_fails_its_report_only(
+    tmp_path: Path, strategy: str, action: str, named: str
+) -> None:
+    settings = hostile_plugin(tmp_path / "plugins", RAISER.format(action=action))
+    options = BatchOptions(
+        out=tmp_path / "out", plugins=settings, strategy=strategy, workers=2, modules=("M2", "HOSTILE", "AFTER")
+    )
+    summary = generate(projects(4), options)
+    assert (summary.written, summary.failed) == (4 * 3 - 2, 2)
+    failed = failures(summary)
+    assert set(failed) == {("p0002-gongdeok", "HOSTILE"), ("p0002-gongdeok", "AFTER")}
+    assert failed["p0002-gongdeok", "HOSTILE"] == f"HOSTILE compute failed for project 'p0002-gongdeok': {named}"
+    assert "requires HOSTILE, which failed" in failed["p0002-gongdeok", "AFTER"]
+
+
+def test_sys_exit_in_a_module_exits_1_on_the_command_line(tmp_path: Path) -> None:
+    hostile_plugin(tmp_path / "plugins", RAISER.format(action="sys.exit(0)"))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "zerosite", "--plugins-dir", str(tmp_path / "plugins"), "generate"]
+    command += ["--sample", "6", "--strategy", "process", "--workers", "2", "--out", str(out), "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "failed: p0002-gongdeok/HOSTILE: HOSTILE compute failed for project 'p0002-gongdeok': SystemExit: 0" in (
+        done.stderr
+    )
+    assert len(list(out.glob("*/*.html"))) == 6 * 7 - 2
+
+
+def test_a_real_ctrl_c_during_a_module_still_stops_the_batch(tmp_path: Path) -> None:
+    """Plugin code's KeyboardInterrupt fails a report; the one a Ctrl-C raises stops the batch (exit 130)."""
+    hostile_plugin(
+        tmp_path / "plugins",
+        """
+        def slow(project, deps):
+            time.sleep(0.2)
+            return project.id
+
+        @hookimpl
+        def zerosite_register_modules(register):
+            register(ReportModule(name="SLOW", title="지연", compute=slow, template="hostile.html.j2"))
+        """,
+    )
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "zerosite", "--plugins-dir", str(tmp_path / "plugins"), "generate"]
+    command += ["--sample", "100", "--module", "SLOW", "--strategy", "sequential", "--out", str(out), "--quiet"]
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(out.glob("*/*.html"))) < 3:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)  # lands inside SLOW's sleep, in plugin code
+    _, stderr = child.communicate(timeout=30)
+    assert child.returncode == 130, stderr
+    assert "interrupted" in stderr
+
+
+# --- 6. os._exit() in one project fails that project alone, named -------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["process", "async"])
+def test_a_project_that_kills_its_worker_fails_alone_named(tmp_path: Path, strategy: str) -> None:
+    settings = hostile_plugin(
+        tmp_path / "plugins",
+        """
+        def exits(project, deps):
+            if project.id.startswith("p0003"):
+                os._exit(3)
+            return project.id
+
+        @hookimpl
+        def zerosite_register_modules(register):
+            register(ReportModule(name="EXIT", title="종료", compute=exits, template="hostile.html.j2"))
+        """,
+    )
+    options = BatchOptions(
+        out=tmp_path / "out", plugins=settings, strategy=strategy, workers=2, chunksize=4, modules=("M2", "EXIT")
+    )
+    summary = generate(projects(8), options)
+    assert (summary.written, summary.failed) == (8 * 2 - 2, 2)
+    failed = failures(summary)
+    assert set(failed) == {("p0003-jamsil", "M2"), ("p0003-jamsil", "EXIT")}
+    assert failed["p0003-jamsil", "EXIT"] == "worker died while making project p0003-jamsil: exit code 3"
+    assert summary.restarts >= 2  # the pool it broke, and the one-worker pool that named it
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+# --- 7. an error that cannot be put into words --------------------------------------------------------
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no __str__ for you")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no __repr__ either")
+
+
+class OnlyRepr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no __str__")
+
+
+def test_describing_an_error_never_fails() -> None:
+    assert types.describe_error(ValueError("no road access")) == "ValueError: no road access"
+    assert types.describe_error(ValueError()) == "ValueError: "
+    assert types.describe_error(Unprintable()) == "Unprintable: <unprintable Unprintable>"
+    assert types.describe_error(OnlyRepr("x")) == "OnlyRepr: OnlyRepr('x')"
+    assert types.error_message(ValueError("lone \udc80 surrogate")) == "lone \\udc80 surrogate"
+    types.error_message(ValueError("lone \udc80 surrogate")).encode("utf-8")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_an_unprintable_error_fails_its_report_only(tmp_path: Path, strategy: str) -> None:
+    settings = hostile_plugin(
+        tmp_path / "plugins",
+        """
+        class Unprintable(Exception):
+            def __str__(self):
+                raise RuntimeError("no __str__ for you")
+
+            def __repr__(self):
+                raise RuntimeError("no __repr__ either")
+
+        def unprintable(project, deps):
+            if project.id.startswith("p0002"):
+                raise Unprintable()
+            if project.id.startswith("p0003"):
+                raise ValueError("lone \\udc80 surrogate")
+            return project.id
+
+        @hookimpl
+        def zerosite_register_modules(register):
+            register(ReportModule(name="UGLY", title="오류", compute=unprintable, template="hostile.html.j2"))
+        """,
+    )
+    options = BatchOptions(out=tmp_path / "out", plugins=settings, strategy=strategy, workers=2, modules=("UGLY",))
+    summary = generate(projects(4), options)
+    assert (summary.written, summary.failed) == (2, 2)
+    failed = failures(summary)
+    assert failed["p0002-gongdeok", "UGLY"].endswith("Unprintable: <unprintable Unprintable>")
+    assert failed["p0003-jamsil", "UGLY"].endswith("ValueError: lone \\udc80 surrogate")
+
+
+# --- 8. a report that swallows its time limit ---------------------------------------------------------
+
+STUBBORN = """
+    def stubborn(project, deps):
+        if project.id.startswith("p0002"):
+            end = time.monotonic() + {seconds}
+            while time.monotonic() < end:  # swallows the alarm and anything else
+                try:
+                    time.sleep(0.02)
+                except BaseException:
+                    pass
+        return project.id
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="STUBBORN", title="고집", compute=stubborn, template="hostile.html.j2"))
+        register(ReportModule(name="AFTER", title="후속", compute=lambda p, d: d["STUBBORN"],
+                              template="hostile.html.j2", requires=("STUBBORN",)))
+        register(ReportModule(name="ZLAST", title="마지막", compute=lambda p, d: p.id, template="hostile.html.j2"))
+"""
+
+
+@pytest.mark.parametrize("strategy", ["process", "async", "thread"])
+def test_a_report_that_swallows_its_time_limit_is_stopped(tmp_path: Path, strategy: str) -> None:
+    """Processes: the worker is killed after a grace period and replaced; threads: the report fails at
+    the deadline and the batch does not wait for the thread. Either way the other reports are made."""
+    settings = hostile_plugin(tmp_path / "plugins", STUBBORN.format(seconds=4 if strategy == "thread" else 60))
+    modules = ("M2", "STUBBORN", "AFTER", "ZLAST")
+    options = BatchOptions(
+        out=tmp_path / "out", plugins=settings, strategy=strategy, workers=2, chunksize=2, timeout_s=1.0
+    )
+    options = dataclasses.replace(options, modules=modules)
+    started = time.monotonic()
+    summary = generate(projects(4), options)
+    took = time.monotonic() - started
+    assert took < (3.5 if strategy == "thread" else 20), f"the batch waited for the stubborn report ({took:.1f} s)"
+    failed = failures(summary)
+    assert set(failed) == {("p0002-gongdeok", "STUBBORN"), ("p0002-gongdeok", "AFTER")}
+    assert "STUBBORN timed out for project 'p0002-gongdeok'" in failed["p0002-gongdeok", "STUBBORN"]
+    assert "requires STUBBORN, which failed" in failed["p0002-gongdeok", "AFTER"]
+    assert (summary.written, summary.failed) == (4 * 4 - 2, 2)
+    if strategy == "thread":  # the abandoned thread finishes later: what it makes then is discarded
+        time.sleep(max(0.0, 4.5 - (time.monotonic() - started)))
+        assert not (tmp_path / "out" / "p0002-gongdeok" / "STUBBORN.html").exists()
+    else:
+        assert summary.restarts >= 1
+
+
+# --- 14. a pool rebuilt while this process runs threads is not forked from it ---------------------------
+
+
+def test_a_rebuilt_pool_is_never_forked_from_a_process_running_threads(tmp_path: Path) -> None:
+    """Python 3.12+ warns when it forks a multi-threaded process (the child may deadlock): a pool
+    rebuilt after a worker died must not do it (it starts from a fork server)."""
+    settings = hostile_plugin(
+        tmp_path / "plugins",
+        """
+        def die_once(project, deps):
+            marker = HERE / "killed"
+            if project.id.startswith("p0005") and not marker.exists():
+                marker.touch()
+                os.kill(os.getpid(), 9)
+            return project.id
+
+        @hookimpl
+        def zerosite_register_modules(register):
+            register(ReportModule(name="KILL", title="중단", compute=die_once, template="hostile.html.j2"))
+        """,
+    )
+    options = BatchOptions(out=tmp_path / "out", plugins=settings, strategy="process", workers=2, chunksize=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = generate(projects(24), options)  # more chunks than in flight: submitted right after the death
+    assert (summary.written, summary.failed) == (24 * 6, 0)
+    assert summary.restarts >= 1
+    forked = [str(w.message) for w in caught if "fork" in str(w.message)]
+    assert not forked, forked
+
+    stop = threading.Event()
+    busy = threading.Thread(target=stop.wait, daemon=True)
+    busy.start()
+    try:
+        assert strategies._safe_start_method("fork") != "fork"
+        assert strategies._safe_start_method(None) != "fork"
+    finally:
+        stop.set()
+        busy.join()
+    assert strategies._safe_start_method("fork", rebuild=True) != "fork"
