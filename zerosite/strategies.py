@@ -160,7 +160,7 @@ def _init_pool_worker(config: WorkerConfig, ignore_sigint: bool = False) -> None
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _end_with_parent()
-        multiprocessing.util.Finalize(None, _exit_without_waiting_for_threads, exitpriority=-100)
+        _before_joining_threads(_exit_without_waiting_for_threads)
     _pool_worker = warm_process(config)
 
 
@@ -217,10 +217,22 @@ def _watch_parent(ppid: int, requester: int) -> None:
     os._exit(1)
 
 
+def _before_joining_threads(func: Callable[[], None]) -> None:
+    """Call ``func`` when this process leaves, before Python joins its non-daemon threads. A pool worker joins
+    them in ``threading._shutdown``, which runs the functions registered with ``threading._register_atexit``
+    first (CPython's own hook, also used by ``concurrent.futures``); multiprocessing's exit finalizers run
+    before that join up to Python 3.11 only, so they are the fallback."""
+    register = getattr(threading, "_register_atexit", None)
+    if callable(register):
+        register(func)
+    else:
+        multiprocessing.util.Finalize(None, func, exitpriority=-100)
+
+
 def _exit_without_waiting_for_threads() -> None:
-    """The last step of a pool worker that is leaving (a multiprocessing exit finalizer): where plugin code left
-    non-daemon threads running, end the process now rather than wait for them forever (the pool, and with it
-    the batch and its index, would wait too)."""
+    """The last step of a pool worker that is leaving: where plugin code left non-daemon threads running, end
+    the process now rather than wait for them forever (the pool, and with it the batch and its index, would
+    wait too)."""
     others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
     if any(t.is_alive() for t in others):
         for stream in (sys.stdout, sys.stderr):
