@@ -374,7 +374,8 @@ class _AsyncRunner(Runner):
                     raise
                 yield result
         finally:
-            self.loop.run(stream.aclose())
+            if not loop.is_closed():  # else the runner was closed first, and its loop closed the stream then
+                self.loop.run(stream.aclose())
 
     async def _stream(
         self, projects: Iterable[Project], files: ReportWriter | None
@@ -393,6 +394,9 @@ class _AsyncRunner(Runner):
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+                for task in pending:  # a Ctrl-C that landed in one is the batch's to report ("never retrieved")
+                    if not task.cancelled():
+                        task.exception()
 
     async def _one(self, project: Project, files: ReportWriter | None) -> ProjectResult:
         started = time.monotonic_ns()
