@@ -1,5 +1,5 @@
 """``python -m zerosite``: the same as the ``zerosite`` command."""
 
-from zerosite.cli import main
+from zerosite.cli import run
 
-main()
+run()

@@ -264,6 +264,8 @@ def generate(
             # files and rows alike, so the index matches the folder and a rerun remakes them.
             for project_id in in_flight:
                 store.discard(project_id, hasher.modules)
+            if in_flight:
+                store.cleanup_temp_files()  # a worker ended mid-write (a second Ctrl-C kills them) leaves one
         if restarts:
             store.cleanup_temp_files()  # a worker killed mid-write leaves its temporary file
 

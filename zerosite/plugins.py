@@ -94,9 +94,9 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             continue
         try:
             plugin = entry_point.load()
-        except Exception as error:  # a broken third-party plugin must not stop the others
+        except (Exception, SystemExit) as error:  # a broken third-party plugin must not stop the others
             warnings.warn(
-                f"zerosite: skipped plugin {entry_point.name!r} ({entry_point.value}): {type(error).__name__}: {error}",
+                f"zerosite: skipped plugin {entry_point.name!r} ({entry_point.value}): {_failure(error)}",
                 stacklevel=2,
             )
             continue
@@ -144,11 +144,18 @@ def _import_file(name: str, path: Path) -> object | None:
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
-    except Exception as error:
+    except (Exception, SystemExit) as error:
         sys.modules.pop(module_name, None)
-        _skip(f"skipped plugin {name!r} ({path}): {type(error).__name__}: {error}")
+        _skip(f"skipped plugin {name!r} ({path}): {_failure(error)}")
         return None
     return module
+
+
+def _failure(error: BaseException) -> str:
+    """What went wrong loading a plugin; ``sys.exit()`` at import time is a failure like any other, not an exit."""
+    if isinstance(error, SystemExit):
+        return f"it called sys.exit({error.code!r}) while being imported"
+    return f"{type(error).__name__}: {error}"
 
 
 def _skip(message: str) -> None:
@@ -188,7 +195,7 @@ def _collect(settings: PluginSettings, hook_name: str, kind: type[T], what: str)
             pm.subset_hook_caller(hook_name, others)(register=_registrar(impl.plugin_name, kind, items))
         except PluginError:
             raise
-        except Exception as error:
+        except (Exception, SystemExit) as error:
             why = f"{type(error).__name__}: {error}"
             raise PluginError(f"plugin {impl.plugin_name}: {hook_name} failed: {why}") from error
         for item in items:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import fcntl
 import gzip as gzip_module
 import hashlib
 import os
@@ -22,7 +23,9 @@ from typing import Self
 from zerosite.types import STATUSES, ReportStatus, StoreError, WrittenFile
 
 __all__ = [
+    "LOCK_FILE",
     "STATUSES",
+    "OutputBusy",
     "ReportFiles",
     "ReportRow",
     "ReportStore",
@@ -34,6 +37,9 @@ __all__ = [
 ]
 
 _temp_numbers = count(1)
+
+LOCK_FILE = ".zerosite.lock"
+"""The file in an output folder that the run writing there holds locked (``flock``), with its pid inside."""
 
 Status = ReportStatus
 """The report status, as the index stores it (``zerosite.types.ReportStatus``)."""
@@ -216,11 +222,74 @@ class ReportFiles:
         return removed
 
 
+class OutputBusy(StoreError):
+    """Another run holds the output folder's lock: it is writing there now."""
+
+
+class _FolderLock:
+    """An exclusive ``flock`` on ``folder/.zerosite.lock``, held from :meth:`acquire` to :meth:`release`; the file
+    holds the holder's pid and is removed on release. The kernel drops the lock when its holder dies, however it
+    dies, so a lock file left behind by a killed run is taken over, never in the way."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`OutputBusy` naming the pid that holds it."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _pid_in(fd)
+                os.close(fd)
+                by = f" (pid {holder})" if holder else ""
+                raise OutputBusy(f"another zerosite run{by} is writing to {self.folder}") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # The run before may have removed the file between our open and our lock: lock the file that is there.
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and os.path.samestat(os.fstat(fd), current):
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Remove the lock file (while still holding it), then unlock; safe to call twice."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with suppress(OSError):
+            os.unlink(self.path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)  # for every process that shares it (pool workers forked meanwhile)
+        finally:
+            os.close(fd)
+
+
+def _pid_in(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
 class ReportStore:
     """Writes report files atomically and indexes them in SQLite; one writer (the parent process) at a time.
 
     Use it as a context manager: on leaving the block, normally or by an exception (Ctrl-C included), the
     pending index rows are committed and the database is closed, so the index always matches the files.
+    While open it holds the output folder's lock (``OUT/.zerosite.lock``): a second store on the same folder,
+    in this process or another, raises :class:`OutputBusy` instead of disturbing the first one's files.
 
     :param out_dir: the output folder; reports go to ``out_dir/<project_id>/<module>.html``.
     :param db_path: the SQLite index, ``out_dir/index.sqlite`` by default.
@@ -248,14 +317,20 @@ class ReportStore:
         self.commit_every_s = commit_every_s
         self._rows: list[tuple[object, ...]] = []
         self._last_commit = time.monotonic()
+        self._lock: _FolderLock | None = None
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._root = self.out_dir.resolve()
             self._root_prefix = str(self._root) + os.sep
+            self._lock = _FolderLock(self._root)
+            self._lock.acquire()
             self.files = ReportFiles(self._root, gzip=gzip, fsync=fsync)
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
             self._db: sqlite3.Connection | None = sqlite3.connect(self.db_path, isolation_level=None, timeout=30)
+        except OutputBusy:
+            raise
         except (OSError, sqlite3.Error) as error:
+            self._unlock()
             raise StoreError(
                 f"cannot open the report store at {self.out_dir} (index {self.db_path}): {error}"
             ) from error
@@ -273,6 +348,7 @@ class ReportStore:
         except sqlite3.Error as error:
             self._db.close()
             self._db = None
+            self._unlock()
             raise StoreError(f"cannot set up the report index {self.db_path}: {error}") from error
 
     # -- context manager -------------------------------------------------------------------------------------
@@ -286,7 +362,7 @@ class ReportStore:
         self.close()
 
     def close(self) -> None:
-        """Commit what is pending and close the index; safe to call twice."""
+        """Commit what is pending, close the index and release the output folder; safe to call twice."""
         if self._db is None:
             return
         try:
@@ -294,6 +370,11 @@ class ReportStore:
         finally:
             self._db.close()
             self._db = None
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
     # -- files ----------------------------------------------------------------------------------------------------
 
@@ -302,7 +383,8 @@ class ReportStore:
         return self.files.write(project_id, module, html)
 
     def cleanup_temp_files(self) -> int:
-        """Remove stale temporary files that a killed process left behind; returns how many."""
+        """Remove stale temporary files that a killed process left behind; returns how many. Only the holder of
+        the output folder's lock (an open store) does it: another run's files in progress are never touched."""
         return self.files.cleanup_temp_files()
 
     def discard(self, project_id: str, modules: Iterable[str]) -> None:
@@ -345,10 +427,13 @@ class ReportStore:
             conn.execute("BEGIN")
             conn.executemany(_UPSERT, self._rows)
             conn.execute("COMMIT")
-        except sqlite3.Error as error:
+        except BaseException as error:  # a Ctrl-C between BEGIN and COMMIT too: the rows stay pending
             if conn.in_transaction:
                 conn.rollback()
-            raise StoreError(f"cannot write {len(self._rows)} rows to the index {self.db_path}: {error}") from error
+            if isinstance(error, sqlite3.Error):
+                why = f"cannot write {len(self._rows)} rows to the index {self.db_path}: {error}"
+                raise StoreError(why) from error
+            raise
         self._rows.clear()
 
     def input_hash_of(self, project_id: str, module: str) -> str | None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextlib
+import ctypes
 import functools
 import itertools
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.util
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
@@ -53,6 +57,9 @@ code) before it is killed and replaced."""
 
 WATCH_INTERVAL_S = 0.05
 """How often a runner with a time limit looks for reports past it."""
+
+PARENT_POLL_S = 0.5
+"""Where the kernel cannot end a pool worker with its parent, how often the worker looks whether it was orphaned."""
 
 T = TypeVar("T")
 
@@ -435,13 +442,92 @@ _pool_heartbeat: tuple[_Heartbeat, int] | None = None
 
 def _init_pool_worker(config: WorkerConfig, ignore_sigint: bool = False, heartbeat: _Heartbeat | None = None) -> None:
     """A pool's initializer: warm this worker process once. Process pool workers ignore Ctrl-C, so that
-    the parent alone decides how a batch stops."""
+    the parent alone decides how a batch stops; they end with their parent and never wait for threads."""
     global _pool_worker, _pool_heartbeat
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _end_with_parent()
+        _before_joining_threads(_exit_without_waiting_for_threads)
     _pool_worker = warm_process(config)
     slot = None if heartbeat is None else heartbeat.claim()
     _pool_heartbeat = None if heartbeat is None or slot is None else (heartbeat, slot)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _end_with_parent() -> None:
+    """Make this pool worker process die when its parent does, so that a parent killed outright (SIGKILL) leaves
+    no orphan holding its caller's pipes.
+
+    Forked by the parent's main thread (``fork``, ``spawn``) on Linux, the kernel sends SIGKILL
+    (``PR_SET_PDEATHSIG``). That signal fires when the *thread* that forked this process ends, not the
+    process, hence "main thread": pools fork their workers from the thread that submits work, the main
+    thread of a batch. Otherwise a daemon thread watches the parent: under ``forkserver`` (the fork server,
+    this process's parent, lives on as long as its children hold its pipe, so it cannot be the signal),
+    when another thread forked this process, or where there is no ``prctl``.
+    """
+    parent = multiprocessing.parent_process()  # the process that asked for this worker
+    ppid = os.getppid()
+    requester = parent.pid if parent is not None and parent.pid is not None else ppid
+    forked_by_main_thread = threading.current_thread().name == "MainThread"  # after fork(): the forking thread
+    if requester == ppid and forked_by_main_thread and _set_parent_death_signal(signal.SIGKILL):
+        if os.getppid() != requester:  # the parent died before the request (the prctl(2) idiom)
+            os._exit(1)
+        return
+    watcher = threading.Thread(target=_watch_parent, args=(ppid, requester), name="zerosite-parent-watch")
+    watcher.daemon = True
+    watcher.start()
+
+
+def _set_parent_death_signal(signum: int) -> bool:
+    """Ask Linux to send ``signum`` to this process when its parent thread ends; whether it was done."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    return bool(prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0)
+
+
+def _watch_parent(ppid: int, requester: int) -> None:
+    """A daemon thread's loop: end this worker process at once when the process that asked for it is gone (its
+    pipe to this one closed, or no such process) or when another process adopted this one."""
+    parent = multiprocessing.parent_process()
+    sentinels = [parent.sentinel] if parent is not None and parent.sentinel is not None else []
+    while os.getppid() == ppid and not multiprocessing.connection.wait(sentinels, timeout=PARENT_POLL_S):
+        try:
+            os.kill(requester, 0)
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            pass
+    os._exit(1)
+
+
+def _before_joining_threads(func: Callable[[], None]) -> None:
+    """Call ``func`` when this process leaves, before Python joins its non-daemon threads. A pool worker joins
+    them in ``threading._shutdown``, which runs the functions registered with ``threading._register_atexit``
+    first (CPython's own hook, also used by ``concurrent.futures``); multiprocessing's exit finalizers run
+    before that join up to Python 3.11 only, so they are the fallback."""
+    register = getattr(threading, "_register_atexit", None)
+    if callable(register):
+        register(func)
+    else:
+        multiprocessing.util.Finalize(None, func, exitpriority=-100)
+
+
+def _exit_without_waiting_for_threads() -> None:
+    """The last step of a pool worker that is leaving: where plugin code left non-daemon threads running, end
+    the process now rather than wait for them forever (the pool, and with it the batch and its index, would
+    wait too)."""
+    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    if any(t.is_alive() for t in others):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0)
 
 
 def _current_pool_worker() -> Worker:
@@ -678,19 +764,29 @@ class _AsyncRunner(Runner):
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         stream = self._stream(projects, files)
+        loop = self.loop.get_loop()
 
         async def step() -> ProjectResult:
             return await anext(stream)
 
         try:
             while True:
+                task = loop.create_task(step())
                 try:
-                    result = self.loop.run(step())
+                    result = loop.run_until_complete(task)
                 except StopAsyncIteration:
                     return
+                except BaseException:
+                    # Ctrl-C (KeyboardInterrupt from a signal handler) left the step half done: cancel it, so the
+                    # stream cancels its own tasks, before the stream is closed and the pool shut down.
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        loop.run_until_complete(task)
+                    raise
                 yield result
         finally:
-            self.loop.run(stream.aclose())
+            if not loop.is_closed():  # else the runner was closed first, and its loop closed the stream then
+                self.loop.run(stream.aclose())
 
     async def _stream(
         self, projects: Iterable[Project], files: ReportWriter | None
@@ -713,6 +809,9 @@ class _AsyncRunner(Runner):
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+                for task in pending:  # a Ctrl-C that landed in one is the batch's to report ("never retrieved")
+                    if not task.cancelled():
+                        task.exception()
 
     async def _one(self, project: Project, files: ReportWriter | None) -> ProjectResult:
         started = time.monotonic_ns()

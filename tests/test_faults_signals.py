@@ -1,0 +1,348 @@
+"""Signals, dying parents, busy folders, refused forks and hostile plugins, with real processes: nothing hangs,
+nothing is lost, nothing ends silently (issue 11, items 4, 5, 9, 12 and 13)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from zerosite.store import LOCK_FILE, OutputBusy, ReportStore
+
+SLOW_PLUGIN = """
+    import time
+    from pathlib import Path
+
+    from zerosite import ReportModule, hookimpl
+
+    HERE = Path(__file__).parent
+
+
+    def slow(project, deps):
+        time.sleep({seconds})
+        return project.id
+
+
+    @hookimpl
+    def zerosite_template_dirs():
+        return [HERE / "templates"]
+
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="SLOW", title="느림", compute=slow, template="slow.html.j2"))
+"""
+
+
+def plugins_dir(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A plugins folder holding ``files`` (name -> source) and the SLOW module's template."""
+    folder = tmp_path / "plugins"
+    (folder / "templates").mkdir(parents=True, exist_ok=True)
+    (folder / "templates" / "slow.html.j2").write_text("<p>{{ module.name }} {{ result }}</p>\n", encoding="utf-8")
+    for name, source in files.items():
+        (folder / name).write_text(textwrap.dedent(source), encoding="utf-8")
+    return folder
+
+
+def slow_plugins(tmp_path: Path, seconds: float) -> Path:
+    return plugins_dir(tmp_path, {"slow.py": SLOW_PLUGIN.format(seconds=seconds)})
+
+
+def zerosite(plugins: Path | None, *args: str) -> list[str]:
+    head = ["--plugins-dir", str(plugins)] if plugins is not None else []
+    return [sys.executable, "-m", "zerosite", *head, *args]
+
+
+def start(command: list[str], **kwargs: object) -> subprocess.Popen[str]:
+    """A zerosite process in its own session (its own process group, as a shell job would be)."""
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs
+    )
+
+
+@contextlib.contextmanager
+def no_strays(child: subprocess.Popen[str]) -> Iterator[None]:
+    """Whatever the test finds, leave no process of it behind."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.communicate(timeout=5)
+
+
+def wait_for_files(out: Path, n: int, child: subprocess.Popen[str], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(list(out.glob("*/*.html"))) < n:
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, f"fewer than {n} reports after {timeout_s} s"
+        time.sleep(0.02)
+
+
+def gone(processes: list[psutil.Process], timeout_s: float) -> bool:
+    """Whether every process ended (a zombie waiting for its new parent to reap it counts as ended)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = []
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+        if not alive or time.monotonic() > deadline:
+            return not alive
+        time.sleep(0.05)
+
+
+def kill_all(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+
+
+def index_rows(db: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT project_id, module, status FROM reports ORDER BY project_id, module").fetchall()
+
+
+def assert_whole_projects(out: Path, modules: tuple[str, ...]) -> int:
+    """The index matches the folder and holds whole projects only; returns how many reports it holds."""
+    rows = index_rows(out / "index.sqlite")
+    files = sorted(str(p.relative_to(out).with_suffix("")) for p in out.glob("*/*.html"))
+    assert sorted(f"{project}/{module}" for project, module, _ in rows) == files
+    assert {status for *_, status in rows} <= {"written"}
+    per_project: dict[str, set[str]] = {}
+    for project, module, _ in rows:
+        per_project.setdefault(project, set()).add(module)
+    assert all(found == set(modules) for found in per_project.values()), per_project
+    assert not list(out.rglob("*.tmp"))
+    return len(rows)
+
+
+def resumes(command: list[str], done: int, total: int) -> None:
+    rerun = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=60)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert (summary["skipped"], summary["written"] + summary["skipped"], summary["failed"]) == (done, total, 0)
+
+
+# --- 4: any number of Ctrl-Cs ends in exit 130 within seconds -------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "thread", "process", "async"])
+def test_repeated_ctrl_c_stops_within_seconds(tmp_path: Path, strategy: str) -> None:
+    out = tmp_path / "out"
+    plugins = slow_plugins(tmp_path, 0.04)
+    command = zerosite(
+        plugins, "generate", "--sample", "40", "--module", "M2", "--module", "SLOW", "--strategy", strategy,
+        "--workers", "2", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    child = start(command)
+    with no_strays(child):
+        wait_for_files(out, 6, child)
+        workers = psutil.Process(child.pid).children(recursive=True)
+        for _ in range(6):  # Ctrl-C, then again 50 ms later, and again: the terminal sends it to the whole group
+            os.killpg(child.pid, signal.SIGINT)
+            time.sleep(0.05)
+        _, stderr = child.communicate(timeout=10)
+        assert child.returncode == 130, stderr
+        assert "interrupted" in stderr and "resume" in stderr and "Traceback" not in stderr
+        assert gone(workers, 5)
+    done = assert_whole_projects(out, ("M2", "SLOW"))
+    resumes(command, done, 80)
+
+
+# --- 5: workers die with their parent; SIGTERM is a clean stop --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("strategy", "start_method"), [("process", "fork"), ("async", "fork"), ("process", "forkserver")]
+)
+def test_workers_die_with_a_killed_parent(tmp_path: Path, strategy: str, start_method: str) -> None:
+    out = tmp_path / "out"
+    plugins = slow_plugins(tmp_path, 0.05)
+    command = zerosite(
+        plugins, "generate", "--sample", "200", "--module", "SLOW", "--strategy", strategy, "--workers", "2",
+        "--start-method", start_method, "--out", str(out), "--quiet",
+    )  # fmt: skip
+    child = start(command)
+    with no_strays(child):
+        wait_for_files(out, 4, child)
+        descendants = psutil.Process(child.pid).children(recursive=True)
+        assert descendants
+        try:
+            os.kill(child.pid, signal.SIGKILL)
+            child.communicate(timeout=10)  # the caller's pipes are closed: no orphan holds them
+            assert gone(descendants, 5), [p.info for p in psutil.process_iter(["pid", "status", "cmdline"])]
+        finally:
+            kill_all(descendants)
+    with ReportStore(out):  # the lock died with its holder
+        pass
+
+
+def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    plugins = slow_plugins(tmp_path, 0.05)
+    command = zerosite(
+        plugins, "generate", "--sample", "30", "--module", "M2", "--module", "SLOW", "--strategy", "process",
+        "--workers", "2", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    child = start(command)
+    with no_strays(child):
+        wait_for_files(out, 8, child)
+        workers = psutil.Process(child.pid).children(recursive=True)
+        try:
+            child.terminate()  # the parent alone, as `kill PID` or a service manager does
+            _, stderr = child.communicate(timeout=10)
+            assert child.returncode == 143, stderr
+            assert "terminated" in stderr and "resume" in stderr and "Traceback" not in stderr
+            assert gone(workers, 5)
+        finally:
+            kill_all(workers)
+    done = assert_whole_projects(out, ("M2", "SLOW"))
+    resumes(command, done, 60)
+
+
+# --- 9: one run at a time per output folder ----------------------------------------------------------------------
+
+
+def test_a_second_run_into_a_busy_folder_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    plugins = slow_plugins(tmp_path, 0.02)
+    command = zerosite(plugins, "generate", "--sample", "120", "--module", "SLOW", "--out", str(out), "--quiet")
+    first = start(command)
+    with no_strays(first):
+        wait_for_files(out, 2, first)
+        second = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        assert second.returncode == 2, second.stderr
+        assert f"another zerosite run (pid {first.pid}) is writing to {out.resolve()}" in second.stderr
+        _, stderr = first.communicate(timeout=30)
+        assert first.returncode == 0, stderr  # its temporary files were left alone: nothing failed
+    assert not (out / LOCK_FILE).exists()
+    assert len(index_rows(out / "index.sqlite")) == 120
+    again = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=30)
+    assert again.returncode == 0 and json.loads(again.stdout)["skipped"] == 120
+
+
+def test_the_lock_is_per_folder_and_released(tmp_path: Path) -> None:
+    with ReportStore(tmp_path / "a") as store:
+        assert (tmp_path / "a" / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+        with pytest.raises(OutputBusy, match=f"another zerosite run \\(pid {os.getpid()}\\)"):
+            ReportStore(tmp_path / "a")
+        with ReportStore(tmp_path / "b"):
+            pass
+        store.cleanup_temp_files()
+    assert not (tmp_path / "a" / LOCK_FILE).exists()
+    (tmp_path / "a" / LOCK_FILE).write_text("999999\n")  # left behind by a run that was killed: not held
+    with ReportStore(tmp_path / "a"):
+        pass
+
+
+# --- 12: workers capped; a refused fork is an error, not a traceback and a hang --------------------------------
+
+
+def test_workers_are_capped(tmp_path: Path) -> None:
+    most = 4 * len(os.sched_getaffinity(0))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        zerosite(None, "generate", "--sample", "2", "--strategy", "thread", "--workers", "100000", "--out", str(out)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"warning: --workers 100000 is more than this machine can use; using {most}" in done.stderr
+    assert f"thread x{most}" in done.stdout
+
+
+@pytest.fixture
+def pids_cgroup() -> Iterator[Path]:
+    """A cgroup (v1 pids controller) that allows few tasks; skipped where one cannot be made (not root)."""
+    root = Path("/sys/fs/cgroup/pids")
+    group = root / f"zerosite-test-{uuid.uuid4().hex[:8]}"
+    try:
+        group.mkdir()
+    except OSError as error:
+        pytest.skip(f"cannot make a pids cgroup here: {error}")
+    try:
+        yield group
+    finally:
+        deadline = time.monotonic() + 5
+        while (procs := (group / "cgroup.procs").read_text().split()) and time.monotonic() < deadline:
+            for pid in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            group.rmdir()
+
+
+def test_a_refused_fork_is_a_clear_error(tmp_path: Path, pids_cgroup: Path) -> None:
+    (pids_cgroup / "pids.max").write_text("3")  # this process and two workers; the third fork fails (EAGAIN)
+
+    def enter_cgroup() -> None:
+        (pids_cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+    command = zerosite(None, "generate", "--sample", "20", "--strategy", "process", "--workers", "4")
+    child = start([*command, "--start-method", "fork", "--out", str(tmp_path / "out")], preexec_fn=enter_cgroup)
+    with no_strays(child):
+        _, stderr = child.communicate(timeout=20)
+        assert child.returncode == 1, stderr
+        assert "the system refused to start a worker" in stderr and "fewer --workers" in stderr
+        assert "Traceback" not in stderr
+        assert gone([psutil.Process(int(pid)) for pid in (pids_cgroup / "cgroup.procs").read_text().split()], 5)
+
+
+# --- 13: a plugin may not end or hold the process ---------------------------------------------------------------
+
+
+def test_sys_exit_at_import_is_a_plugin_failure(tmp_path: Path) -> None:
+    plugins = plugins_dir(tmp_path, {"quitter.py": "import sys\nsys.exit(3)\n"})
+    listed = subprocess.run(zerosite(plugins, "modules"), capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "skipped plugin 'quitter'" in listed.stderr and "sys.exit(3)" in listed.stderr
+    assert "M6" in listed.stdout
+    made = subprocess.run(
+        zerosite(plugins, "generate", "--sample", "2", "--out", str(tmp_path / "out"), "--json"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["written"] == 10
+
+
+THREAD_PLUGIN = """
+    import threading
+    import time
+
+    threading.Thread(target=time.sleep, args=(3600,), name="poller-thread").start()
+"""
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "process"])
+def test_a_plugin_thread_does_not_hold_the_exit(tmp_path: Path, strategy: str) -> None:
+    plugins = plugins_dir(tmp_path, {"poller.py": THREAD_PLUGIN})
+    out = tmp_path / "out"
+    command = zerosite(plugins, "generate", "--sample", "3", "--strategy", strategy, "--out", str(out), "--json")
+    child = start(command, cwd=tmp_path)
+    with no_strays(child):
+        stdout, stderr = child.communicate(timeout=20)
+    assert child.returncode == 0, stderr
+    assert "exiting without waiting for thread(s) still running: poller-thread" in stderr
+    assert json.loads(stdout)["written"] == 15
+    assert len(index_rows(out / "index.sqlite")) == 15
