@@ -16,6 +16,7 @@ from zerosite.benchmarking.cells import TIMES, Cell, CellResult, RoundOutcome
 from zerosite.benchmarking.harness import ReplayClock, StoppingRule, calibrate, measure_interleaved, rotation
 from zerosite.benchmarking.machine import cgroup_cpu_quota, describe_machine
 from zerosite.benchmarking.matrix import build_matrix
+from zerosite.benchmarking.page import render_page
 from zerosite.benchmarking.stats import (
     Interval,
     bootstrap_ci,
@@ -465,7 +466,10 @@ def test_a_level_measured_mostly_on_a_busy_machine_is_not_judged() -> None:
     ]
     for result in results:
         result.rounds = [replace(r, load=_BusyLoad()) for r in result.rounds]
-    standing = analyse(results, lambda cell: TARGETS).standings[0]
+    analysis = analyse(results, lambda cell: TARGETS)
+    standing = analysis.standings[0]
     assert standing.unjudged and standing.winner is None and standing.tied == ()
+    page = render_page(analysis, load_targets(Path("/nonexistent")), describe_machine())
+    assert "not judged (machine busy)" in page
     assert standing.sentence().startswith("not judged: 2 of 2 cells were measured while other processes")
     assert standing.as_dict()["winner"] is None and standing.as_dict()["unjudged"] is True
