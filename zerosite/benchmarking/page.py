@@ -21,7 +21,7 @@ from zerosite.benchmarking.targets import TARGET_SPECS, Targets
 from zerosite.benchmarking.verdicts import Judgement, Verdict
 from zerosite.benchmarking.winners import Contender, Standing
 
-__all__ = ["Badge", "CellRow", "ProfileLink", "cell_row", "modules_phrase", "render_page", "write_page"]
+__all__ = ["Badge", "CellRow", "ProfileLink", "cell_row", "modules_phrase", "render_page"]
 
 VERDICT_ORDER = {Verdict.FAIL: 0, Verdict.INCONCLUSIVE: 1, Verdict.PASS: 2}
 SHORT_TARGET = {"single_report_ms": "time", "pipeline_ms": "time", "batch_100_s": "time", "memory_per_report_mb": "mem"}
@@ -271,41 +271,3 @@ def render_page(
         charts=[{"title": c.title, "src": _data_uri(c.path)} for c in charts],
         profiles=profiles,
     )
-
-
-def write_page(
-    path: Path,
-    analysis: Analysis,
-    targets: Targets,
-    machine: Machine,
-    charts: Sequence[Chart] = (),
-    profiles: Sequence[ProfileLink] = (),
-    json_name: str = "benchmark.json",
-    quick: bool = False,
-    generated: str | None = None,
-    *,
-    modules: Sequence[str] = (),
-    scratch: str | None = None,
-    mode: str = "time",
-    precision_goal: float = 0.05,
-    colours: StrategyColours | None = None,
-) -> Path:
-    """Render the page (see :func:`render_page`) into ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    html = render_page(
-        analysis,
-        targets,
-        machine,
-        charts,
-        profiles,
-        json_name,
-        quick,
-        generated,
-        modules=modules,
-        scratch=scratch,
-        mode=mode,
-        precision_goal=precision_goal,
-        colours=colours,
-    )
-    path.write_text(html, encoding="utf-8")
-    return path

@@ -191,7 +191,7 @@ def write_outputs(recorder: Recorder, config: Any, record_profiles: Callable[[Pa
     """JSON, charts, profiles and ``index.html`` into the reports folder; returns the JSON written."""
     # matplotlib takes a while to import: only a session with results to chart pays for it.
     from zerosite.benchmarking.charts import write_charts
-    from zerosite.benchmarking.page import ProfileLink, write_page
+    from zerosite.benchmarking.page import ProfileLink, render_page
 
     out = recorder.reports_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -205,8 +205,7 @@ def write_outputs(recorder: Recorder, config: Any, record_profiles: Callable[[Pa
         else []
     )
     profiles = record_profiles(out / "profiles") if record_profiles is not None else []
-    write_page(
-        out / "index.html",
+    html = render_page(
         analysis=analysis,
         targets=recorder.targets,
         machine=machine,
@@ -219,6 +218,7 @@ def write_outputs(recorder: Recorder, config: Any, record_profiles: Callable[[Pa
         mode=recorder.mode,
         precision_goal=recorder.settings.rule_for("single").precision,
     )
+    (out / "index.html").write_text(html, encoding="utf-8")
     return output
 
 
