@@ -17,6 +17,7 @@ from zerosite.benchmarking.harness import ReplayClock, StoppingRule, calibrate, 
 from zerosite.benchmarking.machine import cgroup_cpu_quota, describe_machine
 from zerosite.benchmarking.matrix import build_matrix
 from zerosite.benchmarking.page import render_page
+from zerosite.benchmarking.phases import Stopwatch
 from zerosite.benchmarking.stats import (
     Interval,
     bootstrap_ci,
@@ -178,6 +179,33 @@ def test_measure_interleaved_alternates_cells_and_measures_memory_apart() -> Non
     results = measure_interleaved(cells, _constant_start(calls), FIXED_4, warmup_rounds=1, memory=lambda c: (1024,))
     assert calls[2:] == ["sequential", "thread", "thread", "sequential", "sequential", "thread", "thread", "sequential"]
     assert all(len(r.rounds) == 4 and r.memory_bytes == (1024,) for r in results.values())
+
+
+def test_stopwatch_accounts_each_phase_of_a_group() -> None:
+    import time
+
+    def slow_start(cell: Cell):  # type: ignore[no-untyped-def]
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():  # type: ignore[no-untyped-def]
+            time.sleep(0.05)  # starting workers
+            yield lambda: RoundOutcome(0.01, 1, 1)
+            time.sleep(0.05)  # stopping them
+
+        return ctx()
+
+    watch = Stopwatch()
+    cells = [Cell("pipeline", "cpu", "sequential", 1)]
+    measure_interleaved(
+        cells, slow_start, FIXED_4, warmup_rounds=1, memory=lambda c: time.sleep(0.03) or (1,), stopwatch=watch
+    )
+    phases = watch.as_dict()
+    assert list(phases) == ["start and stop workers", "calibrate and warm up", "timed rounds", "memory probes"]
+    assert phases["start and stop workers"] >= 0.1
+    assert phases["memory probes"] >= 0.03
+    assert watch.summary().startswith(f"{sum(watch.seconds.values()):.1f} s: ")
+    assert watch.summary().index("start and stop workers") < watch.summary().index("memory probes")  # largest first
 
 
 def test_stopping_rule_stops_a_steady_cell_at_its_minimum_and_a_noisy_one_at_its_budget() -> None:

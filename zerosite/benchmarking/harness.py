@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from zerosite.benchmarking.cells import BASELINE, Cell, CellResult, RoundOutcome
+from zerosite.benchmarking.phases import Stopwatch
 from zerosite.benchmarking.stats import median_interval, relative_half_width
 
 __all__ = [
@@ -129,28 +130,36 @@ def measure_interleaved(
     calibrated: bool = False,
     load: LoadProbe | None = None,
     period: int = 1,
+    stopwatch: Stopwatch | None = None,
 ) -> dict[Cell, CellResult]:
     """Start every cell's workers (process pools before threads), calibrate (``calibrated``: samples of whole
     ``period`` calls), run ``warmup_rounds`` untimed samples, then samples with the cells interleaved until
     ``rule`` stops each; the workers are stopped at the end. ``load`` records the machine's load around every
     timed sample.
-    Then, if given, ``memory(cell)`` measures each cell's memory per report in a separate, untimed pass."""
+    Then, if given, ``memory(cell)`` measures each cell's memory per report in a separate, untimed pass.
+    ``stopwatch`` sums the time of each phase (:data:`~zerosite.benchmarking.phases.PHASES`)."""
+    phase = stopwatch or Stopwatch()
     results = {cell: CellResult(cell) for cell in cells}
     with contextlib.ExitStack() as stack:
-        # Forking after threads exist may deadlock: start process-based strategies first.
-        order = sorted(cells, key=lambda c: c.strategy in ("sequential", "thread", "bare"))
-        functions: Mapping[Cell, RoundFunction] = {cell: stack.enter_context(start(cell)) for cell in order}
-        for cell in cells:
-            results[cell].loops = calibrate(functions[cell], rule.min_sample_s, period) if calibrated else 1
-        for _ in range(warmup_rounds):
+        with phase("start and stop workers"):
+            # Forking after threads exist may deadlock: start process-based strategies first.
+            order = sorted(cells, key=lambda c: c.strategy in ("sequential", "thread", "bare"))
+            functions: Mapping[Cell, RoundFunction] = {cell: stack.enter_context(start(cell)) for cell in order}
+        with phase("calibrate and warm up"):
             for cell in cells:
-                _sample(functions[cell], results[cell].loops)
-        with _frozen_gc():
+                results[cell].loops = calibrate(functions[cell], rule.min_sample_s, period) if calibrated else 1
+            for _ in range(warmup_rounds):
+                for cell in cells:
+                    _sample(functions[cell], results[cell].loops)
+        with phase("timed rounds"), _frozen_gc():
             for cell in _schedule(cells, results, rule):
                 results[cell].rounds.append(_timed(functions[cell], results[cell].loops, load))
+        with phase("start and stop workers"):
+            stack.close()
     if memory is not None:
-        for cell in cells:
-            results[cell].memory_bytes = memory(cell)
+        with phase("memory probes"):
+            for cell in cells:
+                results[cell].memory_bytes = memory(cell)
     return results
 
 

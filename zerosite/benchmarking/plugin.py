@@ -360,7 +360,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if config.getoption("zerosite_profile")
         else None
     )
-    output = write_outputs(recorder, config, profiles)
+    with recorder.stopwatch("outputs"):
+        output = write_outputs(recorder, config, profiles)
     failed = bool(recorder.analysis.failures)
     if (base := config.getoption("zerosite_compare")) is not None and output is not None:
         comparison = compare_runs(
@@ -393,6 +394,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for judgement in analysis.judgements:
         if judgement.verdict != "PASS":
             tr.write_line(judgement.message(), red=judgement.verdict == "FAIL", yellow=judgement.verdict != "FAIL")
+    tr.write_line(f"time: {recorder.stopwatch.summary()}")
     tr.write_line(f"report: {recorder.reports_dir / 'index.html'} (data: {recorder.reports_dir / 'benchmark.json'})")
     if analysis.failures:
         tr.write_line(

@@ -18,6 +18,7 @@ from zerosite.benchmarking.harness import LoadProbe, ReplayClock, measure_interl
 from zerosite.benchmarking.instructions import count_instructions, uncountable_reason
 from zerosite.benchmarking.machine import describe_machine
 from zerosite.benchmarking.matrix import MatrixSettings
+from zerosite.benchmarking.phases import Stopwatch
 from zerosite.benchmarking.profiling import profile_strategies
 from zerosite.benchmarking.targets import Targets
 from zerosite.benchmarking.workloads import ROUND_PERIOD, MemoryProbe, Workload, cell_round
@@ -47,6 +48,7 @@ class Recorder:
     fullnames: dict[str, Cell] = field(default_factory=dict)
     clocks: dict[str, ReplayClock] = field(default_factory=dict)
     workload: Workload | None = None
+    stopwatch: Stopwatch = field(default_factory=Stopwatch)
     _analysis: Analysis | None = None
     _probe: MemoryProbe | None = None
 
@@ -83,6 +85,7 @@ class Recorder:
                 calibrated=cell.level != "batch",
                 load=self.load,
                 period=1 if cell.level == "batch" else ROUND_PERIOD,
+                stopwatch=self.stopwatch,
             )
             self.results.update(measured)
             self._analysis = None
@@ -139,6 +142,7 @@ class Recorder:
             "targets": dict(self.targets.values),
             "quick": quick,
             "machine": describe_machine().as_dict(),
+            "phases_s": self.stopwatch.as_dict(),
         }
 
     @property

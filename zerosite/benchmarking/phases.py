@@ -1,0 +1,47 @@
+"""Where a benchmark session's time goes: timed rounds against everything around them (starting workers,
+calibration and warm-up, memory probes, the outputs), so a slow run says what made it slow."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+__all__ = ["PHASES", "Stopwatch"]
+
+PHASES: tuple[str, ...] = (
+    "start and stop workers",
+    "calibrate and warm up",
+    "timed rounds",
+    "memory probes",
+    "outputs",
+)
+"""The phases in the order a group goes through them; ``outputs`` is analysis, JSON, charts and the page."""
+
+
+@dataclass
+class Stopwatch:
+    """Seconds spent per phase, summed over the session."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
+
+    def as_dict(self) -> dict[str, float]:
+        """Seconds per phase, known phases first, rounded to milliseconds."""
+        order = [p for p in PHASES if p in self.seconds] + sorted(set(self.seconds) - set(PHASES))
+        return {phase: round(self.seconds[phase], 3) for phase in order}
+
+    def summary(self) -> str:
+        """One line: ``312.4 s: 201.3 s timed rounds (64 %), 60.2 s start workers (19 %), ...``."""
+        total = sum(self.seconds.values())
+        parts = sorted(self.seconds.items(), key=lambda item: -item[1])
+        shares = ", ".join(f"{s:.1f} s {phase} ({s / total:.0%})" for phase, s in parts) if total else "nothing"
+        return f"{total:.1f} s: {shares}"
