@@ -147,6 +147,14 @@ def test_matrix_always_has_the_baseline_and_marks_unavailable_strategies() -> No
     assert [p.unavailable for p in planned][1:3] == ["needs 3.14", "needs 3.14"]
 
 
+def test_one_project_at_a_time_levels_take_the_smallest_worker_count_only() -> None:
+    from zerosite.benchmarking.matrix import MatrixSettings
+
+    settings = MatrixSettings(workers=(2, 4, 8))
+    assert settings.workers_for("single") == settings.workers_for("pipeline") == (2,)
+    assert settings.workers_for("batch") == (2, 4, 8)
+
+
 def test_rotation_puts_each_cell_in_each_position() -> None:
     cells = [Cell("pipeline", "cpu", s, 1) for s in ("a", "b", "c")]
     firsts = {rotation(cells, r)[0].strategy for r in range(3)}

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from zerosite import hookimpl
 from zerosite.pipeline import InterruptWatch, plugin_raised, watch_interrupts
+from zerosite.plugins import BUILTIN_PLUGINS
 from zerosite.project import Project
 from zerosite.types import (
     ProjectResult,
@@ -588,6 +589,10 @@ def _process_pool(
     def build() -> tuple[cf.Executor, _Heartbeat | None]:
         method = _safe_start_method(options.start_method, rebuild=rebuild or next(builds) > 0)
         context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            # The fork server imports the engine and the built-in plugins once; each worker forked from it
+            # starts with them loaded instead of importing them again (no effect once the server runs).
+            context.set_forkserver_preload(["zerosite.worker", *BUILTIN_PLUGINS])
         heartbeat = _Heartbeat(context, count) if config.timeout_s else None
         executor = cf.ProcessPoolExecutor(
             count, mp_context=context, initializer=_init_pool_worker, initargs=(config, True, heartbeat)

@@ -9,7 +9,12 @@ from dataclasses import dataclass, replace
 from zerosite.benchmarking.cells import BASELINE, SCENARIOS, Cell
 from zerosite.benchmarking.harness import StoppingRule
 
-__all__ = ["MatrixSettings", "PlannedCell", "build_matrix"]
+__all__ = ["ONE_AT_A_TIME", "MatrixSettings", "PlannedCell", "build_matrix"]
+
+ONE_AT_A_TIME: frozenset[str] = frozenset({"single", "pipeline"})
+"""Levels whose rounds hand the runner one project at a time: one worker is busy whatever the pool's size,
+so they are measured at the smallest worker count only (more workers would repeat the same measurement,
+and each pool costs a start-up). The batch level, where workers share the work, takes every count."""
 
 FULL_RULES: tuple[tuple[str, StoppingRule], ...] = (
     ("single", StoppingRule(min_rounds=6, max_rounds=40, budget_s=0.4)),
@@ -38,6 +43,10 @@ class MatrixSettings:
     def quick(cls) -> MatrixSettings:
         """CI: every strategy, scenario and level once, smaller budgets, a smaller batch."""
         return cls(workers=(2,), rules=QUICK_RULES, batch_projects=20)
+
+    def workers_for(self, level: str) -> tuple[int, ...]:
+        """The worker counts measured at ``level`` (see :data:`ONE_AT_A_TIME`)."""
+        return (min(self.workers),) if level in ONE_AT_A_TIME else self.workers
 
     def rule_for(self, level: str) -> StoppingRule:
         return dict(self.rules)[level]

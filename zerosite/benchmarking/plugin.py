@@ -203,7 +203,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     planned = build_matrix(
         level,
         strategies,
-        workers=marker.kwargs.get("workers") or settings.workers,
+        workers=marker.kwargs.get("workers") or settings.workers_for(level),
         scenarios=marker.kwargs.get("scenarios") or tuple(SCENARIO_LATENCY_SHARE),
         modules=modules,
     )
