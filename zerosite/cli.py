@@ -26,6 +26,7 @@ from zerosite.engine import BatchOptions, BatchPlan, EngineError, plan_batch
 from zerosite.engine import generate as generate_reports
 from zerosite.plugins import get_cache_backends, get_modules, get_strategies, plugin_settings, set_plugin_settings
 from zerosite.project import InvalidInput, Project, iter_raw_projects, parse_batch, parse_project, printable
+from zerosite.publish import PublishError, publish_site
 from zerosite.rendering import get_environment
 from zerosite.sample import iter_sample_projects
 from zerosite.store import OutputBusy, StoreError, recent_reports, search_reports
@@ -760,6 +761,46 @@ def _print_rows(rows: list[Any]) -> None:
     _table(
         ("project", "module", "status", "size", "address", "path"),
         [(r.project_id, r.module, r.status, str(r.size_bytes), r.address, r.path or (r.error or "")) for r in rows],
+    )
+
+
+@main.command()
+@click.option("--db", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
+@click.option(
+    "--to",
+    "folder",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The site folder: new, empty, or one publish wrote before (updated in place, file by file).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The folder the index's report paths are relative to. Default: the index's folder.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+def publish(db: Path, folder: Path, out: Path | None, as_json: bool) -> None:
+    """Write the indexed reports as a static site for a CDN: search page, hashed assets, .gz/.br, _headers."""
+    try:
+        titles = {m.name: m.title for m in get_modules().values()}
+    except PluginError as error:  # titles are a nicety: the site is made without them
+        click.echo(f"warning: module titles left out: plugins: {printable(str(error))}", err=True)
+        titles = {}
+    try:
+        summary = publish_site(db, folder, out_dir=out, titles=titles)
+    except PublishError as error:
+        _fail(str(error))
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), ensure_ascii=False, indent=2))
+        return
+    for why in summary.skipped[:FAILURES_SHOWN]:
+        click.echo(printable(f"skipped: {why}"), err=True)
+    if len(summary.skipped) > FAILURES_SHOWN:
+        click.echo(f"... and {len(summary.skipped) - FAILURES_SHOWN} more skipped", err=True)
+    click.echo(
+        f"published {summary.reports} reports of {summary.projects} projects to {summary.folder} "
+        f"in {summary.wall_s:.2f} s: {summary.written} files written, {summary.unchanged} unchanged, "
+        f"{summary.removed} removed; open {summary.folder / 'index.html'} through a web server"
     )
 
 
