@@ -96,6 +96,18 @@ def test_an_unavailable_backend_warns_once_and_is_left_alone_then_tried_again() 
     assert len(warnings) == 2  # a new outage, a new warning
 
 
+def test_a_backend_answering_nonsense_counts_as_unavailable() -> None:
+    warnings: list[str] = []
+    cache = MemoryCache(warnings.append)
+    cache.load = lambda keys: [b"one"]  # type: ignore[method-assign]
+    assert cache.get_many(["a", "b"]) == [None, None]
+    cache.retry_after_s = 0.0
+    cache.load = lambda keys: ["text"] * len(keys)  # type: ignore[method-assign]
+    assert cache.get("a") is None
+    assert len(warnings) == 1 and "answered 1 values for 2 keys" in warnings[0]
+    assert cache.stats.errors == 2
+
+
 @pytest.mark.parametrize(
     "key",
     ["", "x" * 513, "\udc80", 42, None, b"bytes"],

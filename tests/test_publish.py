@@ -18,6 +18,7 @@ import brotli
 import pytest
 from click.testing import CliRunner
 
+import zerosite.publish
 from zerosite.cli import main
 from zerosite.engine import BatchOptions, generate
 from zerosite.project import parse_project
@@ -154,6 +155,23 @@ def test_only_a_new_empty_or_published_folder_is_written(store: Path, tmp_path: 
     empty = tmp_path / "empty"
     empty.mkdir()
     assert publish_site(store, empty).reports == 15
+
+
+def test_a_first_publish_cut_short_can_be_run_again(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+
+    def interrupted(*args: object) -> str:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(zerosite.publish._Site, "write_asset", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            publish_site(store, site)
+    assert (site / MANIFEST).is_file() and not (site / "index.html").exists()
+    assert publish_site(store, site).reports == 15
+    assert not [p for p in site.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_a_manifest_never_removes_anything_outside_the_site(store: Path, tmp_path: Path) -> None:

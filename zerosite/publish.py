@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import gzip
 import hashlib
 import json
@@ -107,6 +108,7 @@ def publish_site(
     site = _Site(Path(folder), settings)
     summary = PublishSummary(folder=site.root)
     with site.locked():
+        site.claim()
         old = site.read_manifest()
         order = {name: i for i, name in enumerate(titles or {})}
         rows.sort(key=lambda r: (r.project_id, order.get(r.module, len(order)), r.module))
@@ -180,16 +182,18 @@ def _resource(name: str) -> bytes:
     return (resources.files("zerosite") / "site" / name).read_bytes()
 
 
-_PAGE = jinja2.Environment(
-    loader=jinja2.FunctionLoader(lambda name: _resource(name).decode("utf-8")),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-)
+@functools.cache
+def _page_environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: _resource(name).decode("utf-8")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
 
 
 def _index_page(assets: Mapping[str, str], projects: int, reports: int) -> bytes:
-    template = _PAGE.get_template("index.html.j2")
+    template = _page_environment().get_template("index.html.j2")
     return template.render(assets=assets, projects=projects, reports=reports).encode("utf-8")
 
 
@@ -244,6 +248,12 @@ class _Site:
             raise PublishError(f"cannot make {self.root}: {error.strerror or error}") from error
         return _Lock(self.root / LOCK)
 
+    def claim(self) -> None:
+        """Mark a new folder as publish's before anything else is written, so that a first publish cut short
+        (Ctrl-C, a full disk) can be run again into it."""
+        if not (self.root / MANIFEST).is_file():
+            self._replace(self.root / MANIFEST, json.dumps({"files": [], "assets": []}).encode("utf-8"))
+
     def read_manifest(self) -> dict[str, list[str]]:
         try:
             data = json.loads((self.root / MANIFEST).read_text(encoding="utf-8"))
@@ -284,17 +294,23 @@ class _Site:
             if target.stat().st_size == len(data) and target.read_bytes() == data:
                 self.unchanged += 1
                 return False
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._replace(target, data)
+        self.written += 1
+        return True
+
+    @staticmethod
+    def _replace(target: Path, data: bytes) -> None:
+        """Write ``target`` atomically: a temporary file beside it, then ``os.replace``; none left behind."""
         temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             temp.write_bytes(data)
             os.replace(temp, target)
         except OSError as error:
-            with suppress(OSError):
-                temp.unlink()
             raise PublishError(f"cannot write {target}: {error.strerror or error}") from error
-        self.written += 1
-        return True
+        finally:
+            with suppress(OSError):
+                temp.unlink(missing_ok=True)
 
     def finish(self, old: Mapping[str, list[str]]) -> int:
         """Write the manifest, then remove what the last publish wrote and this one did not; how many removed.

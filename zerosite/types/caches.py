@@ -137,8 +137,9 @@ class ReportCache(abc.ABC):
         found: list[bytes | None] = [None] * len(keys)
         if self._available():
             try:
-                found = self.load(keys)
+                found = self._loaded(keys)
             except CacheUnavailable as error:
+                found = [None] * len(keys)
                 self.went_down(error)
             else:
                 self._recovered()
@@ -191,6 +192,12 @@ class ReportCache(abc.ABC):
         return f"<{type(self).__name__} {self.url}>"
 
     # -- internals ----------------------------------------------------------------------------------------------
+
+    def _loaded(self, keys: list[str]) -> list[bytes | None]:
+        found = list(self.load(keys))
+        if len(found) != len(keys) or not all(value is None or isinstance(value, bytes) for value in found):
+            raise CacheUnavailable(f"its load() answered {len(found)} values for {len(keys)} keys, not bytes or None")
+        return found
 
     def _count(self, **deltas: int) -> None:
         with self._lock:
