@@ -1,10 +1,15 @@
-"""Shared fixtures: a fresh plugin manager per test, plugin settings, throwaway plugins, fake installed plugins."""
+"""Shared fixtures: a fresh plugin manager per test, plugin settings, throwaway plugins, fake installed plugins,
+a real redis-server."""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
+import socket
+import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -149,3 +154,74 @@ def install_distribution(fresh_plugins: None, tmp_path: Path, monkeypatch: pytes
         return site
 
     return install
+
+
+# --- A real redis-server on a free loopback port -----------------------------------------------
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` (no persistence) on a free loopback port; ``stop()`` and ``start()`` again
+    on the same port to take it away from a client and bring it back."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        for _ in range(5):  # another process may take the free port between choosing it and binding it
+            self.port = self.port or _free_port()
+            command = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+            command += ["no", "--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")]
+            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if self._ready():
+                return
+            self.stop()
+            self.port = 0
+        raise RuntimeError(f"redis-server would not start; see {self.folder / 'redis.log'}")
+
+    def _ready(self) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server for this test (skipped where Debian's ``redis-server`` or redis-py is missing)."""
+    if not Path(REDIS_SERVER).is_file():
+        pytest.skip("redis-server is not installed (Debian package redis-server; .ci/run installs it)")
+    pytest.importorskip("redis", reason="redis-py is not installed (pip install -e '.[redis]')")
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -21,14 +21,26 @@ from typing import Any, NoReturn
 
 import click
 
+from zerosite.caches import DEFAULT_CACHE, open_cache
 from zerosite.engine import BatchOptions, BatchPlan, EngineError, plan_batch
 from zerosite.engine import generate as generate_reports
-from zerosite.plugins import get_modules, get_strategies, plugin_settings, set_plugin_settings
+from zerosite.plugins import get_cache_backends, get_modules, get_strategies, plugin_settings, set_plugin_settings
 from zerosite.project import InvalidInput, Project, iter_raw_projects, parse_batch, parse_project, printable
+from zerosite.publish import PublishError, publish_site
 from zerosite.rendering import get_environment
 from zerosite.sample import iter_sample_projects
 from zerosite.store import OutputBusy, StoreError, recent_reports, search_reports
-from zerosite.types import PluginError, PluginSettings, ReportModule, SourceSettings, Strategy
+from zerosite.types import (
+    CacheBackend,
+    CacheContext,
+    CacheError,
+    PluginError,
+    PluginSettings,
+    ReportCache,
+    ReportModule,
+    SourceSettings,
+    Strategy,
+)
 
 __all__ = ["main", "run"]
 
@@ -287,6 +299,31 @@ def modules() -> None:
 
 
 @main.command()
+def caches() -> None:
+    """List the report cache backends (chosen by the scheme of --cache URL)."""
+    _table(("cache", "description"), [(b.name, b.description) for b in _cache_backends().values()])
+
+
+def _cache_backends() -> dict[str, CacheBackend]:
+    try:
+        return get_cache_backends()
+    except PluginError as error:
+        _fail(f"plugins: {error}")
+
+
+def _open_cache(url: str, out: Path, db: Path | None) -> ReportCache:
+    """The report cache ``--cache`` names; an unknown scheme or a bad option is exit 2, an unreachable
+    service one warning (the batch goes on without it)."""
+    context = CacheContext(
+        out, db or out / "index.sqlite", warn=lambda m: click.echo(f"warning: {printable(m)}", err=True)
+    )
+    try:
+        return open_cache(url, _cache_backends(), context)
+    except CacheError as error:
+        _fail(f"--cache: {error}")
+
+
+@main.command()
 def strategies() -> None:
     """List the concurrency strategies and whether each is available here."""
     rows = []
@@ -371,6 +408,16 @@ def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="SQLite index of the reports. Default: OUT/index.sqlite.",
         ),
         click.option("--gzip", is_flag=True, help="Write .html.gz files."),
+        click.option(
+            "--cache",
+            "cache_url",
+            default=DEFAULT_CACHE,
+            show_default=True,
+            envvar="ZEROSITE_CACHE",
+            metavar="URL",
+            help="Report cache: local (the store itself), or redis://HOST:PORT/DB?ttl=SECONDS&max_bytes=SIZE, "
+            "shared by runs into other --out folders. See `zerosite caches`.",
+        ),
         click.option("--data-url", help="Fetch each project's land facts from this HTTP source (GET URL/projects/ID)."),
         click.option("--source", help="Data source plugin by name. Default: http with --data-url, else embedded."),
         click.option("--force", is_flag=True, help="Remake reports even when their inputs are unchanged."),
@@ -463,6 +510,7 @@ def _run_batch(
     skip_invalid: bool,
     db: Path | None,
     gzip: bool,
+    cache_url: str,
     data_url: str | None,
     source: str | None,
     force: bool,
@@ -501,9 +549,9 @@ def _run_batch(
     batch_plan = _plan(options)
     projects, count = _load_projects(projects_file, sample_n, seed, skip_invalid)
     total = count * len(batch_plan.config.reports)
-    with _ProgressBar(total, disable=quiet or as_json) as progress:
+    with _open_cache(cache_url, out, db) as cache, _ProgressBar(total, disable=quiet or as_json) as progress:
         try:
-            summary = generate_reports(projects, options, on_report=progress, batch_plan=batch_plan)
+            summary = generate_reports(projects, options, on_report=progress, batch_plan=batch_plan, cache=cache)
         except EngineError as error:
             _fail(str(error))
         except OutputBusy as error:
@@ -521,7 +569,8 @@ def _run_batch(
                 _stop_code(stop),
             )
     if as_json:
-        click.echo(json.dumps(summary.as_dict(), ensure_ascii=False, indent=2))
+        cache_facts = {"url": cache.url, **cache.stats.as_dict()}
+        click.echo(json.dumps({**summary.as_dict(), "cache": cache_facts}, ensure_ascii=False, indent=2))
     else:
         for failure in summary.failures[:FAILURES_SHOWN]:
             click.echo(printable(f"failed: {failure.project_id}/{failure.module}: {failure.error}"), err=True)
@@ -529,8 +578,10 @@ def _run_batch(
             index = db or out / "index.sqlite"
             click.echo(f"... and {summary.failed - FAILURES_SHOWN} more failures, all recorded in {index}", err=True)
         stages = ", ".join(f"{stage} {ns / 1e9:.2f} s" for stage, ns in summary.stage_ns.by_stage().items())
+        cached = f" ({summary.from_cache} from cache)" if cache.keeps_copies else ""
         click.echo(
-            f"{summary.written} written, {summary.skipped} skipped, {summary.failed} failed in {summary.wall_s:.2f} s "
+            f"{summary.written} written{cached}, {summary.skipped} skipped, {summary.failed} failed "
+            f"in {summary.wall_s:.2f} s "
             f"({summary.reports_per_s:,.0f} reports/s, {summary.strategy} x{summary.workers}); "
             f"time by stage, summed over reports: {stages}"
         )
@@ -710,6 +761,46 @@ def _print_rows(rows: list[Any]) -> None:
     _table(
         ("project", "module", "status", "size", "address", "path"),
         [(r.project_id, r.module, r.status, str(r.size_bytes), r.address, r.path or (r.error or "")) for r in rows],
+    )
+
+
+@main.command()
+@click.option("--db", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
+@click.option(
+    "--to",
+    "folder",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The site folder: new, empty, or one publish wrote before (updated in place, file by file).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The folder the index's report paths are relative to. Default: the index's folder.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+def publish(db: Path, folder: Path, out: Path | None, as_json: bool) -> None:
+    """Write the indexed reports as a static site for a CDN: search page, hashed assets, .gz/.br, _headers."""
+    try:
+        titles = {m.name: m.title for m in get_modules().values()}
+    except PluginError as error:  # titles are a nicety: the site is made without them
+        click.echo(f"warning: module titles left out: plugins: {printable(str(error))}", err=True)
+        titles = {}
+    try:
+        summary = publish_site(db, folder, out_dir=out, titles=titles)
+    except PublishError as error:
+        _fail(str(error))
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), ensure_ascii=False, indent=2))
+        return
+    for why in summary.skipped[:FAILURES_SHOWN]:
+        click.echo(printable(f"skipped: {why}"), err=True)
+    if len(summary.skipped) > FAILURES_SHOWN:
+        click.echo(f"... and {len(summary.skipped) - FAILURES_SHOWN} more skipped", err=True)
+    click.echo(
+        f"published {summary.reports} reports of {summary.projects} projects to {summary.folder} "
+        f"in {summary.wall_s:.2f} s: {summary.written} files written, {summary.unchanged} unchanged, "
+        f"{summary.removed} removed; open {summary.folder / 'index.html'} through a web server"
     )
 
 

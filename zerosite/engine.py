@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,14 +21,18 @@ from zerosite.types import (
     STATUSES,
     PluginSettings,
     ProjectResult,
+    ReportCache,
     ReportModule,
+    ReportResult,
     ReportStatus,
     Runner,
     SourceSettings,
     StageTimings,
+    StoreError,
     Strategy,
     StrategyOptions,
     WorkerConfig,
+    error_message,
 )
 
 __all__ = [
@@ -141,6 +147,8 @@ class ReportOutcome:
     timings: StageTimings
     peak_memory_bytes: int
     error: str | None
+    from_cache: bool = False
+    """Written from the report cache instead of being made."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,8 @@ class BatchSummary:
     stage_ns: StageTimings
     failures: tuple[ReportOutcome, ...]
     restarts: int = 0
+    from_cache: int = 0
+    """Of ``written``, how many came from the report cache."""
 
     @property
     def reports_per_s(self) -> float:
@@ -167,6 +177,7 @@ class BatchSummary:
             "strategy": self.strategy,
             "workers": self.workers,
             "written": self.written,
+            "from_cache": self.from_cache,
             "skipped": self.skipped,
             "failed": self.failed,
             "wall_s": round(self.wall_s, 6),
@@ -208,9 +219,11 @@ class _Tally:
         self.counts: dict[ReportStatus, int] = dict.fromkeys(STATUSES, 0)
         self.stage_ns = StageTimings()
         self.failures: list[ReportOutcome] = []
+        self.from_cache = 0
 
     def add(self, outcome: ReportOutcome) -> None:
         self.counts[outcome.status] += 1
+        self.from_cache += outcome.from_cache
         self.stage_ns += outcome.timings
         if outcome.status == "failed" and len(self.failures) < MAX_FAILURES_KEPT:
             self.failures.append(outcome)
@@ -224,17 +237,23 @@ def generate(
     on_report: Callable[[ReportOutcome], None] | None = None,
     runner: Runner | None = None,
     batch_plan: BatchPlan | None = None,
+    cache: ReportCache | None = None,
 ) -> BatchSummary:
     """Make, write and index every report of ``projects``; skip unchanged ones unless ``options.force``.
 
     ``runner`` lets a caller reuse warm workers across batches; without it the chosen strategy
     is started here and stopped at the end (as ``zerosite generate`` does). ``batch_plan`` is
-    ``plan_batch(options)`` when the caller made it already.
+    ``plan_batch(options)`` when the caller made it already. Given a ``cache`` that keeps copies
+    (not ``local``: that is this store, which resume reads already), a project whose reports it
+    holds, every one, is written from it instead of being made (unless ``options.force``), and the
+    reports made are put in it; its keys are the input hashes of the plain (not gzip) form.
     """
     started = time.perf_counter()
     batch_plan = batch_plan or plan_batch(options)
     hasher = _InputHasher(options, batch_plan)
+    cache_hasher = _InputHasher(replace(options, gzip=False), batch_plan) if options.gzip else hasher
     tally = _Tally(on_report)
+    shared = cache if cache is not None and cache.keeps_copies else None
 
     with ReportStore(options.out, options.db, gzip=options.gzip) as store:
         store.cleanup_temp_files()
@@ -250,13 +269,22 @@ def generate(
                         tally.add(ReportOutcome(project.id, module, "skipped", None, 0, StageTimings(), 0, None))
                     continue
                 in_flight[project.id] = project_hashes
+                if shared is not None and not options.force:
+                    keys = project_hashes if cache_hasher is hasher else cache_hasher.hashes(project)
+                    if _fill_from_cache(store, shared, project, project_hashes, keys, tally):
+                        del in_flight[project.id]
+                        continue
                 yield project
 
         in_flight: dict[str, dict[str, str]] = {}
         try:
             with contextlib.nullcontext(runner) if runner is not None else start_runner(options, batch_plan) as active:
                 for result in active.run(to_make(), store.files):
-                    _store_result(store, result, in_flight[result.project.id], tally)
+                    project_hashes = in_flight[result.project.id]
+                    _store_result(store, result, project_hashes, tally)
+                    if shared is not None:
+                        keys = project_hashes if cache_hasher is hasher else cache_hasher.hashes(result.project)
+                        shared.put_many(_made_html(result, keys, options.gzip))
                     del in_flight[result.project.id]
                 restarts = active.restarts
         finally:
@@ -279,11 +307,55 @@ def generate(
         stage_ns=tally.stage_ns,
         failures=tuple(tally.failures),
         restarts=restarts,
+        from_cache=tally.from_cache,
     )
 
 
-def _store_result(store: ReportStore, result: ProjectResult, input_hashes: dict[str, str], tally: _Tally) -> None:
-    """Index one project's reports (the workers wrote the files)."""
+def _fill_from_cache(
+    store: ReportStore,
+    cache: ReportCache,
+    project: Project,
+    input_hashes: dict[str, str],
+    keys: dict[str, str],
+    tally: _Tally,
+) -> bool:
+    """Write and index every report of ``project`` from ``cache`` if it holds them all; else write nothing."""
+    found = cache.get_many(list(keys.values()))
+    try:
+        pages = [value.decode("utf-8") for value in found if value is not None]
+    except UnicodeDecodeError:
+        return False
+    if len(pages) != len(keys):
+        return False
+    reports = []
+    for module, html in zip(keys, pages, strict=True):
+        try:
+            written = store.write(project.id, module, html)
+        except StoreError as failure:
+            reports.append(ReportResult(module, None, error_message(failure), StageTimings(), 0))
+        else:
+            reports.append(ReportResult(module, None, None, StageTimings(write_ns=written.write_ns), 0, written))
+    _store_result(store, ProjectResult(project, tuple(reports)), input_hashes, tally, from_cache=True)
+    return True
+
+
+def _made_html(result: ProjectResult, keys: dict[str, str], gzipped: bool) -> Iterator[tuple[str, bytes]]:
+    """``(cache key, HTML)`` of each report made for one project, read back from its file where it was written."""
+    for report in result.reports:
+        try:
+            if report.html is not None:
+                yield keys[report.module], report.html.encode("utf-8")
+            elif report.written is not None:
+                data = report.written.path.read_bytes()
+                yield keys[report.module], gzip.decompress(data) if gzipped else data
+        except (OSError, EOFError, zlib.error, UnicodeEncodeError):
+            continue  # gone or unreadable already: not cached, and nothing else to do
+
+
+def _store_result(
+    store: ReportStore, result: ProjectResult, input_hashes: dict[str, str], tally: _Tally, from_cache: bool = False
+) -> None:
+    """Index one project's reports (the workers wrote the files, or they came from the cache)."""
     project = result.project
     address = f"{project.road_address} ({project.jibun_address})"
     for report in result.reports:
@@ -313,4 +385,5 @@ def _store_result(store: ReportStore, result: ProjectResult, input_hashes: dict[
         )
         path, size = (written.path, written.size_bytes) if written else (None, 0)
         peak = report.peak_memory_bytes
-        tally.add(ReportOutcome(project.id, report.module, status, path, size, timings, peak, error))
+        cached = from_cache and written is not None
+        tally.add(ReportOutcome(project.id, report.module, status, path, size, timings, peak, error, cached))

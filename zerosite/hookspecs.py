@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
-from zerosite.types import DataSource, ReportModule, Strategy
+from zerosite.types import CacheBackend, DataSource, ReportModule, Strategy
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -97,4 +97,23 @@ def zerosite_register_data_sources(register: Callable[[DataSource], None]) -> No
         @hookimpl
         def zerosite_register_data_sources(register):
             register(VWorldSource())
+    """
+
+
+@hookspec
+def zerosite_register_caches(register: Callable[[CacheBackend], None]) -> None:
+    """Register report cache backends, each chosen by the scheme of a ``--cache`` URL.
+
+    :param register: call it with a :class:`~zerosite.types.CacheBackend`: its ``name`` is the URL
+        scheme it serves, its ``open(url, context)`` returns a :class:`~zerosite.types.ReportCache`.
+    :returns: nothing; every plugin is called. The built-in ``local`` (the default: the report
+        store's own files and index) and ``redis`` backends register through this hook.
+
+    Two plugins registering the same scheme is an error that names both providers.
+    Example::
+
+        @hookimpl
+        def zerosite_register_caches(register):
+            register(CacheBackend(name="memcached", description="Reports in memcached.",
+                                  open=lambda url, context: MemcachedCache(url, context.warn)))
     """

@@ -17,7 +17,15 @@ from typing import TypeVar
 import pluggy
 
 from zerosite import hookspecs
-from zerosite.types import DataSource, PluginError, PluginSettings, ReportModule, Strategy, dependency_order
+from zerosite.types import (
+    CacheBackend,
+    DataSource,
+    PluginError,
+    PluginSettings,
+    ReportModule,
+    Strategy,
+    dependency_order,
+)
 
 __all__ = [
     "BUILTIN_PLUGINS",
@@ -25,6 +33,7 @@ __all__ = [
     "LOCAL_PLUGIN_PACKAGE",
     "PluginError",
     "PluginSettings",
+    "get_cache_backends",
     "get_data_sources",
     "get_modules",
     "get_plugin_manager",
@@ -38,6 +47,7 @@ LOCAL_PLUGIN_PACKAGE = "zerosite_local_plugins"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "zerosite.strategies",
     "zerosite.sources",
+    "zerosite.caches",
     "zerosite.modules.m2_appraisal",
     "zerosite.modules.m3_supply_type",
     "zerosite.modules.m4_building_scale",
@@ -260,3 +270,8 @@ def get_data_sources(settings: PluginSettings | None = None) -> dict[str, DataSo
     """Every registered data source by name."""
     chosen = settings or plugin_settings()
     return _collect(chosen, "zerosite_register_data_sources", DataSource, "data source")  # type: ignore[type-abstract]
+
+
+def get_cache_backends(settings: PluginSettings | None = None) -> dict[str, CacheBackend]:
+    """Every registered report cache backend by name (the URL scheme that selects it)."""
+    return _collect(settings or plugin_settings(), "zerosite_register_caches", CacheBackend, "cache backend")

@@ -32,6 +32,7 @@ __all__ = [
     "Status",
     "StoreError",
     "WrittenFile",
+    "WrittenReports",
     "recent_reports",
     "search_reports",
 ]
@@ -108,6 +109,7 @@ CREATE TABLE IF NOT EXISTS reports (
 CREATE INDEX IF NOT EXISTS reports_status ON reports (status);
 CREATE INDEX IF NOT EXISTS reports_generated_at ON reports (generated_at);
 CREATE INDEX IF NOT EXISTS reports_module ON reports (module);
+CREATE INDEX IF NOT EXISTS reports_input_hash ON reports (input_hash);
 CREATE VIRTUAL TABLE IF NOT EXISTS reports_fts USING fts5 (
     address, module, content='reports', content_rowid='rowid', tokenize='unicode61'
 );
@@ -588,3 +590,66 @@ def recent_reports(db_path: Path, n: int = 20) -> list[ReportRow]:
     :raises StoreError: the index is missing or cannot be read.
     """
     return _read(db_path, lambda conn: _recent(conn, n))
+
+
+class WrittenReports:
+    """Written reports looked up by input hash in an index opened read-only (the ``local`` report cache).
+
+    One connection per thread, opened on first use; a missing index finds nothing. Only a file inside
+    ``out_dir`` is ever read, whatever path a row holds.
+    """
+
+    def __init__(self, out_dir: Path, db_path: Path | None = None) -> None:
+        self.out_dir = Path(out_dir).resolve()
+        self.db_path = Path(db_path) if db_path is not None else self.out_dir / "index.sqlite"
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def html_of(self, input_hash: str) -> bytes | None:
+        """The HTML (decompressed from ``.gz``) of the written report whose input hash is ``input_hash``.
+
+        :raises StoreError: the index exists but cannot be read.
+        """
+        conn = self._connection()
+        if conn is None:
+            return None
+        sql = "SELECT path FROM reports WHERE input_hash = ? AND status = 'written' LIMIT 1"
+        try:
+            found = conn.execute(sql, (input_hash,)).fetchone()
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot read the report index {self.db_path}: {error}") from error
+        if found is None or not isinstance(found[0], str) or not found[0]:
+            return None
+        path = (self.out_dir / found[0]).resolve()
+        if not path.is_relative_to(self.out_dir):
+            return None
+        try:
+            data = path.read_bytes()
+            return gzip_module.decompress(data) if path.suffix == ".gz" else data
+        except (OSError, EOFError, gzip_module.BadGzipFile):
+            return None
+
+    def _connection(self) -> sqlite3.Connection | None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if not self.db_path.is_file():
+                return None
+            uri = f"{self.db_path.absolute().as_uri()}?mode=ro"
+            try:  # used by this thread only; closed by whichever thread calls close()
+                conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+            except sqlite3.Error as error:
+                raise StoreError(f"cannot open the report index {self.db_path}: {error}") from error
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            with suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()

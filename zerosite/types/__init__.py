@@ -1,5 +1,13 @@
 """The bottom layer: every type that plugins, workers and the engine share. Imports nothing above it."""
 
+from zerosite.types.caches import (
+    CacheBackend,
+    CacheContext,
+    CacheError,
+    CacheStats,
+    CacheUnavailable,
+    ReportCache,
+)
 from zerosite.types.errors import PluginError, StoreError, describe_error, error_message
 from zerosite.types.interfaces import DataSource, ReportWriter, Runner, Strategy
 from zerosite.types.modules import ComputeFunction, ReportModule, dependency_order
@@ -17,11 +25,17 @@ from zerosite.types.settings import PluginSettings, SourceSettings, StrategyOpti
 __all__ = [
     "STAGES",
     "STATUSES",
+    "CacheBackend",
+    "CacheContext",
+    "CacheError",
+    "CacheStats",
+    "CacheUnavailable",
     "ComputeFunction",
     "DataSource",
     "PluginError",
     "PluginSettings",
     "ProjectResult",
+    "ReportCache",
     "ReportModule",
     "ReportResult",
     "ReportStatus",

@@ -1,0 +1,304 @@
+"""``zerosite publish``: the static site's files, its _headers, updates in place, hostile data, and a real browser."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import json
+import re
+import shutil
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import brotli
+import pytest
+from click.testing import CliRunner
+
+import zerosite.publish
+from zerosite.cli import main
+from zerosite.engine import BatchOptions, generate
+from zerosite.project import parse_project
+from zerosite.publish import MANIFEST, PublishError, publish_site
+from zerosite.sample import sample_projects
+
+HOSTILE_ADDRESS = '<img src=x onerror="window.__pwned=1"></script>역삼 \u202e"&amp;'
+TITLES = {"M2": "토지 감정평가", "M3": "공급유형 판단", "M4": "건축 규모", "M5": "사업성 분석", "M6": "LH 종합 판단"}
+
+
+def make_store(out: Path, n: int = 3, *, gzip_files: bool = False, hostile: bool = False) -> Path:
+    raws = sample_projects(n)
+    if hostile:
+        raws[0]["road_address"] = HOSTILE_ADDRESS
+    generate([parse_project(raw) for raw in raws], BatchOptions(out=out, gzip=gzip_files))
+    return out / "index.sqlite"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three sample projects' reports, the first with a hostile address; shared, read-only."""
+    return make_store(tmp_path_factory.mktemp("store") / "out", hostile=True)
+
+
+def site_files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_site_has_hashed_assets_reports_compressed_copies_and_headers(store: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    summary = publish_site(store, site, titles=TITLES)
+    assert (summary.reports, summary.projects, summary.skipped, summary.removed) == (15, 3, [], 0)
+    files = site_files(site)
+
+    # Reports: byte for byte the store's, each with a .gz and a .br of the same bytes.
+    out = store.parent
+    for path in out.glob("*/*.html"):
+        published = f"reports/{path.parent.name}/{path.name}"
+        assert files[published] == path.read_bytes()
+        assert gzip.decompress(files[f"{published}.gz"]) == files[published]
+        assert brotli.decompress(files[f"{published}.br"]) == files[published]
+
+    # Assets: named by their content's hash, compressed too, and the page names exactly those.
+    assets = sorted(name for name in files if name.startswith("assets/") and name.count(".") == 2)
+    assert [re.sub(r"\.[0-9a-f]{12}\.", ".H.", name) for name in assets] == [
+        "assets/index.H.json",
+        "assets/search.H.js",
+        "assets/site.H.css",
+    ]
+    for name in assets:
+        assert hashlib.sha256(files[name]).hexdigest()[:12] == name.split(".")[1]
+        assert brotli.decompress(files[f"{name}.br"]) == gzip.decompress(files[f"{name}.gz"]) == files[name]
+    page = files["index.html"].decode()
+    assert {name for name in assets} == set(re.findall(r'(?:href|src|data-index)="(assets/[^"]+)"', page))
+    assert brotli.decompress(files["index.html.br"]) == files["index.html"]
+
+    # The search index: titles in module order, every project and its reports; data only here, as JSON.
+    index = json.loads(files[next(a for a in assets if a.endswith(".json"))])
+    assert index["modules"] == TITLES
+    assert [p["reports"] for p in index["projects"]] == [list(TITLES)] * 3
+    assert index["projects"][0]["address"].startswith(HOSTILE_ADDRESS)
+    assert "onerror" not in page and sample_projects(1)[0]["id"] not in page  # data only in the JSON
+
+
+def parse_headers(text: str) -> dict[str, dict[str, str]]:
+    rules: dict[str, dict[str, str]] = {}
+    current = ""
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith(" "):
+            name, _, value = line.strip().partition(": ")
+            assert name not in rules[current], f"{name} twice under {current}"
+            rules[current][name] = value
+        else:
+            current = line
+            assert current not in rules
+            rules[current] = {}
+    return rules
+
+
+def test_headers_make_hashed_assets_immutable_and_pages_short_lived(store: Path, tmp_path: Path) -> None:
+    publish_site(store, tmp_path / "site")
+    rules = parse_headers((tmp_path / "site" / "_headers").read_text())
+    assert rules["/assets/*"]["Cache-Control"] == "public, max-age=31536000, immutable"
+    for path in ("/", "/index.html", "/reports/*"):
+        assert rules[path]["Cache-Control"] == "public, max-age=300, must-revalidate"
+    assert "Cache-Control" not in rules["/*"]  # a request matching two rules would get both values
+    assert "script-src 'self'" in rules["/"]["Content-Security-Policy"]
+    assert "script-src" not in rules["/reports/*"]["Content-Security-Policy"]  # default-src 'none': no script
+    assert rules["/*"]["X-Content-Type-Options"] == "nosniff"
+
+
+def test_gzip_reports_are_published_as_html(tmp_path: Path) -> None:
+    db = make_store(tmp_path / "out", 1, gzip_files=True)
+    publish_site(db, tmp_path / "site")
+    for path in (tmp_path / "out").glob("*/*.html.gz"):
+        published = tmp_path / "site" / "reports" / path.parent.name / path.name.removesuffix(".gz")
+        assert published.read_bytes() == gzip.decompress(path.read_bytes())
+
+
+def test_publishing_again_updates_in_place(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    db = make_store(out, 3)
+    site = tmp_path / "site"
+    publish_site(db, site)
+    again = publish_site(db, site)
+    assert (again.written, again.removed) == (0, 0)
+    assert again.unchanged > 50
+
+    # A project leaves the index, another comes: its files go, the new ones arrive, old assets stay one round.
+    with sqlite3.connect(db) as conn:
+        gone = conn.execute("SELECT project_id FROM reports ORDER BY project_id LIMIT 1").fetchone()[0]
+        conn.execute("DELETE FROM reports WHERE project_id = ?", (gone,))
+    old_assets = {p.name for p in (site / "assets").iterdir()}
+    changed = publish_site(db, site)
+    assert changed.removed == 15 and not (site / "reports" / gone).exists()
+    assert old_assets <= {p.name for p in (site / "assets").iterdir()}
+    publish_site(db, site)
+    current = {p.name for p in (site / "assets").iterdir()}
+    assert len(current) == 9 and not {n for n in old_assets if ".json" in n} & current
+
+
+def test_only_a_new_empty_or_published_folder_is_written(store: Path, tmp_path: Path) -> None:
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(PublishError, match="not empty and was not written by zerosite publish"):
+        publish_site(store, foreign)
+    assert site_files(foreign) == {"notes.txt": b"mine"}
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PublishError, match="is not a folder"):
+        publish_site(store, tmp_path / "file")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert publish_site(store, empty).reports == 15
+
+
+def test_a_first_publish_cut_short_can_be_run_again(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+
+    def interrupted(*args: object) -> str:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(zerosite.publish._Site, "write_asset", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            publish_site(store, site)
+    assert (site / MANIFEST).is_file() and not (site / "index.html").exists()
+    assert publish_site(store, site).reports == 15
+    assert not [p for p in site.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_manifest_never_removes_anything_outside_the_site(store: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    publish_site(store, site)
+    (tmp_path / "precious.txt").write_text("keep")
+    manifest = json.loads((site / MANIFEST).read_text())
+    manifest["files"] += ["../precious.txt", str(tmp_path / "precious.txt"), "reports/../../precious.txt"]
+    (site / MANIFEST).write_text(json.dumps(manifest))
+    publish_site(store, site)
+    assert (tmp_path / "precious.txt").read_text() == "keep"
+
+
+def test_reports_that_cannot_be_published_are_skipped_with_why(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    db = make_store(out, 3)
+    (tmp_path / "secret.html").write_text("secret")
+    with sqlite3.connect(db) as conn:
+        ids = [row[0] for row in conn.execute("SELECT DISTINCT project_id FROM reports ORDER BY project_id")]
+        conn.execute("UPDATE reports SET path = '../secret.html' WHERE project_id = ? AND module = 'M2'", (ids[0],))
+        conn.execute("UPDATE reports SET project_id = '../evil' WHERE project_id = ? AND module = 'M3'", (ids[0],))
+    (out / ids[1] / "M4.html").write_text("edited after indexing")
+    (out / ids[2] / "M5.html").unlink()
+    summary = publish_site(db, tmp_path / "site")
+    assert summary.reports == 11
+    reasons = "\n".join(summary.skipped)
+    assert f"{ids[0]}/M2: its path '../secret.html' is outside" in reasons
+    assert "'../evil/M3': unsafe project id" in reasons
+    assert f"{ids[1]}/M4: " in reasons and "changed since it was indexed" in reasons
+    assert f"{ids[2]}/M5: cannot read" in reasons
+    assert b"secret" not in b"".join(site_files(tmp_path / "site").values())
+
+
+def test_the_command_line(store: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    site = tmp_path / "site"
+    result = runner.invoke(main, ["publish", "--db", str(store), "--to", str(site)])
+    assert result.exit_code == 0, result.output
+    assert f"published 15 reports of 3 projects to {site}" in result.output
+    as_json = runner.invoke(main, ["publish", "--db", str(store), "--to", str(site), "--json"])
+    assert json.loads(as_json.stdout)["files_written"] == 0
+    refused = runner.invoke(main, ["publish", "--db", str(store), "--to", str(store.parent)])
+    assert (
+        refused.exit_code == 2 and "error: " in refused.output and "not written by zerosite publish" in refused.output
+    )
+    (tmp_path / "broken.sqlite").write_bytes(b"not sqlite" * 100)
+    broken = runner.invoke(main, ["publish", "--db", str(tmp_path / "broken.sqlite"), "--to", str(tmp_path / "s2")])
+    assert broken.exit_code == 2 and "cannot read the report index" in broken.output
+
+
+# --- A real browser: Debian's chromium, driven by Playwright ------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture
+def served(store: Path, tmp_path: Path) -> Iterator[str]:
+    """The published site on a loopback HTTP server (a CDN's stand-in: the search index is fetched)."""
+    site = tmp_path / "site"
+    publish_site(store, site, titles=TITLES)
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_in_a_browser_search_then_open_a_report(served: str, store: Path) -> None:
+    if not CHROMIUM.is_file():
+        pytest.skip("chromium is not installed (Debian package chromium; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the dev extra)")
+    shots = Path("/tmp")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 800})
+            problems: list[str] = []
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
+            page.goto(served)
+            page.wait_for_selector("#results > li")
+            assert page.locator("#results > li").count() == 3
+            assert page.inner_text("#status") == "3개 사업"
+            # The hostile address is shown as text: no element made from it, no script run.
+            first = page.locator("#results > li h2").first
+            assert first.text_content().startswith(HOSTILE_ADDRESS.replace("\u202e", "\\u202e"))
+            assert page.locator("#results img").count() == 0
+            assert page.evaluate("window.__pwned") is None
+            page.screenshot(path=str(shots / "zerosite-publish-index.png"))
+
+            project = sample_projects(3)[1]["id"]
+            page.fill("#q", f"{project} 공급")  # a project id and a word of one module's title
+            page.wait_for_function("document.querySelectorAll('#results > li').length === 1")
+            links = page.locator("#results a")
+            assert links.count() == 1 and links.first.text_content() == "M3 공급유형 판단"
+            assert page.evaluate("location.hash") == f"#q={project}%20%EA%B3%B5%EA%B8%89"
+            page.screenshot(path=str(shots / "zerosite-publish-search.png"))
+
+            links.first.click()
+            page.wait_for_url(f"**/reports/{project}/M3.html")
+            assert "M3" in page.title() and project in page.title()
+            assert page.content().count("<section") >= 1
+            page.screenshot(path=str(shots / "zerosite-publish-report.png"))
+
+            page.go_back()  # the search survives the way back (it is in the URL)
+            page.wait_for_function("document.querySelectorAll('#results > li').length === 1")
+            assert page.input_value("#q") == f"{project} 공급"
+
+            page.fill("#q", "nothing-matches-this")
+            page.wait_for_function("document.getElementById('status').textContent === '찾은 사업이 없습니다.'")
+            assert problems == []
+        finally:
+            browser.close()
+
+
+def test_the_site_folder_can_be_copied_anywhere(store: Path, tmp_path: Path) -> None:
+    """Relative links only: the site works from any path prefix (a CDN bucket's folder)."""
+    publish_site(store, tmp_path / "site")
+    shutil.copytree(tmp_path / "site", tmp_path / "elsewhere" / "deep")
+    page = (tmp_path / "elsewhere" / "deep" / "index.html").read_text()
+    assert not re.search(r'(?:href|src|data-index)="/', page)

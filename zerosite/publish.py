@@ -1,0 +1,369 @@
+"""``zerosite publish``: the indexed reports as a static site for a CDN, with client-side search."""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import gzip
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path, PurePosixPath
+
+import brotli
+import jinja2
+
+from zerosite.store import ReportFiles, ReportRow, StoreError, recent_reports
+
+__all__ = ["MANIFEST", "PublishError", "PublishSettings", "PublishSummary", "publish_site"]
+
+MANIFEST = ".zerosite-publish.json"
+"""The file in a published folder that lists what publish wrote there (and may remove again)."""
+LOCK = ".zerosite-publish.lock"
+ALL_ROWS = 1 << 62
+
+
+class PublishError(Exception):
+    """The site cannot be published: the index cannot be read, or the folder is not one publish may write."""
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    """How the site is written and how long a CDN and browsers may keep each kind of file."""
+
+    asset_max_age_s: int = 31_536_000
+    """Content-hashed assets (CSS, JS, the search index): a year, immutable."""
+    html_max_age_s: int = 300
+    """The index page and the reports: five minutes, then revalidated."""
+    gzip_level: int = 9
+    brotli_quality: int = 11
+    """For the index page and the assets, compressed once per change."""
+    report_brotli_quality: int = 7
+    """For the reports, thousands of them: nearly the size of 11 at a twentieth of the time."""
+    hash_chars: int = 12
+    """Hex digits of SHA-256 in an asset's name."""
+
+
+@dataclass
+class PublishSummary:
+    """What one publish did."""
+
+    folder: Path
+    reports: int = 0
+    projects: int = 0
+    written: int = 0
+    """Files written (each report, asset and page, and their ``.gz`` and ``.br``)."""
+    unchanged: int = 0
+    """Files already there with the same bytes: left alone."""
+    removed: int = 0
+    """Files of an earlier publish that are gone from the index."""
+    skipped: list[str] = field(default_factory=list)
+    """Indexed reports not published, each with why (file missing, changed since indexed, unsafe path)."""
+    wall_s: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "folder": str(self.folder),
+            "reports": self.reports,
+            "projects": self.projects,
+            "files_written": self.written,
+            "files_unchanged": self.unchanged,
+            "files_removed": self.removed,
+            "skipped": self.skipped,
+            "wall_s": round(self.wall_s, 3),
+        }
+
+
+def publish_site(
+    db_path: Path,
+    folder: Path,
+    out_dir: Path | None = None,
+    titles: Mapping[str, str] | None = None,
+    settings: PublishSettings = PublishSettings(),
+) -> PublishSummary:
+    """Write the written reports of the index at ``db_path`` as a static site in ``folder``.
+
+    :param out_dir: the output folder the index's paths are relative to (default: the index's folder).
+    :param titles: each module's title, in the order reports are listed (others follow by name).
+
+    Every file is written atomically (a temporary file, then ``os.replace``) and only when its bytes
+    change; the content-hashed assets first, then the reports, then ``index.html`` last, so a visitor
+    never gets a page that names a file not there yet. Files of the previous publish that the index no
+    longer has are removed afterwards; the previous publish's assets are kept one more round, for pages
+    still cached. ``folder`` must be new, empty or a folder publish wrote (it holds :data:`MANIFEST`).
+
+    :raises PublishError: the index cannot be read, or ``folder`` is not one publish may write.
+    """
+    started = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else Path(db_path).parent
+    try:
+        rows = [row for row in recent_reports(Path(db_path), ALL_ROWS) if row.status == "written" and row.path]
+    except StoreError as error:
+        raise PublishError(str(error)) from error
+    site = _Site(Path(folder), settings)
+    summary = PublishSummary(folder=site.root)
+    with site.locked():
+        site.claim()
+        old = site.read_manifest()
+        order = {name: i for i, name in enumerate(titles or {})}
+        rows.sort(key=lambda r: (r.project_id, order.get(r.module, len(order)), r.module))
+        projects: dict[str, tuple[str, list[str]]] = {}  # id: (address, modules)
+        files = ReportFiles(out.resolve())
+        for row in rows:
+            html = _report_html(files, row, summary.skipped)
+            if html is None:
+                continue
+            relative = f"reports/{row.project_id}/{row.module}.html"
+            site.write(relative, html, settings.report_brotli_quality)
+            projects.setdefault(row.project_id, (row.address, []))[1].append(row.module)
+            summary.reports += 1
+        summary.projects = len(projects)
+        index_json = _search_index(projects, titles or {})
+        assets = {
+            "css": site.write_asset("site", ".css", _resource("site.css")),
+            "js": site.write_asset("search", ".js", _resource("search.js")),
+            "index": site.write_asset("index", ".json", index_json),
+        }
+        site.write_plain("_headers", _headers(settings).encode("utf-8"))
+        page = _index_page(assets, summary.projects, summary.reports)
+        site.write("index.html", page, settings.brotli_quality)  # last: everything it names is there
+        summary.removed = site.finish(old)
+    summary.written, summary.unchanged = site.written, site.unchanged
+    summary.wall_s = time.perf_counter() - started
+    return summary
+
+
+def _search_index(projects: Mapping[str, tuple[str, list[str]]], titles: Mapping[str, str]) -> bytes:
+    """The JSON the search page loads: module titles, and each project's id, address and modules."""
+    order = {name: i for i, name in enumerate(titles)}
+    names = sorted({m for _, listed in projects.values() for m in listed}, key=lambda n: (order.get(n, len(order)), n))
+    document = {
+        "modules": {name: titles.get(name, "") for name in names},
+        "projects": [{"id": key, "address": address, "reports": listed} for key, (address, listed) in projects.items()],
+    }
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _report_html(files: ReportFiles, row: ReportRow, skipped: list[str]) -> bytes | None:
+    """A report's HTML as the index recorded it, or ``None`` (with why, in ``skipped``)."""
+    name = f"{row.project_id}/{row.module}"
+    try:
+        files.path(row.project_id, row.module)  # refuses ids and names that are not plain slugs
+    except StoreError as error:
+        skipped.append(f"{name!r}: {error}")
+        return None
+    source = (files.out_dir / row.path).resolve()
+    if not source.is_relative_to(files.out_dir):
+        skipped.append(f"{name}: its path {row.path!r} is outside {files.out_dir}")
+        return None
+    try:
+        data = source.read_bytes()
+    except OSError as error:
+        skipped.append(f"{name}: cannot read {source}: {error.strerror or error}")
+        return None
+    if row.sha256 and hashlib.sha256(data).hexdigest() != row.sha256:
+        skipped.append(f"{name}: {source} changed since it was indexed (a run in progress?); publish again after it")
+        return None
+    if source.suffix == ".gz":
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError) as error:
+            skipped.append(f"{name}: {source} is not valid gzip: {error}")
+            return None
+    return data
+
+
+def _resource(name: str) -> bytes:
+    return (resources.files("zerosite") / "site" / name).read_bytes()
+
+
+@functools.cache
+def _page_environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: _resource(name).decode("utf-8")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def _index_page(assets: Mapping[str, str], projects: int, reports: int) -> bytes:
+    template = _page_environment().get_template("index.html.j2")
+    return template.render(assets=assets, projects=projects, reports=reports).encode("utf-8")
+
+
+def _headers(settings: PublishSettings) -> str:
+    """The ``_headers`` file (Netlify and Cloudflare Pages): one ``Cache-Control`` per path, no path matching two
+    rules that both set it (a request matching several rules gets the headers of all)."""
+    immutable = f"public, max-age={settings.asset_max_age_s}, immutable"
+    short = f"public, max-age={settings.html_max_age_s}, must-revalidate"
+    page_policy = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    report_policy = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+    rules = [
+        ("/*", {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}),
+        ("/", {"Cache-Control": short, "Content-Security-Policy": page_policy}),
+        ("/index.html", {"Cache-Control": short, "Content-Security-Policy": page_policy}),
+        ("/assets/*", {"Cache-Control": immutable}),
+        ("/reports/*", {"Cache-Control": short, "Content-Security-Policy": report_policy}),
+    ]
+    lines = ["# Written by zerosite publish: hashed assets are immutable, pages are revalidated."]
+    for path, headers in rules:
+        lines.append(path)
+        lines.extend(f"  {name}: {value}" for name, value in headers.items())
+    return "\n".join(lines) + "\n"
+
+
+class _Site:
+    """The folder being published: atomic writes of changed files only, and what was written, for the manifest."""
+
+    def __init__(self, root: Path, settings: PublishSettings) -> None:
+        self.root = root.absolute()
+        self.settings = settings
+        self.files: list[str] = []
+        self.assets: list[str] = []
+        self.written = 0
+        self.unchanged = 0
+
+    def locked(self) -> _Lock:
+        if self.root.exists() and not self.root.is_dir():
+            raise PublishError(f"{self.root} is not a folder")
+        if self.root.is_dir() and not (self.root / MANIFEST).is_file():
+            strangers = [entry.name for entry in os.scandir(self.root) if entry.name != LOCK]
+            if strangers:
+                raise PublishError(
+                    f"{self.root} is not empty and was not written by zerosite publish (no {MANIFEST}); "
+                    "choose a new or empty folder"
+                )
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PublishError(f"cannot make {self.root}: {error.strerror or error}") from error
+        return _Lock(self.root / LOCK)
+
+    def claim(self) -> None:
+        """Mark a new folder as publish's before anything else is written, so that a first publish cut short
+        (Ctrl-C, a full disk) can be run again into it."""
+        if not (self.root / MANIFEST).is_file():
+            self._replace(self.root / MANIFEST, json.dumps({"files": [], "assets": []}).encode("utf-8"))
+
+    def read_manifest(self) -> dict[str, list[str]]:
+        try:
+            data = json.loads((self.root / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: [p for p in v if isinstance(p, str)] for k, v in data.items() if isinstance(v, list)}
+
+    def write(self, relative: str, data: bytes, brotli_quality: int) -> None:
+        """A file and its ``.gz`` and ``.br`` beside it."""
+        changed = self.write_plain(relative, data)
+        level = self.settings.gzip_level
+        for suffix, compress in (
+            (".gz", lambda: gzip.compress(data, compresslevel=level, mtime=0)),
+            (".br", lambda: brotli.compress(data, quality=brotli_quality)),
+        ):
+            target = self.root / f"{relative}{suffix}"
+            if not changed and target.is_file():  # the plain file is unchanged: so is its compressed form
+                self.files.append(f"{relative}{suffix}")
+                self.unchanged += 1
+            else:
+                self.write_plain(f"{relative}{suffix}", compress())
+
+    def write_asset(self, stem: str, suffix: str, data: bytes) -> str:
+        """A content-hashed asset under ``assets/``; its site-relative URL."""
+        digest = hashlib.sha256(data).hexdigest()[: self.settings.hash_chars]
+        relative = f"assets/{stem}.{digest}{suffix}"
+        self.write(relative, data, self.settings.brotli_quality)
+        self.assets.extend(f"{relative}{s}" for s in ("", ".gz", ".br"))
+        return relative
+
+    def write_plain(self, relative: str, data: bytes) -> bool:
+        """Write one file atomically unless it holds ``data`` already; whether it was written."""
+        self.files.append(relative)
+        target = self.root / relative
+        with suppress(OSError):
+            if target.stat().st_size == len(data) and target.read_bytes() == data:
+                self.unchanged += 1
+                return False
+        self._replace(target, data)
+        self.written += 1
+        return True
+
+    @staticmethod
+    def _replace(target: Path, data: bytes) -> None:
+        """Write ``target`` atomically: a temporary file beside it, then ``os.replace``; none left behind."""
+        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_bytes(data)
+            os.replace(temp, target)
+        except OSError as error:
+            raise PublishError(f"cannot write {target}: {error.strerror or error}") from error
+        finally:
+            with suppress(OSError):
+                temp.unlink(missing_ok=True)
+
+    def finish(self, old: Mapping[str, list[str]]) -> int:
+        """Write the manifest, then remove what the last publish wrote and this one did not; how many removed.
+        The last publish's assets stay one more round (a page cached for minutes still finds them)."""
+        keep = set(self.files)
+        previous = [p for p in old.get("assets", []) if p not in keep]
+        manifest = {"files": self.files, "assets": self.assets, "previous_assets": previous}
+        self.write_plain(MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
+        keep.update(previous)
+        removed = 0
+        real_root = self.root.resolve()
+        for relative in _stale(old, keep):
+            path = self.root / relative
+            if not path.parent.resolve().is_relative_to(real_root):  # a folder swapped for a link to elsewhere
+                continue
+            with suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+            for parent in path.parents:  # a project's folder left empty goes too
+                if parent == self.root or not parent.is_relative_to(self.root):
+                    break
+                with suppress(OSError):
+                    parent.rmdir()
+        return removed
+
+
+def _stale(old: Mapping[str, list[str]], keep: set[str]) -> Iterable[str]:
+    """Files the old manifest lists and this publish does not keep: plain relative paths only (a manifest
+    edited to name ``../x`` or ``/etc/x`` removes nothing outside the folder)."""
+    for relative in {*old.get("files", []), *old.get("previous_assets", [])} - keep:
+        parts = PurePosixPath(relative).parts
+        if relative and not PurePosixPath(relative).is_absolute() and ".." not in parts and relative != MANIFEST:
+            yield relative
+
+
+class _Lock:
+    """An exclusive ``flock`` on the folder's lock file while publishing: one publish at a time per folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> _Lock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise PublishError(f"another zerosite publish is writing to {self.path.parent}") from None
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
