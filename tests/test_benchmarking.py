@@ -135,16 +135,16 @@ def test_cell_ids_are_readable() -> None:
 
 def test_matrix_always_has_the_baseline_and_marks_unavailable_strategies() -> None:
     planned = build_matrix(
-        "pipeline", [("process", None), ("interpreter", "needs 3.14")], workers=(2, 4), scenarios=("cpu",)
+        "pipeline", [("process", None), ("dask", "needs zerosite[dask]")], workers=(2, 4), scenarios=("cpu",)
     )
     assert [p.cell.label for p in planned] == [
         "sequential",
-        f"interpreter{TIMES}2",
-        f"interpreter{TIMES}4",
+        f"dask{TIMES}2",
+        f"dask{TIMES}4",
         f"process{TIMES}2",
         f"process{TIMES}4",
     ]
-    assert [p.unavailable for p in planned][1:3] == ["needs 3.14", "needs 3.14"]
+    assert [p.unavailable for p in planned][1:3] == ["needs zerosite[dask]", "needs zerosite[dask]"]
 
 
 def test_one_project_at_a_time_levels_take_the_smallest_worker_count_only() -> None:

@@ -74,7 +74,7 @@ def zerosite_register_strategies(register: Callable[[Strategy], None]) -> None:
 
     :param register: call it with a :class:`~zerosite.types.Strategy` instance.
     :returns: nothing; every plugin is called. The built-in ``sequential``, ``thread``,
-        ``process``, ``async`` and ``interpreter`` strategies register through this hook.
+        ``process`` and ``async`` strategies register through this hook.
 
     Example::
 

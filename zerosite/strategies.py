@@ -42,7 +42,6 @@ from zerosite.worker import Progress, Worker, make_worker, open_source, warm_pro
 
 __all__ = [
     "AsyncStrategy",
-    "InterpreterStrategy",
     "ProcessStrategy",
     "Runner",
     "SequentialStrategy",
@@ -720,26 +719,6 @@ class ProcessStrategy(Strategy):
         return _PoolRunner(config, options, _process_pool(config, options), isolation)
 
 
-class InterpreterStrategy(Strategy):
-    name = "interpreter"
-    description = "Subinterpreters (concurrent.futures.InterpreterPoolExecutor), each with its own GIL."
-
-    def unavailable_reason(self) -> str | None:
-        if not hasattr(cf, "InterpreterPoolExecutor"):
-            return "needs concurrent.futures.InterpreterPoolExecutor (Python 3.14+)"
-        return None
-
-    def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
-        executor_type = cf.InterpreterPoolExecutor  # type: ignore[attr-defined]
-
-        def pool(workers: int) -> _Pool:
-            return _Pool(
-                lambda: (executor_type(workers, initializer=_init_pool_worker, initargs=(config,)), None), None
-            )
-
-        return _PoolRunner(config, options, pool(options.workers), functools.partial(pool, 1))
-
-
 class AsyncStrategy(Strategy):
     name = "async"
     description = "asyncio: fetches awaited natively with bounded fan-out; CPU work on one shared process pool."
@@ -875,5 +854,5 @@ class _AsyncRunner(Runner):
 
 @hookimpl
 def zerosite_register_strategies(register: Callable[[Strategy], None]) -> None:
-    for strategy in (SequentialStrategy(), ThreadStrategy(), ProcessStrategy(), AsyncStrategy(), InterpreterStrategy()):
+    for strategy in (SequentialStrategy(), ThreadStrategy(), ProcessStrategy(), AsyncStrategy()):
         register(strategy)

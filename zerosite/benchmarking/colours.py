@@ -18,7 +18,6 @@ KNOWN_STRATEGY_COLOURS: Mapping[str, str] = MappingProxyType(
         "thread": "#0072b2",
         "process": "#d55e00",
         "async": "#009e73",
-        "interpreter": "#cc79a7",
     }
 )
 """The built-in strategies keep their colour from run to run (Okabe-Ito, readable by colour-blind eyes)."""
