@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from zerosite.engine import BatchOptions, BatchPlan, ReportOutcome, generate, plan_batch, start_runner
 from zerosite.project import Project, parse_project
 from zerosite.sample import iter_sample_projects
-from zerosite.service.batches import BOOK_FILE, BatchBook, BatchView
+from zerosite.service.batches import BOOK_FILE, FINAL_STATES, BatchBook, BatchView
 from zerosite.service.cache import ReportCache
 from zerosite.service.config import LIMITS, ServiceConfig
 from zerosite.store import OutputBusy, ReportStore
@@ -31,6 +31,8 @@ __all__ = ["Batch", "ReportQueue", "Selection", "Unavailable"]
 log = logging.getLogger("zerosite.service")
 
 IDLE_WAIT_S = 0.5
+GIVE_UP_EARLY_S = 0.1
+"""A request still waiting for the output folder is given up this long before its caller's deadline."""
 
 
 class Unavailable(Exception):
@@ -153,8 +155,14 @@ class ReportQueue:
         if not self.ready.is_set():
             raise Unavailable("the workers are warming up", 1)
 
-    def submit(self, project: Project, selection: Selection) -> cf.Future[tuple[ReportOutcome, ...]]:
+    def submit(
+        self, project: Project, selection: Selection, deadline: float | None = None
+    ) -> cf.Future[tuple[ReportOutcome, ...]]:
         """Queue one project; its future gets the project's report outcomes once they are written and indexed.
+
+        ``deadline`` (``time.monotonic()``, default the request time limit from now): past it, a project still
+        waiting for the output folder is given up (its future raises ``TimeoutError``) a little before the
+        caller stops waiting, so that the caller can say why.
 
         :raises Unavailable: the queue is full, or the service is not taking work.
         """
@@ -165,8 +173,9 @@ class ReportQueue:
                 raise Unavailable(
                     f"the queue is full ({self.config.queue_size} requests waiting)", self.config.retry_after_s
                 )
-            deadline = time.monotonic() + self.config.request_timeout_s
-            self._waiting.append(_Waiting(project, selection, future, deadline))
+            if deadline is None:
+                deadline = time.monotonic() + self.config.request_timeout_s
+            self._waiting.append(_Waiting(project, selection, future, deadline - GIVE_UP_EARLY_S))
             self._cond.notify()
         return future
 
@@ -190,18 +199,19 @@ class ReportQueue:
         assert view is not None
         return view
 
-    def cancel_batch(self, batch_id: str) -> BatchView | None:
-        """Ask for a batch to stop, whichever process runs it; ``None`` when there is no such batch."""
+    def cancel_batch(self, batch_id: str) -> tuple[BatchView | None, bool]:
+        """Ask for a batch to stop, whichever process runs it: ``(the batch, whether it had finished already)``;
+        ``(None, False)`` when there is no such batch."""
         view = self.book.get(batch_id)
-        if view is None or view.state in ("done", "cancelled", "interrupted", "failed"):
-            return view
+        if view is None or view.state in FINAL_STATES:
+            return view, view is not None
         self.book.request_cancel(batch_id)
         with self._cond:
             for batch in self._batches:
                 if batch.id == batch_id:
                     batch.cancel.set()
             self._cond.notify()
-        return self.book.get(batch_id)
+        return self.book.get(batch_id), False
 
     def stop(self, timeout_s: float) -> None:
         """Take no more work, finish the single requests waiting (batches stop at the end of their chunk,

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures as cf
 import dataclasses
 import json
+import os
 import re
 import secrets
 import time
@@ -81,14 +82,14 @@ def _selection(service: Service, modules: str | None) -> Selection:
     tags=["reports"],
 )
 async def make_reports(request: Request, modules: ModulesQuery = None) -> JSONResponse:
-    started = time.perf_counter()
+    started = time.monotonic()
     service = service_of(request)
     service.authorize(request)
     body = await read_body(request, LIMITS.max_report_body_bytes)
     project = await run_in_threadpool(parse_one, body) if len(body) > 16_384 else parse_one(body)
     selection = _selection(service, modules)
     try:
-        future = service.queue.submit(project, selection)
+        future = service.queue.submit(project, selection, started + service.config.request_timeout_s)
     except Unavailable as error:
         raise _unavailable(error) from None
     outcomes = await _answer_within(future, started + service.config.request_timeout_s, service, project)
@@ -97,7 +98,7 @@ async def make_reports(request: Request, modules: ModulesQuery = None) -> JSONRe
     answer: dict[str, object] = {
         "project_id": project.id,
         "reports": reports,
-        "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
+        "elapsed_ms": round((time.monotonic() - started) * 1000, 3),
     }
     if failed:
         answer["error"] = f"{len(failed)} of {len(reports)} reports failed; each says why"
@@ -111,9 +112,14 @@ async def _answer_within(
     waiting.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, so never "never retrieved"
     limit = service.config.request_timeout_s
     try:
-        return await asyncio.wait_for(asyncio.shield(waiting), timeout=max(0.0, deadline - time.perf_counter()))
+        return await asyncio.wait_for(asyncio.shield(waiting), timeout=max(0.0, deadline - time.monotonic()))
     except TimeoutError:
-        if future.cancel():
+        if future.done() and not future.cancelled() and isinstance(future.exception(), TimeoutError):
+            message = (
+                f"not made within the time limit ({limit:g} s): the output folder stayed busy (another zerosite "
+                "run is writing to it); nothing was made"
+            )
+        elif future.cancel():
             message = f"not started within the time limit ({limit:g} s); withdrawn, nothing was made"
         else:
             message = (
@@ -282,10 +288,10 @@ async def batch_events(batch_id: str, request: Request) -> StreamingResponse:
 async def cancel_batch(batch_id: str, request: Request) -> JSONResponse:
     service = service_of(request)
     service.authorize(request)
-    view = await run_in_threadpool(service.queue.cancel_batch, batch_id)
+    view, finished = await run_in_threadpool(service.queue.cancel_batch, batch_id)
     if view is None:
         raise ApiError(404, f"no batch {batch_id!r}")
-    if view.state in FINAL_STATES and not view.cancel_requested:
+    if finished:
         raise ApiError(409, f"batch {batch_id!r} has finished already ({view.state})", batch=_batch_json(view))
     return JSONResponse(_batch_json(view), status_code=202)
 
@@ -392,6 +398,7 @@ async def readyz(request: Request) -> JSONResponse:
         reason = "the workers are warming up"
     body = {
         "ready": reason is None,
+        "pid": os.getpid(),
         "strategy": service.config.strategy,
         "workers": queue.default.options.workers,
         "cache": service.cache.describe(),
