@@ -224,20 +224,28 @@ def generate(
     on_report: Callable[[ReportOutcome], None] | None = None,
     runner: Runner | None = None,
     batch_plan: BatchPlan | None = None,
+    store: ReportStore | None = None,
 ) -> BatchSummary:
     """Make, write and index every report of ``projects``; skip unchanged ones unless ``options.force``.
 
     ``runner`` lets a caller reuse warm workers across batches; without it the chosen strategy
     is started here and stopped at the end (as ``zerosite generate`` does). ``batch_plan`` is
-    ``plan_batch(options)`` when the caller made it already.
+    ``plan_batch(options)`` when the caller made it already. ``store``, an open store on ``options.out``
+    (its stale temporary files removed), lets a caller make many batches in a row without opening the
+    index for each (the service does); it is left open, its last rows not yet committed (``store.flush()``).
     """
     started = time.perf_counter()
     batch_plan = batch_plan or plan_batch(options)
     hasher = _InputHasher(options, batch_plan)
     tally = _Tally(on_report)
 
-    with ReportStore(options.out, options.db, gzip=options.gzip) as store:
-        store.cleanup_temp_files()
+    opened = store is None
+    context: contextlib.AbstractContextManager[ReportStore] = (
+        ReportStore(options.out, options.db, gzip=options.gzip) if store is None else contextlib.nullcontext(store)
+    )
+    with context as store:
+        if opened:
+            store.cleanup_temp_files()
 
         def to_make() -> Iterator[Project]:
             for project in projects:

@@ -40,6 +40,9 @@ class ServiceLimits:
     """Report files (and their compressed forms) kept in memory for ``GET /v1/reports``."""
     cache_control: str = "public, max-age=60"
     recent_reports_shown: int = 20
+    store_hold_s: float = 0.25
+    """A server process keeps the output folder's store open between passes while work keeps coming, at most this
+    long at a time; then it closes it, so that other server processes on the folder get their turn."""
     busy_retry_s: float = 0.02
     """How often a process waits and tries again for the output folder another process is writing to."""
 

@@ -113,6 +113,8 @@ class ReportQueue:
         self._runners: OrderedDict[tuple[str, ...], Runner] = OrderedDict()
         self._turns = itertools.count()
         self._contended = False
+        self._store: ReportStore | None = None
+        self._store_since = 0.0
         self._thread = threading.Thread(target=self._work, name="zerosite-dispatcher", daemon=True)
 
     # -- what the routes call (event loop or its thread pool) -----------------------------------------------
@@ -249,10 +251,16 @@ class ReportQueue:
                     log.exception("the dispatcher failed: %s", describe_error(error))
                     if isinstance(work, Batch):
                         self._finish(work, "failed", f"the batch stopped: {describe_error(error)}")
-                if self._contended:
-                    time.sleep(LIMITS.busy_retry_s)  # let the other process that waited for the folder have it
+                if not self._has_work() or time.monotonic() - self._store_since > LIMITS.store_hold_s:
+                    self._release_store()  # idle, or held long enough: the other server processes get a turn
+                    if self._contended:
+                        time.sleep(LIMITS.busy_retry_s)
         finally:
             self._close_all()
+
+    def _has_work(self) -> bool:
+        with self._cond:
+            return bool(self._waiting) or (bool(self._batches) and not self.stopping.is_set())
 
     def _next(self) -> list[_Waiting] | Batch | None:
         with self._cond:
@@ -305,6 +313,28 @@ class ReportQueue:
         for _ in runner.run(samples, None):
             pass
 
+    def _open_store(self) -> ReportStore | None:
+        """The output folder's store, opened (and its stale temporary files removed) unless this process has it
+        already; ``None`` while another process or run holds the folder."""
+        if self._store is None:
+            try:
+                self._store = ReportStore(self.out, self.config.db)
+            except OutputBusy:
+                self._contended = True
+                return None
+            self._store_since = time.monotonic()
+            self._store.cleanup_temp_files()
+        return self._store
+
+    def _release_store(self) -> None:
+        """Commit and close the store: the folder is free for another server process or run."""
+        store, self._store = self._store, None
+        if store is not None:
+            try:
+                store.close()
+            except Exception as error:
+                log.error("closing the report store failed: %s", describe_error(error))
+
     def _generate(
         self,
         selection: Selection,
@@ -312,18 +342,25 @@ class ReportQueue:
         on_report: Callable[[ReportOutcome], None],
         give_up: Callable[[], bool],
     ) -> bool:
-        """One pass of the engine over ``projects()``; while another process holds the output folder, wait
-        and try again until ``give_up()``. False if it gave up."""
+        """One pass of the engine over ``projects()``, its rows committed at the end; while another process
+        holds the output folder, wait and try again until ``give_up()``. False if it gave up."""
         runner = self._runner(selection)
         while True:
-            try:
-                generate(projects(), selection.options, on_report, runner=runner, batch_plan=selection.plan)
-                return True
-            except OutputBusy:
-                self._contended = True
+            store = self._open_store()
+            if store is None:
                 if give_up():
                     return False
                 time.sleep(LIMITS.busy_retry_s)
+                continue
+            try:
+                generate(
+                    projects(), selection.options, on_report, runner=runner, batch_plan=selection.plan, store=store
+                )
+                store.flush()
+            except BaseException:
+                self._release_store()  # whatever state it is in, the next pass opens it afresh
+                raise
+            return True
 
     def _make(self, taken: list[_Waiting]) -> None:
         """Make a micro-batch of single requests; each gets its outcomes once all are written and indexed."""
@@ -426,14 +463,11 @@ class ReportQueue:
 
     def _discard(self, selection: Selection, project_ids: list[str]) -> None:
         """Forget projects whole, files and index rows, as a Ctrl-C forgets those in flight."""
-        while True:
-            try:
-                with ReportStore(self.out, self.config.db) as store:
-                    for project_id in project_ids:
-                        store.discard(project_id, selection.reports)
-                return
-            except OutputBusy:
-                time.sleep(LIMITS.busy_retry_s)
+        while (store := self._open_store()) is None:
+            time.sleep(LIMITS.busy_retry_s)
+        for project_id in project_ids:
+            store.discard(project_id, selection.reports)
+        store.flush()
 
     def _close_all(self) -> None:
         with self._cond:
@@ -448,6 +482,7 @@ class ReportQueue:
             else:
                 why = "the server stopped; send the batch again to resume (unchanged projects are skipped)"
                 self._finish(batch, "interrupted", why)
+        self._release_store()
         for runner in reversed(self._runners.values()):
             try:
                 runner.close()
