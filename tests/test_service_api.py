@@ -13,7 +13,9 @@ from typing import Any
 import brotli
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from zerosite.cli import main
 from zerosite.sample import sample_projects
 from zerosite.service import ConfigError, ServiceConfig
 from zerosite.service.files import choose_encoding, etag_matches
@@ -463,3 +465,17 @@ def test_config_round_trips_through_the_environment(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("  from-file \n")
     assert ServiceConfig.from_env({"ZEROSITE_OUT": "o", "ZEROSITE_TOKEN_FILE": str(token_file)}).token == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "nope"], "error: unknown strategy 'nope'"),
+        (["--cache", "redis://127.0.0.1:6379/0"], "no cache backend 'redis' here; known: local"),
+        (["--request-timeout", "nan"], "'nan' is not a finite number of seconds"),
+    ],
+)
+def test_serve_refuses_bad_settings_before_listening(tmp_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["serve", "--out", str(tmp_path / "out"), *args])
+    assert result.exit_code == 2
+    assert message in result.output

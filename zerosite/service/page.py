@@ -36,9 +36,10 @@ _TEMPLATE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>ZeroSite</title>
+<link rel="icon" href="data:,">
 <style>
-  body { font-family: system-ui, "Noto Sans CJK KR", sans-serif; margin: 2rem auto; max-width: 60rem; padding: 0 1rem;
-         color: #1d2733; }
+  body { font-family: system-ui, "Noto Sans CJK KR", "NanumGothic", sans-serif; color: #1d2733;
+         margin: 2rem auto; max-width: 60rem; padding: 0 1rem; }
   h1 { font-size: 1.5rem; margin-bottom: .2rem; } h2 { font-size: 1.1rem; margin-top: 1.8rem; }
   .muted { color: #5b6776; font-size: .9rem; }
   dl.stats { display: grid; grid-template-columns: repeat(3, 1fr); gap: .6rem; margin: 1rem 0; }
@@ -48,6 +49,7 @@ _TEMPLATE = """<!doctype html>
   button { padding: .5rem 1rem; font-size: 1rem; }
   table { border-collapse: collapse; width: 100%; margin-top: .6rem; }
   th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #e1e6ec; font-size: .92rem; }
+  td:first-child, td:last-child { white-space: nowrap; }
   .failed { color: #b3261e; }
 </style>
 </head>

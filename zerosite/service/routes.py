@@ -441,3 +441,9 @@ async def page(
         "img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     )
     return HTMLResponse(html, headers={"Content-Security-Policy": policy, "Cache-Control": "no-store"})
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> Response:
+    """No icon: an empty answer browsers cache, rather than a 404 logged on every report they open."""
+    return Response(status_code=204, headers={"Cache-Control": "public, max-age=86400"})
