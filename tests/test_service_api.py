@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import sqlite3
 import time
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 from zerosite.cli import main
 from zerosite.sample import sample_projects
 from zerosite.service import ConfigError, ServiceConfig
-from zerosite.service.files import choose_encoding, etag_matches
+from zerosite.service.files import ReportFileCache, choose_encoding, etag_matches
 from zerosite.service.process import ServerProcess
 
 TOKEN = "s3cret-token-for-tests"
@@ -479,3 +480,20 @@ def test_serve_refuses_bad_settings_before_listening(tmp_path: Path, args: list[
     result = CliRunner().invoke(main, ["serve", "--out", str(tmp_path / "out"), *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_report_file_cache_notices_a_remade_file_and_stays_within_its_bound(tmp_path: Path) -> None:
+    files = ReportFileCache(tmp_path, max_bytes=30_000)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "M2.html").write_text(name * 20_000)
+    first = files.get("a", "M2")
+    assert first is not None and first.sha256 == hashlib.sha256(b"a" * 20_000).hexdigest()
+    assert files.get("a", "M2") is first  # unchanged: not read again
+    assert len(files.encoded(first, "gzip")) < 1000
+    (tmp_path / "a" / "M2.html").write_text("remade")  # another process made it again
+    again = files.get("a", "M2")
+    assert again is not None and again.data == b"remade"
+    files.get("b", "M2")
+    assert files._bytes <= 30_000
+    assert files.get("../a", "M2") is None and files.get("a", "../M2") is None and files.get("c", "M2") is None

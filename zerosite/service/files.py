@@ -25,27 +25,23 @@ BROTLI_QUALITY = 5
 class ReportFile:
     """One report's bytes, its SHA-256 (the ETag) and its compressed forms, made when first asked for."""
 
+    path: Path
     identity: tuple[int, int, int]
     """``(inode, size, mtime_ns)`` of the file these bytes were read from."""
     data: bytes
     sha256: str
     encoded: dict[str, bytes] = field(default_factory=dict)
 
-    def body(self, encoding: str) -> bytes:
-        if encoding == "identity":
-            return self.data
-        found = self.encoded.get(encoding)
-        if found is None:
-            if encoding == "br":
-                found = brotli.compress(self.data, quality=BROTLI_QUALITY)
-            else:
-                found = gzip.compress(self.data, compresslevel=GZIP_LEVEL, mtime=0)
-            self.encoded[encoding] = found
-        return found
-
     @property
     def size(self) -> int:
         return len(self.data) + sum(len(body) for body in self.encoded.values())
+
+
+def _compress(data: bytes, encoding: str) -> bytes:
+    if encoding == "br":
+        compressed: bytes = brotli.compress(data, quality=BROTLI_QUALITY)
+        return compressed
+    return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
 
 
 class ReportFileCache:
@@ -89,18 +85,26 @@ class ReportFileCache:
                 data = handle.read()
         except OSError:
             return None
-        entry = ReportFile((stat.st_ino, stat.st_size, stat.st_mtime_ns), data, hashlib.sha256(data).hexdigest())
+        identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        entry = ReportFile(path, identity, data, hashlib.sha256(data).hexdigest())
         self._keep(path, entry)
         return entry
 
     def encoded(self, entry: ReportFile, encoding: str) -> bytes:
+        """The report's body in ``encoding`` (``identity``, ``gzip`` or ``br``), compressed once and kept."""
+        if encoding == "identity":
+            return entry.data
+        found = entry.encoded.get(encoding)
+        if found is not None:
+            return found
+        body = _compress(entry.data, encoding)
         with self._lock:
-            before = entry.size
-        body = entry.body(encoding)
-        with self._lock:
-            self._bytes += entry.size - before
-            self._evict()
-        return body
+            if encoding not in entry.encoded:
+                entry.encoded[encoding] = body
+                if self._entries.get(entry.path) is entry:
+                    self._bytes += len(body)
+                    self._evict()
+        return entry.encoded[encoding]
 
     def _keep(self, path: Path, entry: ReportFile) -> None:
         with self._lock:
