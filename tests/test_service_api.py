@@ -372,7 +372,8 @@ def test_search_limit_out_of_range_is_422(client: httpx.Client) -> None:
 # -- metrics, stats, health, schema, errors ----------------------------------------------------------------------
 
 
-def test_metrics_in_prometheus_text(client: httpx.Client, made: dict[str, Any]) -> None:
+def test_metrics_in_prometheus_text(client: httpx.Client, made: dict[str, Any], projects: list[Any]) -> None:
+    client.post("/v1/reports", json=projects[0], headers=AUTH)  # cached this time
     client.get("/healthz")
     response = client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")

@@ -9,8 +9,10 @@ import math
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 import unicodedata
@@ -865,4 +867,12 @@ def serve(
         uvicorn.run(app, **common)
         return
     os.environ.update(config.to_env())
-    uvicorn.run("zerosite.service:create_app", factory=True, workers=processes, **common)
+    metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics sums what every server process counted
+        metrics_dir = tempfile.mkdtemp(prefix="zerosite-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run("zerosite.service:create_app", factory=True, workers=processes, **common)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -74,6 +74,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             yield
         finally:
             await run_in_threadpool(queue.stop, config.request_timeout_s + 5)
+            metrics.close()
             restore()
 
     app = FastAPI(title="ZeroSite", version=__version__, description=DESCRIPTION, lifespan=lifespan)

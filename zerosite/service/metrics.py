@@ -12,17 +12,21 @@ from dataclasses import dataclass
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from zerosite.engine import ReportOutcome
 from zerosite.types import STAGES
 
-__all__ = ["CONTENT_TYPE", "ProcessTree", "ServiceMetrics", "Stats"]
+__all__ = ["CONTENT_TYPE", "MULTIPROCESS_DIR", "ProcessTree", "ServiceMetrics", "Stats"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REPORT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 HTTP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RATE_WINDOW_S = 60.0
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+"""Set (to an empty folder) before the server processes start, their counters and histograms are summed in every
+``/metrics`` answer (prometheus_client's multiprocess mode); ``zerosite serve --processes N`` sets it."""
 
 
 class ProcessTree:
@@ -83,41 +87,48 @@ class ProcessTree:
 
 
 class _TreeCollector(Collector):
-    def __init__(self, tree: ProcessTree, started: float, depth: Callable[[], int], ready: Callable[[], bool]) -> None:
+    """This server process's own figures, read when scraped; labelled with its pid when several processes serve."""
+
+    def __init__(
+        self, tree: ProcessTree, started: float, depth: Callable[[], int], ready: Callable[[], bool], by_pid: bool
+    ) -> None:
         self.tree = tree
         self.started = started
         self.depth = depth
         self.ready = ready
+        self.pid = [str(os.getpid())] if by_pid else []
+        self.pid_label = ["pid"] if by_pid else []
+
+    def _gauge(self, name: str, documentation: str, value: float) -> GaugeMetricFamily:
+        gauge = GaugeMetricFamily(name, documentation, labels=self.pid_label)
+        gauge.add_metric(self.pid, value)
+        return gauge
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         server_cpu, workers_cpu = self.tree.cpu_seconds()
         cpu = CounterMetricFamily(
             "zerosite_process_cpu_seconds",
             "CPU seconds (user + system) of the server process and of its worker processes now alive",
-            labels=["process"],
+            labels=["process", *self.pid_label],
         )
-        cpu.add_metric(["server"], server_cpu)
-        cpu.add_metric(["workers"], workers_cpu)
+        cpu.add_metric(["server", *self.pid], server_cpu)
+        cpu.add_metric(["workers", *self.pid], workers_cpu)
         yield cpu
         server_rss, workers_rss, count = self.tree.memory_bytes()
         memory = GaugeMetricFamily(
             "zerosite_process_resident_memory_bytes",
             "Resident memory of the server process and of its worker processes",
-            labels=["process"],
+            labels=["process", *self.pid_label],
         )
-        memory.add_metric(["server"], server_rss)
-        memory.add_metric(["workers"], workers_rss)
+        memory.add_metric(["server", *self.pid], server_rss)
+        memory.add_metric(["workers", *self.pid], workers_rss)
         yield memory
-        yield GaugeMetricFamily("zerosite_processes", "The server process and its workers", value=count)
-        yield GaugeMetricFamily(
-            "zerosite_uptime_seconds",
-            "Seconds since this server process started",
-            value=time.monotonic() - self.started,
-        )
-        yield GaugeMetricFamily(
-            "zerosite_queue_depth", "Projects waiting to be made (single requests and batches)", value=self.depth()
-        )
-        yield GaugeMetricFamily("zerosite_ready", "1 once the workers are warm", value=1 if self.ready() else 0)
+        yield self._gauge("zerosite_processes", "The server process and its workers", count)
+        uptime = time.monotonic() - self.started
+        yield self._gauge("zerosite_uptime_seconds", "Seconds since this server process started", uptime)
+        waiting = "Projects waiting to be made (single requests and batches)"
+        yield self._gauge("zerosite_queue_depth", waiting, self.depth())
+        yield self._gauge("zerosite_ready", "1 once the workers are warm", 1 if self.ready() else 0)
 
 
 @dataclass(frozen=True)
@@ -167,13 +178,18 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.in_flight = Gauge(
-            "zerosite_http_requests_in_flight", "HTTP requests being answered", registry=self.registry
+            "zerosite_http_requests_in_flight",
+            "HTTP requests being answered",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.cache_hits = Counter(
             "zerosite_cache_hits", "Reports served without being made again (unchanged input)", registry=self.registry
         )
         self.cache_misses = Counter("zerosite_cache_misses", "Reports that had to be made", registry=self.registry)
-        self.registry.register(_TreeCollector(self.tree, self.started, depth, ready))
+        self.multiprocess = bool(os.environ.get(MULTIPROCESS_DIR))
+        self.own = _TreeCollector(self.tree, self.started, depth, ready, by_pid=self.multiprocess)
+        self.registry.register(self.own)
         self._lock = threading.Lock()
         self._written = self._cached = self._failed = 0
         self._written_ns = 0
@@ -246,4 +262,16 @@ class ServiceMetrics:
         )
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text exposition: with several server processes (multiprocess mode) the counters and histograms
+        of all of them summed, and this process's own figures labelled with its pid."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(self.own)
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """In multiprocess mode, drop this process's live gauges (in flight) from the sums."""
+        if self.multiprocess:
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
