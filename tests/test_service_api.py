@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import json
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 
 from zerosite.cli import main
 from zerosite.sample import sample_projects
-from zerosite.service import ConfigError, ServiceConfig
+from zerosite.service import ConfigError, ServiceConfig, create_app
 from zerosite.service.files import ReportFileCache, choose_encoding, etag_matches
 from zerosite.service.process import ServerProcess
 
@@ -498,3 +499,23 @@ def test_report_file_cache_notices_a_remade_file_and_stays_within_its_bound(tmp_
     files.get("b", "M2")
     assert files._bytes <= 30_000
     assert files.get("../a", "M2") is None and files.get("a", "../M2") is None and files.get("c", "M2") is None
+
+
+def test_before_the_workers_are_warm_writes_are_503_and_readyz_says_why(tmp_path: Path) -> None:
+    app = create_app(ServiceConfig(out=tmp_path / "out", strategy="thread", workers=1))
+
+    async def ask() -> tuple[httpx.Response, ...]:
+        # No lifespan here: the dispatcher has not started, the workers are not warm.
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return (
+                await client.get("/healthz"),
+                await client.get("/readyz"),
+                await client.post("/v1/reports", json=named("cold", 1, seed=1)[0]),
+            )
+
+    health, ready, refused = asyncio.run(ask())
+    assert health.status_code == 200
+    assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
+    assert ready.json()["reason"] == "the workers are warming up"
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json() == {"error": "the workers are warming up"}
