@@ -9,8 +9,10 @@ import math
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 import unicodedata
@@ -834,3 +836,134 @@ def new_module(name: str, title: str, requires: tuple[str, ...], package: Path |
         _fail(str(error))
     for path in written:
         click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder: OUT/<project-id>/<module>.html (shared by every server process on it).",
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite index of the reports. Default: OUT/index.sqlite.",
+)
+@click.option(
+    "--strategy", "-s", default="process", show_default=True, help="The warm runner: see `zerosite strategies`."
+)
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help=f"Workers of the runner (threads or processes); at most {MAX_WORKERS_PER_CPU} per usable CPU.",
+)
+@click.option(
+    "--chunksize",
+    type=click.IntRange(min=1, max=MAX_CHUNKSIZE),
+    default=1,
+    show_default=True,
+    help="Projects per task sent to a process pool.",
+)
+@click.option("--cache", help="Report cache backend. Default: local (the store's own files and index).")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A file holding the bearer token that write endpoints require (else ZEROSITE_TOKEN, else none).",
+)
+@click.option(
+    "--queue-size",
+    type=click.IntRange(min=1, max=100_000),
+    default=64,
+    show_default=True,
+    help="Report requests waiting at once per server process; beyond, 503 with Retry-After.",
+)
+@click.option(
+    "--batch-queue-size",
+    type=click.IntRange(min=1, max=10_000),
+    default=8,
+    show_default=True,
+    help="Batches queued or running at once per server process; beyond, 503.",
+)
+@click.option(
+    "--request-timeout",
+    "request_timeout_s",
+    type=_Seconds(min=0, min_open=True, max=MAX_TIMEOUT_S),
+    default=30.0,
+    show_default=True,
+    help="A report request not answered within this many seconds gets a 504.",
+)
+@click.option(
+    "--report-timeout",
+    "report_timeout_s",
+    type=_Seconds(min=0, min_open=True, max=MAX_TIMEOUT_S),
+    help="Per-report time limit in the workers (as generate --timeout).",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Server processes sharing the port, the store and the index (uvicorn --workers).",
+)
+@click.option("--access-log", is_flag=True, help="Log every request.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
+def serve(
+    host: str,
+    port: int,
+    token_file: Path | None,
+    processes: int,
+    access_log: bool,
+    log_level: str,
+    **settings: Any,
+) -> None:
+    """Serve reports over HTTP: make them on request, run batches, search, /metrics (needs the serve extra).
+
+    The same app is `uvicorn --factory zerosite.service:create_app`, configured by ZEROSITE_* variables.
+    SIGTERM or Ctrl-C: no new work is taken, the requests in flight are finished, then the server exits.
+    """
+    try:
+        import uvicorn
+
+        from zerosite.service import ConfigError, ServiceConfig, create_app, read_token_file
+    except ImportError as error:
+        _fail(f"zerosite serve needs the serve extra (pip install 'zerosite[serve]'): {error}")
+    if settings["strategy"] != "sequential":
+        settings["workers"] = _capped_workers(settings["workers"])
+    try:
+        token = read_token_file(token_file) if token_file is not None else os.environ.get("ZEROSITE_TOKEN") or None
+        config = ServiceConfig(token=token, **settings)
+        app = create_app(config)  # checks the plan (modules, strategy, plugins) before anything listens
+    except ConfigError as error:
+        _fail(str(error))
+    grace = config.request_timeout_s + 5
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": access_log,
+        "timeout_graceful_shutdown": grace,
+    }
+    if processes == 1:
+        uvicorn.run(app, **common)
+        return
+    os.environ.update(config.to_env())
+    metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics sums what every server process counted
+        metrics_dir = tempfile.mkdtemp(prefix="zerosite-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run("zerosite.service:create_app", factory=True, workers=processes, **common)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -238,6 +238,7 @@ def generate(
     runner: Runner | None = None,
     batch_plan: BatchPlan | None = None,
     cache: ReportCache | None = None,
+    store: ReportStore | None = None,
 ) -> BatchSummary:
     """Make, write and index every report of ``projects``; skip unchanged ones unless ``options.force``.
 
@@ -247,6 +248,9 @@ def generate(
     (not ``local``: that is this store, which resume reads already), a project whose reports it
     holds, every one, is written from it instead of being made (unless ``options.force``), and the
     reports made are put in it; its keys are the input hashes of the plain (not gzip) form.
+    ``store``, an open store on ``options.out`` (its stale temporary files removed), lets a caller make
+    many batches in a row without opening the index for each (the service does); it is left open, its
+    last rows not yet committed (``store.flush()``).
     """
     started = time.perf_counter()
     batch_plan = batch_plan or plan_batch(options)
@@ -255,8 +259,13 @@ def generate(
     tally = _Tally(on_report)
     shared = cache if cache is not None and cache.keeps_copies else None
 
-    with ReportStore(options.out, options.db, gzip=options.gzip) as store:
-        store.cleanup_temp_files()
+    opened = store is None
+    context: contextlib.AbstractContextManager[ReportStore] = (
+        ReportStore(options.out, options.db, gzip=options.gzip) if store is None else contextlib.nullcontext(store)
+    )
+    with context as store:
+        if opened:
+            store.cleanup_temp_files()
 
         def to_make() -> Iterator[Project]:
             for project in projects:

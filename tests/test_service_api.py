@@ -1,0 +1,521 @@
+"""``zerosite serve`` endpoint by endpoint, against one real server (thread runner, a bearer token) on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import brotli
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from zerosite.cli import main
+from zerosite.sample import sample_projects
+from zerosite.service import ConfigError, ServiceConfig, create_app
+from zerosite.service.files import ReportFileCache, choose_encoding, etag_matches
+from zerosite.service.process import ServerProcess
+
+TOKEN = "s3cret-token-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MODULES = ("M2", "M3", "M4", "M5", "M6")
+
+
+def named(prefix: str, n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` sample projects with ids of their own (``PREFIX-0001``...), so that no two tests share a project."""
+    return [{**project, "id": f"{prefix}-{i:04d}"} for i, project in enumerate(sample_projects(n, seed=seed), 1)]
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("served")
+
+
+@pytest.fixture(scope="module")
+def server(out: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    token_file = tmp_path_factory.mktemp("secrets") / "token"
+    token_file.write_text(TOKEN + "\n")
+    args = ["--out", str(out), "--strategy", "thread", "--workers", "2", "--token-file", str(token_file)]
+    with ServerProcess(args) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def projects() -> list[dict[str, Any]]:
+    return named("s81", 8, seed=81)
+
+
+@pytest.fixture(scope="module")
+def made(client: httpx.Client, projects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first project's reports, made once for the module."""
+    response = client.post("/v1/reports", json=projects[0], headers=AUTH)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def index_rows(out: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(out / "index.sqlite") as conn:
+        return conn.execute("SELECT project_id, module, status FROM reports").fetchall()
+
+
+# -- POST /v1/reports --------------------------------------------------------------------------------------------
+
+
+def test_post_makes_writes_and_indexes_every_report(made: dict[str, Any], out: Path, projects: list[Any]) -> None:
+    project_id = projects[0]["id"]
+    assert made["project_id"] == project_id
+    assert [r["module"] for r in made["reports"]] == list(MODULES)
+    for report in made["reports"]:
+        assert report["status"] == "written" and report["cached"] is False and report["error"] is None
+        assert report["url"] == f"/v1/reports/{project_id}/{report['module']}"
+        path = out / project_id / f"{report['module']}.html"
+        assert path.stat().st_size == report["size_bytes"]
+        assert len(report["sha256"]) == 64
+    assert {(p, m) for p, m, s in index_rows(out) if s == "written"} >= {(project_id, m) for m in MODULES}
+
+
+def test_post_again_comes_from_the_cache_unchanged(
+    client: httpx.Client, made: dict[str, Any], projects: list[Any]
+) -> None:
+    again = client.post("/v1/reports", json=projects[0], headers=AUTH).json()
+    assert [r["status"] for r in again["reports"]] == ["cached"] * 5
+    assert all(r["cached"] for r in again["reports"])
+    assert [r["sha256"] for r in again["reports"]] == [r["sha256"] for r in made["reports"]]
+
+
+def test_post_a_subset_of_modules(client: httpx.Client, projects: list[Any], out: Path) -> None:
+    response = client.post("/v1/reports", params={"modules": "M5,M2"}, json=projects[1], headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert [r["module"] for r in response.json()["reports"]] == ["M2", "M5"]
+    assert sorted(p.name for p in (out / projects[1]["id"]).iterdir()) == ["M2.html", "M5.html"]
+
+
+def test_invalid_project_is_422_with_the_clis_field_paths(client: httpx.Client, projects: list[Any], out: Path) -> None:
+    bad = {**projects[2], "id": "bad-one", "land_area_sqm": -5, "zone_type": "nowhere"}
+    del bad["demographics"]
+    response = client.post("/v1/reports", json=bad, headers=AUTH)
+    assert response.status_code == 422
+    body = response.json()
+    assert "traceback" not in response.text.lower()
+    assert "project.land_area_sqm: must be > 0, got -5" in body["problems"]
+    assert any(p.startswith("project.zone_type: ") for p in body["problems"])
+    assert "project.demographics: missing" in body["problems"]
+    assert not (out / "bad-one").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"{", "body:1:2: not valid JSON"),
+        (b"", "body: empty"),
+        (b"[1, 2]", "project: must be an object"),
+        (b"\xff\xfe", "body: not valid UTF-8"),
+        (b"[" * 100_000, "nested too deeply"),
+    ],
+    ids=["truncated", "empty", "a-list", "not-utf8", "deep"],
+)
+def test_unreadable_body_is_422_saying_why(client: httpx.Client, body: bytes, problem: str) -> None:
+    response = client.post("/v1/reports", content=body, headers=AUTH)
+    assert response.status_code == 422
+    assert problem in response.json()["problems"][0]
+
+
+def test_unknown_module_is_422(client: httpx.Client, projects: list[Any]) -> None:
+    response = client.post("/v1/reports", params={"modules": "M2,M9"}, json=projects[2], headers=AUTH)
+    assert response.status_code == 422
+    assert response.json()["problems"][0].startswith("query.modules: unknown module")
+
+
+def test_body_over_1_mb_is_413_declared_or_streamed(client: httpx.Client) -> None:
+    declared = client.post("/v1/reports", content=b" " * 1_000_001, headers=AUTH)
+    assert declared.status_code == 413
+    assert declared.json()["error"] == "the body is larger than 1,000,000 bytes"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: refused while reading
+        for _ in range(20):
+            yield b" " * 100_000
+
+    streamed = client.post("/v1/reports", content=chunks(), headers=AUTH)
+    assert streamed.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": "Bearer"}],
+    ids=["none", "wrong", "not-bearer", "empty"],
+)
+def test_write_endpoints_need_the_bearer_token(
+    client: httpx.Client, projects: list[Any], headers: dict[str, str]
+) -> None:
+    for method, url, body in (
+        ("POST", "/v1/reports", json.dumps(projects[3])),
+        ("POST", "/v1/batches", json.dumps([projects[3]])),
+        ("DELETE", "/v1/batches/anything", ""),
+    ):
+        response = client.request(method, url, content=body, headers=headers)
+        assert response.status_code == 401, (method, url)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert "error" in response.json()
+
+
+# -- GET /v1/reports/{project_id}/{module} -----------------------------------------------------------------------
+
+
+def test_get_report_with_etag_cache_control_and_304(
+    client: httpx.Client, made: dict[str, Any], out: Path, projects: list[Any]
+) -> None:
+    report = made["reports"][0]
+    response = client.get(report["url"], headers={"Accept-Encoding": "identity"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["etag"] == f'"{report["sha256"]}"'
+    assert response.headers["cache-control"] == "public, max-age=60"
+    assert response.content == (out / projects[0]["id"] / "M2.html").read_bytes()
+    again = client.get(report["url"], headers={"If-None-Match": response.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    other = client.get(report["url"], headers={"If-None-Match": '"0000"', "Accept-Encoding": "identity"})
+    assert other.status_code == 200
+
+
+@pytest.mark.parametrize(("accept", "encoding"), [("gzip", "gzip"), ("gzip, br", "br"), ("br;q=0, gzip", "gzip")])
+def test_get_report_compressed_when_accepted(
+    client: httpx.Client, made: dict[str, Any], out: Path, projects: list[Any], accept: str, encoding: str
+) -> None:
+    report = made["reports"][1]
+    with client.stream("GET", report["url"], headers={"Accept-Encoding": accept}) as response:
+        raw = b"".join(response.iter_raw())
+    assert response.headers["content-encoding"] == encoding
+    assert response.headers["vary"] == "Accept-Encoding"
+    assert response.headers["etag"] == f'W/"{report["sha256"]}"'
+    plain = gzip.decompress(raw) if encoding == "gzip" else brotli.decompress(raw)
+    assert plain == (out / projects[0]["id"] / "M3.html").read_bytes()
+    assert len(raw) < len(plain) / 3
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/reports/no-such-project/M2",
+        "/v1/reports/{made}/M9",
+        "/v1/reports/../index.sqlite",
+        "/v1/reports/%2E%2E/index",
+        "/v1/reports/..%2F..%2Fetc/passwd",
+        "/v1/reports/.hidden/M2",
+        "/v1/reports/{made}/M2.html",
+    ],
+)
+def test_unknown_or_escaping_report_is_404(client: httpx.Client, made: dict[str, Any], path: str) -> None:
+    response = client.get(path.replace("{made}", made["project_id"]))
+    assert response.status_code == 404
+    assert set(response.json()) == {"error"}
+
+
+# -- batches ------------------------------------------------------------------------------------------------------
+
+
+def wait_final(client: httpx.Client, batch_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        view: dict[str, Any] = client.get(f"/v1/batches/{batch_id}").json()
+        if view["final"]:
+            return view
+        time.sleep(0.05)
+    raise AssertionError(f"batch {batch_id} did not finish: {view}")
+
+
+def test_batch_as_json_lines_runs_to_done(client: httpx.Client, projects: list[Any], out: Path) -> None:
+    body = "\n".join(json.dumps(p, ensure_ascii=False) for p in projects[4:7]) + "\n"
+    response = client.post(
+        "/v1/batches", content=body.encode(), headers={**AUTH, "Content-Type": "application/x-ndjson"}
+    )
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert response.headers["location"] == accepted["url"] == f"/v1/batches/{accepted['id']}"
+    assert accepted["total"] == 3
+    view = wait_final(client, accepted["id"])
+    assert (view["state"], view["done"], view["failed"], view["reports_written"]) == ("done", 3, 0, 15)
+    assert view["rate_per_s"] > 0
+    assert all((out / p["id"] / "M6.html").is_file() for p in projects[4:7])
+
+
+def test_batch_events_stream_progress_then_end(client: httpx.Client) -> None:
+    batch = named("s82", 40, seed=82)
+    accepted = client.post("/v1/batches", json=batch, headers=AUTH).json()
+    events: list[tuple[str, dict[str, Any]]] = []
+    with client.stream("GET", accepted["events"]) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+    assert events[-1][0] == "end" and events[-1][1]["state"] == "done"
+    progress = [data["done"] for name, data in events if name == "progress"]
+    assert progress == sorted(progress) and progress[-1] == 40
+
+
+def test_batch_with_an_invalid_project_is_422_and_nothing_runs(client: httpx.Client, projects: list[Any]) -> None:
+    batch = [projects[0], {**projects[1], "land_area_sqm": 0}, {**projects[2], "id": projects[0]["id"]}]
+    response = client.post("/v1/batches", json=batch, headers=AUTH)
+    assert response.status_code == 422
+    problems = response.json()["problems"]
+    assert problems[0].startswith("projects[1].land_area_sqm: must be > 0")
+    assert problems[1].startswith("projects[2].id: duplicate id")
+    assert client.post("/v1/batches", json=[], headers=AUTH).status_code == 422
+
+
+def test_cancel_a_batch_discards_the_projects_in_flight_whole(client: httpx.Client, out: Path) -> None:
+    batch = named("s83", 400, seed=83)
+    accepted = client.post("/v1/batches", json=batch, headers=AUTH).json()
+    deadline = time.monotonic() + 60
+    while client.get(accepted["url"]).json()["done"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    cancelled = client.delete(accepted["url"], headers=AUTH)
+    assert cancelled.status_code == 202
+    assert cancelled.json()["cancel_requested"] is True
+    view = wait_final(client, accepted["id"])
+    assert view["state"] == "cancelled"
+    assert 0 < view["done"] < 400
+    indexed: dict[str, set[str]] = {}
+    for project_id, module, status in index_rows(out):
+        if status == "written":
+            indexed.setdefault(project_id, set()).add(module)
+    whole = 0
+    for project in batch:
+        folder = out / project["id"]
+        on_disk = {p.stem for p in folder.glob("*.html")} if folder.exists() else set()
+        assert on_disk == indexed.get(project["id"], set()), project["id"]  # never half a project
+        assert on_disk in (set(), set(MODULES)), project["id"]
+        whole += on_disk == set(MODULES)
+    assert whole == view["done"]
+    assert not list(out.glob("*/.*.tmp"))
+    again = client.delete(accepted["url"], headers=AUTH)
+    assert again.status_code == 409 and again.json()["batch"]["state"] == "cancelled"
+
+
+def test_unknown_batch_is_404(client: httpx.Client) -> None:
+    assert client.get("/v1/batches/nope").status_code == 404
+    assert client.get("/v1/batches/nope/events").status_code == 404
+    assert client.delete("/v1/batches/nope", headers=AUTH).status_code == 404
+
+
+# -- search -------------------------------------------------------------------------------------------------------
+
+
+def test_search_finds_by_address_and_module(client: httpx.Client, made: dict[str, Any], projects: list[Any]) -> None:
+    dong = projects[0]["dong"]
+    found = client.get("/v1/search", params={"q": dong, "module": "M4"}).json()
+    assert {(r["project_id"], r["module"]) for r in found["results"]} >= {(made["project_id"], "M4")}
+    assert all(r["module"] == "M4" and dong in r["address"] for r in found["results"])
+    assert found["results"][0]["url"] == f"/v1/reports/{found['results'][0]['project_id']}/M4"
+    fts = client.get("/v1/search", params={"q": f"{dong} AND module:M2", "fts": "true"}).json()
+    assert {r["module"] for r in fts["results"]} == {"M2"}
+
+
+@pytest.mark.parametrize(
+    "q",
+    [
+        "' OR 1=1; DROP TABLE reports; --",
+        '"unbalanced',
+        "NEAR(",
+        "<script>alert(1)</script>",
+        "module:M2 OR *",
+        "\u202e\x1b[31m",
+        "a" * 500,
+    ],
+)
+def test_hostile_search_text_is_inert(client: httpx.Client, made: dict[str, Any], out: Path, q: str) -> None:
+    response = client.get("/v1/search", params={"q": q})
+    assert response.status_code in (200, 400)
+    assert "traceback" not in response.text.lower()
+    if response.status_code == 400:
+        assert response.json()["error"] == "q holds no word to search for (letters or digits)"
+    assert any(m == "M2" for _, m, _ in index_rows(out))
+
+
+@pytest.mark.parametrize(
+    ("params", "why"),
+    [
+        ({"q": '"unbalanced', "fts": "true"}, "malformed full-text query: unterminated string"),
+        ({"q": "AND", "fts": "true"}, "malformed full-text query: fts5: syntax error near"),
+        ({"q": "nosuchcolumn:x", "fts": "true"}, "malformed full-text query: no such column: nosuchcolumn"),
+        ({"q": "   "}, "q is empty"),
+        ({"q": "x" * 501}, "q is longer than 500 characters"),
+    ],
+)
+def test_malformed_search_is_400_saying_why(client: httpx.Client, made: dict[str, Any], params: Any, why: str) -> None:
+    response = client.get("/v1/search", params=params)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(why)
+
+
+def test_search_limit_out_of_range_is_422(client: httpx.Client) -> None:
+    response = client.get("/v1/search", params={"q": "x", "limit": 0})
+    assert response.status_code == 422
+    assert response.json()["problems"][0].startswith("query.limit:")
+
+
+# -- metrics, stats, health, schema, errors ----------------------------------------------------------------------
+
+
+def test_metrics_in_prometheus_text(client: httpx.Client, made: dict[str, Any], projects: list[Any]) -> None:
+    client.post("/v1/reports", json=projects[0], headers=AUTH)  # cached this time
+    client.get("/healthz")
+    response = client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = response.text
+    for expected in (
+        'zerosite_reports_total{module="M2",status="written"}',
+        'zerosite_reports_total{module="M2",status="cached"}',
+        'zerosite_report_duration_seconds_bucket{le="0.01",module="M3",stage="render"}',
+        'zerosite_report_duration_seconds_count{module="M6",stage="total"}',
+        'zerosite_http_request_duration_seconds_count{method="POST",route="/v1/reports",status="200"}',
+        'zerosite_http_request_duration_seconds_count{method="GET",route="/healthz",status="200"}',
+        "zerosite_http_requests_in_flight 1.0",
+        "zerosite_queue_depth ",
+        "zerosite_cache_hits_total ",
+        "zerosite_cache_misses_total ",
+        "zerosite_uptime_seconds ",
+        'zerosite_process_cpu_seconds_total{process="server"}',
+        'zerosite_process_resident_memory_bytes{process="workers"}',
+        "zerosite_ready 1.0",
+    ):
+        assert expected in text, expected
+
+
+def test_stats_like_the_old_service(client: httpx.Client, made: dict[str, Any]) -> None:
+    stats = client.get("/v1/stats").json()
+    assert stats["reports_generated"] >= 5
+    assert stats["avg_ms_per_report"] > 0 and stats["reports_per_minute"] > 0
+    assert stats["memory_mb"] > 10 and stats["cpu_percent"] >= 0 and stats["uptime_s"] > 0
+    assert (stats["ready"], stats["strategy"], stats["workers"]) == (True, "thread", 2)
+
+
+def test_health_and_readiness(client: httpx.Client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+def test_openapi_documents_every_endpoint(client: httpx.Client) -> None:
+    schema = client.get("/openapi.json").json()
+    paths = schema["paths"]
+    assert set(paths["/v1/reports"]) == {"post"}
+    assert "422" in paths["/v1/reports"]["post"]["responses"] and "413" in paths["/v1/reports"]["post"]["responses"]
+    assert "requestBody" in paths["/v1/reports"]["post"]
+    assert set(paths["/v1/batches/{batch_id}"]) == {"get", "delete"}
+    for path in (
+        "/v1/reports/{project_id}/{module}",
+        "/v1/batches",
+        "/v1/batches/{batch_id}/events",
+        "/v1/search",
+        "/metrics",
+        "/v1/stats",
+        "/healthz",
+        "/readyz",
+        "/",
+    ):
+        assert path in paths
+
+
+def test_every_error_is_json_without_a_traceback(client: httpx.Client) -> None:
+    for response in (client.get("/no/such/route"), client.put("/v1/reports"), client.get("/v1/search")):
+        assert response.headers["content-type"] == "application/json"
+        assert set(response.json()) <= {"error", "problems"}
+        assert "Traceback" not in response.text
+
+
+# -- small parts ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "chosen"),
+    [("", "identity"), ("gzip", "gzip"), ("br, gzip", "br"), ("*", "br"), ("br;q=0,gzip;q=0", "identity")],
+)
+def test_choose_encoding(header: str, chosen: str) -> None:
+    assert choose_encoding(header) == chosen
+
+
+def test_etag_matching() -> None:
+    assert etag_matches('"abc"', "abc") and etag_matches('W/"abc"', "abc") and etag_matches('"x", "abc"', "abc")
+    assert etag_matches("*", "abc") and not etag_matches('"abd"', "abc") and not etag_matches("", "abc")
+
+
+def test_config_round_trips_through_the_environment(tmp_path: Path) -> None:
+    config = ServiceConfig(
+        out=tmp_path, strategy="thread", workers=3, token="t", queue_size=5, request_timeout_s=2.5, report_timeout_s=1
+    )
+    assert ServiceConfig.from_env(config.to_env()) == config
+    with pytest.raises(ConfigError, match="ZEROSITE_OUT is not set"):
+        ServiceConfig.from_env({})
+    with pytest.raises(ConfigError, match="ZEROSITE_WORKERS must be an integer"):
+        ServiceConfig.from_env({"ZEROSITE_OUT": str(tmp_path), "ZEROSITE_WORKERS": "two"})
+    token_file = tmp_path / "token"
+    token_file.write_text("  from-file \n")
+    assert ServiceConfig.from_env({"ZEROSITE_OUT": "o", "ZEROSITE_TOKEN_FILE": str(token_file)}).token == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "nope"], "error: unknown strategy 'nope'"),
+        (["--cache", "redis://127.0.0.1:6379/0"], "no cache backend 'redis' here; known: local"),
+        (["--request-timeout", "nan"], "'nan' is not a finite number of seconds"),
+    ],
+)
+def test_serve_refuses_bad_settings_before_listening(tmp_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["serve", "--out", str(tmp_path / "out"), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_report_file_cache_notices_a_remade_file_and_stays_within_its_bound(tmp_path: Path) -> None:
+    files = ReportFileCache(tmp_path, max_bytes=30_000)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "M2.html").write_text(name * 20_000)
+    first = files.get("a", "M2")
+    assert first is not None and first.sha256 == hashlib.sha256(b"a" * 20_000).hexdigest()
+    assert files.get("a", "M2") is first  # unchanged: not read again
+    assert len(files.encoded(first, "gzip")) < 1000
+    (tmp_path / "a" / "M2.html").write_text("remade")  # another process made it again
+    again = files.get("a", "M2")
+    assert again is not None and again.data == b"remade"
+    files.get("b", "M2")
+    assert files._bytes <= 30_000
+    assert files.get("../a", "M2") is None and files.get("a", "../M2") is None and files.get("c", "M2") is None
+
+
+def test_before_the_workers_are_warm_writes_are_503_and_readyz_says_why(tmp_path: Path) -> None:
+    app = create_app(ServiceConfig(out=tmp_path / "out", strategy="thread", workers=1))
+
+    async def ask() -> tuple[httpx.Response, ...]:
+        # No lifespan here: the dispatcher has not started, the workers are not warm.
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return (
+                await client.get("/healthz"),
+                await client.get("/readyz"),
+                await client.post("/v1/reports", json=named("cold", 1, seed=1)[0]),
+            )
+
+    health, ready, refused = asyncio.run(ask())
+    assert health.status_code == 200
+    assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
+    assert ready.json()["reason"] == "the workers are warming up"
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json() == {"error": "the workers are warming up"}

@@ -1,0 +1,139 @@
+"""Under load the service degrades honestly: a full queue is a 503 with Retry-After, the time limit a 504, and
+SIGTERM finishes the requests in flight and leaves nothing half-written.
+
+The work is held up the way a real server can be: another run holds the output folder (a ``ReportStore`` opened
+by the test, as ``zerosite generate`` would), so requests pile up deterministically, without sleeping plugins.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import signal
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from zerosite.sample import sample_projects
+from zerosite.service.batches import BOOK_FILE
+from zerosite.service.process import ServerProcess
+from zerosite.store import ReportStore
+
+REQUEST_TIMEOUT_S = 2.0
+
+
+def named(prefix: str, n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` sample projects with ids of their own (``PREFIX-0001``...), so that no two tests share a project."""
+    return [{**project, "id": f"{prefix}-{i:04d}"} for i, project in enumerate(sample_projects(n, seed=seed), 1)]
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("limited")
+
+
+@pytest.fixture(scope="module")
+def server(out: Path) -> Iterator[ServerProcess]:
+    args = ["--out", str(out), "--strategy", "thread", "--workers", "1", "--queue-size", "2"]
+    with ServerProcess([*args, "--request-timeout", str(REQUEST_TIMEOUT_S)]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        yield http
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def stats(url: str) -> dict[str, Any]:
+    answer: dict[str, Any] = httpx.get(f"{url}/v1/stats", timeout=10).json()
+    return answer
+
+
+def post(url: str, project: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{url}/v1/reports", json=project, timeout=60)
+
+
+def test_past_the_time_limit_is_504_and_nothing_is_made(server: ServerProcess, client: httpx.Client, out: Path) -> None:
+    project = named("s91", 1, seed=91)[0]
+    with ReportStore(out):  # another run writes there: the service waits its turn
+        started = time.monotonic()
+        response = client.post("/v1/reports", json=project)
+        waited = time.monotonic() - started
+    assert response.status_code == 504
+    assert REQUEST_TIMEOUT_S - 0.1 <= waited < REQUEST_TIMEOUT_S + 3
+    assert "time limit (2 s)" in response.json()["error"]
+    assert not (out / project["id"]).exists()
+    retried = client.post("/v1/reports", json=project)
+    assert retried.status_code == 200 and [r["status"] for r in retried.json()["reports"]] == ["written"] * 5
+
+
+def test_full_queue_is_503_with_retry_after(server: ServerProcess, client: httpx.Client, out: Path) -> None:
+    projects = named("s92", 5, seed=92)
+    with ReportStore(out), cf.ThreadPoolExecutor(4) as pool:
+        first = pool.submit(post, server.url, projects[0])  # taken by the dispatcher, which waits for the folder
+        wait_until(lambda: stats(server.url)["in_flight"] >= 2)
+        time.sleep(0.3)
+        waiting = [pool.submit(post, server.url, p) for p in projects[1:3]]  # the queue holds 2
+        wait_until(lambda: stats(server.url)["queue_depth"] == 2)
+        refused = client.post("/v1/reports", json=projects[3])
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json() == {"error": "the queue is full (2 requests waiting)"}
+        metrics = client.get("/metrics").text
+        assert "zerosite_queue_depth 2.0" in metrics
+        answers = [first.result(), *(w.result() for w in waiting)]
+    assert [a.status_code for a in answers] == [504, 504, 504]
+    assert "the output folder stayed busy" in answers[0].json()["error"]
+    assert all(a.json()["error"].endswith("nothing was made") for a in answers[1:])  # withdrawn, or given up
+    assert not any((out / p["id"]).exists() for p in projects)
+    assert client.post("/v1/reports", json=projects[4]).status_code == 200
+
+
+def test_sigterm_finishes_the_requests_in_flight_and_leaves_nothing_half_written(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    projects = named("s93", 6, seed=93)
+    batch = named("s94", 60, seed=94)
+    args = ["--out", str(out), "--strategy", "thread", "--workers", "2", "--processes", "1"]
+    with ServerProcess(args) as server, cf.ThreadPoolExecutor(8) as pool:
+        url = server.url
+        post(url, projects[0])
+        with ReportStore(out):  # hold the work back so that the requests are surely in flight at the signal
+            in_flight = [pool.submit(post, url, p) for p in projects[1:]]
+            accepted = httpx.post(f"{url}/v1/batches", json=batch, timeout=10).json()
+            wait_until(lambda: stats(url)["in_flight"] >= len(in_flight) + 1)
+            server.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            with pytest.raises(httpx.HTTPError):  # no longer listening
+                httpx.post(f"{url}/v1/reports", json=named("s95", 1, seed=95)[0], timeout=5)
+        answers = [future.result() for future in in_flight]
+        code = server.stop()
+    assert code in (-signal.SIGTERM, 128 + signal.SIGTERM), server.log
+    assert [a.status_code for a in answers] == [200] * 5, [a.text for a in answers]
+    assert all(r["status"] == "written" for a in answers for r in a.json()["reports"])
+    assert "Application shutdown complete." in server.log and "Traceback" not in server.log
+
+    # Nothing half-written: no temporary file; every report file indexed with its hash, every written row's file there.
+    assert not list(out.glob("*/.*.tmp"))
+    with sqlite3.connect(out / "index.sqlite") as conn:
+        rows = conn.execute("SELECT path, sha256 FROM reports WHERE status = 'written'").fetchall()
+    assert len(rows) == 6 * 5
+    assert {path for path, _ in rows} == {str(p.relative_to(out)) for p in out.glob("*/*.html")}
+    assert all(hashlib.sha256((out / path).read_bytes()).hexdigest() == sha for path, sha in rows)
+    with sqlite3.connect(out / BOOK_FILE) as conn:
+        state, done, error = conn.execute(
+            "SELECT state, done, error FROM batches WHERE id = ?", (accepted["id"],)
+        ).fetchone()
+    assert state == "interrupted" and done == 0 and "send the batch again to resume" in error

@@ -1,0 +1,142 @@
+"""The ASGI app factory: ``create_app()`` (for ``uvicorn --factory``) and what it starts and stops."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from types import FrameType
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from zerosite import __version__
+from zerosite.engine import EngineError
+from zerosite.service.cache import open_cache
+from zerosite.service.config import LIMITS, ConfigError, ServiceConfig
+from zerosite.service.errors import install_error_handlers
+from zerosite.service.files import ReportFileCache
+from zerosite.service.jobs import ReportQueue
+from zerosite.service.metrics import ServiceMetrics
+from zerosite.service.routes import router
+from zerosite.service.state import Service
+from zerosite.types import PluginError
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("zerosite.service")
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+DESCRIPTION = """ZeroSite as a service: one project's reports made on request, batches in the background, full-text
+search of the index, live metrics. The CPU work runs on a warm runner (thread, process or async strategy), never on
+the event loop. Write endpoints ask for a bearer token when the server has one."""
+
+
+def create_app(config: ServiceConfig | None = None) -> FastAPI:
+    """The app for ``config``, or for the ``ZEROSITE_*`` environment variables (``ServiceConfig.from_env``).
+
+    The plan (modules, strategy, plugins) is checked here, so a bad setting fails before the server listens;
+    the workers start and warm up in the background once the server runs (``/readyz`` says when).
+
+    :raises ConfigError: a setting the service cannot start with, named.
+    """
+    config = config or ServiceConfig.from_env()
+    try:
+        config.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot make the output folder {config.out}: {error}") from None
+    cache = open_cache(config.cache)
+    queue_box: list[ReportQueue] = []
+    metrics = ServiceMetrics(
+        depth=lambda: queue_box[0].depth() if queue_box else 0,
+        ready=lambda: bool(queue_box) and queue_box[0].ready.is_set(),
+    )
+    try:
+        queue = ReportQueue(config, cache, metrics.record)
+    except (EngineError, PluginError) as error:
+        raise ConfigError(str(error)) from None
+    queue_box.append(queue)
+    service = Service(config, queue, metrics, ReportFileCache(config.out, LIMITS.report_cache_bytes), cache)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        queue.start()
+        restore = _chain_stop_signals(queue.stopping.set)
+        log.info("serving %s (index %s); cache: %s", config.out, config.db_path, cache.describe())
+        try:
+            yield
+        finally:
+            await run_in_threadpool(queue.stop, config.request_timeout_s + 5)
+            metrics.close()
+            restore()
+
+    app = FastAPI(title="ZeroSite", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.service = service
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(_Instrumented, metrics=metrics)
+    return app
+
+
+def _chain_stop_signals(on_stop: Callable[[], None]) -> Callable[[], None]:
+    """On SIGTERM or SIGINT, call ``on_stop`` (take no more work), then the handler the server installed
+    (uvicorn's: stop accepting, finish the requests in flight). Returns what puts the handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        on_stop()
+        chained = previous.get(signum)
+        if callable(chained):
+            chained(signum, frame)
+        elif chained == signal.SIG_DFL:  # no server of ours installed one: do what the signal would have done
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    for signum in STOP_SIGNALS:
+        previous[signum] = signal.getsignal(signum)
+        signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            if signal.getsignal(signum) is handler:
+                signal.signal(signum, old)
+
+    return restore
+
+
+class _Instrumented:
+    """HTTP duration by route and status, requests in flight, and ``X-Content-Type-Options`` on every answer."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).setdefault("X-Content-Type-Options", "nosniff")
+            await send(message)
+
+        self.metrics.request_started()
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.request_ended(scope["method"], route, status, time.perf_counter() - started)

@@ -1,0 +1,68 @@
+"""Errors as the service answers them: always JSON, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+__all__ = ["ApiError", "install_error_handlers"]
+
+log = logging.getLogger("zerosite.service")
+
+
+class ApiError(Exception):
+    """An answer other than success: HTTP status, a one-line message, the problems one by one (422)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        problems: Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
+        **extra: object,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.problems = list(problems)
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+    def response(self) -> JSONResponse:
+        body: dict[str, object] = {"error": self.message, **self.extra}
+        if self.problems:
+            body["problems"] = self.problems
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error the app can give, as ``{"error": ..., "problems": [...]}`` JSON."""
+
+    async def api_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, ApiError)
+        return error.response()
+
+    async def http_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+
+    async def invalid_request(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        problems = [
+            f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in error.errors()
+        ]
+        return JSONResponse({"error": "invalid request", "problems": problems}, status_code=422)
+
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.error("unexpected error answering %s %s", request.method, request.url.path, exc_info=error)
+        return JSONResponse({"error": "internal error; the server log has the details"}, status_code=500)
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(Exception, unexpected)

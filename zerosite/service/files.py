@@ -1,0 +1,158 @@
+"""Report files as ``GET /v1/reports`` serves them: read once, hashed, compressed on demand, kept in memory."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import brotli
+
+from zerosite.store import ReportFiles, StoreError
+
+__all__ = ["ReportFile", "ReportFileCache", "choose_encoding", "etag_matches"]
+
+GZIP_LEVEL = 6
+BROTLI_QUALITY = 5
+"""Brotli's quality 11 takes tens of milliseconds on a report; 5 compresses about as well as gzip -9, faster."""
+
+
+@dataclass
+class ReportFile:
+    """One report's bytes, its SHA-256 (the ETag) and its compressed forms, made when first asked for."""
+
+    path: Path
+    identity: tuple[int, int, int]
+    """``(inode, size, mtime_ns)`` of the file these bytes were read from."""
+    data: bytes
+    sha256: str
+    encoded: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.data) + sum(len(body) for body in self.encoded.values())
+
+
+def _compress(data: bytes, encoding: str) -> bytes:
+    if encoding == "br":
+        compressed: bytes = brotli.compress(data, quality=BROTLI_QUALITY)
+        return compressed
+    return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+
+
+class ReportFileCache:
+    """Report files under one output folder, read and hashed once while unchanged, at most ``max_bytes`` kept.
+
+    A file replaced on disk (another process made the report again) is noticed by its inode, size and mtime.
+    """
+
+    def __init__(self, out_dir: Path, max_bytes: int) -> None:
+        self.files = ReportFiles(Path(out_dir).resolve())
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Path, ReportFile] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def path(self, project_id: str, module: str) -> Path | None:
+        """Where the report would be, or ``None`` for an id or module name that could leave the folder."""
+        try:
+            return self.files.path(project_id, module)
+        except StoreError:
+            return None
+
+    def get(self, project_id: str, module: str) -> ReportFile | None:
+        """The report as on disk now, or ``None`` when there is none (or the id is not a safe one)."""
+        path = self.path(project_id, module)
+        if path is None:
+            return None
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is not None and entry.identity == identity:
+                self._entries.move_to_end(path)
+                return entry
+        try:
+            with open(path, "rb") as handle:
+                stat = os.fstat(handle.fileno())
+                data = handle.read()
+        except OSError:
+            return None
+        identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        entry = ReportFile(path, identity, data, hashlib.sha256(data).hexdigest())
+        self._keep(path, entry)
+        return entry
+
+    def encoded(self, entry: ReportFile, encoding: str) -> bytes:
+        """The report's body in ``encoding`` (``identity``, ``gzip`` or ``br``), compressed once and kept."""
+        if encoding == "identity":
+            return entry.data
+        found = entry.encoded.get(encoding)
+        if found is not None:
+            return found
+        body = _compress(entry.data, encoding)
+        with self._lock:
+            if encoding not in entry.encoded:
+                entry.encoded[encoding] = body
+                if self._entries.get(entry.path) is entry:
+                    self._bytes += len(body)
+                    self._evict()
+        return entry.encoded[encoding]
+
+    def _keep(self, path: Path, entry: ReportFile) -> None:
+        with self._lock:
+            old = self._entries.pop(path, None)
+            if old is not None:
+                self._bytes -= old.size
+            if entry.size > self.max_bytes:
+                return
+            self._entries[path] = entry
+            self._bytes += entry.size
+            self._evict()
+
+    def _evict(self) -> None:
+        while self._bytes > self.max_bytes and self._entries:
+            _, dropped = self._entries.popitem(last=False)
+            self._bytes -= dropped.size
+
+
+def choose_encoding(accept_encoding: str) -> str:
+    """``br``, ``gzip`` or ``identity``: the best the client accepts (``q=0`` refuses one)."""
+    accepted: dict[str, float] = {}
+    for part in accept_encoding.split(","):
+        name, _, params = part.strip().partition(";")
+        name = name.strip().lower()
+        quality = 1.0
+        params = params.strip().replace(" ", "")
+        if params.startswith("q="):
+            try:
+                quality = float(params[2:])
+            except ValueError:
+                quality = 0.0
+        if name:
+            accepted[name] = quality
+    for encoding in ("br", "gzip"):
+        quality = accepted.get(encoding, accepted.get("*", 0.0))
+        if quality > 0:
+            return encoding
+    return "identity"
+
+
+def etag_matches(if_none_match: str, sha256: str) -> bool:
+    """Whether an ``If-None-Match`` header names this report's ETag (weak comparison, ``*`` included)."""
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag == "*":
+            return True
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag.strip('"') == sha256:
+            return True
+    return False

@@ -1,0 +1,72 @@
+"""Full-text search of the report index for ``GET /v1/search``: plain words, or an FTS5 expression checked first."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from zerosite.store import ReportRow, StoreError, search_reports
+
+__all__ = ["BadQuery", "Hit", "search"]
+
+_PROGRESS_EVERY = 1000
+"""SQLite virtual machine steps between two looks at the query's deadline."""
+
+
+class BadQuery(ValueError):
+    """A full-text expression SQLite cannot run (its reason in the message), or one that ran too long."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    project_id: str
+    module: str
+    address: str
+    status: str
+    generated_at: str
+
+
+def search(db_path: Path, text: str, *, fts: bool, module: str | None, limit: int, deadline_s: float) -> list[Hit]:
+    """Reports matching ``text``: with ``fts`` an FTS5 expression (``jamsil OR gongdeok``, ``"mapo gu"``,
+    ``seo*``, ``module:M2``), else words matched as prefixes, whatever characters they hold (as ``zerosite search``).
+
+    An index not made yet holds nothing: no hit.
+
+    :raises BadQuery: the expression is malformed, or ran past ``deadline_s``.
+    :raises StoreError: the index cannot be read.
+    """
+    if not db_path.is_file():
+        return []
+    if not fts:
+        return [_hit(row) for row in search_reports(db_path, text, module=module, limit=limit)]
+    sql = (
+        "SELECT reports.project_id, reports.module, reports.address, reports.status, reports.generated_at "
+        "FROM reports_fts JOIN reports ON reports.rowid = reports_fts.rowid "
+        "WHERE reports_fts MATCH ? AND (? IS NULL OR reports.module = ?) "
+        "ORDER BY reports_fts.rank, reports.generated_at DESC LIMIT ?"
+    )
+    try:
+        conn = sqlite3.connect(f"{db_path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot open the report index {db_path}: {error}") from error
+    stop_at = time.monotonic() + deadline_s
+    conn.set_progress_handler(lambda: 1 if time.monotonic() > stop_at else 0, _PROGRESS_EVERY)
+    with closing(conn):
+        try:
+            rows = conn.execute(sql, (text, module, module, limit)).fetchall()
+        except sqlite3.OperationalError as error:
+            if str(error) == "interrupted":
+                raise BadQuery(f"the query ran longer than {deadline_s:g} s and was stopped") from None
+            if "fts5" in str(error) or "no such column" in str(error) or "unterminated" in str(error):
+                raise BadQuery(f"malformed full-text query: {error}") from None
+            raise StoreError(f"cannot read the report index {db_path}: {error}") from error
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot read the report index {db_path}: {error}") from error
+    return [Hit(*row) for row in rows]
+
+
+def _hit(row: ReportRow) -> Hit:
+    return Hit(row.project_id, row.module, row.address, row.status, row.generated_at)
