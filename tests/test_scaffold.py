@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -103,14 +104,23 @@ def test_the_package_installs_beside_zerosite_and_passes_its_tests(tmp_path: Pat
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
+    # ZeroSite's dependencies come from this environment (a .pth file), so pip installs the two packages
+    # themselves without resolving and fetching the dependencies again: that is what this test is about.
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    Path(site, "zerosite-test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
 
     def run(*args: str) -> str:
         done = subprocess.run([python, *args], cwd=package, capture_output=True, text=True, check=False)
         assert done.returncode == 0, f"{' '.join(args)}:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
-    run("-m", "pip", "install", "--quiet", "-e", str(CHECKOUT), "pytest")
-    run("-m", "pip", "install", "--quiet", "-e", ".")
+    run("-m", "pip", "install", "--quiet", "--no-deps", "-e", str(CHECKOUT))
+    run("-m", "pip", "install", "--quiet", "--no-deps", "-e", ".")
     assert "2 passed" in run("-m", "pytest", "-p", "no:cacheprovider")
     collected = run("-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", "bench")
     assert "test_m7[module=M7-strategy=sequential-workers=1-scenario=cpu]" in collected
