@@ -7,8 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import zerosite.strategies_auto as auto
+from zerosite.cli import main
 from zerosite.engine import BatchOptions, generate, plan_batch
 from zerosite.project import Project, parse_project, project_to_dict
 from zerosite.sample import sample_projects
@@ -228,3 +230,39 @@ def test_the_embedded_source_does_not_wait(tmp_path: Path) -> None:
     with start_auto(options) as runner:
         list(runner.run(projects(4)))
     assert runner.choice is not None and runner.choice.figures.wait_ms < 1.0
+
+
+# --- The command line ---------------------------------------------------------------------------------------------
+
+
+def test_generate_defaults_to_auto_and_says_why(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["generate", "--sample", "5", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.stderr.splitlines() if line.startswith("auto: ")]
+    assert len(said) == 1 and "ms CPU per project" in said[0] and "core" in said[0], result.stderr
+    assert "25 written" in result.stdout and "auto x" in result.stdout
+
+
+def test_generate_json_carries_the_choice_and_its_figures(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["generate", "--sample", "6", "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["strategy"] == "auto" and data["workers"] == usable_cores()
+    choice = data["auto"]
+    assert choice["strategy"] in auto.CANDIDATES and choice["line"].startswith("auto: ")
+    assert choice["probed_projects"] + choice["figures"]["projects"] == 6
+    assert {"cpu_ms", "fetch_ms", "wait_ms", "blocked_ms", "parent_ms", "cores", "workers"} <= set(choice["figures"])
+    again = CliRunner().invoke(main, ["generate", "--sample", "6", "--out", str(tmp_path / "out"), "--json"])
+    assert json.loads(again.stdout)["auto"] is None  # every project skipped: nothing measured, nothing chosen
+
+
+def test_workers_bound_auto(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["generate", "--sample", "6", "-w", "1", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["workers"] == 1 and data["auto"]["figures"]["workers"] == 1
+
+
+def test_strategies_lists_auto() -> None:
+    output = CliRunner().invoke(main, ["strategies"]).output
+    assert any(line.split()[:2] == ["auto", "yes"] for line in output.splitlines())
