@@ -49,13 +49,13 @@ class AutoCosts:
     """The probe also stops once the projects after the first have taken this long (slow modules)."""
     lookahead_projects: int = 512
     """How far past the probe the batch is read to count what is left; beyond it, "at least this many"."""
-    fork_pool_start_ms: float = 50.0
-    """A warm process pool of two, started by ``fork``: its first result later than a sequential one."""
-    forkserver_pool_start_ms: float = 500.0
-    """The same by ``forkserver`` (the start method once this process runs threads): a fresh interpreter
-    imports the engine and the plugins first."""
-    spawn_pool_start_ms: float = 900.0
-    """The same by ``spawn``: every worker imports everything."""
+    fork_pool_start_ms: float = 70.0
+    """A process pool of two started by ``fork``: how much later its first result comes than a sequential one's."""
+    forkserver_pool_start_ms: float = 1300.0
+    """The same by ``forkserver`` (the start method once this process runs threads, its server already
+    running): each worker loads the plugins and compiles the templates again."""
+    spawn_pool_start_ms: float = 1700.0
+    """The same by ``spawn``: each worker also imports everything."""
     thread_start_ms: float = 0.2
     """Per thread of a thread pool."""
     worker_speed: float = 0.9
@@ -66,6 +66,8 @@ class AutoCosts:
     """Per project, this process's CPU to send it to a process pool and take its result back."""
     async_parent_ms: float = 1.8
     """The same under ``async``: a task per project, each project pickled alone."""
+    async_batch_ms: float = 25.0
+    """Per batch under ``async``: filling and draining its pipeline of fetches and tasks."""
     waiting_ms: float = 0.5
     """A fetch waiting longer than this per project is said to wait on the source (the line only)."""
 
@@ -90,7 +92,9 @@ class AutoFigures:
     blocked_ms: float
     """Per project, waiting elsewhere: modules or writes blocked off the CPU, not for a core: median of the probe."""
     queued_ms: float
-    """Per project, time spent ready to run but waiting for a core (other processes busy): median; not weighed."""
+    """Per project, time spent ready to run but waiting for a core (other processes keep them busy): median."""
+    write_ms: float
+    """Per project, writing its files (hashing, the system calls): work that does not hold the GIL. Median."""
     parent_ms: float
     """Per project, the caller's CPU between two results (the engine's hashing and indexing)."""
     projects: int
@@ -108,6 +112,9 @@ class AutoFigures:
     """How a process pool would start now."""
     warm: frozenset[str] = frozenset()
     """Runners already started by an earlier batch of the same runner, by label: no start-up cost."""
+    served: int = 0
+    """Projects this runner made in earlier batches. A runner asked for another batch is long-lived (a
+    service, a benchmark): a pool's start-up is then paid once over its life, and left out."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -116,6 +123,7 @@ class AutoFigures:
             "wait_ms": round(self.wait_ms, 3),
             "blocked_ms": round(self.blocked_ms, 3),
             "queued_ms": round(self.queued_ms, 3),
+            "write_ms": round(self.write_ms, 3),
             "parent_ms": round(self.parent_ms, 3),
             "projects": self.projects,
             "more": self.more,
@@ -125,6 +133,7 @@ class AutoFigures:
             "in_flight": self.in_flight,
             "start_method": self.start_method,
             "warm": sorted(self.warm),
+            "served": self.served,
         }
 
 
@@ -145,14 +154,19 @@ class AutoChoice:
         return _label(self.strategy, self.workers)
 
     @property
+    def free_cores(self) -> float:
+        return _free_cores(self.figures)
+
+    @property
     def line(self) -> str:
         """One line for the terminal: which, and why."""
         f = self.figures
         waiting = f"{f.wait_ms:.1f} ms waiting" if f.wait_ms >= AUTO_COSTS.waiting_ms else "not waiting"
         blocked = f", {f.blocked_ms:.1f} ms blocked elsewhere" if f.blocked_ms >= AUTO_COSTS.waiting_ms else ""
+        busy = f" ({f.queued_ms:.1f} ms waiting for one)" if f.queued_ms >= AUTO_COSTS.waiting_ms else ""
         figures = (
             f"{f.cpu_ms:.1f} ms CPU per project, fetch {f.fetch_ms:.1f} ms ({waiting}){blocked}, "
-            f"{f.cores} core{'s' if f.cores != 1 else ''}"
+            f"{f.cores} core{'s' if f.cores != 1 else ''}{busy}"
         )
         if not f.projects:
             return f"auto: sequential \N{EM DASH} {figures}; the whole batch was the {self.probed} projects measured"
@@ -177,6 +191,12 @@ def _label(strategy: str, workers: int) -> str:
     return strategy if strategy == "sequential" else f"{strategy}{TIMES}{workers}"
 
 
+def _free_cores(figures: AutoFigures) -> float:
+    """The cores, times the share of its time a ready thread of this process got one in the probe."""
+    ready_ms = figures.cpu_ms + figures.queued_ms
+    return max(1, figures.cores) * (figures.cpu_ms / ready_ms if ready_ms > 0 else 1.0)
+
+
 def _seconds(ms: float) -> str:
     return f"{ms / 1000:.2f} s" if ms >= 100 else f"{ms:.0f} ms"
 
@@ -184,45 +204,62 @@ def _seconds(ms: float) -> str:
 def estimates_ms(figures: AutoFigures, costs: AutoCosts = AUTO_COSTS) -> dict[tuple[str, int], float]:
     """Each candidate's estimated wall time, in ms, for the projects left: ``{(strategy, workers): ms}``.
 
-    A model of the costs, not a measurement. Per project: ``c`` CPU, ``w`` waiting on the source,
-    ``b`` waiting elsewhere (a module, a write), ``p`` the caller's CPU; ``P`` projects left; ``k`` pool
-    processes (at most the cores and ``workers``). Whichever bound is longest:
+    A model of the costs, not a measurement. Per project: ``c`` CPU, of which ``x`` writing (free of the
+    GIL), ``q`` waiting for a core, ``w`` waiting on the source, ``b`` waiting elsewhere (a module, a
+    write), ``p`` the caller's CPU; ``P`` projects left; ``k`` pool processes (at most the cores and
+    ``workers``); ``f`` free cores (the cores times ``c / (c + q)``, the share of its time a ready thread
+    got one). Whichever bound is longest, and for a pool the last result's ``p`` after it:
 
-    - sequential: ``P (c + w + b + p)``.
-    - thread x ``workers``: CPU one thread at a time (the GIL) at ``gil_speed``; the waits overlap.
-    - process x ``k``: a pool start-up unless warm; then the busiest worker's chunks, the caller's share
-      (sending, taking back, indexing), or all the CPU over the cores.
-    - async x ``k``: the same start-up and bounds, one project per task (a higher cost to the caller);
-      fetches overlap up to ``in_flight``, modules and writes over ``k`` processes.
+    Start-ups count in a runner's first batch only (see ``AutoFigures.served``).
+
+    - sequential: ``P (c + q + w + b + p)``.
+    - thread x ``workers``: the CPU that holds the GIL, ``P (c - x + p)``, one thread at a time at
+      ``gil_speed``; the waits (``q`` too: a thread waiting for a core leaves the GIL to one that has
+      one) and the writes overlap over the threads (no more than there are projects); all the CPU over ``f``.
+    - process x ``k``: a pool start-up unless warm; then the busiest worker's chunks (each project
+      ``c / worker_speed + q + w + b``), the caller's share (sending, taking back, indexing), or all
+      the CPU over ``f``.
+    - async x ``k``: the same start-up and bounds, one project per task (a higher cost to the caller)
+      and a pipeline to fill and drain; fetches overlap up to ``in_flight``, the rest over ``k`` processes.
     """
     n_left, c, p = figures.projects, figures.cpu_ms, figures.parent_ms
-    w, b = figures.wait_ms, figures.blocked_ms
-    pooled = c / costs.worker_speed + b  # a project's time in a pool worker, fetch aside
-    cores = max(1, figures.cores)
-    estimates = {("sequential", 1): n_left * (c + w + b + p)}
+    w, b, x, q = figures.wait_ms, figures.blocked_ms, min(figures.write_ms, figures.cpu_ms), figures.queued_ms
+    pooled = c / costs.worker_speed + q + b  # a project's time in a pool worker, fetch aside
+    cores, free = max(1, figures.cores), _free_cores(figures)
+    estimates = {("sequential", 1): n_left * (c + q + w + b + p)}
+
+    def start_ms(key: str, cost_ms: float) -> float:
+        return 0.0 if figures.served or key in figures.warm else cost_ms
+
     threads = figures.workers
     if threads > 1:
-        start = 0.0 if _label("thread", threads) in figures.warm else threads * costs.thread_start_ms
-        gil = n_left * (c + p) / costs.gil_speed
-        estimates["thread", threads] = start + max(gil, n_left * (c + w + b) / threads)
+        start = start_ms(_label("thread", threads), threads * costs.thread_start_ms)
+        gil = n_left * (c - x + p) / costs.gil_speed
+        overlapped = n_left * (c + q + w + b) / max(1, min(threads, n_left))
+        estimates["thread", threads] = start + max(gil, overlapped, n_left * (c + p) / free) + p
     k = max(1, min(figures.workers, cores))
     pool_start = costs.pool_start_ms(figures.start_method)
     chunks = math.ceil(n_left / figures.chunksize)
     k_process = max(1, min(k, chunks))
     busiest = min(n_left, math.ceil(chunks / k_process) * figures.chunksize)
-    start = 0.0 if _label("process", k_process) in figures.warm else pool_start
+    start = start_ms(_label("process", k_process), pool_start)
     parent = n_left * (p + costs.process_parent_ms)
     cpu_share = n_left * (c / costs.worker_speed + p)
-    estimates["process", k_process] = start + max(
-        parent, busiest * (pooled + w), (cpu_share + n_left * costs.process_parent_ms) / cores
+    estimates["process", k_process] = (
+        start + max(parent, busiest * (pooled + w), (cpu_share + n_left * costs.process_parent_ms) / free) + p
     )
     in_flight = figures.in_flight or 4 * k
-    start = 0.0 if _label("async", k) in figures.warm else pool_start
-    estimates["async", k] = start + max(
-        n_left * (p + costs.async_parent_ms),
-        n_left * pooled / k,
-        n_left * (w + pooled) / in_flight,
-        (cpu_share + n_left * costs.async_parent_ms) / cores,
+    start = start_ms(_label("async", k), pool_start) + costs.async_batch_ms
+    estimates["async", k] = (
+        start
+        + max(
+            n_left * (p + costs.async_parent_ms),
+            n_left * pooled / k,
+            n_left * (w + pooled) / in_flight,
+            w + pooled if n_left else 0.0,  # one project's own time
+            (cpu_share + n_left * costs.async_parent_ms) / free,
+        )
+        + p
     )
     return estimates
 
@@ -289,6 +326,7 @@ class _Sample:
     cpu_ns: int
     queued_ns: int
     fetch_ns: int
+    write_ns: int
     parent_ns: int
 
     @property
@@ -356,6 +394,8 @@ class AutoRunner(Runner):
         self.costs = costs
         self.cores = usable_cores()
         self.samples: list[_Sample] = []
+        self.served = 0
+        """Projects made by earlier batches."""
         self.runners: dict[tuple[str, int], Runner] = {}
         self.choices: list[AutoChoice] = []
         self.on_choice: Callable[[AutoChoice], None] | None = None
@@ -383,20 +423,24 @@ class AutoRunner(Runner):
         self.choices.append(choice)
         if self.on_choice is not None:
             self.on_choice(choice)
+        self.served += probed
         if ahead:
             runner = self._runner(choice.strategy, choice.workers)
-            yield from runner.run(itertools.chain(ahead, source), files)
+            for result in runner.run(itertools.chain(ahead, source), files):
+                self.served += 1
+                yield result
 
     def figures(self, projects: int, more: bool) -> AutoFigures:
         """The figures of the probe so far, for ``projects`` left (``more``: at least that many)."""
         # The first project pays once for what later ones reuse (lazy imports, caches): left out when others came after.
-        samples = self.samples[1:] or self.samples or [_Sample(0, 0, 0, 0, 0)]
+        samples = self.samples[1:] or self.samples or [_Sample(0, 0, 0, 0, 0, 0)]
         return AutoFigures(
             cpu_ms=statistics.median(s.cpu_ns for s in samples) / 1e6,
             fetch_ms=statistics.median(s.fetch_ns for s in samples) / 1e6,
             wait_ms=statistics.median(s.fetch_wait_ns for s in samples) / 1e6,
             blocked_ms=statistics.median(s.off_cpu_ns - s.fetch_wait_ns for s in samples) / 1e6,
             queued_ms=statistics.median(s.queued_ns for s in samples) / 1e6,
+            write_ms=statistics.median(s.write_ns for s in samples) / 1e6,
             parent_ms=statistics.median(s.parent_ns for s in samples) / 1e6,
             projects=projects,
             more=more,
@@ -406,6 +450,7 @@ class AutoRunner(Runner):
             in_flight=self.options.in_flight,
             start_method=self._start_method(),
             warm=frozenset(_label(*key) for key in self.runners),
+            served=self.served,
         )
 
     def _probe(self, source: Iterator[Project], files: ReportWriter | None) -> Iterator[ProjectResult]:
@@ -422,11 +467,12 @@ class AutoRunner(Runner):
             wall_ns, cpu_ns = time.perf_counter_ns() - wall_started, time.thread_time_ns() - cpu_started
             queued_ns = _queued_ns() - queued_started
             fetch_ns = sum(report.timings.fetch_ns for report in result.reports)
+            write_ns = sum(report.timings.write_ns for report in result.reports)
             handed = time.thread_time_ns()
             yield result
             parent_ns += time.thread_time_ns() - handed  # the caller indexing the result
             spent_ns += wall_ns if self.samples else 0
-            self.samples.append(_Sample(wall_ns, cpu_ns, queued_ns, fetch_ns, parent_ns))
+            self.samples.append(_Sample(wall_ns, cpu_ns, queued_ns, fetch_ns, write_ns, parent_ns))
 
     def _start_method(self) -> str:
         method = self.options.start_method or default_start_method()
