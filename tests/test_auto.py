@@ -214,10 +214,11 @@ def test_the_probe_projects_are_real_work_made_once(tmp_path: Path) -> None:
     with start_auto(options) as runner:
         results = list(runner.run(batch))
     made = [r.project.id for r in results]
-    probed = len(runner.samples)
+    assert runner.choice is not None
+    probed = runner.choice.probed
     assert sorted(made) == sorted(p.id for p in batch) and made[:probed] == [p.id for p in batch[:probed]]
     assert all(report.html for result in results for report in result.reports)
-    assert 2 <= len(runner.samples) <= AutoCosts().probe_projects
+    assert 2 <= probed <= AutoCosts().probe_projects and runner.cold is not None and len(runner.samples) == probed - 1
 
 
 def test_a_small_batch_starts_no_pool(tmp_path: Path) -> None:
@@ -229,14 +230,14 @@ def test_a_small_batch_starts_no_pool(tmp_path: Path) -> None:
     assert summary.written == 25
 
 
-def test_a_runner_measures_once_and_chooses_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_reused_runner_measures_one_project_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     made = forced("thread", 2, monkeypatch)
     options = BatchOptions(out=tmp_path / "out", strategy="auto", workers=2)
     with start_auto(options) as runner:
         list(runner.run(projects(6)))
         list(runner.run(projects(3)))
         list(runner.run([]))  # nothing to make: nothing chosen
-    assert [(c.probed, c.figures.projects) for c in made] == [(made[0].probed, 6 - made[0].probed), (0, 3)]
+    assert [(c.probed, c.figures.projects) for c in made] == [(made[0].probed, 6 - made[0].probed), (1, 2)]
     assert made[1].figures.warm == {"sequential", "thread\N{MULTIPLICATION SIGN}2"}
     assert (made[0].figures.served, made[1].figures.served) == (0, 6)  # the second batch: start-ups left out
     assert runner.runners == {}  # closed

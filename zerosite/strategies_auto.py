@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import os
@@ -375,8 +376,9 @@ class AutoStrategy(Strategy):
 class AutoRunner(Runner):
     """Makes the first projects one at a time, measured (their reports are written like any other), then
     hands the rest to the chosen strategy's runner. Runners it started are kept for later batches and
-    closed with it; a runner that serves several batches measures once, on its first projects, and
-    chooses again for each batch from those figures and the batch's size.
+    closed with it. A runner that serves several batches chooses again for each: it measures one more
+    project first, so that the figures (medians of the latest ``probe_projects - 1``) follow the machine's
+    load, and leaves start-ups out (see ``AutoFigures.served``).
 
     ``on_choice``, when set, is called with each :class:`AutoChoice` as it is made.
     """
@@ -393,7 +395,12 @@ class AutoRunner(Runner):
         self.strategies = dict(strategies)
         self.costs = costs
         self.cores = usable_cores()
-        self.samples: list[_Sample] = []
+        self.cold: _Sample | None = None
+        """The first project measured: it pays for lazy imports and caches, so it counts only alone."""
+        self.samples: collections.deque[_Sample] = collections.deque(maxlen=max(1, costs.probe_projects - 1))
+        """The latest projects measured after it."""
+        self.probed = False
+        """Whether the first probe is complete (later batches measure one project each)."""
         self.served = 0
         """Projects made by earlier batches."""
         self.runners: dict[tuple[str, int], Runner] = {}
@@ -411,9 +418,10 @@ class AutoRunner(Runner):
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         source = iter(projects)
-        probed = len(self.samples)
-        yield from self._probe(source, files)
-        probed = len(self.samples) - probed
+        probed = 0
+        for result in self._probe(source, files):
+            probed += 1
+            yield result
         ahead = list(itertools.islice(source, self.costs.lookahead_projects + 1))
         if not ahead and not probed:
             return
@@ -432,8 +440,7 @@ class AutoRunner(Runner):
 
     def figures(self, projects: int, more: bool) -> AutoFigures:
         """The figures of the probe so far, for ``projects`` left (``more``: at least that many)."""
-        # The first project pays once for what later ones reuse (lazy imports, caches): left out when others came after.
-        samples = self.samples[1:] or self.samples or [_Sample(0, 0, 0, 0, 0, 0)]
+        samples = list(self.samples) or [self.cold or _Sample(0, 0, 0, 0, 0, 0)]
         return AutoFigures(
             cpu_ms=statistics.median(s.cpu_ns for s in samples) / 1e6,
             fetch_ms=statistics.median(s.fetch_ns for s in samples) / 1e6,
@@ -454,9 +461,17 @@ class AutoRunner(Runner):
         )
 
     def _probe(self, source: Iterator[Project], files: ReportWriter | None) -> Iterator[ProjectResult]:
-        """Make projects one at a time on the sequential runner, timing each, until the probe has enough."""
-        spent_ns = sum(s.wall_ns for s in self.samples[1:])  # the first, cold, does not count
-        while len(self.samples) < self.costs.probe_projects and spent_ns < self.costs.probe_budget_ms * 1e6:
+        """Make projects one at a time on the sequential runner, timing each: the first probe until it has
+        enough (or its budget is spent), then one project per batch."""
+        wanted = self.samples.maxlen or 1
+        budget_ns = self.costs.probe_budget_ms * 1e6
+        for _ in range(1 if self.probed else self.costs.probe_projects):
+            if (
+                not self.probed
+                and self.cold is not None
+                and (len(self.samples) >= wanted or sum(s.wall_ns for s in self.samples) >= budget_ns)
+            ):
+                break
             parent_started = time.thread_time_ns()
             project = next(source, None)  # the caller's work too: it hashes and looks up each project
             if project is None:
@@ -471,8 +486,12 @@ class AutoRunner(Runner):
             handed = time.thread_time_ns()
             yield result
             parent_ns += time.thread_time_ns() - handed  # the caller indexing the result
-            spent_ns += wall_ns if self.samples else 0
-            self.samples.append(_Sample(wall_ns, cpu_ns, queued_ns, fetch_ns, write_ns, parent_ns))
+            sample = _Sample(wall_ns, cpu_ns, queued_ns, fetch_ns, write_ns, parent_ns)
+            if self.cold is None:
+                self.cold = sample
+            else:
+                self.samples.append(sample)
+        self.probed = True
 
     def _start_method(self) -> str:
         method = self.options.start_method or default_start_method()
