@@ -134,7 +134,7 @@ def test_the_choice_says_which_and_why_in_one_line() -> None:
         *(f"{s}\N{MULTIPLICATION SIGN}2" for s in ("thread", "process", "async")),
     }
     done = choose(replace(CPU, projects=0, more=False), probed=3)
-    assert done.line.endswith("the whole batch was the 3 projects measured")
+    assert done.line.endswith("the whole batch (3 projects) was measured")
 
 
 # --- The cores ----------------------------------------------------------------------------------------------------
@@ -230,16 +230,19 @@ def test_a_small_batch_starts_no_pool(tmp_path: Path) -> None:
     assert summary.written == 25
 
 
-def test_a_reused_runner_measures_one_project_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_reused_runner_chooses_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     made = forced("thread", 2, monkeypatch)
     options = BatchOptions(out=tmp_path / "out", strategy="auto", workers=2)
     with start_auto(options) as runner:
-        list(runner.run(projects(6)))
-        list(runner.run(projects(3)))
-        list(runner.run([]))  # nothing to make: nothing chosen
-    assert [(c.probed, c.figures.projects) for c in made] == [(made[0].probed, 6 - made[0].probed), (1, 2)]
+        assert len(list(runner.run(projects(6)))) == 6
+        assert len(list(runner.run(projects(3)))) == 3  # too small to measure again: the figures it has
+        assert len(list(runner.run(projects(1)))) == 1  # one project: the sequential runner, no choice
+        assert len(list(runner.run([]))) == 0
+        assert len(list(runner.run(projects(20)))) == 20  # big enough: one more project measured first
+    first = made[0].probed
+    assert [(c.probed, c.figures.projects) for c in made] == [(first, 6 - first), (0, 3), (1, 19)]
     assert made[1].figures.warm == {"sequential", "thread\N{MULTIPLICATION SIGN}2"}
-    assert (made[0].figures.served, made[1].figures.served) == (0, 6)  # the second batch: start-ups left out
+    assert [c.figures.served for c in made] == [0, 6, 10]  # after the first batch: start-ups left out
     assert runner.runners == {}  # closed
 
 

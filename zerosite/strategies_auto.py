@@ -48,6 +48,10 @@ class AutoCosts:
     medians of all but the first, which pays once for what the others reuse (lazy imports, caches)."""
     probe_budget_ms: float = 500.0
     """The probe also stops once the projects after the first have taken this long (slow modules)."""
+    reprobe_projects: int = 16
+    """A reused runner measures one more project of a batch this big or bigger (smaller ones go by the figures
+    it has): one project made alone costs a batch of 16 on two cores about 6 %, for a choice that follows the
+    load."""
     lookahead_projects: int = 512
     """How far past the probe the batch is read to count what is left; beyond it, "at least this many"."""
     fork_pool_start_ms: float = 70.0
@@ -82,20 +86,21 @@ AUTO_COSTS = AutoCosts()
 
 @dataclass(frozen=True)
 class AutoFigures:
-    """What ``auto`` measured and counted before choosing; :func:`choose` decides from these alone."""
+    """What ``auto`` measured and counted before choosing; :func:`choose` decides from these alone. The
+    per-project figures are medians over the projects measured (the latest three after the first)."""
 
     cpu_ms: float
-    """Per project, the CPU time of making it (fetch, compute, render, write) in one thread: median of the probe."""
+    """Per project, the CPU time of making it (fetch, compute, render, write) in one thread."""
     fetch_ms: float
-    """Per project, the fetch's wall time: median of the probe."""
+    """Per project, the fetch's wall time."""
     wait_ms: float
-    """Per project, how much of the fetch was waiting on the source (off the CPU, not for a core): median."""
+    """Per project, how much of the fetch was waiting on the source (off the CPU, not for a core)."""
     blocked_ms: float
-    """Per project, waiting elsewhere: modules or writes blocked off the CPU, not for a core: median of the probe."""
+    """Per project, waiting elsewhere: modules or writes blocked off the CPU, not for a core."""
     queued_ms: float
-    """Per project, time spent ready to run but waiting for a core (other processes keep them busy): median."""
+    """Per project, time spent ready to run but waiting for a core (other processes keep them busy)."""
     write_ms: float
-    """Per project, writing its files (hashing, the system calls): work that does not hold the GIL. Median."""
+    """Per project, writing its files (hashing, the system calls): work that does not hold the GIL."""
     parent_ms: float
     """Per project, the caller's CPU between two results (the engine's hashing and indexing)."""
     projects: int
@@ -148,7 +153,7 @@ class AutoChoice:
     estimates_ms: Mapping[str, float]
     """Each candidate's estimated time for the projects left, by label (as ``process`` TIMES ``2``), fastest first."""
     probed: int
-    """Projects measured for this choice (0: the runner had measured an earlier batch)."""
+    """Projects of this batch made alone and measured before the choice (one once the runner is reused)."""
 
     @property
     def label(self) -> str:
@@ -170,7 +175,8 @@ class AutoChoice:
             f"{f.cores} core{'s' if f.cores != 1 else ''}{busy}"
         )
         if not f.projects:
-            return f"auto: sequential \N{EM DASH} {figures}; the whole batch was the {self.probed} projects measured"
+            whole = f"{self.probed} project{'s' if self.probed != 1 else ''}"
+            return f"auto: sequential \N{EM DASH} {figures}; the whole batch ({whole}) was measured"
         left = f"{f.projects}{'+' if f.more else ''} project{'s' if f.projects != 1 or f.more else ''} to go"
         ranked = list(self.estimates_ms.items())
         other = next((item for item in ranked if item[0] != self.label), None)
@@ -183,6 +189,7 @@ class AutoChoice:
             "workers": self.workers,
             "line": self.line,
             "probed_projects": self.probed,
+            "free_cores": round(self.free_cores, 2),
             "figures": self.figures.as_dict(),
             "estimates_s": {name: round(ms / 1000, 4) for name, ms in self.estimates_ms.items()},
         }
@@ -209,9 +216,8 @@ def estimates_ms(figures: AutoFigures, costs: AutoCosts = AUTO_COSTS) -> dict[tu
     GIL), ``q`` waiting for a core, ``w`` waiting on the source, ``b`` waiting elsewhere (a module, a
     write), ``p`` the caller's CPU; ``P`` projects left; ``k`` pool processes (at most the cores and
     ``workers``); ``f`` free cores (the cores times ``c / (c + q)``, the share of its time a ready thread
-    got one). Whichever bound is longest, and for a pool the last result's ``p`` after it:
-
-    Start-ups count in a runner's first batch only (see ``AutoFigures.served``).
+    got one). Start-ups count in a runner's first batch only (see ``AutoFigures.served``). Whichever
+    bound is longest, and for a pool the last result's ``p`` after it:
 
     - sequential: ``P (c + q + w + b + p)``.
     - thread x ``workers``: the CPU that holds the GIL, ``P (c - x + p)``, one thread at a time at
@@ -272,10 +278,10 @@ def choose(
     probed: int = 0,
 ) -> AutoChoice:
     """The fastest estimate among the ``available`` strategies (a tie goes to the simplest); deterministic."""
+    if not figures.projects:  # the probe made the whole batch
+        return AutoChoice("sequential", 1, figures, {"sequential": 0.0}, probed)
     allowed = set(available) | {"sequential"}
     estimates = {key: ms for key, ms in estimates_ms(figures, costs).items() if key[0] in allowed}
-    if not figures.projects:
-        estimates = {("sequential", 1): 0.0}
     order = {name: i for i, name in enumerate(CANDIDATES)}
     ranked = sorted(estimates.items(), key=lambda item: (item[1], order.get(item[0][0], len(order))))
     (strategy, workers), _ = ranked[0]
@@ -376,9 +382,10 @@ class AutoStrategy(Strategy):
 class AutoRunner(Runner):
     """Makes the first projects one at a time, measured (their reports are written like any other), then
     hands the rest to the chosen strategy's runner. Runners it started are kept for later batches and
-    closed with it. A runner that serves several batches chooses again for each: it measures one more
-    project first, so that the figures (medians of the latest ``probe_projects - 1``) follow the machine's
-    load, and leaves start-ups out (see ``AutoFigures.served``).
+    closed with it. A runner that serves several batches chooses again for each, start-ups left out (see
+    ``AutoFigures.served``): from a batch of ``reprobe_projects`` or more it measures one more project
+    first, so that the figures (medians of the latest ``probe_projects - 1``) follow the machine's load;
+    a batch of one project goes to the sequential runner, unmeasured and without a choice.
 
     ``on_choice``, when set, is called with each :class:`AutoChoice` as it is made.
     """
@@ -404,13 +411,9 @@ class AutoRunner(Runner):
         self.served = 0
         """Projects made by earlier batches."""
         self.runners: dict[tuple[str, int], Runner] = {}
-        self.choices: list[AutoChoice] = []
-        self.on_choice: Callable[[AutoChoice], None] | None = None
-
-    @property
-    def choice(self) -> AutoChoice | None:
+        self.choice: AutoChoice | None = None
         """The latest choice, or None before any project was made."""
-        return self.choices[-1] if self.choices else None
+        self.on_choice: Callable[[AutoChoice], None] | None = None
 
     @property
     def restarts(self) -> int:
@@ -419,16 +422,30 @@ class AutoRunner(Runner):
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         source = iter(projects)
         probed = 0
-        for result in self._probe(source, files):
-            probed += 1
-            yield result
-        ahead = list(itertools.islice(source, self.costs.lookahead_projects + 1))
-        if not ahead and not probed:
-            return
-        more = len(ahead) > self.costs.lookahead_projects
+        if self.probed:
+            ahead = list(itertools.islice(source, self.costs.lookahead_projects + 1))
+            more = len(ahead) > self.costs.lookahead_projects
+            if len(ahead) <= 1:  # nothing to share out: no strategy makes one project faster than this thread
+                for result in self._runner("sequential", 1).run(ahead, files):
+                    self.served += 1
+                    yield result
+                return
+            if len(ahead) >= self.costs.reprobe_projects:  # worth one project made alone, to follow the load
+                for result in self._probe(iter(ahead[:1]), files):
+                    probed += 1
+                    yield result
+                ahead = ahead[probed:]
+        else:
+            for result in self._probe(source, files):
+                probed += 1
+                yield result
+            ahead = list(itertools.islice(source, self.costs.lookahead_projects + 1))
+            more = len(ahead) > self.costs.lookahead_projects
+            if not ahead and not probed:
+                return
         counted = min(len(ahead), self.costs.lookahead_projects)
         choice = choose(self.figures(counted, more), self.strategies, self.costs, probed)
-        self.choices.append(choice)
+        self.choice = choice
         if self.on_choice is not None:
             self.on_choice(choice)
         self.served += probed
