@@ -106,6 +106,15 @@ def test_the_choice_follows_the_figures(figures: AutoFigures, chosen: tuple[str,
     assert choose(figures) == choice  # deterministic: the same figures, the same choice
 
 
+def test_a_reused_runner_keeps_its_strategy_unless_another_is_clearly_faster() -> None:
+    busy_io = replace(BUSY, cpu_ms=9.5, queued_ms=31.7, fetch_ms=27.9, wait_ms=20.2)  # async ~9 % ahead of thread
+    kept = choose(replace(busy_io, previous="thread\N{MULTIPLICATION SIGN}2"))
+    assert kept.label == "thread\N{MULTIPLICATION SIGN}2" and "kept from the last batch: async" in kept.line
+    assert choose(replace(busy_io, previous="process\N{MULTIPLICATION SIGN}2")).strategy == "async"  # 25 % slower
+    quiet_io = replace(BUSY, fetch_ms=20.5, wait_ms=20.0, queued_ms=0.0)
+    assert choose(replace(quiet_io, previous="thread\N{MULTIPLICATION SIGN}2")).strategy == "async"  # 2x faster
+
+
 def test_only_available_strategies_are_chosen() -> None:
     assert choose(IO, available=("sequential", "thread")).label == "thread\N{MULTIPLICATION SIGN}2"
     assert choose(CPU, available=("sequential",)).strategy == "sequential"

@@ -73,6 +73,9 @@ class AutoCosts:
     """The same under ``async``: a task per project, each project pickled alone."""
     async_batch_ms: float = 25.0
     """Per batch under ``async``: filling and draining its pipeline of fetches and tasks."""
+    switch_margin: float = 0.15
+    """A reused runner leaves the strategy of its previous batch only for one estimated this much faster: the
+    estimates move with the load from batch to batch, and a pool switched to starts in the batch that uses it."""
     waiting_ms: float = 0.5
     """A fetch waiting longer than this per project is said to wait on the source (the line only)."""
 
@@ -121,6 +124,8 @@ class AutoFigures:
     served: int = 0
     """Projects this runner made in earlier batches. A runner asked for another batch is long-lived (a
     service, a benchmark): a pool's start-up is then paid once over its life, and left out."""
+    previous: str | None = None
+    """The label of the strategy its previous batch ran on (kept unless another is ``switch_margin`` faster)."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -140,6 +145,7 @@ class AutoFigures:
             "start_method": self.start_method,
             "warm": sorted(self.warm),
             "served": self.served,
+            "previous": self.previous,
         }
 
 
@@ -181,7 +187,9 @@ class AutoChoice:
         ranked = list(self.estimates_ms.items())
         other = next((item for item in ranked if item[0] != self.label), None)
         against = f" (next: {other[0]} ~{_seconds(other[1])})" if other else ""
-        return f"auto: {self.label} \N{EM DASH} {figures}; {left}: ~{_seconds(ranked[0][1])}{against}"
+        if ranked[0][0] != self.label:
+            against = f" (kept from the last batch: {ranked[0][0]} ~{_seconds(ranked[0][1])} is not enough faster)"
+        return f"auto: {self.label} \N{EM DASH} {figures}; {left}: ~{_seconds(self.estimates_ms[self.label])}{against}"
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -277,14 +285,18 @@ def choose(
     costs: AutoCosts = AUTO_COSTS,
     probed: int = 0,
 ) -> AutoChoice:
-    """The fastest estimate among the ``available`` strategies (a tie goes to the simplest); deterministic."""
+    """The fastest estimate among the ``available`` strategies (a tie goes to the simplest; the previous batch's
+    unless another is ``switch_margin`` faster); deterministic."""
     if not figures.projects:  # the probe made the whole batch
         return AutoChoice("sequential", 1, figures, {"sequential": 0.0}, probed)
     allowed = set(available) | {"sequential"}
     estimates = {key: ms for key, ms in estimates_ms(figures, costs).items() if key[0] in allowed}
     order = {name: i for i, name in enumerate(CANDIDATES)}
     ranked = sorted(estimates.items(), key=lambda item: (item[1], order.get(item[0][0], len(order))))
-    (strategy, workers), _ = ranked[0]
+    (strategy, workers), fastest = ranked[0]
+    kept = [key for key, ms in ranked if _label(*key) == figures.previous]
+    if kept and fastest >= estimates[kept[0]] * (1 - costs.switch_margin):
+        strategy, workers = kept[0]
     shown = {_label(*key): ms for key, ms in ranked}
     return AutoChoice(strategy, workers, figures, shown, probed)
 
@@ -475,6 +487,7 @@ class AutoRunner(Runner):
             start_method=self._start_method(),
             warm=frozenset(_label(*key) for key in self.runners),
             served=self.served,
+            previous=self.choice.label if self.choice is not None and self.served else None,
         )
 
     def _probe(self, source: Iterator[Project], files: ReportWriter | None) -> Iterator[ProjectResult]:
