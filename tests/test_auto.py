@@ -244,14 +244,17 @@ def test_a_reused_runner_chooses_per_batch(tmp_path: Path, monkeypatch: pytest.M
     options = BatchOptions(out=tmp_path / "out", strategy="auto", workers=2)
     with start_auto(options) as runner:
         assert len(list(runner.run(projects(6)))) == 6
-        assert len(list(runner.run(projects(3)))) == 3  # too small to measure again: the figures it has
+        assert len(list(runner.run(projects(3)))) == 3  # not measured again yet: the figures it has
         assert len(list(runner.run(projects(1)))) == 1  # one project: the sequential runner, no choice
         assert len(list(runner.run([]))) == 0
-        assert len(list(runner.run(projects(20)))) == 20  # big enough: one more project measured first
+        runner.unmeasured_ns = 10**12  # as after a long while: one project is measured first
+        assert len(list(runner.run(projects(20)))) == 20
+        assert runner.unmeasured_ns < 10**12
     first = made[0].probed
     assert [(c.probed, c.figures.projects) for c in made] == [(first, 6 - first), (0, 3), (1, 19)]
     assert made[1].figures.warm == {"sequential", "thread\N{MULTIPLICATION SIGN}2"}
     assert [c.figures.served for c in made] == [0, 6, 10]  # after the first batch: start-ups left out
+    assert [c.figures.previous for c in made] == [None, *["thread\N{MULTIPLICATION SIGN}2"] * 2]
     assert runner.runners == {}  # closed
 
 

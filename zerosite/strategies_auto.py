@@ -48,10 +48,10 @@ class AutoCosts:
     medians of all but the first, which pays once for what the others reuse (lazy imports, caches)."""
     probe_budget_ms: float = 500.0
     """The probe also stops once the projects after the first have taken this long (slow modules)."""
-    reprobe_projects: int = 16
-    """A reused runner measures one more project of a batch this big or bigger (smaller ones go by the figures
-    it has): one project made alone costs a batch of 16 on two cores about 6 %, for a choice that follows the
-    load."""
+    measure_share: float = 0.05
+    """A reused runner measures one more project alone, so that its figures follow the load, once the batches
+    since its last measurement took twenty times (1 / this) what such a project takes: at most about 5 % of
+    its time goes to measuring."""
     lookahead_projects: int = 512
     """How far past the probe the batch is read to count what is left; beyond it, "at least this many"."""
     fork_pool_start_ms: float = 70.0
@@ -395,9 +395,9 @@ class AutoRunner(Runner):
     """Makes the first projects one at a time, measured (their reports are written like any other), then
     hands the rest to the chosen strategy's runner. Runners it started are kept for later batches and
     closed with it. A runner that serves several batches chooses again for each, start-ups left out (see
-    ``AutoFigures.served``): from a batch of ``reprobe_projects`` or more it measures one more project
-    first, so that the figures (medians of the latest ``probe_projects - 1``) follow the machine's load;
-    a batch of one project goes to the sequential runner, unmeasured and without a choice.
+    ``AutoFigures.served``): now and then (``measure_share``) it measures one more project first, so that
+    the figures (medians of the latest ``probe_projects - 1``) follow the machine's load; a batch of one
+    project goes to the sequential runner, unmeasured and without a choice.
 
     ``on_choice``, when set, is called with each :class:`AutoChoice` as it is made.
     """
@@ -419,7 +419,9 @@ class AutoRunner(Runner):
         self.samples: collections.deque[_Sample] = collections.deque(maxlen=max(1, costs.probe_projects - 1))
         """The latest projects measured after it."""
         self.probed = False
-        """Whether the first probe is complete (later batches measure one project each)."""
+        """Whether the first probe is complete (later batches measure one project now and then)."""
+        self.unmeasured_ns = 0
+        """Wall time of the batches made since the last project measured (see ``AutoCosts.measure_share``)."""
         self.served = 0
         """Projects made by earlier batches."""
         self.runners: dict[tuple[str, int], Runner] = {}
@@ -438,15 +440,18 @@ class AutoRunner(Runner):
             ahead = list(itertools.islice(source, self.costs.lookahead_projects + 1))
             more = len(ahead) > self.costs.lookahead_projects
             if len(ahead) <= 1:  # nothing to share out: no strategy makes one project faster than this thread
+                started = time.perf_counter_ns()
                 for result in self._runner("sequential", 1).run(ahead, files):
                     self.served += 1
                     yield result
+                self.unmeasured_ns += time.perf_counter_ns() - started
                 return
-            if len(ahead) >= self.costs.reprobe_projects:  # worth one project made alone, to follow the load
+            if self._due():  # one project made alone and measured, so that the figures follow the load
                 for result in self._probe(iter(ahead[:1]), files):
                     probed += 1
                     yield result
                 ahead = ahead[probed:]
+                self.unmeasured_ns = 0
         else:
             for result in self._probe(source, files):
                 probed += 1
@@ -463,9 +468,17 @@ class AutoRunner(Runner):
         self.served += probed
         if ahead:
             runner = self._runner(choice.strategy, choice.workers)
+            started = time.perf_counter_ns()
             for result in runner.run(itertools.chain(ahead, source), files):
                 self.served += 1
                 yield result
+            self.unmeasured_ns += time.perf_counter_ns() - started
+
+    def _due(self) -> bool:
+        """Whether the batches since the last measurement took long enough to pay for one more."""
+        samples = list(self.samples) or [self.cold or _Sample(0, 0, 0, 0, 0, 0)]
+        alone_ns = statistics.median(s.wall_ns + s.parent_ns for s in samples)
+        return alone_ns <= self.costs.measure_share * self.unmeasured_ns
 
     def figures(self, projects: int, more: bool) -> AutoFigures:
         """The figures of the probe so far, for ``projects`` left (``more``: at least that many)."""
