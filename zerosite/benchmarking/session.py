@@ -80,7 +80,7 @@ class Recorder:
                 self.group_cells(cell),
                 lambda c: cell_round(c, workload),
                 rule,
-                warmup_rounds=0 if cell.level == "batch" else 1,  # batch workers are warmed when they start
+                warmup_rounds=1,  # batch too: auto starts the pool it chooses in its first real batch
                 memory=self._memory_probe(workload),
                 calibrated=cell.level != "batch",
                 load=self.load,
