@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from zerosite.benchmarking.analysis import TIME_TARGET, Analysis, CellFigures, standings
-from zerosite.benchmarking.cells import BARE, BASELINE, STAGES, TIMES
+from zerosite.benchmarking.cells import BASELINE, STAGES, TIMES
 from zerosite.benchmarking.colours import StrategyColours
 from zerosite.benchmarking.stats import Interval
 from zerosite.benchmarking.targets import TARGET_SPECS
@@ -403,7 +403,7 @@ def _distribution(
 
 def _memory(cells: list[CellFigures], run_target: float | None, colours: StrategyColours, path: Path) -> Path:
     """Per module (single-report cells) or for all modules (other levels), one bar per strategy."""
-    measured = [f for f in cells if f.memory_mb is not None and f.cell.strategy != BARE]
+    measured = [f for f in cells if f.memory_mb is not None and not f.cell.is_reference]
     single = [f for f in measured if f.cell.level == "single"]
     shown = single or [f for f in measured if f.cell.level == measured[0].cell.level]
     by_x: dict[str, dict[str, CellFigures]] = defaultdict(dict)

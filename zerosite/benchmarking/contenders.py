@@ -26,7 +26,7 @@ from zerosite.project import Project
 from zerosite.rendering import get_environment, render_report
 from zerosite.types import PluginSettings, ReportModule
 
-__all__ = ["CONTENDERS", "HAND_CHUNK_PROJECTS", "Contender", "contender"]
+__all__ = ["CONTENDERS", "HAND_CHUNK_PROJECTS", "Contender", "contender", "make_by_hand", "module_tools"]
 
 HAND_CHUNK_PROJECTS = 10
 """Projects per task in the hand-written ``multiprocessing.Pool``."""
@@ -53,7 +53,7 @@ class Contender:
 
 
 @functools.cache
-def _tools() -> tuple[tuple[ReportModule, ...], Environment]:
+def module_tools() -> tuple[tuple[ReportModule, ...], Environment]:
     """Every module in dependency order and the compiled templates, once per process."""
     steps = tuple(plan(get_modules(_SETTINGS)))
     env = get_environment(_SETTINGS)
@@ -64,7 +64,7 @@ def _tools() -> tuple[tuple[ReportModule, ...], Environment]:
 
 def make_by_hand(project: Project, out: Path) -> int:
     """Compute and render every module of one project in a plain loop and write each report; no error handling."""
-    steps, env = _tools()
+    steps, env = module_tools()
     folder = out / project.id
     os.makedirs(folder, exist_ok=True)
     results: dict[str, Any] = {}
@@ -93,7 +93,7 @@ def bare_loop(projects: Sequence[Project], out: Path, workers: int = 1) -> int:
 
 
 def _warm_by_hand() -> None:
-    _tools()
+    module_tools()
 
 
 def hand_pool(projects: Sequence[Project], out: Path, workers: int) -> int:

@@ -206,6 +206,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         workers=marker.kwargs.get("workers") or settings.workers_for(level),
         scenarios=marker.kwargs.get("scenarios") or tuple(SCENARIO_LATENCY_SHARE),
         modules=modules,
+        references=_references() if level == "batch" else (),
     )
     metafunc.parametrize(
         "zerosite_cell",
@@ -214,6 +215,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             for p in planned
         ],
     )
+
+
+def _references() -> list[tuple[str, str | None]]:
+    """The batch level's reference code, ``(name, unavailable_reason)``."""
+    from zerosite.benchmarking.references import REFERENCES
+
+    return [(name, reference.unavailable_reason()) for name, reference in REFERENCES.items()]
 
 
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the cells that will run are measured
@@ -384,6 +392,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr.write_line(f"{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['INCONCLUSIVE']} INCONCLUSIVE")  # type: ignore[index]
     for standing in analysis.standings:
         tr.write_line(f"{standing.level} / {standing.scenario}: {standing.sentence()}")
+    for lead in analysis.leads:
+        tr.write_line(f"{lead.level} / {lead.scenario} against reference code: {lead.sentence()}")
     noisy = [f for f in analysis.cells if f.noisy]
     if noisy:
         tr.write_line(

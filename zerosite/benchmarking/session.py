@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from zerosite.benchmarking.analysis import Analysis, analyse
-from zerosite.benchmarking.cells import BARE, Cell, CellResult
+from zerosite.benchmarking.cells import Cell, CellResult
 from zerosite.benchmarking.fingerprint import machine_fingerprint, workload_fingerprint
 from zerosite.benchmarking.harness import LoadProbe, ReplayClock, measure_interleaved
 from zerosite.benchmarking.instructions import count_instructions, uncountable_reason
@@ -228,7 +228,7 @@ def write_outputs(recorder: Recorder, config: Any, record_profiles: Callable[[Pa
 
 def profile_strategies_of(recorder: Recorder, folder: Path, latency_ms: float, warn: Callable[[str], None]) -> Any:
     """py-spy profiles of each measured (strategy, workers), per scenario measured; warnings passed to ``warn``."""
-    strategies = sorted({(c.strategy, c.workers) for c in recorder.results if c.strategy != BARE})
+    strategies = sorted({(c.strategy, c.workers) for c in recorder.results if not c.is_reference})
     scenarios = sorted({c.scenario for c in recorder.results})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
