@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,25 @@ from jinja2 import (
     StrictUndefined,
     TemplateNotFound,
     TemplateSyntaxError,
+    nodes,
 )
+from jinja2.compiler import CodeGenerator, Frame
+from markupsafe import escape
 
 from zerosite.plugins import get_modules, get_plugin_manager, plugin_settings
 from zerosite.project import SQM_PER_PYEONG, Project
 from zerosite.types import PluginError, PluginSettings, ReportModule
 
-__all__ = ["builtin_templates_dir", "get_environment", "render_report", "template_problems", "templates_fingerprint"]
+__all__ = [
+    "NUMBER_FILTERS",
+    "ReportEnvironment",
+    "builtin_templates_dir",
+    "escaped_text",
+    "get_environment",
+    "render_report",
+    "template_problems",
+    "templates_fingerprint",
+]
 
 
 def builtin_templates_dir() -> Path:
@@ -54,7 +67,7 @@ def _new_environment(settings: PluginSettings) -> Environment:
     builtin = FileSystemLoader(builtin_templates_dir())
     user = [FileSystemLoader(settings.templates_dir)] if settings.templates_dir else []
     plugin_dirs = [Path(d) for dirs in reversed(pm.hook.zerosite_template_dirs()) for d in dirs]
-    env = Environment(
+    env = ReportEnvironment(
         loader=ChoiceLoader(
             [PrefixLoader({"default": builtin}, delimiter=":"), *user, *map(FileSystemLoader, plugin_dirs), builtin]
         ),
@@ -64,7 +77,7 @@ def _new_environment(settings: PluginSettings) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(krw=krw, eok=eok, pct=pct, num=num, sqm=sqm, pyeong=pyeong)
+    env.filters.update(NUMBER_FILTERS)
     pm.hook.zerosite_prepare_jinja2_environment(env=env)
     return env
 
@@ -140,3 +153,56 @@ def sqm(value: float, digits: int = 1) -> str:
 def pyeong(value_sqm: float, digits: int = 1) -> str:
     """An area in ㎡ shown in pyeong: 3305.785 -> '1,000.0평'."""
     return f"{_fixed(value_sqm / SQM_PER_PYEONG, digits)}평"
+
+
+NUMBER_FILTERS: Mapping[str, Callable[..., str]] = {
+    "krw": krw,
+    "eok": eok,
+    "pct": pct,
+    "num": num,
+    "sqm": sqm,
+    "pyeong": pyeong,
+}
+"""The number filters. Their text is digits, separators, a sign and a unit: nothing HTML escapes."""
+
+_MARKUP_CHARACTERS = re.compile(r"[&<>'\"]")
+
+
+def escaped_text(value: Any) -> str:
+    """``str(markupsafe.escape(value))``, without making a ``Markup`` of a string that needs no escaping.
+
+    Autoescaped output goes through this: a template's text is joined into one string, so the ``Markup``
+    that ``escape`` returns would be thrown away at once (and making it costs more than the escaping).
+    """
+    kind = type(value)
+    if kind is str:
+        return str(escape(value)) if _MARKUP_CHARACTERS.search(value) else value
+    if kind is int or kind is float:
+        return str(value)
+    return str(escape(value))
+
+
+class ReportCodeGenerator(CodeGenerator):
+    """Jinja2's code generator, but autoescaped output is written as :func:`escaped_text` of the value, or
+    as the value itself where it is the text of one of :data:`NUMBER_FILTERS` (unless a plugin replaced
+    that filter in the environment before the template was compiled). The text is the same either way."""
+
+    def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo) -> None:
+        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape or finalize.src is not None:
+            super()._output_child_pre(node, frame, finalize)
+        elif self._number_text(node):
+            self.write("(")
+        else:
+            self.write("environment.escaped_text(")
+
+    def _number_text(self, node: nodes.Expr) -> bool:
+        if not isinstance(node, nodes.Filter) or node.name not in NUMBER_FILTERS:
+            return False
+        return self.environment.filters.get(node.name) is NUMBER_FILTERS[node.name]
+
+
+class ReportEnvironment(Environment):
+    """The Jinja2 environment of reports: templates compiled by :class:`ReportCodeGenerator`."""
+
+    code_generator_class = ReportCodeGenerator
+    escaped_text = staticmethod(escaped_text)

@@ -1,0 +1,74 @@
+"""The report environment's output: escaped exactly as markupsafe escapes, number filters written as they are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from markupsafe import Markup, escape
+
+from zerosite.project import Zone
+from zerosite.rendering import NUMBER_FILTERS, ReportEnvironment, escaped_text
+
+
+class _Html:
+    def __html__(self) -> str:
+        return "<i>safe</i>"
+
+
+class _Text(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain 텍스트",
+        "",
+        "<script>alert(\"x\")</script> & 'y'",
+        Markup("<b>kept</b>"),
+        _Text("<sub>class</sub>"),
+        _Html(),
+        12,
+        -3,
+        1.5,
+        -0.0,
+        float("nan"),
+        True,
+        None,
+        Zone.RESIDENTIAL_2,
+        [1, "<"],
+    ],
+    ids=repr,
+)
+def test_escaped_text_is_what_markupsafe_escapes(value: Any) -> None:
+    assert escaped_text(value) == str(escape(value))
+    assert type(escaped_text(value)) in (str, Markup)
+
+
+def _environment(**filters: Any) -> ReportEnvironment:
+    env = ReportEnvironment(autoescape=True)
+    env.filters.update({**NUMBER_FILTERS, **filters})
+    return env
+
+
+def test_output_is_escaped_and_numbers_are_formatted() -> None:
+    template = _environment().from_string("{{ text }}|{{ count }}|{{ 1234.5|num(1) }}|{{ 0.123|pct }}|{{ safe }}")
+    assert template.render(text="<a href='x'>&", count=3, safe=Markup("<br>")) == (
+        "&lt;a href=&#39;x&#39;&gt;&amp;|3|1,234.5|12.3%|<br>"
+    )
+
+
+def test_number_filters_are_written_without_escaping() -> None:
+    source = _environment().compile("{{ x|num }}{{ x|krw }}{{ x|round }}", raw=True)
+    assert source.count("escaped_text(") == 1  # round's output only
+
+
+def test_a_number_filter_a_plugin_replaced_is_escaped() -> None:
+    template = _environment(num=lambda value: "<b>").from_string("{{ 1|num }}")
+    assert template.render() == "&lt;b&gt;"
+
+
+def test_output_where_autoescape_is_off_is_not_escaped() -> None:
+    template = _environment().from_string("{% autoescape false %}{{ x }}{% endautoescape %}|{{ x }}")
+    assert template.render(x="<b>") == "<b>|&lt;b&gt;"
