@@ -8,7 +8,7 @@ import pytest
 from markupsafe import Markup, escape
 
 from zerosite.project import Zone
-from zerosite.rendering import NUMBER_FILTERS, ReportEnvironment, escaped_text
+from zerosite.rendering import NUMBER_FILTERS, ReportEnvironment, escaped_text, num
 
 
 class _Html:
@@ -72,3 +72,14 @@ def test_a_number_filter_a_plugin_replaced_is_escaped() -> None:
 def test_output_where_autoescape_is_off_is_not_escaped() -> None:
     template = _environment().from_string("{% autoescape false %}{{ x }}{% endautoescape %}|{{ x }}")
     assert template.render(x="<b>") == "<b>|&lt;b&gt;"
+
+
+@pytest.mark.parametrize("digits", [0, 1, 2, 9, 12])
+def test_num_formats_any_number_of_decimals(digits: int) -> None:
+    assert num(-1234567.125, digits) == f"{-1234567.125:,.{digits}f}"
+    assert num(-0.0, digits) == f"{0.0:.{digits}f}"
+
+
+def test_num_refuses_a_negative_number_of_decimals() -> None:
+    with pytest.raises(ValueError):
+        num(1.0, -1)
