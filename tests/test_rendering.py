@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from jinja2 import Environment, Undefined
 from markupsafe import Markup, escape
 
 from zerosite.project import Zone
@@ -83,3 +85,50 @@ def test_num_formats_any_number_of_decimals(digits: int) -> None:
 def test_num_refuses_a_negative_number_of_decimals() -> None:
     with pytest.raises(ValueError):
         num(1.0, -1)
+
+
+@dataclass(frozen=True)
+class _Row:
+    label: str = "행"
+    score: float = 1.5
+
+
+class _Generic:
+    def __class_getitem__(cls, key: Any) -> str:
+        return f"class item {key}"
+
+
+@pytest.mark.parametrize(
+    ("obj", "argument"),
+    [
+        (_Row(), "label"),
+        (_Row(), "missing"),
+        ({"label": "dict"}, "label"),
+        ({"items": 1}, "items"),
+        ({}, "label"),
+        ([10, 20], 1),
+        ([10, 20], "append"),
+        ("text", 0),
+        (_Generic, "x"),
+        (None, "label"),
+        (3, "real"),
+    ],
+    ids=repr,
+)
+def test_getitem_finds_what_jinja2_finds(obj: Any, argument: Any) -> None:
+    ours, jinja2s = ReportEnvironment(), Environment()
+    found, expected = ours.getitem(obj, argument), jinja2s.getitem(obj, argument)
+    if isinstance(expected, Undefined):
+        assert isinstance(found, Undefined)
+        assert found._undefined_obj is obj
+        assert found._undefined_name == argument
+    else:
+        assert found == expected
+
+
+def test_templates_read_fields_of_result_objects() -> None:
+    template = _environment().from_string(
+        "{{ rows|map(attribute='score')|sum }} {{ (rows|selectattr('score', 'gt', 1)|first).label }} "
+        "{{ rows[0]['label'] }}"
+    )
+    assert template.render(rows=[_Row(), _Row("둘", 0.5)]) == "2.0 행 행"

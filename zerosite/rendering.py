@@ -208,8 +208,28 @@ class ReportCodeGenerator(CodeGenerator):
         return self.environment.filters.get(node.name) is NUMBER_FILTERS[node.name]
 
 
+_SUBSCRIPTABLE: dict[type, bool] = {}
+"""By type: whether ``obj[key]`` may work for an ``obj`` of it (a class may have ``__class_getitem__``)."""
+
+
 class ReportEnvironment(Environment):
     """The Jinja2 environment of reports: templates compiled by :class:`ReportCodeGenerator`."""
 
     code_generator_class = ReportCodeGenerator
     escaped_text = staticmethod(escaped_text)
+
+    def getitem(self, obj: object, argument: Any) -> Any:
+        """Jinja2's ``obj[argument]`` (the item, else the attribute), straight to the attribute of an object
+        that has no items: asking it for one would only raise a TypeError to catch (``item[name]`` in a
+        macro, ``selectattr``, ``map(attribute=...)`` and ``sort(attribute=...)`` on result dataclasses)."""
+        if type(argument) is str:
+            kind = type(obj)
+            subscriptable = _SUBSCRIPTABLE.get(kind)
+            if subscriptable is None:
+                subscriptable = _SUBSCRIPTABLE[kind] = hasattr(kind, "__getitem__") or issubclass(kind, type)
+            if not subscriptable:
+                try:
+                    return getattr(obj, argument)
+                except AttributeError:
+                    return self.undefined(obj=obj, name=argument)
+        return super().getitem(obj, argument)
