@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from jinja2 import Environment, Undefined
+from jinja2 import Environment, StrictUndefined, Undefined
 from markupsafe import Markup, escape
 
 from zerosite.project import Zone
@@ -132,3 +132,40 @@ def test_templates_read_fields_of_result_objects() -> None:
         "{{ rows[0]['label'] }}"
     )
     assert template.render(rows=[_Row(), _Row("둘", 0.5)]) == "2.0 행 행"
+
+
+class _Lookup:
+    """Attributes that exist, one that raises AttributeError, and items."""
+
+    label = "attribute"
+
+    @property
+    def broken(self) -> str:
+        raise AttributeError("broken")
+
+    def __getitem__(self, key: str) -> str:
+        return f"item {key}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ obj.label }}",
+        "{{ obj.broken }}",
+        "{{ obj.other }}",
+        "{{ obj.label.upper() }}",
+        "{% for o in [obj, obj] %}{{ o.label }}{% endfor %}",
+        "{% macro show(o) %}{{ o.label }}{% endmacro %}{{ show(obj) }}",
+        "{{ missing_name.label }}",
+    ],
+)
+@pytest.mark.parametrize("obj", [_Lookup(), {"label": "key"}, _Row(), None], ids=repr)
+def test_attributes_are_what_jinja2_finds(source: str, obj: Any) -> None:
+    def render(env: Environment) -> str:
+        try:
+            return env.from_string(source).render(obj=obj)
+        except Exception as error:
+            return f"{type(error).__name__}: {error}"
+
+    ours = render(ReportEnvironment(autoescape=True, undefined=StrictUndefined))
+    assert ours == render(Environment(autoescape=True, undefined=StrictUndefined))

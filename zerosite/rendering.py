@@ -202,6 +202,19 @@ class ReportCodeGenerator(CodeGenerator):
         else:
             self.write("environment.escaped_text(")
 
+    def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
+        """``name.attr`` as Python's ``getattr(name, "attr", missing)``, falling back to the environment's
+        ``getattr`` (the item, else undefined) only when the attribute is missing: the same value, without
+        a call into the environment for every attribute of a result that a template prints."""
+        if not isinstance(node.node, nodes.Name) or self.environment.is_async:
+            super().visit_Getattr(node, frame)
+            return
+        self.write("(_getattr_value if (_getattr_value := getattr(")
+        self.visit(node.node, frame)
+        self.write(f", {node.attr!r}, missing)) is not missing else environment.getattr(")
+        self.visit(node.node, frame)
+        self.write(f", {node.attr!r}))")
+
     def _number_text(self, node: nodes.Expr) -> bool:
         if not isinstance(node, nodes.Filter) or node.name not in NUMBER_FILTERS:
             return False
