@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,25 @@ from jinja2 import (
     StrictUndefined,
     TemplateNotFound,
     TemplateSyntaxError,
+    nodes,
 )
+from jinja2.compiler import CodeGenerator, Frame
+from markupsafe import escape
 
 from zerosite.plugins import get_modules, get_plugin_manager, plugin_settings
 from zerosite.project import SQM_PER_PYEONG, Project
 from zerosite.types import PluginError, PluginSettings, ReportModule
 
-__all__ = ["builtin_templates_dir", "get_environment", "render_report", "template_problems", "templates_fingerprint"]
+__all__ = [
+    "NUMBER_FILTERS",
+    "ReportEnvironment",
+    "builtin_templates_dir",
+    "escaped_text",
+    "get_environment",
+    "render_report",
+    "template_problems",
+    "templates_fingerprint",
+]
 
 
 def builtin_templates_dir() -> Path:
@@ -54,7 +67,7 @@ def _new_environment(settings: PluginSettings) -> Environment:
     builtin = FileSystemLoader(builtin_templates_dir())
     user = [FileSystemLoader(settings.templates_dir)] if settings.templates_dir else []
     plugin_dirs = [Path(d) for dirs in reversed(pm.hook.zerosite_template_dirs()) for d in dirs]
-    env = Environment(
+    env = ReportEnvironment(
         loader=ChoiceLoader(
             [PrefixLoader({"default": builtin}, delimiter=":"), *user, *map(FileSystemLoader, plugin_dirs), builtin]
         ),
@@ -64,7 +77,7 @@ def _new_environment(settings: PluginSettings) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(krw=krw, eok=eok, pct=pct, num=num, sqm=sqm, pyeong=pyeong)
+    env.filters.update(NUMBER_FILTERS)
     pm.hook.zerosite_prepare_jinja2_environment(env=env)
     return env
 
@@ -106,37 +119,130 @@ def templates_fingerprint(env: Environment) -> str:
     return digest.hexdigest()
 
 
-def _fixed(value: float, digits: int) -> str:
-    """``value`` with thousands separators and ``digits`` decimals; a negative zero shows as 0. (A small
-    negative that rounds to zero keeps its sign: "-0.0%" is a loss too small to show, not none.)"""
-    return f"{value + 0.0 if value == 0 else value:,.{digits}f}"
+class _GroupedSpecs(dict[int, str]):
+    """Format specs with thousands separators by number of decimals, made once (a spec built per call costs
+    about a fifth of the formatting); a count not made in advance gets its spec made when asked."""
+
+    def __missing__(self, digits: int) -> str:
+        return f",.{digits}f"
+
+
+_GROUPED = _GroupedSpecs((digits, f",.{digits}f") for digits in range(10))
 
 
 def num(value: float, digits: int = 0) -> str:
-    """1234.5 -> '1,234.5' with ``digits`` decimals."""
-    return _fixed(value, digits)
+    """1234.5 -> '1,234.5' with ``digits`` decimals; a negative zero shows as 0. (A small negative that
+    rounds to zero keeps its sign: "-0.0%" is a loss too small to show, not none.) The other number
+    filters format with this one."""
+    return f"{value + 0.0 if value == 0 else value:{_GROUPED[digits]}}"
 
 
 def krw(value: float) -> str:
     """1234567 -> '1,234,567원'."""
-    return f"{_fixed(value, 0)}원"
+    return f"{num(value)}원"
 
 
 def eok(value: float, digits: int = 1) -> str:
     """1_230_000_000 -> '12.3억원' (1억 = 100,000,000 KRW)."""
-    return f"{_fixed(value / 1e8, digits)}억원"
+    return f"{num(value / 1e8, digits)}억원"
 
 
 def pct(value: float, digits: int = 1) -> str:
     """0.1234 -> '12.3%'."""
-    return f"{_fixed(value * 100, digits)}%"
+    return f"{num(value * 100, digits)}%"
 
 
 def sqm(value: float, digits: int = 1) -> str:
     """1234.5 -> '1,234.5㎡'."""
-    return f"{_fixed(value, digits)}㎡"
+    return f"{num(value, digits)}㎡"
 
 
 def pyeong(value_sqm: float, digits: int = 1) -> str:
     """An area in ㎡ shown in pyeong: 3305.785 -> '1,000.0평'."""
-    return f"{_fixed(value_sqm / SQM_PER_PYEONG, digits)}평"
+    return f"{num(value_sqm / SQM_PER_PYEONG, digits)}평"
+
+
+NUMBER_FILTERS: Mapping[str, Callable[..., str]] = {
+    "krw": krw,
+    "eok": eok,
+    "pct": pct,
+    "num": num,
+    "sqm": sqm,
+    "pyeong": pyeong,
+}
+"""The number filters. Their text is digits, separators, a sign and a unit: nothing HTML escapes."""
+
+_MARKUP_CHARACTERS = re.compile(r"[&<>'\"]")
+
+
+def escaped_text(value: Any) -> str:
+    """``str(markupsafe.escape(value))``, without making a ``Markup`` of a string that needs no escaping.
+
+    Autoescaped output goes through this: a template's text is joined into one string, so the ``Markup``
+    that ``escape`` returns would be thrown away at once (and making it costs more than the escaping).
+    """
+    kind = type(value)
+    if kind is str:
+        return str(escape(value)) if _MARKUP_CHARACTERS.search(value) else value
+    if kind is int or kind is float:
+        return str(value)
+    return str(escape(value))
+
+
+class ReportCodeGenerator(CodeGenerator):
+    """Jinja2's code generator, but autoescaped output is written as :func:`escaped_text` of the value, or
+    as the value itself where it is the text of one of :data:`NUMBER_FILTERS` (unless a plugin replaced
+    that filter in the environment before the template was compiled). The text is the same either way."""
+
+    def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo) -> None:
+        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape or finalize.src is not None:
+            super()._output_child_pre(node, frame, finalize)
+        elif self._number_text(node):
+            self.write("(")
+        else:
+            self.write("environment.escaped_text(")
+
+    def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
+        """``name.attr`` as Python's ``getattr(name, "attr", missing)``, falling back to the environment's
+        ``getattr`` (the item, else undefined) only when the attribute is missing: the same value, without
+        a call into the environment for every attribute of a result that a template prints."""
+        if not isinstance(node.node, nodes.Name) or self.environment.is_async:
+            super().visit_Getattr(node, frame)
+            return
+        self.write("(_getattr_value if (_getattr_value := getattr(")
+        self.visit(node.node, frame)
+        self.write(f", {node.attr!r}, missing)) is not missing else environment.getattr(")
+        self.visit(node.node, frame)
+        self.write(f", {node.attr!r}))")
+
+    def _number_text(self, node: nodes.Expr) -> bool:
+        if not isinstance(node, nodes.Filter) or node.name not in NUMBER_FILTERS:
+            return False
+        return self.environment.filters.get(node.name) is NUMBER_FILTERS[node.name]
+
+
+_SUBSCRIPTABLE: dict[type, bool] = {}
+"""By type: whether ``obj[key]`` may work for an ``obj`` of it (a class may have ``__class_getitem__``)."""
+
+
+class ReportEnvironment(Environment):
+    """The Jinja2 environment of reports: templates compiled by :class:`ReportCodeGenerator`."""
+
+    code_generator_class = ReportCodeGenerator
+    escaped_text = staticmethod(escaped_text)
+
+    def getitem(self, obj: object, argument: Any) -> Any:
+        """Jinja2's ``obj[argument]`` (the item, else the attribute), straight to the attribute of an object
+        that has no items: asking it for one would only raise a TypeError to catch (``item[name]`` in a
+        macro, ``selectattr``, ``map(attribute=...)`` and ``sort(attribute=...)`` on result dataclasses)."""
+        if type(argument) is str:
+            kind = type(obj)
+            subscriptable = _SUBSCRIPTABLE.get(kind)
+            if subscriptable is None:
+                subscriptable = _SUBSCRIPTABLE[kind] = hasattr(kind, "__getitem__") or issubclass(kind, type)
+            if not subscriptable:
+                try:
+                    return getattr(obj, argument)
+                except AttributeError:
+                    return self.undefined(obj=obj, name=argument)
+        return super().getitem(obj, argument)
