@@ -28,7 +28,7 @@ from zerosite.project import InvalidInput, Project, iter_raw_projects, parse_bat
 from zerosite.rendering import get_environment
 from zerosite.sample import iter_sample_projects
 from zerosite.store import OutputBusy, StoreError, recent_reports, search_reports
-from zerosite.types import PluginError, PluginSettings, ReportModule, SourceSettings, Strategy
+from zerosite.types import PluginError, PluginSettings, ReportModule, SourceSettings, StartError, Strategy
 
 __all__ = ["main", "run"]
 
@@ -437,8 +437,21 @@ def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
     type=click.Choice(["fork", "forkserver", "spawn"]),
     help="Process start method. Default: fork while no threads run, else forkserver.",
 )
+@click.option(
+    "--scheduler",
+    metavar="tcp://HOST:PORT",
+    help="With --strategy dask: the scheduler of a running Dask cluster. Default: $ZEROSITE_DASK_SCHEDULER, "
+    "else a local cluster of --workers processes.",
+)
+@click.option(
+    "--hand-back",
+    is_flag=True,
+    help="Workers hand each report back and this process writes it (for workers that do not see --out).",
+)
 def generate(**kwargs: Any) -> None:
     """Generate reports for a batch of projects under a concurrency strategy."""
+    if kwargs["scheduler"] and kwargs["strategy"] != "dask":
+        _fail("--scheduler is for --strategy dask")
     if kwargs["strategy"] != "sequential":
         kwargs["workers"] = _capped_workers(kwargs["workers"])
     with _stopping_cleanly():
@@ -477,6 +490,8 @@ def _run_batch(
     workers: int,
     chunksize: int,
     start_method: str | None,
+    scheduler: str | None = None,
+    hand_back: bool = False,
 ) -> None:
     if strategy == "sequential":
         workers = 1  # whatever --workers says: the baseline runs in this process alone
@@ -497,6 +512,8 @@ def _run_batch(
         fetch_timeout_s=fetch_timeout_s,
         max_body_bytes=max_body_bytes,
         trace_memory=trace_memory,
+        scheduler=scheduler,
+        hand_back=hand_back,
     )
     batch_plan = _plan(options)
     projects, count = _load_projects(projects_file, sample_n, seed, skip_invalid)
@@ -504,7 +521,7 @@ def _run_batch(
     with _ProgressBar(total, disable=quiet or as_json) as progress:
         try:
             summary = generate_reports(projects, options, on_report=progress, batch_plan=batch_plan)
-        except EngineError as error:
+        except (EngineError, StartError) as error:
             _fail(str(error))
         except OutputBusy as error:
             _fail(f"{error}; wait for it to finish or choose another --out")

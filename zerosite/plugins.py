@@ -37,6 +37,7 @@ ENTRY_POINT_GROUP = "zerosite"
 LOCAL_PLUGIN_PACKAGE = "zerosite_local_plugins"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "zerosite.strategies",
+    "zerosite.dask_strategy",
     "zerosite.sources",
     "zerosite.modules.m2_appraisal",
     "zerosite.modules.m3_supply_type",

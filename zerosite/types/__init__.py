@@ -1,6 +1,6 @@
 """The bottom layer: every type that plugins, workers and the engine share. Imports nothing above it."""
 
-from zerosite.types.errors import PluginError, StoreError, describe_error, error_message
+from zerosite.types.errors import PluginError, StartError, StoreError, describe_error, error_message
 from zerosite.types.interfaces import DataSource, ReportWriter, Runner, Strategy
 from zerosite.types.modules import ComputeFunction, ReportModule, dependency_order
 from zerosite.types.results import (
@@ -29,6 +29,7 @@ __all__ = [
     "Runner",
     "SourceSettings",
     "StageTimings",
+    "StartError",
     "StoreError",
     "Strategy",
     "StrategyOptions",
