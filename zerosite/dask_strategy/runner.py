@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import dask.config
 from distributed import Client, Future, LocalCluster, as_completed
+from distributed.comm.addressing import get_address_host_port, parse_address
 from distributed.scheduler import KilledWorker
 
 from zerosite.dask_strategy.chunks import ChunkPolicy, ChunkSizer
@@ -70,6 +72,7 @@ def connect(options: StrategyOptions) -> tuple[Client, LocalCluster | None]:
             )
         return Client(cluster, set_as_default=False), cluster
     try:
+        _knock(address)
         client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except Exception as error:  # OSError, TimeoutError, ValueError (a malformed address), ...
         raise StartError(f"cannot reach the Dask scheduler at {address}: {describe_error(error)}") from None
@@ -86,6 +89,14 @@ def connect(options: StrategyOptions) -> tuple[Client, LocalCluster | None]:
 
 _Submit = Callable[[list[Project]], None]
 """Sends a chunk of projects to the cluster as one task."""
+
+
+def _knock(address: str) -> None:
+    """Open and close a TCP connection to a ``tcp://`` or ``tls://`` scheduler: a refused one fails at once
+    (Dask's client would retry until its timeout), a silent one within :data:`CONNECT_TIMEOUT_S`."""
+    scheme, _ = parse_address(address)
+    if scheme in ("tcp", "tls"):
+        socket.create_connection(get_address_host_port(address), timeout=CONNECT_TIMEOUT_S).close()
 
 
 class _LostWorkers:
