@@ -23,7 +23,7 @@ from zerosite.dask_strategy.chunks import ChunkPolicy, ChunkSizer
 from zerosite.engine import BatchOptions, BatchSummary, ReportOutcome, generate, plan_batch
 from zerosite.project import Project, parse_project
 from zerosite.sample import sample_projects
-from zerosite.types import Runner
+from zerosite.types import Runner, StartError
 
 PROJECTS = 24
 REPORTS = PROJECTS * 5
@@ -232,9 +232,18 @@ def test_a_dask_worker_killed_mid_batch_loses_nothing(
 
 def test_an_unreachable_scheduler_is_named_within_10_s(dask_installed: None, tmp_path: Path) -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
-    started = time.monotonic()
+    with socket.socket() as silent:  # a port that takes connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        for unreachable in (address, f"tcp://127.0.0.1:{silent.getsockname()[1]}"):
+            plan = plan_batch(BatchOptions(out=tmp_path / "unused", strategy="dask", scheduler=unreachable))
+            started = time.monotonic()
+            with pytest.raises(StartError, match=f"^cannot reach the Dask scheduler at {unreachable}: "):
+                plan.strategy.start(plan.config, plan.strategy_options)
+            assert time.monotonic() - started < 10
+    # on the command line: exit 2 like any usage error, one line, nothing written (the start-up's time aside:
+    # this machine may be busy)
     done = zerosite_cli("--sample", "2", "--strategy", "dask", "--scheduler", address, out=tmp_path / "out")
-    assert time.monotonic() - started < 10
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: cannot reach the Dask scheduler at {address}: ")
     assert "Traceback" not in done.stderr

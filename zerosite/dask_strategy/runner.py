@@ -92,11 +92,21 @@ _Submit = Callable[[list[Project]], None]
 
 
 def _knock(address: str) -> None:
-    """Open and close a TCP connection to a ``tcp://`` or ``tls://`` scheduler: a refused one fails at once
-    (Dask's client would retry until its timeout), a silent one within :data:`CONNECT_TIMEOUT_S`."""
+    """Knock at a ``tcp://`` scheduler's door before Dask's client does: a refused connection fails at once (the
+    client would retry until its timeout), and a port that takes the connection but never speaks within the
+    timeout (the client would wait for its handshake forever) is no scheduler that can be used."""
     scheme, _ = parse_address(address)
-    if scheme in ("tcp", "tls"):
-        socket.create_connection(get_address_host_port(address), timeout=CONNECT_TIMEOUT_S).close()
+    if scheme != "tcp":
+        return
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    with socket.create_connection(get_address_host_port(address), timeout=CONNECT_TIMEOUT_S) as door:
+        door.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            answered = door.recv(1)  # a Dask server sends its handshake as soon as it accepts
+        except TimeoutError:
+            raise TimeoutError(f"no answer within {CONNECT_TIMEOUT_S:g} s") from None
+        if not answered:
+            raise ConnectionError("it closed the connection without answering")
 
 
 class _LostWorkers:
@@ -131,7 +141,7 @@ class DaskRunner(Runner):
         self.plugin = f"zerosite-{uuid.uuid4().hex}"
         try:
             self.lost = _LostWorkers(self.client)
-            self.client.register_plugin(WarmWorker(config), name=self.plugin)
+            self.client.register_plugin(WarmWorker(config, self.cluster is not None), name=self.plugin)
         except Exception as error:
             self.close()
             raise StartError(f"the Dask workers could not be warmed: {describe_error(error)}") from None
@@ -186,7 +196,7 @@ class DaskRunner(Runner):
             why = f"making project failed: {describe_error(error)}"
             return [ProjectResult.failed(project, self.config.reports, why) for project in chunk]
         sizer.observe(len(chunk), outcome.busy_ns)
-        return outcome.unpacked()
+        return outcome.results(chunk)
 
     def _in_flight(self) -> int:
         """Tasks to keep in flight: ``--in-flight`` if set, else :data:`TASKS_PER_THREAD` per worker thread now."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 import zlib
 from collections.abc import Sequence
@@ -16,7 +18,7 @@ from zerosite.project import Project
 from zerosite.types import ProjectResult, ReportResult, ReportWriter, WorkerConfig, describe_error
 from zerosite.worker import Worker, warm_process
 
-__all__ = ["ChunkResult", "WarmWorker", "make_chunk", "sees_folder"]
+__all__ = ["ChunkResult", "Made", "WarmWorker", "make_chunk", "sees_folder"]
 
 COMPRESSION_LEVEL = 1
 """zlib level for HTML handed back: level 1 already shrinks a report about fivefold, at a fraction of level 6's CPU."""
@@ -24,13 +26,20 @@ COMPRESSION_LEVEL = 1
 
 class WarmWorker(WorkerPlugin):
     """A Dask worker plugin: on each worker (and each that joins later) it loads the plugins, compiles the
-    templates and opens the data source once (:func:`zerosite.worker.warm_process`); tasks find it by name."""
+    templates and opens the data source once (:func:`zerosite.worker.warm_process`); tasks find it by name.
 
-    def __init__(self, config: WorkerConfig) -> None:
+    With ``ignore_sigint`` (the workers of a local cluster, started by this batch) the worker ignores Ctrl-C, as
+    pool workers do: the parent alone decides how a batch stops, and closes the cluster.
+    """
+
+    def __init__(self, config: WorkerConfig, ignore_sigint: bool = False) -> None:
         self.config = config
+        self.ignore_sigint = ignore_sigint
         self.worker: Worker | None = None
 
     def setup(self, worker: DaskWorker) -> None:
+        if self.ignore_sigint and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.worker = warm_process(self.config)
 
     def teardown(self, worker: DaskWorker) -> None:
@@ -40,23 +49,31 @@ class WarmWorker(WorkerPlugin):
 
 
 @dataclass(frozen=True, slots=True)
+class Made:
+    """One project as a task hands it back: no more than the client lacks."""
+
+    reports: tuple[ReportResult, ...]
+    """Without their HTML when it is ``packed``."""
+    packed: tuple[bytes | None, ...] | None
+    """Hand-back: each report's HTML, zlib-compressed (smaller on the wire), in report order."""
+    fetched: Project | None
+    """The project as the data source gave it, where that is not the project the client sent."""
+
+    def result(self, sent: Project) -> ProjectResult:
+        """The project's result on the client, which sent ``sent``."""
+        reports = self.reports if self.packed is None else tuple(map(_with_html, self.reports, self.packed))
+        return ProjectResult(self.fetched or sent, reports)
+
+
+@dataclass(frozen=True, slots=True)
 class ChunkResult:
-    """A chunk's results as a task hands them back: with ``packed`` (hand-back), each report's HTML travels
-    zlib-compressed there, one tuple per project in report order, not in the results."""
+    """A chunk's projects as a task hands them back, in the order sent, and how long the worker spent on them."""
 
-    results: tuple[ProjectResult, ...]
-    packed: tuple[tuple[bytes | None, ...], ...] | None
+    made: tuple[Made, ...]
     busy_ns: int
-    """How long the worker spent on the chunk."""
 
-    def unpacked(self) -> list[ProjectResult]:
-        """The results with the HTML handed back put in place."""
-        if self.packed is None:
-            return list(self.results)
-        return [
-            replace(result, reports=tuple(map(_with_html, result.reports, htmls)))
-            for result, htmls in zip(self.results, self.packed, strict=True)
-        ]
+    def results(self, sent: Sequence[Project]) -> list[ProjectResult]:
+        return [made.result(project) for made, project in zip(self.made, sent, strict=True)]
 
 
 def make_chunk(plugin: str, projects: Sequence[Project], files: ReportWriter | None) -> ChunkResult:
@@ -65,11 +82,16 @@ def make_chunk(plugin: str, projects: Sequence[Project], files: ReportWriter | N
     started = time.perf_counter_ns()
     warm = get_worker().plugins[plugin]
     assert isinstance(warm, WarmWorker) and warm.worker is not None
-    results = tuple(_make_one(warm.worker, project, files) for project in projects)
-    packed = None if files is not None else tuple(tuple(map(_pack, r.reports)) for r in results)
-    if packed is not None:
-        results = tuple(replace(r, reports=tuple(replace(x, html=None) for x in r.reports)) for r in results)
-    return ChunkResult(results, packed, time.perf_counter_ns() - started)
+    made = tuple(_handed_back(project, _make_one(warm.worker, project, files)) for project in projects)
+    return ChunkResult(made, time.perf_counter_ns() - started)
+
+
+def _handed_back(sent: Project, result: ProjectResult) -> Made:
+    fetched = None if result.project is sent else result.project
+    if all(report.html is None for report in result.reports):
+        return Made(result.reports, None, fetched)
+    packed = tuple(map(_pack, result.reports))
+    return Made(tuple(replace(report, html=None) for report in result.reports), packed, fetched)
 
 
 def _make_one(worker: Worker, project: Project, files: ReportWriter | None) -> ProjectResult:
