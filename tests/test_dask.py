@@ -69,15 +69,17 @@ def assert_index_matches_files(out: Path, expected: dict[str, bytes]) -> None:
 
 
 def test_chunks_hold_enough_work_to_hide_the_task_overhead() -> None:
-    policy = ChunkPolicy(task_overhead_ms=2.0, overhead_share=0.05, most_projects=64)
-    assert policy.task_ms == 40.0
-    assert policy.projects_for(10.0) == 4  # 40 ms of work per task
-    assert policy.projects_for(100.0) == 1
-    assert policy.projects_for(0.01) == 64
-    sizer = ChunkSizer(policy, first=4)
-    assert (sizer.size(), sizer.project_ms) == (4, None)
+    policy = ChunkPolicy(overhead_share=0.05, most_projects=64)
+    assert policy.task_ms(overhead_ms=1.0, threads=2) == 40.0  # Dask's serial 1 ms a task, for 2 threads
+    assert policy.task_ms(overhead_ms=1.0, threads=16) == 320.0  # more threads, longer tasks
+    assert policy.projects_for(10.0, overhead_ms=1.0, threads=2) == 4  # 40 ms of work per task
+    assert policy.projects_for(100.0, overhead_ms=1.0, threads=2) == 1
+    assert policy.projects_for(0.01, overhead_ms=1.0, threads=2) == 64
+    sizer = ChunkSizer(policy, first=4, overhead_ms=1.0)
+    assert (sizer.size(threads=2), sizer.project_ms) == (4, None)
     sizer.observe(projects=4, busy_ns=20_000_000)  # 5 ms per project
-    assert sizer.size() == 8
+    assert sizer.size(threads=2) == 8
+    assert sizer.size(threads=4) == 16
     with pytest.raises(ValueError):
         ChunkPolicy(overhead_share=1.5)
 

@@ -53,6 +53,12 @@ every 10 ms, under the GIL, and slowed reports several times over here)."""
 TASKS_PER_THREAD = 2
 """Tasks in flight per worker thread: one running, one waiting, so no worker idles between tasks."""
 
+CALIBRATION_TASKS_PER_THREAD = 8
+"""No-op tasks per worker thread sent when the runner starts, to measure Dask's cost per task here ..."""
+
+CALIBRATION_TASKS_MOST = 256
+"""... and no more than this many."""
+
 
 def connect(options: StrategyOptions) -> tuple[Client, LocalCluster | None]:
     """A client of the scheduler at ``options.scheduler`` (else ``$ZEROSITE_DASK_SCHEDULER``), or of a local
@@ -89,6 +95,10 @@ def connect(options: StrategyOptions) -> tuple[Client, LocalCluster | None]:
 
 _Submit = Callable[[list[Project]], None]
 """Sends a chunk of projects to the cluster as one task."""
+
+
+def _nothing(i: int) -> int:
+    return i
 
 
 def _knock(address: str) -> None:
@@ -142,11 +152,12 @@ class DaskRunner(Runner):
         try:
             self.lost = _LostWorkers(self.client)
             self.client.register_plugin(WarmWorker(config, self.cluster is not None), name=self.plugin)
+            self.keys = itertools.count()
+            self._threads = (0.0, 0)
+            self.overhead_ms = self._task_overhead_ms()
         except Exception as error:
             self.close()
             raise StartError(f"the Dask workers could not be warmed: {describe_error(error)}") from None
-        self.keys = itertools.count()
-        self._threads = (0.0, 0)
 
     @property
     def restarts(self) -> int:
@@ -154,7 +165,7 @@ class DaskRunner(Runner):
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         self._check_output(files)
-        sizer = ChunkSizer(self.policy, self.options.chunksize)
+        sizer = ChunkSizer(self.policy, self.options.chunksize, self.overhead_ms)
         source = iter(projects)
         chunks: dict[Future[ChunkResult], list[Project]] = {}
         done = as_completed(loop=self.client.loop)
@@ -166,7 +177,9 @@ class DaskRunner(Runner):
             done.add(future)
 
         def top_up() -> None:
-            while len(chunks) < self._in_flight() and (chunk := list(itertools.islice(source, sizer.size()))):
+            while len(chunks) < (self.options.in_flight or TASKS_PER_THREAD * self._threads_now()) and (
+                chunk := list(itertools.islice(source, sizer.size(self._threads_now())))
+            ):
                 submit(chunk)
 
         try:
@@ -198,15 +211,22 @@ class DaskRunner(Runner):
         sizer.observe(len(chunk), outcome.busy_ns)
         return outcome.results(chunk)
 
-    def _in_flight(self) -> int:
-        """Tasks to keep in flight: ``--in-flight`` if set, else :data:`TASKS_PER_THREAD` per worker thread now."""
-        if self.options.in_flight:
-            return self.options.in_flight
+    def _threads_now(self) -> int:
+        """The cluster's worker threads, asked of the scheduler at most every :data:`CLUSTER_CHECK_S`."""
         checked, threads = self._threads
         if time.monotonic() - checked > CLUSTER_CHECK_S:
-            threads = sum(self.client.nthreads().values())
+            threads = max(1, sum(self.client.nthreads().values()))
             self._threads = (time.monotonic(), threads)
-        return TASKS_PER_THREAD * max(1, threads)
+        return threads
+
+    def _task_overhead_ms(self) -> float:
+        """Dask's cost per task on this cluster now: the wall time of a stream of no-op tasks, per task."""
+        count = min(CALIBRATION_TASKS_MOST, CALIBRATION_TASKS_PER_THREAD * self._threads_now())
+        started = time.perf_counter()
+        self.client.gather(
+            [self.client.submit(_nothing, i, key=f"zerosite-calibrate-{self.plugin}-{i}") for i in range(count)]
+        )
+        return (time.perf_counter() - started) * 1e3 / count
 
     def _check_output(self, files: ReportWriter | None) -> None:
         """Where workers of another cluster are to write, make sure each one sees the output folder."""
