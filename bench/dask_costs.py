@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/dask_costs.py [--projects 1000] [--workers 2] [--tasks 2000]
 
-Prints one JSON object: per report, the workers' time (fetch, compute, render, write) and the parent's CPU
-and the CPU of the parent, the scheduler and the workers (shared filesystem and --hand-back); per no-op task,
-Dask's wall-clock cost with the workers kept busy, and the CPU it takes in the client, the scheduler and the
-workers. CPU seconds are what a quiet machine would take as wall time; this machine is shared and busy.
+Prints one JSON object. Per report, with workers started here (sequential: none; process x2; dask x2, a local
+cluster): the CPU of this process and of its workers; through the cluster, the workers' time by stage
+and the CPU of the parent, the scheduler and the workers (shared filesystem, and --hand-back). Per no-op task:
+Dask's wall-clock cost in a stream of them, and the CPU it takes in the client, the scheduler and the workers.
+CPU seconds are what a quiet machine would take as wall time; this machine is shared and may be busy.
 Not a test: a script, run by hand.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -102,17 +104,28 @@ def batch_costs(address: str, cluster: list[psutil.Process], projects: int, hand
     }
 
 
-def sequential_costs(projects: int) -> dict[str, float]:
-    """The same batch in this one process: what a report costs without Dask, parent work included."""
+def local_costs(projects: int, strategy: str) -> dict[str, float]:
+    """The same batch with workers started here (none for sequential): CPU per report in this process (the
+    parent: the index writer, and for dask the scheduler too) and in its workers, reaped when it ends."""
     batch = [parse_project(raw) for raw in iter_sample_projects(projects)]
     out = Path(tempfile.mkdtemp(prefix="zerosite-costs-"))
     try:
-        cpu = time.process_time()
-        summary = generate(batch, BatchOptions(out=out))
-        cpu = time.process_time() - cpu
+        parent, children = time.process_time(), _reaped_cpu_s()
+        summary = generate(batch, BatchOptions(out=out, strategy=strategy, workers=2))
+        parent, children = time.process_time() - parent, _reaped_cpu_s() - children
     finally:
         shutil.rmtree(out)
-    return {"wall_s": summary.wall_s, "cpu_ms_per_report": cpu * 1e3 / summary.written}
+    reports = summary.written
+    return {
+        "wall_s": summary.wall_s,
+        "parent_cpu_ms_per_report": parent * 1e3 / reports,
+        "workers_cpu_ms_per_report": children * 1e3 / reports,
+    }
+
+
+def _reaped_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -132,7 +145,9 @@ def main() -> None:
             client.wait_for_workers(args.workers, timeout=60)
             cluster = [psutil.Process(p.pid) for p in processes]
             results = {
-                "sequential": sequential_costs(args.projects),
+                "sequential": local_costs(args.projects, "sequential"),
+                "process": local_costs(args.projects, "process"),
+                "dask_local": local_costs(args.projects, "dask"),
                 "tasks": task_costs(client, cluster, args.tasks, 2 * args.workers),
                 "shared_filesystem": batch_costs(address, cluster, args.projects, hand_back=False),
                 "hand_back": batch_costs(address, cluster, args.projects, hand_back=True),

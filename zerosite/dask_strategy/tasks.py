@@ -21,7 +21,7 @@ from zerosite.worker import Worker, warm_process
 __all__ = ["ChunkResult", "Made", "WarmWorker", "make_chunk", "sees_folder"]
 
 COMPRESSION_LEVEL = 1
-"""zlib level for HTML handed back: level 1 already shrinks a report about fivefold, at a fraction of level 6's CPU."""
+"""zlib level for HTML handed back: level 1 shrinks a report about threefold (21.6 KB to 7.0 KB) at the least CPU."""
 
 
 class WarmWorker(WorkerPlugin):
