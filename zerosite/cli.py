@@ -41,6 +41,7 @@ from zerosite.types import (
     ReportCache,
     ReportModule,
     SourceSettings,
+    StartError,
     Strategy,
 )
 
@@ -486,8 +487,21 @@ def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
     type=click.Choice(["fork", "forkserver", "spawn"]),
     help="Process start method. Default: fork while no threads run, else forkserver.",
 )
+@click.option(
+    "--scheduler",
+    metavar="tcp://HOST:PORT",
+    help="With --strategy dask: the scheduler of a running Dask cluster. Default: $ZEROSITE_DASK_SCHEDULER, "
+    "else a local cluster of --workers processes.",
+)
+@click.option(
+    "--hand-back",
+    is_flag=True,
+    help="Workers hand each report back and this process writes it (for workers that do not see --out).",
+)
 def generate(**kwargs: Any) -> None:
     """Generate reports for a batch of projects under a concurrency strategy."""
+    if kwargs["scheduler"] and kwargs["strategy"] != "dask":
+        _fail("--scheduler is for --strategy dask")
     if kwargs["strategy"] != "sequential":
         kwargs["workers"] = _capped_workers(kwargs["workers"])
     with _stopping_cleanly():
@@ -527,6 +541,8 @@ def _run_batch(
     workers: int,
     chunksize: int,
     start_method: str | None,
+    scheduler: str | None = None,
+    hand_back: bool = False,
 ) -> None:
     if strategy == "sequential":
         workers = 1  # whatever --workers says: the baseline runs in this process alone
@@ -547,6 +563,8 @@ def _run_batch(
         fetch_timeout_s=fetch_timeout_s,
         max_body_bytes=max_body_bytes,
         trace_memory=trace_memory,
+        scheduler=scheduler,
+        hand_back=hand_back,
     )
     batch_plan = _plan(options)
     projects, count = _load_projects(projects_file, sample_n, seed, skip_invalid)
@@ -554,7 +572,7 @@ def _run_batch(
     with _open_cache(cache_url, out, db) as cache, _ProgressBar(total, disable=quiet or as_json) as progress:
         try:
             summary = generate_reports(projects, options, on_report=progress, batch_plan=batch_plan, cache=cache)
-        except EngineError as error:
+        except (EngineError, StartError) as error:
             _fail(str(error))
         except OutputBusy as error:
             _fail(f"{error}; wait for it to finish or choose another --out")

@@ -79,6 +79,10 @@ class BatchOptions:
     """The largest response body a fetch reads; a longer one fails that project's reports."""
     trace_memory: bool = False
     plugins: PluginSettings = field(default_factory=plugin_settings)
+    scheduler: str | None = None
+    """The address of a running cluster for a strategy that spreads work over machines (``dask``)."""
+    hand_back: bool = False
+    """The workers hand each report's HTML back and this process writes it (for workers that cannot see ``out``)."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,12 @@ def plan_batch(options: BatchOptions) -> BatchPlan:
         trace_memory=options.trace_memory,
         timeout_s=options.timeout_s,
     )
-    tuning = StrategyOptions(workers=options.workers, chunksize=options.chunksize, start_method=options.start_method)
+    tuning = StrategyOptions(
+        workers=options.workers,
+        chunksize=options.chunksize,
+        start_method=options.start_method,
+        scheduler=options.scheduler,
+    )
     return BatchPlan(config, tuple(steps), _strategy(options), tuning, templates)
 
 
@@ -288,7 +297,7 @@ def generate(
         in_flight: dict[str, dict[str, str]] = {}
         try:
             with contextlib.nullcontext(runner) if runner is not None else start_runner(options, batch_plan) as active:
-                for result in active.run(to_make(), store.files):
+                for result in active.run(to_make(), None if options.hand_back else store.files):
                     project_hashes = in_flight[result.project.id]
                     _store_result(store, result, project_hashes, tally)
                     if shared is not None:

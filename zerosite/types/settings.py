@@ -82,12 +82,14 @@ class SourceSettings:
 
 @dataclass(frozen=True)
 class StrategyOptions:
-    """Tuning knobs: workers, projects per task (chunk), tasks in flight, process start method."""
+    """Tuning knobs: workers, projects per task (chunk), tasks in flight, process start method, and the address
+    of a running cluster for a strategy that spreads work over machines (``None``: it starts one here)."""
 
     workers: int = 1
     chunksize: int = 4
     in_flight: int | None = None
     start_method: str | None = None
+    scheduler: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
