@@ -256,8 +256,8 @@ def generate(
         try:
             with contextlib.nullcontext(runner) if runner is not None else start_runner(options, batch_plan) as active:
                 for result in active.run(to_make(), store.files):
-                    _store_result(store, result, in_flight[result.project.id], tally)
-                    del in_flight[result.project.id]
+                    _store_result(store, result, in_flight[result.project_id], tally)
+                    del in_flight[result.project_id]  # only once indexed: an interrupt before discards it whole
                 restarts = active.restarts
         finally:
             # Stopped part-way (Ctrl-C, an index error): the projects in flight are discarded whole,
@@ -284,21 +284,20 @@ def generate(
 
 def _store_result(store: ReportStore, result: ProjectResult, input_hashes: dict[str, str], tally: _Tally) -> None:
     """Index one project's reports (the workers wrote the files)."""
-    project = result.project
-    address = f"{project.road_address} ({project.jibun_address})"
+    project_id = result.project_id
     for report in result.reports:
         written, timings = report.written, report.timings
         if report.ok and written is None and report.html is not None:  # a runner that hands back HTML
-            written = store.write(project.id, report.module, report.html)
+            written = store.write(project_id, report.module, report.html)
             timings = replace(timings, write_ns=written.write_ns)
         status: ReportStatus = "failed" if written is None else "written"
         error = report.error if written is None else None
         store.record(
             ReportRow(
-                project_id=project.id,
+                project_id=project_id,
                 module=report.module,
-                address=address,
-                path=str(written.path) if written else "",
+                address=result.address,
+                path=written.location if written else "",
                 size_bytes=written.size_bytes if written else 0,
                 sha256=written.sha256 if written else "",
                 input_hash=input_hashes[report.module],
@@ -313,4 +312,4 @@ def _store_result(store: ReportStore, result: ProjectResult, input_hashes: dict[
         )
         path, size = (written.path, written.size_bytes) if written else (None, 0)
         peak = report.peak_memory_bytes
-        tally.add(ReportOutcome(project.id, report.module, status, path, size, timings, peak, error))
+        tally.add(ReportOutcome(project_id, report.module, status, path, size, timings, peak, error))

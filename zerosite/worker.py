@@ -161,7 +161,7 @@ class Worker:
             error = outcome.error or self._overran(timings)
             peak = outcome.peak_memory_bytes
             reports.append(_deliver(project.id, outcome.module.name, outcome.html, error, timings, peak, files))
-        return ProjectResult(project, tuple(reports))
+        return ProjectResult.of(project, reports)
 
     def _watched(self, progress: Progress) -> Callable[[ReportModule], AbstractContextManager[None]]:
         index = {module.name: i for i, module in enumerate(self.steps)}

@@ -11,6 +11,7 @@ from zerosite.types.results import (
     ReportStatus,
     StageTimings,
     WrittenFile,
+    index_address,
 )
 from zerosite.types.settings import PluginSettings, SourceSettings, StrategyOptions, WorkerConfig
 
@@ -37,4 +38,5 @@ __all__ = [
     "dependency_order",
     "describe_error",
     "error_message",
+    "index_address",
 ]
