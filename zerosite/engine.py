@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import functools
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -14,12 +14,13 @@ from zerosite.plugins import get_data_sources, get_modules, get_strategies, plug
 from zerosite.project import Project
 from zerosite.rendering import get_environment, templates_fingerprint
 from zerosite.sources import select_source
-from zerosite.store import ReportRow, ReportStore
+from zerosite.store import ReportRow, ReportStore, utc_now
 from zerosite.types import (
     STATUSES,
     PluginSettings,
     ProjectResult,
     ReportModule,
+    ReportResult,
     ReportStatus,
     Runner,
     SourceSettings,
@@ -28,6 +29,7 @@ from zerosite.types import (
     StrategyOptions,
     WorkerConfig,
 )
+from zerosite.worker import input_hashes
 
 __all__ = [
     "BatchOptions",
@@ -104,6 +106,7 @@ def plan_batch(options: BatchOptions) -> BatchPlan:
         raise EngineError(error.args[0]) from None
     templates = templates_fingerprint(get_environment(options.plugins))
     config = WorkerConfig(
+        input_keys=_input_keys(options, steps, reports, templates),
         plugins=options.plugins.resolved(),
         compute=tuple(m.name for m in steps),
         reports=tuple(reports),
@@ -116,6 +119,20 @@ def plan_batch(options: BatchOptions) -> BatchPlan:
     )
     tuning = StrategyOptions(workers=options.workers, chunksize=options.chunksize, start_method=options.start_method)
     return BatchPlan(config, tuple(steps), _strategy(options), tuning, templates)
+
+
+def _input_keys(
+    options: BatchOptions, steps: Sequence[ReportModule], reports: Sequence[str], templates: str
+) -> tuple[tuple[str, bytes], ...]:
+    """What each report's input hash covers besides the project: the versions of its module and of everything that
+    module requires, the templates, the output form and the data source."""
+    by_name = {m.name: m for m in steps}
+    source = f"{options.source or ''}:{options.data_url or ''}"
+    keys = []
+    for name in reports:
+        chain = ",".join(f"{m.name}={m.version}" for m in plan(by_name, [name]))
+        keys.append((name, f"{chain}|{templates}|gzip={options.gzip}|source={source}".encode()))
+    return tuple(keys)
 
 
 def _strategy(options: BatchOptions) -> Strategy:
@@ -136,11 +153,16 @@ class ReportOutcome:
     project_id: str
     module: str
     status: ReportStatus
-    path: Path | None
+    location: str | None
+    """The report file's absolute path, as text; None unless written."""
     size_bytes: int
     timings: StageTimings
     peak_memory_bytes: int
     error: str | None
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.location is None else Path(self.location)
 
 
 @dataclass(frozen=True)
@@ -183,39 +205,36 @@ def start_runner(options: BatchOptions, batch_plan: BatchPlan | None = None) -> 
     return chosen.strategy.start(chosen.config, chosen.strategy_options)
 
 
-class _InputHasher:
-    """Content hashes for resume: project input, module versions (its requirements' too), templates, output form."""
-
-    def __init__(self, options: BatchOptions, batch_plan: BatchPlan) -> None:
-        steps = {m.name: m for m in batch_plan.steps}
-        config = batch_plan.config
-        self.modules = list(config.reports)
-        self.keys = {}
-        for name in config.reports:
-            chain = ",".join(f"{m.name}={m.version}" for m in plan(steps, [name]))
-            source = f"{options.source or ''}:{options.data_url or ''}"
-            self.keys[name] = f"{chain}|{batch_plan.templates}|gzip={options.gzip}|source={source}".encode()
-
-    def hashes(self, project: Project) -> dict[str, str]:
-        # The frozen dataclass's repr covers every field, deterministically, at a tenth of the cost of JSON.
-        digest = hashlib.sha256(repr(project).encode()).digest()
-        return {name: hashlib.sha256(digest + key).hexdigest() for name, key in self.keys.items()}
-
-
 class _Tally:
+    """Counts, stage times and the first failures of a batch; each report's outcome to ``on_report``."""
+
     def __init__(self, on_report: Callable[[ReportOutcome], None] | None) -> None:
         self.on_report = on_report
         self.counts: dict[ReportStatus, int] = dict.fromkeys(STATUSES, 0)
         self.stage_ns = StageTimings()
         self.failures: list[ReportOutcome] = []
 
-    def add(self, outcome: ReportOutcome) -> None:
-        self.counts[outcome.status] += 1
-        self.stage_ns += outcome.timings
-        if outcome.status == "failed" and len(self.failures) < MAX_FAILURES_KEPT:
+    def add(self, project_id: str, report: ReportResult, status: ReportStatus) -> None:
+        self.counts[status] += 1
+        self.stage_ns += report.timings
+        keep = status == "failed" and len(self.failures) < MAX_FAILURES_KEPT
+        if not keep and self.on_report is None:
+            return  # no outcome object for a report nobody looks at
+        written = report.written
+        location, size = (written.location, written.size_bytes) if written is not None else (None, 0)
+        error = None if status == "written" else report.error
+        outcome = ReportOutcome(
+            project_id, report.module, status, location, size, report.timings, report.peak_memory_bytes, error
+        )
+        if keep:
             self.failures.append(outcome)
         if self.on_report is not None:
             self.on_report(outcome)
+
+    def skip(self, project_id: str, module: str) -> None:
+        self.counts["skipped"] += 1
+        if self.on_report is not None:
+            self.on_report(ReportOutcome(project_id, module, "skipped", None, 0, StageTimings(), 0, None))
 
 
 def generate(
@@ -233,37 +252,46 @@ def generate(
     """
     started = time.perf_counter()
     batch_plan = batch_plan or plan_batch(options)
-    hasher = _InputHasher(options, batch_plan)
+    keys = batch_plan.config.input_keys
+    reports = batch_plan.config.reports
     tally = _Tally(on_report)
 
     with ReportStore(options.out, options.db, gzip=options.gzip) as store:
         store.cleanup_temp_files()
 
+        def unchanged(project: Project) -> bool:
+            """Whether every report of ``project`` is indexed with its current input hash (and file)."""
+            indexed = [store.input_hash_of(project.id, m) for m in reports]
+            if None in indexed:
+                return False  # not hashed here: the worker hashes what it makes
+            hashes = input_hashes(project, keys)
+            return all(
+                indexed[i] == hashes[m] and (not options.verify or store.file_intact(project.id, m))
+                for i, m in enumerate(reports)
+            )
+
         def to_make() -> Iterator[Project]:
             for project in projects:
-                project_hashes = hasher.hashes(project)
-                if not options.force and all(
-                    store.input_hash_of(project.id, m) == h and (not options.verify or store.file_intact(project.id, m))
-                    for m, h in project_hashes.items()
-                ):
-                    for module in project_hashes:
-                        tally.add(ReportOutcome(project.id, module, "skipped", None, 0, StageTimings(), 0, None))
+                if not options.force and unchanged(project):
+                    for module in reports:
+                        tally.skip(project.id, module)
                     continue
-                in_flight[project.id] = project_hashes
+                in_flight[project.id] = project
                 yield project
 
-        in_flight: dict[str, dict[str, str]] = {}
+        in_flight: dict[str, Project] = {}
         try:
             with contextlib.nullcontext(runner) if runner is not None else start_runner(options, batch_plan) as active:
                 for result in active.run(to_make(), store.files):
-                    _store_result(store, result, in_flight[result.project_id], tally)
+                    hashes = functools.partial(input_hashes, in_flight[result.project_id], keys)
+                    _store_result(store, result, hashes, tally)
                     del in_flight[result.project_id]  # only once indexed: an interrupt before discards it whole
                 restarts = active.restarts
         finally:
             # Stopped part-way (Ctrl-C, an index error): the projects in flight are discarded whole,
             # files and rows alike, so the index matches the folder and a rerun remakes them.
             for project_id in in_flight:
-                store.discard(project_id, hasher.modules)
+                store.discard(project_id, reports)
             if in_flight:
                 store.cleanup_temp_files()  # a worker ended mid-write (a second Ctrl-C kills them) leaves one
         if restarts:
@@ -282,34 +310,20 @@ def generate(
     )
 
 
-def _store_result(store: ReportStore, result: ProjectResult, input_hashes: dict[str, str], tally: _Tally) -> None:
-    """Index one project's reports (the workers wrote the files)."""
-    project_id = result.project_id
+def _store_result(
+    store: ReportStore, result: ProjectResult, hashes: Callable[[], dict[str, str]], tally: _Tally
+) -> None:
+    """Index one project's reports (the workers wrote the files and hashed the input, as a rule)."""
+    generated_at = utc_now()
+    computed: dict[str, str] | None = None
     for report in result.reports:
-        written, timings = report.written, report.timings
-        if report.ok and written is None and report.html is not None:  # a runner that hands back HTML
-            written = store.write(project_id, report.module, report.html)
-            timings = replace(timings, write_ns=written.write_ns)
-        status: ReportStatus = "failed" if written is None else "written"
-        error = report.error if written is None else None
-        store.record(
-            ReportRow(
-                project_id=project_id,
-                module=report.module,
-                address=result.address,
-                path=written.location if written else "",
-                size_bytes=written.size_bytes if written else 0,
-                sha256=written.sha256 if written else "",
-                input_hash=input_hashes[report.module],
-                fetch_ns=timings.fetch_ns,
-                compute_ns=timings.compute_ns,
-                render_ns=timings.render_ns,
-                write_ns=timings.write_ns,
-                peak_memory_bytes=report.peak_memory_bytes,
-                status=status,
-                error=error,
-            )
-        )
-        path, size = (written.path, written.size_bytes) if written else (None, 0)
-        peak = report.peak_memory_bytes
-        tally.add(ReportOutcome(project_id, report.module, status, path, size, timings, peak, error))
+        if report.ok and report.written is None and report.html is not None:  # a runner that hands back HTML
+            written = store.write(result.project_id, report.module, report.html)
+            report = replace(report, written=written, timings=replace(report.timings, write_ns=written.write_ns))
+        input_hash = report.input_hash
+        if not input_hash:  # a result made in this process (a project its worker died with), or async's
+            computed = computed or hashes()
+            input_hash = computed[report.module]
+        status: ReportStatus = "written" if report.written is not None else "failed"
+        store.record(ReportRow.of(result.project_id, result.address, report, input_hash, generated_at))
+        tally.add(result.project_id, report, status)

@@ -16,11 +16,12 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from itertools import count
+from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from zerosite.types import STATUSES, ReportStatus, StoreError, WrittenFile
+from zerosite.types import STATUSES, ReportResult, ReportStatus, StoreError, WrittenFile
 
 __all__ = [
     "LOCK_FILE",
@@ -53,7 +54,8 @@ _MODULE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _SEARCH_TOKEN = re.compile(r"[^\W_]+")
 
 
-def _utc_now() -> str:
+def utc_now() -> str:
+    """Now, as the index stores times: ISO 8601, UTC, microseconds."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
@@ -79,15 +81,42 @@ class ReportRow:
     peak_memory_bytes: int = 0
     status: ReportStatus = "written"
     error: str | None = None
-    generated_at: str = field(default_factory=_utc_now)
+    generated_at: str = field(default_factory=utc_now)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
 
+    @classmethod
+    def of(cls, project_id: str, address: str, report: ReportResult, input_hash: str, generated_at: str) -> ReportRow:
+        """The row of ``report`` as a worker handed it back: written (its file) or failed (its error)."""
+        t, written = report.timings, report.written
+        if written is None:
+            file: tuple[str, int, str] = ("", 0, "")
+            status: ReportStatus = "failed"
+        else:
+            file, status = (written.location, written.size_bytes, written.sha256), "written"
+        return cls(
+            project_id,
+            report.module,
+            address,
+            *file,
+            input_hash,
+            t.fetch_ns,
+            t.compute_ns,
+            t.render_ns,
+            t.write_ns,
+            report.peak_memory_bytes,
+            status,
+            report.error if written is None else None,
+            generated_at,
+        )
+
 
 _COLUMNS = tuple(f.name for f in fields(ReportRow))
 _COLUMN_LIST = ", ".join(_COLUMNS)
+_VALUES_OF = attrgetter(*_COLUMNS)
+_TEXT = tuple(i for i, f in enumerate(fields(ReportRow)) if f.type in ("str", "str | None", "ReportStatus"))
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS reports (
@@ -123,7 +152,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS reports_fts USING fts5 (
 _DROP_TRIGGERS = "".join(f"DROP TRIGGER IF EXISTS reports_fts_{event};" for event in ("insert", "update", "delete"))
 _FTS_ADD = "INSERT INTO reports_fts (rowid, address, module) VALUES (?, ?, ?)"
 _FTS_DROP = "INSERT INTO reports_fts (reports_fts, rowid, address, module) VALUES ('delete', ?, ?, ?)"
-_PROJECT_ID, _MODULE, _ADDRESS = (_COLUMNS.index(name) for name in ("project_id", "module", "address"))
+_PROJECT_ID, _MODULE, _ADDRESS, _PATH = (_COLUMNS.index(name) for name in ("project_id", "module", "address", "path"))
 _IN_CLAUSE_IDS = 500
 """Project ids per ``IN (...)`` lookup (SQLite allows 32,766 parameters, older builds 999)."""
 
@@ -447,11 +476,15 @@ class ReportStore:
     def record(self, row: ReportRow) -> None:
         """Insert or replace the index row of ``(row.project_id, row.module)``; written in batches."""
         self._conn  # noqa: B018 - raises StoreError once the store is closed
-        path = _storable(self._relative(row.path))
-        self._rows.append(tuple(path if name == "path" else _column(row, name) for name in _COLUMNS))
+        values = list(_VALUES_OF(row))
+        values[_PATH] = self._relative(row.path)
+        for i in _TEXT:
+            if values[i] is not None and not values[i].isascii():
+                values[i] = _storable(values[i])
+        self._rows.append(tuple(values))
         key = (row.project_id, row.module)
         if row.status == "written":
-            self._written[key] = (row.input_hash, path, row.sha256)
+            self._written[key] = (row.input_hash, values[_PATH], row.sha256)
         else:
             self._written.pop(key, None)
         if len(self._rows) >= self.commit_every_rows or time.monotonic() - self._last_commit >= self.commit_every_s:
@@ -538,11 +571,6 @@ class ReportStore:
                 if candidate.is_relative_to(root):
                     return candidate.relative_to(root).as_posix()
         return candidate.as_posix()
-
-
-def _column(row: ReportRow, name: str) -> object:
-    value = getattr(row, name)
-    return _storable(value) if isinstance(value, str) else value
 
 
 def _storable(text: str) -> str:

@@ -87,6 +87,8 @@ class ReportResult(_PickledByFields):
     timings: StageTimings
     peak_memory_bytes: int
     written: WrittenFile | None = None
+    input_hash: str = ""
+    """The content hash of what the report was made from (for resume), where the worker computed it."""
 
     @property
     def ok(self) -> bool:
