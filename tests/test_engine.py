@@ -21,6 +21,7 @@ from zerosite.engine import BatchOptions, ReportOutcome, generate
 from zerosite.plugins import PluginSettings
 from zerosite.project import Project, parse_project
 from zerosite.sample import iter_sample_projects, sample_projects
+from zerosite.store import search_reports
 from zerosite.testing import ProjectServer
 
 BUILTIN_STRATEGIES = ["sequential", "thread", "process", "async"]
@@ -232,6 +233,20 @@ def test_http_source_fetches_each_project(tmp_path: Path, strategy: str) -> None
         assert server.requests == 6
     assert (summary.written, summary.failed) == (30, 0)
     assert summary.stage_ns.fetch_ns > 0
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "process", "async"])
+def test_resume_hashes_the_input_not_what_the_source_filled_in(tmp_path: Path, strategy: str) -> None:
+    raw = sample_projects(3)
+    served = {p["id"]: {**p, "road_address": p["road_address"] + " 별관"} for p in raw}
+    batch = [parse_project(p) for p in raw]
+    with ProjectServer(served, latency_s=0) as server:
+        options = BatchOptions(out=tmp_path / "out", strategy=strategy, workers=2, data_url=server.url)
+        assert generate(batch, options).written == 15
+        again = generate(batch, options)
+    assert (again.written, again.skipped) == (0, 15)
+    found = search_reports(tmp_path / "out" / "index.sqlite", "별관", module="M2")  # the address as fetched
+    assert {row.project_id for row in found} == {p["id"] for p in raw}
 
 
 @pytest.mark.parametrize("strategy", ["thread", "async"])

@@ -209,7 +209,7 @@ class DaskRunner(Runner):
             why = f"making project failed: {describe_error(error)}"
             return [ProjectResult.failed(project, self.config.reports, why) for project in chunk]
         sizer.observe(len(chunk), outcome.busy_ns)
-        return outcome.results(chunk)
+        return outcome.results()
 
     def _threads_now(self) -> int:
         """The cluster's worker threads, asked of the scheduler at most every :data:`CLUSTER_CHECK_S`."""

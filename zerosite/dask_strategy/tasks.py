@@ -50,19 +50,18 @@ class WarmWorker(WorkerPlugin):
 
 @dataclass(frozen=True, slots=True)
 class Made:
-    """One project as a task hands it back: no more than the client lacks."""
+    """One project as a task hands it back: its result (the project's id and index address, not the project)."""
 
-    reports: tuple[ReportResult, ...]
-    """Without their HTML when it is ``packed``."""
+    made: ProjectResult
+    """Its reports without their HTML when it is ``packed``."""
     packed: tuple[bytes | None, ...] | None
     """Hand-back: each report's HTML, zlib-compressed (smaller on the wire), in report order."""
-    fetched: Project | None
-    """The project as the data source gave it, where that is not the project the client sent."""
 
-    def result(self, sent: Project) -> ProjectResult:
-        """The project's result on the client, which sent ``sent``."""
-        reports = self.reports if self.packed is None else tuple(map(_with_html, self.reports, self.packed))
-        return ProjectResult(self.fetched or sent, reports)
+    def result(self) -> ProjectResult:
+        """The project's result on the client."""
+        if self.packed is None:
+            return self.made
+        return replace(self.made, reports=tuple(map(_with_html, self.made.reports, self.packed)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +71,8 @@ class ChunkResult:
     made: tuple[Made, ...]
     busy_ns: int
 
-    def results(self, sent: Sequence[Project]) -> list[ProjectResult]:
-        return [made.result(project) for made, project in zip(self.made, sent, strict=True)]
+    def results(self) -> list[ProjectResult]:
+        return [made.result() for made in self.made]
 
 
 def make_chunk(plugin: str, projects: Sequence[Project], files: ReportWriter | None) -> ChunkResult:
@@ -82,16 +81,15 @@ def make_chunk(plugin: str, projects: Sequence[Project], files: ReportWriter | N
     started = time.perf_counter_ns()
     warm = get_worker().plugins[plugin]
     assert isinstance(warm, WarmWorker) and warm.worker is not None
-    made = tuple(_handed_back(project, _make_one(warm.worker, project, files)) for project in projects)
+    made = tuple(_handed_back(_make_one(warm.worker, project, files)) for project in projects)
     return ChunkResult(made, time.perf_counter_ns() - started)
 
 
-def _handed_back(sent: Project, result: ProjectResult) -> Made:
-    fetched = None if result.project is sent else result.project
+def _handed_back(result: ProjectResult) -> Made:
     if all(report.html is None for report in result.reports):
-        return Made(result.reports, None, fetched)
+        return Made(result, None)
     packed = tuple(map(_pack, result.reports))
-    return Made(tuple(replace(report, html=None) for report in result.reports), packed, fetched)
+    return Made(replace(result, reports=tuple(replace(report, html=None) for report in result.reports)), packed)
 
 
 def _make_one(worker: Worker, project: Project, files: ReportWriter | None) -> ProjectResult:

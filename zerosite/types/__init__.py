@@ -19,6 +19,7 @@ from zerosite.types.results import (
     ReportStatus,
     StageTimings,
     WrittenFile,
+    index_address,
 )
 from zerosite.types.settings import PluginSettings, SourceSettings, StrategyOptions, WorkerConfig
 
@@ -52,4 +53,5 @@ __all__ = [
     "dependency_order",
     "describe_error",
     "error_message",
+    "index_address",
 ]

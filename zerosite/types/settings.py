@@ -122,6 +122,9 @@ class WorkerConfig:
     source_settings: SourceSettings = field(default_factory=SourceSettings)
     trace_memory: bool = False
     timeout_s: float | None = None
+    input_keys: tuple[tuple[str, bytes], ...] = ()
+    """``(module, key)`` for each report: what its input hash covers besides the project (module versions,
+    templates, output form, data source). A worker hashes each project it is given with these."""
 
     def __post_init__(self) -> None:
         extra = sorted(set(self.reports) - set(self.compute))
