@@ -73,7 +73,7 @@ def connect(options: StrategyOptions) -> tuple[Client, LocalCluster | None]:
                 n_workers=options.workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",  # None still binds :8787 (dask/distributed#8136): a free port, no clash
                 silence_logs=logging.ERROR,
             )
         return Client(cluster, set_as_default=False), cluster
