@@ -5,10 +5,11 @@
 
 Each checkout is measured by its own ``.venv/bin/python`` running this file in a fresh process (``--child``)
 with the checkout as working directory, processes of the checkouts interleaved (A B A B ...). A child makes
-every report of ``--projects`` sample projects once to warm up, then ``--passes`` more times, and gives the
-CPU time (``time.process_time``) of those passes per report. ``--instructions`` instead runs one child per
-checkout under callgrind and counts the instructions of its measured passes (deterministic to a few hundredths
-of a per cent: ``PYTHONHASHSEED=0``, bytecode compiled by a native run just before).
+every report of ``--warmup`` sample projects (seed + 1) to warm up (templates compiled, caches filled), then
+every report of ``--projects`` other sample projects, once each, and gives the CPU time (``time.process_time``)
+of those per report. ``--instructions`` instead runs one child per checkout under callgrind and counts the
+instructions of its measured projects (the same from run to run: ``PYTHONHASHSEED=0``, bytecode compiled by
+a native run just before, start-up objects frozen out of the garbage collector).
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 START_MARKER, STOP_MARKER = "getppid", "getpgrp"
-"""libc functions the child calls just before and just after its measured passes (callgrind dumps on each)."""
+"""libc functions the child calls just before and just after its measured projects (callgrind dumps on each)."""
 
 
-def child(projects: int, seed: int, passes: int) -> dict[str, Any]:
-    """Measure in this process: CPU per report over the measured passes, then each module's CPU apart."""
+def child(projects: int, seed: int, warmup: int) -> dict[str, Any]:
+    """Measure in this process: CPU per report over the measured projects, each module's CPU among it, and
+    (in a compute-only pass after) each module's compute, the rest of its CPU being its render."""
     from zerosite.pipeline import compute_and_render, plan
     from zerosite.plugins import get_modules
     from zerosite.project import parse_project
@@ -42,12 +44,13 @@ def child(projects: int, seed: int, passes: int) -> dict[str, Any]:
 
     modules = get_modules()
     steps, env = plan(modules), get_environment()
-    parsed = [parse_project(raw) for raw in sample_projects(projects, seed)]
+    measured = [parse_project(raw) for raw in sample_projects(projects, seed)]
+    warm_up = [parse_project(raw) for raw in sample_projects(warmup, seed + 1)]
 
-    def one_pass(reports: set[str], cpu_ns: dict[str, int]) -> int:
+    def one_pass(batch: list[Any], reports: set[str], cpu_ns: dict[str, int]) -> int:
         """Make every project's modules (reporting ``reports``); add each module's CPU to ``cpu_ns``."""
         made_reports = 0
-        for project in parsed:
+        for project in batch:
             started = time.process_time_ns()
             for made in compute_and_render(project, steps, reports, env):
                 now = time.process_time_ns()
@@ -58,26 +61,26 @@ def child(projects: int, seed: int, passes: int) -> dict[str, Any]:
                 started = time.process_time_ns()
         return made_reports
 
-    everything, nothing = set(modules), set[str]()
-    one_pass(everything, {})  # compiles the templates, fills the caches
+    everything = set(modules)
+    one_pass(warm_up, everything, {})  # other projects: compiles the templates, fills the caches
     gc.collect()
     gc.freeze()  # what start-up left is not the reports' to collect: full collections skip it, in every checkout
+    made: dict[str, int] = {}
     os.getppid()
     started = time.process_time_ns()
-    reports = sum(one_pass(everything, {}) for _ in range(passes))
+    reports = one_pass(measured, everything, made)
     cpu_ns = time.process_time_ns() - started
     os.getpgrp()
-    made: dict[str, int] = {}
     computed: dict[str, int] = {}
-    for _ in range(passes):
-        one_pass(everything, made)
-        one_pass(nothing, computed)
-    count = len(parsed) * passes
+    one_pass(measured, set(), computed)
     return {
         "reports": reports,
         "cpu_us_per_report": cpu_ns / reports / 1e3,
         "modules": {
-            name: {"compute_us": computed[name] / count / 1e3, "render_us": (made[name] - computed[name]) / count / 1e3}
+            name: {
+                "compute_us": computed[name] / projects / 1e3,
+                "render_us": (made[name] - computed[name]) / projects / 1e3,
+            }
             for name in sorted(made)
         },
     }
@@ -94,7 +97,7 @@ def _child_command(checkout: Path, args: argparse.Namespace) -> list[str]:
         "--child",
         f"--projects={args.projects}",
         f"--seed={args.seed}",
-        f"--passes={args.passes}",
+        f"--warmup={args.warmup}",
     ]
 
 
@@ -128,7 +131,7 @@ def compare_cpu(checkouts: Sequence[Path], args: argparse.Namespace) -> None:
         for checkout in checkouts:
             runs[checkout].append(_run_child(checkout, args))
     print(
-        f"{args.projects} sample projects (seed {args.seed}) x 5 modules, {args.passes} passes per process, "
+        f"{args.projects} sample projects (seed {args.seed}) x 5 modules after {args.warmup} others, "
         f"{args.processes} processes per checkout, interleaved; CPU per report (time.process_time)"
     )
     first = [run["cpu_us_per_report"] for run in runs[checkouts[0]]]
@@ -189,7 +192,7 @@ def _instructions(checkout: Path, args: argparse.Namespace) -> tuple[int, int]:
 
 def compare_instructions(checkouts: Sequence[Path], args: argparse.Namespace) -> None:
     """Instructions per report of each checkout, and the change against the first."""
-    print(f"{args.projects} sample projects (seed {args.seed}) x 5 modules, {args.passes} passes; callgrind Ir")
+    print(f"{args.projects} sample projects (seed {args.seed}) x 5 modules after {args.warmup} others; callgrind Ir")
     first = None
     for checkout in checkouts:
         total, reports = _instructions(checkout, args)
@@ -202,15 +205,15 @@ def compare_instructions(checkouts: Sequence[Path], args: argparse.Namespace) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkouts", nargs="*", type=Path, help="checkouts to compare, each with a .venv")
-    parser.add_argument("--projects", type=int, default=40, help="sample projects (default 40)")
-    parser.add_argument("--seed", type=int, default=0, help="sample seed (default 0)")
-    parser.add_argument("--passes", type=int, default=5, help="measured passes over the projects per process")
+    parser.add_argument("--projects", type=int, default=200, help="measured sample projects (default 200)")
+    parser.add_argument("--seed", type=int, default=0, help="their seed (default 0); the warm-up's is seed + 1")
+    parser.add_argument("--warmup", type=int, default=20, help="other sample projects made first (default 20)")
     parser.add_argument("--processes", type=int, default=6, help="processes per checkout (CPU time)")
     parser.add_argument("--instructions", action="store_true", help="count instructions under callgrind instead")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.projects, args.seed, args.passes)))
+        print(json.dumps(child(args.projects, args.seed, args.warmup)))
         return 0
     checkouts = [path.resolve() for path in args.checkouts] or [Path.cwd()]
     if args.instructions:

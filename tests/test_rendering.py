@@ -169,3 +169,16 @@ def test_attributes_are_what_jinja2_finds(source: str, obj: Any) -> None:
 
     ours = render(ReportEnvironment(autoescape=True, undefined=StrictUndefined))
     assert ours == render(Environment(autoescape=True, undefined=StrictUndefined))
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [(1, 1.0), (1.0, True), (0.0, -0.0), (-0.0, 0), (10**17, 1e17), (2.5, 2.5), (-0.0001, -0.0001)],
+    ids=repr,
+)
+@pytest.mark.parametrize("digits", [0, 1, 3])
+def test_num_remembers_only_what_formats_alike(first: float, then: float, digits: int) -> None:
+    """Numbers that compare equal share a remembered text: it must be the text of each."""
+    num.cache_clear()
+    assert num(first, digits) == num.__wrapped__(first, digits)
+    assert num(then, digits) == num.__wrapped__(then, digits)
