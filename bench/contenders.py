@@ -105,10 +105,15 @@ def main() -> None:
             for tree, python in pythons.items():
                 result = _spawn(python, name, args) | {"tree": tree, "round": round_number}
                 runs.append(result)
-                per_report_ms = result["wall_s"] / result["reports"] * 1e3
-                print(f"round {round_number + 1}: {tree:>6} {name:<10} {per_report_ms:6.3f} ms/report", file=sys.stderr)
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps(runs, indent=1))
+                if args.json_path:  # after every run: a long measurement can be read while it goes on
+                    Path(args.json_path).write_text(json.dumps(runs, indent=1))
+                wall, cpu = (result[k] / result["reports"] * 1e3 for k in ("wall_s", "self_cpu_s"))
+                children = result["children_cpu_s"] / result["reports"] * 1e3
+                print(
+                    f"round {round_number + 1}: {tree} {name}: {wall:.3f} ms/report, "
+                    f"CPU {cpu:.3f} + {children:.3f} ms/report",
+                    file=sys.stderr,
+                )
     for tree in pythons:
         _table(tree, [r for r in runs if r["tree"] == tree], names, args)
 

@@ -373,8 +373,8 @@ class ReportStore:
         gzip: bool = False,
         *,
         fsync: bool = False,
-        commit_every_rows: int = 200,
-        commit_every_s: float = 0.5,
+        commit_every_rows: int = 1000,
+        commit_every_s: float = 1.0,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.db_path = Path(db_path) if db_path is not None else self.out_dir / "index.sqlite"

@@ -92,15 +92,12 @@ def bare_loop(projects: Sequence[Project], out: Path, workers: int = 1) -> int:
     return _make_chunk_by_hand(projects, out)
 
 
-def _warm_by_hand() -> None:
-    module_tools()
-
-
 def hand_pool(projects: Sequence[Project], out: Path, workers: int) -> int:
-    """A ``multiprocessing.Pool`` (fork), warmed by an initializer, fed chunks of :data:`HAND_CHUNK_PROJECTS`."""
+    """A ``multiprocessing.Pool`` (fork) of workers warm from the start, fed chunks of :data:`HAND_CHUNK_PROJECTS`."""
+    module_tools()  # loaded and compiled once, here: the forked workers start with them
     context = multiprocessing.get_context("fork")
     make = functools.partial(_make_chunk_by_hand, out=out)
-    with context.Pool(workers, initializer=_warm_by_hand) as pool:
+    with context.Pool(workers) as pool:
         made = sum(pool.imap_unordered(make, _chunks(projects, HAND_CHUNK_PROJECTS)))
         pool.close()
         pool.join()
