@@ -195,7 +195,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
     level = marker.args[0] if marker.args else marker.kwargs["level"]
     settings = metafunc.config.stash[SETUP].settings
-    strategies = [(name, s.unavailable_reason()) for name, s in get_strategies().items()]
+    strategies = [
+        (name, s.unavailable_reason()) for name, s in get_strategies().items() if level == "batch" or not s.batches_only
+    ]
     wanted = marker.kwargs.get("strategies")
     if wanted is not None:
         strategies = [(n, why) for n, why in strategies if n in wanted]

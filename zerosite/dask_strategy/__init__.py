@@ -13,6 +13,7 @@ __all__ = ["DaskStrategy"]
 
 class DaskStrategy(Strategy):
     name = "dask"
+    batches_only = True
     description = (
         "Dask distributed: a local cluster of --workers processes, or the machines of --scheduler ADDRESS; "
         "chunks sized from measured costs."
