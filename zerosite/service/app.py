@@ -17,18 +17,19 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zerosite import __version__
+from zerosite.caches import open_cache
 from zerosite.engine import EngineError
-from zerosite.service.cache import open_cache
+from zerosite.plugins import get_cache_backends
 from zerosite.service.config import LIMITS, ConfigError, ServiceConfig
 from zerosite.service.errors import install_error_handlers
-from zerosite.service.files import ReportFileCache
 from zerosite.service.jobs import ReportQueue
 from zerosite.service.metrics import ServiceMetrics
+from zerosite.service.response_bodies import ResponseBodyCache
 from zerosite.service.routes import router
 from zerosite.service.state import Service
-from zerosite.types import PluginError
+from zerosite.types import CacheContext, CacheError, PluginError, ReportCache
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "open_report_cache"]
 
 log = logging.getLogger("zerosite.service")
 
@@ -52,24 +53,27 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         config.out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"cannot make the output folder {config.out}: {error}") from None
-    cache = open_cache(config.cache)
+    cache = open_report_cache(config)
     queue_box: list[ReportQueue] = []
     metrics = ServiceMetrics(
         depth=lambda: queue_box[0].depth() if queue_box else 0,
         ready=lambda: bool(queue_box) and queue_box[0].ready.is_set(),
+        cache=cache,
     )
     try:
         queue = ReportQueue(config, cache, metrics.record)
     except (EngineError, PluginError) as error:
+        cache.close()
         raise ConfigError(str(error)) from None
     queue_box.append(queue)
-    service = Service(config, queue, metrics, ReportFileCache(config.out, LIMITS.report_cache_bytes), cache)
+    bodies = ResponseBodyCache(config.out, LIMITS.response_body_cache_bytes)
+    service = Service(config, queue, metrics, bodies, cache)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         queue.start()
         restore = _chain_stop_signals(queue.stopping.set)
-        log.info("serving %s (index %s); cache: %s", config.out, config.db_path, cache.describe())
+        log.info("serving %s (index %s); report cache: %s", config.out, config.db_path, cache.url)
         try:
             yield
         finally:
@@ -83,6 +87,19 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     app.include_router(router)
     app.add_middleware(_Instrumented, metrics=metrics)
     return app
+
+
+def open_report_cache(config: ServiceConfig) -> ReportCache:
+    """The report cache ``config.cache`` names (``local`` when none), a plugin of ``zerosite_register_caches``, as
+    ``generate --cache`` opens it; one per server process. A backend that is down only warns (in the log).
+
+    :raises ConfigError: an unknown backend, or a URL it cannot use.
+    """
+    context = CacheContext(config.out, config.db_path, warn=lambda message: log.warning("%s", message))
+    try:
+        return open_cache(config.cache, get_cache_backends(), context)
+    except (CacheError, PluginError) as error:
+        raise ConfigError(f"--cache: {error}") from None
 
 
 def _chain_stop_signals(on_stop: Callable[[], None]) -> Callable[[], None]:

@@ -21,10 +21,9 @@ from zerosite.engine import BatchOptions, BatchPlan, ReportOutcome, generate, pl
 from zerosite.project import Project, parse_project
 from zerosite.sample import iter_sample_projects
 from zerosite.service.batches import BOOK_FILE, FINAL_STATES, BatchBook, BatchView
-from zerosite.service.cache import ReportCache
 from zerosite.service.config import LIMITS, ServiceConfig
 from zerosite.store import OutputBusy, ReportStore
-from zerosite.types import Runner, describe_error
+from zerosite.types import ReportCache, Runner, describe_error
 
 __all__ = ["Batch", "ReportQueue", "Selection", "Unavailable"]
 
@@ -84,12 +83,12 @@ class Batch:
 
     def count(self, outcomes: Sequence[ReportOutcome]) -> None:
         """One finished project."""
-        statuses = [o.status for o in outcomes]
+        statuses = ["cached" if o.status == "skipped" or o.from_cache else o.status for o in outcomes]
         self.counts["done"] += 1
         self.counts["failed"] += "failed" in statuses
-        self.counts["cached"] += all(s == "skipped" for s in statuses)
+        self.counts["cached"] += all(s == "cached" for s in statuses)
         self.counts["reports_written"] += statuses.count("written")
-        self.counts["reports_cached"] += statuses.count("skipped")
+        self.counts["reports_cached"] += statuses.count("cached")
         self.counts["reports_failed"] += statuses.count("failed")
 
 
@@ -354,7 +353,13 @@ class ReportQueue:
                 continue
             try:
                 generate(
-                    projects(), selection.options, on_report, runner=runner, batch_plan=selection.plan, store=store
+                    projects(),
+                    selection.options,
+                    on_report,
+                    runner=runner,
+                    batch_plan=selection.plan,
+                    cache=self.cache,
+                    store=store,
                 )
                 store.flush()
             except BaseException:

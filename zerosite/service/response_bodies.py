@@ -1,4 +1,6 @@
-"""Report files as ``GET /v1/reports`` serves them: read once, hashed, compressed on demand, kept in memory."""
+"""``GET /v1/reports``'s response bodies kept in memory: each report file read once, hashed (its ETag) and
+compressed on demand. Not the report cache (``zerosite.caches``, ``--cache``): that one saves making a report;
+this one saves reading and compressing a file already made."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import brotli
 
 from zerosite.store import ReportFiles, StoreError
 
-__all__ = ["ReportFile", "ReportFileCache", "choose_encoding", "etag_matches"]
+__all__ = ["ReportFile", "ResponseBodyCache", "choose_encoding", "etag_matches"]
 
 GZIP_LEVEL = 6
 BROTLI_QUALITY = 5
@@ -44,8 +46,9 @@ def _compress(data: bytes, encoding: str) -> bytes:
     return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
 
 
-class ReportFileCache:
-    """Report files under one output folder, read and hashed once while unchanged, at most ``max_bytes`` kept.
+class ResponseBodyCache:
+    """The bodies ``GET /v1/reports`` answers with, per report file under one output folder: read and hashed once
+    while the file is unchanged, each encoding compressed once; at most ``max_bytes`` kept, least recent dropped.
 
     A file replaced on disk (another process made the report again) is noticed by its inode, size and mtime.
     """
