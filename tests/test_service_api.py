@@ -493,8 +493,10 @@ def test_report_file_cache_notices_a_remade_file_and_stays_within_its_bound(tmp_
     first = files.get("a", "M2")
     assert first is not None and first.sha256 == hashlib.sha256(b"a" * 20_000).hexdigest()
     assert files.get("a", "M2") is first  # unchanged: not read again
+    assert files.fresh("a", "M2") is first and files.fresh("b", "M2") is None  # b not read yet
     assert len(files.encoded(first, "gzip")) < 1000
     (tmp_path / "a" / "M2.html").write_text("remade")  # another process made it again
+    assert files.fresh("a", "M2") is None  # changed on disk: read again by get
     again = files.get("a", "M2")
     assert again is not None and again.data == b"remade"
     files.get("b", "M2")

@@ -27,6 +27,8 @@ BROTLI_QUALITY = 5
 class ReportFile:
     """One report's bytes, its SHA-256 (the ETag) and its compressed forms, made when first asked for."""
 
+    key: tuple[str, str]
+    """``(project_id, module)``."""
     path: Path
     identity: tuple[int, int, int]
     """``(inode, size, mtime_ns)`` of the file these bytes were read from."""
@@ -56,7 +58,8 @@ class ResponseBodyCache:
     def __init__(self, out_dir: Path, max_bytes: int) -> None:
         self.files = ReportFiles(Path(out_dir).resolve())
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[Path, ReportFile] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], ReportFile] = OrderedDict()
+        """By ``(project_id, module)``: only names that :meth:`path` accepted are ever keys."""
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -77,10 +80,11 @@ class ResponseBodyCache:
         except OSError:
             return None
         identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        key = (project_id, module)
         with self._lock:
-            entry = self._entries.get(path)
+            entry = self._entries.get(key)
             if entry is not None and entry.identity == identity:
-                self._entries.move_to_end(path)
+                self._entries.move_to_end(key)
                 return entry
         try:
             with open(path, "rb") as handle:
@@ -89,8 +93,27 @@ class ResponseBodyCache:
         except OSError:
             return None
         identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        entry = ReportFile(path, identity, data, hashlib.sha256(data).hexdigest())
-        self._keep(path, entry)
+        entry = ReportFile(key, path, identity, data, hashlib.sha256(data).hexdigest())
+        self._keep(key, entry)
+        return entry
+
+    def fresh(self, project_id: str, module: str) -> ReportFile | None:
+        """The kept entry of this report if its file is unchanged since it was read, else ``None`` (then
+        :meth:`get`): one dictionary lookup and one ``stat``, no reading or hashing, so the event loop may call it."""
+        key = (project_id, module)
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None:
+            return None
+        try:
+            stat = os.stat(entry.path)
+        except OSError:
+            return None
+        if (stat.st_ino, stat.st_size, stat.st_mtime_ns) != entry.identity:
+            return None
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
         return entry
 
     def encoded(self, entry: ReportFile, encoding: str) -> bytes:
@@ -104,19 +127,19 @@ class ResponseBodyCache:
         with self._lock:
             if encoding not in entry.encoded:
                 entry.encoded[encoding] = body
-                if self._entries.get(entry.path) is entry:
+                if self._entries.get(entry.key) is entry:
                     self._bytes += len(body)
                     self._evict()
         return entry.encoded[encoding]
 
-    def _keep(self, path: Path, entry: ReportFile) -> None:
+    def _keep(self, key: tuple[str, str], entry: ReportFile) -> None:
         with self._lock:
-            old = self._entries.pop(path, None)
+            old = self._entries.pop(key, None)
             if old is not None:
                 self._bytes -= old.size
             if entry.size > self.max_bytes:
                 return
-            self._entries[path] = entry
+            self._entries[key] = entry
             self._bytes += entry.size
             self._evict()
 

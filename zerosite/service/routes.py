@@ -87,7 +87,7 @@ async def make_reports(request: Request, modules: ModulesQuery = None) -> JSONRe
     service = service_of(request)
     service.authorize(request)
     body = await read_body(request, LIMITS.max_report_body_bytes)
-    project = await run_in_threadpool(parse_one, body) if len(body) > 16_384 else parse_one(body)
+    project = await run_in_threadpool(parse_one, body)  # validation is CPU work: never on the event loop
     selection = _selection(service, modules)
     try:
         future = service.queue.submit(project, selection, started + service.config.request_timeout_s)
@@ -169,7 +169,7 @@ def _describe(service: Service, outcomes: Sequence[ReportOutcome]) -> list[dict[
 )
 async def get_report(project_id: str, module: str, request: Request) -> Response:
     service = service_of(request)
-    entry = await run_in_threadpool(service.bodies.get, project_id, module)
+    entry = service.bodies.fresh(project_id, module) or await run_in_threadpool(service.bodies.get, project_id, module)
     if entry is None:
         raise ApiError(404, f"no report {module!r} for project {project_id!r}")
     encoding = choose_encoding(request.headers.get("accept-encoding", ""))
