@@ -40,9 +40,10 @@ class ServiceLimits:
     """``GET /v1/reports``'s response bodies (each report file and its compressed forms) kept in memory."""
     cache_control: str = "public, max-age=60"
     recent_reports_shown: int = 20
-    store_hold_s: float = 0.25
-    """A server process keeps the output folder's store open between passes while work keeps coming, at most this
-    long at a time; then it closes it, so that other server processes on the folder get their turn."""
+    store_idle_s: float = 0.2
+    """A server process keeps the output folder's store open between passes, and closes it once idle this long
+    (so that a ``zerosite generate`` into the folder can run), or after a pass when another server process on the
+    folder waits for it (it touches ``OUT/.zerosite.waiting``)."""
     busy_retry_s: float = 0.02
     """How often a process waits and tries again for the output folder another process is writing to."""
 
