@@ -205,7 +205,7 @@ def test_a_short_real_run_against_zerosite_serve(tmp_path: Path) -> None:
     )
     lines: list[str] = []
     run = run_service_load("thread", settings, tmp_path / "out", 5000, 0.0, log=lines.append)
-    assert lines[0].startswith("service: zerosite serve --strategy thread --workers 1 ready in ")
+    assert lines[0].startswith("service: zerosite serve --strategy thread --workers 1 ready (waited ")
     assert [p.users for p in run.points] == [3, 6]
     for measured in run.points:
         assert measured.requests and all(r.ok for r in measured.requests), measured.requests

@@ -69,7 +69,7 @@ class ServiceBenchmark:
         if self.recorder.mode != "time":
             pytest.skip("the service level is timed: it has no instruction counts")
         first = point.strategy not in self.recorder.service_runs
-        run = self.recorder.measure_service(point.strategy, self.tmp.mktemp(f"service-{point.strategy}"), self.say)
+        run = self.recorder.measure_service(point.strategy, lambda name: self.tmp.mktemp(f"service-{name}"), self.say)
         figures = {(p.strategy, p.users): p for p in analyse_service([run], self.recorder.targets.values).points}
         if first:
             for measured in figures.values():

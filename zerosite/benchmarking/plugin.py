@@ -253,6 +253,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         cell = callspec.params.get("zerosite_cell") if callspec is not None else None
         point = callspec.params.get("zerosite_service_point") if callspec is not None else None
         if point is not None and not item.get_closest_marker("skip"):
+            recorder_of(config).service_selected.add(point.strategy)
             existing = item.get_closest_marker("benchmark")
             clock = recorder_of(config).clocks[item.nodeid] = ReplayClock()
             kwargs = {
@@ -404,6 +405,8 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list[Any], o
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     recorder = config.stash.get(RECORDER, None)
+    if recorder is not None:
+        recorder.stop_servers()
     if recorder is None or not recorder.measured or hasattr(config, "workerinput"):
         return
     from zerosite.benchmarking.compare import compare_runs, load_run, parse_threshold

@@ -20,10 +20,9 @@ import math
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
@@ -40,8 +39,10 @@ __all__ = [
     "ServicePointId",
     "ServiceRun",
     "SweepStep",
+    "drive_server",
     "error_percent",
     "held",
+    "launch_server",
     "quantile_ms",
     "run_service_load",
     "serve_unavailable_reason",
@@ -67,9 +68,9 @@ class LoadSettings:
     """Virtual users, added step by step on one server: each level ramps up, then is measured."""
     workers: int = 2
     """The server's runner workers (``zerosite serve --workers``)."""
-    ramp_s: float = 1.0
+    ramp_s: float = 0.8
     """The users a level adds start spread over this long; nothing is counted meanwhile."""
-    window_s: float = 3.0
+    window_s: float = 2.5
     """Each level's measured window: requests sent in it count."""
     think_mean_s: float = 1.0
     """A user's wait between an answer and its next request: exponential, this mean."""
@@ -81,15 +82,15 @@ class LoadSettings:
     """The open-loop sweep runs on these servers (the default ``zerosite serve`` strategy)."""
     sweep_start_per_s: float = 40.0
     sweep_factor: float = 1.5
-    sweep_steps: int = 7
-    sweep_window_s: float = 2.0
+    sweep_steps: int = 6
+    sweep_window_s: float = 1.5
     request_timeout_s: float = 10.0
     """A request not answered within this long counts as an error (the open loop gives up on it after the step)."""
     seed: int = 8
 
     @classmethod
     def quick(cls) -> LoadSettings:
-        return cls(strategies=("process",), ramp_s=0.5, window_s=2.0, sweep_window_s=1.5, sweep_steps=5)
+        return cls(strategies=("process",), ramp_s=0.5, window_s=2.0, sweep_window_s=1.2, sweep_steps=5)
 
 
 @dataclass(frozen=True)
@@ -528,29 +529,52 @@ async def _drive(
         client.close()
 
 
+def launch_server(strategy: str, settings: LoadSettings, out: Path) -> ServerProcess:
+    """``zerosite serve --strategy STRATEGY`` on a free loopback port, launched (not yet ready: see
+    :meth:`ServerProcess.wait_ready`), so that several servers warm up at once."""
+    args = ["--out", str(out), "--strategy", strategy, "--workers", str(settings.workers)]
+    return ServerProcess(args, ready_timeout_s=180).launch()
+
+
+def drive_server(
+    server: ServerProcess,
+    strategy: str,
+    settings: LoadSettings,
+    target_p95_ms: float,
+    max_error_percent: float,
+    log: Callable[[str], None] | None = None,
+) -> ServiceRun:
+    """Wait until ``server`` is ready, drive it (users, then the sweep where the settings say), stop it."""
+    say = log or (lambda line: None)
+    run = ServiceRun(strategy, settings.workers)
+    started = time.monotonic()
+    try:
+        server.wait_ready()
+        run.start_s = time.monotonic() - started
+        command = f"zerosite serve --strategy {strategy} --workers {settings.workers}"
+        say(f"service: {command} ready (waited {run.start_s:.1f} s)")
+        with _Sampler(server.pid) as sampler:
+            sweep = strategy in settings.sweep_strategies
+            asyncio.run(_drive(run, server.url, settings, sampler, sweep, target_p95_ms, max_error_percent))
+    finally:
+        server.__exit__(None, None, None)
+    return run
+
+
 def run_service_load(
     strategy: str,
     settings: LoadSettings,
     out: Path,
     target_p95_ms: float,
     max_error_percent: float,
-    log: Any = None,
+    log: Callable[[str], None] | None = None,
 ) -> ServiceRun:
     """Start ``zerosite serve --strategy STRATEGY`` on loopback, drive it, stop it; what it measured.
 
     ``log`` (a callable taking one line) hears what happens as it happens.
     """
-    say = log or (lambda line: None)
-    run = ServiceRun(strategy, settings.workers)
-    args = ["--out", str(out), "--strategy", strategy, "--workers", str(settings.workers)]
-    started = time.monotonic()
-    with ServerProcess(args, ready_timeout_s=120) as server:
-        run.start_s = time.monotonic() - started
-        say(f"service: zerosite serve --strategy {strategy} --workers {settings.workers} ready in {run.start_s:.1f} s")
-        with _Sampler(server.pid) as sampler:
-            sweep = strategy in settings.sweep_strategies
-            asyncio.run(_drive(run, server.url, settings, sampler, sweep, target_p95_ms, max_error_percent))
-    return run
+    server = launch_server(strategy, settings, out)
+    return drive_server(server, strategy, settings, target_p95_ms, max_error_percent, log)
 
 
 def iter_latencies_s(point: LoadPoint) -> Iterator[float]:

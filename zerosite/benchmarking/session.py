@@ -21,11 +21,12 @@ from zerosite.benchmarking.matrix import MatrixSettings
 from zerosite.benchmarking.phases import Stopwatch
 from zerosite.benchmarking.profiling import profile_strategies
 from zerosite.benchmarking.service_level import ERROR_TARGET, P95_TARGET, analyse_service
-from zerosite.benchmarking.service_load import LoadSettings, ServiceRun, run_service_load
+from zerosite.benchmarking.service_load import LoadSettings, ServiceRun, drive_server, launch_server
 from zerosite.benchmarking.targets import Targets
 from zerosite.benchmarking.workloads import ROUND_PERIOD, MemoryProbe, Workload, cell_round
 from zerosite.plugins import get_modules, get_strategies
 from zerosite.rendering import get_environment, templates_fingerprint
+from zerosite.service.process import ServerProcess
 
 __all__ = ["JSON_NAME", "MODES", "Recorder"]
 
@@ -54,6 +55,9 @@ class Recorder:
     service_runs: dict[str, ServiceRun] = field(default_factory=dict)
     """The service level's servers measured, by strategy."""
     service_settings: LoadSettings = field(default_factory=LoadSettings)
+    service_selected: set[str] = field(default_factory=set)
+    """The server strategies whose service tests were collected and not deselected."""
+    _servers: dict[str, ServerProcess] = field(default_factory=dict)
     _analysis: Analysis | None = None
     _probe: MemoryProbe | None = None
 
@@ -62,21 +66,38 @@ class Recorder:
         """Whether anything was measured: cells, or the service level."""
         return bool(self.results or self.service_runs)
 
-    def measure_service(self, strategy: str, out: Path, say: Callable[[str], None]) -> ServiceRun:
-        """The service level of ``strategy``: its server started, driven at every number of users (and swept
-        where the settings say), stopped; measured the first time one of its tests asks."""
+    def measure_service(self, strategy: str, folder: Callable[[str], Path], say: Callable[[str], None]) -> ServiceRun:
+        """The service level of ``strategy``: its server driven at every number of users (and swept where the
+        settings say), then stopped; measured the first time one of its tests asks. The first call launches the
+        servers of every strategy selected at once (``folder(strategy)`` gives each its output folder), so that
+        they warm up together, and waits until all are ready; each then waits idle until its turn."""
         if strategy not in self.service_runs:
             with self.stopwatch("service"):
-                self.service_runs[strategy] = run_service_load(
+                if not self._servers:
+                    for name in sorted(self.service_selected | {strategy}):
+                        self._servers[name] = launch_server(name, self.service_settings, folder(name))
+                    for server in self._servers.values():  # every one warm, so none warms while another is driven
+                        server.wait_ready()
+                if strategy in self._servers:
+                    server = self._servers.pop(strategy)
+                else:
+                    server = launch_server(strategy, self.service_settings, folder(strategy))
+                self.service_runs[strategy] = drive_server(
+                    server,
                     strategy,
                     self.service_settings,
-                    out,
                     target_p95_ms=self.targets.values.get(P95_TARGET, 300.0),
                     max_error_percent=self.targets.values.get(ERROR_TARGET, 0.0),
                     log=say,
                 )
             self._analysis = None
         return self.service_runs[strategy]
+
+    def stop_servers(self) -> None:
+        """Stop the service level's servers that were launched and not driven (a test deselected or failed)."""
+        while self._servers:
+            _, server = self._servers.popitem()
+            server.__exit__(None, None, None)
 
     def select(self, cell: Cell, overrides: Mapping[str, float]) -> None:
         self.selected.add(cell)
