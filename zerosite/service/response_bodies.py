@@ -14,9 +14,10 @@ from pathlib import Path
 
 import brotli
 
+from zerosite.service.config import LIMITS
 from zerosite.store import ReportFiles, StoreError
 
-__all__ = ["ReportFile", "ResponseBodyCache", "choose_encoding", "etag_matches"]
+__all__ = ["BodyAnswer", "ReportFile", "ResponseBodyCache", "answer_from_memory", "choose_encoding", "etag_matches"]
 
 GZIP_LEVEL = 6
 BROTLI_QUALITY = 5
@@ -182,3 +183,30 @@ def etag_matches(if_none_match: str, sha256: str) -> bool:
         if tag.strip('"') == sha256:
             return True
     return False
+
+
+@dataclass(frozen=True)
+class BodyAnswer:
+    """What ``GET /v1/reports/{project_id}/{module}`` answers: 200 with the body, or 304."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def answer_from_memory(entry: ReportFile, accept_encoding: str, if_none_match: str) -> BodyAnswer | None:
+    """The answer to a GET of ``entry`` when it takes no work: a 304, or a 200 whose body is in memory in the
+    encoding the client takes. ``None`` when that body must be compressed first (:meth:`ResponseBodyCache.encoded`,
+    off the event loop)."""
+    encoding = choose_encoding(accept_encoding)
+    etag = f'"{entry.sha256}"' if encoding == "identity" else f'W/"{entry.sha256}"'
+    headers = {"ETag": etag, "Cache-Control": LIMITS.cache_control, "Vary": "Accept-Encoding"}
+    if etag_matches(if_none_match, entry.sha256):
+        return BodyAnswer(304, headers, b"")
+    body = entry.data if encoding == "identity" else entry.encoded.get(encoding)
+    if body is None:
+        return None
+    headers["Content-Type"] = "text/html; charset=utf-8"
+    if encoding != "identity":
+        headers["Content-Encoding"] = encoding
+    return BodyAnswer(200, headers, body)

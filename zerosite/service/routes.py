@@ -26,7 +26,7 @@ from zerosite.service.inputs import parse_many, parse_one, read_body
 from zerosite.service.jobs import Selection, Unavailable
 from zerosite.service.metrics import CONTENT_TYPE
 from zerosite.service.page import PageRow, render_page, report_url
-from zerosite.service.response_bodies import choose_encoding, etag_matches
+from zerosite.service.response_bodies import answer_from_memory, choose_encoding
 from zerosite.service.schemas import (
     BATCH_BODY,
     PROJECT_BODY,
@@ -168,22 +168,18 @@ def _describe(service: Service, outcomes: Sequence[ReportOutcome]) -> list[dict[
     tags=["reports"],
 )
 async def get_report(project_id: str, module: str, request: Request) -> Response:
+    # Answered from memory by app._ReportsFromMemory before it reaches here when the body is there already.
     service = service_of(request)
     entry = service.bodies.fresh(project_id, module) or await run_in_threadpool(service.bodies.get, project_id, module)
     if entry is None:
         raise ApiError(404, f"no report {module!r} for project {project_id!r}")
-    encoding = choose_encoding(request.headers.get("accept-encoding", ""))
-    etag = f'"{entry.sha256}"' if encoding == "identity" else f'W/"{entry.sha256}"'
-    headers = {"ETag": etag, "Cache-Control": LIMITS.cache_control, "Vary": "Accept-Encoding"}
-    if etag_matches(request.headers.get("if-none-match", ""), entry.sha256):
-        return Response(status_code=304, headers=headers)
-    if encoding == "identity" or encoding in entry.encoded:
-        body = service.bodies.encoded(entry, encoding)
-    else:
-        body = await run_in_threadpool(service.bodies.encoded, entry, encoding)
-    if encoding != "identity":
-        headers["Content-Encoding"] = encoding
-    return Response(body, media_type="text/html; charset=utf-8", headers=headers)
+    accept, tags = request.headers.get("accept-encoding", ""), request.headers.get("if-none-match", "")
+    answer = answer_from_memory(entry, accept, tags)
+    if answer is None:  # compressed once, off the event loop; kept with the entry from then on
+        await run_in_threadpool(service.bodies.encoded, entry, choose_encoding(accept))
+        answer = answer_from_memory(entry, accept, tags)
+        assert answer is not None
+    return Response(answer.body, status_code=answer.status, headers=answer.headers)
 
 
 # -- batches --------------------------------------------------------------------------------------------------
