@@ -14,6 +14,7 @@ import pytest
 from zerosite.benchmarking import service_load
 from zerosite.benchmarking.analysis import Analysis
 from zerosite.benchmarking.charts import write_charts
+from zerosite.benchmarking.load import RoundLoad
 from zerosite.benchmarking.machine import describe_machine
 from zerosite.benchmarking.page import render_page
 from zerosite.benchmarking.service_level import analyse_service
@@ -66,6 +67,15 @@ def test_each_point_is_judged_on_its_p95_interval_and_its_exact_error_count() ->
     # Into the run's analysis: its judgements count with the cells' (a FAIL fails the session).
     assert len(Analysis(cells=(), service=analysis).failures) == 2
     assert Analysis(cells=(), service=analysis).as_dict()["service"]["points"][0]["users"] == 50  # type: ignore[index]
+
+
+def test_a_point_measured_on_a_busy_machine_cannot_fail() -> None:
+    busy = RoundLoad(load1=9.0, other_cpu_s=4.0, steal_s=0.0, wall_s=2.0, busy=True)
+    slow = LoadPoint("async", 200, 2.0, requests([900.0] * 100, failed=2), USE, busy)
+    (figures,) = analyse_service([ServiceRun("async", 2, [slow])], TARGETS).points
+    assert [str(j.verdict) for j in figures.judgements] == ["INCONCLUSIVE", "INCONCLUSIVE"]
+    assert "would FAIL, but measured while other processes kept the machine busy" in figures.judgements[0].message()
+    assert figures.busy and "machine busy" in figures.line()
 
 
 def test_the_sweep_names_the_highest_rate_held_and_what_gave_way() -> None:

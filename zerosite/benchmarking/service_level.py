@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from zerosite.benchmarking.service_load import LoadPoint, ServiceRun, SweepStep, error_percent, held, quantile_ms
 from zerosite.benchmarking.stats import Interval, bootstrap_ci
 from zerosite.benchmarking.targets import TARGET_SPECS
-from zerosite.benchmarking.verdicts import Judgement, judge
+from zerosite.benchmarking.verdicts import Judgement, Verdict, judge
 
 __all__ = [
     "ERROR_TARGET",
@@ -148,9 +148,15 @@ class ServiceAnalysis:
         return {"points": [p.as_dict() for p in self.points], "sweeps": [s.as_dict() for s in self.sweeps]}
 
 
-def _judgement(subject: str, name: str, value: float, interval: Interval, target: float) -> Judgement:
+def _judgement(subject: str, name: str, value: float, interval: Interval, target: float, busy: bool) -> Judgement:
+    """A verdict as every level gives it, except that a point measured while other processes kept the machine busy
+    cannot FAIL: its latencies say more about the machine than about the server (INCONCLUSIVE, saying so)."""
     spec = TARGET_SPECS[name]
-    return Judgement(subject, name, spec.figure, value, interval, target, spec.unit, judge(interval, target))
+    verdict = judge(interval, target)
+    if busy and verdict is Verdict.FAIL:
+        verdict = Verdict.INCONCLUSIVE
+        subject = f"{subject} (would FAIL, but measured while other processes kept the machine busy)"
+    return Judgement(subject, name, spec.figure, value, interval, target, spec.unit, verdict)
 
 
 def _point(point: LoadPoint, workers: int, targets: Mapping[str, float], confidence: float) -> ServicePoint:
@@ -185,10 +191,11 @@ def _point(point: LoadPoint, workers: int, targets: Mapping[str, float], confide
     )
     judgements = []
     if P95_TARGET in targets and requests:
-        judgements.append(_judgement(figures.subject, P95_TARGET, p95, interval, targets[P95_TARGET]))
+        judgements.append(_judgement(figures.subject, P95_TARGET, p95, interval, targets[P95_TARGET], figures.busy))
     if ERROR_TARGET in targets and requests:
         # Errors are counted, not estimated: the rate observed is judged as it is.
-        judgements.append(_judgement(figures.subject, ERROR_TARGET, rate, Interval(rate, rate), targets[ERROR_TARGET]))
+        exact = Interval(rate, rate)
+        judgements.append(_judgement(figures.subject, ERROR_TARGET, rate, exact, targets[ERROR_TARGET], figures.busy))
     return ServicePoint(**{**figures.__dict__, "judgements": tuple(judgements)})
 
 
