@@ -501,8 +501,9 @@ def _service(service: ServiceAnalysis, run_target: float | None, colours: Strate
             bad = [(s.offered_per_s, s.p95_ms) for s in sweep.steps if not s.held]
             if bad:
                 ax.plot(*zip(*bad, strict=True), "x", color=STYLE.busy_colour, markersize=9)
-        sweep_log = _value_axis(ax, min(tops), max(tops), from_zero=True)
-        _target(ax, SERVICE_TARGET, sweeps[0].target_p95_ms, max(tops), sweep_log, False)
+        top = max(*tops, sweeps[0].target_p95_ms)  # the target always in view: the sweep is about it
+        sweep_log = _value_axis(ax, min(tops), top, from_zero=True)
+        _target(ax, SERVICE_TARGET, sweeps[0].target_p95_ms, top, sweep_log, False)
         ax.set_xlabel("arrival rate offered (requests/s, open loop)")
         ax.set_ylabel(f"p95 from the scheduled send (ms){', log' if sweep_log else ''}")
         ax.set_title("open-loop sweep", fontsize="medium")

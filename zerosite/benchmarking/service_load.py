@@ -20,7 +20,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,6 +32,7 @@ from zerosite.sample import sample_projects
 from zerosite.service.process import ServerProcess
 
 __all__ = [
+    "HttpError",
     "LoadPoint",
     "LoadSettings",
     "Request",
@@ -90,7 +91,7 @@ class LoadSettings:
 
     @classmethod
     def quick(cls) -> LoadSettings:
-        return cls(strategies=("process",), ramp_s=0.5, window_s=2.0, sweep_window_s=1.2, sweep_steps=5)
+        return cls(strategies=("process",), ramp_s=0.5, window_s=1.5, sweep_window_s=1.0, sweep_steps=4)
 
 
 @dataclass(frozen=True)
@@ -575,9 +576,3 @@ def run_service_load(
     """
     server = launch_server(strategy, settings, out)
     return drive_server(server, strategy, settings, target_p95_ms, max_error_percent, log)
-
-
-def iter_latencies_s(point: LoadPoint) -> Iterator[float]:
-    """The latencies of a point's requests in seconds, in the order they were due."""
-    for request in sorted(point.requests, key=lambda r: r.due_s):
-        yield request.latency_s
