@@ -975,6 +975,7 @@ def serve(
     if processes == 1:
         uvicorn.run(app, **common)
         return
+    app.state.service.cache.close()  # each server process opens its own: this app only checked the settings
     os.environ.update(config.to_env())
     metrics_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics sums what every server process counted

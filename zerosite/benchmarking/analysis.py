@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from zerosite.benchmarking.cells import BARE, BASELINE, LEVELS, SCENARIOS, STAGES, Cell, CellResult, RoundOutcome
+from zerosite.benchmarking.service_level import ServiceAnalysis
 from zerosite.benchmarking.stats import (
     Interval,
     Spread,
@@ -166,6 +167,8 @@ class Analysis:
 
     cells: tuple[CellFigures, ...]
     standings: tuple[Standing, ...] = ()
+    service: ServiceAnalysis | None = None
+    """The service level (``zerosite serve`` under load), when it was measured."""
 
     @property
     def sentences(self) -> dict[str, str]:
@@ -210,7 +213,8 @@ class Analysis:
 
     @property
     def judgements(self) -> list[Judgement]:
-        return [j for figures in self.cells for j in figures.judgements]
+        cells = [j for figures in self.cells for j in figures.judgements]
+        return cells + (self.service.judgements if self.service is not None else [])
 
     @property
     def failures(self) -> list[Judgement]:
@@ -241,6 +245,7 @@ class Analysis:
             "references": [lead.as_dict() | {"level": lead.level, "scenario": lead.scenario} for lead in self.leads],
             "sentences": self.sentences,
             "noisy_cells": [f"{f.cell.level}/{f.cell.id}" for f in self.cells if f.noisy],
+            "service": self.service.as_dict() if self.service is not None else None,
         }
 
 

@@ -24,7 +24,14 @@ from zerosite.benchmarking.winners import Contender, Standing
 __all__ = ["Badge", "CellRow", "ProfileLink", "cell_row", "modules_phrase", "render_page"]
 
 VERDICT_ORDER = {Verdict.FAIL: 0, Verdict.INCONCLUSIVE: 1, Verdict.PASS: 2}
-SHORT_TARGET = {"single_report_ms": "time", "pipeline_ms": "time", "batch_100_s": "time", "memory_per_report_mb": "mem"}
+SHORT_TARGET = {
+    "single_report_ms": "time",
+    "pipeline_ms": "time",
+    "batch_100_s": "time",
+    "memory_per_report_mb": "mem",
+    "service_p95_ms": "p95",
+    "service_error_rate": "errors",
+}
 LISTED = 4
 """Items of one kind shown on the first screen; the rest fold into a <details>."""
 MODES = {"time": "wall time", "instructions": "CPU instructions counted under valgrind (deterministic)"}
@@ -271,4 +278,5 @@ def render_page(
         baseline=BASELINE,
         charts=[{"title": c.title, "src": _data_uri(c.path)} for c in charts],
         profiles=profiles,
+        service=analysis.service,
     )
