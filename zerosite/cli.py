@@ -17,6 +17,7 @@ import threading
 import traceback
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -32,6 +33,7 @@ from zerosite.publish import PublishError, publish_site
 from zerosite.rendering import get_environment
 from zerosite.sample import iter_sample_projects
 from zerosite.store import OutputBusy, StoreError, recent_reports, search_reports
+from zerosite.strategies_auto import AutoChoice, AutoRunner, usable_cores
 from zerosite.types import (
     CacheBackend,
     CacheContext,
@@ -40,9 +42,12 @@ from zerosite.types import (
     PluginSettings,
     ReportCache,
     ReportModule,
+    Runner,
     SourceSettings,
     StartError,
     Strategy,
+    StrategyOptions,
+    WorkerConfig,
 )
 
 __all__ = ["main", "run"]
@@ -59,6 +64,8 @@ MAX_TIMEOUT_S = 7 * 24 * 3600.0
 """The longest time limit any ``--*timeout`` accepts: a week."""
 MAX_BODY_LIMIT_BYTES = 1 << 30
 MAX_WORKERS_PER_CPU = 4
+DEFAULT_WORKERS = 2
+"""``--workers`` of a named strategy; ``auto`` uses the usable cores instead."""
 """``--workers`` is capped at this many per usable CPU: more only adds memory and switching."""
 FORCED_EXIT_AFTER_S = 5.0
 """After a second Ctrl-C (or SIGTERM), the longest the clean-up may take before the process exits anyway."""
@@ -466,14 +473,19 @@ def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @main.command()
 @_batch_options
-@click.option("--strategy", "-s", default="sequential", show_default=True, help="See `zerosite strategies`.")
+@click.option(
+    "--strategy",
+    "-s",
+    default="auto",
+    show_default=True,
+    help="See `zerosite strategies`; auto measures the first projects and picks one, saying which and why.",
+)
 @click.option(
     "--workers",
     "-w",
     type=click.IntRange(min=1),
-    default=2,
-    show_default=True,
-    help=f"Workers (threads or processes); at most {MAX_WORKERS_PER_CPU} per usable CPU.",
+    help=f"Workers (threads or processes); default {DEFAULT_WORKERS}; for auto the most it may use, default the "
+    f"usable cores. At most {MAX_WORKERS_PER_CPU} per usable CPU.",
 )
 @click.option(
     "--chunksize",
@@ -502,6 +514,8 @@ def generate(**kwargs: Any) -> None:
     """Generate reports for a batch of projects under a concurrency strategy."""
     if kwargs["scheduler"] and kwargs["strategy"] != "dask":
         _fail("--scheduler is for --strategy dask")
+    if kwargs["workers"] is None:
+        kwargs["workers"] = usable_cores() if kwargs["strategy"] == "auto" else DEFAULT_WORKERS
     if kwargs["strategy"] != "sequential":
         kwargs["workers"] = _capped_workers(kwargs["workers"])
     with _stopping_cleanly():
@@ -570,6 +584,8 @@ def _run_batch(
     projects, count = _load_projects(projects_file, sample_n, seed, skip_invalid)
     total = count * len(batch_plan.config.reports)
     with _open_cache(cache_url, out, db) as cache, _ProgressBar(total, disable=quiet or as_json) as progress:
+        noted = _NoteChoice(batch_plan.strategy, (lambda line: None) if as_json else progress.say)  # JSON: in it
+        batch_plan = replace(batch_plan, strategy=noted)
         try:
             summary = generate_reports(projects, options, on_report=progress, batch_plan=batch_plan, cache=cache)
         except (EngineError, StartError) as error:
@@ -590,7 +606,10 @@ def _run_batch(
             )
     if as_json:
         cache_facts = {"url": cache.url, **cache.stats.as_dict()}
-        click.echo(json.dumps({**summary.as_dict(), "cache": cache_facts}, ensure_ascii=False, indent=2))
+        auto = (
+            {"auto": noted.choice.as_dict() if noted.choice else None} if isinstance(noted.runner, AutoRunner) else {}
+        )
+        click.echo(json.dumps({**summary.as_dict(), **auto, "cache": cache_facts}, ensure_ascii=False, indent=2))
     else:
         for failure in summary.failures[:FAILURES_SHOWN]:
             click.echo(printable(f"failed: {failure.project_id}/{failure.module}: {failure.error}"), err=True)
@@ -607,6 +626,30 @@ def _run_batch(
         )
     if summary.failed:
         sys.exit(EXIT_FAILED)
+
+
+class _NoteChoice(Strategy):
+    """The batch's strategy, started as usual by the engine; an ``auto`` runner's choice is said as it is
+    made (``say``) and kept for the summary."""
+
+    name = "noted"
+    description = "the batch's strategy, its runner kept"
+
+    def __init__(self, strategy: Strategy, say: Callable[[str], None]) -> None:
+        self.strategy = strategy
+        self.say = say
+        self.runner: Runner | None = None
+        self.choice: AutoChoice | None = None
+
+    def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
+        self.runner = self.strategy.start(config, options)
+        if isinstance(self.runner, AutoRunner):
+            self.runner.on_choice = self._chosen
+        return self.runner
+
+    def _chosen(self, choice: AutoChoice) -> None:
+        self.choice = choice
+        self.say(printable(choice.line))
 
 
 def _plan(options: BatchOptions) -> BatchPlan:
@@ -637,6 +680,13 @@ class _ProgressBar:
     def __call__(self, outcome: Any) -> None:
         if self.bar is not None:
             self.bar.update(1)
+
+    def say(self, line: str) -> None:
+        """One line on standard error, above the bar while there is one."""
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            click.echo(line, err=True)
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:

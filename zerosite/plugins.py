@@ -47,6 +47,7 @@ LOCAL_PLUGIN_PACKAGE = "zerosite_local_plugins"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "zerosite.strategies",
     "zerosite.dask_strategy",
+    "zerosite.strategies_auto",
     "zerosite.sources",
     "zerosite.caches",
     "zerosite.modules.m2_appraisal",

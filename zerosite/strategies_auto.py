@@ -1,0 +1,457 @@
+"""The ``auto`` strategy: measure a batch's first projects, then hand the rest to the strategy the figures favour."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from zerosite import hookimpl
+from zerosite.plugins import get_strategies
+from zerosite.project import Project
+from zerosite.strategies import default_start_method
+from zerosite.types import PluginError, ProjectResult, ReportWriter, Runner, Strategy, StrategyOptions, WorkerConfig
+
+__all__ = [
+    "AUTO_COSTS",
+    "CANDIDATES",
+    "AutoChoice",
+    "AutoCosts",
+    "AutoFigures",
+    "AutoRunner",
+    "AutoStrategy",
+    "choose",
+    "estimates_ms",
+    "usable_cores",
+]
+
+CANDIDATES: tuple[str, ...] = ("sequential", "thread", "process", "async")
+"""The strategies ``auto`` chooses from, in the order that breaks a tie (the simplest first)."""
+
+TIMES = "\N{MULTIPLICATION SIGN}"
+
+
+@dataclass(frozen=True)
+class AutoCosts:
+    """What the choice weighs besides the batch's own figures. Measured on the 2-core development machine
+    (``bench/auto_vs_fixed.py``; docs/architecture.md, "How auto chooses", gives the runs)."""
+
+    probe_projects: int = 4
+    """Projects made one at a time in this process, and measured, before anything is chosen. The figures are
+    medians of all but the first, which pays once for what the others reuse (lazy imports, caches)."""
+    probe_budget_ms: float = 500.0
+    """The probe also stops once the projects after the first have taken this long (slow modules)."""
+    lookahead_projects: int = 512
+    """How far past the probe the batch is read to count what is left; beyond it, "at least this many"."""
+    fork_pool_start_ms: float = 50.0
+    """A warm process pool of two, started by ``fork``: its first result later than a sequential one."""
+    forkserver_pool_start_ms: float = 500.0
+    """The same by ``forkserver`` (the start method once this process runs threads): a fresh interpreter
+    imports the engine and the plugins first."""
+    spawn_pool_start_ms: float = 900.0
+    """The same by ``spawn``: every worker imports everything."""
+    thread_start_ms: float = 0.2
+    """Per thread of a thread pool."""
+    worker_speed: float = 0.9
+    """A pool worker process's pace against this process alone (results pickled, caches cold)."""
+    gil_speed: float = 0.9
+    """CPU work on several threads against one (GIL hand-offs; 0.88 x in ../shared/CONCURRENCY.md)."""
+    process_parent_ms: float = 0.6
+    """Per project, this process's CPU to send it to a process pool and take its result back."""
+    async_parent_ms: float = 1.8
+    """The same under ``async``: a task per project, each project pickled alone."""
+    waiting_ms: float = 0.5
+    """A fetch waiting longer than this per project is said to wait on the source (the line only)."""
+
+    def pool_start_ms(self, start_method: str) -> float:
+        """The start-up cost of a process pool started with ``start_method``."""
+        return float(getattr(self, f"{start_method}_pool_start_ms", self.spawn_pool_start_ms))
+
+
+AUTO_COSTS = AutoCosts()
+
+
+@dataclass(frozen=True)
+class AutoFigures:
+    """What ``auto`` measured and counted before choosing; :func:`choose` decides from these alone."""
+
+    cpu_ms: float
+    """Per project, the CPU time of making it (fetch, compute, render, write) in one thread: median of the probe."""
+    fetch_ms: float
+    """Per project, the fetch's wall time: median of the probe."""
+    wait_ms: float
+    """Per project, how much of the fetch was waiting on the source (off the CPU, not for a core): median."""
+    blocked_ms: float
+    """Per project, waiting elsewhere: modules or writes blocked off the CPU, not for a core: median of the probe."""
+    queued_ms: float
+    """Per project, time spent ready to run but waiting for a core (other processes busy): median; not weighed."""
+    parent_ms: float
+    """Per project, the caller's CPU between two results (the engine's hashing and indexing)."""
+    projects: int
+    """Projects left to make after the probe, counted up to ``AutoCosts.lookahead_projects``."""
+    more: bool
+    """More projects are left than were counted."""
+    cores: int
+    """Cores this process may use (:func:`usable_cores`)."""
+    workers: int
+    """The most workers ``auto`` may use (``--workers``)."""
+    chunksize: int = 4
+    in_flight: int | None = None
+    """``StrategyOptions.in_flight`` (None: 4 per worker)."""
+    start_method: str = "fork"
+    """How a process pool would start now."""
+    warm: frozenset[str] = frozenset()
+    """Runners already started by an earlier batch of the same runner, by label: no start-up cost."""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "cpu_ms": round(self.cpu_ms, 3),
+            "fetch_ms": round(self.fetch_ms, 3),
+            "wait_ms": round(self.wait_ms, 3),
+            "blocked_ms": round(self.blocked_ms, 3),
+            "queued_ms": round(self.queued_ms, 3),
+            "parent_ms": round(self.parent_ms, 3),
+            "projects": self.projects,
+            "more": self.more,
+            "cores": self.cores,
+            "workers": self.workers,
+            "chunksize": self.chunksize,
+            "in_flight": self.in_flight,
+            "start_method": self.start_method,
+            "warm": sorted(self.warm),
+        }
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """The strategy and worker count ``auto`` chose for (the rest of) a batch, and why."""
+
+    strategy: str
+    workers: int
+    figures: AutoFigures
+    estimates_ms: Mapping[str, float]
+    """Each candidate's estimated time for the projects left, by label (as ``process`` TIMES ``2``), fastest first."""
+    probed: int
+    """Projects measured for this choice (0: the runner had measured an earlier batch)."""
+
+    @property
+    def label(self) -> str:
+        return _label(self.strategy, self.workers)
+
+    @property
+    def line(self) -> str:
+        """One line for the terminal: which, and why."""
+        f = self.figures
+        waiting = f"{f.wait_ms:.1f} ms waiting" if f.wait_ms >= AUTO_COSTS.waiting_ms else "not waiting"
+        blocked = f", {f.blocked_ms:.1f} ms blocked elsewhere" if f.blocked_ms >= AUTO_COSTS.waiting_ms else ""
+        figures = (
+            f"{f.cpu_ms:.1f} ms CPU per project, fetch {f.fetch_ms:.1f} ms ({waiting}){blocked}, "
+            f"{f.cores} core{'s' if f.cores != 1 else ''}"
+        )
+        if not f.projects:
+            return f"auto: sequential \N{EM DASH} {figures}; the whole batch was the {self.probed} projects measured"
+        left = f"{f.projects}{'+' if f.more else ''} project{'s' if f.projects != 1 or f.more else ''} to go"
+        ranked = list(self.estimates_ms.items())
+        other = next((item for item in ranked if item[0] != self.label), None)
+        against = f" (next: {other[0]} ~{_seconds(other[1])})" if other else ""
+        return f"auto: {self.label} \N{EM DASH} {figures}; {left}: ~{_seconds(ranked[0][1])}{against}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "strategy": self.strategy,
+            "workers": self.workers,
+            "line": self.line,
+            "probed_projects": self.probed,
+            "figures": self.figures.as_dict(),
+            "estimates_s": {name: round(ms / 1000, 4) for name, ms in self.estimates_ms.items()},
+        }
+
+
+def _label(strategy: str, workers: int) -> str:
+    return strategy if strategy == "sequential" else f"{strategy}{TIMES}{workers}"
+
+
+def _seconds(ms: float) -> str:
+    return f"{ms / 1000:.2f} s" if ms >= 100 else f"{ms:.0f} ms"
+
+
+def estimates_ms(figures: AutoFigures, costs: AutoCosts = AUTO_COSTS) -> dict[tuple[str, int], float]:
+    """Each candidate's estimated wall time, in ms, for the projects left: ``{(strategy, workers): ms}``.
+
+    A model of the costs, not a measurement. Per project: ``c`` CPU, ``w`` waiting on the source,
+    ``b`` waiting elsewhere (a module, a write), ``p`` the caller's CPU; ``P`` projects left; ``k`` pool
+    processes (at most the cores and ``workers``). Whichever bound is longest:
+
+    - sequential: ``P (c + w + b + p)``.
+    - thread x ``workers``: CPU one thread at a time (the GIL) at ``gil_speed``; the waits overlap.
+    - process x ``k``: a pool start-up unless warm; then the busiest worker's chunks, the caller's share
+      (sending, taking back, indexing), or all the CPU over the cores.
+    - async x ``k``: the same start-up and bounds, one project per task (a higher cost to the caller);
+      fetches overlap up to ``in_flight``, modules and writes over ``k`` processes.
+    """
+    n_left, c, p = figures.projects, figures.cpu_ms, figures.parent_ms
+    w, b = figures.wait_ms, figures.blocked_ms
+    pooled = c / costs.worker_speed + b  # a project's time in a pool worker, fetch aside
+    cores = max(1, figures.cores)
+    estimates = {("sequential", 1): n_left * (c + w + b + p)}
+    threads = figures.workers
+    if threads > 1:
+        start = 0.0 if _label("thread", threads) in figures.warm else threads * costs.thread_start_ms
+        gil = n_left * (c + p) / costs.gil_speed
+        estimates["thread", threads] = start + max(gil, n_left * (c + w + b) / threads)
+    k = max(1, min(figures.workers, cores))
+    pool_start = costs.pool_start_ms(figures.start_method)
+    chunks = math.ceil(n_left / figures.chunksize)
+    k_process = max(1, min(k, chunks))
+    busiest = min(n_left, math.ceil(chunks / k_process) * figures.chunksize)
+    start = 0.0 if _label("process", k_process) in figures.warm else pool_start
+    parent = n_left * (p + costs.process_parent_ms)
+    cpu_share = n_left * (c / costs.worker_speed + p)
+    estimates["process", k_process] = start + max(
+        parent, busiest * (pooled + w), (cpu_share + n_left * costs.process_parent_ms) / cores
+    )
+    in_flight = figures.in_flight or 4 * k
+    start = 0.0 if _label("async", k) in figures.warm else pool_start
+    estimates["async", k] = start + max(
+        n_left * (p + costs.async_parent_ms),
+        n_left * pooled / k,
+        n_left * (w + pooled) / in_flight,
+        (cpu_share + n_left * costs.async_parent_ms) / cores,
+    )
+    return estimates
+
+
+def choose(
+    figures: AutoFigures,
+    available: Iterable[str] = CANDIDATES,
+    costs: AutoCosts = AUTO_COSTS,
+    probed: int = 0,
+) -> AutoChoice:
+    """The fastest estimate among the ``available`` strategies (a tie goes to the simplest); deterministic."""
+    allowed = set(available) | {"sequential"}
+    estimates = {key: ms for key, ms in estimates_ms(figures, costs).items() if key[0] in allowed}
+    if not figures.projects:
+        estimates = {("sequential", 1): 0.0}
+    order = {name: i for i, name in enumerate(CANDIDATES)}
+    ranked = sorted(estimates.items(), key=lambda item: (item[1], order.get(item[0][0], len(order))))
+    (strategy, workers), _ = ranked[0]
+    shown = {_label(*key): ms for key, ms in ranked}
+    return AutoChoice(strategy, workers, figures, shown, probed)
+
+
+def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: its CPU affinity, lowered to a cgroup CPU quota (rounded up)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cgroup_cpu_quota(cgroup_root)
+    return max(1, min(cores, math.ceil(quota))) if quota is not None else cores
+
+
+def _cgroup_cpu_quota(root: Path) -> float | None:
+    """CPUs allowed by the cgroup quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None for no quota."""
+    own_v2, own_v1 = "", ""
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            number, controllers, path = line.split(":", 2)
+            if number == "0" and not controllers:
+                own_v2 = path.lstrip("/")
+            elif "cpu" in controllers.split(","):
+                own_v1 = path.lstrip("/")
+    except (OSError, ValueError):
+        pass
+    for folder in dict.fromkeys((root / own_v2, root)):
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+        except (OSError, ValueError):
+            continue
+        return None if quota == "max" else int(quota) / int(period)
+    for folder in dict.fromkeys((root / "cpu" / own_v1, root / "cpu", root / "cpu,cpuacct")):
+        try:
+            quota_us = int((folder / "cpu.cfs_quota_us").read_text())
+            period_us = int((folder / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Sample:
+    """One probe project (ns): its wall and CPU time, its wait for a core, its fetch's wall time, and the
+    caller's CPU around it."""
+
+    wall_ns: int
+    cpu_ns: int
+    queued_ns: int
+    fetch_ns: int
+    parent_ns: int
+
+    @property
+    def off_cpu_ns(self) -> int:
+        """Waiting, but not for a core: on the network, the disk, a sleep."""
+        return max(0, self.wall_ns - self.cpu_ns - self.queued_ns)
+
+    @property
+    def fetch_wait_ns(self) -> int:
+        return min(self.fetch_ns, self.off_cpu_ns)
+
+
+def _queued_ns() -> int:
+    """This thread's time so far ready to run but waiting for a core (Linux schedstat), or 0 where unknown."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as stats:
+            return int(stats.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class AutoStrategy(Strategy):
+    name = "auto"
+    batches_only = True  # it chooses for a batch: one project at a time would measure its probe, not its choice
+    description = (
+        "Measures the first projects, then runs the rest as sequential, thread, process or async, "
+        "with as many workers as the cores (at most --workers): the fastest by its cost model."
+    )
+
+    def unavailable_reason(self) -> str | None:
+        if "sequential" not in get_strategies():
+            return "it measures with the sequential strategy, which is not registered (plugin zerosite.strategies)"
+        return None
+
+    def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
+        strategies = get_strategies(config.plugins)
+        usable = {
+            name: strategies[name]
+            for name in CANDIDATES
+            if name in strategies and strategies[name].unavailable_reason() is None
+        }
+        if "sequential" not in usable:
+            raise PluginError(f"strategy 'auto': {self.unavailable_reason() or 'sequential is not available'}")
+        return AutoRunner(config, options, usable)
+
+
+class AutoRunner(Runner):
+    """Makes the first projects one at a time, measured (their reports are written like any other), then
+    hands the rest to the chosen strategy's runner. Runners it started are kept for later batches and
+    closed with it; a runner that serves several batches measures once, on its first projects, and
+    chooses again for each batch from those figures and the batch's size.
+
+    ``on_choice``, when set, is called with each :class:`AutoChoice` as it is made.
+    """
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        options: StrategyOptions,
+        strategies: Mapping[str, Strategy],
+        costs: AutoCosts = AUTO_COSTS,
+    ) -> None:
+        self.config = config
+        self.options = options
+        self.strategies = dict(strategies)
+        self.costs = costs
+        self.cores = usable_cores()
+        self.samples: list[_Sample] = []
+        self.runners: dict[tuple[str, int], Runner] = {}
+        self.choices: list[AutoChoice] = []
+        self.on_choice: Callable[[AutoChoice], None] | None = None
+
+    @property
+    def choice(self) -> AutoChoice | None:
+        """The latest choice, or None before any project was made."""
+        return self.choices[-1] if self.choices else None
+
+    @property
+    def restarts(self) -> int:
+        return sum(runner.restarts for runner in self.runners.values())
+
+    def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
+        source = iter(projects)
+        probed = len(self.samples)
+        yield from self._probe(source, files)
+        probed = len(self.samples) - probed
+        ahead = list(itertools.islice(source, self.costs.lookahead_projects + 1))
+        if not ahead and not probed:
+            return
+        more = len(ahead) > self.costs.lookahead_projects
+        counted = min(len(ahead), self.costs.lookahead_projects)
+        choice = choose(self.figures(counted, more), self.strategies, self.costs, probed)
+        self.choices.append(choice)
+        if self.on_choice is not None:
+            self.on_choice(choice)
+        if ahead:
+            runner = self._runner(choice.strategy, choice.workers)
+            yield from runner.run(itertools.chain(ahead, source), files)
+
+    def figures(self, projects: int, more: bool) -> AutoFigures:
+        """The figures of the probe so far, for ``projects`` left (``more``: at least that many)."""
+        # The first project pays once for what later ones reuse (lazy imports, caches): left out when others came after.
+        samples = self.samples[1:] or self.samples or [_Sample(0, 0, 0, 0, 0)]
+        return AutoFigures(
+            cpu_ms=statistics.median(s.cpu_ns for s in samples) / 1e6,
+            fetch_ms=statistics.median(s.fetch_ns for s in samples) / 1e6,
+            wait_ms=statistics.median(s.fetch_wait_ns for s in samples) / 1e6,
+            blocked_ms=statistics.median(s.off_cpu_ns - s.fetch_wait_ns for s in samples) / 1e6,
+            queued_ms=statistics.median(s.queued_ns for s in samples) / 1e6,
+            parent_ms=statistics.median(s.parent_ns for s in samples) / 1e6,
+            projects=projects,
+            more=more,
+            cores=self.cores,
+            workers=self.options.workers,
+            chunksize=self.options.chunksize,
+            in_flight=self.options.in_flight,
+            start_method=self._start_method(),
+            warm=frozenset(_label(*key) for key in self.runners),
+        )
+
+    def _probe(self, source: Iterator[Project], files: ReportWriter | None) -> Iterator[ProjectResult]:
+        """Make projects one at a time on the sequential runner, timing each, until the probe has enough."""
+        spent_ns = sum(s.wall_ns for s in self.samples[1:])  # the first, cold, does not count
+        while len(self.samples) < self.costs.probe_projects and spent_ns < self.costs.probe_budget_ms * 1e6:
+            parent_started = time.thread_time_ns()
+            project = next(source, None)  # the caller's work too: it hashes and looks up each project
+            if project is None:
+                return
+            wall_started, cpu_started, queued_started = time.perf_counter_ns(), time.thread_time_ns(), _queued_ns()
+            parent_ns = cpu_started - parent_started
+            (result,) = self._runner("sequential", 1).run([project], files)
+            wall_ns, cpu_ns = time.perf_counter_ns() - wall_started, time.thread_time_ns() - cpu_started
+            queued_ns = _queued_ns() - queued_started
+            fetch_ns = sum(report.timings.fetch_ns for report in result.reports)
+            handed = time.thread_time_ns()
+            yield result
+            parent_ns += time.thread_time_ns() - handed  # the caller indexing the result
+            spent_ns += wall_ns if self.samples else 0
+            self.samples.append(_Sample(wall_ns, cpu_ns, queued_ns, fetch_ns, parent_ns))
+
+    def _start_method(self) -> str:
+        method = self.options.start_method or default_start_method()
+        return default_start_method() if method == "fork" and threading.active_count() > 1 else method
+
+    def _runner(self, strategy: str, workers: int) -> Runner:
+        key = (strategy, workers)
+        if key not in self.runners:
+            options = replace(self.options, workers=workers)
+            self.runners[key] = self.strategies[strategy].start(self.config, options)
+        return self.runners[key]
+
+    def close(self) -> None:
+        runners, self.runners = list(self.runners.values()), {}
+        errors: list[BaseException] = []
+        for runner in reversed(runners):
+            try:
+                runner.close()
+            except BaseException as error:  # every runner is closed; the first error is raised
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+
+@hookimpl
+def zerosite_register_strategies(register: Callable[[Strategy], None]) -> None:
+    register(AutoStrategy())
