@@ -187,7 +187,7 @@ def test_the_probe_projects_are_real_work_made_once(tmp_path: Path) -> None:
     batch = projects(9)
     with start_auto(options) as runner:
         results = list(runner.run(batch))
-    assert [r.project.id for r in results] == [p.id for p in batch]  # each once; the probe's first, in order
+    assert [r.project_id for r in results] == [p.id for p in batch]  # each once; the probe's first, in order
     assert all(report.html for result in results for report in result.reports)
     assert 2 <= len(runner.samples) <= AutoCosts().probe_projects
 
