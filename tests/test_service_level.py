@@ -225,3 +225,31 @@ def test_a_short_real_run_against_zerosite_serve(tmp_path: Path) -> None:
     assert any(r.kind == "post" for p in run.points for r in p.requests)
     posted = list((tmp_path / "out").glob("load-thread-*/M2.html"))
     assert len(posted) >= settings.seed_projects
+
+
+# -- the level in a pytest session -------------------------------------------------------------------------------------
+
+pytest_plugins = ["pytester"]
+
+
+def test_the_level_is_skipped_saying_why_without_the_serve_extra(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import zerosite.benchmarking.fixture as fixture
+
+        fixture.serve_unavailable_reason = lambda: "the serve extra is not installed (fastapi missing)"
+        """
+    )
+    pytester.makepyfile(
+        test_service="""
+        import pytest
+
+        @pytest.mark.zerosite_service
+        def test_service(zerosite_service_point, zerosite_service):
+            zerosite_service(zerosite_service_point)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--zerosite-quick", "-rs")
+    result.assert_outcomes(skipped=3)
+    result.stdout.fnmatch_lines(["*the serve extra is not installed (fastapi missing)*"])
+    assert result.ret == 0
