@@ -28,6 +28,8 @@ class _Text(str):
         "plain 텍스트",
         "",
         "<script>alert(\"x\")</script> & 'y'",
+        "a > b",
+        "'",
         Markup("<b>kept</b>"),
         _Text("<sub>class</sub>"),
         _Html(),
@@ -46,6 +48,9 @@ class _Text(str):
 def test_escaped_text_is_what_markupsafe_escapes(value: Any) -> None:
     assert escaped_text(value) == str(escape(value))
     assert type(escaped_text(value)) in (str, Markup)
+    assert ReportEnvironment(autoescape=True).from_string("{{ v }}|{{ v }}").render(v=value) == (
+        f"{escape(value)}|{escape(value)}"
+    )
 
 
 def _environment(**filters: Any) -> ReportEnvironment:

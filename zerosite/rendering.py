@@ -177,7 +177,10 @@ NUMBER_FILTERS: Mapping[str, Callable[..., str]] = {
 }
 """The number filters. Their text is digits, separators, a sign and a unit: nothing HTML escapes."""
 
-_MARKUP_CHARACTERS = re.compile(r"[&<>'\"]")
+MARKUP_CHARACTERS = "&<>'\""
+"""What ``markupsafe.escape`` replaces: a string with none of them is its own escaped text."""
+
+_MARKUP_CHARACTER = re.compile(f"[{MARKUP_CHARACTERS}]")
 
 
 def escaped_text(value: Any) -> str:
@@ -188,24 +191,48 @@ def escaped_text(value: Any) -> str:
     """
     kind = type(value)
     if kind is str:
-        return str(escape(value)) if _MARKUP_CHARACTERS.search(value) else value
+        return str(escape(value)) if _MARKUP_CHARACTER.search(value) else value
     if kind is int or kind is float:
         return str(value)
     return str(escape(value))
 
 
+_ESCAPED_PREFIX = "(_output if (_output_type := type(_output := "
+_ESCAPED_SUFFIX = (
+    ")) is str and "
+    + " and ".join(f"{character!r} not in _output" for character in MARKUP_CHARACTERS)
+    + " else str(_output) if _output_type is int or _output_type is float else environment.escaped_text(_output))"
+)
+"""Around an autoescaped output: :func:`escaped_text`, its two commonest cases (a string with no markup
+character, a number) written out in place so that they cost no call."""
+
+
 class ReportCodeGenerator(CodeGenerator):
-    """Jinja2's code generator, but autoescaped output is written as :func:`escaped_text` of the value, or
-    as the value itself where it is the text of one of :data:`NUMBER_FILTERS` (unless a plugin replaced
-    that filter in the environment before the template was compiled). The text is the same either way."""
+    """Jinja2's code generator, but autoescaped output is written as :func:`escaped_text` of the value (its
+    commonest cases inline), or as the value itself where it is the text of one of :data:`NUMBER_FILTERS`
+    (unless a plugin replaced that filter in the environment before the template was compiled). The text
+    is the same either way."""
 
     def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo) -> None:
-        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape or finalize.src is not None:
+        kind = self._output_kind(node, frame, finalize)
+        if kind == "jinja2":
             super()._output_child_pre(node, frame, finalize)
-        elif self._number_text(node):
-            self.write("(")
         else:
-            self.write("environment.escaped_text(")
+            self.write("(" if kind == "number" else _ESCAPED_PREFIX)
+
+    def _output_child_post(self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo) -> None:
+        kind = self._output_kind(node, frame, finalize)
+        if kind == "jinja2":
+            super()._output_child_post(node, frame, finalize)
+        else:
+            self.write(")" if kind == "number" else _ESCAPED_SUFFIX)
+
+    def _output_kind(self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo) -> str:
+        """How an output is written: as Jinja2 writes it (autoescape off or decided at run time, a
+        ``finalize``), as the text of a number filter, or escaped."""
+        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape or finalize.src is not None:
+            return "jinja2"
+        return "number" if self._number_text(node) else "escaped"
 
     def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
         """``name.attr`` as Python's ``getattr(name, "attr", missing)``, falling back to the environment's
