@@ -181,9 +181,14 @@ def test_attributes_are_what_jinja2_finds(source: str, obj: Any) -> None:
     [(1, 1.0), (1.0, True), (0.0, -0.0), (-0.0, 0), (10**17, 1e17), (2.5, 2.5), (-0.0001, -0.0001)],
     ids=repr,
 )
-@pytest.mark.parametrize("digits", [0, 1, 3])
-def test_num_remembers_only_what_formats_alike(first: float, then: float, digits: int) -> None:
+@pytest.mark.parametrize("name", sorted(NUMBER_FILTERS))
+def test_number_filters_remember_only_what_formats_alike(first: float, then: float, name: str) -> None:
     """Numbers that compare equal share a remembered text: it must be the text of each."""
+    remembered: Any = NUMBER_FILTERS[name]
+    remembered.cache_clear()
     num.cache_clear()
-    assert num(first, digits) == num.__wrapped__(first, digits)
-    assert num(then, digits) == num.__wrapped__(then, digits)
+    assert remembered(first) == remembered.__wrapped__(first)
+    assert remembered(then) == remembered.__wrapped__(then)
+    if name != "krw":
+        assert remembered(first, 3) == remembered.__wrapped__(first, 3)
+        assert remembered(then, 3) == remembered.__wrapped__(then, 3)

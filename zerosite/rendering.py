@@ -130,38 +130,45 @@ class _GroupedSpecs(dict[int, str]):
 _GROUPED = _GroupedSpecs((digits, f",.{digits}f") for digits in range(10))
 
 
-@functools.lru_cache(maxsize=4096)
+_remembered = functools.lru_cache(maxsize=4096)
+"""Each number filter remembers its last 4096 texts: two thirds of the figures a batch prints were printed
+before (the modules' constants, a total shown in several places), and formatting one costs ten times
+looking it up. Numbers that compare equal format alike (1 and 1.0, 0.0 and -0.0): they may share an entry."""
+
+
+@_remembered
 def num(value: float, digits: int = 0) -> str:
     """1234.5 -> '1,234.5' with ``digits`` decimals; a negative zero shows as 0. (A small negative that
     rounds to zero keeps its sign: "-0.0%" is a loss too small to show, not none.) The other number
-    filters format with this one.
-
-    Remembered: two thirds of the figures a batch prints were printed before (the modules' constants,
-    a total shown in several places), and formatting one costs ten times looking it up. Numbers that
-    compare equal format alike (1 and 1.0, 0.0 and -0.0), so they may share an entry."""
+    filters format with this one."""
     return f"{value + 0.0 if value == 0 else value:{_GROUPED[digits]}}"
 
 
+@_remembered
 def krw(value: float) -> str:
     """1234567 -> '1,234,567원'."""
     return f"{num(value)}원"
 
 
+@_remembered
 def eok(value: float, digits: int = 1) -> str:
     """1_230_000_000 -> '12.3억원' (1억 = 100,000,000 KRW)."""
     return f"{num(value / 1e8, digits)}억원"
 
 
+@_remembered
 def pct(value: float, digits: int = 1) -> str:
     """0.1234 -> '12.3%'."""
     return f"{num(value * 100, digits)}%"
 
 
+@_remembered
 def sqm(value: float, digits: int = 1) -> str:
     """1234.5 -> '1,234.5㎡'."""
     return f"{num(value, digits)}㎡"
 
 
+@_remembered
 def pyeong(value_sqm: float, digits: int = 1) -> str:
     """An area in ㎡ shown in pyeong: 3305.785 -> '1,000.0평'."""
     return f"{num(value_sqm / SQM_PER_PYEONG, digits)}평"
