@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from jinja2 import Environment, StrictUndefined, Undefined
+from jinja2 import DictLoader, Environment, StrictUndefined, Undefined
 from markupsafe import Markup, escape
 
 from zerosite.project import Zone
@@ -192,3 +192,13 @@ def test_number_filters_remember_only_what_formats_alike(first: float, then: flo
     if name != "krw":
         assert remembered(first, 3) == remembered.__wrapped__(first, 3)
         assert remembered(then, 3) == remembered.__wrapped__(then, 3)
+
+
+def test_templates_see_the_environments_globals_and_their_own() -> None:
+    env = _environment()
+    env.globals["site"] = "ZeroSite"  # as a plugin's zerosite_prepare_jinja2_environment does
+    template = env.from_string("{{ site }} {{ own }} {{ range(2)|list }}", globals={"own": "mine"})
+    assert template.render() == "ZeroSite mine [0, 1]"
+    assert "own" not in env.globals
+    env.loader = DictLoader({"macros.j2": "{% macro show() %}{{ site }}{% endmacro %}"})
+    assert env.from_string('{% import "macros.j2" as m %}{{ m.show() }}').render() == "ZeroSite"

@@ -6,7 +6,7 @@ import functools
 import hashlib
 import importlib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +269,12 @@ class ReportEnvironment(Environment):
 
     code_generator_class = ReportCodeGenerator
     escaped_text = staticmethod(escaped_text)
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as one plain dict over the environment's, not Jinja2's ``ChainMap`` of the
+        two, which every render copies and every import compares key by key in Python. Globals are final
+        before a template loads (plugins add theirs in ``zerosite_prepare_jinja2_environment``)."""
+        return {**self.globals, **(d or {})}
 
     def getitem(self, obj: object, argument: Any) -> Any:
         """Jinja2's ``obj[argument]`` (the item, else the attribute), straight to the attribute of an object
