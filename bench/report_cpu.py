@@ -36,10 +36,10 @@ START_MARKER, STOP_MARKER = "getppid", "getpgrp"
 """libc functions the child calls just before and just after its measured projects (callgrind dumps on each)."""
 
 
-def child(projects: int, seed: int, warmup: int) -> dict[str, Any]:
-    """Measure in this process: CPU per report over the measured projects; then, on as many other projects,
-    each module's CPU (time between the pipeline's outcomes) and its compute alone (a pass that renders
-    nothing), the rest being its render."""
+def child(projects: int, seed: int, warmup: int, split: bool) -> dict[str, Any]:
+    """Measure in this process: CPU per report over the measured projects; then, with ``split``, on as many
+    other projects, each module's CPU (time between the pipeline's outcomes) and its compute alone (a pass
+    that renders nothing), the rest being its render."""
     from zerosite.pipeline import compute_and_render, plan
     from zerosite.plugins import get_modules
     from zerosite.project import parse_project
@@ -82,7 +82,7 @@ def child(projects: int, seed: int, warmup: int) -> dict[str, Any]:
     reports = make(measured)
     cpu_ns = time.process_time_ns() - started
     os.getpgrp()
-    made, computed = by_module(others, everything), by_module(others, set())
+    made, computed = (by_module(others, everything), by_module(others, set())) if split else ({}, {})
     return {
         "reports": reports,
         "cpu_us_per_report": cpu_ns / reports / 1e3,
@@ -100,7 +100,7 @@ def _python(checkout: Path) -> str:
     return str(checkout / ".venv" / "bin" / "python")
 
 
-def _child_command(checkout: Path, args: argparse.Namespace) -> list[str]:
+def _child_command(checkout: Path, args: argparse.Namespace, split: bool = True) -> list[str]:
     return [
         _python(checkout),
         str(Path(__file__).resolve()),
@@ -108,6 +108,7 @@ def _child_command(checkout: Path, args: argparse.Namespace) -> list[str]:
         f"--projects={args.projects}",
         f"--seed={args.seed}",
         f"--warmup={args.warmup}",
+        *([] if split else ["--no-split"]),
     ]
 
 
@@ -174,7 +175,7 @@ def _instructions(checkout: Path, args: argparse.Namespace) -> tuple[int, int]:
     """(instructions of the measured passes, reports made) of one child under callgrind."""
     with tempfile.TemporaryDirectory(prefix="report-cpu-") as tmp:
         env = _environment(PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache"))
-        command = _child_command(checkout, args)
+        command = _child_command(checkout, args, split=False)
         subprocess.run(command, cwd=checkout, env=env, capture_output=True, check=True)  # fills the bytecode cache
         out = Path(tmp) / "callgrind.out"
         valgrind = [
@@ -221,9 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=6, help="processes per checkout (CPU time)")
     parser.add_argument("--instructions", action="store_true", help="count instructions under callgrind instead")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-split", dest="split", action="store_false", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.projects, args.seed, args.warmup)))
+        print(json.dumps(child(args.projects, args.seed, args.warmup, args.split)))
         return 0
     checkouts = [path.resolve() for path in args.checkouts] or [Path.cwd()]
     if args.instructions:
