@@ -7,9 +7,12 @@ Each checkout is measured by its own ``.venv/bin/python`` running this file in a
 with the checkout as working directory, processes of the checkouts interleaved (A B A B ...). A child makes
 every report of ``--warmup`` sample projects (seed + 1) to warm up (templates compiled, caches filled), then
 every report of ``--projects`` other sample projects, once each, and gives the CPU time (``time.process_time``)
-of those per report. ``--instructions`` instead runs one child per checkout under callgrind and counts the
-instructions of its measured projects (the same from run to run: ``PYTHONHASHSEED=0``, bytecode compiled by
-a native run just before, start-up objects frozen out of the garbage collector).
+of those per report. The split by module, and into compute and render, comes from as many projects again
+(seed + 2), timed module by module, so that its clock readings stay out of the figure per report.
+
+``--instructions`` instead runs one child per checkout under callgrind and counts the instructions of its
+measured projects (the same from run to run: ``PYTHONHASHSEED=0``, bytecode compiled by a native run just
+before, start-up objects frozen out of the garbage collector).
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ START_MARKER, STOP_MARKER = "getppid", "getpgrp"
 """libc functions the child calls just before and just after its measured projects (callgrind dumps on each)."""
 
 
-def child(projects: int, seed: int, warmup: int) -> dict[str, Any]:
-    """Measure in this process: CPU per report over the measured projects, each module's CPU among it, and
-    (in a compute-only pass after) each module's compute, the rest of its CPU being its render."""
+def child(projects: int, seed: int, warmup: int, split: bool) -> dict[str, Any]:
+    """Measure in this process: CPU per report over the measured projects; then, with ``split``, on as many
+    other projects, each module's CPU (time between the pipeline's outcomes) and its compute alone (a pass
+    that renders nothing), the rest being its render."""
     from zerosite.pipeline import compute_and_render, plan
     from zerosite.plugins import get_modules
     from zerosite.project import parse_project
@@ -43,36 +47,42 @@ def child(projects: int, seed: int, warmup: int) -> dict[str, Any]:
     from zerosite.sample import sample_projects
 
     modules = get_modules()
-    steps, env = plan(modules), get_environment()
-    measured = [parse_project(raw) for raw in sample_projects(projects, seed)]
-    warm_up = [parse_project(raw) for raw in sample_projects(warmup, seed + 1)]
+    steps, env, everything = plan(modules), get_environment(), set(modules)
 
-    def one_pass(batch: list[Any], reports: set[str], cpu_ns: dict[str, int]) -> int:
-        """Make every project's modules (reporting ``reports``); add each module's CPU to ``cpu_ns``."""
-        made_reports = 0
-        for project in batch:
+    def batch(count: int, batch_seed: int) -> list[Any]:
+        return [parse_project(raw) for raw in sample_projects(count, batch_seed)]
+
+    def make(projects: list[Any]) -> int:
+        """Every report of ``projects``; how many."""
+        made = 0
+        for project in projects:
+            for outcome in compute_and_render(project, steps, everything, env):
+                if outcome.html is None:
+                    raise RuntimeError(outcome.error)
+                made += 1
+        return made
+
+    def by_module(projects: list[Any], reports: set[str]) -> dict[str, int]:
+        """CPU ns of each module over ``projects``, reporting ``reports``."""
+        cpu_ns: dict[str, int] = {}
+        for project in projects:
             started = time.process_time_ns()
-            for made in compute_and_render(project, steps, reports, env):
+            for outcome in compute_and_render(project, steps, reports, env):
                 now = time.process_time_ns()
-                if made.error is not None:
-                    raise RuntimeError(made.error)
-                made_reports += made.html is not None
-                cpu_ns[made.module.name] = cpu_ns.get(made.module.name, 0) + now - started
+                cpu_ns[outcome.module.name] = cpu_ns.get(outcome.module.name, 0) + now - started
                 started = time.process_time_ns()
-        return made_reports
+        return cpu_ns
 
-    everything = set(modules)
-    one_pass(warm_up, everything, {})  # other projects: compiles the templates, fills the caches
+    measured, others = batch(projects, seed), batch(projects, seed + 2)
+    make(batch(warmup, seed + 1))  # other projects: compiles the templates, fills the caches
     gc.collect()
     gc.freeze()  # what start-up left is not the reports' to collect: full collections skip it, in every checkout
-    made: dict[str, int] = {}
     os.getppid()
     started = time.process_time_ns()
-    reports = one_pass(measured, everything, made)
+    reports = make(measured)
     cpu_ns = time.process_time_ns() - started
     os.getpgrp()
-    computed: dict[str, int] = {}
-    one_pass(measured, set(), computed)
+    made, computed = (by_module(others, everything), by_module(others, set())) if split else ({}, {})
     return {
         "reports": reports,
         "cpu_us_per_report": cpu_ns / reports / 1e3,
@@ -90,7 +100,7 @@ def _python(checkout: Path) -> str:
     return str(checkout / ".venv" / "bin" / "python")
 
 
-def _child_command(checkout: Path, args: argparse.Namespace) -> list[str]:
+def _child_command(checkout: Path, args: argparse.Namespace, split: bool = True) -> list[str]:
     return [
         _python(checkout),
         str(Path(__file__).resolve()),
@@ -98,6 +108,7 @@ def _child_command(checkout: Path, args: argparse.Namespace) -> list[str]:
         f"--projects={args.projects}",
         f"--seed={args.seed}",
         f"--warmup={args.warmup}",
+        *([] if split else ["--no-split"]),
     ]
 
 
@@ -164,7 +175,7 @@ def _instructions(checkout: Path, args: argparse.Namespace) -> tuple[int, int]:
     """(instructions of the measured passes, reports made) of one child under callgrind."""
     with tempfile.TemporaryDirectory(prefix="report-cpu-") as tmp:
         env = _environment(PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache"))
-        command = _child_command(checkout, args)
+        command = _child_command(checkout, args, split=False)
         subprocess.run(command, cwd=checkout, env=env, capture_output=True, check=True)  # fills the bytecode cache
         out = Path(tmp) / "callgrind.out"
         valgrind = [
@@ -211,9 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=6, help="processes per checkout (CPU time)")
     parser.add_argument("--instructions", action="store_true", help="count instructions under callgrind instead")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-split", dest="split", action="store_false", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.projects, args.seed, args.warmup)))
+        print(json.dumps(child(args.projects, args.seed, args.warmup, args.split)))
         return 0
     checkouts = [path.resolve() for path in args.checkouts] or [Path.cwd()]
     if args.instructions:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from jinja2 import Environment, StrictUndefined, Undefined
+from jinja2 import DictLoader, Environment, StrictUndefined, Undefined
 from markupsafe import Markup, escape
 
 from zerosite.project import Zone
@@ -28,6 +28,8 @@ class _Text(str):
         "plain 텍스트",
         "",
         "<script>alert(\"x\")</script> & 'y'",
+        "a > b",
+        "'",
         Markup("<b>kept</b>"),
         _Text("<sub>class</sub>"),
         _Html(),
@@ -46,6 +48,9 @@ class _Text(str):
 def test_escaped_text_is_what_markupsafe_escapes(value: Any) -> None:
     assert escaped_text(value) == str(escape(value))
     assert type(escaped_text(value)) in (str, Markup)
+    assert ReportEnvironment(autoescape=True).from_string("{{ v }}|{{ v }}").render(v=value) == (
+        f"{escape(value)}|{escape(value)}"
+    )
 
 
 def _environment(**filters: Any) -> ReportEnvironment:
@@ -176,9 +181,24 @@ def test_attributes_are_what_jinja2_finds(source: str, obj: Any) -> None:
     [(1, 1.0), (1.0, True), (0.0, -0.0), (-0.0, 0), (10**17, 1e17), (2.5, 2.5), (-0.0001, -0.0001)],
     ids=repr,
 )
-@pytest.mark.parametrize("digits", [0, 1, 3])
-def test_num_remembers_only_what_formats_alike(first: float, then: float, digits: int) -> None:
+@pytest.mark.parametrize("name", sorted(NUMBER_FILTERS))
+def test_number_filters_remember_only_what_formats_alike(first: float, then: float, name: str) -> None:
     """Numbers that compare equal share a remembered text: it must be the text of each."""
+    remembered: Any = NUMBER_FILTERS[name]
+    remembered.cache_clear()
     num.cache_clear()
-    assert num(first, digits) == num.__wrapped__(first, digits)
-    assert num(then, digits) == num.__wrapped__(then, digits)
+    assert remembered(first) == remembered.__wrapped__(first)
+    assert remembered(then) == remembered.__wrapped__(then)
+    if name != "krw":
+        assert remembered(first, 3) == remembered.__wrapped__(first, 3)
+        assert remembered(then, 3) == remembered.__wrapped__(then, 3)
+
+
+def test_templates_see_the_environments_globals_and_their_own() -> None:
+    env = _environment()
+    env.globals["site"] = "ZeroSite"  # as a plugin's zerosite_prepare_jinja2_environment does
+    template = env.from_string("{{ site }} {{ own }} {{ range(2)|list }}", globals={"own": "mine"})
+    assert template.render() == "ZeroSite mine [0, 1]"
+    assert "own" not in env.globals
+    env.loader = DictLoader({"macros.j2": "{% macro show() %}{{ site }}{% endmacro %}"})
+    assert env.from_string('{% import "macros.j2" as m %}{{ m.show() }}').render() == "ZeroSite"

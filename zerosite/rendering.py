@@ -6,7 +6,7 @@ import functools
 import hashlib
 import importlib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -130,38 +130,45 @@ class _GroupedSpecs(dict[int, str]):
 _GROUPED = _GroupedSpecs((digits, f",.{digits}f") for digits in range(10))
 
 
-@functools.lru_cache(maxsize=4096)
+_remembered = functools.lru_cache(maxsize=4096)
+"""Each number filter remembers its last 4096 texts: two thirds of the figures a batch prints were printed
+before (the modules' constants, a total shown in several places), and formatting one costs ten times
+looking it up. Numbers that compare equal format alike (1 and 1.0, 0.0 and -0.0): they may share an entry."""
+
+
+@_remembered
 def num(value: float, digits: int = 0) -> str:
     """1234.5 -> '1,234.5' with ``digits`` decimals; a negative zero shows as 0. (A small negative that
     rounds to zero keeps its sign: "-0.0%" is a loss too small to show, not none.) The other number
-    filters format with this one.
-
-    Remembered: two thirds of the figures a batch prints were printed before (the modules' constants,
-    a total shown in several places), and formatting one costs ten times looking it up. Numbers that
-    compare equal format alike (1 and 1.0, 0.0 and -0.0), so they may share an entry."""
+    filters format with this one."""
     return f"{value + 0.0 if value == 0 else value:{_GROUPED[digits]}}"
 
 
+@_remembered
 def krw(value: float) -> str:
     """1234567 -> '1,234,567원'."""
     return f"{num(value)}원"
 
 
+@_remembered
 def eok(value: float, digits: int = 1) -> str:
     """1_230_000_000 -> '12.3억원' (1억 = 100,000,000 KRW)."""
     return f"{num(value / 1e8, digits)}억원"
 
 
+@_remembered
 def pct(value: float, digits: int = 1) -> str:
     """0.1234 -> '12.3%'."""
     return f"{num(value * 100, digits)}%"
 
 
+@_remembered
 def sqm(value: float, digits: int = 1) -> str:
     """1234.5 -> '1,234.5㎡'."""
     return f"{num(value, digits)}㎡"
 
 
+@_remembered
 def pyeong(value_sqm: float, digits: int = 1) -> str:
     """An area in ㎡ shown in pyeong: 3305.785 -> '1,000.0평'."""
     return f"{num(value_sqm / SQM_PER_PYEONG, digits)}평"
@@ -177,7 +184,10 @@ NUMBER_FILTERS: Mapping[str, Callable[..., str]] = {
 }
 """The number filters. Their text is digits, separators, a sign and a unit: nothing HTML escapes."""
 
-_MARKUP_CHARACTERS = re.compile(r"[&<>'\"]")
+MARKUP_CHARACTERS = "&<>'\""
+"""What ``markupsafe.escape`` replaces: a string with none of them is its own escaped text."""
+
+_MARKUP_CHARACTER = re.compile(f"[{MARKUP_CHARACTERS}]")
 
 
 def escaped_text(value: Any) -> str:
@@ -188,24 +198,48 @@ def escaped_text(value: Any) -> str:
     """
     kind = type(value)
     if kind is str:
-        return str(escape(value)) if _MARKUP_CHARACTERS.search(value) else value
+        return str(escape(value)) if _MARKUP_CHARACTER.search(value) else value
     if kind is int or kind is float:
         return str(value)
     return str(escape(value))
 
 
+_ESCAPED_PREFIX = "(_output if (_output_type := type(_output := "
+_ESCAPED_SUFFIX = (
+    ")) is str and "
+    + " and ".join(f"{character!r} not in _output" for character in MARKUP_CHARACTERS)
+    + " else str(_output) if _output_type is int or _output_type is float else environment.escaped_text(_output))"
+)
+"""Around an autoescaped output: :func:`escaped_text`, its two commonest cases (a string with no markup
+character, a number) written out in place so that they cost no call."""
+
+
 class ReportCodeGenerator(CodeGenerator):
-    """Jinja2's code generator, but autoescaped output is written as :func:`escaped_text` of the value, or
-    as the value itself where it is the text of one of :data:`NUMBER_FILTERS` (unless a plugin replaced
-    that filter in the environment before the template was compiled). The text is the same either way."""
+    """Jinja2's code generator, but autoescaped output is written as :func:`escaped_text` of the value (its
+    commonest cases inline), or as the value itself where it is the text of one of :data:`NUMBER_FILTERS`
+    (unless a plugin replaced that filter in the environment before the template was compiled). The text
+    is the same either way."""
 
     def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo) -> None:
-        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape or finalize.src is not None:
+        kind = self._output_kind(node, frame, finalize)
+        if kind == "jinja2":
             super()._output_child_pre(node, frame, finalize)
-        elif self._number_text(node):
-            self.write("(")
         else:
-            self.write("environment.escaped_text(")
+            self.write("(" if kind == "number" else _ESCAPED_PREFIX)
+
+    def _output_child_post(self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo) -> None:
+        kind = self._output_kind(node, frame, finalize)
+        if kind == "jinja2":
+            super()._output_child_post(node, frame, finalize)
+        else:
+            self.write(")" if kind == "number" else _ESCAPED_SUFFIX)
+
+    def _output_kind(self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo) -> str:
+        """How an output is written: as Jinja2 writes it (autoescape off or decided at run time, a
+        ``finalize``), as the text of a number filter, or escaped."""
+        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape or finalize.src is not None:
+            return "jinja2"
+        return "number" if self._number_text(node) else "escaped"
 
     def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
         """``name.attr`` as Python's ``getattr(name, "attr", missing)``, falling back to the environment's
@@ -235,6 +269,12 @@ class ReportEnvironment(Environment):
 
     code_generator_class = ReportCodeGenerator
     escaped_text = staticmethod(escaped_text)
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as one plain dict over the environment's, not Jinja2's ``ChainMap`` of the
+        two, which every render copies and every import compares key by key in Python. Globals are final
+        before a template loads (plugins add theirs in ``zerosite_prepare_jinja2_environment``)."""
+        return {**self.globals, **(d or {})}
 
     def getitem(self, obj: object, argument: Any) -> Any:
         """Jinja2's ``obj[argument]`` (the item, else the attribute), straight to the attribute of an object
