@@ -65,7 +65,7 @@ class BatchOptions:
     modules: tuple[str, ...] | None = None
     strategy: str = "sequential"
     workers: int = 1
-    chunksize: int = 4
+    chunksize: int = StrategyOptions.chunksize
     start_method: str | None = None
     gzip: bool = False
     data_url: str | None = None

@@ -86,7 +86,10 @@ class StrategyOptions:
     of a running cluster for a strategy that spreads work over machines (``None``: it starts one here)."""
 
     workers: int = 1
-    chunksize: int = 4
+    chunksize: int = 10
+    """Projects per task sent to a pool. A task costs the parent about 0.45 ms of CPU on a busy 2-core machine
+    (queues, threads, wake-ups), as much as indexing 15 reports: 10 projects (50 reports) keep that under 10 us a
+    report, and the last task of a batch short."""
     in_flight: int | None = None
     start_method: str | None = None
     scheduler: str | None = None
