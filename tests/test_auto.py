@@ -18,12 +18,26 @@ from zerosite.strategies_auto import AutoChoice, AutoCosts, AutoFigures, AutoRun
 from zerosite.testing import ProjectServer
 
 CPU = AutoFigures(
-    cpu_ms=8.5, fetch_ms=0.05, wait_ms=0.0, blocked_ms=0.0, queued_ms=0.0, parent_ms=0.6, projects=500, more=True
-    , cores=2, workers=2
-)  # fmt: skip
-"""A batch like the sample's: about 8.5 ms of CPU per project (five reports), embedded data, 2 cores."""
+    cpu_ms=8.5,
+    fetch_ms=0.05,
+    wait_ms=0.0,
+    blocked_ms=0.0,
+    queued_ms=0.0,
+    write_ms=1.2,
+    parent_ms=0.6,
+    projects=500,
+    more=True,
+    cores=2,
+    workers=2,
+)
+"""A batch like the sample's on a quiet machine: about 8.5 ms of CPU per project (five reports, 1.2 ms of it
+writing), embedded data, 2 cores."""
 IO = replace(CPU, fetch_ms=20.5, wait_ms=20.0)
 """The same behind a data source that answers in 20 ms."""
+BUSY = replace(CPU, write_ms=0.0, parent_ms=0.0, projects=20, more=False, start_method="forkserver", served=8)
+"""The benchmark's batch (20 projects, a warm runner) on this machine with other work keeping its two cores
+busy (load average 4 to 10): the figures of auto's probe in ``bench/auto_vs_fixed.py``, where thread x 2 was
+the fastest fixed strategy for cpu and mixed, async x 2 for io."""
 
 
 def projects(n: int) -> list[Project]:
@@ -46,17 +60,23 @@ def files_of(folder: Path) -> dict[str, bytes]:
     [
         (CPU, ("process", 2)),
         (IO, ("async", 2)),
-        (replace(CPU, projects=5, more=False), ("sequential", 1)),  # a pool's start-up costs more than it saves
+        (replace(CPU, projects=5, more=False), ("thread", 2)),  # no process pool: its start-up costs more than it saves
         (replace(IO, projects=5, more=False), ("thread", 2)),  # waits overlap; no pool to start
         (replace(IO, projects=10, more=False, start_method="forkserver"), ("thread", 2)),
-        (replace(IO, projects=10, more=False), ("async", 2)),  # fork starts a pool fast enough
+        (replace(IO, projects=40, more=False), ("async", 2)),  # fork starts a pool fast enough
         (replace(CPU, projects=20, more=False, warm=frozenset({"process\N{MULTIPLICATION SIGN}2"})), ("process", 2)),
+        (replace(IO, projects=20, more=False, start_method="forkserver"), ("thread", 2)),  # a slow start
+        (replace(IO, projects=20, more=False, start_method="forkserver", served=8), ("async", 2)),  # long-lived
+        (replace(CPU, projects=20, more=False, start_method="forkserver", served=8), ("process", 2)),
         (replace(CPU, cores=1), ("sequential", 1)),  # one core: nothing to run in parallel
         (replace(CPU, workers=1), ("sequential", 1)),  # --workers 1: no pool of one beats this process
         (replace(CPU, cores=16, workers=8), ("process", 8)),  # the cores, up to --workers
         (replace(CPU, cores=16, workers=64), ("process", 16)),
         (replace(CPU, blocked_ms=20.0), ("thread", 2)),  # a module that waits: threads overlap it, no pool to start
         (replace(CPU, projects=0, more=False), ("sequential", 1)),  # the probe was the whole batch
+        (replace(BUSY, cpu_ms=13.5, queued_ms=15.8), ("thread", 2)),  # threads overlap the waits for a core
+        (replace(BUSY, cpu_ms=9.5, queued_ms=31.7, fetch_ms=27.9, wait_ms=20.2), ("async", 2)),
+        (replace(BUSY, cpu_ms=13.2, queued_ms=14.8, fetch_ms=13.1, wait_ms=8.7), ("thread", 2)),
     ],
     ids=[
         "cpu",
@@ -64,14 +84,20 @@ def files_of(folder: Path) -> dict[str, bytes]:
         "cpu-5",
         "io-5",
         "io-10-forkserver",
-        "io-10-fork",
+        "io-40-fork",
         "cpu-20-warm",
+        "io-20-forkserver",
+        "io-20-forkserver-reused",
+        "cpu-20-forkserver-reused",
         "one-core",
         "one-worker",
         "16-cores-8-workers",
         "16-cores",
         "blocked-module",
         "nothing-left",
+        "busy-cpu",
+        "busy-io",
+        "busy-mixed",
     ],
 )
 def test_the_choice_follows_the_figures(figures: AutoFigures, chosen: tuple[str, int]) -> None:
@@ -87,7 +113,7 @@ def test_only_available_strategies_are_chosen() -> None:
 
 def test_a_tie_goes_to_the_simplest() -> None:
     free = AutoCosts(gil_speed=1.0, thread_start_ms=0.0)
-    tie = replace(CPU, projects=1, more=False, parent_ms=0.0)  # thread x2 on one project: exactly sequential
+    tie = replace(CPU, projects=1, more=False, parent_ms=0.0, write_ms=0.0)  # thread x2, one project: sequential
     choice = choose(tie, costs=free)
     estimates = list(choice.estimates_ms.values())
     assert estimates[0] == estimates[1] and choice.strategy == "sequential"
@@ -108,7 +134,7 @@ def test_the_choice_says_which_and_why_in_one_line() -> None:
         *(f"{s}\N{MULTIPLICATION SIGN}2" for s in ("thread", "process", "async")),
     }
     done = choose(replace(CPU, projects=0, more=False), probed=3)
-    assert done.line.endswith("the whole batch was the 3 projects measured")
+    assert done.line.endswith("the whole batch (3 projects) was measured")
 
 
 # --- The cores ----------------------------------------------------------------------------------------------------
@@ -187,9 +213,12 @@ def test_the_probe_projects_are_real_work_made_once(tmp_path: Path) -> None:
     batch = projects(9)
     with start_auto(options) as runner:
         results = list(runner.run(batch))
-    assert [r.project_id for r in results] == [p.id for p in batch]  # each once; the probe's first, in order
+    made = [r.project_id for r in results]
+    assert runner.choice is not None
+    probed = runner.choice.probed
+    assert sorted(made) == sorted(p.id for p in batch) and made[:probed] == [p.id for p in batch[:probed]]
     assert all(report.html for result in results for report in result.reports)
-    assert 2 <= len(runner.samples) <= AutoCosts().probe_projects
+    assert 2 <= probed <= AutoCosts().probe_projects and runner.cold is not None and len(runner.samples) == probed - 1
 
 
 def test_a_small_batch_starts_no_pool(tmp_path: Path) -> None:
@@ -201,15 +230,19 @@ def test_a_small_batch_starts_no_pool(tmp_path: Path) -> None:
     assert summary.written == 25
 
 
-def test_a_runner_measures_once_and_chooses_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_reused_runner_chooses_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     made = forced("thread", 2, monkeypatch)
     options = BatchOptions(out=tmp_path / "out", strategy="auto", workers=2)
     with start_auto(options) as runner:
-        list(runner.run(projects(6)))
-        list(runner.run(projects(3)))
-        list(runner.run([]))  # nothing to make: nothing chosen
-    assert [(c.probed, c.figures.projects) for c in made] == [(made[0].probed, 6 - made[0].probed), (0, 3)]
+        assert len(list(runner.run(projects(6)))) == 6
+        assert len(list(runner.run(projects(3)))) == 3  # too small to measure again: the figures it has
+        assert len(list(runner.run(projects(1)))) == 1  # one project: the sequential runner, no choice
+        assert len(list(runner.run([]))) == 0
+        assert len(list(runner.run(projects(20)))) == 20  # big enough: one more project measured first
+    first = made[0].probed
+    assert [(c.probed, c.figures.projects) for c in made] == [(first, 6 - first), (0, 3), (1, 19)]
     assert made[1].figures.warm == {"sequential", "thread\N{MULTIPLICATION SIGN}2"}
+    assert [c.figures.served for c in made] == [0, 6, 10]  # after the first batch: start-ups left out
     assert runner.runners == {}  # closed
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import os
@@ -47,15 +48,19 @@ class AutoCosts:
     medians of all but the first, which pays once for what the others reuse (lazy imports, caches)."""
     probe_budget_ms: float = 500.0
     """The probe also stops once the projects after the first have taken this long (slow modules)."""
+    reprobe_projects: int = 16
+    """A reused runner measures one more project of a batch this big or bigger (smaller ones go by the figures
+    it has): one project made alone costs a batch of 16 on two cores about 6 %, for a choice that follows the
+    load."""
     lookahead_projects: int = 512
     """How far past the probe the batch is read to count what is left; beyond it, "at least this many"."""
-    fork_pool_start_ms: float = 50.0
-    """A warm process pool of two, started by ``fork``: its first result later than a sequential one."""
-    forkserver_pool_start_ms: float = 500.0
-    """The same by ``forkserver`` (the start method once this process runs threads): a fresh interpreter
-    imports the engine and the plugins first."""
-    spawn_pool_start_ms: float = 900.0
-    """The same by ``spawn``: every worker imports everything."""
+    fork_pool_start_ms: float = 70.0
+    """A process pool of two started by ``fork``: how much later its first result comes than a sequential one's."""
+    forkserver_pool_start_ms: float = 1300.0
+    """The same by ``forkserver`` (the start method once this process runs threads, its server already
+    running): each worker loads the plugins and compiles the templates again."""
+    spawn_pool_start_ms: float = 1700.0
+    """The same by ``spawn``: each worker also imports everything."""
     thread_start_ms: float = 0.2
     """Per thread of a thread pool."""
     worker_speed: float = 0.9
@@ -66,6 +71,8 @@ class AutoCosts:
     """Per project, this process's CPU to send it to a process pool and take its result back."""
     async_parent_ms: float = 1.8
     """The same under ``async``: a task per project, each project pickled alone."""
+    async_batch_ms: float = 25.0
+    """Per batch under ``async``: filling and draining its pipeline of fetches and tasks."""
     waiting_ms: float = 0.5
     """A fetch waiting longer than this per project is said to wait on the source (the line only)."""
 
@@ -79,18 +86,21 @@ AUTO_COSTS = AutoCosts()
 
 @dataclass(frozen=True)
 class AutoFigures:
-    """What ``auto`` measured and counted before choosing; :func:`choose` decides from these alone."""
+    """What ``auto`` measured and counted before choosing; :func:`choose` decides from these alone. The
+    per-project figures are medians over the projects measured (the latest three after the first)."""
 
     cpu_ms: float
-    """Per project, the CPU time of making it (fetch, compute, render, write) in one thread: median of the probe."""
+    """Per project, the CPU time of making it (fetch, compute, render, write) in one thread."""
     fetch_ms: float
-    """Per project, the fetch's wall time: median of the probe."""
+    """Per project, the fetch's wall time."""
     wait_ms: float
-    """Per project, how much of the fetch was waiting on the source (off the CPU, not for a core): median."""
+    """Per project, how much of the fetch was waiting on the source (off the CPU, not for a core)."""
     blocked_ms: float
-    """Per project, waiting elsewhere: modules or writes blocked off the CPU, not for a core: median of the probe."""
+    """Per project, waiting elsewhere: modules or writes blocked off the CPU, not for a core."""
     queued_ms: float
-    """Per project, time spent ready to run but waiting for a core (other processes busy): median; not weighed."""
+    """Per project, time spent ready to run but waiting for a core (other processes keep them busy)."""
+    write_ms: float
+    """Per project, writing its files (hashing, the system calls): work that does not hold the GIL."""
     parent_ms: float
     """Per project, the caller's CPU between two results (the engine's hashing and indexing)."""
     projects: int
@@ -108,6 +118,9 @@ class AutoFigures:
     """How a process pool would start now."""
     warm: frozenset[str] = frozenset()
     """Runners already started by an earlier batch of the same runner, by label: no start-up cost."""
+    served: int = 0
+    """Projects this runner made in earlier batches. A runner asked for another batch is long-lived (a
+    service, a benchmark): a pool's start-up is then paid once over its life, and left out."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -116,6 +129,7 @@ class AutoFigures:
             "wait_ms": round(self.wait_ms, 3),
             "blocked_ms": round(self.blocked_ms, 3),
             "queued_ms": round(self.queued_ms, 3),
+            "write_ms": round(self.write_ms, 3),
             "parent_ms": round(self.parent_ms, 3),
             "projects": self.projects,
             "more": self.more,
@@ -125,6 +139,7 @@ class AutoFigures:
             "in_flight": self.in_flight,
             "start_method": self.start_method,
             "warm": sorted(self.warm),
+            "served": self.served,
         }
 
 
@@ -138,11 +153,15 @@ class AutoChoice:
     estimates_ms: Mapping[str, float]
     """Each candidate's estimated time for the projects left, by label (as ``process`` TIMES ``2``), fastest first."""
     probed: int
-    """Projects measured for this choice (0: the runner had measured an earlier batch)."""
+    """Projects of this batch made alone and measured before the choice (one once the runner is reused)."""
 
     @property
     def label(self) -> str:
         return _label(self.strategy, self.workers)
+
+    @property
+    def free_cores(self) -> float:
+        return _free_cores(self.figures)
 
     @property
     def line(self) -> str:
@@ -150,12 +169,14 @@ class AutoChoice:
         f = self.figures
         waiting = f"{f.wait_ms:.1f} ms waiting" if f.wait_ms >= AUTO_COSTS.waiting_ms else "not waiting"
         blocked = f", {f.blocked_ms:.1f} ms blocked elsewhere" if f.blocked_ms >= AUTO_COSTS.waiting_ms else ""
+        busy = f" ({f.queued_ms:.1f} ms waiting for one)" if f.queued_ms >= AUTO_COSTS.waiting_ms else ""
         figures = (
             f"{f.cpu_ms:.1f} ms CPU per project, fetch {f.fetch_ms:.1f} ms ({waiting}){blocked}, "
-            f"{f.cores} core{'s' if f.cores != 1 else ''}"
+            f"{f.cores} core{'s' if f.cores != 1 else ''}{busy}"
         )
         if not f.projects:
-            return f"auto: sequential \N{EM DASH} {figures}; the whole batch was the {self.probed} projects measured"
+            whole = f"{self.probed} project{'s' if self.probed != 1 else ''}"
+            return f"auto: sequential \N{EM DASH} {figures}; the whole batch ({whole}) was measured"
         left = f"{f.projects}{'+' if f.more else ''} project{'s' if f.projects != 1 or f.more else ''} to go"
         ranked = list(self.estimates_ms.items())
         other = next((item for item in ranked if item[0] != self.label), None)
@@ -168,6 +189,7 @@ class AutoChoice:
             "workers": self.workers,
             "line": self.line,
             "probed_projects": self.probed,
+            "free_cores": round(self.free_cores, 2),
             "figures": self.figures.as_dict(),
             "estimates_s": {name: round(ms / 1000, 4) for name, ms in self.estimates_ms.items()},
         }
@@ -177,6 +199,12 @@ def _label(strategy: str, workers: int) -> str:
     return strategy if strategy == "sequential" else f"{strategy}{TIMES}{workers}"
 
 
+def _free_cores(figures: AutoFigures) -> float:
+    """The cores, times the share of its time a ready thread of this process got one in the probe."""
+    ready_ms = figures.cpu_ms + figures.queued_ms
+    return max(1, figures.cores) * (figures.cpu_ms / ready_ms if ready_ms > 0 else 1.0)
+
+
 def _seconds(ms: float) -> str:
     return f"{ms / 1000:.2f} s" if ms >= 100 else f"{ms:.0f} ms"
 
@@ -184,45 +212,61 @@ def _seconds(ms: float) -> str:
 def estimates_ms(figures: AutoFigures, costs: AutoCosts = AUTO_COSTS) -> dict[tuple[str, int], float]:
     """Each candidate's estimated wall time, in ms, for the projects left: ``{(strategy, workers): ms}``.
 
-    A model of the costs, not a measurement. Per project: ``c`` CPU, ``w`` waiting on the source,
-    ``b`` waiting elsewhere (a module, a write), ``p`` the caller's CPU; ``P`` projects left; ``k`` pool
-    processes (at most the cores and ``workers``). Whichever bound is longest:
+    A model of the costs, not a measurement. Per project: ``c`` CPU, of which ``x`` writing (free of the
+    GIL), ``q`` waiting for a core, ``w`` waiting on the source, ``b`` waiting elsewhere (a module, a
+    write), ``p`` the caller's CPU; ``P`` projects left; ``k`` pool processes (at most the cores and
+    ``workers``); ``f`` free cores (the cores times ``c / (c + q)``, the share of its time a ready thread
+    got one). Start-ups count in a runner's first batch only (see ``AutoFigures.served``). Whichever
+    bound is longest, and for a pool the last result's ``p`` after it:
 
-    - sequential: ``P (c + w + b + p)``.
-    - thread x ``workers``: CPU one thread at a time (the GIL) at ``gil_speed``; the waits overlap.
-    - process x ``k``: a pool start-up unless warm; then the busiest worker's chunks, the caller's share
-      (sending, taking back, indexing), or all the CPU over the cores.
-    - async x ``k``: the same start-up and bounds, one project per task (a higher cost to the caller);
-      fetches overlap up to ``in_flight``, modules and writes over ``k`` processes.
+    - sequential: ``P (c + q + w + b + p)``.
+    - thread x ``workers``: the CPU that holds the GIL, ``P (c - x + p)``, one thread at a time at
+      ``gil_speed``; the waits (``q`` too: a thread waiting for a core leaves the GIL to one that has
+      one) and the writes overlap over the threads (no more than there are projects); all the CPU over ``f``.
+    - process x ``k``: a pool start-up unless warm; then the busiest worker's chunks (each project
+      ``c / worker_speed + q + w + b``), the caller's share (sending, taking back, indexing), or all
+      the CPU over ``f``.
+    - async x ``k``: the same start-up and bounds, one project per task (a higher cost to the caller)
+      and a pipeline to fill and drain; fetches overlap up to ``in_flight``, the rest over ``k`` processes.
     """
     n_left, c, p = figures.projects, figures.cpu_ms, figures.parent_ms
-    w, b = figures.wait_ms, figures.blocked_ms
-    pooled = c / costs.worker_speed + b  # a project's time in a pool worker, fetch aside
-    cores = max(1, figures.cores)
-    estimates = {("sequential", 1): n_left * (c + w + b + p)}
+    w, b, x, q = figures.wait_ms, figures.blocked_ms, min(figures.write_ms, figures.cpu_ms), figures.queued_ms
+    pooled = c / costs.worker_speed + q + b  # a project's time in a pool worker, fetch aside
+    cores, free = max(1, figures.cores), _free_cores(figures)
+    estimates = {("sequential", 1): n_left * (c + q + w + b + p)}
+
+    def start_ms(key: str, cost_ms: float) -> float:
+        return 0.0 if figures.served or key in figures.warm else cost_ms
+
     threads = figures.workers
     if threads > 1:
-        start = 0.0 if _label("thread", threads) in figures.warm else threads * costs.thread_start_ms
-        gil = n_left * (c + p) / costs.gil_speed
-        estimates["thread", threads] = start + max(gil, n_left * (c + w + b) / threads)
+        start = start_ms(_label("thread", threads), threads * costs.thread_start_ms)
+        gil = n_left * (c - x + p) / costs.gil_speed
+        overlapped = n_left * (c + q + w + b) / max(1, min(threads, n_left))
+        estimates["thread", threads] = start + max(gil, overlapped, n_left * (c + p) / free) + p
     k = max(1, min(figures.workers, cores))
     pool_start = costs.pool_start_ms(figures.start_method)
     chunks = math.ceil(n_left / figures.chunksize)
     k_process = max(1, min(k, chunks))
     busiest = min(n_left, math.ceil(chunks / k_process) * figures.chunksize)
-    start = 0.0 if _label("process", k_process) in figures.warm else pool_start
+    start = start_ms(_label("process", k_process), pool_start)
     parent = n_left * (p + costs.process_parent_ms)
     cpu_share = n_left * (c / costs.worker_speed + p)
-    estimates["process", k_process] = start + max(
-        parent, busiest * (pooled + w), (cpu_share + n_left * costs.process_parent_ms) / cores
+    estimates["process", k_process] = (
+        start + max(parent, busiest * (pooled + w), (cpu_share + n_left * costs.process_parent_ms) / free) + p
     )
     in_flight = figures.in_flight or 4 * k
-    start = 0.0 if _label("async", k) in figures.warm else pool_start
-    estimates["async", k] = start + max(
-        n_left * (p + costs.async_parent_ms),
-        n_left * pooled / k,
-        n_left * (w + pooled) / in_flight,
-        (cpu_share + n_left * costs.async_parent_ms) / cores,
+    start = start_ms(_label("async", k), pool_start) + costs.async_batch_ms
+    estimates["async", k] = (
+        start
+        + max(
+            n_left * (p + costs.async_parent_ms),
+            n_left * pooled / k,
+            n_left * (w + pooled) / in_flight,
+            w + pooled if n_left else 0.0,  # one project's own time
+            (cpu_share + n_left * costs.async_parent_ms) / free,
+        )
+        + p
     )
     return estimates
 
@@ -234,10 +278,10 @@ def choose(
     probed: int = 0,
 ) -> AutoChoice:
     """The fastest estimate among the ``available`` strategies (a tie goes to the simplest); deterministic."""
+    if not figures.projects:  # the probe made the whole batch
+        return AutoChoice("sequential", 1, figures, {"sequential": 0.0}, probed)
     allowed = set(available) | {"sequential"}
     estimates = {key: ms for key, ms in estimates_ms(figures, costs).items() if key[0] in allowed}
-    if not figures.projects:
-        estimates = {("sequential", 1): 0.0}
     order = {name: i for i, name in enumerate(CANDIDATES)}
     ranked = sorted(estimates.items(), key=lambda item: (item[1], order.get(item[0][0], len(order))))
     (strategy, workers), _ = ranked[0]
@@ -289,6 +333,7 @@ class _Sample:
     cpu_ns: int
     queued_ns: int
     fetch_ns: int
+    write_ns: int
     parent_ns: int
 
     @property
@@ -338,8 +383,10 @@ class AutoStrategy(Strategy):
 class AutoRunner(Runner):
     """Makes the first projects one at a time, measured (their reports are written like any other), then
     hands the rest to the chosen strategy's runner. Runners it started are kept for later batches and
-    closed with it; a runner that serves several batches measures once, on its first projects, and
-    chooses again for each batch from those figures and the batch's size.
+    closed with it. A runner that serves several batches chooses again for each, start-ups left out (see
+    ``AutoFigures.served``): from a batch of ``reprobe_projects`` or more it measures one more project
+    first, so that the figures (medians of the latest ``probe_projects - 1``) follow the machine's load;
+    a batch of one project goes to the sequential runner, unmeasured and without a choice.
 
     ``on_choice``, when set, is called with each :class:`AutoChoice` as it is made.
     """
@@ -356,15 +403,18 @@ class AutoRunner(Runner):
         self.strategies = dict(strategies)
         self.costs = costs
         self.cores = usable_cores()
-        self.samples: list[_Sample] = []
+        self.cold: _Sample | None = None
+        """The first project measured: it pays for lazy imports and caches, so it counts only alone."""
+        self.samples: collections.deque[_Sample] = collections.deque(maxlen=max(1, costs.probe_projects - 1))
+        """The latest projects measured after it."""
+        self.probed = False
+        """Whether the first probe is complete (later batches measure one project each)."""
+        self.served = 0
+        """Projects made by earlier batches."""
         self.runners: dict[tuple[str, int], Runner] = {}
-        self.choices: list[AutoChoice] = []
-        self.on_choice: Callable[[AutoChoice], None] | None = None
-
-    @property
-    def choice(self) -> AutoChoice | None:
+        self.choice: AutoChoice | None = None
         """The latest choice, or None before any project was made."""
-        return self.choices[-1] if self.choices else None
+        self.on_choice: Callable[[AutoChoice], None] | None = None
 
     @property
     def restarts(self) -> int:
@@ -372,32 +422,50 @@ class AutoRunner(Runner):
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         source = iter(projects)
-        probed = len(self.samples)
-        yield from self._probe(source, files)
-        probed = len(self.samples) - probed
-        ahead = list(itertools.islice(source, self.costs.lookahead_projects + 1))
-        if not ahead and not probed:
-            return
-        more = len(ahead) > self.costs.lookahead_projects
+        probed = 0
+        if self.probed:
+            ahead = list(itertools.islice(source, self.costs.lookahead_projects + 1))
+            more = len(ahead) > self.costs.lookahead_projects
+            if len(ahead) <= 1:  # nothing to share out: no strategy makes one project faster than this thread
+                for result in self._runner("sequential", 1).run(ahead, files):
+                    self.served += 1
+                    yield result
+                return
+            if len(ahead) >= self.costs.reprobe_projects:  # worth one project made alone, to follow the load
+                for result in self._probe(iter(ahead[:1]), files):
+                    probed += 1
+                    yield result
+                ahead = ahead[probed:]
+        else:
+            for result in self._probe(source, files):
+                probed += 1
+                yield result
+            ahead = list(itertools.islice(source, self.costs.lookahead_projects + 1))
+            more = len(ahead) > self.costs.lookahead_projects
+            if not ahead and not probed:
+                return
         counted = min(len(ahead), self.costs.lookahead_projects)
         choice = choose(self.figures(counted, more), self.strategies, self.costs, probed)
-        self.choices.append(choice)
+        self.choice = choice
         if self.on_choice is not None:
             self.on_choice(choice)
+        self.served += probed
         if ahead:
             runner = self._runner(choice.strategy, choice.workers)
-            yield from runner.run(itertools.chain(ahead, source), files)
+            for result in runner.run(itertools.chain(ahead, source), files):
+                self.served += 1
+                yield result
 
     def figures(self, projects: int, more: bool) -> AutoFigures:
         """The figures of the probe so far, for ``projects`` left (``more``: at least that many)."""
-        # The first project pays once for what later ones reuse (lazy imports, caches): left out when others came after.
-        samples = self.samples[1:] or self.samples or [_Sample(0, 0, 0, 0, 0)]
+        samples = list(self.samples) or [self.cold or _Sample(0, 0, 0, 0, 0, 0)]
         return AutoFigures(
             cpu_ms=statistics.median(s.cpu_ns for s in samples) / 1e6,
             fetch_ms=statistics.median(s.fetch_ns for s in samples) / 1e6,
             wait_ms=statistics.median(s.fetch_wait_ns for s in samples) / 1e6,
             blocked_ms=statistics.median(s.off_cpu_ns - s.fetch_wait_ns for s in samples) / 1e6,
             queued_ms=statistics.median(s.queued_ns for s in samples) / 1e6,
+            write_ms=statistics.median(s.write_ns for s in samples) / 1e6,
             parent_ms=statistics.median(s.parent_ns for s in samples) / 1e6,
             projects=projects,
             more=more,
@@ -407,12 +475,21 @@ class AutoRunner(Runner):
             in_flight=self.options.in_flight,
             start_method=self._start_method(),
             warm=frozenset(_label(*key) for key in self.runners),
+            served=self.served,
         )
 
     def _probe(self, source: Iterator[Project], files: ReportWriter | None) -> Iterator[ProjectResult]:
-        """Make projects one at a time on the sequential runner, timing each, until the probe has enough."""
-        spent_ns = sum(s.wall_ns for s in self.samples[1:])  # the first, cold, does not count
-        while len(self.samples) < self.costs.probe_projects and spent_ns < self.costs.probe_budget_ms * 1e6:
+        """Make projects one at a time on the sequential runner, timing each: the first probe until it has
+        enough (or its budget is spent), then one project per batch."""
+        wanted = self.samples.maxlen or 1
+        budget_ns = self.costs.probe_budget_ms * 1e6
+        for _ in range(1 if self.probed else self.costs.probe_projects):
+            if (
+                not self.probed
+                and self.cold is not None
+                and (len(self.samples) >= wanted or sum(s.wall_ns for s in self.samples) >= budget_ns)
+            ):
+                break
             parent_started = time.thread_time_ns()
             project = next(source, None)  # the caller's work too: it hashes and looks up each project
             if project is None:
@@ -423,11 +500,16 @@ class AutoRunner(Runner):
             wall_ns, cpu_ns = time.perf_counter_ns() - wall_started, time.thread_time_ns() - cpu_started
             queued_ns = _queued_ns() - queued_started
             fetch_ns = sum(report.timings.fetch_ns for report in result.reports)
+            write_ns = sum(report.timings.write_ns for report in result.reports)
             handed = time.thread_time_ns()
             yield result
             parent_ns += time.thread_time_ns() - handed  # the caller indexing the result
-            spent_ns += wall_ns if self.samples else 0
-            self.samples.append(_Sample(wall_ns, cpu_ns, queued_ns, fetch_ns, parent_ns))
+            sample = _Sample(wall_ns, cpu_ns, queued_ns, fetch_ns, write_ns, parent_ns)
+            if self.cold is None:
+                self.cold = sample
+            else:
+                self.samples.append(sample)
+        self.probed = True
 
     def _start_method(self) -> str:
         method = self.options.start_method or default_start_method()
