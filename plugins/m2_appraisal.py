@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from zerosite import ReportModule, hookimpl
@@ -257,8 +257,10 @@ def months_between(start: dt.date, end: dt.date, days_per_month: float = 30.0) -
     return (end.year - start.year) * 12 + (end.month - start.month) + (end.day - start.day) / days_per_month
 
 
-def adjust_case(number: int, sale: Transaction, project: Project, params: AppraisalParams) -> CaseAdjustment:
-    """Time, location, lot-size and zone factors for one comparable (weight still unnormalised)."""
+def adjust_case(
+    number: int, sale: Transaction, project: Project, params: AppraisalParams, weight: float
+) -> CaseAdjustment:
+    """Time, location, lot-size and zone factors for one comparable, which has ``weight`` among them."""
     months = months_between(sale.date, params.valuation_date, params.days_per_month)
     time_factor = (1.0 + params.monthly_price_change) ** months
     location_factor = max(1.0 - params.location_decay_per_100m * sale.distance_m / 100.0, params.location_factor_floor)
@@ -284,7 +286,7 @@ def adjust_case(number: int, sale: Transaction, project: Project, params: Apprai
         lot_size_factor=lot_size_factor,
         zone_factor=zone_factor,
         individual_factor=individual_factor,
-        weight=1.0 / max(sale.distance_m, params.min_weight_distance_m),
+        weight=weight,
         adjusted_unit_price_krw=unit_price * time_factor * location_factor * individual_factor,
     )
 
@@ -293,11 +295,14 @@ def sales_comparison(
     project: Project, params: AppraisalParams
 ) -> tuple[tuple[CaseAdjustment, ...], ComparisonApproach]:
     """Adjust every comparable, weight it by 1 / max(distance, floor) and summarise the adjusted prices."""
-    raw = [adjust_case(i, sale, project, params) for i, sale in enumerate(project.transactions, start=1)]
-    if not raw:
+    if not project.transactions:
         return (), ComparisonApproach(0, None, None, None, None, used=False)
-    total_weight = sum(case.weight for case in raw)
-    cases = tuple(replace(case, weight=case.weight / total_weight) for case in raw)
+    raw_weights = [1.0 / max(sale.distance_m, params.min_weight_distance_m) for sale in project.transactions]
+    total_weight = sum(raw_weights)
+    cases = tuple(
+        adjust_case(i, sale, project, params, weight / total_weight)
+        for i, (sale, weight) in enumerate(zip(project.transactions, raw_weights, strict=True), start=1)
+    )
     prices = [case.adjusted_unit_price_krw for case in cases]
     mean = sum(prices) / len(prices)
     std = math.sqrt(sum((p - mean) ** 2 for p in prices) / len(prices))

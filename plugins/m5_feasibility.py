@@ -436,6 +436,9 @@ def compute_feasibility(
     cells = []
     fixed_total = land_cost + financing_land
     variable_total = development + financing_dev
+    # LH pays in two months: only those of a cell's flows change with its price (a + p * 0.0 would be a: no
+    # flow is -0.0), so a cell copies its row's flows and prices those two
+    payments = [(m, receipt) for m, receipt in enumerate(revenue) if receipt != 0.0]
     for dc in params.cost_changes:
         cost_scale = 1.0 + dc
         partial = [a + cost_scale * b for a, b in zip(fixed, variable, strict=True)]
@@ -444,7 +447,9 @@ def compute_feasibility(
             if dc == 0.0 and dp == 0.0:
                 cell_irr_m, cell_npv = irr_m, base_npv
             else:
-                cell_flows = [a + price_scale * b for a, b in zip(partial, revenue, strict=True)]
+                cell_flows = partial.copy()
+                for m, receipt in payments:
+                    cell_flows[m] = partial[m] + price_scale * receipt
                 guess = None
                 if irr_m is not None and base_slope != 0.0:
                     guess = irr_m - (dc * at_root_variable + dp * at_root_revenue) / base_slope

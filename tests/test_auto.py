@@ -222,7 +222,7 @@ def test_the_probe_projects_are_real_work_made_once(tmp_path: Path) -> None:
     batch = projects(9)
     with start_auto(options) as runner:
         results = list(runner.run(batch))
-    made = [r.project.id for r in results]
+    made = [r.project_id for r in results]
     assert runner.choice is not None
     probed = runner.choice.probed
     assert sorted(made) == sorted(p.id for p in batch) and made[:probed] == [p.id for p in batch[:probed]]

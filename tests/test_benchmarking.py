@@ -96,7 +96,20 @@ def test_judge(interval: Interval, verdict: Verdict) -> None:
 def test_targets_defaults_without_pyproject(tmp_path: Path) -> None:
     targets = load_targets(tmp_path)
     if targets.origins["single_report_ms"] == "default":  # no pyproject.toml above tmp_path
-        assert dict(targets.values) == TARGETS
+        assert dict(targets.values) == {**TARGETS, "service_p95_ms": 300.0, "service_error_rate": 0.0}
+
+
+def test_an_error_rate_target_may_be_zero_a_time_may_not(tmp_path: Path) -> None:
+    assert parse_override("service_error_rate=0") == ("service_error_rate", 0.0)
+    with pytest.raises(ValueError, match="must be a positive number"):
+        parse_override("service_p95_ms=0")
+    with pytest.raises(ValueError, match=r"must be a number >= 0"):
+        parse_override("service_error_rate=-1")
+    (tmp_path / "pyproject.toml").write_text("[tool.zerosite.targets]\nservice_error_rate = 0\nservice_p95_ms = 100\n")
+    assert dict(load_targets(tmp_path).values)["service_error_rate"] == 0
+    (tmp_path / "pyproject.toml").write_text("[tool.zerosite.targets]\nservice_p95_ms = 0\n")
+    with pytest.raises(ValueError, match="service_p95_ms must be a positive number"):
+        load_targets(tmp_path)
 
 
 def test_targets_from_pyproject_found_upward_and_overridden(tmp_path: Path) -> None:

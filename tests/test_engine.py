@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import psutil
@@ -21,6 +21,7 @@ from zerosite.engine import BatchOptions, ReportOutcome, generate
 from zerosite.plugins import PluginSettings
 from zerosite.project import Project, parse_project
 from zerosite.sample import iter_sample_projects, sample_projects
+from zerosite.store import search_reports
 from zerosite.testing import ProjectServer
 
 BUILTIN_STRATEGIES = ["sequential", "thread", "process", "async"]
@@ -43,13 +44,15 @@ def index_rows(db: Path) -> list[tuple[str, str, str]]:
         return conn.execute("SELECT project_id, module, status FROM reports ORDER BY project_id, module").fetchall()
 
 
-def workers_left() -> list[psutil.Process]:
+def workers_left(before: Collection[int] = ()) -> list[psutil.Process]:
     """This process's children, but for multiprocessing's fork server and resource tracker (started
-    once, for the pools rebuilt after a worker died, and ending with this process)."""
+    once, for the pools rebuilt after a worker died, and ending with this process) and the ``before`` pids."""
     helpers = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
     me = psutil.Process()
     left = []
     for child in me.children(recursive=True):
+        if child.pid in before:
+            continue
         with contextlib.suppress(psutil.Error):  # the fork server's workers have its command line: not skipped
             if child.ppid() != me.pid or not any(helper in " ".join(child.cmdline()) for helper in helpers):
                 left.append(child)
@@ -166,6 +169,7 @@ def test_resume_skips_unchanged_reports(tmp_path: Path) -> None:
 
 def test_an_interrupted_batch_resumes(tmp_path: Path) -> None:
     options = BatchOptions(out=tmp_path / "out", strategy="process", workers=2, start_method="fork")
+    before = {child.pid for child in psutil.Process().children(recursive=True)}  # other tests' leftovers
     made = 0
 
     def interrupt(outcome: ReportOutcome) -> None:
@@ -176,7 +180,7 @@ def test_an_interrupted_batch_resumes(tmp_path: Path) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         generate(projects(10), options, on_report=interrupt)
-    assert not workers_left(), "worker processes were left running"
+    assert not workers_left(before), "worker processes were left running"
     rows = index_rows(tmp_path / "out" / "index.sqlite")
     written_files = {p for p in files_of(tmp_path / "out") if p.endswith(".html")}
     # the project in flight when Ctrl-C came is discarded whole: the index holds whole projects only
@@ -232,6 +236,20 @@ def test_http_source_fetches_each_project(tmp_path: Path, strategy: str) -> None
         assert server.requests == 6
     assert (summary.written, summary.failed) == (30, 0)
     assert summary.stage_ns.fetch_ns > 0
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "process", "async"])
+def test_resume_hashes_the_input_not_what_the_source_filled_in(tmp_path: Path, strategy: str) -> None:
+    raw = sample_projects(3)
+    served = {p["id"]: {**p, "road_address": p["road_address"] + " 별관"} for p in raw}
+    batch = [parse_project(p) for p in raw]
+    with ProjectServer(served, latency_s=0) as server:
+        options = BatchOptions(out=tmp_path / "out", strategy=strategy, workers=2, data_url=server.url)
+        assert generate(batch, options).written == 15
+        again = generate(batch, options)
+    assert (again.written, again.skipped) == (0, 15)
+    found = search_reports(tmp_path / "out" / "index.sqlite", "별관", module="M2")  # the address as fetched
+    assert {row.project_id for row in found} == {p["id"] for p in raw}
 
 
 @pytest.mark.parametrize("strategy", ["thread", "async"])

@@ -22,7 +22,7 @@ import pytest
 from zerosite.sample import sample_projects
 from zerosite.service.batches import BOOK_FILE
 from zerosite.service.process import ServerProcess
-from zerosite.store import ReportStore
+from zerosite.store import OutputBusy, ReportStore
 
 REQUEST_TIMEOUT_S = 2.0
 
@@ -57,6 +57,18 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 20) -> None:
         time.sleep(0.02)
 
 
+def held_store(out: Path, timeout_s: float = 20) -> ReportStore:
+    """The output folder's store, as another run would hold it: the server gives the folder back once idle for a
+    moment (``LIMITS.store_idle_s``), so try until it has."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ReportStore(out)
+        except OutputBusy:
+            assert time.monotonic() < deadline, "the server kept the output folder"
+            time.sleep(0.02)
+
+
 def stats(url: str) -> dict[str, Any]:
     answer: dict[str, Any] = httpx.get(f"{url}/v1/stats", timeout=10).json()
     return answer
@@ -68,7 +80,7 @@ def post(url: str, project: dict[str, Any]) -> httpx.Response:
 
 def test_past_the_time_limit_is_504_and_nothing_is_made(server: ServerProcess, client: httpx.Client, out: Path) -> None:
     project = named("s91", 1, seed=91)[0]
-    with ReportStore(out):  # another run writes there: the service waits its turn
+    with held_store(out):  # another run writes there: the service waits its turn
         started = time.monotonic()
         response = client.post("/v1/reports", json=project)
         waited = time.monotonic() - started
@@ -82,7 +94,7 @@ def test_past_the_time_limit_is_504_and_nothing_is_made(server: ServerProcess, c
 
 def test_full_queue_is_503_with_retry_after(server: ServerProcess, client: httpx.Client, out: Path) -> None:
     projects = named("s92", 5, seed=92)
-    with ReportStore(out), cf.ThreadPoolExecutor(4) as pool:
+    with held_store(out), cf.ThreadPoolExecutor(4) as pool:
         first = pool.submit(post, server.url, projects[0])  # taken by the dispatcher, which waits for the folder
         wait_until(lambda: stats(server.url)["in_flight"] >= 2)
         time.sleep(0.3)
@@ -110,7 +122,7 @@ def test_sigterm_finishes_the_requests_in_flight_and_leaves_nothing_half_written
     with ServerProcess(args) as server, cf.ThreadPoolExecutor(8) as pool:
         url = server.url
         post(url, projects[0])
-        with ReportStore(out):  # hold the work back so that the requests are surely in flight at the signal
+        with held_store(out):  # hold the work back so that the requests are surely in flight at the signal
             in_flight = [pool.submit(post, url, p) for p in projects[1:]]
             accepted = httpx.post(f"{url}/v1/batches", json=batch, timeout=10).json()
             wait_until(lambda: stats(url)["in_flight"] >= len(in_flight) + 1)

@@ -67,23 +67,11 @@ def test_failed_replace_leaves_no_temp_and_keeps_old_file(tmp_path: Path, monkey
 
 
 def test_failed_write_leaves_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_fdopen = os.fdopen
-
-    class FailingFile:
-        def __init__(self, fd: int) -> None:
-            self._file = real_fdopen(fd, "wb")
-
-        def __enter__(self) -> FailingFile:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            self._file.close()
-
-        def write(self, data: bytes) -> int:
-            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+    def refused(fd: int, data: object) -> int:
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
 
     with ReportStore(tmp_path) as store:
-        monkeypatch.setattr(os, "fdopen", lambda fd, mode: FailingFile(fd))
+        monkeypatch.setattr(os, "write", refused)
         with pytest.raises(StoreError, match="Permission denied"):
             store.write("p1", "M3", HTML)
     assert _temp_files(tmp_path) == []
@@ -137,6 +125,61 @@ def test_upsert_replaces_row(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "index.sqlite")
     conn.execute("INSERT INTO reports_fts (reports_fts, rank) VALUES ('integrity-check', 1)")  # raises if out of sync
     conn.close()
+
+
+def _search_index_in_step(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("INSERT INTO reports_fts (reports_fts, rank) VALUES ('integrity-check', 1)")  # raises if not
+    finally:
+        conn.close()
+
+
+def test_search_index_follows_inserts_updates_and_discards_in_one_flush(tmp_path: Path) -> None:
+    with ReportStore(tmp_path, commit_every_rows=10_000, commit_every_s=3600) as store:
+        for i in range(30):
+            store.record(_row(store, f"p{i}", "M2", f"서울특별시 강남구 역삼동 {i}"))
+        store.record(_row(store, "p3", "M2", "서울특별시 마포구 공덕동 3"))  # the same report twice before a flush
+        store.flush()
+        store.record(_row(store, "p4", "M2", "서울특별시 마포구 공덕동 4"))  # an update in a later flush
+        store.record(_row(store, "p30", "M2", "서울특별시 마포구 공덕동 30"))  # and a new row beside it
+        store.discard("p5", ["M2"])
+        assert {r.project_id for r in store.search("공덕동")} == {"p3", "p4", "p30"}
+        assert len(store.search("역삼동", limit=100)) == 27
+    _search_index_in_step(tmp_path / "index.sqlite")
+
+
+def test_an_index_from_an_earlier_version_loses_its_triggers_and_stays_in_step(tmp_path: Path) -> None:
+    earlier = """
+    CREATE TRIGGER reports_fts_insert AFTER INSERT ON reports BEGIN
+        INSERT INTO reports_fts (rowid, address, module) VALUES (new.rowid, new.address, new.module);
+    END;
+    CREATE TRIGGER reports_fts_delete AFTER DELETE ON reports BEGIN
+        INSERT INTO reports_fts (reports_fts, rowid, address, module)
+            VALUES ('delete', old.rowid, old.address, old.module);
+    END;
+    CREATE TRIGGER reports_fts_update AFTER UPDATE ON reports BEGIN
+        INSERT INTO reports_fts (reports_fts, rowid, address, module)
+            VALUES ('delete', old.rowid, old.address, old.module);
+        INSERT INTO reports_fts (rowid, address, module) VALUES (new.rowid, new.address, new.module);
+    END;
+    INSERT INTO reports (project_id, module, address, status, generated_at)
+        VALUES ('p1', 'M2', '서울특별시 강남구 역삼동 1', 'failed', '2026-01-01T00:00:00+00:00');
+    """
+    with ReportStore(tmp_path):
+        pass
+    conn = sqlite3.connect(tmp_path / "index.sqlite")
+    conn.executescript(earlier)
+    conn.close()
+    with ReportStore(tmp_path) as store:
+        store.record(_row(store, "p1", "M2", "서울특별시 마포구 공덕동 1"))
+        store.record(_row(store, "p2", "M2", "서울특별시 마포구 공덕동 2"))
+        assert {r.project_id for r in store.search("공덕동")} == {"p1", "p2"}
+        assert store.search("역삼동") == []
+    conn = sqlite3.connect(tmp_path / "index.sqlite")
+    assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall() == []
+    conn.close()
+    _search_index_in_step(tmp_path / "index.sqlite")
 
 
 def test_invalid_status_is_rejected() -> None:

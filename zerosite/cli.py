@@ -44,6 +44,7 @@ from zerosite.types import (
     ReportModule,
     Runner,
     SourceSettings,
+    StartError,
     Strategy,
     StrategyOptions,
     WorkerConfig,
@@ -498,8 +499,21 @@ def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
     type=click.Choice(["fork", "forkserver", "spawn"]),
     help="Process start method. Default: fork while no threads run, else forkserver.",
 )
+@click.option(
+    "--scheduler",
+    metavar="tcp://HOST:PORT",
+    help="With --strategy dask: the scheduler of a running Dask cluster. Default: $ZEROSITE_DASK_SCHEDULER, "
+    "else a local cluster of --workers processes.",
+)
+@click.option(
+    "--hand-back",
+    is_flag=True,
+    help="Workers hand each report back and this process writes it (for workers that do not see --out).",
+)
 def generate(**kwargs: Any) -> None:
     """Generate reports for a batch of projects under a concurrency strategy."""
+    if kwargs["scheduler"] and kwargs["strategy"] != "dask":
+        _fail("--scheduler is for --strategy dask")
     if kwargs["workers"] is None:
         kwargs["workers"] = usable_cores() if kwargs["strategy"] == "auto" else DEFAULT_WORKERS
     if kwargs["strategy"] != "sequential":
@@ -541,6 +555,8 @@ def _run_batch(
     workers: int,
     chunksize: int,
     start_method: str | None,
+    scheduler: str | None = None,
+    hand_back: bool = False,
 ) -> None:
     if strategy == "sequential":
         workers = 1  # whatever --workers says: the baseline runs in this process alone
@@ -561,6 +577,8 @@ def _run_batch(
         fetch_timeout_s=fetch_timeout_s,
         max_body_bytes=max_body_bytes,
         trace_memory=trace_memory,
+        scheduler=scheduler,
+        hand_back=hand_back,
     )
     batch_plan = _plan(options)
     projects, count = _load_projects(projects_file, sample_n, seed, skip_invalid)
@@ -570,7 +588,7 @@ def _run_batch(
         batch_plan = replace(batch_plan, strategy=noted)
         try:
             summary = generate_reports(projects, options, on_report=progress, batch_plan=batch_plan, cache=cache)
-        except EngineError as error:
+        except (EngineError, StartError) as error:
             _fail(str(error))
         except OutputBusy as error:
             _fail(f"{error}; wait for it to finish or choose another --out")
@@ -1007,6 +1025,7 @@ def serve(
     if processes == 1:
         uvicorn.run(app, **common)
         return
+    app.state.service.cache.close()  # each server process opens its own: this app only checked the settings
     os.environ.update(config.to_env())
     metrics_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics sums what every server process counted

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
-import hashlib
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from zerosite.plugins import get_data_sources, get_modules, get_strategies, plug
 from zerosite.project import Project
 from zerosite.rendering import get_environment, templates_fingerprint
 from zerosite.sources import select_source
-from zerosite.store import ReportRow, ReportStore
+from zerosite.store import ReportRow, ReportStore, utc_now
 from zerosite.types import (
     STATUSES,
     PluginSettings,
@@ -34,6 +34,7 @@ from zerosite.types import (
     WorkerConfig,
     error_message,
 )
+from zerosite.worker import input_hashes
 
 __all__ = [
     "BatchOptions",
@@ -64,7 +65,7 @@ class BatchOptions:
     modules: tuple[str, ...] | None = None
     strategy: str = "sequential"
     workers: int = 1
-    chunksize: int = 4
+    chunksize: int = StrategyOptions.chunksize
     start_method: str | None = None
     gzip: bool = False
     data_url: str | None = None
@@ -79,6 +80,10 @@ class BatchOptions:
     """The largest response body a fetch reads; a longer one fails that project's reports."""
     trace_memory: bool = False
     plugins: PluginSettings = field(default_factory=plugin_settings)
+    scheduler: str | None = None
+    """The address of a running cluster for a strategy that spreads work over machines (``dask``)."""
+    hand_back: bool = False
+    """The workers hand each report's HTML back and this process writes it (for workers that cannot see ``out``)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ def plan_batch(options: BatchOptions) -> BatchPlan:
         raise EngineError(error.args[0]) from None
     templates = templates_fingerprint(get_environment(options.plugins))
     config = WorkerConfig(
+        input_keys=_input_keys(options, steps, reports, templates),
         plugins=options.plugins.resolved(),
         compute=tuple(m.name for m in steps),
         reports=tuple(reports),
@@ -120,8 +126,27 @@ def plan_batch(options: BatchOptions) -> BatchPlan:
         trace_memory=options.trace_memory,
         timeout_s=options.timeout_s,
     )
-    tuning = StrategyOptions(workers=options.workers, chunksize=options.chunksize, start_method=options.start_method)
+    tuning = StrategyOptions(
+        workers=options.workers,
+        chunksize=options.chunksize,
+        start_method=options.start_method,
+        scheduler=options.scheduler,
+    )
     return BatchPlan(config, tuple(steps), _strategy(options), tuning, templates)
+
+
+def _input_keys(
+    options: BatchOptions, steps: Sequence[ReportModule], reports: Sequence[str], templates: str
+) -> tuple[tuple[str, bytes], ...]:
+    """What each report's input hash covers besides the project: the versions of its module and of everything that
+    module requires, the templates, the output form and the data source."""
+    by_name = {m.name: m for m in steps}
+    source = f"{options.source or ''}:{options.data_url or ''}"
+    keys = []
+    for name in reports:
+        chain = ",".join(f"{m.name}={m.version}" for m in plan(by_name, [name]))
+        keys.append((name, f"{chain}|{templates}|gzip={options.gzip}|source={source}".encode()))
+    return tuple(keys)
 
 
 def _strategy(options: BatchOptions) -> Strategy:
@@ -142,13 +167,18 @@ class ReportOutcome:
     project_id: str
     module: str
     status: ReportStatus
-    path: Path | None
+    location: str | None
+    """The report file's absolute path, as text; None unless written."""
     size_bytes: int
     timings: StageTimings
     peak_memory_bytes: int
     error: str | None
     from_cache: bool = False
     """Written from the report cache instead of being made."""
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.location is None else Path(self.location)
 
 
 @dataclass(frozen=True)
@@ -177,9 +207,9 @@ class BatchSummary:
             "strategy": self.strategy,
             "workers": self.workers,
             "written": self.written,
-            "from_cache": self.from_cache,
             "skipped": self.skipped,
             "failed": self.failed,
+            "from_cache": self.from_cache,
             "wall_s": round(self.wall_s, 6),
             "reports_per_s": round(self.reports_per_s, 3),
             "stage_s": {stage: round(ns / 1e9, 6) for stage, ns in self.stage_ns.by_stage().items()},
@@ -194,26 +224,9 @@ def start_runner(options: BatchOptions, batch_plan: BatchPlan | None = None) -> 
     return chosen.strategy.start(chosen.config, chosen.strategy_options)
 
 
-class _InputHasher:
-    """Content hashes for resume: project input, module versions (its requirements' too), templates, output form."""
-
-    def __init__(self, options: BatchOptions, batch_plan: BatchPlan) -> None:
-        steps = {m.name: m for m in batch_plan.steps}
-        config = batch_plan.config
-        self.modules = list(config.reports)
-        self.keys = {}
-        for name in config.reports:
-            chain = ",".join(f"{m.name}={m.version}" for m in plan(steps, [name]))
-            source = f"{options.source or ''}:{options.data_url or ''}"
-            self.keys[name] = f"{chain}|{batch_plan.templates}|gzip={options.gzip}|source={source}".encode()
-
-    def hashes(self, project: Project) -> dict[str, str]:
-        # The frozen dataclass's repr covers every field, deterministically, at a tenth of the cost of JSON.
-        digest = hashlib.sha256(repr(project).encode()).digest()
-        return {name: hashlib.sha256(digest + key).hexdigest() for name, key in self.keys.items()}
-
-
 class _Tally:
+    """Counts, stage times and the first failures of a batch; each report's outcome to ``on_report``."""
+
     def __init__(self, on_report: Callable[[ReportOutcome], None] | None) -> None:
         self.on_report = on_report
         self.counts: dict[ReportStatus, int] = dict.fromkeys(STATUSES, 0)
@@ -221,14 +234,28 @@ class _Tally:
         self.failures: list[ReportOutcome] = []
         self.from_cache = 0
 
-    def add(self, outcome: ReportOutcome) -> None:
-        self.counts[outcome.status] += 1
-        self.from_cache += outcome.from_cache
-        self.stage_ns += outcome.timings
-        if outcome.status == "failed" and len(self.failures) < MAX_FAILURES_KEPT:
+    def add(self, project_id: str, report: ReportResult, status: ReportStatus, cached: bool = False) -> None:
+        self.counts[status] += 1
+        self.from_cache += cached
+        self.stage_ns += report.timings
+        keep = status == "failed" and len(self.failures) < MAX_FAILURES_KEPT
+        if not keep and self.on_report is None:
+            return  # no outcome object for a report nobody looks at
+        written = report.written
+        location, size = (written.location, written.size_bytes) if written is not None else (None, 0)
+        error = None if status == "written" else report.error
+        outcome = ReportOutcome(
+            project_id, report.module, status, location, size, report.timings, report.peak_memory_bytes, error, cached
+        )
+        if keep:
             self.failures.append(outcome)
         if self.on_report is not None:
             self.on_report(outcome)
+
+    def skip(self, project_id: str, module: str) -> None:
+        self.counts["skipped"] += 1
+        if self.on_report is not None:
+            self.on_report(ReportOutcome(project_id, module, "skipped", None, 0, StageTimings(), 0, None))
 
 
 def generate(
@@ -254,10 +281,15 @@ def generate(
     """
     started = time.perf_counter()
     batch_plan = batch_plan or plan_batch(options)
-    hasher = _InputHasher(options, batch_plan)
-    cache_hasher = _InputHasher(replace(options, gzip=False), batch_plan) if options.gzip else hasher
+    keys = batch_plan.config.input_keys
+    reports = batch_plan.config.reports
     tally = _Tally(on_report)
     shared = cache if cache is not None and cache.keeps_copies else None
+    cache_keys = (
+        _input_keys(replace(options, gzip=False), batch_plan.steps, reports, batch_plan.templates)
+        if options.gzip
+        else keys
+    )
 
     opened = store is None
     context: contextlib.AbstractContextManager[ReportStore] = (
@@ -267,40 +299,47 @@ def generate(
         if opened:
             store.cleanup_temp_files()
 
+        def unchanged(project: Project) -> bool:
+            """Whether every report of ``project`` is indexed with its current input hash (and file)."""
+            indexed = [store.input_hash_of(project.id, m) for m in reports]
+            if None in indexed:
+                return False  # not hashed here: the worker hashes what it makes
+            hashes = input_hashes(project, keys)
+            return all(
+                indexed[i] == hashes[m] and (not options.verify or store.file_intact(project.id, m))
+                for i, m in enumerate(reports)
+            )
+
         def to_make() -> Iterator[Project]:
             for project in projects:
-                project_hashes = hasher.hashes(project)
-                if not options.force and all(
-                    store.input_hash_of(project.id, m) == h and (not options.verify or store.file_intact(project.id, m))
-                    for m, h in project_hashes.items()
-                ):
-                    for module in project_hashes:
-                        tally.add(ReportOutcome(project.id, module, "skipped", None, 0, StageTimings(), 0, None))
+                if not options.force and unchanged(project):
+                    for module in reports:
+                        tally.skip(project.id, module)
                     continue
-                in_flight[project.id] = project_hashes
-                if shared is not None and not options.force:
-                    keys = project_hashes if cache_hasher is hasher else cache_hasher.hashes(project)
-                    if _fill_from_cache(store, shared, project, project_hashes, keys, tally):
-                        del in_flight[project.id]
-                        continue
+                if (
+                    shared is not None
+                    and not options.force
+                    and _fill_from_cache(store, shared, project, keys, cache_keys, tally)
+                ):
+                    continue
+                in_flight[project.id] = project
                 yield project
 
-        in_flight: dict[str, dict[str, str]] = {}
+        in_flight: dict[str, Project] = {}
         try:
             with contextlib.nullcontext(runner) if runner is not None else start_runner(options, batch_plan) as active:
-                for result in active.run(to_make(), store.files):
-                    project_hashes = in_flight[result.project.id]
-                    _store_result(store, result, project_hashes, tally)
+                for result in active.run(to_make(), None if options.hand_back else store.files):
+                    project = in_flight[result.project_id]
+                    _store_result(store, result, functools.partial(input_hashes, project, keys), tally)
                     if shared is not None:
-                        keys = project_hashes if cache_hasher is hasher else cache_hasher.hashes(result.project)
-                        shared.put_many(_made_html(result, keys, options.gzip))
-                    del in_flight[result.project.id]
+                        shared.put_many(_made_html(result, input_hashes(project, cache_keys), options.gzip))
+                    del in_flight[result.project_id]  # only once indexed: an interrupt before discards it whole
                 restarts = active.restarts
         finally:
             # Stopped part-way (Ctrl-C, an index error): the projects in flight are discarded whole,
             # files and rows alike, so the index matches the folder and a rerun remakes them.
             for project_id in in_flight:
-                store.discard(project_id, hasher.modules)
+                store.discard(project_id, reports)
             if in_flight:
                 store.cleanup_temp_files()  # a worker ended mid-write (a second Ctrl-C kills them) leaves one
         if restarts:
@@ -324,27 +363,29 @@ def _fill_from_cache(
     store: ReportStore,
     cache: ReportCache,
     project: Project,
-    input_hashes: dict[str, str],
-    keys: dict[str, str],
+    keys: Sequence[tuple[str, bytes]],
+    cache_keys: Sequence[tuple[str, bytes]],
     tally: _Tally,
 ) -> bool:
     """Write and index every report of ``project`` from ``cache`` if it holds them all; else write nothing."""
-    found = cache.get_many(list(keys.values()))
+    wanted = input_hashes(project, cache_keys)
+    found = cache.get_many(list(wanted.values()))
     try:
         pages = [value.decode("utf-8") for value in found if value is not None]
     except UnicodeDecodeError:
         return False
-    if len(pages) != len(keys):
+    if len(pages) != len(wanted):
         return False
     reports = []
-    for module, html in zip(keys, pages, strict=True):
+    for module, html in zip(wanted, pages, strict=True):
         try:
             written = store.write(project.id, module, html)
         except StoreError as failure:
             reports.append(ReportResult(module, None, error_message(failure), StageTimings(), 0))
         else:
             reports.append(ReportResult(module, None, None, StageTimings(write_ns=written.write_ns), 0, written))
-    _store_result(store, ProjectResult(project, tuple(reports)), input_hashes, tally, from_cache=True)
+    result = ProjectResult.of(project, reports)
+    _store_result(store, result, functools.partial(input_hashes, project, keys), tally, from_cache=True)
     return True
 
 
@@ -362,37 +403,24 @@ def _made_html(result: ProjectResult, keys: dict[str, str], gzipped: bool) -> It
 
 
 def _store_result(
-    store: ReportStore, result: ProjectResult, input_hashes: dict[str, str], tally: _Tally, from_cache: bool = False
+    store: ReportStore,
+    result: ProjectResult,
+    hashes: Callable[[], dict[str, str]],
+    tally: _Tally,
+    from_cache: bool = False,
 ) -> None:
-    """Index one project's reports (the workers wrote the files, or they came from the cache)."""
-    project = result.project
-    address = f"{project.road_address} ({project.jibun_address})"
+    """Index one project's reports (the workers wrote the files and hashed the input, as a rule; or they came
+    from the cache)."""
+    generated_at = utc_now()
+    computed: dict[str, str] | None = None
     for report in result.reports:
-        written, timings = report.written, report.timings
-        if report.ok and written is None and report.html is not None:  # a runner that hands back HTML
-            written = store.write(project.id, report.module, report.html)
-            timings = replace(timings, write_ns=written.write_ns)
-        status: ReportStatus = "failed" if written is None else "written"
-        error = report.error if written is None else None
-        store.record(
-            ReportRow(
-                project_id=project.id,
-                module=report.module,
-                address=address,
-                path=str(written.path) if written else "",
-                size_bytes=written.size_bytes if written else 0,
-                sha256=written.sha256 if written else "",
-                input_hash=input_hashes[report.module],
-                fetch_ns=timings.fetch_ns,
-                compute_ns=timings.compute_ns,
-                render_ns=timings.render_ns,
-                write_ns=timings.write_ns,
-                peak_memory_bytes=report.peak_memory_bytes,
-                status=status,
-                error=error,
-            )
-        )
-        path, size = (written.path, written.size_bytes) if written else (None, 0)
-        peak = report.peak_memory_bytes
-        cached = from_cache and written is not None
-        tally.add(ReportOutcome(project.id, report.module, status, path, size, timings, peak, error, cached))
+        if report.ok and report.written is None and report.html is not None:  # a runner that hands back HTML
+            written = store.write(result.project_id, report.module, report.html)
+            report = replace(report, written=written, timings=replace(report.timings, write_ns=written.write_ns))
+        input_hash = report.input_hash
+        if not input_hash:  # a result made in this process (a project its worker died with), or async's
+            computed = computed or hashes()
+            input_hash = computed[report.module]
+        status: ReportStatus = "written" if report.written is not None else "failed"
+        store.record(ReportRow.of(result.project_id, result.address, report, input_hash, generated_at))
+        tally.add(result.project_id, report, status, from_cache and report.written is not None)

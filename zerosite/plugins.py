@@ -46,6 +46,7 @@ ENTRY_POINT_GROUP = "zerosite"
 LOCAL_PLUGIN_PACKAGE = "zerosite_local_plugins"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "zerosite.strategies",
+    "zerosite.dask_strategy",
     "zerosite.strategies_auto",
     "zerosite.sources",
     "zerosite.caches",

@@ -27,10 +27,12 @@ __all__ = [
     "Transaction",
     "Zone",
     "iter_raw_projects",
+    "load_json",
     "parse_batch",
     "parse_project",
     "printable",
     "project_to_dict",
+    "records_from_text",
     "validate_batch",
 ]
 
@@ -388,7 +390,7 @@ def iter_raw_projects(path: Path) -> Iterator[tuple[str, Any]]:
             yield from _stream_projects(name, path)
             return
         with path.open(encoding="utf-8") as handle:
-            data = _load_json(name, handle.read())
+            data = load_json(name, handle.read())
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInput([f"{path}: cannot read: {error}"]) from None
     yield from _listed_projects(name, data)
@@ -408,9 +410,18 @@ def _stream_projects(name: str, path: Path) -> Iterator[tuple[str, Any]]:
     else:
         with path.open(encoding="utf-8") as handle:
             text = handle.read()
+    yield from records_from_text(name, text)
+
+
+def records_from_text(name: str, text: str) -> Iterator[tuple[str, Any]]:
+    """``(location, raw project)`` from a whole text: a JSON list or ``{"projects": [...]}`` (``projects[i]``),
+    else JSON Lines (``NAME:LINE``), told apart by the first character.
+
+    :raises InvalidInput: text that is neither, named with ``name`` and where it fails.
+    """
     start = text.lstrip()[:1]
     if start == "[":
-        yield from _listed_projects(name, _load_json(name, text))
+        yield from _listed_projects(name, load_json(name, text))
         return
     if start == "{":
         try:
@@ -426,10 +437,10 @@ def _stream_projects(name: str, path: Path) -> Iterator[tuple[str, Any]]:
 def _json_lines(name: str, lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
     for number, line in enumerate(lines, start=1):
         if line.strip():
-            yield f"{name}:{number}", _load_json(f"{name}:{number}", line, one_line=True)
+            yield f"{name}:{number}", load_json(f"{name}:{number}", line, one_line=True)
 
 
-def _load_json(where: str, text: str, *, one_line: bool = False) -> Any:
+def load_json(where: str, text: str, *, one_line: bool = False) -> Any:
     """Parse JSON text; every way it can fail (syntax, nesting, a number too long) is :class:`InvalidInput`."""
     try:
         return json.loads(text)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,25 @@ from jinja2 import (
     StrictUndefined,
     TemplateNotFound,
     TemplateSyntaxError,
+    nodes,
 )
+from jinja2.compiler import CodeGenerator, Frame
+from markupsafe import escape
 
 from zerosite.plugins import get_modules, get_plugin_manager, plugin_settings
 from zerosite.project import SQM_PER_PYEONG, Project
 from zerosite.types import PluginError, PluginSettings, ReportModule
 
-__all__ = ["builtin_templates_dir", "get_environment", "render_report", "template_problems", "templates_fingerprint"]
+__all__ = [
+    "NUMBER_FILTERS",
+    "ReportEnvironment",
+    "builtin_templates_dir",
+    "escaped_text",
+    "get_environment",
+    "render_report",
+    "template_problems",
+    "templates_fingerprint",
+]
 
 
 def builtin_templates_dir() -> Path:
@@ -54,7 +67,7 @@ def _new_environment(settings: PluginSettings) -> Environment:
     builtin = FileSystemLoader(builtin_templates_dir())
     user = [FileSystemLoader(settings.templates_dir)] if settings.templates_dir else []
     plugin_dirs = [Path(d) for dirs in reversed(pm.hook.zerosite_template_dirs()) for d in dirs]
-    env = Environment(
+    env = ReportEnvironment(
         loader=ChoiceLoader(
             [PrefixLoader({"default": builtin}, delimiter=":"), *user, *map(FileSystemLoader, plugin_dirs), builtin]
         ),
@@ -64,7 +77,7 @@ def _new_environment(settings: PluginSettings) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(krw=krw, eok=eok, pct=pct, num=num, sqm=sqm, pyeong=pyeong)
+    env.filters.update(NUMBER_FILTERS)
     pm.hook.zerosite_prepare_jinja2_environment(env=env)
     return env
 
@@ -106,37 +119,175 @@ def templates_fingerprint(env: Environment) -> str:
     return digest.hexdigest()
 
 
-def _fixed(value: float, digits: int) -> str:
-    """``value`` with thousands separators and ``digits`` decimals; a negative zero shows as 0. (A small
-    negative that rounds to zero keeps its sign: "-0.0%" is a loss too small to show, not none.)"""
-    return f"{value + 0.0 if value == 0 else value:,.{digits}f}"
+class _GroupedSpecs(dict[int, str]):
+    """Format specs with thousands separators by number of decimals, made once (a spec built per call costs
+    about a fifth of the formatting); a count not made in advance gets its spec made when asked."""
+
+    def __missing__(self, digits: int) -> str:
+        return f",.{digits}f"
 
 
+_GROUPED = _GroupedSpecs((digits, f",.{digits}f") for digits in range(10))
+
+
+_remembered = functools.lru_cache(maxsize=4096)
+"""Each number filter remembers its last 4096 texts: two thirds of the figures a batch prints were printed
+before (the modules' constants, a total shown in several places), and formatting one costs ten times
+looking it up. Numbers that compare equal format alike (1 and 1.0, 0.0 and -0.0): they may share an entry."""
+
+
+@_remembered
 def num(value: float, digits: int = 0) -> str:
-    """1234.5 -> '1,234.5' with ``digits`` decimals."""
-    return _fixed(value, digits)
+    """1234.5 -> '1,234.5' with ``digits`` decimals; a negative zero shows as 0. (A small negative that
+    rounds to zero keeps its sign: "-0.0%" is a loss too small to show, not none.) The other number
+    filters format with this one."""
+    return f"{value + 0.0 if value == 0 else value:{_GROUPED[digits]}}"
 
 
+@_remembered
 def krw(value: float) -> str:
     """1234567 -> '1,234,567원'."""
-    return f"{_fixed(value, 0)}원"
+    return f"{num(value)}원"
 
 
+@_remembered
 def eok(value: float, digits: int = 1) -> str:
     """1_230_000_000 -> '12.3억원' (1억 = 100,000,000 KRW)."""
-    return f"{_fixed(value / 1e8, digits)}억원"
+    return f"{num(value / 1e8, digits)}억원"
 
 
+@_remembered
 def pct(value: float, digits: int = 1) -> str:
     """0.1234 -> '12.3%'."""
-    return f"{_fixed(value * 100, digits)}%"
+    return f"{num(value * 100, digits)}%"
 
 
+@_remembered
 def sqm(value: float, digits: int = 1) -> str:
     """1234.5 -> '1,234.5㎡'."""
-    return f"{_fixed(value, digits)}㎡"
+    return f"{num(value, digits)}㎡"
 
 
+@_remembered
 def pyeong(value_sqm: float, digits: int = 1) -> str:
     """An area in ㎡ shown in pyeong: 3305.785 -> '1,000.0평'."""
-    return f"{_fixed(value_sqm / SQM_PER_PYEONG, digits)}평"
+    return f"{num(value_sqm / SQM_PER_PYEONG, digits)}평"
+
+
+NUMBER_FILTERS: Mapping[str, Callable[..., str]] = {
+    "krw": krw,
+    "eok": eok,
+    "pct": pct,
+    "num": num,
+    "sqm": sqm,
+    "pyeong": pyeong,
+}
+"""The number filters. Their text is digits, separators, a sign and a unit: nothing HTML escapes."""
+
+MARKUP_CHARACTERS = "&<>'\""
+"""What ``markupsafe.escape`` replaces: a string with none of them is its own escaped text."""
+
+_MARKUP_CHARACTER = re.compile(f"[{MARKUP_CHARACTERS}]")
+
+
+def escaped_text(value: Any) -> str:
+    """``str(markupsafe.escape(value))``, without making a ``Markup`` of a string that needs no escaping.
+
+    Autoescaped output goes through this: a template's text is joined into one string, so the ``Markup``
+    that ``escape`` returns would be thrown away at once (and making it costs more than the escaping).
+    """
+    kind = type(value)
+    if kind is str:
+        return str(escape(value)) if _MARKUP_CHARACTER.search(value) else value
+    if kind is int or kind is float:
+        return str(value)
+    return str(escape(value))
+
+
+_ESCAPED_PREFIX = "(_output if (_output_type := type(_output := "
+_ESCAPED_SUFFIX = (
+    ")) is str and "
+    + " and ".join(f"{character!r} not in _output" for character in MARKUP_CHARACTERS)
+    + " else str(_output) if _output_type is int or _output_type is float else environment.escaped_text(_output))"
+)
+"""Around an autoescaped output: :func:`escaped_text`, its two commonest cases (a string with no markup
+character, a number) written out in place so that they cost no call."""
+
+
+class ReportCodeGenerator(CodeGenerator):
+    """Jinja2's code generator, but autoescaped output is written as :func:`escaped_text` of the value (its
+    commonest cases inline), or as the value itself where it is the text of one of :data:`NUMBER_FILTERS`
+    (unless a plugin replaced that filter in the environment before the template was compiled). The text
+    is the same either way."""
+
+    def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo) -> None:
+        kind = self._output_kind(node, frame, finalize)
+        if kind == "jinja2":
+            super()._output_child_pre(node, frame, finalize)
+        else:
+            self.write("(" if kind == "number" else _ESCAPED_PREFIX)
+
+    def _output_child_post(self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo) -> None:
+        kind = self._output_kind(node, frame, finalize)
+        if kind == "jinja2":
+            super()._output_child_post(node, frame, finalize)
+        else:
+            self.write(")" if kind == "number" else _ESCAPED_SUFFIX)
+
+    def _output_kind(self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo) -> str:
+        """How an output is written: as Jinja2 writes it (autoescape off or decided at run time, a
+        ``finalize``), as the text of a number filter, or escaped."""
+        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape or finalize.src is not None:
+            return "jinja2"
+        return "number" if self._number_text(node) else "escaped"
+
+    def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
+        """``name.attr`` as Python's ``getattr(name, "attr", missing)``, falling back to the environment's
+        ``getattr`` (the item, else undefined) only when the attribute is missing: the same value, without
+        a call into the environment for every attribute of a result that a template prints."""
+        if not isinstance(node.node, nodes.Name) or self.environment.is_async:
+            super().visit_Getattr(node, frame)
+            return
+        self.write("(_getattr_value if (_getattr_value := getattr(")
+        self.visit(node.node, frame)
+        self.write(f", {node.attr!r}, missing)) is not missing else environment.getattr(")
+        self.visit(node.node, frame)
+        self.write(f", {node.attr!r}))")
+
+    def _number_text(self, node: nodes.Expr) -> bool:
+        if not isinstance(node, nodes.Filter) or node.name not in NUMBER_FILTERS:
+            return False
+        return self.environment.filters.get(node.name) is NUMBER_FILTERS[node.name]
+
+
+_SUBSCRIPTABLE: dict[type, bool] = {}
+"""By type: whether ``obj[key]`` may work for an ``obj`` of it (a class may have ``__class_getitem__``)."""
+
+
+class ReportEnvironment(Environment):
+    """The Jinja2 environment of reports: templates compiled by :class:`ReportCodeGenerator`."""
+
+    code_generator_class = ReportCodeGenerator
+    escaped_text = staticmethod(escaped_text)
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as one plain dict over the environment's, not Jinja2's ``ChainMap`` of the
+        two, which every render copies and every import compares key by key in Python. Globals are final
+        before a template loads (plugins add theirs in ``zerosite_prepare_jinja2_environment``)."""
+        return {**self.globals, **(d or {})}
+
+    def getitem(self, obj: object, argument: Any) -> Any:
+        """Jinja2's ``obj[argument]`` (the item, else the attribute), straight to the attribute of an object
+        that has no items: asking it for one would only raise a TypeError to catch (``item[name]`` in a
+        macro, ``selectattr``, ``map(attribute=...)`` and ``sort(attribute=...)`` on result dataclasses)."""
+        if type(argument) is str:
+            kind = type(obj)
+            subscriptable = _SUBSCRIPTABLE.get(kind)
+            if subscriptable is None:
+                subscriptable = _SUBSCRIPTABLE[kind] = hasattr(kind, "__getitem__") or issubclass(kind, type)
+            if not subscriptable:
+                try:
+                    return getattr(obj, argument)
+                except AttributeError:
+                    return self.undefined(obj=obj, name=argument)
+        return super().getitem(obj, argument)

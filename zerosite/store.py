@@ -12,15 +12,16 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
-from contextlib import closing, suppress
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from itertools import count
+from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from zerosite.types import STATUSES, ReportStatus, StoreError, WrittenFile
+from zerosite.types import STATUSES, ReportResult, ReportStatus, StoreError, WrittenFile
 
 __all__ = [
     "LOCK_FILE",
@@ -39,6 +40,9 @@ __all__ = [
 
 _temp_numbers = count(1)
 
+_FOLDERS_REMEMBERED = 1024
+"""Project folders a :class:`ReportFiles` remembers as made (then it forgets them all and checks each again)."""
+
 LOCK_FILE = ".zerosite.lock"
 """The file in an output folder that the run writing there holds locked (``flock``), with its pid inside."""
 
@@ -51,7 +55,8 @@ _MODULE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _SEARCH_TOKEN = re.compile(r"[^\W_]+")
 
 
-def _utc_now() -> str:
+def utc_now() -> str:
+    """Now, as the index stores times: ISO 8601, UTC, microseconds."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
@@ -77,15 +82,42 @@ class ReportRow:
     peak_memory_bytes: int = 0
     status: ReportStatus = "written"
     error: str | None = None
-    generated_at: str = field(default_factory=_utc_now)
+    generated_at: str = field(default_factory=utc_now)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
 
+    @classmethod
+    def of(cls, project_id: str, address: str, report: ReportResult, input_hash: str, generated_at: str) -> ReportRow:
+        """The row of ``report`` as a worker handed it back: written (its file) or failed (its error)."""
+        t, written = report.timings, report.written
+        if written is None:
+            file: tuple[str, int, str] = ("", 0, "")
+            status: ReportStatus = "failed"
+        else:
+            file, status = (written.location, written.size_bytes, written.sha256), "written"
+        return cls(
+            project_id,
+            report.module,
+            address,
+            *file,
+            input_hash,
+            t.fetch_ns,
+            t.compute_ns,
+            t.render_ns,
+            t.write_ns,
+            report.peak_memory_bytes,
+            status,
+            report.error if written is None else None,
+            generated_at,
+        )
+
 
 _COLUMNS = tuple(f.name for f in fields(ReportRow))
 _COLUMN_LIST = ", ".join(_COLUMNS)
+_VALUES_OF = attrgetter(*_COLUMNS)
+_TEXT = tuple(i for i, f in enumerate(fields(ReportRow)) if f.type in ("str", "str | None", "ReportStatus"))
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS reports (
@@ -113,20 +145,21 @@ CREATE INDEX IF NOT EXISTS reports_input_hash ON reports (input_hash);
 CREATE VIRTUAL TABLE IF NOT EXISTS reports_fts USING fts5 (
     address, module, content='reports', content_rowid='rowid', tokenize='unicode61'
 );
-CREATE TRIGGER IF NOT EXISTS reports_fts_insert AFTER INSERT ON reports BEGIN
-    INSERT INTO reports_fts (rowid, address, module) VALUES (new.rowid, new.address, new.module);
-END;
-CREATE TRIGGER IF NOT EXISTS reports_fts_delete AFTER DELETE ON reports BEGIN
-    INSERT INTO reports_fts (reports_fts, rowid, address, module) VALUES ('delete', old.rowid, old.address, old.module);
-END;
-CREATE TRIGGER IF NOT EXISTS reports_fts_update AFTER UPDATE ON reports BEGIN
-    INSERT INTO reports_fts (reports_fts, rowid, address, module) VALUES ('delete', old.rowid, old.address, old.module);
-    INSERT INTO reports_fts (rowid, address, module) VALUES (new.rowid, new.address, new.module);
-END;
 """
 
+# The search index is kept in step with the table by the store itself, in each flush, rather than by triggers. FTS5
+# flushes its pending terms at every statement savepoint, and a trigger (or an INSERT ... SELECT) opens one per row:
+# that cost twice as much as the row itself. Single-row VALUES need the rowid, so the store numbers new rows itself
+# (in a write transaction, from the largest rowid). Indexes made by earlier versions lose their triggers when opened.
+_DROP_TRIGGERS = "".join(f"DROP TRIGGER IF EXISTS reports_fts_{event};" for event in ("insert", "update", "delete"))
+_FTS_ADD = "INSERT INTO reports_fts (rowid, address, module) VALUES (?, ?, ?)"
+_FTS_DROP = "INSERT INTO reports_fts (reports_fts, rowid, address, module) VALUES ('delete', ?, ?, ?)"
+_PROJECT_ID, _MODULE, _ADDRESS, _PATH = (_COLUMNS.index(name) for name in ("project_id", "module", "address", "path"))
+_IN_CLAUSE_IDS = 500
+"""Project ids per ``IN (...)`` lookup (SQLite allows 32,766 parameters, older builds 999)."""
+
 _UPSERT = (
-    f"INSERT INTO reports ({_COLUMN_LIST}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "
+    f"INSERT INTO reports (rowid, {_COLUMN_LIST}) VALUES (?, {', '.join('?' for _ in _COLUMNS)}) "
     "ON CONFLICT (project_id, module) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c not in {"project_id", "module"})
 )
@@ -145,45 +178,73 @@ class ReportFiles:
     out_dir: Path
     gzip: bool = False
     fsync: bool = False
+    _folders: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    """The project folders this copy has made, or found and checked, already: each is made once, not per file."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.out_dir, self.gzip, self.fsync)  # a copy elsewhere checks its folders itself
 
     def path(self, project_id: str, module: str) -> Path:
         """Where the report of ``module`` for ``project_id`` lives; rejects anything that could leave ``out_dir``."""
-        if not isinstance(project_id, str) or not _SLUG.fullmatch(project_id):
-            raise StoreError(f"unsafe project id {project_id!r}: expected a slug of letters, digits, '.', '_', '-'")
-        if not isinstance(module, str) or not _MODULE_NAME.fullmatch(module):
-            raise StoreError(f"unsafe module name {module!r}: expected letters, digits and '_'")
-        path = self.out_dir / project_id / f"{module}.html{'.gz' if self.gzip else ''}"
+        _check_slug(project_id)
+        path = self.out_dir / project_id / self._file_name(module)
         if path.parent.parent != self.out_dir or not path.resolve().is_relative_to(self.out_dir):
             raise StoreError(f"report path {path} for project {project_id!r} escapes the output folder {self.out_dir}")
         return path
 
+    def _file_name(self, module: str) -> str:
+        if not isinstance(module, str) or not _MODULE_NAME.fullmatch(module):
+            raise StoreError(f"unsafe module name {module!r}: expected letters, digits and '_'")
+        return f"{module}.html.gz" if self.gzip else f"{module}.html"
+
     def write(self, project_id: str, module: str, html: str) -> WrittenFile:
         """Write one report atomically (temp file in the same folder, then ``os.replace``).
+
+        The project's folder is made (or checked, when it exists: it must not lead out of ``out_dir``) at its
+        first report only. The report's own name is never followed: ``os.replace`` replaces a link there.
 
         :raises StoreError: naming the report and the path; no temp file is left behind.
         """
         started = time.perf_counter_ns()
-        final = self.path(project_id, module)
+        name = self._file_name(module)
+        if project_id not in self._folders:
+            _check_slug(project_id)
         try:
             data = html.encode("utf-8")
         except UnicodeEncodeError as error:
             raise StoreError(f"cannot encode report {module} of project {project_id} as UTF-8: {error}") from error
         if self.gzip:
             data = gzip_module.compress(data, compresslevel=6, mtime=0)
-        temp: Path | None = None
+        folder = os.path.join(self.out_dir, project_id)
+        final = os.path.join(folder, name)
+        temp: str | None = None
         try:
-            final.parent.mkdir(exist_ok=True)
-            temp = self._temp_name(final)  # named before it exists, so an interrupt at any point can remove it
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            self._make_folder(project_id, folder)
+            prefix = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.")
+            remade = False
+            while True:
+                temp = f"{prefix}{next(_temp_numbers)}.tmp"  # named before it exists: an interrupt can remove it
+                try:
+                    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                    break
+                except FileExistsError:  # left by a process of the same pid: not ours to remove
+                    temp = None
+                except FileNotFoundError:  # the folder was removed since it was made
+                    if remade:
+                        raise
+                    self._folders.discard(project_id)
+                    self._make_folder(project_id, folder)
+                    remade = True
+            try:
+                _write_all(fd, data)
                 if self.fsync:
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(temp, final)
             temp = None
             if self.fsync:
-                _fsync_dir(final.parent)
+                _fsync_dir(Path(folder))
         except OSError as error:
             reason = error.strerror or str(error)
             if error.errno == errno.ENOSPC:
@@ -192,19 +253,23 @@ class ReportFiles:
         finally:
             if temp is not None:
                 with suppress(OSError):
-                    temp.unlink(missing_ok=True)
-        return WrittenFile(
-            path=final,
-            size_bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            write_ns=time.perf_counter_ns() - started,
-        )
+                    os.unlink(temp)
+        return WrittenFile(final, len(data), hashlib.sha256(data).hexdigest(), time.perf_counter_ns() - started)
 
-    def _temp_name(self, final: Path) -> Path:
-        while True:
-            temp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.{next(_temp_numbers)}.tmp")
-            if not temp.exists():
-                return temp
+    def _make_folder(self, project_id: str, folder: str) -> None:
+        """Make the project's folder, once; one that exists already must lead nowhere outside ``out_dir``."""
+        if project_id in self._folders:
+            return
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            if not Path(folder).resolve().is_relative_to(self.out_dir):
+                raise StoreError(
+                    f"report folder {folder} for project {project_id!r} escapes the output folder {self.out_dir}"
+                ) from None
+        if len(self._folders) >= _FOLDERS_REMEMBERED:
+            self._folders.clear()
+        self._folders.add(project_id)
 
     def cleanup_temp_files(self) -> int:
         """Remove stale ``.*.tmp`` files that a killed process left in the project folders; returns how many."""
@@ -308,8 +373,8 @@ class ReportStore:
         gzip: bool = False,
         *,
         fsync: bool = False,
-        commit_every_rows: int = 200,
-        commit_every_s: float = 0.5,
+        commit_every_rows: int = 1000,
+        commit_every_s: float = 1.0,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.db_path = Path(db_path) if db_path is not None else self.out_dir / "index.sqlite"
@@ -317,7 +382,7 @@ class ReportStore:
         self.fsync = fsync
         self.commit_every_rows = commit_every_rows
         self.commit_every_s = commit_every_s
-        self._rows: list[tuple[object, ...]] = []
+        self._rows: list[tuple[Any, ...]] = []  # values in column order
         self._last_commit = time.monotonic()
         self._lock: _FolderLock | None = None
         try:
@@ -339,7 +404,7 @@ class ReportStore:
         try:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(_SCHEMA + _DROP_TRIGGERS)
             # Resume lookups: every written report's input hash and file, loaded once (10,000 projects ≈ 50,000 rows).
             self._written: dict[tuple[str, str], tuple[str, str, str]] = {
                 (project_id, module): (input_hash, path, sha256)
@@ -392,11 +457,15 @@ class ReportStore:
     def discard(self, project_id: str, modules: Iterable[str]) -> None:
         """Forget the reports of ``project_id``: their files and their index rows (an interrupted project)."""
         self.flush()
-        for module in modules:
+        keys = {(project_id, module) for module in modules}
+        for key in keys:
             with suppress(FileNotFoundError):
-                self.files.path(project_id, module).unlink()
-            self._conn.execute("DELETE FROM reports WHERE project_id = ? AND module = ?", (project_id, module))
-            self._written.pop((project_id, module), None)
+                self.files.path(*key).unlink()
+            self._written.pop(key, None)
+        with self._transaction(len(keys)) as conn:
+            indexed = _indexed(conn, {project_id}, keys)
+            conn.executemany(_FTS_DROP, [(rowid, address, module) for (_, module), (rowid, address) in indexed.items()])
+            conn.executemany("DELETE FROM reports WHERE rowid = ?", [(rowid,) for rowid, _ in indexed.values()])
 
     # -- index ----------------------------------------------------------------------------------------------------
 
@@ -409,11 +478,15 @@ class ReportStore:
     def record(self, row: ReportRow) -> None:
         """Insert or replace the index row of ``(row.project_id, row.module)``; written in batches."""
         self._conn  # noqa: B018 - raises StoreError once the store is closed
-        path = _storable(self._relative(row.path))
-        self._rows.append(tuple(path if name == "path" else _column(row, name) for name in _COLUMNS))
+        values = list(_VALUES_OF(row))
+        values[_PATH] = self._relative(row.path)
+        for i in _TEXT:
+            if values[i] is not None and not values[i].isascii():
+                values[i] = _storable(values[i])
+        self._rows.append(tuple(values))
         key = (row.project_id, row.module)
         if row.status == "written":
-            self._written[key] = (row.input_hash, path, row.sha256)
+            self._written[key] = (row.input_hash, values[_PATH], row.sha256)
         else:
             self._written.pop(key, None)
         if len(self._rows) >= self.commit_every_rows or time.monotonic() - self._last_commit >= self.commit_every_s:
@@ -421,22 +494,36 @@ class ReportStore:
 
     def flush(self) -> None:
         """Write and commit the pending index rows now, in one transaction."""
-        conn = self._conn
         self._last_commit = time.monotonic()
         if not self._rows:
+            self._conn  # noqa: B018 - raises StoreError once the store is closed
             return
+        latest = {(values[_PROJECT_ID], values[_MODULE]): values for values in self._rows}  # the last of a report wins
+        with self._transaction(len(latest)) as conn:
+            indexed = _indexed(conn, {project_id for project_id, _ in latest}, latest)
+            conn.executemany(_FTS_DROP, [(rowid, address, module) for (_, module), (rowid, address) in indexed.items()])
+            (last,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM reports").fetchone()
+            new_rowids = count(last + 1)
+            # A report already indexed keeps its rowid (None: the upsert updates it in place); a new one is numbered.
+            rowids = {key: indexed[key][0] if key in indexed else next(new_rowids) for key in latest}
+            conn.executemany(_UPSERT, [(None if key in indexed else rowids[key], *v) for key, v in latest.items()])
+            conn.executemany(_FTS_ADD, [(rowids[key], v[_ADDRESS], v[_MODULE]) for key, v in latest.items()])
+        self._rows.clear()
+
+    @contextmanager
+    def _transaction(self, rows: int) -> Iterator[sqlite3.Connection]:
+        """One write transaction, rolled back whole by any exception (a Ctrl-C between BEGIN and COMMIT too)."""
+        conn = self._conn
         try:
-            conn.execute("BEGIN")
-            conn.executemany(_UPSERT, self._rows)
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
             conn.execute("COMMIT")
-        except BaseException as error:  # a Ctrl-C between BEGIN and COMMIT too: the rows stay pending
+        except BaseException as error:
             if conn.in_transaction:
                 conn.rollback()
             if isinstance(error, sqlite3.Error):
-                why = f"cannot write {len(self._rows)} rows to the index {self.db_path}: {error}"
-                raise StoreError(why) from error
+                raise StoreError(f"cannot write {rows} rows to the index {self.db_path}: {error}") from error
             raise
-        self._rows.clear()
 
     def input_hash_of(self, project_id: str, module: str) -> str | None:
         """The input hash of a report that was written and whose file still exists, else ``None`` (for resume)."""
@@ -488,11 +575,6 @@ class ReportStore:
         return candidate.as_posix()
 
 
-def _column(row: ReportRow, name: str) -> object:
-    value = getattr(row, name)
-    return _storable(value) if isinstance(value, str) else value
-
-
 def _storable(text: str) -> str:
     """Text as SQLite can hold it: valid UTF-8. Validation keeps lone surrogates out of projects, but an error
     message (or a row built by other code) may still carry one; it is stored escaped (``\\udc80``) rather than
@@ -504,6 +586,34 @@ def _storable(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
+
+
+def _indexed(
+    conn: sqlite3.Connection, project_ids: Collection[str], keys: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[int, str]]:
+    """``(project_id, module) -> (rowid, address)`` of each of ``keys`` that the index holds now."""
+    found: dict[tuple[str, str], tuple[int, str]] = {}
+    ids = list(project_ids)
+    for start in range(0, len(ids), _IN_CLAUSE_IDS):
+        part = ids[start : start + _IN_CLAUSE_IDS]
+        sql = (
+            f"SELECT rowid, project_id, module, address FROM reports WHERE project_id IN ({', '.join('?' * len(part))})"
+        )
+        for rowid, project_id, module, address in conn.execute(sql, part):
+            if (project_id, module) in keys:
+                found[(project_id, module)] = (rowid, address)
+    return found
+
+
+def _check_slug(project_id: str) -> None:
+    if not isinstance(project_id, str) or not _SLUG.fullmatch(project_id):
+        raise StoreError(f"unsafe project id {project_id!r}: expected a slug of letters, digits, '.', '_', '-'")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -369,6 +369,7 @@ def _queued_ns() -> int:
 
 class AutoStrategy(Strategy):
     name = "auto"
+    batches_only = True  # it chooses for a batch: one project at a time would measure its probe, not its choice
     description = (
         "Measures the first projects, then runs the rest as sequential, thread, process or async, "
         "with as many workers as the cores (at most --workers): the fastest by its cost model."

@@ -7,13 +7,13 @@ the work; :func:`warm_process` in a pool worker process), then :meth:`Worker.run
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import signal
 import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from jinja2 import Environment
@@ -43,6 +43,7 @@ __all__ = [
     "StageTimings",
     "Worker",
     "WorkerConfig",
+    "input_hashes",
     "make_worker",
     "open_source",
     "warm_process",
@@ -74,6 +75,14 @@ def warm_process(config: WorkerConfig) -> Worker:
     process's default, for plugin code that asks for them (never call it in the parent)."""
     set_plugin_settings(config.plugins)
     return make_worker(config)
+
+
+def input_hashes(project: Project, keys: Sequence[tuple[str, bytes]]) -> dict[str, str]:
+    """The content hash of each report of ``project`` (``{module: hex}``, one per key of
+    ``WorkerConfig.input_keys``): the project's every field with what the report's key covers."""
+    # The frozen dataclass's repr covers every field, deterministically, at a tenth of the cost of JSON.
+    digest = hashlib.sha256(repr(project).encode()).digest()
+    return {name: hashlib.sha256(digest + key).hexdigest() for name, key in keys}
 
 
 def open_source(config: WorkerConfig) -> DataSource:
@@ -119,8 +128,10 @@ class Worker:
     ) -> ProjectResult:
         """Fetch, then make every report of one project; a fetch failure fails each of its reports.
 
-        ``failed`` and ``progress`` as for :meth:`make`.
+        Each report carries the input hash of ``project`` as given (before its source filled it in), the
+        one the engine compares when it resumes. ``failed`` and ``progress`` as for :meth:`make`.
         """
+        hashes = input_hashes(project, self.config.input_keys)
         started = time.monotonic_ns()
         with watch_interrupts() as interrupts:
             try:
@@ -129,7 +140,7 @@ class Worker:
                 if not plugin_raised(error, interrupts):
                     raise
                 return self.failed(project, f"fetch failed: {error_message(error)}", time.monotonic_ns() - started)
-        return self.make(fetched, time.monotonic_ns() - started, files, failed, progress)
+        return self.make(fetched, time.monotonic_ns() - started, files, failed, progress, hashes)
 
     def failed(self, project: Project, error: str, fetch_ns: int = 0) -> ProjectResult:
         """Every report of ``project`` failed with ``error``."""
@@ -142,13 +153,14 @@ class Worker:
         files: ReportWriter | None = None,
         failed: Mapping[str, str] | None = None,
         progress: Progress | None = None,
+        hashes: Mapping[str, str] | None = None,
     ) -> ProjectResult:
         """Compute every planned module in order, render the reported ones and, given ``files``, write them.
 
         A module that raises fails its report and every report that depends on it; the
         others still complete. The project's fetch time is shared equally by its reports.
         ``failed`` names modules already known to fail for this project, with why (not run);
-        ``progress`` is told each module as it starts and ends.
+        ``progress`` is told each module as it starts and ends; ``hashes`` are the reports' input hashes.
         """
         fetch_share = fetch_ns // max(1, len(self.selected))
         reports: list[ReportResult] = []
@@ -160,8 +172,10 @@ class Worker:
             timings = StageTimings(fetch_share, outcome.compute_ns, outcome.render_ns)
             error = outcome.error or self._overran(timings)
             peak = outcome.peak_memory_bytes
-            reports.append(_deliver(project.id, outcome.module.name, outcome.html, error, timings, peak, files))
-        return ProjectResult(project, tuple(reports))
+            name = outcome.module.name
+            input_hash = "" if hashes is None else hashes.get(name, "")
+            reports.append(_deliver(project.id, name, outcome.html, error, timings, peak, input_hash, files))
+        return ProjectResult.of(project, reports)
 
     def _watched(self, progress: Progress) -> Callable[[ReportModule], AbstractContextManager[None]]:
         index = {module.name: i for i, module in enumerate(self.steps)}
@@ -226,15 +240,17 @@ def _deliver(
     error: str | None,
     timings: StageTimings,
     peak_bytes: int,
+    input_hash: str,
     files: ReportWriter | None,
 ) -> ReportResult:
     """The report as the worker hands it back: written to ``files`` if given, else as HTML; or its error."""
     if error is not None or html is None:
-        return ReportResult(module, None, error, timings, peak_bytes)
+        return ReportResult(module, None, error, timings, peak_bytes, None, input_hash)
     if files is None:
-        return ReportResult(module, html, None, timings, peak_bytes)
+        return ReportResult(module, html, None, timings, peak_bytes, None, input_hash)
     try:
         written = files.write(project_id, module, html)
     except StoreError as failure:
-        return ReportResult(module, None, error_message(failure), timings, peak_bytes)
-    return ReportResult(module, None, None, replace(timings, write_ns=written.write_ns), peak_bytes, written)
+        return ReportResult(module, None, error_message(failure), timings, peak_bytes, None, input_hash)
+    timings = StageTimings(timings.fetch_ns, timings.compute_ns, timings.render_ns, written.write_ns)
+    return ReportResult(module, None, None, timings, peak_bytes, written, input_hash)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from zerosite.benchmarking.cells import BARE, BASELINE, LEVELS, SCENARIOS, STAGES, Cell, CellResult, RoundOutcome
+from zerosite.benchmarking.service_level import ServiceAnalysis
 from zerosite.benchmarking.stats import (
     Interval,
     Spread,
@@ -23,7 +24,7 @@ from zerosite.benchmarking.stats import (
 )
 from zerosite.benchmarking.targets import TARGET_SPECS
 from zerosite.benchmarking.verdicts import Judgement, Verdict, judge
-from zerosite.benchmarking.winners import Standing, rank
+from zerosite.benchmarking.winners import Standing, rank, spaced, times
 
 __all__ = ["LEVEL_NAMES", "Analysis", "CellFigures", "analyse", "level_unit", "level_value", "standings"]
 
@@ -126,11 +127,48 @@ class CellFigures:
 
 
 @dataclass(frozen=True)
+class Lead:
+    """How far ahead of a reference contender our fastest strategy of a level and scenario was."""
+
+    level: str
+    scenario: str
+    ours: str
+    reference: str
+    ratio: float
+    """The reference's median time over ours: 1.2 = ours was 1.2x as fast."""
+    interval: Interval
+    unjudged: bool = False
+    """Measured mostly while the machine was busy (as its level and scenario's standing)."""
+
+    def sentence(self) -> str:
+        """``process x2 was 1.21x as fast as joblib x2 [1.10x, 1.33x] beyond the noise``."""
+        i = self.interval
+        verdict = (
+            " (machine busy: not judged)" if self.unjudged else "" if i.low <= 1 <= i.high else " beyond the noise"
+        )
+        return (
+            f"{spaced(self.ours)} was {times(self.ratio)} as fast as {spaced(self.reference)} "
+            f"[{times(i.low)}, {times(i.high)}]{verdict}"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ours": self.ours,
+            "reference": self.reference,
+            "ratio": self.ratio,
+            "interval": self.interval.as_list(),
+            "unjudged": self.unjudged,
+        }
+
+
+@dataclass(frozen=True)
 class Analysis:
     """All cells' figures, every judgement, and per level and scenario the winner or the tie."""
 
     cells: tuple[CellFigures, ...]
     standings: tuple[Standing, ...] = ()
+    service: ServiceAnalysis | None = None
+    """The service level (``zerosite serve`` under load), when it was measured."""
 
     @property
     def sentences(self) -> dict[str, str]:
@@ -139,6 +177,32 @@ class Analysis:
         for standing in self.standings:
             lines[standing.level].append(f"{standing.scenario}: {standing.sentence()}")
         return {level: f"{LEVEL_NAMES[level]} — " + " ".join(parts) for level, parts in lines.items()}
+
+    @property
+    def leads(self) -> list[Lead]:
+        """Per level and scenario with reference code measured: our fastest strategy (the winner, or the
+        fastest of a tie) against each reference, as a ratio of medians with its bootstrap interval."""
+        leads = []
+        for standing in self.standings:
+            here = [f for f in self.cells if (f.cell.level, f.cell.scenario) == (standing.level, standing.scenario)]
+            ours = next((f for f in here if f.cell.label == standing.best.label and not f.cell.is_reference), None)
+            if ours is None:
+                continue
+            for reference in (f for f in here if f.cell.is_reference and f.cell.strategy != BARE):
+                ratio = statistics.median(reference.samples) / statistics.median(ours.samples)
+                interval = ratio_ci(reference.samples, ours.samples)
+                leads.append(
+                    Lead(
+                        standing.level,
+                        standing.scenario,
+                        ours.cell.label,
+                        reference.cell.label,
+                        ratio,
+                        interval,
+                        standing.unjudged,
+                    )
+                )
+        return leads
 
     def winners(self) -> dict[str, dict[str, dict[str, object]]]:
         """``winners[level][scenario]``: the verdicts as data (see :meth:`Standing.as_dict`)."""
@@ -149,7 +213,8 @@ class Analysis:
 
     @property
     def judgements(self) -> list[Judgement]:
-        return [j for figures in self.cells for j in figures.judgements]
+        cells = [j for figures in self.cells for j in figures.judgements]
+        return cells + (self.service.judgements if self.service is not None else [])
 
     @property
     def failures(self) -> list[Judgement]:
@@ -177,8 +242,10 @@ class Analysis:
             "judgements": [j.as_dict() for j in self.judgements],
             "verdict_counts": counts,
             "winners": self.winners(),
+            "references": [lead.as_dict() | {"level": lead.level, "scenario": lead.scenario} for lead in self.leads],
             "sentences": self.sentences,
             "noisy_cells": [f"{f.cell.level}/{f.cell.id}" for f in self.cells if f.noisy],
+            "service": self.service.as_dict() if self.service is not None else None,
         }
 
 
@@ -203,7 +270,8 @@ def _figures(
     memory_ci = bootstrap_ci(peaks, quantile=95, confidence=confidence) if peaks else None
     figures: dict[str, object] = {}
     if baseline is not None and cell.strategy not in (BASELINE, BARE):
-        base, own = baseline.per_iteration_s, result.per_iteration_s
+        # Per project (batch) or per iteration: a reference measured on fewer projects compares fairly.
+        base, own = [level_value(baseline.cell, r) for r in baseline.rounds], list(samples)
         s = speedup(statistics.median(base), statistics.median(own))
         interval = ratio_ci(base, own, confidence=confidence)
         figures.update(
@@ -220,7 +288,7 @@ def _figures(
                 statistics.median(result.per_iteration_s) / statistics.median(bare.per_iteration_s) - 1
             )
     judgements: list[Judgement] = []
-    if cell.strategy != BARE:
+    if not cell.is_reference:
         time_target = TIME_TARGET[cell.level]
         if time_target in targets:
             judgements.append(_judgement(cell, time_target, statistics.median(samples), time_ci, targets[time_target]))
@@ -310,7 +378,7 @@ def standings(figures: Iterable[CellFigures]) -> tuple[Standing, ...]:
             grouped[key].append((f.cell, f.speedup, f.speedup_ci))
         elif f.cell.strategy == BASELINE:
             grouped.setdefault(key, [])
-        if f.cell.strategy != BARE:
+        if not f.cell.is_reference:
             noise[key].append(f.noisy)
     order = sorted(grouped, key=lambda k: (LEVELS.index(k[0]), SCENARIOS.index(k[1]) if k[1] in SCENARIOS else 99, k))
     return tuple(

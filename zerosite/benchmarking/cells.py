@@ -8,7 +8,19 @@ from typing import Any
 
 from zerosite.types import STAGES
 
-__all__ = ["BARE", "BASELINE", "LEVELS", "SCENARIOS", "STAGES", "TIMES", "Cell", "CellResult", "RoundOutcome"]
+__all__ = [
+    "BARE",
+    "BASELINE",
+    "LEVELS",
+    "REFERENCE_NAMES",
+    "REFERENCE_SCENARIO",
+    "SCENARIOS",
+    "STAGES",
+    "TIMES",
+    "Cell",
+    "CellResult",
+    "RoundOutcome",
+]
 
 LEVELS: tuple[str, ...] = ("single", "pipeline", "batch")
 """single: one warm report of one module; pipeline: one project's modules; batch: projects written and indexed."""
@@ -19,6 +31,10 @@ TIMES = "\N{MULTIPLICATION SIGN}"
 BASELINE = "sequential"
 BARE = "bare"
 """Pseudo-strategy: a plain loop over the same module functions, to measure the engine's own overhead."""
+REFERENCE_NAMES: tuple[str, ...] = ("joblib", "pool", "seed-threads", "seed-procs")
+"""Pseudo-strategies of reference code measured beside ours at the batch level (``references.REFERENCES``)."""
+REFERENCE_SCENARIO = "cpu"
+"""The scenario reference code joins: it reads the embedded data, with no data source to wait on."""
 
 
 @dataclass(frozen=True, order=True)
@@ -63,6 +79,11 @@ class Cell:
         return f"{what}, strategy {self.label}, scenario {self.scenario}"
 
     @property
+    def is_reference(self) -> bool:
+        """Not one of ZeroSite's strategies: the bare loop or reference code (no verdicts, never a winner)."""
+        return self.strategy == BARE or self.strategy in REFERENCE_NAMES
+
+    @property
     def baseline(self) -> Cell:
         """The sequential cell of this cell's group."""
         return replace(self, strategy=BASELINE, workers=1)
@@ -75,7 +96,7 @@ class Cell:
     @property
     def sort_key(self) -> tuple[int, Cell]:
         """Orders a group as tables show it: the baseline first, the bare loop last."""
-        return (0 if self.strategy == BASELINE else 2 if self.strategy == BARE else 1, self)
+        return (0 if self.strategy == BASELINE else 2 if self.is_reference else 1, self)
 
     def as_info(self) -> dict[str, object]:
         """The cell's coordinates, for pytest-benchmark's ``extra_info``."""

@@ -14,8 +14,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from zerosite.benchmarking.analysis import TIME_TARGET, Analysis, CellFigures, standings
-from zerosite.benchmarking.cells import BARE, BASELINE, STAGES, TIMES
+from zerosite.benchmarking.cells import BASELINE, STAGES, TIMES
 from zerosite.benchmarking.colours import StrategyColours
+from zerosite.benchmarking.service_level import ServiceAnalysis
 from zerosite.benchmarking.stats import Interval
 from zerosite.benchmarking.targets import TARGET_SPECS
 from zerosite.benchmarking.winners import Standing
@@ -403,7 +404,7 @@ def _distribution(
 
 def _memory(cells: list[CellFigures], run_target: float | None, colours: StrategyColours, path: Path) -> Path:
     """Per module (single-report cells) or for all modules (other levels), one bar per strategy."""
-    measured = [f for f in cells if f.memory_mb is not None and f.cell.strategy != BARE]
+    measured = [f for f in cells if f.memory_mb is not None and not f.cell.is_reference]
     single = [f for f in measured if f.cell.level == "single"]
     shown = single or [f for f in measured if f.cell.level == measured[0].cell.level]
     by_x: dict[str, dict[str, CellFigures]] = defaultdict(dict)
@@ -443,6 +444,82 @@ def _memory(cells: list[CellFigures], run_target: float | None, colours: Strateg
     return _save(fig, path)
 
 
+SERVICE_TARGET = "service_p95_ms"
+
+
+def _service(service: ServiceAnalysis, run_target: float | None, colours: StrategyColours, path: Path) -> Path:
+    """Latency (p50, p95 with its 95 % interval, p99) and throughput against virtual users, one colour per server
+    strategy; with a sweep, p95 against the arrival rate offered (open loop)."""
+    sweeps = [s for s in service.sweeps if s.steps]
+    panels = 3 if sweeps else 2
+    fig = Figure(figsize=(STYLE.width_in, 4.2), layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    latency, throughput = axes[0], axes[1]
+    strategies = sorted({p.strategy for p in service.points})
+    users = sorted({p.users for p in service.points})
+    lows: list[float] = []
+    highs: list[float] = []
+    for k, strategy in enumerate(strategies):
+        points = sorted((p for p in service.points if p.strategy == strategy), key=lambda p: p.users)
+        colour = colours.of_strategy(strategy)
+        shift = (k - (len(strategies) - 1) / 2) * 0.015 * max(users)
+        xs = [p.users + shift for p in points]
+        p95 = [p.p95_ms for p in points]
+        latency.errorbar(
+            xs, p95, yerr=_errors(p95, [p.p95_ci for p in points]), color=colour, marker="o", capsize=3, linewidth=1.6
+        )
+        latency.plot(xs, [p.p50_ms for p in points], color=colour, marker=".", linestyle=":", linewidth=1.0)
+        latency.plot(xs, [p.p99_ms for p in points], color=colour, marker="^", linestyle="--", linewidth=0.8)
+        lows += [p.p50_ms for p in points if p.p50_ms > 0]
+        highs += [max(p.p99_ms, p.p95_ci.high) for p in points]
+        throughput.plot([p.users for p in points], [p.throughput_per_s for p in points], color=colour, marker="o")
+        errors = [(p.users, p.throughput_per_s) for p in points if p.errors]
+        if errors:
+            throughput.plot(*zip(*errors, strict=True), "x", color=STYLE.busy_colour, markersize=9)
+    log = _value_axis(latency, min(lows or [1.0]), max(highs or [1.0]), from_zero=True)
+    target = shared_target(service.points, SERVICE_TARGET, run_target)  # type: ignore[arg-type]
+    _target(latency, SERVICE_TARGET, target, max(highs or [1.0]), log, False)
+    latency.set_ylabel(f"latency (ms){', log' if log else ''}")
+    latency.set_title("latency", fontsize="medium")
+    ideal = [u / 1.0 for u in users]  # a user thinks 1 s on average: at best one request per user per second
+    throughput.plot(users, ideal, color="#888888", linestyle=":", linewidth=1.2)
+    _value_axis(throughput, 0.0, max([*ideal, *(p.throughput_per_s for p in service.points)]), from_zero=True)
+    throughput.set_ylabel("requests answered per second")
+    throughput.set_title("throughput", fontsize="medium")
+    for ax in (latency, throughput):
+        ax.set_xticks(users)
+        ax.set_xlabel("virtual users")
+        ax.set_xlim(0, max(users) * 1.08)
+    if sweeps:
+        ax = axes[2]
+        tops: list[float] = []
+        for sweep in sweeps:
+            xs = [s.offered_per_s for s in sweep.steps]
+            ys = [s.p95_ms for s in sweep.steps]
+            tops += ys
+            ax.plot(xs, ys, color=colours.of_strategy(sweep.strategy), marker="o")
+            bad = [(s.offered_per_s, s.p95_ms) for s in sweep.steps if not s.held]
+            if bad:
+                ax.plot(*zip(*bad, strict=True), "x", color=STYLE.busy_colour, markersize=9)
+        top = max(*tops, sweeps[0].target_p95_ms)  # the target always in view: the sweep is about it
+        sweep_log = _value_axis(ax, min(tops), top, from_zero=True)
+        _target(ax, SERVICE_TARGET, sweeps[0].target_p95_ms, top, sweep_log, False)
+        ax.set_xlabel("arrival rate offered (requests/s, open loop)")
+        ax.set_ylabel(f"p95 from the scheduled send (ms){', log' if sweep_log else ''}")
+        ax.set_title("open-loop sweep", fontsize="medium")
+    handles = [Line2D([], [], color=colours.of_strategy(s), marker="o", label=s) for s in strategies]
+    handles += [
+        Line2D([], [], color="black", marker="o", label="p95, 95% interval"),
+        Line2D([], [], color="black", marker=".", linestyle=":", linewidth=1.0, label="p50"),
+        Line2D([], [], color="black", marker="^", linestyle="--", linewidth=0.8, label="p99"),
+        Line2D([], [], color="#888888", linestyle=":", label="1 request per user per s"),
+        Line2D([], [], color=STYLE.busy_colour, marker="x", linestyle="none", label="errors / not held"),
+    ]
+    fig.legend(handles=handles, loc="outside right upper", fontsize="small", title="server strategy")
+    fig.suptitle("Service level: zerosite serve under load (closed loop: virtual users, 1 s think time)")
+    return _save(fig, path)
+
+
 def write_charts(
     analysis: Analysis,
     targets: Mapping[str, float],
@@ -472,6 +549,10 @@ def write_charts(
             (_stage_split(level, cells, colours, folder / f"{level}-stages.png"), "Stage split"),
         ]
         charts += [Chart(path, f"{what}: {title}", level) for path, what in made]
+    if analysis.service is not None and analysis.service.points:
+        run_target = targets.get(SERVICE_TARGET)
+        path = _service(analysis.service, run_target, colours, folder / "service.png")
+        charts.append(Chart(path, "Service level: latency and throughput against users", "service"))
     if any(f.memory_mb is not None for f in analysis.cells):
         path = _memory(list(analysis.cells), targets.get(MEMORY_TARGET), colours, folder / "memory.png")
         charts.append(Chart(path, "Memory per report", None))

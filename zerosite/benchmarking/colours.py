@@ -62,7 +62,8 @@ class StrategyColours:
         return cls(MappingProxyType(strategies), MappingProxyType(labels))
 
     def of_strategy(self, strategy: str) -> str:
-        return self.strategies.get(strategy, "#000000")
+        """A strategy's colour; a built-in one not among the cells (the service level's servers) keeps its own."""
+        return self.strategies.get(strategy) or KNOWN_STRATEGY_COLOURS.get(strategy, "#000000")
 
     def of_label(self, label: str) -> str:
         """The colour of ``process x2``; a label not seen when the mapping was built gets its strategy's."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from zerosite.benchmarking.cells import BASELINE, SCENARIOS, Cell
+from zerosite.benchmarking.cells import BASELINE, REFERENCE_SCENARIO, SCENARIOS, Cell
 from zerosite.benchmarking.harness import StoppingRule
 
 __all__ = ["ONE_AT_A_TIME", "MatrixSettings", "PlannedCell", "build_matrix"]
@@ -74,9 +74,11 @@ def build_matrix(
     workers: Sequence[int],
     scenarios: Sequence[str] = SCENARIOS,
     modules: Sequence[str | None] = (None,),
+    references: Sequence[tuple[str, str | None]] = (),
 ) -> list[PlannedCell]:
     """Cells of ``level`` for each module x scenario: the sequential baseline first, then every other
-    strategy (``(name, unavailable_reason)`` pairs) at each worker count."""
+    strategy (``(name, unavailable_reason)`` pairs) at each worker count; then, in the reference scenario,
+    each of ``references`` (reference code, same pairs) at the smallest worker count."""
     others = sorted((name, why) for name, why in strategies if name != BASELINE)
     planned = []
     for module in modules:
@@ -85,4 +87,8 @@ def build_matrix(
             planned += [
                 PlannedCell(Cell(level, scenario, name, n, module), why) for name, why in others for n in workers
             ]
+            if scenario == REFERENCE_SCENARIO:
+                planned += [
+                    PlannedCell(Cell(level, scenario, name, min(workers), module), why) for name, why in references
+                ]
     return planned

@@ -13,7 +13,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from zerosite.benchmarking.analysis import LEVEL_NAMES, Analysis, CellFigures
-from zerosite.benchmarking.cells import BARE, BASELINE, LEVELS, SCENARIOS, TIMES
+from zerosite.benchmarking.cells import BASELINE, LEVELS, SCENARIOS, TIMES
 from zerosite.benchmarking.charts import Chart
 from zerosite.benchmarking.colours import StrategyColours
 from zerosite.benchmarking.machine import Machine
@@ -24,7 +24,14 @@ from zerosite.benchmarking.winners import Contender, Standing
 __all__ = ["Badge", "CellRow", "ProfileLink", "cell_row", "modules_phrase", "render_page"]
 
 VERDICT_ORDER = {Verdict.FAIL: 0, Verdict.INCONCLUSIVE: 1, Verdict.PASS: 2}
-SHORT_TARGET = {"single_report_ms": "time", "pipeline_ms": "time", "batch_100_s": "time", "memory_per_report_mb": "mem"}
+SHORT_TARGET = {
+    "single_report_ms": "time",
+    "pipeline_ms": "time",
+    "batch_100_s": "time",
+    "memory_per_report_mb": "mem",
+    "service_p95_ms": "p95",
+    "service_error_rate": "errors",
+}
 LISTED = 4
 """Items of one kind shown on the first screen; the rest fold into a <details>."""
 MODES = {"time": "wall time", "instructions": "CPU instructions counted under valgrind (deterministic)"}
@@ -236,7 +243,7 @@ def render_page(
     counts = {str(v): 0 for v in Verdict}
     for judgement in analysis.judgements:
         counts[str(judgement.verdict)] += 1
-    judged = [f for f in analysis.cells if f.cell.strategy != BARE]
+    judged = [f for f in analysis.cells if not f.cell.is_reference]
     outcomes = {(s.level, s.scenario): _Outcome(s, colours) for s in analysis.standings}
     scenarios = sorted({s.scenario for s in analysis.standings}, key=_scenario_order)
     rows = [cell_row(f, precision_goal) for f in analysis.cells]
@@ -253,9 +260,10 @@ def render_page(
             if any(key[0] == level for key in outcomes)
         ],
         failures=analysis.failures,
+        leads=analysis.leads,
         noisy=[(_where(f), f) for f in judged if f.noisy],
         imprecise=sorted(
-            ((_where(r.figures), r) for r in rows if r.precision_missed and r.figures.cell.strategy != BARE),
+            ((_where(r.figures), r) for r in rows if r.precision_missed and not r.figures.cell.is_reference),
             key=lambda pair: -max(pair[1].figures.precision, pair[1].figures.speedup_precision or 0.0),
         ),
         listed=LISTED,
@@ -270,4 +278,5 @@ def render_page(
         baseline=BASELINE,
         charts=[{"title": c.title, "src": _data_uri(c.path)} for c in charts],
         profiles=profiles,
+        service=analysis.service,
     )

@@ -21,7 +21,8 @@ from zerosite.benchmarking.matrix import MatrixSettings, build_matrix
 from zerosite.benchmarking.targets import Targets, load_targets
 
 if TYPE_CHECKING:
-    from zerosite.benchmarking.fixture import CellBenchmark
+    from zerosite.benchmarking.fixture import CellBenchmark, ServiceBenchmark
+    from zerosite.benchmarking.service_load import LoadSettings
     from zerosite.benchmarking.session import Recorder
     from zerosite.benchmarking.workloads import Workload
     from zerosite.project import Project
@@ -136,6 +137,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "zerosite_matrix(level, modules=None, scenarios=None, strategies=None, workers=None): "
         "parametrize `zerosite_cell` with the benchmark matrix of a level",
     )
+    config.addinivalue_line(
+        "markers", "zerosite_service: parametrize `zerosite_service_point` with the service level's strategies x users"
+    )
     try:
         targets: Targets = load_targets(Path(config.rootpath), config.getoption("zerosite_target"))
     except ValueError as error:
@@ -182,11 +186,37 @@ def recorder_of(config: pytest.Config) -> Recorder:
             reports_dir=setup.reports_dir,
             mode=setup.mode,
             load=LoadMonitor() if setup.mode == "time" else None,
+            service_settings=_service_settings(config),
         )
     return config.stash[RECORDER]
 
 
+def _service_settings(config: pytest.Config) -> LoadSettings:
+    from zerosite.benchmarking.service_load import LoadSettings
+
+    return LoadSettings.quick() if config.getoption("zerosite_quick") else LoadSettings()
+
+
+def _parametrize_service(metafunc: pytest.Metafunc) -> None:
+    """``zerosite_service_point``: every server strategy x number of users of the service level."""
+    from zerosite.benchmarking.service_load import ServicePointId
+    from zerosite.plugins import get_strategies
+
+    settings = _service_settings(metafunc.config)
+    strategies = get_strategies()
+    points = []
+    for name in settings.strategies:
+        why = strategies[name].unavailable_reason() if name in strategies else f"no strategy {name!r} here"
+        for users in settings.users:
+            point = ServicePointId(name, settings.workers, users)
+            points.append(pytest.param(point, id=point.id, marks=[pytest.mark.skip(reason=why)] if why else []))
+    metafunc.parametrize("zerosite_service_point", points)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("zerosite_service") and "zerosite_service_point" in metafunc.fixturenames:
+        _parametrize_service(metafunc)
+        return
     marker = metafunc.definition.get_closest_marker("zerosite_matrix")
     if marker is None or "zerosite_cell" not in metafunc.fixturenames:
         return
@@ -195,7 +225,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
     level = marker.args[0] if marker.args else marker.kwargs["level"]
     settings = metafunc.config.stash[SETUP].settings
-    strategies = [(name, s.unavailable_reason()) for name, s in get_strategies().items()]
+    strategies = [
+        (name, s.unavailable_reason()) for name, s in get_strategies().items() if level == "batch" or not s.batches_only
+    ]
     wanted = marker.kwargs.get("strategies")
     if wanted is not None:
         strategies = [(n, why) for n, why in strategies if n in wanted]
@@ -206,6 +238,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         workers=marker.kwargs.get("workers") or settings.workers_for(level),
         scenarios=marker.kwargs.get("scenarios") or tuple(SCENARIO_LATENCY_SHARE),
         modules=modules,
+        references=_references() if level == "batch" else (),
     )
     metafunc.parametrize(
         "zerosite_cell",
@@ -216,11 +249,30 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     )
 
 
+def _references() -> list[tuple[str, str | None]]:
+    """The batch level's reference code, ``(name, unavailable_reason)``."""
+    from zerosite.benchmarking.references import REFERENCES
+
+    return [(name, reference.unavailable_reason()) for name, reference in REFERENCES.items()]
+
+
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the cells that will run are measured
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
         cell = callspec.params.get("zerosite_cell") if callspec is not None else None
+        point = callspec.params.get("zerosite_service_point") if callspec is not None else None
+        if point is not None and not item.get_closest_marker("skip"):
+            recorder_of(config).service_selected.add(point.strategy)
+            existing = item.get_closest_marker("benchmark")
+            clock = recorder_of(config).clocks[item.nodeid] = ReplayClock()
+            kwargs = {
+                **(existing.kwargs if existing else {}),
+                "timer": clock,
+                "group": f"level=service-{point.strategy}",
+            }
+            item.add_marker(pytest.mark.benchmark(**kwargs), append=False)
+            continue
         if not isinstance(cell, Cell) or item.get_closest_marker("skip"):
             continue
         overrides: dict[str, float] = {}
@@ -324,11 +376,31 @@ def zerosite_bench(
     return CellBenchmark(benchmark, zerosite_recorder, zerosite_workload, request.node.nodeid)
 
 
+@pytest.fixture
+def zerosite_service(
+    benchmark: Any,
+    zerosite_recorder: Recorder,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> ServiceBenchmark:
+    """Call it with a point: ``zerosite_service(zerosite_service_point)`` measures the point's server (every
+    number of users, once per strategy) and hands that point's request latencies to pytest-benchmark."""
+    from zerosite.benchmarking.fixture import ServiceBenchmark
+
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+
+    def say(line: str) -> None:
+        if reporter is not None:
+            reporter.write_line(line)
+
+    return ServiceBenchmark(benchmark, zerosite_recorder, request.node.nodeid, tmp_path_factory, say)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list[Any], output_json: dict[str, Any]) -> None:
     """Our figures into each benchmark's ``extra_info`` and a top-level ``zerosite`` block."""
     recorder = config.stash.get(RECORDER, None)
-    if recorder is None or not recorder.results:
+    if recorder is None or not recorder.measured:
         return
     by_cell = {f.cell: f for f in recorder.analysis.cells}
     for entry in output_json.get("benchmarks", []):
@@ -343,7 +415,9 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list[Any], o
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     recorder = config.stash.get(RECORDER, None)
-    if recorder is None or not recorder.results or hasattr(config, "workerinput"):
+    if recorder is not None:
+        recorder.stop_servers()
+    if recorder is None or not recorder.measured or hasattr(config, "workerinput"):
         return
     from zerosite.benchmarking.compare import compare_runs, load_run, parse_threshold
     from zerosite.benchmarking.session import profile_strategies_of, write_outputs
@@ -375,7 +449,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     recorder = config.stash.get(RECORDER, None)
-    if recorder is None or not recorder.results:
+    if recorder is None or not recorder.measured:
         return
     analysis = recorder.analysis
     tr = terminalreporter
@@ -384,6 +458,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr.write_line(f"{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['INCONCLUSIVE']} INCONCLUSIVE")  # type: ignore[index]
     for standing in analysis.standings:
         tr.write_line(f"{standing.level} / {standing.scenario}: {standing.sentence()}")
+    for lead in analysis.leads:
+        tr.write_line(f"{lead.level} / {lead.scenario} against reference code: {lead.sentence()}")
+    if analysis.service is not None:
+        for point in analysis.service.points:
+            tr.write_line(point.line(), yellow=point.busy)
+        for sweep in analysis.service.sweeps:
+            tr.write_line(sweep.line())
     noisy = [f for f in analysis.cells if f.noisy]
     if noisy:
         tr.write_line(

@@ -7,12 +7,12 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from zerosite.benchmarking.analysis import Analysis, analyse
-from zerosite.benchmarking.cells import BARE, Cell, CellResult
+from zerosite.benchmarking.cells import Cell, CellResult
 from zerosite.benchmarking.fingerprint import machine_fingerprint, workload_fingerprint
 from zerosite.benchmarking.harness import LoadProbe, ReplayClock, measure_interleaved
 from zerosite.benchmarking.instructions import count_instructions, uncountable_reason
@@ -20,10 +20,13 @@ from zerosite.benchmarking.machine import describe_machine
 from zerosite.benchmarking.matrix import MatrixSettings
 from zerosite.benchmarking.phases import Stopwatch
 from zerosite.benchmarking.profiling import profile_strategies
+from zerosite.benchmarking.service_level import ERROR_TARGET, P95_TARGET, analyse_service
+from zerosite.benchmarking.service_load import LoadSettings, ServiceRun, drive_server, launch_server
 from zerosite.benchmarking.targets import Targets
 from zerosite.benchmarking.workloads import ROUND_PERIOD, MemoryProbe, Workload, cell_round
 from zerosite.plugins import get_modules, get_strategies
 from zerosite.rendering import get_environment, templates_fingerprint
+from zerosite.service.process import ServerProcess
 
 __all__ = ["JSON_NAME", "MODES", "Recorder"]
 
@@ -49,8 +52,52 @@ class Recorder:
     clocks: dict[str, ReplayClock] = field(default_factory=dict)
     workload: Workload | None = None
     stopwatch: Stopwatch = field(default_factory=Stopwatch)
+    service_runs: dict[str, ServiceRun] = field(default_factory=dict)
+    """The service level's servers measured, by strategy."""
+    service_settings: LoadSettings = field(default_factory=LoadSettings)
+    service_selected: set[str] = field(default_factory=set)
+    """The server strategies whose service tests were collected and not deselected."""
+    _servers: dict[str, ServerProcess] = field(default_factory=dict)
     _analysis: Analysis | None = None
     _probe: MemoryProbe | None = None
+
+    @property
+    def measured(self) -> bool:
+        """Whether anything was measured: cells, or the service level."""
+        return bool(self.results or self.service_runs)
+
+    def measure_service(self, strategy: str, folder: Callable[[str], Path], say: Callable[[str], None]) -> ServiceRun:
+        """The service level of ``strategy``: its server driven at every number of users (and swept where the
+        settings say), then stopped; measured the first time one of its tests asks. The first call launches the
+        servers of every strategy selected at once (``folder(strategy)`` gives each its output folder), so that
+        they warm up together, and waits until all are ready; each then waits idle until its turn."""
+        if strategy not in self.service_runs:
+            with self.stopwatch("service"):
+                if not self._servers:
+                    for name in sorted(self.service_selected | {strategy}):
+                        self._servers[name] = launch_server(name, self.service_settings, folder(name))
+                    for server in self._servers.values():  # every one warm, so none warms while another is driven
+                        server.wait_ready()
+                if strategy in self._servers:
+                    server = self._servers.pop(strategy)
+                else:
+                    server = launch_server(strategy, self.service_settings, folder(strategy))
+                self.service_runs[strategy] = drive_server(
+                    server,
+                    strategy,
+                    self.service_settings,
+                    target_p95_ms=self.targets.values.get(P95_TARGET, 300.0),
+                    max_error_percent=self.targets.values.get(ERROR_TARGET, 0.0),
+                    log=say,
+                )
+            self._analysis = None
+        return self.service_runs[strategy]
+
+    def stop_servers(self) -> None:
+        """Stop the service level's servers that were launched and not driven (a test deselected or failed)."""
+        while self._servers:
+            _, server = self._servers.popitem()
+            server.__exit__(None, None, None)
 
     def select(self, cell: Cell, overrides: Mapping[str, float]) -> None:
         self.selected.add(cell)
@@ -110,7 +157,10 @@ class Recorder:
     @property
     def analysis(self) -> Analysis:
         if self._analysis is None:
-            self._analysis = analyse(self.results.values(), self.targets_for, cores=describe_machine().usable_cpus)
+            analysis = analyse(self.results.values(), self.targets_for, cores=describe_machine().usable_cpus)
+            if self.service_runs:
+                analysis = replace(analysis, service=analyse_service(self.service_runs.values(), self.targets.values))
+            self._analysis = analysis
         return self._analysis
 
     def modules(self) -> list[str]:
@@ -143,6 +193,7 @@ class Recorder:
             "quick": quick,
             "machine": describe_machine().as_dict(),
             "phases_s": self.stopwatch.as_dict(),
+            "service_load": asdict(self.service_settings) if self.service_runs else None,
         }
 
     @property
@@ -228,7 +279,7 @@ def write_outputs(recorder: Recorder, config: Any, record_profiles: Callable[[Pa
 
 def profile_strategies_of(recorder: Recorder, folder: Path, latency_ms: float, warn: Callable[[str], None]) -> Any:
     """py-spy profiles of each measured (strategy, workers), per scenario measured; warnings passed to ``warn``."""
-    strategies = sorted({(c.strategy, c.workers) for c in recorder.results if c.strategy != BARE})
+    strategies = sorted({(c.strategy, c.workers) for c in recorder.results if not c.is_reference})
     scenarios = sorted({c.scenario for c in recorder.results})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -27,6 +27,8 @@ class TargetSpec:
     unit: str
     level: str | None
     figure: str
+    zero_allowed: bool = False
+    """Whether 0 is a meaningful bound (an error rate of none); times and sizes must be > 0."""
 
 
 TARGET_SPECS: Mapping[str, TargetSpec] = MappingProxyType(
@@ -37,6 +39,8 @@ TARGET_SPECS: Mapping[str, TargetSpec] = MappingProxyType(
             TargetSpec("pipeline_ms", 500, "ms", "pipeline", "median time of every module of one project"),
             TargetSpec("batch_100_s", 30, "s", "batch", "median wall time per 100 projects, written and indexed"),
             TargetSpec("memory_per_report_mb", 10, "MB", None, "p95 of the peak traced memory of one report"),
+            TargetSpec("service_p95_ms", 300, "ms", "service", "p95 latency of the service's requests, per users"),
+            TargetSpec("service_error_rate", 0, "%", "service", "share of the service's requests that failed", True),
         )
     }
 )
@@ -68,6 +72,11 @@ def _check_name(name: str, origin: str) -> None:
         raise ValueError(f"{origin}: unknown target {name!r}; known targets: {', '.join(TARGET_SPECS)}")
 
 
+def _bound(name: str) -> str:
+    spec = TARGET_SPECS.get(name)
+    return "a number >= 0" if spec is not None and spec.zero_allowed else "a positive number"
+
+
 def find_pyproject(start: Path) -> Path | None:
     """The nearest ``pyproject.toml`` in ``start`` or a folder above it."""
     start = start.resolve()
@@ -89,8 +98,8 @@ def parse_override(text: str) -> tuple[str, float]:
         number = float(value)
     except ValueError:
         raise ValueError(f"--zerosite-target {name}: {value.strip()!r} is not a number") from None
-    if number <= 0:
-        raise ValueError(f"--zerosite-target {name}: must be > 0, got {number!r}")
+    if number < 0 or (number == 0 and not TARGET_SPECS[name].zero_allowed):
+        raise ValueError(f"--zerosite-target {name}: must be {_bound(name)}, got {number!r}")
     return name, number
 
 
@@ -105,8 +114,10 @@ def load_targets(start: Path, overrides: Iterable[str] = ()) -> Targets:
         with pyproject.open("rb") as fh:
             table = tomllib.load(fh).get("tool", {}).get("zerosite", {}).get("targets", {})
         for name, value in table.items():
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{pyproject}: [tool.zerosite.targets] {name} must be a positive number")
+            spec = TARGET_SPECS.get(name)
+            zero = spec is not None and spec.zero_allowed
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0 or (value == 0 and not zero):
+                raise ValueError(f"{pyproject}: [tool.zerosite.targets] {name} must be {_bound(name)}")
         targets = targets.with_overrides(table, str(pyproject))
     parsed = dict(parse_override(text) for text in overrides)
     return targets.with_overrides(parsed, "--zerosite-target") if parsed else targets

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from zerosite.benchmarking.cells import BARE, BASELINE, TIMES, Cell
+from zerosite.benchmarking.cells import BASELINE, TIMES, Cell
 from zerosite.benchmarking.stats import Interval
 
 __all__ = ["Contender", "Standing", "rank"]
@@ -137,7 +137,7 @@ def rank(
     ``busy_cells`` of its ``cells`` were measured on a busy machine."""
     by_key: dict[tuple[str, int], list[tuple[float, Interval]]] = defaultdict(list)
     for cell, value, interval in speedups:
-        if cell.strategy not in (BASELINE, BARE):
+        if cell.strategy != BASELINE and not cell.is_reference:
             by_key[(cell.strategy, cell.workers)].append((value, interval))
     contenders = [Contender(BASELINE, BASELINE, 1, 1.0, Interval(1.0, 1.0))]
     for (strategy, workers), points in by_key.items():

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from zerosite.benchmarking.cells import BARE, BASELINE, STAGES, Cell, RoundOutcome
+from zerosite.benchmarking.cells import BARE, BASELINE, REFERENCE_NAMES, STAGES, Cell, RoundOutcome
 from zerosite.benchmarking.harness import RoundFunction
 from zerosite.project import Project
 from zerosite.types import ProjectResult
@@ -110,7 +110,7 @@ class MemoryProbe:
         self._by_config: dict[tuple[str, int], dict[str, tuple[int, ...]]] = {}
 
     def __call__(self, cell: Cell) -> tuple[int, ...]:
-        if cell.strategy == BARE:
+        if cell.is_reference:
             return ()
         key = (cell.strategy, cell.workers)
         if key not in self._by_config:
@@ -222,11 +222,37 @@ def _bare_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[Round
 
 
 @contextlib.contextmanager
+def _reference_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[RoundFunction]:
+    """Reference code (``references.REFERENCES``) making a batch's reports into a fresh folder each round;
+    pools it starts are part of its round, as they are of its every run."""
+    from zerosite.benchmarking.references import REFERENCES
+
+    reference = REFERENCES[cell.strategy]
+    size = min(reference.projects or workload.batch_projects, workload.batch_projects)
+    batch = list(itertools.islice(_cycle(cell, workload), size))
+    counter = itertools.count()
+
+    def one_batch() -> RoundOutcome:
+        out = scratch / f"batch-{next(counter)}"
+        started = time.perf_counter()
+        made = reference.run(batch, out, cell.workers)
+        wall_s = time.perf_counter() - started
+        shutil.rmtree(out, ignore_errors=True)
+        return RoundOutcome(wall_s=wall_s, projects=len(batch), reports=made)
+
+    yield one_batch
+
+
+_ROUNDS = {BARE: _bare_round, **dict.fromkeys(REFERENCE_NAMES, _reference_round)}
+"""How a pseudo-strategy's rounds run; ZeroSite's own strategies run on the engine (``_engine_round``)."""
+
+
+@contextlib.contextmanager
 def cell_round(cell: Cell, workload: Workload) -> Iterator[RoundFunction]:
     """Warm the cell's workers and yield its round function; stop the workers afterwards."""
     scratch = Path(tempfile.mkdtemp(prefix=f"zerosite-bench-{cell.strategy}-", dir=workload.scratch))
     try:
-        start = _bare_round if cell.strategy == BARE else _engine_round
+        start = _ROUNDS.get(cell.strategy, _engine_round)
         with start(cell, workload, scratch) as round_function:
             yield round_function
     finally:

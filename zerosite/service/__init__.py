@@ -1,17 +1,28 @@
 """ZeroSite as an HTTP service: ``zerosite serve``, or ``uvicorn --factory zerosite.service:create_app``."""
 
-from zerosite.service.app import create_app
-from zerosite.service.cache import ReportCache, StoreCache, open_cache
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from zerosite.service.config import LIMITS, ConfigError, ServiceConfig, ServiceLimits, read_token_file
+
+if TYPE_CHECKING:
+    from zerosite.service.app import create_app
 
 __all__ = [
     "LIMITS",
     "ConfigError",
-    "ReportCache",
     "ServiceConfig",
     "ServiceLimits",
-    "StoreCache",
     "create_app",
-    "open_cache",
     "read_token_file",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``create_app`` is imported on first use: the package (``zerosite.service.process`` included, which the
+    benchmark harness uses) imports without the serve extra (FastAPI, uvicorn) installed."""
+    if name == "create_app":
+        return importlib.import_module("zerosite.service.app").create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

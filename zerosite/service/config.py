@@ -36,13 +36,14 @@ class ServiceLimits:
     """Projects of a batch handed to the engine at a time; between two, other work and a cancel get their turn."""
     warm_runners: int = 4
     """Warm runners kept at once: one per module selection (``?modules=``), least recently used closed first."""
-    report_cache_bytes: int = 64 << 20
-    """Report files (and their compressed forms) kept in memory for ``GET /v1/reports``."""
+    response_body_cache_bytes: int = 64 << 20
+    """``GET /v1/reports``'s response bodies (each report file and its compressed forms) kept in memory."""
     cache_control: str = "public, max-age=60"
     recent_reports_shown: int = 20
-    store_hold_s: float = 0.25
-    """A server process keeps the output folder's store open between passes while work keeps coming, at most this
-    long at a time; then it closes it, so that other server processes on the folder get their turn."""
+    store_idle_s: float = 0.2
+    """A server process keeps the output folder's store open between passes, and closes it once idle this long
+    (so that a ``zerosite generate`` into the folder can run), or after a pass when another server process on the
+    folder waits for it (it touches ``OUT/.zerosite.waiting``)."""
     busy_retry_s: float = 0.02
     """How often a process waits and tries again for the output folder another process is writing to."""
 
@@ -60,7 +61,8 @@ class ServiceConfig:
     workers: int = 2
     chunksize: int = 1
     cache: str | None = None
-    """A report cache backend (``--cache``); ``None`` or ``local``: the store's own files and index."""
+    """The report cache's URL (``--cache``: a ``zerosite_register_caches`` backend, e.g. ``redis://host:6379/0``);
+    ``None`` or ``local``: the store's own files and index."""
     token: str | None = None
     """A bearer token that write endpoints require; ``None``: no token asked for."""
     queue_size: int = 64

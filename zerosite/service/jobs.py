@@ -8,8 +8,10 @@ pass takes it and gives it back; another server process on the same folder waits
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import itertools
 import logging
+import os
 import threading
 import time
 import uuid
@@ -21,16 +23,28 @@ from zerosite.engine import BatchOptions, BatchPlan, ReportOutcome, generate, pl
 from zerosite.project import Project, parse_project
 from zerosite.sample import iter_sample_projects
 from zerosite.service.batches import BOOK_FILE, FINAL_STATES, BatchBook, BatchView
-from zerosite.service.cache import ReportCache
 from zerosite.service.config import LIMITS, ServiceConfig
 from zerosite.store import OutputBusy, ReportStore
-from zerosite.types import Runner, describe_error
+from zerosite.types import ReportCache, Runner, describe_error
 
 __all__ = ["Batch", "ReportQueue", "Selection", "Unavailable"]
 
 log = logging.getLogger("zerosite.service")
 
 IDLE_WAIT_S = 0.5
+WAITING_FILE = ".zerosite.waiting"
+"""Touched by a server process that finds the output folder held; the holder gives it up after its pass.
+
+A server process keeps the folder's store open from pass to pass (opening it reads the index's resume table
+and scans the folder for stale temporary files, which grows with the folder), and gives it back once idle for
+``LIMITS.store_idle_s`` or at once when another server process waits for it."""
+
+
+class _Idle:
+    """What :meth:`ReportQueue._next` hands back when the store has been idle long enough to give back."""
+
+
+_IDLE = _Idle()
 GIVE_UP_EARLY_S = 0.1
 """A request still waiting for the output folder is given up this long before its caller's deadline."""
 
@@ -84,12 +98,12 @@ class Batch:
 
     def count(self, outcomes: Sequence[ReportOutcome]) -> None:
         """One finished project."""
-        statuses = [o.status for o in outcomes]
+        statuses = ["cached" if o.status == "skipped" or o.from_cache else o.status for o in outcomes]
         self.counts["done"] += 1
         self.counts["failed"] += "failed" in statuses
-        self.counts["cached"] += all(s == "skipped" for s in statuses)
+        self.counts["cached"] += all(s == "cached" for s in statuses)
         self.counts["reports_written"] += statuses.count("written")
-        self.counts["reports_cached"] += statuses.count("skipped")
+        self.counts["reports_cached"] += statuses.count("cached")
         self.counts["reports_failed"] += statuses.count("failed")
 
 
@@ -112,9 +126,10 @@ class ReportQueue:
         self._batches: deque[Batch] = deque()
         self._runners: OrderedDict[tuple[str, ...], Runner] = OrderedDict()
         self._turns = itertools.count()
-        self._contended = False
         self._store: ReportStore | None = None
-        self._store_since = 0.0
+        self._store_since_ns = 0
+        self._last_pass = 0.0
+        self._waiting_file = config.out / WAITING_FILE
         self._thread = threading.Thread(target=self._work, name="zerosite-dispatcher", daemon=True)
 
     # -- what the routes call (event loop or its thread pool) -----------------------------------------------
@@ -242,6 +257,9 @@ class ReportQueue:
                 work = self._next()
                 if work is None:
                     return
+                if isinstance(work, _Idle):
+                    self._release_store()  # idle a while: a run or another server process may have the folder
+                    continue
                 try:
                     if isinstance(work, Batch):
                         self._batch_step(work)
@@ -251,10 +269,10 @@ class ReportQueue:
                     log.exception("the dispatcher failed: %s", describe_error(error))
                     if isinstance(work, Batch):
                         self._finish(work, "failed", f"the batch stopped: {describe_error(error)}")
-                if not self._has_work() or time.monotonic() - self._store_since > LIMITS.store_hold_s:
-                    self._release_store()  # idle, or held long enough: the other server processes get a turn
-                    if self._contended:
-                        time.sleep(LIMITS.busy_retry_s)
+                self._last_pass = time.monotonic()
+                if self._store is not None and self._others_waiting():
+                    self._release_store()  # another server process waits for the folder: its turn
+                    time.sleep(LIMITS.busy_retry_s)
         finally:
             self._close_all()
 
@@ -262,7 +280,7 @@ class ReportQueue:
         with self._cond:
             return bool(self._waiting) or (bool(self._batches) and not self.stopping.is_set())
 
-    def _next(self) -> list[_Waiting] | Batch | None:
+    def _next(self) -> list[_Waiting] | Batch | _Idle | None:
         with self._cond:
             while True:
                 if self._waiting and (not self._batches or next(self._turns) % 2 == 0):
@@ -274,7 +292,13 @@ class ReportQueue:
                     return self._batches[0]
                 if self.stopping.is_set():
                     return None
-                self._cond.wait(IDLE_WAIT_S)
+                if self._store is not None:
+                    idle_s = time.monotonic() - self._last_pass
+                    if idle_s >= LIMITS.store_idle_s:
+                        return _IDLE
+                    self._cond.wait(LIMITS.store_idle_s - idle_s)
+                else:
+                    self._cond.wait(IDLE_WAIT_S)
 
     def _take_waiting(self) -> list[_Waiting]:
         """Up to a micro-batch of waiting projects of one module selection, each id once; the rest stay queued."""
@@ -320,11 +344,19 @@ class ReportQueue:
             try:
                 self._store = ReportStore(self.out, self.config.db)
             except OutputBusy:
-                self._contended = True
+                with contextlib.suppress(OSError):  # say so to the holder, if it is a server process
+                    self._waiting_file.touch()
                 return None
-            self._store_since = time.monotonic()
+            self._store_since_ns = time.time_ns()
             self._store.cleanup_temp_files()
         return self._store
+
+    def _others_waiting(self) -> bool:
+        """Whether another server process asked for the output folder since this one took it (one ``stat``)."""
+        try:
+            return os.stat(self._waiting_file).st_mtime_ns > self._store_since_ns
+        except OSError:
+            return False
 
     def _release_store(self) -> None:
         """Commit and close the store: the folder is free for another server process or run."""
@@ -354,7 +386,13 @@ class ReportQueue:
                 continue
             try:
                 generate(
-                    projects(), selection.options, on_report, runner=runner, batch_plan=selection.plan, store=store
+                    projects(),
+                    selection.options,
+                    on_report,
+                    runner=runner,
+                    batch_plan=selection.plan,
+                    cache=self.cache,
+                    store=store,
                 )
                 store.flush()
             except BaseException:

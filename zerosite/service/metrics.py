@@ -16,7 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from zerosite.engine import ReportOutcome
-from zerosite.types import STAGES
+from zerosite.types import STAGES, CacheStats, ReportCache
 
 __all__ = ["CONTENT_TYPE", "MULTIPROCESS_DIR", "ProcessTree", "ServiceMetrics", "Stats"]
 
@@ -24,6 +24,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REPORT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 HTTP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RATE_WINDOW_S = 60.0
+LOCAL_CACHE = "local"
+"""The ``cache`` label of the store's own lookups (resume): the ``local`` cache, always there."""
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 """Set (to an empty folder) before the server processes start, their counters and histograms are summed in every
 ``/metrics`` answer (prometheus_client's multiprocess mode); ``zerosite serve --processes N`` sets it."""
@@ -152,7 +154,7 @@ class Stats:
 class ServiceMetrics:
     """The metrics of one app, in a registry of its own (so two apps in one process never mix)."""
 
-    def __init__(self, depth: Callable[[], int], ready: Callable[[], bool]) -> None:
+    def __init__(self, depth: Callable[[], int], ready: Callable[[], bool], cache: ReportCache | None = None) -> None:
         self.started = time.monotonic()
         self.registry = CollectorRegistry()
         self.tree = ProcessTree()
@@ -183,10 +185,31 @@ class ServiceMetrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
-        self.cache_hits = Counter(
-            "zerosite_cache_hits", "Reports served without being made again (unchanged input)", registry=self.registry
+        cache_label = (
+            'by cache: "local", the store itself (a report whose input is unchanged is found by resume), and the '
+            "report cache that --cache names when it keeps copies (redis://...), as that cache counted"
         )
-        self.cache_misses = Counter("zerosite_cache_misses", "Reports that had to be made", registry=self.registry)
+        self.cache_hits = Counter(
+            "zerosite_cache_hits", f"Reports found instead of made, {cache_label}", ["cache"], registry=self.registry
+        )
+        self.cache_misses = Counter(
+            "zerosite_cache_misses",
+            f"Reports looked up and not found, {cache_label}",
+            ["cache"],
+            registry=self.registry,
+        )
+        self.cache_puts = Counter(
+            "zerosite_cache_puts", "Reports stored in the report cache (--cache)", ["cache"], registry=self.registry
+        )
+        self.cache_errors = Counter(
+            "zerosite_cache_errors",
+            "Failed calls to the report cache's backend (each outage starts with one; lookups are misses meanwhile)",
+            ["cache"],
+            registry=self.registry,
+        )
+        self.cache = cache if cache is not None and cache.keeps_copies else None
+        self._cache_seen = CacheStats()
+        self._cache_lock = threading.Lock()
         self.multiprocess = bool(os.environ.get(MULTIPROCESS_DIR))
         self.own = _TreeCollector(self.tree, self.started, depth, ready, by_pid=self.multiprocess)
         self.registry.register(self.own)
@@ -209,12 +232,13 @@ class ServiceMetrics:
 
     def record(self, outcome: ReportOutcome) -> None:
         """Count one report's outcome and its stage times (called from the thread that runs the engine)."""
-        status = "cached" if outcome.status == "skipped" else outcome.status
+        status = "cached" if outcome.status == "skipped" or outcome.from_cache else outcome.status
         self.reports.labels(outcome.module, status).inc()
-        if status == "cached":
-            self.cache_hits.inc()
+        if outcome.status == "skipped":
+            self.cache_hits.labels(LOCAL_CACHE).inc()
         else:
-            self.cache_misses.inc()
+            self.cache_misses.labels(LOCAL_CACHE).inc()
+        self.count_cache()
         total_ns = 0
         if status != "cached":
             for stage in STAGES:
@@ -233,6 +257,23 @@ class ServiceMetrics:
             else:
                 self._failed += 1
             self._trim(now)
+
+    def count_cache(self) -> None:
+        """Add what the report cache counted since the last call to its counters (its own stats, not a guess)."""
+        if self.cache is None:
+            return
+        with self._cache_lock:
+            now, seen = self.cache.stats, self._cache_seen
+            self._cache_seen = now
+        url = self.cache.url
+        for counter, new, old in (
+            (self.cache_hits, now.hits, seen.hits),
+            (self.cache_misses, now.misses, seen.misses),
+            (self.cache_puts, now.puts, seen.puts),
+            (self.cache_errors, now.errors, seen.errors),
+        ):
+            if new > old:
+                counter.labels(url).inc(new - old)
 
     def _trim(self, now: float) -> None:
         while self._recent and now - self._recent[0] > RATE_WINDOW_S:
@@ -264,6 +305,7 @@ class ServiceMetrics:
     def exposition(self) -> bytes:
         """The text exposition: with several server processes (multiprocess mode) the counters and histograms
         of all of them summed, and this process's own figures labelled with its pid."""
+        self.count_cache()
         if not self.multiprocess:
             return generate_latest(self.registry)
         registry = CollectorRegistry()

@@ -61,6 +61,14 @@ class ServerProcess:
         return self.process.pid
 
     def start(self) -> Self:
+        """:meth:`launch`, then :meth:`wait_ready`."""
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> Self:
+        """Start the child process and read its log, without waiting for it to be ready (start several at once,
+        then :meth:`wait_ready` on each)."""
         self.process = subprocess.Popen(
             self.command,
             env=self.env,
@@ -73,7 +81,6 @@ class ServerProcess:
         )
         self._reader = threading.Thread(target=self._read, name="server-log", daemon=True)
         self._reader.start()
-        self.wait_ready()
         return self
 
     def _read(self) -> None:

@@ -22,11 +22,11 @@ from zerosite.project import Project
 from zerosite.service.batches import FINAL_STATES, BatchView
 from zerosite.service.config import LIMITS
 from zerosite.service.errors import ApiError
-from zerosite.service.files import choose_encoding, etag_matches
 from zerosite.service.inputs import parse_many, parse_one, read_body
 from zerosite.service.jobs import Selection, Unavailable
 from zerosite.service.metrics import CONTENT_TYPE
 from zerosite.service.page import PageRow, render_page, report_url
+from zerosite.service.response_bodies import answer_from_memory, choose_encoding
 from zerosite.service.schemas import (
     BATCH_BODY,
     PROJECT_BODY,
@@ -75,7 +75,8 @@ def _selection(service: Service, modules: str | None) -> Selection:
     "/v1/reports",
     summary="Make one project's reports",
     description="One project (the CLI's input format) → its reports made, written and indexed. A report whose "
-    "inputs are unchanged since it was made is not made again (`cached: true`). Bodies over 1 MB: 413.",
+    "inputs are unchanged since it was made is not made again (`cached: true`): found in the store, or in the report "
+    "cache that `--cache` names (`from_cache: true`: written here from it). Bodies over 1 MB: 413.",
     response_model=ReportsAnswer,
     responses=error_responses(401, 413, 422, 500, 503, 504),
     openapi_extra=PROJECT_BODY,
@@ -86,7 +87,7 @@ async def make_reports(request: Request, modules: ModulesQuery = None) -> JSONRe
     service = service_of(request)
     service.authorize(request)
     body = await read_body(request, LIMITS.max_report_body_bytes)
-    project = await run_in_threadpool(parse_one, body) if len(body) > 16_384 else parse_one(body)
+    project = await run_in_threadpool(parse_one, body)  # validation is CPU work: never on the event loop
     selection = _selection(service, modules)
     try:
         future = service.queue.submit(project, selection, started + service.config.request_timeout_s)
@@ -137,15 +138,16 @@ def _describe(service: Service, outcomes: Sequence[ReportOutcome]) -> list[dict[
     """Each report as the answer shows it; the SHA-256 is the file's as it is now (its ETag)."""
     answer: list[dict[str, object]] = []
     for outcome in outcomes:
-        entry = service.files.get(outcome.project_id, outcome.module) if outcome.status != "failed" else None
+        entry = service.bodies.get(outcome.project_id, outcome.module) if outcome.status != "failed" else None
         timings = outcome.timings
         total_ns = timings.fetch_ns + timings.compute_ns + timings.render_ns + timings.write_ns
-        status = "cached" if outcome.status == "skipped" else outcome.status
+        status = "cached" if outcome.status == "skipped" or outcome.from_cache else outcome.status
         answer.append(
             {
                 "module": outcome.module,
                 "status": status,
                 "cached": status == "cached",
+                "from_cache": outcome.from_cache,
                 "sha256": entry.sha256 if entry else None,
                 "url": report_url(outcome.project_id, outcome.module) if entry else None,
                 "size_bytes": len(entry.data) if entry else 0,
@@ -166,22 +168,18 @@ def _describe(service: Service, outcomes: Sequence[ReportOutcome]) -> list[dict[
     tags=["reports"],
 )
 async def get_report(project_id: str, module: str, request: Request) -> Response:
+    # Answered from memory by app._ReportsFromMemory before it reaches here when the body is there already.
     service = service_of(request)
-    entry = await run_in_threadpool(service.files.get, project_id, module)
+    entry = service.bodies.fresh(project_id, module) or await run_in_threadpool(service.bodies.get, project_id, module)
     if entry is None:
         raise ApiError(404, f"no report {module!r} for project {project_id!r}")
-    encoding = choose_encoding(request.headers.get("accept-encoding", ""))
-    etag = f'"{entry.sha256}"' if encoding == "identity" else f'W/"{entry.sha256}"'
-    headers = {"ETag": etag, "Cache-Control": LIMITS.cache_control, "Vary": "Accept-Encoding"}
-    if etag_matches(request.headers.get("if-none-match", ""), entry.sha256):
-        return Response(status_code=304, headers=headers)
-    if encoding == "identity" or encoding in entry.encoded:
-        body = service.files.encoded(entry, encoding)
-    else:
-        body = await run_in_threadpool(service.files.encoded, entry, encoding)
-    if encoding != "identity":
-        headers["Content-Encoding"] = encoding
-    return Response(body, media_type="text/html; charset=utf-8", headers=headers)
+    accept, tags = request.headers.get("accept-encoding", ""), request.headers.get("if-none-match", "")
+    answer = answer_from_memory(entry, accept, tags)
+    if answer is None:  # compressed once, off the event loop; kept with the entry from then on
+        await run_in_threadpool(service.bodies.encoded, entry, choose_encoding(accept))
+        answer = answer_from_memory(entry, accept, tags)
+        assert answer is not None
+    return Response(answer.body, status_code=answer.status, headers=answer.headers)
 
 
 # -- batches --------------------------------------------------------------------------------------------------
@@ -401,7 +399,7 @@ async def readyz(request: Request) -> JSONResponse:
         "pid": os.getpid(),
         "strategy": service.config.strategy,
         "workers": queue.default.options.workers,
-        "cache": service.cache.describe(),
+        "cache": {"url": service.cache.url, "available": service.cache.available},
     }
     if reason is not None:
         return JSONResponse({**body, "reason": reason}, status_code=503, headers={"Retry-After": "1"})

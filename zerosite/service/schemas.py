@@ -29,7 +29,13 @@ class ErrorAnswer(BaseModel):
 class ReportAnswer(BaseModel):
     module: str
     status: Literal["written", "cached", "failed"]
-    cached: bool = Field(description="Not made again: its inputs were unchanged since it was made.")
+    cached: bool = Field(
+        description="Not made again: found in the store (inputs unchanged since it was made) or in the report cache."
+    )
+    from_cache: bool = Field(
+        description="Found in the report cache that --cache names (e.g. Redis shared by servers on other folders) "
+        "and written here from it."
+    )
     sha256: str | None = Field(description="SHA-256 of the report file; its ETag.")
     url: str | None
     size_bytes: int
@@ -51,7 +57,7 @@ class BatchAnswer(BaseModel):
     total: int = Field(description="Projects in the batch.")
     done: int = Field(description="Projects finished.")
     failed: int = Field(description="Finished projects with a failed report.")
-    cached: int = Field(description="Finished projects whose reports were all unchanged.")
+    cached: int = Field(description="Finished projects whose reports were all unchanged or from the report cache.")
     reports_written: int
     reports_cached: int
     reports_failed: int

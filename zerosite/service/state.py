@@ -1,4 +1,4 @@
-"""What every route of one app shares: its configuration, work queue, metrics and report files."""
+"""What every route of one app shares: its configuration, work queue, metrics, response bodies and report cache."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from zerosite.service.cache import ReportCache
 from zerosite.service.config import ServiceConfig
 from zerosite.service.errors import ApiError
-from zerosite.service.files import ReportFileCache
 from zerosite.service.jobs import ReportQueue
 from zerosite.service.metrics import ServiceMetrics
+from zerosite.service.response_bodies import ResponseBodyCache
+from zerosite.types import ReportCache
 
 __all__ = ["Service", "service_of"]
 
@@ -22,7 +22,7 @@ class Service:
     config: ServiceConfig
     queue: ReportQueue
     metrics: ServiceMetrics
-    files: ReportFileCache
+    bodies: ResponseBodyCache
     cache: ReportCache
 
     def authorize(self, request: Request) -> None:

@@ -8,7 +8,7 @@ from zerosite.types.caches import (
     CacheUnavailable,
     ReportCache,
 )
-from zerosite.types.errors import PluginError, StoreError, describe_error, error_message
+from zerosite.types.errors import PluginError, StartError, StoreError, describe_error, error_message
 from zerosite.types.interfaces import DataSource, ReportWriter, Runner, Strategy
 from zerosite.types.modules import ComputeFunction, ReportModule, dependency_order
 from zerosite.types.results import (
@@ -19,6 +19,7 @@ from zerosite.types.results import (
     ReportStatus,
     StageTimings,
     WrittenFile,
+    index_address,
 )
 from zerosite.types.settings import PluginSettings, SourceSettings, StrategyOptions, WorkerConfig
 
@@ -43,6 +44,7 @@ __all__ = [
     "Runner",
     "SourceSettings",
     "StageTimings",
+    "StartError",
     "StoreError",
     "Strategy",
     "StrategyOptions",
@@ -51,4 +53,5 @@ __all__ = [
     "dependency_order",
     "describe_error",
     "error_message",
+    "index_address",
 ]

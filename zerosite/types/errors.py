@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["PluginError", "StoreError", "describe_error", "error_message"]
+__all__ = ["PluginError", "StartError", "StoreError", "describe_error", "error_message"]
 
 
 class PluginError(Exception):
     """Plugins that cannot work together; the message names the plugins involved."""
+
+
+class StartError(Exception):
+    """A strategy cannot start its workers with the options given (an unreachable cluster); the message says
+    which and why. A usage error, like an unknown strategy."""
 
 
 class StoreError(Exception):

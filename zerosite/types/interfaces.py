@@ -111,6 +111,9 @@ class Strategy(abc.ABC):
 
     name: ClassVar[str]
     description: ClassVar[str]
+    batches_only: ClassVar[bool] = False
+    """Made for whole batches (a cluster's per-task cost dwarfs one project): the benchmark measures it at the
+    batch level only, not for one report or one project at a time."""
 
     def unavailable_reason(self) -> str | None:
         """Why this strategy cannot run here, or ``None`` when it can."""

@@ -5,11 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from zerosite.project import Project
 
-__all__ = ["STAGES", "STATUSES", "ProjectResult", "ReportResult", "ReportStatus", "StageTimings", "WrittenFile"]
+__all__ = [
+    "STAGES",
+    "STATUSES",
+    "ProjectResult",
+    "ReportResult",
+    "ReportStatus",
+    "StageTimings",
+    "WrittenFile",
+    "index_address",
+]
 
 STAGES: tuple[str, ...] = ("fetch", "compute", "render", "write")
 """The stages of making one report, in order; ``StageTimings`` has a ``<stage>_ns`` field for each."""
@@ -19,8 +28,19 @@ ReportStatus = Literal["written", "failed", "skipped"]
 STATUSES: tuple[ReportStatus, ...] = ("written", "failed", "skipped")
 
 
+class _PickledByFields:
+    """Pickled as a call of its class with the values of its fields, in order (a dataclass with slots): about eight
+    times cheaper to load than the default for such a class, a Python ``__setstate__`` per object. Every report's
+    result crosses from a worker process to the parent this way."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), tuple(getattr(self, name) for name in self.__slots__)
+
+
 @dataclass(frozen=True, slots=True)
-class StageTimings:
+class StageTimings(_PickledByFields):
     """Monotonic nanoseconds spent in each stage of making one report."""
 
     fetch_ns: int = 0
@@ -42,17 +62,22 @@ class StageTimings:
 
 
 @dataclass(frozen=True, slots=True)
-class WrittenFile:
+class WrittenFile(_PickledByFields):
     """One report file on disk: where, how big, its SHA-256 (of the bytes on disk) and the time to write it."""
 
-    path: Path
+    location: str
+    """The file's absolute path, as text (a ``Path`` costs more to send between processes than the rest)."""
     size_bytes: int
     sha256: str
     write_ns: int
 
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
+
 
 @dataclass(frozen=True, slots=True)
-class ReportResult:
+class ReportResult(_PickledByFields):
     """One report as a worker made it: the file it wrote (or, when asked not to write, the HTML),
     or the error that stopped it."""
 
@@ -62,21 +87,36 @@ class ReportResult:
     timings: StageTimings
     peak_memory_bytes: int
     written: WrittenFile | None = None
+    input_hash: str = ""
+    """The content hash of what the report was made from (for resume), where the worker computed it."""
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
-@dataclass(frozen=True, slots=True)
-class ProjectResult:
-    """The reports of one project, in dependency order."""
+def index_address(project: Project) -> str:
+    """The text the report index searches for a project: its road address, then its lot-number address."""
+    return f"{project.road_address} ({project.jibun_address})"
 
-    project: Project
+
+@dataclass(frozen=True, slots=True)
+class ProjectResult(_PickledByFields):
+    """The reports of one project, in dependency order, with what the index needs of the project (not the
+    project itself: a worker hands back only this)."""
+
+    project_id: str
+    address: str
+    """:func:`index_address` of the project as the worker made it (after its data source filled it in)."""
     reports: tuple[ReportResult, ...]
+
+    @classmethod
+    def of(cls, project: Project, reports: Sequence[ReportResult]) -> ProjectResult:
+        """The result of ``project`` (as fetched) with ``reports``."""
+        return cls(project.id, index_address(project), tuple(reports))
 
     @classmethod
     def failed(cls, project: Project, modules: Sequence[str], error: str, fetch_ns: int = 0) -> ProjectResult:
         """Every one of ``modules`` failed for ``project`` with ``error``; the fetch time is shared equally."""
         share = fetch_ns // max(1, len(modules))
-        return cls(project, tuple(ReportResult(m, None, error, StageTimings(fetch_ns=share), 0) for m in modules))
+        return cls.of(project, [ReportResult(m, None, error, StageTimings(fetch_ns=share), 0) for m in modules])

@@ -1,4 +1,6 @@
-"""Report files as ``GET /v1/reports`` serves them: read once, hashed, compressed on demand, kept in memory."""
+"""``GET /v1/reports``'s response bodies kept in memory: each report file read once, hashed (its ETag) and
+compressed on demand. Not the report cache (``zerosite.caches``, ``--cache``): that one saves making a report;
+this one saves reading and compressing a file already made."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from pathlib import Path
 
 import brotli
 
+from zerosite.service.config import LIMITS
 from zerosite.store import ReportFiles, StoreError
 
-__all__ = ["ReportFile", "ReportFileCache", "choose_encoding", "etag_matches"]
+__all__ = ["BodyAnswer", "ReportFile", "ResponseBodyCache", "answer_from_memory", "choose_encoding", "etag_matches"]
 
 GZIP_LEVEL = 6
 BROTLI_QUALITY = 5
@@ -25,6 +28,8 @@ BROTLI_QUALITY = 5
 class ReportFile:
     """One report's bytes, its SHA-256 (the ETag) and its compressed forms, made when first asked for."""
 
+    key: tuple[str, str]
+    """``(project_id, module)``."""
     path: Path
     identity: tuple[int, int, int]
     """``(inode, size, mtime_ns)`` of the file these bytes were read from."""
@@ -44,8 +49,9 @@ def _compress(data: bytes, encoding: str) -> bytes:
     return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
 
 
-class ReportFileCache:
-    """Report files under one output folder, read and hashed once while unchanged, at most ``max_bytes`` kept.
+class ResponseBodyCache:
+    """The bodies ``GET /v1/reports`` answers with, per report file under one output folder: read and hashed once
+    while the file is unchanged, each encoding compressed once; at most ``max_bytes`` kept, least recent dropped.
 
     A file replaced on disk (another process made the report again) is noticed by its inode, size and mtime.
     """
@@ -53,7 +59,8 @@ class ReportFileCache:
     def __init__(self, out_dir: Path, max_bytes: int) -> None:
         self.files = ReportFiles(Path(out_dir).resolve())
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[Path, ReportFile] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], ReportFile] = OrderedDict()
+        """By ``(project_id, module)``: only names that :meth:`path` accepted are ever keys."""
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -74,10 +81,11 @@ class ReportFileCache:
         except OSError:
             return None
         identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        key = (project_id, module)
         with self._lock:
-            entry = self._entries.get(path)
+            entry = self._entries.get(key)
             if entry is not None and entry.identity == identity:
-                self._entries.move_to_end(path)
+                self._entries.move_to_end(key)
                 return entry
         try:
             with open(path, "rb") as handle:
@@ -86,8 +94,27 @@ class ReportFileCache:
         except OSError:
             return None
         identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        entry = ReportFile(path, identity, data, hashlib.sha256(data).hexdigest())
-        self._keep(path, entry)
+        entry = ReportFile(key, path, identity, data, hashlib.sha256(data).hexdigest())
+        self._keep(key, entry)
+        return entry
+
+    def fresh(self, project_id: str, module: str) -> ReportFile | None:
+        """The kept entry of this report if its file is unchanged since it was read, else ``None`` (then
+        :meth:`get`): one dictionary lookup and one ``stat``, no reading or hashing, so the event loop may call it."""
+        key = (project_id, module)
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None:
+            return None
+        try:
+            stat = os.stat(entry.path)
+        except OSError:
+            return None
+        if (stat.st_ino, stat.st_size, stat.st_mtime_ns) != entry.identity:
+            return None
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
         return entry
 
     def encoded(self, entry: ReportFile, encoding: str) -> bytes:
@@ -101,19 +128,19 @@ class ReportFileCache:
         with self._lock:
             if encoding not in entry.encoded:
                 entry.encoded[encoding] = body
-                if self._entries.get(entry.path) is entry:
+                if self._entries.get(entry.key) is entry:
                     self._bytes += len(body)
                     self._evict()
         return entry.encoded[encoding]
 
-    def _keep(self, path: Path, entry: ReportFile) -> None:
+    def _keep(self, key: tuple[str, str], entry: ReportFile) -> None:
         with self._lock:
-            old = self._entries.pop(path, None)
+            old = self._entries.pop(key, None)
             if old is not None:
                 self._bytes -= old.size
             if entry.size > self.max_bytes:
                 return
-            self._entries[path] = entry
+            self._entries[key] = entry
             self._bytes += entry.size
             self._evict()
 
@@ -156,3 +183,30 @@ def etag_matches(if_none_match: str, sha256: str) -> bool:
         if tag.strip('"') == sha256:
             return True
     return False
+
+
+@dataclass(frozen=True)
+class BodyAnswer:
+    """What ``GET /v1/reports/{project_id}/{module}`` answers: 200 with the body, or 304."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def answer_from_memory(entry: ReportFile, accept_encoding: str, if_none_match: str) -> BodyAnswer | None:
+    """The answer to a GET of ``entry`` when it takes no work: a 304, or a 200 whose body is in memory in the
+    encoding the client takes. ``None`` when that body must be compressed first (:meth:`ResponseBodyCache.encoded`,
+    off the event loop)."""
+    encoding = choose_encoding(accept_encoding)
+    etag = f'"{entry.sha256}"' if encoding == "identity" else f'W/"{entry.sha256}"'
+    headers = {"ETag": etag, "Cache-Control": LIMITS.cache_control, "Vary": "Accept-Encoding"}
+    if etag_matches(if_none_match, entry.sha256):
+        return BodyAnswer(304, headers, b"")
+    body = entry.data if encoding == "identity" else entry.encoded.get(encoding)
+    if body is None:
+        return None
+    headers["Content-Type"] = "text/html; charset=utf-8"
+    if encoding != "identity":
+        headers["Content-Encoding"] = encoding
+    return BodyAnswer(200, headers, body)

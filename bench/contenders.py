@@ -1,0 +1,158 @@
+"""Time zerosite's strategies against hand-written code, interleaved, each run in a fresh process.
+
+    python bench/contenders.py --projects 1000 --rounds 3
+    python bench/contenders.py --tree /path/to/other/checkout   # also that checkout's code, side by side
+
+Each round runs every contender once (in a rotating order), each in a new interpreter: the projects
+are made and parsed first, then the clock runs from the contender's start (pool start included) to its
+last report. Printed: ms per report (median over rounds, and the range), the ratio to the bare loop in
+the same round (median), CPU per report (the process's own and its children's), and the parent's share
+of the CPU under zerosite's process strategy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONTENDERS = ("bare", "sequential", "process", "async", "pool", "joblib")
+
+
+def _cpu_s(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_one(name: str, projects: int, workers: int, out: Path) -> dict[str, Any]:
+    """Run one contender in this process and measure it (the child's side)."""
+    from zerosite.benchmarking.contenders import contender
+    from zerosite.benchmarking.workloads import scenario_projects
+
+    chosen = contender(name, workers)
+    batch = scenario_projects(projects)
+    self_before, children_before = _cpu_s(resource.RUSAGE_SELF), _cpu_s(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    reports = chosen.run(batch, out, chosen.workers)
+    wall_s = time.perf_counter() - started
+    self_cpu_s = _cpu_s(resource.RUSAGE_SELF) - self_before
+    if name == "joblib":  # loky keeps its workers for reuse: end them so that their CPU time is counted
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)
+    children_cpu_s = _cpu_s(resource.RUSAGE_CHILDREN) - children_before
+    return {
+        "name": name,
+        "description": chosen.description,
+        "wall_s": wall_s,
+        "reports": reports,
+        "self_cpu_s": self_cpu_s,
+        "children_cpu_s": children_cpu_s,
+    }
+
+
+def _spawn(python: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    out = Path(tempfile.mkdtemp(prefix=f"contender-{name}-", dir=args.scratch))
+    try:
+        command = [python, __file__, "--one", name, "--projects", str(args.projects), "--workers", str(args.workers)]
+        done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"{name} ({python}) failed with exit code {done.returncode}:\n{done.stderr}")
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _python_of(tree: str) -> str:
+    python = Path(tree) / ".venv" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"no virtual environment at {python}")
+    return str(python)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--projects", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help="comma-separated names")
+    parser.add_argument("--tree", action="append", default=[], help="another checkout to run too (its .venv)")
+    parser.add_argument("--scratch", default=None, help="folder for the output (default: the system's temp)")
+    parser.add_argument("--json", dest="json_path", default=None, help="also write every measurement here")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one, args.projects, args.workers, Path(args.out))))
+        return
+
+    names = [n for n in args.contenders.split(",") if n]
+    pythons = {"this": sys.executable, **{tree: _python_of(tree) for tree in args.tree}}
+    runs: list[dict[str, Any]] = []
+    for round_number in range(args.rounds):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            for tree, python in pythons.items():
+                result = _spawn(python, name, args) | {"tree": tree, "round": round_number}
+                runs.append(result)
+                if args.json_path:  # after every run: a long measurement can be read while it goes on
+                    Path(args.json_path).write_text(json.dumps(runs, indent=1))
+                wall, cpu = (result[k] / result["reports"] * 1e3 for k in ("wall_s", "self_cpu_s"))
+                children = result["children_cpu_s"] / result["reports"] * 1e3
+                print(
+                    f"round {round_number + 1}: {tree} {name}: {wall:.3f} ms/report, "
+                    f"CPU {cpu:.3f} + {children:.3f} ms/report",
+                    file=sys.stderr,
+                )
+    for tree in pythons:
+        _table(tree, [r for r in runs if r["tree"] == tree], names, args)
+
+
+def _table(tree: str, runs: list[dict[str, Any]], names: list[str], args: argparse.Namespace) -> None:
+    print(f"\n{tree}: {args.projects} projects, {args.workers} workers, {args.rounds} rounds ({os.cpu_count()} CPUs)")
+    print("| contender | ms per report (median) | range | vs bare loop | CPU ms per report (self + children) |")
+    print("|---|---|---|---|---|")
+    bare = {r["round"]: r for r in runs if r["name"] == "bare"}
+    medians: dict[str, float] = {}
+    for name in names:
+        mine = [r for r in runs if r["name"] == name]
+        per_report = [r["wall_s"] / r["reports"] * 1e3 for r in mine]
+        medians[name] = statistics.median(per_report)
+        ratios = [bare[r["round"]]["wall_s"] / r["wall_s"] for r in mine if r["round"] in bare]
+        ratio = f"{statistics.median(ratios):.2f}x" if ratios else "-"
+        cpu = statistics.median((r["self_cpu_s"] + r["children_cpu_s"]) / r["reports"] * 1e3 for r in mine)
+        own = statistics.median(r["self_cpu_s"] / r["reports"] * 1e3 for r in mine)
+        spread = f"{min(per_report):.3f}-{max(per_report):.3f}"
+        cpu_split = f"{cpu:.3f} ({own:.3f} + {cpu - own:.3f})"
+        print(f"| {mine[0]['description']} | {medians[name]:.3f} | {spread} | {ratio} | {cpu_split} |")
+    for name in ("process", "async"):
+        mine = [r for r in runs if r["name"] == name]
+        if mine:
+            shares = [r["self_cpu_s"] / (r["self_cpu_s"] + r["children_cpu_s"]) for r in mine]
+            per_report_us = statistics.median(r["self_cpu_s"] / r["reports"] * 1e6 for r in mine)
+            print(
+                f"parent's CPU share under zerosite {name} x{args.workers}: median {statistics.median(shares):.1%} "
+                f"(range {min(shares):.1%}-{max(shares):.1%}; {per_report_us:.0f} us per report)"
+            )
+    ours = [n for n in ("process", "async") if n in medians]
+    if ours:
+        best = min(ours, key=medians.__getitem__)
+        for rival in ("joblib", "pool"):
+            if rival in medians:
+                print(f"best of ours ({best}) vs {rival}: {medians[rival] / medians[best]:.2f}x")
+    if "sequential" in medians and "bare" in medians:
+        print(f"sequential vs bare loop: {medians['sequential'] / medians['bare'] - 1:+.1%} time")
+
+
+if __name__ == "__main__":
+    main()

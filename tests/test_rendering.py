@@ -1,0 +1,204 @@
+"""The report environment's output: escaped exactly as markupsafe escapes, number filters written as they are."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from jinja2 import DictLoader, Environment, StrictUndefined, Undefined
+from markupsafe import Markup, escape
+
+from zerosite.project import Zone
+from zerosite.rendering import NUMBER_FILTERS, ReportEnvironment, escaped_text, num
+
+
+class _Html:
+    def __html__(self) -> str:
+        return "<i>safe</i>"
+
+
+class _Text(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain 텍스트",
+        "",
+        "<script>alert(\"x\")</script> & 'y'",
+        "a > b",
+        "'",
+        Markup("<b>kept</b>"),
+        _Text("<sub>class</sub>"),
+        _Html(),
+        12,
+        -3,
+        1.5,
+        -0.0,
+        float("nan"),
+        True,
+        None,
+        Zone.RESIDENTIAL_2,
+        [1, "<"],
+    ],
+    ids=repr,
+)
+def test_escaped_text_is_what_markupsafe_escapes(value: Any) -> None:
+    assert escaped_text(value) == str(escape(value))
+    assert type(escaped_text(value)) in (str, Markup)
+    assert ReportEnvironment(autoescape=True).from_string("{{ v }}|{{ v }}").render(v=value) == (
+        f"{escape(value)}|{escape(value)}"
+    )
+
+
+def _environment(**filters: Any) -> ReportEnvironment:
+    env = ReportEnvironment(autoescape=True)
+    env.filters.update({**NUMBER_FILTERS, **filters})
+    return env
+
+
+def test_output_is_escaped_and_numbers_are_formatted() -> None:
+    template = _environment().from_string("{{ text }}|{{ count }}|{{ 1234.5|num(1) }}|{{ 0.123|pct }}|{{ safe }}")
+    assert template.render(text="<a href='x'>&", count=3, safe=Markup("<br>")) == (
+        "&lt;a href=&#39;x&#39;&gt;&amp;|3|1,234.5|12.3%|<br>"
+    )
+
+
+def test_number_filters_are_written_without_escaping() -> None:
+    source = _environment().compile("{{ x|num }}{{ x|krw }}{{ x|round }}", raw=True)
+    assert source.count("escaped_text(") == 1  # round's output only
+
+
+def test_a_number_filter_a_plugin_replaced_is_escaped() -> None:
+    template = _environment(num=lambda value: "<b>").from_string("{{ 1|num }}")
+    assert template.render() == "&lt;b&gt;"
+
+
+def test_output_where_autoescape_is_off_is_not_escaped() -> None:
+    template = _environment().from_string("{% autoescape false %}{{ x }}{% endautoescape %}|{{ x }}")
+    assert template.render(x="<b>") == "<b>|&lt;b&gt;"
+
+
+@pytest.mark.parametrize("digits", [0, 1, 2, 9, 12])
+def test_num_formats_any_number_of_decimals(digits: int) -> None:
+    assert num(-1234567.125, digits) == f"{-1234567.125:,.{digits}f}"
+    assert num(-0.0, digits) == f"{0.0:.{digits}f}"
+
+
+def test_num_refuses_a_negative_number_of_decimals() -> None:
+    with pytest.raises(ValueError):
+        num(1.0, -1)
+
+
+@dataclass(frozen=True)
+class _Row:
+    label: str = "행"
+    score: float = 1.5
+
+
+class _Generic:
+    def __class_getitem__(cls, key: Any) -> str:
+        return f"class item {key}"
+
+
+@pytest.mark.parametrize(
+    ("obj", "argument"),
+    [
+        (_Row(), "label"),
+        (_Row(), "missing"),
+        ({"label": "dict"}, "label"),
+        ({"items": 1}, "items"),
+        ({}, "label"),
+        ([10, 20], 1),
+        ([10, 20], "append"),
+        ("text", 0),
+        (_Generic, "x"),
+        (None, "label"),
+        (3, "real"),
+    ],
+    ids=repr,
+)
+def test_getitem_finds_what_jinja2_finds(obj: Any, argument: Any) -> None:
+    ours, jinja2s = ReportEnvironment(), Environment()
+    found, expected = ours.getitem(obj, argument), jinja2s.getitem(obj, argument)
+    if isinstance(expected, Undefined):
+        assert isinstance(found, Undefined)
+        assert found._undefined_obj is obj
+        assert found._undefined_name == argument
+    else:
+        assert found == expected
+
+
+def test_templates_read_fields_of_result_objects() -> None:
+    template = _environment().from_string(
+        "{{ rows|map(attribute='score')|sum }} {{ (rows|selectattr('score', 'gt', 1)|first).label }} "
+        "{{ rows[0]['label'] }}"
+    )
+    assert template.render(rows=[_Row(), _Row("둘", 0.5)]) == "2.0 행 행"
+
+
+class _Lookup:
+    """Attributes that exist, one that raises AttributeError, and items."""
+
+    label = "attribute"
+
+    @property
+    def broken(self) -> str:
+        raise AttributeError("broken")
+
+    def __getitem__(self, key: str) -> str:
+        return f"item {key}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ obj.label }}",
+        "{{ obj.broken }}",
+        "{{ obj.other }}",
+        "{{ obj.label.upper() }}",
+        "{% for o in [obj, obj] %}{{ o.label }}{% endfor %}",
+        "{% macro show(o) %}{{ o.label }}{% endmacro %}{{ show(obj) }}",
+        "{{ missing_name.label }}",
+    ],
+)
+@pytest.mark.parametrize("obj", [_Lookup(), {"label": "key"}, _Row(), None], ids=repr)
+def test_attributes_are_what_jinja2_finds(source: str, obj: Any) -> None:
+    def render(env: Environment) -> str:
+        try:
+            return env.from_string(source).render(obj=obj)
+        except Exception as error:
+            return f"{type(error).__name__}: {error}"
+
+    ours = render(ReportEnvironment(autoescape=True, undefined=StrictUndefined))
+    assert ours == render(Environment(autoescape=True, undefined=StrictUndefined))
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [(1, 1.0), (1.0, True), (0.0, -0.0), (-0.0, 0), (10**17, 1e17), (2.5, 2.5), (-0.0001, -0.0001)],
+    ids=repr,
+)
+@pytest.mark.parametrize("name", sorted(NUMBER_FILTERS))
+def test_number_filters_remember_only_what_formats_alike(first: float, then: float, name: str) -> None:
+    """Numbers that compare equal share a remembered text: it must be the text of each."""
+    remembered: Any = NUMBER_FILTERS[name]
+    remembered.cache_clear()
+    num.cache_clear()
+    assert remembered(first) == remembered.__wrapped__(first)
+    assert remembered(then) == remembered.__wrapped__(then)
+    if name != "krw":
+        assert remembered(first, 3) == remembered.__wrapped__(first, 3)
+        assert remembered(then, 3) == remembered.__wrapped__(then, 3)
+
+
+def test_templates_see_the_environments_globals_and_their_own() -> None:
+    env = _environment()
+    env.globals["site"] = "ZeroSite"  # as a plugin's zerosite_prepare_jinja2_environment does
+    template = env.from_string("{{ site }} {{ own }} {{ range(2)|list }}", globals={"own": "mine"})
+    assert template.render() == "ZeroSite mine [0, 1]"
+    assert "own" not in env.globals
+    env.loader = DictLoader({"macros.j2": "{% macro show() %}{{ site }}{% endmacro %}"})
+    assert env.from_string('{% import "macros.j2" as m %}{{ m.show() }}').render() == "ZeroSite"

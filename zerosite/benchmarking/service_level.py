@@ -1,0 +1,280 @@
+"""The service level's figures and verdicts: per strategy and number of users, p50 / p95 / p99, throughput, error
+rate, server CPU and memory, judged against ``service_p95_ms`` and ``service_error_rate``; the open-loop sweep's
+highest rate held."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from zerosite.benchmarking.service_load import LoadPoint, ServiceRun, SweepStep, error_percent, held, quantile_ms
+from zerosite.benchmarking.stats import Interval, bootstrap_ci
+from zerosite.benchmarking.targets import TARGET_SPECS
+from zerosite.benchmarking.verdicts import Judgement, Verdict, judge
+
+__all__ = [
+    "ERROR_TARGET",
+    "P95_TARGET",
+    "ServiceAnalysis",
+    "ServicePoint",
+    "SweepFigures",
+    "SweepStepFigures",
+    "analyse_service",
+]
+
+LEVEL = "service"
+P95_TARGET = "service_p95_ms"
+ERROR_TARGET = "service_error_rate"
+
+
+@dataclass(frozen=True)
+class ServicePoint:
+    """One server strategy at one number of virtual users (the closed loop), with its verdicts."""
+
+    strategy: str
+    workers: int
+    users: int
+    requests: int
+    posts: int
+    window_s: float
+    throughput_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p95_ci: Interval
+    p99_ms: float
+    post_p95_ms: float
+    get_p95_ms: float
+    errors: int
+    error_percent: float
+    server_cpu_percent: float
+    server_rss_mb: float
+    server_processes: int
+    generator_cpu_percent: float
+    busy: bool
+    other_cpu_s: float
+    judgements: tuple[Judgement, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.strategy}\N{MULTIPLICATION SIGN}{self.workers}"
+
+    @property
+    def subject(self) -> str:
+        return f"service, strategy {self.label}, {self.users} users"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "level": LEVEL,
+            "strategy": self.strategy,
+            "workers": self.workers,
+            "users": self.users,
+            "requests": self.requests,
+            "posts": self.posts,
+            "window_s": round(self.window_s, 3),
+            "throughput_per_s": round(self.throughput_per_s, 2),
+            "p50_ms": round(self.p50_ms, 3),
+            "p95_ms": round(self.p95_ms, 3),
+            "p95_ci_ms": [round(self.p95_ci.low, 3), round(self.p95_ci.high, 3)],
+            "p99_ms": round(self.p99_ms, 3),
+            "post_p95_ms": round(self.post_p95_ms, 3),
+            "get_p95_ms": round(self.get_p95_ms, 3),
+            "errors": self.errors,
+            "error_percent": round(self.error_percent, 4),
+            "server_cpu_percent": round(self.server_cpu_percent, 1),
+            "server_rss_mb": round(self.server_rss_mb, 1),
+            "server_processes": self.server_processes,
+            "generator_cpu_percent": round(self.generator_cpu_percent, 1),
+            "busy": self.busy,
+            "other_cpu_s": round(self.other_cpu_s, 3),
+            "verdicts": {j.target_name: str(j.verdict) for j in self.judgements},
+        }
+
+    def line(self) -> str:
+        """What the terminal prints: ``service process x 2, 200 users: 190 req/s, p50 ..., p95 ... [CI] ...``."""
+        busy = f" (machine busy: other processes used {self.other_cpu_s:.1f} CPU s)" if self.busy else ""
+        return (
+            f"service {self.label}, {self.users} users: {self.throughput_per_s:.0f} req/s, p50 {self.p50_ms:.1f} ms, "
+            f"p95 {self.p95_ms:.1f} ms [{self.p95_ci.low:.1f}, {self.p95_ci.high:.1f}], p99 {self.p99_ms:.1f} ms "
+            f"(POST p95 {self.post_p95_ms:.0f}, GET p95 {self.get_p95_ms:.0f}), {self.errors} errors of "
+            f"{self.requests}; server CPU {self.server_cpu_percent:.0f}%, {self.server_rss_mb:.0f} MB in "
+            f"{self.server_processes} processes; load generator CPU {self.generator_cpu_percent:.0f}%{busy}"
+        )
+
+
+@dataclass(frozen=True)
+class SweepFigures:
+    """The open-loop sweep of one server: each rate offered, and the highest held with p95 under the target."""
+
+    strategy: str
+    workers: int
+    target_p95_ms: float
+    max_error_percent: float
+    steps: tuple[SweepStepFigures, ...]
+    highest_held_per_s: float | None
+    """None: not even the first rate was held."""
+    limited_by: str
+    """Why the sweep stopped: the first rate not held and what gave, or that every rate was held."""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "strategy": self.strategy,
+            "workers": self.workers,
+            "target_p95_ms": self.target_p95_ms,
+            "max_error_percent": self.max_error_percent,
+            "highest_held_per_s": self.highest_held_per_s,
+            "limited_by": self.limited_by,
+            "steps": [step.as_dict() for step in self.steps],
+        }
+
+    def line(self) -> str:
+        held = f"{self.highest_held_per_s:.0f} req/s" if self.highest_held_per_s is not None else "no rate"
+        return (
+            f"service sweep {self.strategy}\N{MULTIPLICATION SIGN}{self.workers}: highest rate held with p95 <= "
+            f"{self.target_p95_ms:g} ms (timed from each request's scheduled send): {held}; {self.limited_by}"
+        )
+
+
+@dataclass(frozen=True)
+class ServiceAnalysis:
+    points: tuple[ServicePoint, ...]
+    sweeps: tuple[SweepFigures, ...]
+
+    @property
+    def judgements(self) -> list[Judgement]:
+        return [j for point in self.points for j in point.judgements]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"points": [p.as_dict() for p in self.points], "sweeps": [s.as_dict() for s in self.sweeps]}
+
+
+def _judgement(subject: str, name: str, value: float, interval: Interval, target: float, busy: bool) -> Judgement:
+    """A verdict as every level gives it, except that a point measured while other processes kept the machine busy
+    cannot FAIL: its latencies say more about the machine than about the server (INCONCLUSIVE, saying so)."""
+    spec = TARGET_SPECS[name]
+    verdict = judge(interval, target)
+    if busy and verdict is Verdict.FAIL:
+        verdict = Verdict.INCONCLUSIVE
+        subject = f"{subject} (would FAIL, but measured while other processes kept the machine busy)"
+    return Judgement(subject, name, spec.figure, value, interval, target, spec.unit, verdict)
+
+
+def _point(point: LoadPoint, workers: int, targets: Mapping[str, float], confidence: float) -> ServicePoint:
+    requests = point.requests
+    latencies_ms = [r.latency_s * 1000 for r in requests]
+    p95 = quantile_ms(requests, 0.95)
+    interval = bootstrap_ci(latencies_ms, quantile=95, confidence=confidence) if latencies_ms else Interval(p95, p95)
+    errors = sum(not r.ok for r in requests)
+    rate = error_percent(requests)
+    figures = ServicePoint(
+        strategy=point.strategy,
+        workers=workers,
+        users=point.users,
+        requests=len(requests),
+        posts=sum(r.kind == "post" for r in requests),
+        window_s=point.window_s,
+        throughput_per_s=len(requests) / point.window_s if point.window_s > 0 else math.nan,
+        p50_ms=quantile_ms(requests, 0.5),
+        p95_ms=p95,
+        p95_ci=interval,
+        p99_ms=quantile_ms(requests, 0.99),
+        post_p95_ms=quantile_ms([r for r in requests if r.kind == "post"], 0.95),
+        get_p95_ms=quantile_ms([r for r in requests if r.kind == "get"], 0.95),
+        errors=errors,
+        error_percent=rate,
+        server_cpu_percent=point.resources.server_cpu_percent,
+        server_rss_mb=point.resources.server_rss_mb,
+        server_processes=point.resources.server_processes,
+        generator_cpu_percent=point.resources.generator_cpu_percent,
+        busy=bool(point.load and point.load.busy),
+        other_cpu_s=point.load.other_cpu_s if point.load else 0.0,
+    )
+    judgements = []
+    if P95_TARGET in targets and requests:
+        judgements.append(_judgement(figures.subject, P95_TARGET, p95, interval, targets[P95_TARGET], figures.busy))
+    if ERROR_TARGET in targets and requests:
+        # Errors are counted, not estimated: the rate observed is judged as it is.
+        exact = Interval(rate, rate)
+        judgements.append(_judgement(figures.subject, ERROR_TARGET, rate, exact, targets[ERROR_TARGET], figures.busy))
+    return ServicePoint(**{**figures.__dict__, "judgements": tuple(judgements)})
+
+
+@dataclass(frozen=True)
+class SweepStepFigures:
+    """One rate of the open-loop sweep: latencies timed from each request's scheduled send time."""
+
+    offered_per_s: float
+    requests: int
+    answered_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    error_percent: float
+    held: bool
+    server_cpu_percent: float
+    generator_cpu_percent: float
+    busy: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {name: round(v, 3) if isinstance(v, float) else v for name, v in self.__dict__.items()}
+
+
+def _step(step: SweepStep, target_p95_ms: float, max_error_percent: float) -> SweepStepFigures:
+    requests = step.requests
+    p95 = quantile_ms(requests, 0.95)
+    rate = error_percent(requests)
+    return SweepStepFigures(
+        offered_per_s=step.rate_per_s,
+        requests=len(requests),
+        answered_per_s=sum(r.status != 0 for r in requests) / step.window_s if step.window_s > 0 else math.nan,
+        p50_ms=quantile_ms(requests, 0.5),
+        p95_ms=p95,
+        p99_ms=quantile_ms(requests, 0.99),
+        errors=sum(not r.ok for r in requests),
+        error_percent=rate,
+        held=held(requests, target_p95_ms, max_error_percent),
+        server_cpu_percent=step.resources.server_cpu_percent,
+        generator_cpu_percent=step.resources.generator_cpu_percent,
+        busy=bool(step.load and step.load.busy),
+    )
+
+
+def _sweep(run: ServiceRun, target_p95_ms: float, max_error_percent: float) -> SweepFigures:
+    steps = tuple(_step(step, target_p95_ms, max_error_percent) for step in run.sweep)
+    held = [s.offered_per_s for s in steps if s.held]
+    failed = next((s for s in steps if not s.held), None)
+    if failed is None:
+        limited = "every rate offered was held (the sweep's highest step)"
+    else:
+        why = []
+        if failed.p95_ms > target_p95_ms:
+            why.append(f"p95 {failed.p95_ms:.0f} ms")
+        if failed.error_percent > max_error_percent:
+            why.append(f"{failed.errors} errors (unanswered by the end of the step, or refused)")
+        limited = (
+            f"not held at {failed.offered_per_s:.0f} req/s offered: {' and '.join(why) or 'no requests'}, "
+            f"{failed.answered_per_s:.0f} answered/s (server CPU {failed.server_cpu_percent:.0f}%, "
+            f"load generator {failed.generator_cpu_percent:.0f}% of a core)"
+        )
+    return SweepFigures(
+        strategy=run.strategy,
+        workers=run.workers,
+        target_p95_ms=target_p95_ms,
+        max_error_percent=max_error_percent,
+        steps=steps,
+        highest_held_per_s=max(held) if held else None,
+        limited_by=limited,
+    )
+
+
+def analyse_service(
+    runs: Iterable[ServiceRun], targets: Mapping[str, float], confidence: float = 0.95
+) -> ServiceAnalysis:
+    """Figures and verdicts of every server measured, in the order of the strategies' names, users ascending."""
+    ordered = sorted(runs, key=lambda r: r.strategy)
+    points = tuple(_point(p, run.workers, targets, confidence) for run in ordered for p in run.points)
+    target = targets.get(P95_TARGET, TARGET_SPECS[P95_TARGET].default)
+    errors = targets.get(ERROR_TARGET, TARGET_SPECS[ERROR_TARGET].default)
+    sweeps = tuple(_sweep(run, target, errors) for run in ordered if run.sweep)
+    return ServiceAnalysis(points, sweeps)
