@@ -218,11 +218,22 @@ def test_stopwatch_accounts_each_phase_of_a_group() -> None:
 
     watch = Stopwatch()
     cells = [Cell("pipeline", "cpu", "sequential", 1)]
-    measure_interleaved(
-        cells, slow_start, FIXED_4, warmup_rounds=1, memory=lambda c: time.sleep(0.03) or (1,), stopwatch=watch
-    )
+    with watch.within("pipeline"):
+        measure_interleaved(
+            cells, slow_start, FIXED_4, warmup_rounds=1, memory=lambda c: time.sleep(0.03) or (1,), stopwatch=watch
+        )
+    with watch("outputs"):  # outside any level
+        pass
     phases = watch.as_dict()
-    assert list(phases) == ["start and stop workers", "calibrate and warm up", "timed rounds", "memory probes"]
+    assert list(phases) == [
+        "start and stop workers",
+        "calibrate and warm up",
+        "timed rounds",
+        "memory probes",
+        "outputs",
+    ]
+    assert watch.levels["pipeline"] == pytest.approx(sum(watch.seconds.values()) - watch.seconds["outputs"])
+    assert watch.summary().endswith(f"; by level: pipeline {watch.levels['pipeline']:.1f} s")
     assert phases["start and stop workers"] >= 0.1
     assert phases["memory probes"] >= 0.03
     assert watch.summary().startswith(f"{sum(watch.seconds.values()):.1f} s: ")
@@ -253,18 +264,22 @@ def test_stopping_rule_ends_a_precise_group_early() -> None:
     assert {r.stopped for r in results.values()} == {"precision"}
 
 
-def test_calibration_repeats_short_work_until_a_sample_lasts_long_enough() -> None:
-    import time as time_module
+def test_calibration_repeats_short_work_until_a_sample_lasts_long_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from zerosite.benchmarking import harness
+
+    now = [0.0]  # a clock the work advances by exactly 1 ms a call: the machine's load cannot change the answer
+    monkeypatch.setattr(harness, "time", SimpleNamespace(perf_counter=lambda: now[0]))
 
     def work() -> RoundOutcome:
-        time_module.sleep(0.001)
+        now[0] += 0.001
         return RoundOutcome(0.001, 1, 1)
 
-    loops = calibrate(work, 0.02)
-    assert 5 <= loops <= 20
+    assert calibrate(work, 0.02) == 20
     assert calibrate(work, 0) == 1
-    whole_periods = calibrate(work, 0.02, period=3)
-    assert whole_periods % 3 == 0 and 6 <= whole_periods <= 21  # every sample covers the same inputs
+    assert calibrate(work, 0.02, period=3) == 21  # whole periods: every sample covers the same inputs
+    assert calibrate(work, 10.0, max_loops=100) == 100
 
 
 def test_calibrated_samples_are_reported_per_iteration() -> None:

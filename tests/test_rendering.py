@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +15,14 @@ from jinja2 import DictLoader, Environment, StrictUndefined, Undefined
 from markupsafe import Markup, escape
 
 from zerosite.project import Zone
-from zerosite.rendering import NUMBER_FILTERS, ReportEnvironment, escaped_text, num
+from zerosite.rendering import (
+    NUMBER_FILTERS,
+    ReportEnvironment,
+    _CompiledTemplates,
+    compiler_fingerprint,
+    escaped_text,
+    num,
+)
 
 
 class _Html:
@@ -202,3 +214,58 @@ def test_templates_see_the_environments_globals_and_their_own() -> None:
     assert "own" not in env.globals
     env.loader = DictLoader({"macros.j2": "{% macro show() %}{{ site }}{% endmacro %}"})
     assert env.from_string('{% import "macros.j2" as m %}{{ m.show() }}').render() == "ZeroSite"
+
+
+_COUNT_COMPILES = """
+import jinja2
+from zerosite.rendering import get_environment
+
+compiled = []
+original = jinja2.Environment.compile
+
+
+def counting(self, *args, **kwargs):
+    compiled.append(1)
+    return original(self, *args, **kwargs)
+
+
+jinja2.Environment.compile = counting
+get_environment()
+print(len(compiled))
+"""
+
+
+def test_a_new_process_loads_the_templates_compiled_before(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+
+    def compiles() -> int:
+        run = subprocess.run([sys.executable, "-c", _COUNT_COMPILES], env=env, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return int(run.stdout)
+
+    assert compiles() >= 5  # the five built-in modules' templates, compiled and stored
+    assert list(tmp_path.glob("_jinja2-cache-*/zerosite-*.cache"))
+    assert compiles() == 0  # loaded: no template compiled again
+
+
+def test_compiled_templates_are_kept_apart_by_what_changes_the_compiled_code() -> None:
+    base = compiler_fingerprint(ReportEnvironment(autoescape=True))
+    assert compiler_fingerprint(ReportEnvironment(autoescape=True)) == base
+    assert compiler_fingerprint(ReportEnvironment(autoescape=False)) != base
+    assert compiler_fingerprint(ReportEnvironment(autoescape=True, trim_blocks=True)) != base
+    assert compiler_fingerprint(ReportEnvironment(autoescape=True, extensions=["jinja2.ext.loopcontrols"])) != base
+    assert compiler_fingerprint(Environment(autoescape=True)) != base  # another code generator
+    with_filter = ReportEnvironment(autoescape=True)
+    with_filter.filters["pyeong"] = str
+    assert compiler_fingerprint(with_filter) != base
+
+
+def test_a_cache_that_cannot_be_used_never_stops_a_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    cache = _CompiledTemplates(directory=str(not_a_folder))  # every write and read fails
+    env = ReportEnvironment(loader=DictLoader({"t.j2": "{{ x }}"}), autoescape=True, bytecode_cache=cache)
+    assert env.get_template("t.j2").render(x="<b>") == "&lt;b&gt;"
+    (tmp_path / f"_jinja2-cache-{os.getuid()}").write_text("")  # Jinja2's folder is not a folder: unsafe
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    assert _CompiledTemplates.open("fingerprint") is None

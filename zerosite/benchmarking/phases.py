@@ -22,9 +22,11 @@ PHASES: tuple[str, ...] = (
 
 @dataclass
 class Stopwatch:
-    """Seconds spent per phase, summed over the session."""
+    """Seconds spent per phase, summed over the session, and per level (what ran ``within`` it)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    levels: dict[str, float] = field(default_factory=dict)
+    _level: str | None = None
 
     @contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
@@ -32,7 +34,19 @@ class Stopwatch:
         try:
             yield
         finally:
-            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + elapsed
+            if self._level is not None:
+                self.levels[self._level] = self.levels.get(self._level, 0.0) + elapsed
+
+    @contextmanager
+    def within(self, level: str) -> Iterator[None]:
+        """Count the phases timed inside this block to ``level`` as well."""
+        outer, self._level = self._level, level
+        try:
+            yield
+        finally:
+            self._level = outer
 
     def as_dict(self) -> dict[str, float]:
         """Seconds per phase, known phases first, rounded to milliseconds."""
@@ -40,8 +54,9 @@ class Stopwatch:
         return {phase: round(self.seconds[phase], 3) for phase in order}
 
     def summary(self) -> str:
-        """One line: ``312.4 s: 201.3 s timed rounds (64 %), 60.2 s start workers (19 %), ...``."""
+        """One line: ``312.4 s: 201.3 s timed rounds (64 %), 60.2 s start workers (19 %), ...; by level: ...``."""
         total = sum(self.seconds.values())
         parts = sorted(self.seconds.items(), key=lambda item: -item[1])
         shares = ", ".join(f"{s:.1f} s {phase} ({s / total:.0%})" for phase, s in parts) if total else "nothing"
-        return f"{total:.1f} s: {shares}"
+        levels = ", ".join(f"{name} {s:.1f} s" for name, s in self.levels.items())
+        return f"{total:.1f} s: {shares}" + (f"; by level: {levels}" if levels else "")

@@ -220,7 +220,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("zerosite_matrix")
     if marker is None or "zerosite_cell" not in metafunc.fixturenames:
         return
-    from zerosite.benchmarking.workloads import SCENARIO_LATENCY_SHARE
     from zerosite.plugins import get_modules, get_strategies
 
     level = marker.args[0] if marker.args else marker.kwargs["level"]
@@ -236,7 +235,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         level,
         strategies,
         workers=marker.kwargs.get("workers") or settings.workers_for(level),
-        scenarios=marker.kwargs.get("scenarios") or tuple(SCENARIO_LATENCY_SHARE),
+        scenarios=marker.kwargs.get("scenarios") or settings.scenarios_for(level),
         modules=modules,
         references=_references() if level == "batch" else (),
     )

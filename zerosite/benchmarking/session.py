@@ -72,7 +72,7 @@ class Recorder:
         servers of every strategy selected at once (``folder(strategy)`` gives each its output folder), so that
         they warm up together, and waits until all are ready; each then waits idle until its turn."""
         if strategy not in self.service_runs:
-            with self.stopwatch("service"):
+            with self.stopwatch.within("service"), self.stopwatch("service"):
                 if not self._servers:
                     for name in sorted(self.service_selected | {strategy}):
                         self._servers[name] = launch_server(name, self.service_settings, folder(name))
@@ -123,17 +123,18 @@ class Recorder:
             self._count_instructions()
         elif cell not in self.results:
             rule = self.settings.rule_for(cell.level)
-            measured = measure_interleaved(
-                self.group_cells(cell),
-                lambda c: cell_round(c, workload),
-                rule,
-                warmup_rounds=1,  # batch too: auto starts the pool it chooses in its first real batch
-                memory=self._memory_probe(workload),
-                calibrated=cell.level != "batch",
-                load=self.load,
-                period=1 if cell.level == "batch" else ROUND_PERIOD,
-                stopwatch=self.stopwatch,
-            )
+            with self.stopwatch.within(cell.level):
+                measured = measure_interleaved(
+                    self.group_cells(cell),
+                    lambda c: cell_round(c, workload),
+                    rule,
+                    warmup_rounds=1,  # batch too: auto starts the pool it chooses in its first real batch
+                    memory=self._memory_probe(workload),
+                    calibrated=cell.level != "batch",
+                    load=self.load,
+                    period=1 if cell.level == "batch" else ROUND_PERIOD,
+                    stopwatch=self.stopwatch,
+                )
             self.results.update(measured)
             self._analysis = None
         return self.results[cell]
@@ -193,6 +194,7 @@ class Recorder:
             "quick": quick,
             "machine": describe_machine().as_dict(),
             "phases_s": self.stopwatch.as_dict(),
+            "levels_s": {level: round(seconds, 3) for level, seconds in self.stopwatch.levels.items()},
             "service_load": asdict(self.service_settings) if self.service_runs else None,
         }
 
