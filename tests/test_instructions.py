@@ -168,6 +168,7 @@ def runs(plugins_dir: Path) -> Iterator[list[dict[Cell, InstructionCount]]]:
         yield list(pool.map(run, [LOOPS, LOOPS, MORE_LOOPS]))
 
 
+@pytest.mark.valgrind
 def test_the_same_code_gives_the_same_count_in_two_runs(runs: list[dict[Cell, InstructionCount]]) -> None:
     first, second, _ = runs
     assert set(first) == set(CELLS)
@@ -177,6 +178,7 @@ def test_the_same_code_gives_the_same_count_in_two_runs(runs: list[dict[Cell, In
     assert all(count.iterations == ITERATIONS for count in first.values())
 
 
+@pytest.mark.valgrind
 def test_three_percent_more_work_gives_a_proportionally_larger_count(
     runs: list[dict[Cell, InstructionCount]],
 ) -> None:

@@ -17,11 +17,11 @@ so they are measured at the smallest worker count only (more workers would repea
 and each pool costs a start-up). The batch level, where workers share the work, takes every count."""
 
 FULL_RULES: tuple[tuple[str, StoppingRule], ...] = (
-    ("single", StoppingRule(min_rounds=6, max_rounds=40, budget_s=0.4)),
+    ("single", StoppingRule(min_rounds=6, max_rounds=40, budget_s=0.3)),
     ("pipeline", StoppingRule(min_rounds=6, max_rounds=40, budget_s=0.8)),
-    ("batch", StoppingRule(min_rounds=4, max_rounds=12, budget_s=3.0, min_sample_s=0)),
+    ("batch", StoppingRule(min_rounds=4, max_rounds=12, budget_s=2.5, min_sample_s=0)),
 )
-"""A full run: about 6 minutes on 2 cores (cells stop early once precise)."""
+"""A full run: under 6 minutes on 2 cores (cells stop early once precise)."""
 
 QUICK_RULES: tuple[tuple[str, StoppingRule], ...] = (
     ("single", StoppingRule(min_rounds=6, max_rounds=12, budget_s=0.4, min_sample_s=0.01)),
@@ -37,7 +37,7 @@ class MatrixSettings:
 
     workers: tuple[int, ...] = (2, 4)
     rules: tuple[tuple[str, StoppingRule], ...] = FULL_RULES
-    batch_projects: int = 100
+    batch_projects: int = 50
     single_scenarios: tuple[str, ...] = SCENARIOS
     """The scenarios in which the single level measures each module."""
 

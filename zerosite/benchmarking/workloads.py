@@ -101,21 +101,21 @@ class MemoryProbe:
     Timed rounds run without tracemalloc (it slows every allocation), so memory is measured apart: a
     fresh runner with tracing on makes every module's report for a few projects (embedded source: the
     fetch stage is not part of a report's peak), each measured in whichever process made it, worker
-    processes included. A report's peak does not depend on the level or the scenario, so every cell of
-    the same strategy and workers shares one measurement.
+    processes included. A report's peak does not depend on the level, the scenario or the number of
+    workers (each report is made whole by one worker), so every cell of a strategy shares one measurement,
+    made with the first cell's workers.
     """
 
     def __init__(self, workload: Workload) -> None:
         self.workload = workload
-        self._by_config: dict[tuple[str, int], dict[str, tuple[int, ...]]] = {}
+        self._by_strategy: dict[str, dict[str, tuple[int, ...]]] = {}
 
     def __call__(self, cell: Cell) -> tuple[int, ...]:
         if cell.is_reference:
             return ()
-        key = (cell.strategy, cell.workers)
-        if key not in self._by_config:
-            self._by_config[key] = self._measure(cell)
-        by_module = self._by_config[key]
+        if cell.strategy not in self._by_strategy:
+            self._by_strategy[cell.strategy] = self._measure(cell)
+        by_module = self._by_strategy[cell.strategy]
         if cell.module is not None:
             return by_module.get(cell.module, ())
         return tuple(peak for peaks in by_module.values() for peak in peaks)
