@@ -37,7 +37,7 @@ class MatrixSettings:
 
     workers: tuple[int, ...] = (2, 4)
     rules: tuple[tuple[str, StoppingRule], ...] = FULL_RULES
-    batch_projects: int = 50
+    batch_projects: int = 40
     single_scenarios: tuple[str, ...] = SCENARIOS
     """The scenarios in which the single level measures each module."""
 
