@@ -28,5 +28,5 @@ def test_pipeline(zerosite_cell: Cell, zerosite_bench: CellBenchmark) -> None:
 
 @pytest.mark.zerosite_matrix("batch")
 def test_batch(zerosite_cell: Cell, zerosite_bench: CellBenchmark) -> None:
-    """A batch of projects (40 by default: 200 reports; 20 in quick mode) written to disk and indexed."""
+    """A batch of projects (40 by default: 200 reports; 16 in quick mode) written to disk and indexed."""
     zerosite_bench(zerosite_cell)

@@ -26,9 +26,9 @@ FULL_RULES: tuple[tuple[str, StoppingRule], ...] = (
 QUICK_RULES: tuple[tuple[str, StoppingRule], ...] = (
     ("single", StoppingRule(min_rounds=6, max_rounds=12, budget_s=0.4, min_sample_s=0.01)),
     ("pipeline", StoppingRule(min_rounds=6, max_rounds=12, budget_s=0.6, min_sample_s=0.01)),
-    ("batch", StoppingRule(min_rounds=4, max_rounds=6, budget_s=2.5, min_sample_s=0)),
+    ("batch", StoppingRule(min_rounds=4, max_rounds=6, budget_s=1.5, min_sample_s=0)),
 )
-"""CI's quick run: every cell still measured, with smaller budgets (about 2 minutes)."""
+"""CI's quick run: smaller budgets (under 2 minutes on 2 cores)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class MatrixSettings:
         """CI: every strategy, scenario and level once, smaller budgets, a smaller batch; each module alone in the
         cpu scenario only (in io and mixed a single report adds the source's fixed wait to the same CPU work,
         which the pipeline level measures in every scenario)."""
-        return cls(workers=(2,), rules=QUICK_RULES, batch_projects=20, single_scenarios=("cpu",))
+        return cls(workers=(2,), rules=QUICK_RULES, batch_projects=16, single_scenarios=("cpu",))
 
     def workers_for(self, level: str) -> tuple[int, ...]:
         """The worker counts measured at ``level`` (see :data:`ONE_AT_A_TIME`)."""

@@ -15,6 +15,7 @@ PHASES: tuple[str, ...] = (
     "calibrate and warm up",
     "timed rounds",
     "memory probes",
+    "count instructions",
     "outputs",
 )
 """The phases in the order a group goes through them; ``outputs`` is analysis, JSON, charts and the page."""

@@ -142,7 +142,8 @@ class Recorder:
     def _count_instructions(self) -> None:
         wanted = {c for c in self.selected if uncountable_reason(c) is None}
         wanted |= {c.bare for c in wanted}
-        counts = count_instructions(sorted(wanted, key=lambda c: c.sort_key), iterations=INSTRUCTION_ITERATIONS)
+        with self.stopwatch("count instructions"):
+            counts = count_instructions(sorted(wanted, key=lambda c: c.sort_key), iterations=INSTRUCTION_ITERATIONS)
         for counted, count in counts.items():
             self.results[counted] = CellResult(counted, instructions=count.total, iterations=count.iterations)
         self._analysis = None
