@@ -113,7 +113,9 @@ def test_py_spy_follows_the_workers_in_the_io_scenario(tmp_path: Path, monkeypat
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # as a user who never activated the venv
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        files = profiling.profile_strategies([("process", 2)], tmp_path, projects=8, scenarios=["io"], latency_ms=5)
+        # Enough work that each worker is sampled while busy: workers load their templates compiled, so their
+        # start-up no longer shows, and 8 projects gave each worker about 20 ms of CPU (missed once in CI).
+        files = profiling.profile_strategies([("process", 2)], tmp_path, projects=60, scenarios=["io"], latency_ms=5)
     if caught:
         pytest.skip(f"py-spy cannot attach here: {caught[0].message}")
     assert sorted(f.path.name for f in files) == [
