@@ -241,6 +241,14 @@ def test_page_shows_machine_mode_scratch_modules_and_profiles(
     assert "data:image/png;base64," in html and 'href="profiles/process-workers=2.svg"' in html
 
 
+def test_a_level_not_measured_in_a_scenario_says_so_at_a_glance(tmp_path: Path) -> None:
+    # As in quick mode: each module alone in the cpu scenario only, the pipeline in every scenario.
+    results = synthetic_results(levels=("single",), scenarios=("cpu",)) + synthetic_results(levels=("pipeline",))
+    html = _page(analyse(results, _targets_for, cores=2), tmp_path)
+    glance = html[: html.index('id="run"')]
+    assert glance.count("not measured in this run") == 2  # single report: io and mixed
+
+
 def test_page_takes_module_names_from_the_data_never_five(tmp_path: Path) -> None:
     seven = {**MODULE_MS, "M7": 2.0, "M8": 1.5}
     analysis = synthetic_analysis(seven, levels=("single",), scenarios=("cpu",))

@@ -27,7 +27,7 @@ class Stopwatch:
 
     seconds: dict[str, float] = field(default_factory=dict)
     levels: dict[str, float] = field(default_factory=dict)
-    _level: str | None = None
+    _level: str | None = field(default=None, init=False, repr=False)
 
     @contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
