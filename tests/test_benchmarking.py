@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from zerosite.benchmarking.analysis import analyse
-from zerosite.benchmarking.cells import TIMES, Cell, CellResult, RoundOutcome
+from zerosite.benchmarking.cells import BUSY_MACHINE, TIMES, Cell, CellResult, RoundOutcome
 from zerosite.benchmarking.harness import ReplayClock, StoppingRule, calibrate, measure_interleaved, rotation
 from zerosite.benchmarking.machine import cgroup_cpu_quota, describe_machine
 from zerosite.benchmarking.matrix import build_matrix
@@ -535,5 +535,5 @@ def test_a_level_measured_mostly_on_a_busy_machine_is_not_judged() -> None:
     assert standing.unjudged and standing.winner is None and standing.tied == ()
     page = render_page(analysis, load_targets(Path("/nonexistent")), describe_machine())
     assert "not judged (machine busy)" in page
-    assert standing.sentence().startswith("not judged: 2 of 2 cells were measured while other processes")
+    assert standing.sentence().startswith(f"not judged: 2 of 2 cells were measured while {BUSY_MACHINE}")
     assert standing.as_dict()["winner"] is None and standing.as_dict()["unjudged"] is True

@@ -76,7 +76,7 @@ class CellFigures:
     stopped: str = ""
     """Why measuring stopped: precision, budget or max-rounds."""
     busy_rounds: int = 0
-    """Samples taken while other processes kept this machine busy."""
+    """Samples taken while this machine was busy (other processes, or steal by the host)."""
     loads: tuple[Mapping[str, object], ...] = ()
     """Per sample, the machine's load (load average, other processes' CPU, steal, busy)."""
     instructions: int | None = None

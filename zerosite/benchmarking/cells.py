@@ -28,6 +28,8 @@ LEVELS: tuple[str, ...] = ("single", "pipeline", "batch")
 SCENARIOS: tuple[str, ...] = ("cpu", "io", "mixed")
 TIMES = "\N{MULTIPLICATION SIGN}"
 """The sign in labels such as process x 2 and 1.6 x sequential (kept out of the source as a literal)."""
+BUSY_MACHINE = "the machine was busy with other work (other processes, or CPU time the host took: steal)"
+"""Why a sample, cell or point is called busy, in the words every output uses (see ``load.py`` for the rule)."""
 BASELINE = "sequential"
 BARE = "bare"
 """Pseudo-strategy: a plain loop over the same module functions, to measure the engine's own overhead."""

@@ -34,7 +34,7 @@ FASTER = "faster"
 SLOWER = "slower"
 UNCHANGED = "unchanged"
 INCONCLUSIVE = "inconclusive"
-"""A change that may be the machine's: either run took the cell's samples while other processes kept it busy."""
+"""A change that may be the machine's: either run took the cell's samples while the machine was busy."""
 ONLY_IN_BASE = "only in base"
 ONLY_IN_NEW = "only in new"
 
@@ -71,7 +71,7 @@ class _Cell:
     speedup: float | None
     instructions: float | None
     noisy: bool = False
-    """More than a tenth of the samples were taken while other processes kept the machine busy."""
+    """More than a tenth of the samples were taken while the machine was busy (``cells.BUSY_MACHINE``)."""
 
     @property
     def label(self) -> str:

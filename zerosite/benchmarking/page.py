@@ -13,7 +13,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from zerosite.benchmarking.analysis import LEVEL_NAMES, Analysis, CellFigures
-from zerosite.benchmarking.cells import BASELINE, LEVELS, SCENARIOS, TIMES
+from zerosite.benchmarking.cells import BASELINE, BUSY_MACHINE, LEVELS, SCENARIOS, TIMES
 from zerosite.benchmarking.charts import Chart
 from zerosite.benchmarking.colours import StrategyColours
 from zerosite.benchmarking.machine import Machine
@@ -251,6 +251,7 @@ def render_page(
     return env.get_template("index.html.j2").render(
         generated=generated or dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         quick=quick,
+        busy_machine=BUSY_MACHINE,
         json_name=json_name,
         counts=counts,
         scenarios=scenarios,

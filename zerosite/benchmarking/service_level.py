@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from zerosite.benchmarking.cells import BUSY_MACHINE
 from zerosite.benchmarking.service_load import LoadPoint, ServiceRun, SweepStep, error_percent, held, quantile_ms
 from zerosite.benchmarking.stats import Interval, bootstrap_ci
 from zerosite.benchmarking.targets import TARGET_SPECS
@@ -149,13 +150,13 @@ class ServiceAnalysis:
 
 
 def _judgement(subject: str, name: str, value: float, interval: Interval, target: float, busy: bool) -> Judgement:
-    """A verdict as every level gives it, except that a point measured while other processes kept the machine busy
+    """A verdict as every level gives it, except that a point measured while the machine was busy
     cannot FAIL: its latencies say more about the machine than about the server (INCONCLUSIVE, saying so)."""
     spec = TARGET_SPECS[name]
     verdict = judge(interval, target)
     if busy and verdict is Verdict.FAIL:
         verdict = Verdict.INCONCLUSIVE
-        subject = f"{subject} (would FAIL, but measured while other processes kept the machine busy)"
+        subject = f"{subject} (would FAIL, but measured while {BUSY_MACHINE})"
     return Judgement(subject, name, spec.figure, value, interval, target, spec.unit, verdict)
 
 

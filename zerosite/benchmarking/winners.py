@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from zerosite.benchmarking.cells import BASELINE, TIMES, Cell
+from zerosite.benchmarking.cells import BASELINE, BUSY_MACHINE, TIMES, Cell
 from zerosite.benchmarking.stats import Interval
 
 __all__ = ["Contender", "Standing", "rank"]
@@ -62,7 +62,7 @@ class Standing:
     ranked: tuple[Contender, ...]
     """Every contender, fastest first."""
     busy_cells: int = 0
-    """Cells of this level and scenario measured while other processes kept the machine busy (noisy)."""
+    """Cells of this level and scenario measured while the machine was busy (noisy; ``cells.BUSY_MACHINE``)."""
     cells: int = 0
 
     @property
@@ -92,8 +92,8 @@ class Standing:
         winner = self.winner
         if self.unjudged:
             return (
-                f"not judged: {self.busy_cells} of {self.cells} cells were measured while other processes kept the "
-                f"machine busy (fastest as measured: {self.best.phrase()})."
+                f"not judged: {self.busy_cells} of {self.cells} cells were measured while {BUSY_MACHINE} "
+                f"(fastest as measured: {self.best.phrase()})."
             )
         if winner is not None and winner.strategy == BASELINE:
             rest = [c for c in self.ranked if c.strategy != BASELINE]
