@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from zerosite.pipeline import compute_and_render, plan
 from zerosite.plugins import get_modules
 from zerosite.project import Project, parse_project
+from zerosite.sample import sample_projects
 
 DEFAULT_PROJECT: dict[str, Any] = {
     "id": "test-project",
@@ -64,3 +66,17 @@ def render_chain(project: Project, names: tuple[str, ...] = REPORT_MODULES) -> d
     if failed:
         raise failed[0]
     return {outcome.module.name: outcome.html for outcome in made if outcome.html is not None}
+
+
+def projects(n: int) -> list[Project]:
+    """The first ``n`` sample projects, parsed."""
+    return [parse_project(raw) for raw in sample_projects(n)]
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    """Every file a batch wrote under ``folder`` (its index aside), by relative path, with its bytes."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.startswith("index.sqlite")
+    }

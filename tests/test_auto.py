@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import files_of, projects
 
 import zerosite.strategies_auto as auto
 from zerosite.cli import main
 from zerosite.engine import BatchOptions, generate, plan_batch
-from zerosite.project import Project, parse_project, project_to_dict
-from zerosite.sample import sample_projects
+from zerosite.project import project_to_dict
 from zerosite.strategies_auto import AutoChoice, AutoCosts, AutoFigures, AutoRunner, choose, usable_cores
 from zerosite.testing import ProjectServer
 
@@ -38,18 +38,6 @@ BUSY = replace(CPU, write_ms=0.0, parent_ms=0.0, projects=20, more=False, start_
 """The benchmark's batch (20 projects, a warm runner) on this machine with other work keeping its two cores
 busy (load average 4 to 10): the figures of auto's probe in ``bench/auto_vs_fixed.py``, where thread x 2 was
 the fastest fixed strategy for cpu and mixed, async x 2 for io."""
-
-
-def projects(n: int) -> list[Project]:
-    return [parse_project(raw) for raw in sample_projects(n)]
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {
-        str(path.relative_to(folder)): path.read_bytes()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and not path.name.startswith("index.sqlite")
-    }
 
 
 # --- The choice, from figures alone -------------------------------------------------------------------------------

@@ -11,14 +11,13 @@ from pathlib import Path
 import pluggy
 import pytest
 from click.testing import CliRunner
+from helpers import projects
 
 from zerosite import hookimpl
 from zerosite.caches import LocalCache, RedisOptions, open_cache
 from zerosite.cli import main
 from zerosite.engine import BatchOptions, generate
 from zerosite.plugins import PluginSettings, get_cache_backends, get_plugin_manager
-from zerosite.project import Project, parse_project
-from zerosite.sample import sample_projects
 from zerosite.store import search_reports
 from zerosite.types import (
     CacheBackend,
@@ -54,10 +53,6 @@ class MemoryCache(ReportCache):
             raise CacheUnavailable("connection refused")
         self.entries.update(items)
         return len(items)
-
-
-def projects(n: int) -> list[Project]:
-    return [parse_project(raw) for raw in sample_projects(n)]
 
 
 def files_of(folder: Path) -> dict[str, bytes]:

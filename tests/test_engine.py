@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import files_of, projects
 
 from zerosite.engine import BatchOptions, ReportOutcome, generate
 from zerosite.plugins import PluginSettings
@@ -25,18 +26,6 @@ from zerosite.store import search_reports
 from zerosite.testing import ProjectServer
 
 BUILTIN_STRATEGIES = ["sequential", "thread", "process", "async"]
-
-
-def projects(n: int) -> list[Project]:
-    return [parse_project(raw) for raw in sample_projects(n)]
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {
-        str(path.relative_to(folder)): path.read_bytes()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and not path.name.startswith("index.sqlite")
-    }
 
 
 def index_rows(db: Path) -> list[tuple[str, str, str]]:

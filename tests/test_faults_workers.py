@@ -14,12 +14,11 @@ import warnings
 from pathlib import Path
 
 import pytest
+from helpers import projects
 
 from zerosite import strategies, types
 from zerosite.engine import BatchOptions, BatchSummary, generate
 from zerosite.plugins import PluginSettings
-from zerosite.project import Project, parse_project
-from zerosite.sample import sample_projects
 
 STRATEGIES = ["sequential", "thread", "process", "async"]
 
@@ -38,10 +37,6 @@ PLUGIN_HEAD = """
     def zerosite_template_dirs():
         return [HERE / "templates"]
 """
-
-
-def projects(n: int) -> list[Project]:
-    return [parse_project(raw) for raw in sample_projects(n)]
 
 
 def hostile_plugin(folder: Path, body: str) -> PluginSettings:
