@@ -3,6 +3,7 @@ nothing is lost, nothing ends silently (issue 11, items 4, 5, 9, 12 and 13)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ import psutil
 import pytest
 
 from zerosite.store import LOCK_FILE, OutputBusy, ReportStore
+from zerosite.strategies import _StopSignalsBetweenSteps
 
 SLOW_PLUGIN = """
     import time
@@ -162,6 +164,32 @@ def test_repeated_ctrl_c_stops_within_seconds(tmp_path: Path, strategy: str) -> 
         assert gone(workers, 5)
     done = assert_whole_projects(out, ("M2", "SLOW"))
     resumes(command, done, 80)
+
+
+def test_a_ctrl_c_inside_the_event_loop_loses_no_wake_up() -> None:
+    """The async runner's loop: a Ctrl-C raised inside one of its callbacks used to drop the wake-up that
+    callback was giving, and the batch's clean-up then waited for ever (once in CI under load)."""
+    loop = asyncio.new_event_loop()
+    woken: asyncio.Future[str] = loop.create_future()
+
+    def ctrl_c_then_wake() -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # its handler runs in this thread, at the next bytecode
+        woken.set_result("woke")
+
+    async def step() -> str:
+        loop.call_soon(ctrl_c_then_wake)
+        return await woken
+
+    task = loop.create_task(step())
+    try:
+        with _StopSignalsBetweenSteps(loop) as signals:
+            with pytest.raises(KeyboardInterrupt):
+                signals.run(task)
+            assert woken.done(), "the callback was cut short"
+            assert signals.run(task) == "woke"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        loop.close()
 
 
 # --- 5: workers die with their parent; SIGTERM is a clean stop --------------------------------------------------

@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.context import BaseContext
+from types import FrameType
 from typing import Any, TypeVar
 
 from zerosite import hookimpl
@@ -727,6 +728,76 @@ class AsyncStrategy(Strategy):
         return _AsyncRunner(config, options)
 
 
+class _StopSignalsBetweenSteps:
+    """Ctrl-C and SIGTERM that arrive while an event loop runs, delivered once it has stopped.
+
+    Their handlers (Python's, or the command line's) raise an exception wherever the main thread is. Raised
+    inside one of the loop's callbacks, it can drop a task's wake-up: that task then never ends, and the
+    stream's clean-up, which waits for its tasks, waits for ever. So the first signal only stops the loop
+    (every callback under way completes); its handler runs in :meth:`run`, between loop iterations, and
+    the step goes on if the handler returns. A second signal before that goes to its handler at once (to
+    stop what hangs), as with :class:`asyncio.Runner`. Outside :meth:`run`, and outside the main thread,
+    signals reach their handlers as before.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.running = False
+        self.held: list[tuple[int, FrameType | None]] = []
+        self.handlers: dict[int, Callable[[int, FrameType | None], Any]] = {}
+
+    def __enter__(self) -> _StopSignalsBetweenSteps:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                handler = signal.getsignal(signum)
+                if callable(handler):
+                    self.handlers[signum] = handler
+                    signal.signal(signum, self._arrived)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self.handlers.items():
+            if signal.getsignal(signum) == self._arrived:  # not if a handler meanwhile put another in its place
+                signal.signal(signum, handler)
+
+    def _arrived(self, signum: int, frame: FrameType | None) -> Any:
+        if not self.running or self.held:
+            return self.handlers[signum](signum, frame)
+        self.held.append((signum, frame))
+        self.loop.stop()  # harmless if it just stopped: the next run_forever() makes one pass, and run() goes on
+        self.loop.call_soon_threadsafe(_nothing)  # wakes a loop asleep in select()
+        return None
+
+    def run(self, step: asyncio.Future[T]) -> T:
+        """Run the loop until ``step`` is done (its result, or its exception raised)."""
+        step.add_done_callback(_stop_its_loop)
+        self.running = True
+        try:
+            while not step.done():
+                self.loop.run_forever()
+                self._deliver()
+        finally:
+            self.running = False
+            step.remove_done_callback(_stop_its_loop)
+            self._deliver()
+        return step.result()
+
+    def _deliver(self) -> None:
+        if self.held:
+            signum, frame = self.held.pop()
+            self.handlers[signum](signum, frame)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _stop_its_loop(future: asyncio.Future[Any]) -> None:
+    future.get_loop().stop()
+
+
 class _AsyncRunner(Runner):
     """One event loop reused across batches, driven step by step so results stream to the caller."""
 
@@ -753,24 +824,25 @@ class _AsyncRunner(Runner):
         async def step() -> ProjectResult:
             return await anext(stream)
 
-        try:
-            while True:
-                task = loop.create_task(step())
-                try:
-                    result = loop.run_until_complete(task)
-                except StopAsyncIteration:
-                    return
-                except BaseException:
-                    # Ctrl-C (KeyboardInterrupt from a signal handler) left the step half done: cancel it, so the
-                    # stream cancels its own tasks, before the stream is closed and the pool shut down.
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        loop.run_until_complete(task)
-                    raise
-                yield result
-        finally:
-            if not loop.is_closed():  # else the runner was closed first, and its loop closed the stream then
-                self.loop.run(stream.aclose())
+        with _StopSignalsBetweenSteps(loop) as signals:
+            try:
+                while True:
+                    task = loop.create_task(step())
+                    try:
+                        result = signals.run(task)
+                    except StopAsyncIteration:
+                        return
+                    except BaseException:
+                        # A stop signal (delivered once the step ended) or a second Ctrl-C inside it: cancel
+                        # the step, so the stream cancels its own tasks, before it is closed and the pool shut down.
+                        task.cancel()
+                        with contextlib.suppress(BaseException):
+                            signals.run(task)
+                        raise
+                    yield result
+            finally:
+                if not loop.is_closed():  # else the runner was closed first, and its loop closed the stream then
+                    signals.run(loop.create_task(stream.aclose()))
 
     async def _stream(
         self, projects: Iterable[Project], files: ReportWriter | None
