@@ -202,6 +202,22 @@ def test_measure_interleaved_alternates_cells_and_measures_memory_apart() -> Non
     assert all(len(r.rounds) == 4 and r.memory_bytes == (1024,) for r in results.values())
 
 
+def test_the_canary_is_timed_once_per_pass_and_noted_in_each_cell_of_it() -> None:
+    calls: list[str] = []
+    speeds = iter(range(1, 100))
+
+    def canary() -> float:
+        calls.append("canary")
+        return float(next(speeds))
+
+    cells = [Cell("pipeline", "cpu", s, 1) for s in ("sequential", "thread")]
+    results = measure_interleaved(cells, _constant_start(calls), FIXED_4, warmup_rounds=0, canary=canary)
+    assert calls[:3] == ["sequential", "thread", "canary"] and calls.count("canary") == 4
+    assert all(r.canary_s == [1.0, 2.0, 3.0, 4.0] for r in results.values())
+    figures = analyse(results.values(), lambda cell: TARGETS).cells
+    assert all(f.as_dict()["canary_s"] == [1.0, 2.0, 3.0, 4.0] for f in figures)
+
+
 def test_stopwatch_accounts_each_phase_of_a_group() -> None:
     import time
 

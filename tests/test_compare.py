@@ -71,14 +71,18 @@ def make_run(
     instructions_scale: Mapping[str, float] | None = None,
     workload: Mapping[str, Any] | None = None,
     machine: Mapping[str, Any] | None = None,
+    slower_machine: float | None = None,
+    share: float = 0.7,
 ) -> dict[str, Any]:
-    """A benchmark JSON as pytest bench/ writes it; ``scale`` multiplies the times of the cells it names (keys)."""
+    """A benchmark JSON as pytest bench/ writes it; ``scale`` multiplies the times of the cells it names (keys).
+    With ``slower_machine``, every cell has canary samples: the canary takes that many times as long as on a
+    reference machine, and each cell ``slower_machine ** share`` times as long."""
     rng = random.Random(seed)
     scale, noise_of, instructions_scale = scale or {}, noise_of or {}, instructions_scale or {}
     cells = []
     for cell in matrix():
         key = f"{cell.level}/{cell.id}"
-        centre = true_time(cell) * scale.get(key, 1.0)
+        centre = true_time(cell) * scale.get(key, 1.0) * (slower_machine or 1.0) ** share
         spread = noise_of.get(key, noise)
         n = rounds if cell.level != "batch" else max(3, rounds // 3)
         samples = [centre * max(0.05, 1 + rng.gauss(0, spread)) for _ in range(n)]
@@ -95,6 +99,8 @@ def make_run(
             "samples": samples,
             "speedup": None,
         }
+        if slower_machine is not None:
+            entry["canary_s"] = [0.0008 * slower_machine * (1 + rng.gauss(0, 0.02)) for _ in range(n)]
         if mode == "instructions":
             count = round(true_time(cell) * 6_400_000 * instructions_scale.get(key, 1.0))
             measured = cell.level != "batch"
@@ -293,6 +299,39 @@ def test_30_percent_slower_is_named_every_time(seed: int) -> None:
     assert "slower" in summary and "regressed: single report M2 sequential cpu +" in summary
     row = comparison.regressions[0]
     assert row.interval is not None and row.interval.low > 1.1 and row.p_value is not None and row.p_value < 0.05
+
+
+@pytest.mark.parametrize(("seed", "machine", "share"), [(0, 1.4, 0.45), (1, 1.6, 1.0), (2, 0.7, 0.7), (3, 1.2, 0.4)])
+def test_a_machine_slower_or_faster_between_runs_is_no_verdict(seed: int, machine: float, share: float) -> None:
+    """This VM's speed moves 20-60 % within minutes: the canary timed beside each cell takes it out."""
+    base = make_run(100 + seed, slower_machine=1.0)
+    comparison = compare_runs(base, make_run(200 + seed, slower_machine=machine, share=share))
+    assert comparison.exit_code == EXIT_OK, comparison.render()
+    assert set(verdicts(comparison).values()) == {"unchanged"}, comparison.render()
+    assert "the machine itself (a fixed render timed beside every cell) ran" in comparison.render()
+    unjudged = compare_runs(make_run(100 + seed), make_run(200 + seed, slower_machine=machine, share=share))
+    if machine**share > 1.2:  # without the canary, the machine's change would have been the code's
+        assert unjudged.exit_code == EXIT_REGRESSED
+
+
+@pytest.mark.parametrize(("seed", "machine"), [(0, 1.25), (1, 0.8), (2, 1.0), (3, 1.2), (4, 0.85)])
+def test_30_percent_slower_is_named_while_the_machine_moved_less_than_25_percent(seed: int, machine: float) -> None:
+    base = make_run(100 + seed, slower_machine=1.0)
+    comparison = compare_runs(base, make_run(200 + seed, slower_machine=machine, scale={M2_CPU: 1.3}))
+    assert [row.key for row in comparison.regressions] == [M2_CPU], comparison.render()
+    row = comparison.regressions[0]
+    assert row.machine == pytest.approx(machine, rel=0.05)
+    assert row.ratio == pytest.approx(1.3, rel=0.1)  # net of the machine's share
+
+
+def test_a_machine_that_moved_more_than_the_change_leaves_it_open_and_says_so() -> None:
+    """A machine 60 % slower may explain anything from +21 % to +60 % of a cell's time: +30 % is not proven."""
+    base = make_run(100, slower_machine=1.0)
+    comparison = compare_runs(base, make_run(200, slower_machine=1.6, scale={M2_CPU: 1.3}))
+    assert comparison.exit_code == EXIT_OK
+    row = next(r for r in comparison.rows if r.key == M2_CPU)
+    assert (row.verdict, row.detail) == ("unchanged", "slower, perhaps beyond threshold")
+    assert "slower, perhaps beyond threshold" in comparison.render()
 
 
 def test_a_change_measured_on_a_busy_machine_is_inconclusive_not_a_regression() -> None:

@@ -82,6 +82,8 @@ class CellFigures:
     instructions: int | None = None
     """Instruction-count mode: the instructions of ``iterations`` rounds (``samples`` holds per round)."""
     iterations: int = 0
+    canary_s: tuple[float, ...] = ()
+    """The machine's own speed during this cell's rounds (``canary.Canary``), for ``zerosite compare``."""
 
     @property
     def noisy(self) -> bool:
@@ -123,6 +125,7 @@ class CellFigures:
             "instructions": round(self.samples[0]) if self.instructions is not None else None,
             "instruction_total": self.instructions,
             "iterations": self.iterations,
+            "canary_s": list(self.canary_s),
         }
 
 
@@ -314,6 +317,7 @@ def _figures(
         stopped=result.stopped,
         busy_rounds=result.busy_rounds,
         loads=tuple(r.load.as_dict() for r in rounds if r.load is not None),
+        canary_s=tuple(result.canary_s),
         **figures,  # type: ignore[arg-type]
     )
 

@@ -166,6 +166,8 @@ class CellResult:
     instructions: int | None = None
     """Instruction-count mode: CPU instructions of ``iterations`` rounds (no timed rounds then)."""
     iterations: int = 0
+    canary_s: list[float] = field(default_factory=list)
+    """The machine's own speed (``canary.Canary``: seconds per render) once per pass this cell had a round in."""
 
     @property
     def peaks(self) -> tuple[int, ...]:

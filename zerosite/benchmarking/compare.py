@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,13 @@ RESAMPLES = 1000
 
 REQUIRED_KEYS: tuple[str, ...] = ("level", "cell", "group", "strategy", "workers", "scenario", "unit", "median")
 
+MACHINE_SHARE = Interval(0.4, 1.0)
+"""How much of the machine's own change of speed shows in a cell's time: when the canary (timed beside
+the cell's rounds, ``canary.Canary``) takes ``d`` times as long, a cell takes ``d ** k`` times as long for
+some ``k`` in this range. Measured on this 2-core VM over 5-minute spans in 30 s windows (``python
+bench/machine_drift.py``): k between 0.45 and 1.0 while the machine drifted by up to 60 %. A cell's change
+is judged with every ``k`` in the range: only a change beyond what any of them explains is a verdict."""
+
 
 class CompareError(Exception):
     """A benchmark JSON that cannot be read or compared; the message is one line, fit to print as is."""
@@ -72,6 +80,8 @@ class _Cell:
     instructions: float | None
     noisy: bool = False
     """More than a tenth of the samples were taken while the machine was busy (``cells.BUSY_MACHINE``)."""
+    canary: tuple[float, ...] = ()
+    """The machine's own speed during the cell's rounds (seconds per canary render); empty in older runs."""
 
     @property
     def label(self) -> str:
@@ -100,7 +110,9 @@ class CellChange:
     """How one cell's time (or instruction count) changed from the base run to the new one.
 
     ``interval`` is the confidence interval of ``new / base`` (None for exact counts and one-sided rows);
-    ``detail`` refines an ``unchanged`` verdict, e.g. ``slower within threshold``.
+    ``detail`` refines an ``unchanged`` verdict, e.g. ``slower within threshold``. ``machine`` is how much
+    slower the machine itself ran during the new run's rounds of the cell (its canary, new over base), when
+    both runs timed it: the change and its interval are then the cell's own, net of the machine's.
     """
 
     key: str
@@ -114,13 +126,14 @@ class CellChange:
     p_value: float | None
     verdict: str
     detail: str = ""
+    machine: float | None = None
 
     @property
     def ratio(self) -> float | None:
-        """``new / base``; above 1 is slower (lower is better for times and instruction counts)."""
+        """``new / base``, net of the machine's change; above 1 is slower (lower is better for times and counts)."""
         if self.base is None or self.new is None or self.base <= 0:
             return None
-        return self.new / self.base
+        return self.new / self.base / _machine_factor(self.machine)
 
     @property
     def change_text(self) -> str:
@@ -145,6 +158,7 @@ class CellChange:
             "p_value": self.p_value,
             "verdict": self.verdict,
             "detail": self.detail,
+            "machine": self.machine,
         }
 
 
@@ -202,6 +216,12 @@ class Comparison:
         return tuple(row for row in self.rows if row.verdict == SLOWER)
 
     @property
+    def machine_change(self) -> tuple[float, float] | None:
+        """The least and the most the machine's own speed changed over the cells (canary new/base), if timed."""
+        changes = sorted(row.machine for row in self.rows if row.machine is not None)
+        return (changes[0], changes[-1]) if changes else None
+
+    @property
     def exit_code(self) -> int:
         """0: nothing slower beyond the threshold; 1: some cell regressed; 2: the runs cannot be compared."""
         if self.refused:
@@ -233,6 +253,13 @@ class Comparison:
             lines += [f"  {reason}" for reason in self.refusals]
             return "\n".join([*lines, self.summary()])
         sections = [_cell_table(self.rows, self.confidence)]
+        machine = self.machine_change
+        if machine is not None:
+            low, high = machine
+            sections.append(
+                f"the machine itself (a fixed render timed beside every cell) ran {_percent(low)} to "
+                f"{_percent(high)} in the new run's cells: each time change above is net of it"
+            )
         if self.speedups:
             sections.append(_speedup_table(self.speedups, self.confidence))
         if self.notes:
@@ -394,10 +421,11 @@ def _cell(raw: object, where: str) -> _Cell:
             speedup=_optional_float(raw.get("speedup")),
             instructions=_instructions(raw),
             noisy=int(raw.get("busy_rounds") or 0) * 10 > len(samples),
+            canary=tuple(float(s) for s in raw.get("canary_s") or ()),
         )
     except (TypeError, ValueError) as error:
         raise CompareError(f"{where}: {error}") from None
-    if any(s <= 0 for s in samples) or cell.median < 0:
+    if any(s <= 0 for s in (*samples, *cell.canary)) or cell.median < 0:
         raise CompareError(f"{where} ({cell.key}): times must be positive")
     return cell
 
@@ -442,18 +470,42 @@ def _one_sided(cell: _Cell, verdict: str) -> CellChange:
 
 
 def _compare_times(base: _Cell, new: _Cell, threshold: float, confidence: float) -> CellChange:
-    """Ratio of medians with its bootstrap interval and a Mann-Whitney test on the samples."""
+    """Ratio of medians with its bootstrap interval and a Mann-Whitney test on the samples, both net of the
+    machine's own change of speed where both runs timed the canary beside the cell (:data:`MACHINE_SHARE`)."""
     if not base.samples or not new.samples:
         return _two_sided(base, base.location, new.location, verdict=UNCHANGED, detail="no samples to test")
     interval = ratio_ci(new.samples, base.samples, confidence, resamples=RESAMPLES)
-    p_value = mann_whitney_u(base.samples, new.samples).p_value
+    machine = None
+    lightest, heaviest = 1.0, 1.0  # the least and the most of the machine's change that may show in the cell
+    if base.canary and new.canary:
+        machine = statistics.median(new.canary) / statistics.median(base.canary)
+        drift = ratio_ci(new.canary, base.canary, confidence, resamples=RESAMPLES)
+        shares = [end**k for end in (drift.low, drift.high) for k in (MACHINE_SHARE.low, MACHINE_SHARE.high)]
+        lightest, heaviest = min(shares), max(shares)
+        interval = Interval(interval.low / heaviest, interval.high / lightest)
+    # Tested against the machine's share that most favours "unchanged".
+    share = heaviest if interval.low > 1 else lightest if interval.high < 1 else math.sqrt(lightest * heaviest)
+    p_value = mann_whitney_u(base.samples, [sample / share for sample in new.samples]).p_value
     verdict, detail = _time_verdict(interval, p_value, threshold, confidence)
     if verdict in (SLOWER, FASTER) and (base.noisy or new.noisy):
         # A machine busy with other work slows every cell: that is no verdict on the code.
         verdict, detail = INCONCLUSIVE, f"{verdict}, but measured while the machine was busy"
     return _two_sided(
-        base, base.location, new.location, interval=interval, p_value=p_value, verdict=verdict, detail=detail
+        base,
+        base.location,
+        new.location,
+        interval=interval,
+        p_value=p_value,
+        verdict=verdict,
+        detail=detail,
+        machine=machine,
     )
+
+
+def _machine_factor(machine: float | None) -> float:
+    """The share of the machine's change taken out of a cell's change for its point estimate: the middle
+    of :data:`MACHINE_SHARE` (the interval spans the whole range)."""
+    return 1.0 if machine is None else machine ** ((MACHINE_SHARE.low + MACHINE_SHARE.high) / 2)
 
 
 def _time_verdict(interval: Interval, p_value: float, threshold: float, confidence: float) -> tuple[str, str]:
@@ -461,9 +513,19 @@ def _time_verdict(interval: Interval, p_value: float, threshold: float, confiden
     if p_value >= 1 - confidence:
         return UNCHANGED, ""
     if interval.low > 1:
-        return (SLOWER, "") if interval.low > 1 + threshold else (UNCHANGED, "slower within threshold")
+        if interval.low > 1 + threshold:
+            return SLOWER, ""
+        return (
+            UNCHANGED,
+            "slower, perhaps beyond threshold" if interval.high > 1 + threshold else "slower within threshold",
+        )
     if interval.high < 1:
-        return (FASTER, "") if interval.high < 1 - threshold else (UNCHANGED, "faster within threshold")
+        if interval.high < 1 - threshold:
+            return FASTER, ""
+        return (
+            UNCHANGED,
+            "faster, perhaps beyond threshold" if interval.low < 1 - threshold else "faster within threshold",
+        )
     return UNCHANGED, ""
 
 
@@ -489,10 +551,13 @@ def _two_sided(
     measure: str = "time",
     interval: Interval | None = None,
     p_value: float | None = None,
+    machine: float | None = None,
 ) -> CellChange:
     """A row for a cell both runs measured."""
     unit = "instructions" if measure == "instructions" else cell.unit
-    return CellChange(cell.key, cell.label, cell.subject, measure, unit, base, new, interval, p_value, verdict, detail)
+    return CellChange(
+        cell.key, cell.label, cell.subject, measure, unit, base, new, interval, p_value, verdict, detail, machine
+    )
 
 
 def _speedups(

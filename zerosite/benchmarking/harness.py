@@ -131,13 +131,15 @@ def measure_interleaved(
     load: LoadProbe | None = None,
     period: int = 1,
     stopwatch: Stopwatch | None = None,
+    canary: Callable[[], float] | None = None,
 ) -> dict[Cell, CellResult]:
     """Start every cell's workers (process pools before threads), calibrate (``calibrated``: samples of whole
     ``period`` calls), run ``warmup_rounds`` untimed samples, then samples with the cells interleaved until
     ``rule`` stops each; the workers are stopped at the end. ``load`` records the machine's load around every
     timed sample.
     Then, if given, ``memory(cell)`` measures each cell's memory per report in a separate, untimed pass.
-    ``stopwatch`` sums the time of each phase (:data:`~zerosite.benchmarking.phases.PHASES`)."""
+    ``stopwatch`` sums the time of each phase (:data:`~zerosite.benchmarking.phases.PHASES`). ``canary`` (see
+    :mod:`~zerosite.benchmarking.canary`) times the machine's own speed once per pass, noted in every cell of it."""
     phase = stopwatch or Stopwatch()
     results = {cell: CellResult(cell) for cell in cells}
     with contextlib.ExitStack() as stack:
@@ -152,8 +154,13 @@ def measure_interleaved(
                 for cell in cells:
                     _sample(functions[cell], results[cell].loops)
         with phase("timed rounds"), _frozen_gc():
-            for cell in _schedule(cells, results, rule):
-                results[cell].rounds.append(_timed(functions[cell], results[cell].loops, load))
+            for passing in _schedule(cells, results, rule):
+                for cell in passing:
+                    results[cell].rounds.append(_timed(functions[cell], results[cell].loops, load))
+                if canary is not None:
+                    machine_s = canary()
+                    for cell in passing:
+                        results[cell].canary_s.append(machine_s)
         with phase("start and stop workers"):
             stack.close()
     if memory is not None:
@@ -163,14 +170,13 @@ def measure_interleaved(
     return results
 
 
-def _schedule(cells: Sequence[Cell], results: Mapping[Cell, CellResult], rule: StoppingRule) -> Iterator[Cell]:
-    """The cell to measure next: every active cell once per round, rotated; a cell leaves when
-    ``rule`` settles it (its ``stopped`` reason is set), a baseline only after the rest of its group."""
+def _schedule(cells: Sequence[Cell], results: Mapping[Cell, CellResult], rule: StoppingRule) -> Iterator[list[Cell]]:
+    """The cells to measure in the next pass: every active cell once, rotated; after the pass a cell leaves
+    when ``rule`` settles it (its ``stopped`` reason is set), a baseline only after the rest of its group."""
     active = list(cells)
     index = 0
     while active:
-        for cell in rotation(active, index):
-            yield cell
+        yield rotation(active, index)
         index += 1
         # Settle the other cells first, then the baselines whose group has no cell left to compare.
         for cell in sorted(active, key=lambda c: c.strategy == BASELINE):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from zerosite.benchmarking.analysis import Analysis, analyse
+from zerosite.benchmarking.canary import Canary
 from zerosite.benchmarking.cells import Cell, CellResult
 from zerosite.benchmarking.fingerprint import machine_fingerprint, workload_fingerprint
 from zerosite.benchmarking.harness import LoadProbe, ReplayClock, measure_interleaved
@@ -60,6 +61,14 @@ class Recorder:
     _servers: dict[str, ServerProcess] = field(default_factory=dict)
     _analysis: Analysis | None = None
     _probe: MemoryProbe | None = None
+    _canary: Canary | None = None
+
+    @property
+    def canary(self) -> Canary:
+        """The machine-speed probe timed beside every cell (made, and calibrated, once per session)."""
+        if self._canary is None:
+            self._canary = Canary()
+        return self._canary
 
     @property
     def measured(self) -> bool:
@@ -134,6 +143,7 @@ class Recorder:
                     load=self.load,
                     period=1 if cell.level == "batch" else ROUND_PERIOD,
                     stopwatch=self.stopwatch,
+                    canary=self.canary,
                 )
             self.results.update(measured)
             self._analysis = None
