@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -280,4 +281,20 @@ def render_page(
         charts=[{"title": c.title, "src": _data_uri(c.path)} for c in charts],
         profiles=profiles,
         service=analysis.service,
+        machine_speed=_machine_speed(analysis),
+    )
+
+
+def _machine_speed(analysis: Analysis) -> str:
+    """How the machine's own speed moved over the run: the canary's median per group, fastest to slowest."""
+    by_group: dict[str, list[float]] = {}
+    for figures in analysis.cells:
+        by_group.setdefault(figures.cell.group, []).extend(figures.canary_s)
+    medians = sorted(statistics.median(samples) for samples in by_group.values() if samples)
+    if not medians:
+        return "not measured in this run"
+    fastest, slowest = medians[0], medians[-1]
+    return (
+        f"a fixed render took {fastest * 1e3:.2f} to {slowest * 1e3:.2f} ms (median per group of cells): "
+        f"the machine ran {(slowest / fastest - 1) * 100:.0f}% slower at its slowest than at its fastest"
     )
