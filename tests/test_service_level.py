@@ -79,6 +79,23 @@ def test_a_point_measured_on_a_busy_machine_cannot_fail() -> None:
     assert figures.busy and "machine busy" in figures.line()
 
 
+@pytest.mark.parametrize(
+    ("processes", "server_cpu", "generator_cpu", "at_capacity"),
+    [(1, 112.0, 16.0, True), (1, 74.0, 12.0, False), (3, 102.0, 14.0, False), (3, 170.0, 14.0, True)],
+)
+def test_a_server_at_its_cpu_capacity_cannot_fail(
+    processes: int, server_cpu: float, generator_cpu: float, at_capacity: bool
+) -> None:
+    """The thread server (one process) at 200 users: p95 of 90, 857, 656 and 25 ms in four full runs of the
+    same code, at 101-120 % CPU when it failed. A verdict must not flip between runs: at capacity, no FAIL."""
+    use = ResourceUse(server_cpu, 200, processes, generator_cpu)
+    slow = LoadPoint("thread", 200, 2.0, requests([900.0] * 100), use)
+    (figures,) = analyse_service([ServiceRun("thread", 2, [slow])], TARGETS, cores=2).points
+    verdict = figures.judgements[0]
+    assert str(verdict.verdict) == ("INCONCLUSIVE" if at_capacity else "FAIL")
+    assert ("would FAIL, but the server ran at its CPU capacity" in verdict.message()) == at_capacity
+
+
 def test_the_sweep_names_the_highest_rate_held_and_what_gave_way() -> None:
     steps = [
         SweepStep(40, 2.0, requests([20.0] * 80), USE),

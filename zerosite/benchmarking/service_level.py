@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from zerosite.benchmarking.cells import BUSY_MACHINE
+from zerosite.benchmarking.machine import describe_machine
 from zerosite.benchmarking.service_load import LoadPoint, ServiceRun, SweepStep, error_percent, held, quantile_ms
 from zerosite.benchmarking.stats import Interval, bootstrap_ci
 from zerosite.benchmarking.targets import TARGET_SPECS
@@ -149,18 +150,48 @@ class ServiceAnalysis:
         return {"points": [p.as_dict() for p in self.points], "sweeps": [s.as_dict() for s in self.sweeps]}
 
 
-def _judgement(subject: str, name: str, value: float, interval: Interval, target: float, busy: bool) -> Judgement:
-    """A verdict as every level gives it, except that a point measured while the machine was busy
-    cannot FAIL: its latencies say more about the machine than about the server (INCONCLUSIVE, saying so)."""
+AT_CAPACITY = 0.9
+"""A server whose CPU reaches this share of what it can use is at capacity (see :func:`_capacity_percent`)."""
+
+
+def _capacity_percent(server_processes: int, generator_cpu_percent: float, cores: int) -> float:
+    """The most CPU a server can use here, in percent of a core: one core per process (a process runs Python
+    on one core at a time), and no more than the cores the load generator leaves it."""
+    return max(0.0, min(100.0 * max(server_processes, 1), 100.0 * cores - generator_cpu_percent))
+
+
+def _judgement(
+    subject: str, name: str, value: float, interval: Interval, target: float, unjudged: str | None
+) -> Judgement:
+    """A verdict as every level gives it, except that a point that cannot be judged fairly (``unjudged``
+    says why) cannot FAIL: INCONCLUSIVE, saying so."""
     spec = TARGET_SPECS[name]
     verdict = judge(interval, target)
-    if busy and verdict is Verdict.FAIL:
+    if unjudged and verdict is Verdict.FAIL:
         verdict = Verdict.INCONCLUSIVE
-        subject = f"{subject} (would FAIL, but measured while {BUSY_MACHINE})"
+        subject = f"{subject} (would FAIL, but {unjudged})"
     return Judgement(subject, name, spec.figure, value, interval, target, spec.unit, verdict)
 
 
-def _point(point: LoadPoint, workers: int, targets: Mapping[str, float], confidence: float) -> ServicePoint:
+def _unjudged(figures: ServicePoint, cores: int) -> str | None:
+    """Why a point's latencies say more about the machine than about the server, or None.
+
+    The machine busy with other work; or the server at its CPU capacity, where a queue's latency is
+    bistable: the thread server (one process) at 200 users measured p95 of 90, 857, 656 and 25 ms in four
+    full runs of the same code, at 101, 113, 120 and 74 % CPU. What it can hold is the sweep's to say.
+    """
+    if figures.busy:
+        return f"measured while {BUSY_MACHINE}"
+    capacity = _capacity_percent(figures.server_processes, figures.generator_cpu_percent, cores)
+    if capacity and figures.server_cpu_percent >= AT_CAPACITY * capacity:
+        return (
+            f"the server ran at its CPU capacity ({figures.server_cpu_percent:.0f}% of {capacity:.0f}%), where "
+            "its latency is not reproducible"
+        )
+    return None
+
+
+def _point(point: LoadPoint, workers: int, targets: Mapping[str, float], confidence: float, cores: int) -> ServicePoint:
     requests = point.requests
     latencies_ms = [r.latency_s * 1000 for r in requests]
     p95 = quantile_ms(requests, 0.95)
@@ -191,12 +222,13 @@ def _point(point: LoadPoint, workers: int, targets: Mapping[str, float], confide
         other_cpu_s=point.load.other_cpu_s if point.load else 0.0,
     )
     judgements = []
+    unjudged = _unjudged(figures, cores)
     if P95_TARGET in targets and requests:
-        judgements.append(_judgement(figures.subject, P95_TARGET, p95, interval, targets[P95_TARGET], figures.busy))
+        judgements.append(_judgement(figures.subject, P95_TARGET, p95, interval, targets[P95_TARGET], unjudged))
     if ERROR_TARGET in targets and requests:
         # Errors are counted, not estimated: the rate observed is judged as it is.
         exact = Interval(rate, rate)
-        judgements.append(_judgement(figures.subject, ERROR_TARGET, rate, exact, targets[ERROR_TARGET], figures.busy))
+        judgements.append(_judgement(figures.subject, ERROR_TARGET, rate, exact, targets[ERROR_TARGET], unjudged))
     return ServicePoint(**{**figures.__dict__, "judgements": tuple(judgements)})
 
 
@@ -270,11 +302,13 @@ def _sweep(run: ServiceRun, target_p95_ms: float, max_error_percent: float) -> S
 
 
 def analyse_service(
-    runs: Iterable[ServiceRun], targets: Mapping[str, float], confidence: float = 0.95
+    runs: Iterable[ServiceRun], targets: Mapping[str, float], confidence: float = 0.95, cores: int | None = None
 ) -> ServiceAnalysis:
-    """Figures and verdicts of every server measured, in the order of the strategies' names, users ascending."""
+    """Figures and verdicts of every server measured, in the order of the strategies' names, users ascending;
+    ``cores``: usable by the server and the load generator together (default: this machine's)."""
     ordered = sorted(runs, key=lambda r: r.strategy)
-    points = tuple(_point(p, run.workers, targets, confidence) for run in ordered for p in run.points)
+    usable = cores or describe_machine().usable_cpus or 1
+    points = tuple(_point(p, run.workers, targets, confidence, usable) for run in ordered for p in run.points)
     target = targets.get(P95_TARGET, TARGET_SPECS[P95_TARGET].default)
     errors = targets.get(ERROR_TARGET, TARGET_SPECS[ERROR_TARGET].default)
     sweeps = tuple(_sweep(run, target, errors) for run in ordered if run.sweep)
