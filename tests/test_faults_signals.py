@@ -181,6 +181,9 @@ def test_a_ctrl_c_inside_the_event_loop_loses_no_wake_up() -> None:
         return await woken
 
     task = loop.create_task(step())
+    # Python's own handler, whatever this session started with (a shell's background job starts with SIGINT
+    # ignored: CI runs the 3.13 tests so).
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with _StopSignalsBetweenSteps(loop) as signals:
             with pytest.raises(KeyboardInterrupt):
@@ -189,6 +192,7 @@ def test_a_ctrl_c_inside_the_event_loop_loses_no_wake_up() -> None:
             assert signals.run(task) == "woke"
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
+        signal.signal(signal.SIGINT, inherited)
         loop.close()
 
 
