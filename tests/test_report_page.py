@@ -245,6 +245,14 @@ def test_page_shows_machine_mode_scratch_modules_and_profiles(
     assert "data:image/png;base64," in html and 'href="profiles/process-workers=2.svg"' in html
 
 
+def test_a_run_without_the_canary_says_the_machine_was_not_timed(tmp_path: Path) -> None:
+    results = synthetic_results(levels=("pipeline",), scenarios=("cpu",))
+    for result in results:
+        result.canary_s = []  # as counted instructions are: no timed rounds
+    html = _page(analyse(results, _targets_for, cores=2), tmp_path)
+    assert "<th>the machine's own speed</th><td>not timed in this run</td>" in html
+
+
 def test_a_level_not_measured_in_a_scenario_says_so_at_a_glance(tmp_path: Path) -> None:
     # As in quick mode: each module alone in the cpu scenario only, the pipeline in every scenario.
     results = synthetic_results(levels=("single",), scenarios=("cpu",)) + synthetic_results(levels=("pipeline",))

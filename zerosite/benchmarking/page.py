@@ -285,14 +285,19 @@ def render_page(
     )
 
 
-def _machine_speed(analysis: Analysis) -> str:
-    """How the machine's own speed moved over the run: the canary's median per group, fastest to slowest."""
-    by_group: dict[str, list[float]] = {}
+def _machine_speed(analysis: Analysis) -> str | None:
+    """How the machine's own speed moved over the run, or None where it was not timed (instruction counts).
+
+    Per group of cells, the canary's median over every pass of the group: the samples of the cell that ran
+    longest, the baseline (each pass's sample is noted in every cell of the pass, so pooling would repeat it).
+    """
+    longest: dict[str, tuple[float, ...]] = {}
     for figures in analysis.cells:
-        by_group.setdefault(figures.cell.group, []).extend(figures.canary_s)
-    medians = sorted(statistics.median(samples) for samples in by_group.values() if samples)
+        if len(figures.canary_s) > len(longest.get(figures.cell.group, ())):
+            longest[figures.cell.group] = figures.canary_s
+    medians = sorted(statistics.median(samples) for samples in longest.values())
     if not medians:
-        return "not measured in this run"
+        return None
     fastest, slowest = medians[0], medians[-1]
     return (
         f"a fixed render took {fastest * 1e3:.2f} to {slowest * 1e3:.2f} ms (median per group of cells): "
