@@ -2,8 +2,9 @@
 ZeroSite touches, timed once per pass of the interleaved rounds, so that ``zerosite compare`` can tell a
 cell that got slower from a machine that did.
 
-Why: on a shared VM the machine's speed moves by 20-60 % within minutes (host CPU steal, a busy sibling
-thread): the same code measured twice can come out 40 % apart, more than any threshold worth gating on.
+Why: on a shared VM the machine's speed moves by tens of per cent within minutes (up to 38 % between 30 s
+windows, ``bench/machine_drift.py``; 35 % between groups of cells in one full benchmark run): the same code
+measured twice can come out further apart than any threshold worth gating on.
 Timed in the same passes as a cell's rounds, the canary moves with the machine, and a cell's change is
 judged against it (``compare.MACHINE_SHARE``).
 """

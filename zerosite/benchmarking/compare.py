@@ -53,8 +53,9 @@ REQUIRED_KEYS: tuple[str, ...] = ("level", "cell", "group", "strategy", "workers
 MACHINE_SHARE = Interval(0.4, 1.0)
 """How much of the machine's own change of speed shows in a cell's time: when the canary (timed beside
 the cell's rounds, ``canary.Canary``) takes ``d`` times as long, a cell takes ``d ** k`` times as long for
-some ``k`` in this range. Measured on this 2-core VM over 5-minute spans in 30 s windows (``python
-bench/machine_drift.py``): k between 0.45 and 1.0 while the machine drifted by up to 60 %. A cell's change
+some ``k`` in this range. Measured on this 2-core VM over 5 minutes in 30 s windows (``python
+bench/machine_drift.py``, 2026-11-27): k from 0.47 to 1.00 while the canary moved by up to 38 %; 0.4 leaves a
+margin. A cell's change
 is judged with every ``k`` in the range: only a change beyond what any of them explains is a verdict."""
 
 
