@@ -251,6 +251,7 @@ def test_a_run_without_the_canary_says_the_machine_was_not_timed(tmp_path: Path)
         result.canary_s = []  # as counted instructions are: no timed rounds
     html = _page(analyse(results, _targets_for, cores=2), tmp_path)
     assert "<th>the machine's own speed</th><td>not timed in this run</td>" in html
+    assert "<p>No charts in this run.</p>" in html  # none handed in
 
 
 def test_a_level_not_measured_in_a_scenario_says_so_at_a_glance(tmp_path: Path) -> None:

@@ -271,6 +271,7 @@ def render_page(
         listed=LISTED,
         machine=machine,
         mode=MODES.get(mode, mode),
+        mode_key=mode,
         scratch=_scratch_text(scratch),
         precision_goal=_percent(precision_goal).replace(".0%", "%"),
         modules=modules_phrase(modules),
