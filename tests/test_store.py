@@ -137,6 +137,8 @@ def _search_index_in_step(db: Path) -> None:
 
 def test_search_index_follows_inserts_updates_and_discards_in_one_flush(tmp_path: Path) -> None:
     with ReportStore(tmp_path, commit_every_rows=10_000, commit_every_s=3600) as store:
+        for i in range(130):  # more rows than one upsert statement takes
+            store.record(_row(store, f"p{i}", "M3", f"서울특별시 강남구 역삼동 {i}"))
         for i in range(30):
             store.record(_row(store, f"p{i}", "M2", f"서울특별시 강남구 역삼동 {i}"))
         store.record(_row(store, "p3", "M2", "서울특별시 마포구 공덕동 3"))  # the same report twice before a flush
@@ -145,11 +147,20 @@ def test_search_index_follows_inserts_updates_and_discards_in_one_flush(tmp_path
         store.record(_row(store, "p30", "M2", "서울특별시 마포구 공덕동 30"))  # and a new row beside it
         store.discard("p5", ["M2"])
         assert {r.project_id for r in store.search("공덕동")} == {"p3", "p4", "p30"}
-        assert len(store.search("역삼동", limit=100)) == 27
+        assert len(store.search("역삼동", limit=1000)) == 27 + 130
+        store.record(_row(store, "p100", "M3", "서울특별시 마포구 공덕동 100"))  # a late update among many new rows
+        for i in range(130, 200):
+            store.record(_row(store, f"p{i}", "M3", f"서울특별시 강남구 역삼동 {i}"))
+        store.flush()
+        assert {r.project_id for r in store.search("공덕동", module="M3")} == {"p100"}
+        assert len(store.search("역삼동", module="M3", limit=1000)) == 199
+    conn = sqlite3.connect(tmp_path / "index.sqlite")
+    assert conn.execute("SELECT count(*), count(DISTINCT rowid) FROM reports").fetchone() == (230, 230)
+    conn.close()
     _search_index_in_step(tmp_path / "index.sqlite")
 
 
-def test_an_index_from_an_earlier_version_loses_its_triggers_and_stays_in_step(tmp_path: Path) -> None:
+def test_an_earlier_index_loses_its_triggers_and_unused_indexes_and_stays_in_step(tmp_path: Path) -> None:
     earlier = """
     CREATE TRIGGER reports_fts_insert AFTER INSERT ON reports BEGIN
         INSERT INTO reports_fts (rowid, address, module) VALUES (new.rowid, new.address, new.module);
@@ -163,6 +174,8 @@ def test_an_index_from_an_earlier_version_loses_its_triggers_and_stays_in_step(t
             VALUES ('delete', old.rowid, old.address, old.module);
         INSERT INTO reports_fts (rowid, address, module) VALUES (new.rowid, new.address, new.module);
     END;
+    CREATE INDEX reports_status ON reports (status);
+    CREATE INDEX reports_module ON reports (module);
     INSERT INTO reports (project_id, module, address, status, generated_at)
         VALUES ('p1', 'M2', '서울특별시 강남구 역삼동 1', 'failed', '2026-01-01T00:00:00+00:00');
     """
@@ -178,6 +191,9 @@ def test_an_index_from_an_earlier_version_loses_its_triggers_and_stays_in_step(t
         assert store.search("역삼동") == []
     conn = sqlite3.connect(tmp_path / "index.sqlite")
     assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall() == []
+    indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert indexes >= {"reports_generated_at", "reports_input_hash"}
+    assert not indexes & {"reports_status", "reports_module"}
     conn.close()
     _search_index_in_step(tmp_path / "index.sqlite")
 
