@@ -104,3 +104,21 @@ def test_broken_json_names_the_line(tmp_path: Path) -> None:
     bad.write_text('{"id": "a"}\n{not json}\n', encoding="utf-8")
     with pytest.raises(InvalidInput, match=r"bad.jsonl:2: not valid JSON"):
         list(iter_raw_projects(bad))
+
+
+def test_a_project_crosses_to_a_worker_as_a_call_of_its_classes(raw: dict[str, Any]) -> None:
+    """Projects go to pool workers pickled: every field comes back, each object remade by its class's
+    own constructor (no per-object ``__setstate__``), and the whole stays smaller than the default pickle."""
+    import pickle
+    import pickletools
+
+    project = parse_project(raw)
+    data = pickle.dumps(project, protocol=pickle.HIGHEST_PROTOCOL)
+    back = pickle.loads(data)
+    assert back == project and repr(back) == repr(project)
+    assert type(back.transactions[0]) is type(project.transactions[0])
+    assert back.zone_type is project.zone_type
+    for obj in (project, project.demographics, *project.transactions):
+        constructor, values = obj.__reduce__()
+        assert constructor is type(obj) and constructor(*values) == obj
+    assert "BUILD" not in {op.name for op, _, _ in pickletools.genops(data)}  # BUILD: a __setstate__ call

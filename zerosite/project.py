@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from zerosite.pickled import PickledByFields
+
 __all__ = [
     "DEMOGRAPHIC_GROUPS",
     "LIMITS",
@@ -75,7 +77,7 @@ class Zone(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Transaction:
+class Transaction(PickledByFields):
     """A comparable land sale (거래사례)."""
 
     date: dt.date
@@ -90,7 +92,7 @@ class Transaction:
 
 
 @dataclass(frozen=True, slots=True)
-class Demographics:
+class Demographics(PickledByFields):
     """Shares in [0, 1] of the households around the site, by target group."""
 
     youth: float
@@ -103,7 +105,7 @@ class Demographics:
 
 
 @dataclass(frozen=True, slots=True)
-class Project:
+class Project(PickledByFields):
     """One candidate parcel: the input every report module starts from."""
 
     id: str

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from zerosite.pickled import PickledByFields
 from zerosite.project import Project
 
 __all__ = [
@@ -28,19 +29,8 @@ ReportStatus = Literal["written", "failed", "skipped"]
 STATUSES: tuple[ReportStatus, ...] = ("written", "failed", "skipped")
 
 
-class _PickledByFields:
-    """Pickled as a call of its class with the values of its fields, in order (a dataclass with slots): about eight
-    times cheaper to load than the default for such a class, a Python ``__setstate__`` per object. Every report's
-    result crosses from a worker process to the parent this way."""
-
-    __slots__: tuple[str, ...] = ()
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), tuple(getattr(self, name) for name in self.__slots__)
-
-
 @dataclass(frozen=True, slots=True)
-class StageTimings(_PickledByFields):
+class StageTimings(PickledByFields):
     """Monotonic nanoseconds spent in each stage of making one report."""
 
     fetch_ns: int = 0
@@ -62,7 +52,7 @@ class StageTimings(_PickledByFields):
 
 
 @dataclass(frozen=True, slots=True)
-class WrittenFile(_PickledByFields):
+class WrittenFile(PickledByFields):
     """One report file on disk: where, how big, its SHA-256 (of the bytes on disk) and the time to write it."""
 
     location: str
@@ -77,7 +67,7 @@ class WrittenFile(_PickledByFields):
 
 
 @dataclass(frozen=True, slots=True)
-class ReportResult(_PickledByFields):
+class ReportResult(PickledByFields):
     """One report as a worker made it: the file it wrote (or, when asked not to write, the HTML),
     or the error that stopped it."""
 
@@ -101,7 +91,7 @@ def index_address(project: Project) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class ProjectResult(_PickledByFields):
+class ProjectResult(PickledByFields):
     """The reports of one project, in dependency order, with what the index needs of the project (not the
     project itself: a worker hands back only this)."""
 
