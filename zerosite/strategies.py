@@ -74,21 +74,32 @@ def bounded(
     """Submit ``items`` with at most ``limit`` in flight; yield ``(item, future)`` as each completes.
 
     Given ``tick``, it is called every :data:`WATCH_INTERVAL_S` while waiting (to enforce time limits).
+    Each future reports its own completion to a queue (``cf.wait`` would install and remove a waiter on every
+    pending future for each one that completes).
     """
     pending: dict[cf.Future[Any], T] = {}
+    completed: queue.SimpleQueue[cf.Future[Any]] = queue.SimpleQueue()
     source = iter(items)
     interval = None if tick is None else WATCH_INTERVAL_S
+
+    def send(count: int) -> None:
+        for item in itertools.islice(source, count):
+            future = submit(item)
+            pending[future] = item
+            future.add_done_callback(completed.put)
+
     try:
-        for item in itertools.islice(source, limit):
-            pending[submit(item)] = item
+        send(limit)
         while pending:
-            done, _ = cf.wait(pending, timeout=interval, return_when=cf.FIRST_COMPLETED)
+            try:
+                future = completed.get(timeout=interval)
+            except queue.Empty:
+                future = None
             if tick is not None:
                 tick()
-            for future in done:
+            if future is not None:
                 yield pending.pop(future), future
-                for item in itertools.islice(source, 1):
-                    pending[submit(item)] = item
+                send(1)
     finally:
         for future in pending:
             future.cancel()
