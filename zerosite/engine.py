@@ -16,7 +16,7 @@ from zerosite.plugins import get_data_sources, get_modules, get_strategies, plug
 from zerosite.project import Project
 from zerosite.rendering import get_environment, templates_fingerprint
 from zerosite.sources import select_source
-from zerosite.store import ReportRow, ReportStore, utc_now
+from zerosite.store import ReportStore, utc_now
 from zerosite.types import (
     STATUSES,
     PluginSettings,
@@ -230,14 +230,22 @@ class _Tally:
     def __init__(self, on_report: Callable[[ReportOutcome], None] | None) -> None:
         self.on_report = on_report
         self.counts: dict[ReportStatus, int] = dict.fromkeys(STATUSES, 0)
-        self.stage_ns = StageTimings()
+        self._stage_ns = [0, 0, 0, 0]
         self.failures: list[ReportOutcome] = []
         self.from_cache = 0
+
+    @property
+    def stage_ns(self) -> StageTimings:
+        return StageTimings(*self._stage_ns)
 
     def add(self, project_id: str, report: ReportResult, status: ReportStatus, cached: bool = False) -> None:
         self.counts[status] += 1
         self.from_cache += cached
-        self.stage_ns += report.timings
+        t, sums = report.timings, self._stage_ns
+        sums[0] += t.fetch_ns
+        sums[1] += t.compute_ns
+        sums[2] += t.render_ns
+        sums[3] += t.write_ns
         keep = status == "failed" and len(self.failures) < MAX_FAILURES_KEPT
         if not keep and self.on_report is None:
             return  # no outcome object for a report nobody looks at
@@ -421,6 +429,5 @@ def _store_result(
         if not input_hash:  # a result made in this process (a project its worker died with), or async's
             computed = computed or hashes()
             input_hash = computed[report.module]
-        status: ReportStatus = "written" if report.written is not None else "failed"
-        store.record(ReportRow.of(result.project_id, result.address, report, input_hash, generated_at))
+        status = store.record_report(result.project_id, result.address, report, input_hash, generated_at)
         tally.add(result.project_id, report, status, from_cache and report.written is not None)

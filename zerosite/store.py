@@ -89,35 +89,28 @@ class ReportRow:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
 
-    @classmethod
-    def of(cls, project_id: str, address: str, report: ReportResult, input_hash: str, generated_at: str) -> ReportRow:
-        """The row of ``report`` as a worker handed it back: written (its file) or failed (its error)."""
-        t, written = report.timings, report.written
-        if written is None:
-            file: tuple[str, int, str] = ("", 0, "")
-            status: ReportStatus = "failed"
-        else:
-            file, status = (written.location, written.size_bytes, written.sha256), "written"
-        return cls(
-            project_id,
-            report.module,
-            address,
-            *file,
-            input_hash,
-            t.fetch_ns,
-            t.compute_ns,
-            t.render_ns,
-            t.write_ns,
-            report.peak_memory_bytes,
-            status,
-            report.error if written is None else None,
-            generated_at,
-        )
-
 
 _COLUMNS = tuple(f.name for f in fields(ReportRow))
 _COLUMN_LIST = ", ".join(_COLUMNS)
 _VALUES_OF = attrgetter(*_COLUMNS)
+
+
+def _report_values(
+    project_id: str, address: str, report: ReportResult, input_hash: str, generated_at: str
+) -> tuple[Any, ...]:
+    """The values of the row of ``report`` as a worker handed it back (written: its file; else failed: its error),
+    in column order. The fields of :class:`ReportRow`, without making one: the parent does this for every report."""
+    t, written = report.timings, report.written
+    if written is None:
+        file: tuple[str, int, str] = ("", 0, "")
+        status, error = "failed", report.error
+    else:
+        file, status, error = (written.location, written.size_bytes, written.sha256), "written", None
+    peak = report.peak_memory_bytes
+    timings = (t.fetch_ns, t.compute_ns, t.render_ns, t.write_ns)
+    return (project_id, report.module, address, *file, input_hash, *timings, peak, status, error, generated_at)
+
+
 _TEXT = tuple(i for i, f in enumerate(fields(ReportRow)) if f.type in ("str", "str | None", "ReportStatus"))
 
 _SCHEMA = f"""
@@ -156,7 +149,9 @@ _DROP_TRIGGERS = "".join(f"DROP TRIGGER IF EXISTS reports_fts_{event};" for even
 _DROP_UNUSED_INDEXES = "DROP INDEX IF EXISTS reports_status; DROP INDEX IF EXISTS reports_module;"
 _FTS_ADD = "INSERT INTO reports_fts (rowid, address, module) VALUES (?, ?, ?)"
 _FTS_DROP = "INSERT INTO reports_fts (reports_fts, rowid, address, module) VALUES ('delete', ?, ?, ?)"
-_PROJECT_ID, _MODULE, _ADDRESS, _PATH = (_COLUMNS.index(name) for name in ("project_id", "module", "address", "path"))
+_PROJECT_ID, _MODULE, _ADDRESS, _PATH, _SHA256, _INPUT_HASH, _STATUS = (
+    _COLUMNS.index(name) for name in ("project_id", "module", "address", "path", "sha256", "input_hash", "status")
+)
 _IN_CLAUSE_IDS = 500
 """Project ids per ``IN (...)`` lookup (SQLite allows 32,766 parameters, older builds 999)."""
 
@@ -488,16 +483,28 @@ class ReportStore:
 
     def record(self, row: ReportRow) -> None:
         """Insert or replace the index row of ``(row.project_id, row.module)``; written in batches."""
+        self._add(_VALUES_OF(row))
+
+    def record_report(
+        self, project_id: str, address: str, report: ReportResult, input_hash: str, generated_at: str
+    ) -> ReportStatus:
+        """:meth:`record` the row of ``report`` as a worker handed it back; its status (written or failed)."""
+        values = _report_values(project_id, address, report, input_hash, generated_at)
+        self._add(values)
+        status: ReportStatus = values[_STATUS]
+        return status
+
+    def _add(self, row: tuple[Any, ...]) -> None:
         self._conn  # noqa: B018 - raises StoreError once the store is closed
-        values = list(_VALUES_OF(row))
-        values[_PATH] = self._relative(row.path)
+        values = list(row)
+        values[_PATH] = path = self._relative(values[_PATH])
         for i in _TEXT:
             if values[i] is not None and not values[i].isascii():
                 values[i] = _storable(values[i])
         self._rows.append(tuple(values))
-        key = (row.project_id, row.module)
-        if row.status == "written":
-            self._written[key] = (row.input_hash, values[_PATH], row.sha256)
+        key = (values[_PROJECT_ID], values[_MODULE])
+        if values[_STATUS] == "written":
+            self._written[key] = (values[_INPUT_HASH], path, values[_SHA256])
         else:
             self._written.pop(key, None)
         if len(self._rows) >= self.commit_every_rows or time.monotonic() - self._last_commit >= self.commit_every_s:
