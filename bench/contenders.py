@@ -122,13 +122,12 @@ def _table(tree: str, runs: list[dict[str, Any]], names: list[str], args: argpar
     print(f"\n{tree}: {args.projects} projects, {args.workers} workers, {args.rounds} rounds ({os.cpu_count()} CPUs)")
     print("| contender | ms per report (median) | range | vs bare loop | CPU ms per report (self + children) |")
     print("|---|---|---|---|---|")
-    bare = {r["round"]: r for r in runs if r["name"] == "bare"}
     medians: dict[str, float] = {}
     for name in names:
         mine = [r for r in runs if r["name"] == name]
         per_report = [r["wall_s"] / r["reports"] * 1e3 for r in mine]
         medians[name] = statistics.median(per_report)
-        ratios = [bare[r["round"]]["wall_s"] / r["wall_s"] for r in mine if r["round"] in bare]
+        ratios = _paired(runs, name, "bare")
         ratio = f"{statistics.median(ratios):.2f}x" if ratios else "-"
         cpu = statistics.median((r["self_cpu_s"] + r["children_cpu_s"]) / r["reports"] * 1e3 for r in mine)
         own = statistics.median(r["self_cpu_s"] / r["reports"] * 1e3 for r in mine)
@@ -149,9 +148,33 @@ def _table(tree: str, runs: list[dict[str, Any]], names: list[str], args: argpar
         best = min(ours, key=medians.__getitem__)
         for rival in ("joblib", "pool"):
             if rival in medians:
-                print(f"best of ours ({best}) vs {rival}: {medians[rival] / medians[best]:.2f}x")
+                print(f"best of ours ({best}) vs {rival}: {_verdict(_paired(runs, best, rival), 'x')}")
     if "sequential" in medians and "bare" in medians:
-        print(f"sequential vs bare loop: {medians['sequential'] / medians['bare'] - 1:+.1%} time")
+        print(f"sequential vs bare loop: {_verdict(_paired(runs, 'sequential', 'bare'), '%')} time")
+
+
+def _paired(runs: list[dict[str, Any]], name: str, rival: str) -> list[float]:
+    """``rival``'s wall time over ``name``'s in each round both ran (above 1: ``name`` was faster). Contenders
+    of one round run one after another, so a ratio leaves out most of this machine's drift from round to round."""
+    theirs = {r["round"]: r["wall_s"] for r in runs if r["name"] == rival}
+    return [theirs[r["round"]] / r["wall_s"] for r in runs if r["name"] == name and r["round"] in theirs]
+
+
+def _verdict(ratios: list[float], form: str) -> str:
+    """The median of per-round ratios, their range, and whether every round agreed (``x``: a speedup; ``%``: the
+    extra time against the rival)."""
+    if not ratios:
+        return "-"
+
+    def shown(ratio: float) -> str:
+        return f"{ratio:.2f}x" if form == "x" else f"{1 / ratio - 1:+.1%}"
+
+    ahead = sum(ratio > 1 for ratio in ratios)
+    agreed = {0: "behind in every round", len(ratios): "ahead in every round"}.get(
+        ahead, f"not resolved: ahead in {ahead} of {len(ratios)} rounds"
+    )
+    low, high = (min(ratios), max(ratios)) if form == "x" else (max(ratios), min(ratios))
+    return f"{shown(statistics.median(ratios))} (rounds {shown(low)} to {shown(high)}; {agreed})"
 
 
 if __name__ == "__main__":

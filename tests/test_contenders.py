@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,3 +26,32 @@ def test_each_contender_writes_every_report_with_zerosite_bytes(tmp_path: Path, 
     assert chosen.run(projects, out, chosen.workers) == 4 * 5
     assert _files(out) == _files(reference)
     assert chosen.writes_index == (out / "index.sqlite").exists()
+
+
+def _contenders_script() -> Any:
+    path = Path(__file__).parent.parent / "bench" / "contenders.py"
+    spec = importlib.util.spec_from_file_location("bench_contenders", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_script_compares_contenders_round_by_round_and_says_when_rounds_disagree() -> None:
+    script = _contenders_script()
+
+    def runs(walls: dict[str, list[float]]) -> list[dict[str, Any]]:
+        return [{"name": n, "round": i, "wall_s": w} for n, ws in walls.items() for i, w in enumerate(ws)]
+
+    # The machine slows down threefold over the rounds: each round's ratio is the same all the same.
+    steady = runs({"process": [1.0, 2.0, 3.0], "pool": [1.25, 2.5, 3.75]})
+    assert script._paired(steady, "process", "pool") == pytest.approx([1.25, 1.25, 1.25])
+    assert script._verdict(script._paired(steady, "process", "pool"), "x") == (
+        "1.25x (rounds 1.25x to 1.25x; ahead in every round)"
+    )
+    assert script._verdict(script._paired(steady, "pool", "process"), "%").endswith("behind in every round)")
+    mixed = runs({"sequential": [1.1, 0.95, 1.2], "bare": [1.0, 1.0, 1.0]})
+    assert script._verdict(script._paired(mixed, "sequential", "bare"), "%") == (
+        "+10.0% (rounds -5.0% to +20.0%; not resolved: ahead in 1 of 3 rounds)"
+    )
+    assert script._verdict([], "x") == "-"
