@@ -8,6 +8,13 @@ are made and parsed first, then the clock runs from the contender's start (pool 
 last report. Printed: ms per report (median over rounds, and the range), the ratio to the bare loop in
 the same round (median), CPU per report (the process's own and its children's), and the parent's share
 of the CPU under zerosite's process strategy.
+
+    python bench/contenders.py --instructions --projects 100 --rounds 1
+
+counts instructions instead (callgrind, every process of a contender, the same from run to run): the parent's
+from the contender's start to its last report, each worker's from its fork (or its start, for a worker that
+is a new program) to its end. The SHA-256 of each report file is counted apart: under valgrind it runs
+OpenSSL's portable code (valgrind lacks the CPU's SHA instructions), several times its native cost.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -41,9 +49,11 @@ def run_one(name: str, projects: int, workers: int, out: Path) -> dict[str, Any]
     chosen = contender(name, workers)
     batch = scenario_projects(projects)
     self_before, children_before = _cpu_s(resource.RUSAGE_SELF), _cpu_s(resource.RUSAGE_CHILDREN)
+    os.getppid()  # START_MARKER: callgrind dumps here under --instructions
     started = time.perf_counter()
     reports = chosen.run(batch, out, chosen.workers)
     wall_s = time.perf_counter() - started
+    os.getpgrp()  # STOP_MARKER
     self_cpu_s = _cpu_s(resource.RUSAGE_SELF) - self_before
     if name == "joblib":  # loky keeps its workers for reuse: end them so that their CPU time is counted
         from joblib.externals.loky import get_reusable_executor
@@ -60,17 +70,94 @@ def run_one(name: str, projects: int, workers: int, out: Path) -> dict[str, Any]
     }
 
 
+START_MARKER, STOP_MARKER = "getppid", "getpgrp"
+"""libc functions a contender's process calls just before and just after its run (callgrind dumps before each)."""
+
+_SHA256 = re.compile(r"^\s*([\d,]+) .*\bSHA256_Update\b", re.MULTILINE)
+
+
 def _spawn(python: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
     out = Path(tempfile.mkdtemp(prefix=f"contender-{name}-", dir=args.scratch))
+    counts = Path(tempfile.mkdtemp(prefix=f"callgrind-{name}-")) if args.instructions else None
     try:
         command = [python, __file__, "--one", name, "--projects", str(args.projects), "--workers", str(args.workers)]
-        done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, check=False)
+        env = None
+        if counts is not None:
+            command = [*_valgrind(counts), *command]
+            env = {**os.environ, "PYTHONHASHSEED": "0"}
+        done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, check=False, env=env)
         if done.returncode != 0:
             raise SystemExit(f"{name} ({python}) failed with exit code {done.returncode}:\n{done.stderr}")
         result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        if counts is not None:
+            result |= count_dumps(counts)
         return result
     finally:
         shutil.rmtree(out, ignore_errors=True)
+        if counts is not None:
+            shutil.rmtree(counts, ignore_errors=True)
+
+
+def _valgrind(folder: Path) -> list[str]:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    return [
+        "valgrind",
+        "--tool=callgrind",
+        "--trace-children=yes",
+        f"--callgrind-out-file={folder}/cg.%p",
+        "--dump-before=fork",  # a forked worker's count starts at its fork, not with its parent's past
+        f"--dump-before={START_MARKER}",
+        f"--dump-before={STOP_MARKER}",
+    ]
+
+
+def count_dumps(folder: Path) -> dict[str, int]:
+    """Instructions of one contender from its callgrind dumps (``cg.<pid>[.<part>]``): the parent's (the first
+    process) from its start marker to its stop marker, every other process's whole; and of those, SHA-256's."""
+    dumps: dict[int, list[tuple[int, str, Path]]] = {}
+    for path in folder.glob("cg.*"):
+        pid, _, part = path.name.removeprefix("cg.").partition(".")
+        text = path.read_text(errors="replace")
+        trigger = re.search(r"^desc: Trigger: (.*)$", text, re.MULTILINE)
+        dumps.setdefault(int(pid), []).append((int(part) if part else 1 << 30, trigger[1] if trigger else "", path))
+    parent = min(dumps)
+    mine = sorted(dumps.pop(parent))
+    starts = [i for i, (_, trigger, _) in enumerate(mine) if trigger.endswith(f"={START_MARKER}")]
+    stops = [i for i, (_, trigger, _) in enumerate(mine) if trigger.endswith(f"={STOP_MARKER}")]
+    if not starts or not stops:
+        raise SystemExit(f"callgrind dumps in {folder} have no start or stop marker of the measured run")
+    region = [path for _, _, path in mine[starts[0] + 1 : stops[-1] + 1]]
+    children = [path for parts in dumps.values() for _, _, path in parts]
+    parent_ir, parent_sha = _instructions(region)
+    children_ir, children_sha = _instructions(children)
+    return {
+        "parent_instructions": parent_ir,
+        "children_instructions": children_ir,
+        "sha256_instructions": parent_sha + children_sha,
+    }
+
+
+def _instructions(paths: list[Path]) -> tuple[int, int]:
+    """(every instruction, SHA-256's) of callgrind dumps."""
+    total = sha = 0
+    for path in paths:
+        summary = re.search(r"^(?:summary|totals): (\d+)", path.read_text(errors="replace"), re.MULTILINE)
+        total += int(summary[1]) if summary else 0
+        sha += _sha256_of(path)
+    return total, sha
+
+
+def _sha256_of(path: Path) -> int:
+    """The instructions inside OpenSSL's SHA-256 in one callgrind dump (``callgrind_annotate``, inclusive)."""
+    annotated = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = _SHA256.search(annotated)
+    return int(found[1].replace(",", "")) if found else 0
 
 
 def _python_of(tree: str) -> str:
@@ -89,6 +176,7 @@ def main() -> None:
     parser.add_argument("--tree", action="append", default=[], help="another checkout to run too (its .venv)")
     parser.add_argument("--scratch", default=None, help="folder for the output (default: the system's temp)")
     parser.add_argument("--json", dest="json_path", default=None, help="also write every measurement here")
+    parser.add_argument("--instructions", action="store_true", help="count instructions under callgrind instead")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -115,7 +203,11 @@ def main() -> None:
                     file=sys.stderr,
                 )
     for tree in pythons:
-        _table(tree, [r for r in runs if r["tree"] == tree], names, args)
+        mine = [r for r in runs if r["tree"] == tree]
+        if args.instructions:
+            _instruction_table(tree, mine, names, args)
+        else:
+            _table(tree, mine, names, args)
 
 
 def _table(tree: str, runs: list[dict[str, Any]], names: list[str], args: argparse.Namespace) -> None:
@@ -151,6 +243,35 @@ def _table(tree: str, runs: list[dict[str, Any]], names: list[str], args: argpar
                 print(f"best of ours ({best}) vs {rival}: {_verdict(_paired(runs, best, rival), 'x')}")
     if "sequential" in medians and "bare" in medians:
         print(f"sequential vs bare loop: {_verdict(_paired(runs, 'sequential', 'bare'), '%')} time")
+
+
+def _instruction_table(tree: str, runs: list[dict[str, Any]], names: list[str], args: argparse.Namespace) -> None:
+    """Instructions per report of each contender (the first round's: the count does not vary), and the ratios."""
+    print(f"\n{tree}: {args.projects} projects, {args.workers} workers; callgrind instructions per report")
+    print("| contender | all (millions) | without SHA-256 | SHA-256 | parent | vs bare loop (without SHA-256) |")
+    print("|---|---|---|---|---|---|")
+    first = {r["name"]: r for r in sorted(runs, key=lambda r: -r["round"])}
+    per_report: dict[str, float] = {}
+    for name in names:
+        r = first[name]
+        reports = r["reports"]
+        everything = (r["parent_instructions"] + r["children_instructions"]) / reports
+        sha = r["sha256_instructions"] / reports
+        per_report[name] = everything - sha
+        parent = r["parent_instructions"] / reports
+        bare = per_report.get("bare")
+        versus = f"{per_report[name] / bare - 1:+.1%}" if bare else "-"
+        print(
+            f"| {r['description']} | {everything / 1e6:.3f} | {(everything - sha) / 1e6:.3f} | {sha / 1e6:.3f} "
+            f"| {parent / 1e6:.3f} ({parent / everything:.1%}) | {versus} |"
+        )
+    ours = [n for n in ("process", "async") if n in per_report]
+    for name in ours:
+        for rival in ("joblib", "pool"):
+            if rival in per_report:
+                print(
+                    f"{name} vs {rival}, instructions without SHA-256: {per_report[name] / per_report[rival] - 1:+.1%}"
+                )
 
 
 def _paired(runs: list[dict[str, Any]], name: str, rival: str) -> list[float]:

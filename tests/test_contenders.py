@@ -55,3 +55,30 @@ def test_the_script_compares_contenders_round_by_round_and_says_when_rounds_disa
         "+10.0% (rounds -5.0% to +20.0%; not resolved: ahead in 1 of 3 rounds)"
     )
     assert script._verdict([], "x") == "-"
+
+
+def test_instruction_counts_take_the_parents_run_and_every_worker_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent (the first process) from its start marker to its stop marker, forks inside included; each
+    worker (every other process) whole; SHA-256's share summed from the same dumps."""
+    script = _contenders_script()
+
+    def dump(name: str, trigger: str, instructions: int) -> None:
+        (tmp_path / name).write_text(f"version: 1\ndesc: Trigger: {trigger}\nsummary: {instructions}\n")
+
+    dump("cg.100.1", "--dump-before=getppid", 7_000)  # start-up: imports, the projects made
+    dump("cg.100.2", "--dump-before=fork", 50)  # the run, up to the first worker's fork
+    dump("cg.100.3", "--dump-before=fork", 60)
+    dump("cg.100.4", "--dump-before=getpgrp", 400)  # the rest of the run
+    dump("cg.100", "Program termination", 9_000)  # shutting down, after the run
+    dump("cg.101", "Program termination", 1_000)  # a forked worker, counted from its fork
+    dump("cg.102.1", "--dump-before=getppid", 300)  # another: a worker may call getppid itself
+    dump("cg.102", "Program termination", 700)
+    shas = {"cg.100.4": 40, "cg.101": 100, "cg.100": 999}
+    monkeypatch.setattr(script, "_sha256_of", lambda path: shas.get(path.name, 0))
+    assert script.count_dumps(tmp_path) == {
+        "parent_instructions": 510,
+        "children_instructions": 2_000,
+        "sha256_instructions": 140,
+    }
