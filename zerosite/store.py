@@ -156,8 +156,8 @@ _IN_CLAUSE_IDS = 500
 """Project ids per ``IN (...)`` lookup (SQLite allows 32,766 parameters, older builds 999)."""
 
 _UPSERT_ROWS = 60
-"""Rows per upsert statement (61 parameters fewer than 999, the limit of older SQLite builds): a statement per row
-cost SQLite 82,000 instructions a row here, one per 60 rows 48,000."""
+"""Rows per upsert statement (60 rows of 16 values: 960 parameters, under 999, the limit of older SQLite builds): a
+statement per row cost SQLite 82,000 instructions a row here, one per 60 rows 48,000."""
 
 
 @functools.cache
