@@ -49,11 +49,11 @@ def run_one(name: str, projects: int, workers: int, out: Path) -> dict[str, Any]
     chosen = contender(name, workers)
     batch = scenario_projects(projects)
     self_before, children_before = _cpu_s(resource.RUSAGE_SELF), _cpu_s(resource.RUSAGE_CHILDREN)
-    os.getppid()  # START_MARKER: callgrind dumps here under --instructions
+    os.getppid()  # instructions.START_MARKER: callgrind dumps here under --instructions
     started = time.perf_counter()
     reports = chosen.run(batch, out, chosen.workers)
     wall_s = time.perf_counter() - started
-    os.getpgrp()  # STOP_MARKER
+    os.getpgrp()  # instructions.STOP_MARKER
     self_cpu_s = _cpu_s(resource.RUSAGE_SELF) - self_before
     if name == "joblib":  # loky keeps its workers for reuse: end them so that their CPU time is counted
         from joblib.externals.loky import get_reusable_executor
@@ -69,9 +69,6 @@ def run_one(name: str, projects: int, workers: int, out: Path) -> dict[str, Any]
         "children_cpu_s": children_cpu_s,
     }
 
-
-START_MARKER, STOP_MARKER = "getppid", "getpgrp"
-"""libc functions a contender's process calls just before and just after its run (callgrind dumps before each)."""
 
 _SHA256 = re.compile(r"^\s*([\d,]+) .*\bSHA256_Update\b", re.MULTILINE)
 
@@ -99,8 +96,12 @@ def _spawn(python: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _valgrind(folder: Path) -> list[str]:
-    if shutil.which("valgrind") is None:
-        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    # Imported here, not at the top: a contender's own process may run another checkout's zerosite (--tree).
+    from zerosite.benchmarking.instructions import START_MARKER, STOP_MARKER, valgrind_unavailable
+
+    reason = valgrind_unavailable()
+    if reason is not None:
+        raise SystemExit(f"--instructions: {reason}")
     return [
         "valgrind",
         "--tool=callgrind",
@@ -115,37 +116,25 @@ def _valgrind(folder: Path) -> list[str]:
 def count_dumps(folder: Path) -> dict[str, int]:
     """Instructions of one contender from its callgrind dumps (``cg.<pid>[.<part>]``): the parent's (the first
     process) from its start marker to its stop marker, every other process's whole; and of those, SHA-256's."""
-    dumps: dict[int, list[tuple[int, str, Path]]] = {}
+    from zerosite.benchmarking.instructions import START_MARKER, STOP_MARKER, read_dump
+
+    dumps: dict[int, list[tuple[int, str, int, Path]]] = {}
     for path in folder.glob("cg.*"):
-        pid, _, part = path.name.removeprefix("cg.").partition(".")
-        text = path.read_text(errors="replace")
-        trigger = re.search(r"^desc: Trigger: (.*)$", text, re.MULTILINE)
-        dumps.setdefault(int(pid), []).append((int(part) if part else 1 << 30, trigger[1] if trigger else "", path))
-    parent = min(dumps)
-    mine = sorted(dumps.pop(parent))
-    starts = [i for i, (_, trigger, _) in enumerate(mine) if trigger.endswith(f"={START_MARKER}")]
-    stops = [i for i, (_, trigger, _) in enumerate(mine) if trigger.endswith(f"={STOP_MARKER}")]
-    if not starts or not stops:
+        dump = read_dump(path)
+        pid = int(path.name.removeprefix("cg.").partition(".")[0])
+        dumps.setdefault(pid, []).append((dump.part, dump.trigger, dump.instructions, path))
+    mine = sorted(dumps.pop(min(dumps)))
+    triggers = [trigger for _, trigger, _, _ in mine]
+    if START_MARKER not in triggers or STOP_MARKER not in triggers:
         raise SystemExit(f"callgrind dumps in {folder} have no start or stop marker of the measured run")
-    region = [path for _, _, path in mine[starts[0] + 1 : stops[-1] + 1]]
-    children = [path for parts in dumps.values() for _, _, path in parts]
-    parent_ir, parent_sha = _instructions(region)
-    children_ir, children_sha = _instructions(children)
+    stop = len(triggers) - triggers[::-1].index(STOP_MARKER)
+    region = mine[triggers.index(START_MARKER) + 1 : stop]
+    children = [dump for parts in dumps.values() for dump in parts]
     return {
-        "parent_instructions": parent_ir,
-        "children_instructions": children_ir,
-        "sha256_instructions": parent_sha + children_sha,
+        "parent_instructions": sum(instructions for _, _, instructions, _ in region),
+        "children_instructions": sum(instructions for _, _, instructions, _ in children),
+        "sha256_instructions": sum(_sha256_of(path) for *_, path in region + children),
     }
-
-
-def _instructions(paths: list[Path]) -> tuple[int, int]:
-    """(every instruction, SHA-256's) of callgrind dumps."""
-    total = sha = 0
-    for path in paths:
-        summary = re.search(r"^(?:summary|totals): (\d+)", path.read_text(errors="replace"), re.MULTILINE)
-        total += int(summary[1]) if summary else 0
-        sha += _sha256_of(path)
-    return total, sha
 
 
 def _sha256_of(path: Path) -> int:
@@ -250,28 +239,23 @@ def _instruction_table(tree: str, runs: list[dict[str, Any]], names: list[str], 
     print(f"\n{tree}: {args.projects} projects, {args.workers} workers; callgrind instructions per report")
     print("| contender | all (millions) | without SHA-256 | SHA-256 | parent | vs bare loop (without SHA-256) |")
     print("|---|---|---|---|---|---|")
-    first = {r["name"]: r for r in sorted(runs, key=lambda r: -r["round"])}
-    per_report: dict[str, float] = {}
+    first = {r["name"]: r for r in runs if r["round"] == 0}
+    reports = {name: first[name]["reports"] for name in names}
+    sha = {name: first[name]["sha256_instructions"] / reports[name] for name in names}
+    parent = {name: first[name]["parent_instructions"] / reports[name] for name in names}
+    everything = {name: parent[name] + first[name]["children_instructions"] / reports[name] for name in names}
+    without_sha = {name: everything[name] - sha[name] for name in names}
     for name in names:
-        r = first[name]
-        reports = r["reports"]
-        everything = (r["parent_instructions"] + r["children_instructions"]) / reports
-        sha = r["sha256_instructions"] / reports
-        per_report[name] = everything - sha
-        parent = r["parent_instructions"] / reports
-        bare = per_report.get("bare")
-        versus = f"{per_report[name] / bare - 1:+.1%}" if bare else "-"
+        versus = f"{without_sha[name] / without_sha['bare'] - 1:+.1%}" if "bare" in without_sha else "-"
         print(
-            f"| {r['description']} | {everything / 1e6:.3f} | {(everything - sha) / 1e6:.3f} | {sha / 1e6:.3f} "
-            f"| {parent / 1e6:.3f} ({parent / everything:.1%}) | {versus} |"
+            f"| {first[name]['description']} | {everything[name] / 1e6:.3f} | {without_sha[name] / 1e6:.3f} | "
+            f"{sha[name] / 1e6:.3f} | {parent[name] / 1e6:.3f} ({parent[name] / everything[name]:.1%}) | {versus} |"
         )
-    ours = [n for n in ("process", "async") if n in per_report]
-    for name in ours:
+    for name in ("process", "async"):
         for rival in ("joblib", "pool"):
-            if rival in per_report:
-                print(
-                    f"{name} vs {rival}, instructions without SHA-256: {per_report[name] / per_report[rival] - 1:+.1%}"
-                )
+            if name in without_sha and rival in without_sha:
+                extra = without_sha[name] / without_sha[rival] - 1
+                print(f"{name} vs {rival}, instructions without SHA-256: {extra:+.1%}")
 
 
 def _paired(runs: list[dict[str, Any]], name: str, rival: str) -> list[float]:

@@ -22,7 +22,6 @@ import gc
 import itertools
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -31,9 +30,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-START_MARKER, STOP_MARKER = "getppid", "getpgrp"
-"""libc functions the child calls just before and just after its measured projects (callgrind dumps on each)."""
 
 
 def child(projects: int, seed: int, warmup: int, split: bool) -> dict[str, Any]:
@@ -167,12 +163,11 @@ def compare_cpu(checkouts: Sequence[Path], args: argparse.Namespace) -> None:
         )
 
 
-_SUMMARY = re.compile(r"^summary: (\d+)$", re.MULTILINE)
-_TRIGGER = re.compile(r"^desc: Trigger: --dump-before=(\S+)$", re.MULTILINE)
-
-
 def _instructions(checkout: Path, args: argparse.Namespace) -> tuple[int, int]:
-    """(instructions of the measured passes, reports made) of one child under callgrind."""
+    """(instructions of the measured passes, reports made) of one child under callgrind (the child calls the
+    markers, ``os.getppid()`` and ``os.getpgrp()``, just before and just after its measured projects)."""
+    from zerosite.benchmarking.instructions import START_MARKER, STOP_MARKER, read_dump
+
     with tempfile.TemporaryDirectory(prefix="report-cpu-") as tmp:
         env = _environment(PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache"))
         command = _child_command(checkout, args, split=False)
@@ -189,12 +184,8 @@ def _instructions(checkout: Path, args: argparse.Namespace) -> tuple[int, int]:
             [*valgrind, *command], cwd=checkout, env={**env, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True
         )
         done.check_returncode()
-        measured = []
-        for dump in Path(tmp).glob("callgrind.out.*"):
-            text = dump.read_text(encoding="utf-8", errors="replace")
-            trigger, summary = _TRIGGER.search(text), _SUMMARY.search(text)
-            if trigger is not None and summary is not None and trigger.group(1) == STOP_MARKER:
-                measured.append(int(summary.group(1)))
+        dumps = [read_dump(path) for path in Path(tmp).glob("callgrind.out.*")]
+        measured = [dump.instructions for dump in dumps if dump.trigger == STOP_MARKER]
         if len(measured) != 1:
             raise RuntimeError(f"expected one measured region under callgrind, found {len(measured)}")
         reports = json.loads(done.stdout)["reports"]

@@ -65,7 +65,9 @@ def test_instruction_counts_take_the_parents_run_and_every_worker_whole(
     script = _contenders_script()
 
     def dump(name: str, trigger: str, instructions: int) -> None:
-        (tmp_path / name).write_text(f"version: 1\ndesc: Trigger: {trigger}\nsummary: {instructions}\n")
+        part = name.split(".")[2] if name.count(".") == 2 else "9"  # the file without a suffix is the last part
+        text = f"version: 1\npart: {part}\ndesc: Trigger: {trigger}\nsummary: {instructions}\n"
+        (tmp_path / name).write_text(text)
 
     dump("cg.100.1", "--dump-before=getppid", 7_000)  # start-up: imports, the projects made
     dump("cg.100.2", "--dump-before=fork", 50)  # the run, up to the first worker's fork

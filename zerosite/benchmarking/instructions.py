@@ -46,9 +46,11 @@ __all__ = [
     "COUNTABLE_STRATEGIES",
     "START_MARKER",
     "STOP_MARKER",
+    "CallgrindDump",
     "InstructionCount",
     "InstructionCountError",
     "count_instructions",
+    "read_dump",
     "uncountable_reason",
     "valgrind_unavailable",
 ]
@@ -296,25 +298,40 @@ def _summary(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+@dataclass(frozen=True)
+class CallgrindDump:
+    """One dump of a callgrind run: its part number, what triggered it, the instructions it counted."""
+
+    part: int
+    trigger: str
+    """The function a ``--dump-before`` named (a marker, ``fork``), or ``""`` at the program's end."""
+    instructions: int
+
+
+def read_dump(path: Path) -> CallgrindDump:
+    """The part, trigger and instruction count (``Ir``) of one callgrind dump file.
+
+    :raises InstructionCountError: the file is not a complete dump.
+    """
+    text = path.read_text(encoding="utf-8", errors="replace")
+    part, trigger, summary = _PART.search(text), _TRIGGER.search(text), _SUMMARY.search(text)
+    if part is None or summary is None:
+        raise InstructionCountError(f"cannot read the callgrind dump {path.name}")
+    return CallgrindDump(int(part.group(1)), trigger.group(1) if trigger else "", int(summary.group(1)))
+
+
 def _measured_regions(workdir: Path) -> list[int]:
     """The instructions of each measured region, in order: every dump triggered by the stop marker.
 
     The dumps must alternate start, stop, start, stop: another call of a marker function (by CPython or a
     library) would show up as an extra dump and is refused rather than silently cutting a region short.
     """
-    dumps: list[tuple[int, str, int]] = []
-    for path in workdir.glob("callgrind.out.*"):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        part, trigger, summary = _PART.search(text), _TRIGGER.search(text), _SUMMARY.search(text)
-        if part is None or summary is None:
-            raise InstructionCountError(f"cannot read the callgrind dump {path.name}")
-        dumps.append((int(part.group(1)), trigger.group(1) if trigger else "", int(summary.group(1))))
-    dumps.sort()
-    triggers = [trigger for _, trigger, _ in dumps]
+    dumps = sorted((read_dump(path) for path in workdir.glob("callgrind.out.*")), key=lambda dump: dump.part)
+    triggers = [dump.trigger for dump in dumps]
     expected = [START_MARKER, STOP_MARKER] * (len(dumps) // 2)
     if triggers != expected:
         raise InstructionCountError(
             f"callgrind's dumps do not alternate {START_MARKER}, {STOP_MARKER}: {', '.join(triggers)} "
             f"(a library called a marker function inside the measured code?)"
         )
-    return [summary for _, trigger, summary in dumps if trigger == STOP_MARKER]
+    return [dump.instructions for dump in dumps if dump.trigger == STOP_MARKER]
