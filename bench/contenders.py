@@ -80,6 +80,11 @@ def _spawn(python: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
         command = [python, __file__, "--one", name, "--projects", str(args.projects), "--workers", str(args.workers)]
         env = None
         if counts is not None:
+            # A native run first writes the bytecode of every module the contender imports (a fresh checkout has
+            # none), so that the count holds no compiling.
+            warm = [python, __file__, "--one", name, "--projects", "2", "--workers", str(args.workers)]
+            subprocess.run([*warm, "--out", str(out / "warm-up")], capture_output=True, check=True)
+            shutil.rmtree(out / "warm-up", ignore_errors=True)
             command = [*_valgrind(counts), *command]
             env = {**os.environ, "PYTHONHASHSEED": "0"}
         done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, check=False, env=env)
