@@ -106,9 +106,9 @@ def test_broken_json_names_the_line(tmp_path: Path) -> None:
         list(iter_raw_projects(bad))
 
 
-def test_a_project_crosses_to_a_worker_as_a_call_of_its_classes(raw: dict[str, Any]) -> None:
-    """Projects go to pool workers pickled: every field comes back, each object remade by its class's
-    own constructor (no per-object ``__setstate__``), and the whole stays smaller than the default pickle."""
+def test_a_project_crosses_to_a_worker_as_the_values_of_its_fields(raw: dict[str, Any]) -> None:
+    """Projects go to pool workers pickled: every field comes back, each object remade from its field values by
+    one call (no per-object ``__setstate__``), and the whole stays smaller than the default pickle."""
     import pickle
     import pickletools
 
@@ -120,5 +120,26 @@ def test_a_project_crosses_to_a_worker_as_a_call_of_its_classes(raw: dict[str, A
     assert back.zone_type is project.zone_type
     for obj in (project, project.demographics, *project.transactions):
         constructor, values = obj.__reduce__()
-        assert constructor is type(obj) and constructor(*values) == obj
+        remade = constructor(*values)
+        assert type(remade) is type(obj) and remade == obj and remade is not obj
     assert "BUILD" not in {op.name for op, _, _ in pickletools.genops(data)}  # BUILD: a __setstate__ call
+
+
+def test_a_fresh_interpreter_unpickles_projects_and_results(raw: dict[str, Any], tmp_path: Path) -> None:
+    """A worker started by spawn or forkserver, or on another machine, has pickled nothing yet: the functions that
+    remake each class must be there from the class's creation, not from its first pickling."""
+    import pickle
+    import subprocess
+    import sys
+
+    from zerosite.types import ProjectResult, ReportResult, StageTimings, WrittenFile
+
+    project = parse_project(raw)
+    written = WrittenFile(str(tmp_path / "M2.html"), 10, "ab" * 32, 7)
+    report = ReportResult("M2", None, None, StageTimings(1, 2, 3, 4), 5, written, "cd" * 32)
+    result = ProjectResult.of(project, [report, ReportResult("M3", None, "boom", StageTimings(), 0)])
+    dumped = tmp_path / "pickled"
+    dumped.write_bytes(pickle.dumps((project, result), protocol=pickle.HIGHEST_PROTOCOL))
+    script = "import pickle, sys; print(repr(pickle.loads(open(sys.argv[1], 'rb').read())))"
+    done = subprocess.run([sys.executable, "-c", script, str(dumped)], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == repr((project, result))
