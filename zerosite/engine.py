@@ -238,24 +238,32 @@ class _Tally:
     def stage_ns(self) -> StageTimings:
         return StageTimings(*self._stage_ns)
 
-    def add(self, project_id: str, report: ReportResult, status: ReportStatus, cached: bool = False) -> None:
-        self.counts[status] += 1
-        self.from_cache += cached
-        t, sums = report.timings, self._stage_ns
-        sums[0] += t.fetch_ns
-        sums[1] += t.compute_ns
-        sums[2] += t.render_ns
-        sums[3] += t.write_ns
-        keep = status == "failed" and len(self.failures) < MAX_FAILURES_KEPT
-        if not keep and self.on_report is None:
-            return  # no outcome object for a report nobody looks at
+    def add(
+        self, project_id: str, reports: Sequence[ReportResult], statuses: Sequence[ReportStatus], cached: bool = False
+    ) -> None:
+        """Count one project's reports, each with its status as indexed (``cached``: written from the cache)."""
+        counts, sums = self.counts, self._stage_ns
+        if cached:
+            self.from_cache += sum(report.written is not None for report in reports)
+        for report, status in zip(reports, statuses, strict=True):
+            counts[status] += 1
+            t = report.timings
+            sums[0] += t.fetch_ns
+            sums[1] += t.compute_ns
+            sums[2] += t.render_ns
+            sums[3] += t.write_ns
+            if self.on_report is not None or (status == "failed" and len(self.failures) < MAX_FAILURES_KEPT):
+                self._outcome(project_id, report, status, cached and report.written is not None)
+
+    def _outcome(self, project_id: str, report: ReportResult, status: ReportStatus, cached: bool) -> None:
+        """The report's outcome, kept if it failed (the first ones) and told to ``on_report``."""
         written = report.written
         location, size = (written.location, written.size_bytes) if written is not None else (None, 0)
         error = None if status == "written" else report.error
         outcome = ReportOutcome(
             project_id, report.module, status, location, size, report.timings, report.peak_memory_bytes, error, cached
         )
-        if keep:
+        if status == "failed" and len(self.failures) < MAX_FAILURES_KEPT:
             self.failures.append(outcome)
         if self.on_report is not None:
             self.on_report(outcome)
@@ -419,15 +427,21 @@ def _store_result(
 ) -> None:
     """Index one project's reports (the workers wrote the files and hashed the input, as a rule; or they came
     from the cache)."""
-    generated_at = utc_now()
-    computed: dict[str, str] | None = None
-    for report in result.reports:
-        if report.ok and report.written is None and report.html is not None:  # a runner that hands back HTML
-            written = store.write(result.project_id, report.module, report.html)
-            report = replace(report, written=written, timings=replace(report.timings, write_ns=written.write_ns))
-        input_hash = report.input_hash
-        if not input_hash:  # a result made in this process (a project its worker died with), or async's
-            computed = computed or hashes()
-            input_hash = computed[report.module]
-        status = store.record_report(result.project_id, result.address, report, input_hash, generated_at)
-        tally.add(result.project_id, report, status, from_cache and report.written is not None)
+    reports = result.reports
+    if any(report.written is None and report.html is not None for report in reports):  # a runner handing back HTML
+        reports = tuple(_write_here(store, result.project_id, report) for report in reports)
+        result = replace(result, reports=reports)
+    input_hashes = [report.input_hash for report in reports]
+    if not all(input_hashes):  # a result made in this process (a project its worker died with), or async's
+        computed = hashes()
+        input_hashes = [known or computed[report.module] for known, report in zip(input_hashes, reports, strict=True)]
+    statuses = store.record_result(result, input_hashes, utc_now())
+    tally.add(result.project_id, reports, statuses, from_cache)
+
+
+def _write_here(store: ReportStore, project_id: str, report: ReportResult) -> ReportResult:
+    """``report`` with its HTML written to ``store`` (by this process: the worker handed it back)."""
+    if not report.ok or report.html is None:
+        return report
+    written = store.write(project_id, report.module, report.html)
+    return replace(report, written=written, timings=replace(report.timings, write_ns=written.write_ns))

@@ -13,7 +13,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from itertools import chain, count
@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from zerosite.types import STATUSES, ReportResult, ReportStatus, StoreError, WrittenFile
+from zerosite.types import STATUSES, ProjectResult, ReportStatus, StoreError, WrittenFile
 
 __all__ = [
     "LOCK_FILE",
@@ -95,21 +95,10 @@ _COLUMN_LIST = ", ".join(_COLUMNS)
 _VALUES_OF = attrgetter(*_COLUMNS)
 
 
-def _report_values(
-    project_id: str, address: str, report: ReportResult, input_hash: str, generated_at: str
-) -> tuple[Any, ...]:
-    """The values of the row of ``report`` as a worker handed it back (written: its file; else failed: its error),
-    in column order. The fields of :class:`ReportRow`, without making one: the parent does this for every report."""
-    t, written = report.timings, report.written
-    if written is None:
-        file: tuple[str, int, str] = ("", 0, "")
-        status, error = "failed", report.error
-    else:
-        file, status, error = (written.location, written.size_bytes, written.sha256), "written", None
-    peak = report.peak_memory_bytes
-    timings = (t.fetch_ns, t.compute_ns, t.render_ns, t.write_ns)
-    return (project_id, report.module, address, *file, input_hash, *timings, peak, status, error, generated_at)
-
+_NO_FILE: tuple[str, int, str] = ("", 0, "")
+"""The path, size and SHA-256 columns of a report with no file."""
+_WRITTEN: tuple[ReportStatus, None] = ("written", None)
+"""The status and error columns of a written report."""
 
 _TEXT = tuple(i for i, f in enumerate(fields(ReportRow)) if f.type in ("str", "str | None", "ReportStatus"))
 
@@ -485,21 +474,38 @@ class ReportStore:
         """Insert or replace the index row of ``(row.project_id, row.module)``; written in batches."""
         self._add(_VALUES_OF(row))
 
-    def record_report(
-        self, project_id: str, address: str, report: ReportResult, input_hash: str, generated_at: str
-    ) -> ReportStatus:
-        """:meth:`record` the row of ``report`` as a worker handed it back; its status (written or failed)."""
-        values = _report_values(project_id, address, report, input_hash, generated_at)
-        self._add(values)
-        status: ReportStatus = values[_STATUS]
-        return status
+    def record_result(
+        self, result: ProjectResult, input_hashes: Sequence[str], generated_at: str
+    ) -> list[ReportStatus]:
+        """:meth:`record` the rows of one project's reports as its worker handed them back (written: the file; else
+        failed: the error), ``input_hashes`` in the same order; their statuses, in order. The fields of
+        :class:`ReportRow`, without making one: the parent does this for every report of a batch."""
+        self._conn  # noqa: B018 - raises StoreError once the store is closed
+        project_id, address = _storable(result.project_id), _storable(result.address)
+        rows, written_rows = self._rows, self._written
+        statuses: list[ReportStatus] = []
+        outcome: tuple[ReportStatus, str | None]
+        for report, input_hash in zip(result.reports, input_hashes, strict=True):
+            t, written, module = report.timings, report.written, _storable(report.module)
+            if written is None:
+                written_rows.pop((project_id, module), None)
+                file, outcome = _NO_FILE, ("failed", report.error and _storable(report.error))
+            else:
+                path = _storable(self._relative(written.location))
+                written_rows[(project_id, module)] = (input_hash, path, written.sha256)
+                file, outcome = (path, written.size_bytes, written.sha256), _WRITTEN
+            timings = (t.fetch_ns, t.compute_ns, t.render_ns, t.write_ns, report.peak_memory_bytes)
+            rows.append((project_id, module, address, *file, input_hash, *timings, *outcome, generated_at))
+            statuses.append(outcome[0])
+        self._flush_when_due()
+        return statuses
 
     def _add(self, row: tuple[Any, ...]) -> None:
         self._conn  # noqa: B018 - raises StoreError once the store is closed
         values = list(row)
         values[_PATH] = path = self._relative(values[_PATH])
         for i in _TEXT:
-            if values[i] is not None and not values[i].isascii():
+            if values[i] is not None:
                 values[i] = _storable(values[i])
         self._rows.append(tuple(values))
         key = (values[_PROJECT_ID], values[_MODULE])
@@ -507,6 +513,9 @@ class ReportStore:
             self._written[key] = (values[_INPUT_HASH], path, values[_SHA256])
         else:
             self._written.pop(key, None)
+        self._flush_when_due()
+
+    def _flush_when_due(self) -> None:
         if len(self._rows) >= self.commit_every_rows or time.monotonic() - self._last_commit >= self.commit_every_s:
             self.flush()
 
