@@ -531,13 +531,18 @@ class ReportStore:
             conn.executemany(_FTS_DROP, [(rowid, address, module) for (_, module), (rowid, address) in indexed.items()])
             (last,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM reports").fetchone()
             new_rowids = count(last + 1)
-            # A report already indexed keeps its rowid (None: the upsert updates it in place); a new one is numbered.
-            rowids = {key: indexed[key][0] if key in indexed else next(new_rowids) for key in latest}
-            upserts = [(None if key in indexed else rowids[key], *v) for key, v in latest.items()]
+            upserts: list[tuple[Any, ...]] = []
+            searched: list[tuple[int, str, str]] = []
+            for key, values in latest.items():
+                # A report indexed keeps its rowid (None: the upsert updates it in place); a new one is numbered.
+                found = indexed.get(key)
+                rowid = next(new_rowids) if found is None else found[0]
+                upserts.append((None if found else rowid, *values))
+                searched.append((rowid, values[_ADDRESS], values[_MODULE]))
             for start in range(0, len(upserts), _UPSERT_ROWS):
                 part = upserts[start : start + _UPSERT_ROWS]
                 conn.execute(_upsert(len(part)), list(chain.from_iterable(part)))
-            conn.executemany(_FTS_ADD, [(rowids[key], v[_ADDRESS], v[_MODULE]) for key, v in latest.items()])
+            conn.executemany(_FTS_ADD, searched)
         self._rows.clear()
 
     @contextmanager
