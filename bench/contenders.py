@@ -80,13 +80,16 @@ def _spawn(python: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
         command = [python, __file__, "--one", name, "--projects", str(args.projects), "--workers", str(args.workers)]
         env = None
         if counts is not None:
-            # A native run first writes the bytecode of every module the contender imports (a fresh checkout has
-            # none), so that the count holds no compiling.
+            # A native run first compiles every module the contender imports into a bytecode cache of the run's
+            # own, as the harness does, so that the count holds no compiling: a fresh checkout has no bytecode,
+            # an edited one some out of date, and a developer's environment may say not to write any.
+            env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+            env |= {"PYTHONHASHSEED": "0", "PYTHONPYCACHEPREFIX": str(counts / "pycache")}
             warm = [python, __file__, "--one", name, "--projects", "2", "--workers", str(args.workers)]
-            subprocess.run([*warm, "--out", str(out / "warm-up")], capture_output=True, check=True)
+            subprocess.run([*warm, "--out", str(out / "warm-up")], capture_output=True, check=True, env=env)
             shutil.rmtree(out / "warm-up", ignore_errors=True)
             command = [*_valgrind(counts), *command]
-            env = {**os.environ, "PYTHONHASHSEED": "0"}
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
         done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, check=False, env=env)
         if done.returncode != 0:
             raise SystemExit(f"{name} ({python}) failed with exit code {done.returncode}:\n{done.stderr}")
