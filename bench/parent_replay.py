@@ -1,0 +1,127 @@
+"""Count the instructions the engine's parent spends on each report, with the workers' results replayed.
+
+    python bench/parent_replay.py
+    python bench/parent_replay.py --tree /path/to/other/checkout   # that checkout's code too (its .venv)
+
+Each project's results are made first, by a worker in the same process, and pickled ten projects to a chunk as a
+pool hands them back. Then, under callgrind, ``generate`` runs with a runner that unpickles the chunks and yields
+their results: the parent's whole path for a report (unpickling, the index with its search rows, the tally) without
+the pool's threads and pipes, counted in about a minute where ``bench/contenders.py --instructions`` takes ten.
+Printed: the count at 100 and at 400 projects, and the margin, the difference over the 1,500 reports between them,
+which leaves out what a batch pays once (opening the index, the plan).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+SIZES = (100, 400)
+CHUNK = 10
+
+
+def replay(projects: int, out: Path) -> None:
+    """Make and pickle the results of ``projects`` projects, then count ``generate`` replaying them (the child)."""
+    from zerosite.benchmarking.workloads import scenario_projects
+    from zerosite.engine import BatchOptions, generate, plan_batch
+    from zerosite.project import Project
+    from zerosite.store import ReportFiles
+    from zerosite.types import PluginSettings, ProjectResult, Runner
+    from zerosite.worker import make_worker
+
+    batch = scenario_projects(projects)
+    out.mkdir(parents=True)
+    options = BatchOptions(out=out.resolve(), plugins=PluginSettings())
+    chosen = plan_batch(options)
+    worker, files = make_worker(chosen.config), ReportFiles(out.resolve())
+    chunks = [
+        pickle.dumps([worker.run(p, files) for p in batch[i : i + CHUNK]], protocol=pickle.HIGHEST_PROTOCOL)
+        for i in range(0, len(batch), CHUNK)
+    ]
+
+    class Replay(Runner):
+        def run(self, projects: Iterable[Project], files: Any = None) -> Iterator[ProjectResult]:
+            wanted = iter(projects)
+            for chunk in chunks:
+                for _ in range(CHUNK):
+                    next(wanted, None)  # read the input as a pool runner would
+                yield from pickle.loads(chunk)
+
+    import gc
+
+    from zerosite.benchmarking.instructions import START_MARKER, STOP_MARKER
+
+    gc.collect()
+    getattr(os, START_MARKER)()
+    summary = generate(batch, options, runner=Replay(), batch_plan=chosen)
+    getattr(os, STOP_MARKER)()
+    if summary.written != 5 * projects:
+        raise SystemExit(f"expected {5 * projects} reports written, got {summary.written}")
+
+
+def _count(python: str, projects: int) -> int:
+    from zerosite.benchmarking.instructions import START_MARKER, STOP_MARKER, read_dump, valgrind_unavailable
+
+    reason = valgrind_unavailable()
+    if reason is not None:
+        raise SystemExit(reason)
+    with tempfile.TemporaryDirectory(prefix="parent-replay-") as tmp:
+        folder = Path(tmp)
+        # The bytecode cache is the run's own, filled by a native run first, so that the count holds no compiling.
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+        env |= {"PYTHONHASHSEED": "0", "PYTHONPYCACHEPREFIX": str(folder / "pycache")}
+        command = [python, __file__, "--one", str(projects)]
+        warm = subprocess.run([*command, "--out", str(folder / "warm-up")], env=env, capture_output=True, text=True)
+        if warm.returncode != 0:
+            raise SystemExit(f"{python} failed (exit {warm.returncode}):\n{warm.stderr[-3000:]}")
+        valgrind = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={folder}/cg.out",
+            f"--dump-before={START_MARKER}",
+            f"--dump-before={STOP_MARKER}",
+        ]
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        done = subprocess.run(
+            [*valgrind, *command, "--out", str(folder / "out")], env=env, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"{python} failed under valgrind (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        dumps = [read_dump(path) for path in folder.glob("cg.out.*")]
+        measured = [dump.instructions for dump in dumps if dump.trigger == STOP_MARKER]
+        if len(measured) != 1:
+            raise SystemExit(f"expected one measured region, found {len(measured)}")
+        return measured[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--tree", help="another checkout to count too (its .venv)")
+    args = parser.parse_args()
+    if args.one is not None:
+        replay(args.one, args.out)
+        return
+    trees = [("this", sys.executable)]
+    if args.tree:
+        other = Path(args.tree) / ".venv" / "bin" / "python"
+        if not other.exists():
+            raise SystemExit(f"no virtual environment at {other}")
+        trees.append((args.tree, str(other)))
+    for name, python in trees:
+        small, large = (_count(python, n) for n in SIZES)
+        margin = (large - small) / (5 * (SIZES[1] - SIZES[0]))
+        print(f"{name}: {small:,} instructions at {SIZES[0]} projects, {large:,} at {SIZES[1]}; ", end="")
+        print(f"{margin:,.0f} a report at the margin")
+
+
+if __name__ == "__main__":
+    main()
