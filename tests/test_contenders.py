@@ -28,9 +28,9 @@ def test_each_contender_writes_every_report_with_zerosite_bytes(tmp_path: Path, 
     assert chosen.writes_index == (out / "index.sqlite").exists()
 
 
-def _contenders_script() -> Any:
-    path = Path(__file__).parent.parent / "bench" / "contenders.py"
-    spec = importlib.util.spec_from_file_location("bench_contenders", path)
+def _bench_script(name: str) -> Any:
+    path = Path(__file__).parent.parent / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -38,7 +38,7 @@ def _contenders_script() -> Any:
 
 
 def test_the_script_compares_contenders_round_by_round_and_says_when_rounds_disagree() -> None:
-    script = _contenders_script()
+    script = _bench_script("contenders")
 
     def runs(walls: dict[str, list[float]]) -> list[dict[str, Any]]:
         return [{"name": n, "round": i, "wall_s": w} for n, ws in walls.items() for i, w in enumerate(ws)]
@@ -62,7 +62,7 @@ def test_instruction_counts_take_the_parents_run_and_every_worker_whole(
 ) -> None:
     """The parent (the first process) from its start marker to its stop marker, forks inside included; each
     worker (every other process) whole; SHA-256's share summed from the same dumps."""
-    script = _contenders_script()
+    script = _bench_script("contenders")
 
     def dump(name: str, trigger: str, instructions: int) -> None:
         part = name.split(".")[2] if name.count(".") == 2 else "9"  # the file without a suffix is the last part
@@ -84,3 +84,14 @@ def test_instruction_counts_take_the_parents_run_and_every_worker_whole(
         "children_instructions": 2_000,
         "sha256_instructions": 140,
     }
+
+
+def test_the_parent_replay_indexes_every_replayed_report(tmp_path: Path) -> None:
+    """``bench/parent_replay.py`` counts the parent's real path: the replayed results are indexed, every one."""
+    import sqlite3
+
+    _bench_script("parent_replay").replay(6, tmp_path / "out")
+    with sqlite3.connect(tmp_path / "out" / "index.sqlite") as conn:
+        assert conn.execute(
+            "SELECT count(*), count(DISTINCT sha256) FROM reports WHERE status = 'written'"
+        ).fetchone() == (30, 30)
