@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from zerosite.pickled import PickledByFields
 from zerosite.project import InvalidInput, Zone, iter_raw_projects, parse_project, project_to_dict, validate_batch
 from zerosite.sample import sample_projects
 
@@ -143,3 +145,28 @@ def test_a_fresh_interpreter_unpickles_projects_and_results(raw: dict[str, Any],
     script = "import pickle, sys; print(repr(pickle.loads(open(sys.argv[1], 'rb').read())))"
     done = subprocess.run([sys.executable, "-c", script, str(dumped)], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == repr((project, result))
+
+
+@dataclass(frozen=True, slots=True)
+class _Point(PickledByFields):
+    x: int
+    label: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Pixel(_Point):
+    colour: str = "red"
+
+
+class _Loose(_Point):  # no slots of its own: instances have a __dict__ the fields do not cover
+    pass
+
+
+def test_pickled_by_fields_covers_a_subclass_slots_and_refuses_one_without() -> None:
+    import pickle
+
+    pixel = _Pixel(3, "a", "blue")
+    assert pickle.loads(pickle.dumps(pixel)) == pixel and type(pickle.loads(pickle.dumps(pixel))) is _Pixel
+    assert pickle.loads(pickle.dumps(_Point(1))) == _Point(1)
+    with pytest.raises(TypeError, match="_Loose is not a dataclass with slots"):
+        pickle.dumps(_Loose(1))

@@ -28,13 +28,17 @@ class PickledByFields:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "__slots__" in cls.__dict__:  # the class that ``dataclass(slots=True)`` makes in place of the first
-            cls._fields_of = staticmethod(_getter(cls.__slots__))
-            setattr(cls, _REMADE, staticmethod(_remaker(cls)))
+            # Every slot, a base class's first: a dataclass's fields in their order.
+            names = tuple(name for klass in reversed(cls.__mro__) for name in klass.__dict__.get("__slots__", ()))
+            cls._fields_of = staticmethod(_getter(names))
+            setattr(cls, _REMADE, staticmethod(_remaker(cls, names)))
 
     _fields_of: Callable[[Any], tuple[Any, ...]]
 
     def __reduce__(self) -> tuple[Any, ...]:
         cls = type(self)
+        if "__slots__" not in cls.__dict__:
+            raise TypeError(f"{cls.__qualname__} is not a dataclass with slots: it cannot be pickled by its fields")
         return getattr(cls, _REMADE), cls._fields_of(self)
 
 
@@ -46,10 +50,9 @@ def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
     return attrgetter(*names)
 
 
-def _remaker(cls: type[PickledByFields]) -> Callable[..., Any]:
-    """A function that makes an object of ``cls`` from its field values, kept on the class as
+def _remaker(cls: type[PickledByFields], names: tuple[str, ...]) -> Callable[..., Any]:
+    """A function that makes an object of ``cls`` from the values of its slots ``names``, kept on the class as
     ``_remade_from_fields``: pickle names it by its qualified name, and the unpickling process finds it there."""
-    names = cls.__slots__
     params = ", ".join(f"v{i}" for i in range(len(names)))
     sets = "".join(f"    set{i}(obj, v{i})\n" for i in range(len(names)))
     source = f"def {_REMADE}({params}):\n    obj = new(cls)\n{sets}    return obj\n"
