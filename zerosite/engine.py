@@ -252,18 +252,19 @@ class _Tally:
             sums[1] += t.compute_ns
             sums[2] += t.render_ns
             sums[3] += t.write_ns
-            if self.on_report is not None or (status == "failed" and len(self.failures) < MAX_FAILURES_KEPT):
-                self._outcome(project_id, report, status, cached and report.written is not None)
+            keep = status == "failed" and len(self.failures) < MAX_FAILURES_KEPT
+            if keep or self.on_report is not None:  # no outcome object for a report nobody looks at
+                self._outcome(project_id, report, status, cached and report.written is not None, keep)
 
-    def _outcome(self, project_id: str, report: ReportResult, status: ReportStatus, cached: bool) -> None:
-        """The report's outcome, kept if it failed (the first ones) and told to ``on_report``."""
+    def _outcome(self, project_id: str, report: ReportResult, status: ReportStatus, cached: bool, keep: bool) -> None:
+        """The report's outcome, kept (one of the first failures) and told to ``on_report``."""
         written = report.written
         location, size = (written.location, written.size_bytes) if written is not None else (None, 0)
         error = None if status == "written" else report.error
         outcome = ReportOutcome(
             project_id, report.module, status, location, size, report.timings, report.peak_memory_bytes, error, cached
         )
-        if status == "failed" and len(self.failures) < MAX_FAILURES_KEPT:
+        if keep:
             self.failures.append(outcome)
         if self.on_report is not None:
             self.on_report(outcome)

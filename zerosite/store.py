@@ -505,7 +505,7 @@ class ReportStore:
         values = list(row)
         values[_PATH] = path = self._relative(values[_PATH])
         for i in _TEXT:
-            if values[i] is not None:
+            if values[i] is not None and not values[i].isascii():
                 values[i] = _storable(values[i])
         self._rows.append(tuple(values))
         key = (values[_PROJECT_ID], values[_MODULE])
@@ -537,7 +537,7 @@ class ReportStore:
                 # A report indexed keeps its rowid (None: the upsert updates it in place); a new one is numbered.
                 found = indexed.get(key)
                 rowid = next(new_rowids) if found is None else found[0]
-                upserts.append((None if found else rowid, *values))
+                upserts.append((rowid if found is None else None, *values))
                 searched.append((rowid, values[_ADDRESS], values[_MODULE]))
             for start in range(0, len(upserts), _UPSERT_ROWS):
                 part = upserts[start : start + _UPSERT_ROWS]
