@@ -105,20 +105,13 @@ def _spawn(python: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def _valgrind(folder: Path) -> list[str]:
     # Imported here, not at the top: a contender's own process may run another checkout's zerosite (--tree).
-    from zerosite.benchmarking.instructions import START_MARKER, STOP_MARKER, valgrind_unavailable
+    from zerosite.benchmarking.instructions import callgrind_command, valgrind_unavailable
 
     reason = valgrind_unavailable()
     if reason is not None:
         raise SystemExit(f"--instructions: {reason}")
-    return [
-        "valgrind",
-        "--tool=callgrind",
-        "--trace-children=yes",
-        f"--callgrind-out-file={folder}/cg.%p",
-        "--dump-before=fork",  # a forked worker's count starts at its fork, not with its parent's past
-        f"--dump-before={START_MARKER}",
-        f"--dump-before={STOP_MARKER}",
-    ]
+    # A forked worker's count starts at its fork, not with its parent's past.
+    return callgrind_command(folder / "cg.%p", "--trace-children=yes", "--dump-before=fork")
 
 
 def count_dumps(folder: Path) -> dict[str, int]:

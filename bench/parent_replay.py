@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import subprocess
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -37,6 +37,7 @@ def replay(projects: int, out: Path) -> None:
     from zerosite.worker import make_worker
 
     batch = scenario_projects(projects)
+    shutil.rmtree(out, ignore_errors=True)  # a fresh folder and index each run (the native run first used it)
     out.mkdir(parents=True)
     options = BatchOptions(out=out.resolve(), plugins=PluginSettings())
     chosen = plan_batch(options)
@@ -67,38 +68,14 @@ def replay(projects: int, out: Path) -> None:
 
 
 def _count(python: str, projects: int) -> int:
-    from zerosite.benchmarking.instructions import START_MARKER, STOP_MARKER, read_dump, valgrind_unavailable
+    from zerosite.benchmarking.instructions import InstructionCountError, count_marked_run
 
-    reason = valgrind_unavailable()
-    if reason is not None:
-        raise SystemExit(reason)
     with tempfile.TemporaryDirectory(prefix="parent-replay-") as tmp:
-        folder = Path(tmp)
-        # The bytecode cache is the run's own, filled by a native run first, so that the count holds no compiling.
-        env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
-        env |= {"PYTHONHASHSEED": "0", "PYTHONPYCACHEPREFIX": str(folder / "pycache")}
-        command = [python, __file__, "--one", str(projects)]
-        warm = subprocess.run([*command, "--out", str(folder / "warm-up")], env=env, capture_output=True, text=True)
-        if warm.returncode != 0:
-            raise SystemExit(f"{python} failed (exit {warm.returncode}):\n{warm.stderr[-3000:]}")
-        valgrind = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={folder}/cg.out",
-            f"--dump-before={START_MARKER}",
-            f"--dump-before={STOP_MARKER}",
-        ]
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-        done = subprocess.run(
-            [*valgrind, *command, "--out", str(folder / "out")], env=env, capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"{python} failed under valgrind (exit {done.returncode}):\n{done.stderr[-3000:]}")
-        dumps = [read_dump(path) for path in folder.glob("cg.out.*")]
-        measured = [dump.instructions for dump in dumps if dump.trigger == STOP_MARKER]
-        if len(measured) != 1:
-            raise SystemExit(f"expected one measured region, found {len(measured)}")
-        return measured[0]
+        command = [python, __file__, "--one", str(projects), "--out", str(Path(tmp) / "out")]
+        try:
+            return count_marked_run(command, os.environ, Path(tmp))[0]
+        except InstructionCountError as error:
+            raise SystemExit(str(error)) from None
 
 
 def main() -> None:

@@ -166,30 +166,12 @@ def compare_cpu(checkouts: Sequence[Path], args: argparse.Namespace) -> None:
 def _instructions(checkout: Path, args: argparse.Namespace) -> tuple[int, int]:
     """(instructions of the measured passes, reports made) of one child under callgrind (the child calls the
     markers, ``os.getppid()`` and ``os.getpgrp()``, just before and just after its measured projects)."""
-    from zerosite.benchmarking.instructions import START_MARKER, STOP_MARKER, read_dump
+    from zerosite.benchmarking.instructions import count_marked_run
 
     with tempfile.TemporaryDirectory(prefix="report-cpu-") as tmp:
-        env = _environment(PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache"))
         command = _child_command(checkout, args, split=False)
-        subprocess.run(command, cwd=checkout, env=env, capture_output=True, check=True)  # fills the bytecode cache
-        out = Path(tmp) / "callgrind.out"
-        valgrind = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            f"--dump-before={START_MARKER}",
-            f"--dump-before={STOP_MARKER}",
-        ]
-        done = subprocess.run(
-            [*valgrind, *command], cwd=checkout, env={**env, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True
-        )
-        done.check_returncode()
-        dumps = [read_dump(path) for path in Path(tmp).glob("callgrind.out.*")]
-        measured = [dump.instructions for dump in dumps if dump.trigger == STOP_MARKER]
-        if len(measured) != 1:
-            raise RuntimeError(f"expected one measured region under callgrind, found {len(measured)}")
-        reports = json.loads(done.stdout)["reports"]
-        return measured[0], reports
+        total, printed = count_marked_run(command, _environment(), Path(tmp), cwd=checkout)
+        return total, json.loads(printed)["reports"]
 
 
 def compare_instructions(checkouts: Sequence[Path], args: argparse.Namespace) -> None:

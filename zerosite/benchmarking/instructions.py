@@ -49,7 +49,9 @@ __all__ = [
     "CallgrindDump",
     "InstructionCount",
     "InstructionCountError",
+    "callgrind_command",
     "count_instructions",
+    "count_marked_run",
     "read_dump",
     "uncountable_reason",
     "valgrind_unavailable",
@@ -257,17 +259,7 @@ def _prepare(workdir: Path, env: Mapping[str, str], timeout_s: float) -> None:
 
 def _run_valgrind(workdir: Path, env: Mapping[str, str], timeout_s: float) -> None:
     """Run the driver under callgrind in ``workdir``; relative paths keep the argument vector the same."""
-    valgrind = shutil.which("valgrind")
-    assert valgrind is not None
-    command = [
-        valgrind,
-        "--tool=callgrind",
-        "--callgrind-out-file=callgrind.out",
-        "--log-file=valgrind.log",
-        f"--dump-before={START_MARKER}",
-        f"--dump-before={STOP_MARKER}",
-        *_driver_command(),
-    ]
+    command = [*callgrind_command("callgrind.out", "--log-file=valgrind.log"), *_driver_command()]
     try:
         done = subprocess.run(
             command, cwd=workdir, env=dict(env), capture_output=True, text=True, timeout=timeout_s, check=False
@@ -282,6 +274,45 @@ def _run_valgrind(workdir: Path, env: Mapping[str, str], timeout_s: float) -> No
         )
         tail = "\n".join((done.stderr + log).strip().splitlines()[-20:])
         raise InstructionCountError(f"the measured process failed under valgrind (exit {done.returncode}):\n{tail}")
+
+
+def callgrind_command(out_file: str | Path, *options: str) -> list[str]:
+    """valgrind counting a program's instructions into ``out_file``, with a dump at each marker (before the program's
+    arguments; ``options``: valgrind's own, such as ``--trace-children=yes``)."""
+    valgrind = shutil.which("valgrind") or "valgrind"
+    markers = (f"--dump-before={START_MARKER}", f"--dump-before={STOP_MARKER}")
+    return [valgrind, "--tool=callgrind", f"--callgrind-out-file={out_file}", *markers, *options]
+
+
+def count_marked_run(
+    command: Sequence[str], env: Mapping[str, str], folder: Path, cwd: Path | None = None
+) -> tuple[int, str]:
+    """The instructions between the markers of one program that calls each once, and what it printed.
+
+    ``command`` runs once natively first, compiling everything it imports into a bytecode cache of its own under
+    ``folder`` (even where ``env`` says not to write bytecode), then under callgrind with that cache, so that the
+    count holds no compiling; the hash seed is fixed.
+
+    :raises InstructionCountError: valgrind is missing, the program failed, or it did not mark one region.
+    """
+    problem = valgrind_unavailable()
+    if problem is not None:
+        raise InstructionCountError(problem)
+    env = {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env |= {"PYTHONHASHSEED": "0", "PYTHONPYCACHEPREFIX": str(folder / "pycache")}
+    out_file = folder / "callgrind.out"
+    for run, prefix in (("natively", []), ("under valgrind", callgrind_command(out_file))):
+        done = subprocess.run([*prefix, *command], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = "\n".join(done.stderr.strip().splitlines()[-20:])
+            raise InstructionCountError(f"{command[0]} failed {run} (exit {done.returncode}):\n{tail}")
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    measured = [
+        dump.instructions for dump in map(read_dump, folder.glob("callgrind.out.*")) if dump.trigger == STOP_MARKER
+    ]
+    if len(measured) != 1:
+        raise InstructionCountError(f"expected one measured region under callgrind, found {len(measured)}")
+    return measured[0], done.stdout
 
 
 _TRIGGER = re.compile(r"^desc: Trigger: --dump-before=(\S+)$", re.MULTILINE)
