@@ -95,3 +95,13 @@ def test_the_parent_replay_indexes_every_replayed_report(tmp_path: Path) -> None
         assert conn.execute(
             "SELECT count(*), count(DISTINCT sha256) FROM reports WHERE status = 'written'"
         ).fetchone() == (30, 30)
+
+
+def test_the_startup_script_times_each_command_in_a_fresh_interpreter() -> None:
+    """``bench/startup.py``: every command it times runs (from an empty folder) and takes CPU time."""
+    import sys
+
+    startup = _bench_script("startup")
+    for name in startup.COMMANDS:
+        wall_ms, cpu_ms = startup.timed(sys.executable, name, 1)
+        assert wall_ms > 0 and cpu_ms > 0, name

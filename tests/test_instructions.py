@@ -194,3 +194,20 @@ def test_three_percent_more_work_gives_a_proportionally_larger_count(
     assert extra_pipeline == pytest.approx(extra_single, rel=0.05)
     # A cell without MX is untouched by its loop.
     assert more[M2].total == base[M2].total
+
+
+@pytest.mark.valgrind
+def test_a_whole_run_counts_the_interpreter_start_and_what_the_program_adds(tmp_path: Path) -> None:
+    """``count_whole_run`` (``bench/startup.py``): a program's every instruction, start to exit, the same twice."""
+    import sys
+
+    reason = valgrind_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    counts = {}
+    for name, code in (("a", "pass"), ("b", "pass"), ("c", "import decimal")):  # folders' names of one length
+        (tmp_path / name).mkdir()
+        counts[name], printed = instructions.count_whole_run([sys.executable, "-c", code], {}, tmp_path / name)
+        assert printed == ""
+    assert counts["a"] == counts["b"]
+    assert counts["c"] > counts["a"] + 1_000_000  # decimal's module, unmarshalled and run

@@ -52,6 +52,7 @@ __all__ = [
     "callgrind_command",
     "count_instructions",
     "count_marked_run",
+    "count_whole_run",
     "read_dump",
     "uncountable_reason",
     "valgrind_unavailable",
@@ -295,6 +296,30 @@ def count_marked_run(
 
     :raises InstructionCountError: valgrind is missing, the program failed, or it did not mark one region.
     """
+    dumps, printed = _count_run(command, env, folder, cwd)
+    measured = [dump.instructions for dump in dumps if dump.trigger == STOP_MARKER]
+    if len(measured) != 1:
+        raise InstructionCountError(f"expected one measured region under callgrind, found {len(measured)}")
+    return measured[0], printed
+
+
+def count_whole_run(
+    command: Sequence[str], env: Mapping[str, str], folder: Path, cwd: Path | None = None
+) -> tuple[int, str]:
+    """The instructions of one program from the interpreter's start to its exit (its own process, not its
+    children's), and what it printed; run twice as :func:`count_marked_run` runs it.
+
+    :raises InstructionCountError: valgrind is missing or the program failed.
+    """
+    dumps, printed = _count_run(command, env, folder, cwd)
+    return sum(dump.instructions for dump in dumps), printed
+
+
+def _count_run(
+    command: Sequence[str], env: Mapping[str, str], folder: Path, cwd: Path | None
+) -> tuple[list[CallgrindDump], str]:
+    """Every callgrind dump of ``command``'s counted run (after a native one that writes its bytecode), and what
+    the counted run printed."""
     problem = valgrind_unavailable()
     if problem is not None:
         raise InstructionCountError(problem)
@@ -307,12 +332,7 @@ def count_marked_run(
             tail = "\n".join(done.stderr.strip().splitlines()[-20:])
             raise InstructionCountError(f"{command[0]} failed {run} (exit {done.returncode}):\n{tail}")
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-    measured = [
-        dump.instructions for dump in map(read_dump, folder.glob("callgrind.out.*")) if dump.trigger == STOP_MARKER
-    ]
-    if len(measured) != 1:
-        raise InstructionCountError(f"expected one measured region under callgrind, found {len(measured)}")
-    return measured[0], done.stdout
+    return [read_dump(path) for path in folder.glob("callgrind.out*")], done.stdout
 
 
 _TRIGGER = re.compile(r"^desc: Trigger: --dump-before=(\S+)$", re.MULTILINE)
