@@ -29,6 +29,22 @@ def made(cli: CliRunner, tmp_path: Path) -> Path:
     return out
 
 
+def test_generate_imports_neither_httpx_nor_asyncio(tmp_path: Path) -> None:
+    """The default source and strategy use neither, and they were most of the command's start-up
+    (``bench/startup.py``): they are imported by the http source, the async strategy and the service."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from zerosite.cli import main; "
+        f"main(['generate', '--sample', '2', '-q', '--out', {str(tmp_path / 'out')!r}], standalone_mode=False); "
+        "print(' '.join(sorted({'httpx', 'asyncio', 'rich'} & set(sys.modules))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == ""
+    assert len(list((tmp_path / "out").glob("*/*.html"))) == 10
+
+
 def test_help_everywhere(cli: CliRunner) -> None:
     for command in (
         [],

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from zerosite.store import LOCK_FILE, OutputBusy, ReportStore
-from zerosite.strategies import _StopSignalsBetweenSteps
+from zerosite.strategies_async import StopSignalsBetweenSteps
 
 SLOW_PLUGIN = """
     import time
@@ -185,7 +185,7 @@ def test_a_ctrl_c_inside_the_event_loop_loses_no_wake_up() -> None:
     # ignored: CI runs the 3.13 tests so).
     inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with _StopSignalsBetweenSteps(loop) as signals:
+        with StopSignalsBetweenSteps(loop) as signals:
             with pytest.raises(KeyboardInterrupt):
                 signals.run(task)
             assert woken.done(), "the callback was cut short"

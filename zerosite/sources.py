@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import os
 import threading
@@ -10,14 +10,20 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import httpx
 
 from zerosite import hookimpl
 from zerosite.project import InvalidInput, Project, parse_project, project_to_dict
 from zerosite.types import DataSource, SourceSettings
+
+# httpx and asyncio are imported by the code that uses them, not here: the default (embedded) source uses
+# neither, and with httpx's command-line extras installed (rich, pygments) they were the largest imports of
+# `zerosite generate` (bench/startup.py).
+if TYPE_CHECKING:
+    import asyncio
+
+    import httpx
 
 __all__ = [
     "DataSource",
@@ -61,7 +67,13 @@ class EmbeddedSource(DataSource):
 _INHERITED_CLIENTS: list[object] = []
 """Clients a forked child inherited: kept alive, never used, so their sockets are not finalized here."""
 
-_RETRYABLE_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+@functools.cache
+def _httpx_errors() -> tuple[tuple[type[Exception], ...], type[Exception]]:
+    """httpx's errors worth another attempt, and its base error (a failure, not retried); imports httpx."""
+    import httpx
+
+    return (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError), httpx.HTTPError
 
 
 class HttpSource(DataSource):
@@ -88,6 +100,7 @@ class HttpSource(DataSource):
     def open(self, settings: SourceSettings) -> None:
         if not settings.url:
             raise ValueError("the http source needs SourceSettings(url=...)")
+        _httpx_errors()  # httpx imported here, as the source is opened, not in the first fetch it would slow
         self._forget_if_forked()
         with self._lock:
             if settings != self.settings:
@@ -100,6 +113,8 @@ class HttpSource(DataSource):
             self._close_sync_client()
 
     async def aclose(self) -> None:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         with self._lock:
             client = self._async_clients.pop(loop, None)
@@ -134,6 +149,8 @@ class HttpSource(DataSource):
         return self.settings.url.rstrip("/")
 
     def _sync_client(self) -> httpx.Client:
+        import httpx
+
         self._forget_if_forked()
         client = self._client
         if client is None:
@@ -144,6 +161,10 @@ class HttpSource(DataSource):
         return client
 
     def _async_client(self) -> httpx.AsyncClient:
+        import asyncio
+
+        import httpx
+
         self._forget_if_forked()
         loop = asyncio.get_running_loop()
         with self._lock:
@@ -161,6 +182,7 @@ class HttpSource(DataSource):
     def fetch(self, project: Project) -> Project:
         url = self._url_for(project)
         client = self._sync_client()
+        retryable, failure = _httpx_errors()
         settings = self.settings
         deadline = time.monotonic() + settings.deadline_s
         for attempt in range(1, settings.retries + 2):
@@ -170,9 +192,9 @@ class HttpSource(DataSource):
                 outcome: _Answer | str = self._get(client, project, url, attempt, deadline)
             except _BodyTooLarge as error:
                 raise SourceError(project.id, url, str(error), attempt) from None
-            except _RETRYABLE_ERRORS as error:
+            except retryable as error:
                 outcome = _describe(error)
-            except httpx.HTTPError as error:
+            except failure as error:
                 raise SourceError(project.id, url, _describe(error), attempt) from error
             done = self._settle(project, url, outcome, attempt)
             if done is not None:
@@ -180,8 +202,11 @@ class HttpSource(DataSource):
         raise AssertionError("unreachable: the last attempt always settles")
 
     async def afetch(self, project: Project) -> Project:
+        import asyncio
+
         url = self._url_for(project)
         client = self._async_client()
+        retryable, failure = _httpx_errors()
         settings = self.settings
         deadline = time.monotonic() + settings.deadline_s
         for attempt in range(1, settings.retries + 2):
@@ -197,9 +222,9 @@ class HttpSource(DataSource):
                     raise self._overdue(project, url, attempt) from None
             except _BodyTooLarge as error:
                 raise SourceError(project.id, url, str(error), attempt) from None
-            except _RETRYABLE_ERRORS as error:
+            except retryable as error:
                 outcome = _describe(error)
-            except httpx.HTTPError as error:
+            except failure as error:
                 raise SourceError(project.id, url, _describe(error), attempt) from error
             done = self._settle(project, url, outcome, attempt)
             if done is not None:

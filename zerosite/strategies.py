@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures as cf
 import contextlib
 import ctypes
@@ -17,14 +16,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.context import BaseContext
-from types import FrameType
 from typing import Any, TypeVar
 
 from zerosite import hookimpl
-from zerosite.pipeline import InterruptWatch, plugin_raised, watch_interrupts
+from zerosite.pipeline import plugin_raised, watch_interrupts
 from zerosite.plugins import BUILTIN_PLUGINS
 from zerosite.project import Project
 from zerosite.types import (
@@ -37,9 +35,8 @@ from zerosite.types import (
     WorkerConfig,
     WrittenFile,
     describe_error,
-    error_message,
 )
-from zerosite.worker import Progress, Worker, make_worker, open_source, warm_process
+from zerosite.worker import Progress, Worker, make_worker, warm_process
 
 __all__ = [
     "AsyncStrategy",
@@ -368,7 +365,7 @@ class _Heartbeat:
                 yield int(pid), int(ticket), int(module)
 
 
-class _Pool:
+class ProcessPool:
     """One executor for the whole batch, warmed by an initializer and rebuilt when a worker dies.
 
     Under a time limit its workers note what they make (:class:`_Heartbeat`) and :meth:`cull` kills
@@ -559,7 +556,7 @@ def _run_chunk(items: Sequence[_Item], files: ReportWriter | None = None) -> lis
     return [_make_one(worker, *item, files, None) for item in items]
 
 
-def _make_fetched_chunk(items: Sequence[tuple[_Item, int]], files: ReportWriter | None = None) -> list[ProjectResult]:
+def make_fetched_chunk(items: Sequence[tuple[_Item, int]], files: ReportWriter | None = None) -> list[ProjectResult]:
     """Make projects already fetched elsewhere (by an event loop): ``(item, fetch_ns)`` pairs."""
     worker = _current_pool_worker()
     return [
@@ -590,9 +587,9 @@ def _make_one(
             return worker.failed(project, f"making project {project.id!r} failed: {describe_error(error)}")
 
 
-def _process_pool(
+def process_pool(
     config: WorkerConfig, options: StrategyOptions, workers: int | None = None, rebuild: bool = False
-) -> _Pool:
+) -> ProcessPool:
     """A process pool of ``workers`` (default ``options.workers``); ``rebuild``: made after a worker died."""
     count = workers or options.workers
     builds = itertools.count()
@@ -610,11 +607,11 @@ def _process_pool(
         )
         return executor, heartbeat
 
-    return _Pool(build, config.timeout_s)
+    return ProcessPool(build, config.timeout_s)
 
 
 @dataclass(frozen=True, slots=True)
-class _Job:
+class Job:
     """One project on its way through a pool runner."""
 
     ticket: int
@@ -626,14 +623,14 @@ class _Job:
         return (self.ticket, self.project, self.failed)
 
 
-class _Breakage:
+class Breakage:
     """What became of the projects a broken pool lost, decided once per project: which to send again,
     which to try alone (on a one-worker pool, where a death names its cause), which failed."""
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
 
-    def sort(self, pool: _Pool, broken: cf.Executor, job: _Job, alone: bool) -> tuple[str, _Job | ProjectResult]:
+    def sort(self, pool: ProcessPool, broken: cf.Executor, job: Job, alone: bool) -> tuple[str, Job | ProjectResult]:
         """``("again", job)``, ``("alone", job)`` or ``("failed", result)`` for ``job``, lost with ``broken``."""
         module = pool.killed.pop(job.ticket, None)
         if module is not None:
@@ -654,28 +651,28 @@ class _PoolRunner(Runner):
     again one at a time on a one-worker pool, so that only a project that kills its worker fails."""
 
     def __init__(
-        self, config: WorkerConfig, options: StrategyOptions, pool: _Pool, isolation: Callable[[], _Pool]
+        self, config: WorkerConfig, options: StrategyOptions, pool: ProcessPool, isolation: Callable[[], ProcessPool]
     ) -> None:
         self.config = config
         self.options = options
         self.pool = pool
         self.reports = config.reports
         self.isolation = isolation
-        self.alone: _Pool | None = None
+        self.alone: ProcessPool | None = None
         self.tickets = itertools.count()
-        self.breakage = _Breakage(config)
+        self.breakage = Breakage(config)
 
     @property
     def restarts(self) -> int:
         return self.pool.restarts + (self.alone.restarts if self.alone else 0)
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
-        jobs = ([_Job(next(self.tickets), p) for p in chunk] for chunk in chunked(projects, self.options.chunksize))
-        tasks: Iterable[list[_Job]] = jobs
+        jobs = ([Job(next(self.tickets), p) for p in chunk] for chunk in chunked(projects, self.options.chunksize))
+        tasks: Iterable[list[Job]] = jobs
         pool, limit, alone = self.pool, self.options.max_in_flight, False
-        waiting: list[_Job] = []  # to try alone
+        waiting: list[Job] = []  # to try alone
         while True:
-            again: list[_Job] = []
+            again: list[Job] = []
             submit = functools.partial(self._submit, pool, files)
             tick = pool.cull if pool.heartbeat is not None else None
             for chunk, future in bounded(submit, tasks, limit, tick):
@@ -706,10 +703,12 @@ class _PoolRunner(Runner):
             else:
                 return
 
-    def _submit(self, pool: _Pool, files: ReportWriter | None, chunk: list[_Job]) -> cf.Future[list[ProjectResult]]:
+    def _submit(
+        self, pool: ProcessPool, files: ReportWriter | None, chunk: list[Job]
+    ) -> cf.Future[list[ProjectResult]]:
         return pool.submit(_run_chunk, [job.item for job in chunk], files)
 
-    def _alone(self) -> _Pool:
+    def _alone(self) -> ProcessPool:
         if self.alone is None:
             self.alone = self.isolation()
         return self.alone
@@ -727,8 +726,8 @@ class ProcessStrategy(Strategy):
     description = "One process pool for the batch, workers warmed once, projects sent in chunks: real parallelism."
 
     def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
-        isolation = functools.partial(_process_pool, config, options, 1, True)
-        return _PoolRunner(config, options, _process_pool(config, options), isolation)
+        isolation = functools.partial(process_pool, config, options, 1, True)
+        return _PoolRunner(config, options, process_pool(config, options), isolation)
 
 
 class AsyncStrategy(Strategy):
@@ -736,203 +735,9 @@ class AsyncStrategy(Strategy):
     description = "asyncio: fetches awaited natively with bounded fan-out; CPU work on one shared process pool."
 
     def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
-        return _AsyncRunner(config, options)
+        from zerosite.strategies_async import AsyncRunner  # asyncio only when the strategy runs: a fast start-up
 
-
-class _StopSignalsBetweenSteps:
-    """Ctrl-C and SIGTERM that arrive while an event loop runs, delivered once it has stopped.
-
-    Their handlers (Python's, or the command line's) raise an exception wherever the main thread is. Raised
-    inside one of the loop's callbacks, it can drop a task's wake-up: that task then never ends, and the
-    stream's clean-up, which waits for its tasks, waits for ever. So the first signal only stops the loop
-    (every callback under way completes); its handler runs in :meth:`run`, between loop iterations, and
-    the step goes on if the handler returns. A second signal before that goes to its handler at once (to
-    stop what hangs), as with :class:`asyncio.Runner`. Outside :meth:`run`, and outside the main thread,
-    signals reach their handlers as before.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.running = False
-        self.held: list[tuple[int, FrameType | None]] = []
-        self.handlers: dict[int, Callable[[int, FrameType | None], Any]] = {}
-
-    def __enter__(self) -> _StopSignalsBetweenSteps:
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                handler = signal.getsignal(signum)
-                if callable(handler):
-                    self.handlers[signum] = handler
-                    signal.signal(signum, self._arrived)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for signum, handler in self.handlers.items():
-            if signal.getsignal(signum) == self._arrived:  # not if a handler meanwhile put another in its place
-                signal.signal(signum, handler)
-
-    def _arrived(self, signum: int, frame: FrameType | None) -> Any:
-        if not self.running or self.held:
-            return self.handlers[signum](signum, frame)
-        self.held.append((signum, frame))
-        self.loop.stop()  # harmless if it just stopped: the next run_forever() makes one pass, and run() goes on
-        self.loop.call_soon_threadsafe(_nothing)  # wakes a loop asleep in select()
-        return None
-
-    def run(self, step: asyncio.Future[T]) -> T:
-        """Run the loop until ``step`` is done (its result, or its exception raised)."""
-        step.add_done_callback(_stop_its_loop)
-        self.running = True
-        try:
-            while not step.done():
-                self.loop.run_forever()
-                self._deliver()
-        finally:
-            self.running = False
-            step.remove_done_callback(_stop_its_loop)
-            self._deliver()
-        return step.result()
-
-    def _deliver(self) -> None:
-        if self.held:
-            signum, frame = self.held.pop()
-            self.handlers[signum](signum, frame)
-
-
-def _nothing() -> None:
-    pass
-
-
-def _stop_its_loop(future: asyncio.Future[Any]) -> None:
-    future.get_loop().stop()
-
-
-class _AsyncRunner(Runner):
-    """One event loop reused across batches, driven step by step so results stream to the caller."""
-
-    def __init__(self, config: WorkerConfig, options: StrategyOptions) -> None:
-        self.config = config
-        self.options = options
-        self.pool = _process_pool(config, options)
-        self.alone: _Pool | None = None
-        self.alone_lock: asyncio.Lock | None = None
-        self.reports = config.reports
-        self.source = open_source(config)
-        self.loop = asyncio.Runner()
-        self.tickets = itertools.count()
-        self.breakage = _Breakage(config)
-
-    @property
-    def restarts(self) -> int:
-        return self.pool.restarts + (self.alone.restarts if self.alone else 0)
-
-    def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
-        stream = self._stream(projects, files)
-        loop = self.loop.get_loop()
-
-        async def step() -> ProjectResult:
-            return await anext(stream)
-
-        with _StopSignalsBetweenSteps(loop) as signals:
-            try:
-                while True:
-                    task = loop.create_task(step())
-                    try:
-                        result = signals.run(task)
-                    except StopAsyncIteration:
-                        return
-                    except BaseException:
-                        # A stop signal (delivered once the step ended) or a second Ctrl-C inside it: cancel
-                        # the step, so the stream cancels its own tasks, before it is closed and the pool shut down.
-                        task.cancel()
-                        with contextlib.suppress(BaseException):
-                            signals.run(task)
-                        raise
-                    yield result
-            finally:
-                if not loop.is_closed():  # else the runner was closed first, and its loop closed the stream then
-                    signals.run(loop.create_task(stream.aclose()))
-
-    async def _stream(
-        self, projects: Iterable[Project], files: ReportWriter | None
-    ) -> AsyncGenerator[ProjectResult, None]:
-        source = iter(projects)
-        limit = self.options.max_in_flight
-        interval = WATCH_INTERVAL_S if self.config.timeout_s else None
-        pending = {asyncio.ensure_future(self._one(p, files)) for p in itertools.islice(source, limit)}
-        try:
-            while pending:
-                done, pending = await asyncio.wait(pending, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
-                self.pool.cull()
-                if self.alone is not None:
-                    self.alone.cull()
-                for task in done:
-                    yield task.result()
-                    pending.update(asyncio.ensure_future(self._one(p, files)) for p in itertools.islice(source, 1))
-        finally:
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-                for task in pending:  # a Ctrl-C that landed in one is the batch's to report ("never retrieved")
-                    if not task.cancelled():
-                        task.exception()
-
-    async def _one(self, project: Project, files: ReportWriter | None) -> ProjectResult:
-        started = time.monotonic_ns()
-        try:
-            fetched = await self.source.afetch(project)
-        except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
-            raise  # in an event loop a Ctrl-C may surface anywhere: never taken for the source's own
-        except BaseException as error:
-            if not plugin_raised(error, InterruptWatch()):
-                raise
-            why = f"fetch failed: {error_message(error)}"
-            return ProjectResult.failed(project, self.reports, why, time.monotonic_ns() - started)
-        fetch_ns = time.monotonic_ns() - started
-        job, alone = _Job(next(self.tickets), fetched), False
-        while True:
-            if alone:
-                self.alone_lock = self.alone_lock or asyncio.Lock()
-                async with self.alone_lock:  # one project at a time on the one-worker pool
-                    pool = self.alone = self.alone or _process_pool(self.config, self.options, 1, True)
-                    outcome = await self._attempt(pool, job, fetch_ns, files, alone)
-            else:
-                outcome = await self._attempt(self.pool, job, fetch_ns, files, alone)
-            if isinstance(outcome, ProjectResult):
-                return outcome
-            verdict, job = outcome
-            alone = alone or verdict == "alone"
-
-    async def _attempt(
-        self, pool: _Pool, job: _Job, fetch_ns: int, files: ReportWriter | None, alone: bool
-    ) -> ProjectResult | tuple[str, _Job]:
-        future = pool.submit(_make_fetched_chunk, [(job.item, fetch_ns)], files)
-        try:
-            (result,) = await asyncio.wrap_future(future)
-            return result
-        except cf.BrokenExecutor:
-            broken = future.executor  # type: ignore[attr-defined]
-            pool.restart(broken, wait=alone)  # alone: one dead worker, quickly joined
-        except Exception as error:  # a result that could not come back
-            why = f"making project failed: {describe_error(error)}"
-            return ProjectResult.failed(job.project, self.reports, why, fetch_ns)
-        verdict, outcome = self.breakage.sort(pool, broken, job, alone)
-        return outcome if isinstance(outcome, ProjectResult) else (verdict, outcome)
-
-    def close(self) -> None:
-        try:
-            self.loop.run(self.source.aclose())
-            self.source.close()
-            self.loop.close()
-        finally:
-            try:
-                self.pool.close()
-            finally:
-                if self.alone is not None:
-                    self.alone.close()
+        return AsyncRunner(config, options)
 
 
 @hookimpl

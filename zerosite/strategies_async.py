@@ -1,0 +1,239 @@
+"""The async strategy's runner: an event loop awaits the fetches, a process pool does the CPU work.
+
+Apart from :mod:`zerosite.strategies`, which registers the strategy, so that asyncio is imported only when the
+strategy runs (``bench/startup.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import contextlib
+import itertools
+import signal
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
+from types import FrameType
+from typing import Any, TypeVar
+
+from zerosite.pipeline import InterruptWatch, plugin_raised
+from zerosite.project import Project
+from zerosite.strategies import (
+    WATCH_INTERVAL_S,
+    Breakage,
+    Job,
+    ProcessPool,
+    make_fetched_chunk,
+    process_pool,
+)
+from zerosite.types import (
+    ProjectResult,
+    ReportWriter,
+    Runner,
+    StrategyOptions,
+    WorkerConfig,
+    describe_error,
+    error_message,
+)
+from zerosite.worker import open_source
+
+__all__ = ["AsyncRunner", "StopSignalsBetweenSteps"]
+
+T = TypeVar("T")
+
+
+class StopSignalsBetweenSteps:
+    """Ctrl-C and SIGTERM that arrive while an event loop runs, delivered once it has stopped.
+
+    Their handlers (Python's, or the command line's) raise an exception wherever the main thread is. Raised
+    inside one of the loop's callbacks, it can drop a task's wake-up: that task then never ends, and the
+    stream's clean-up, which waits for its tasks, waits for ever. So the first signal only stops the loop
+    (every callback under way completes); its handler runs in :meth:`run`, between loop iterations, and
+    the step goes on if the handler returns. A second signal before that goes to its handler at once (to
+    stop what hangs), as with :class:`asyncio.Runner`. Outside :meth:`run`, and outside the main thread,
+    signals reach their handlers as before.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.running = False
+        self.held: list[tuple[int, FrameType | None]] = []
+        self.handlers: dict[int, Callable[[int, FrameType | None], Any]] = {}
+
+    def __enter__(self) -> StopSignalsBetweenSteps:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                handler = signal.getsignal(signum)
+                if callable(handler):
+                    self.handlers[signum] = handler
+                    signal.signal(signum, self._arrived)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self.handlers.items():
+            if signal.getsignal(signum) == self._arrived:  # not if a handler meanwhile put another in its place
+                signal.signal(signum, handler)
+
+    def _arrived(self, signum: int, frame: FrameType | None) -> Any:
+        if not self.running or self.held:
+            return self.handlers[signum](signum, frame)
+        self.held.append((signum, frame))
+        self.loop.stop()  # harmless if it just stopped: the next run_forever() makes one pass, and run() goes on
+        self.loop.call_soon_threadsafe(_nothing)  # wakes a loop asleep in select()
+        return None
+
+    def run(self, step: asyncio.Future[T]) -> T:
+        """Run the loop until ``step`` is done (its result, or its exception raised)."""
+        step.add_done_callback(_stop_its_loop)
+        self.running = True
+        try:
+            while not step.done():
+                self.loop.run_forever()
+                self._deliver()
+        finally:
+            self.running = False
+            step.remove_done_callback(_stop_its_loop)
+            self._deliver()
+        return step.result()
+
+    def _deliver(self) -> None:
+        if self.held:
+            signum, frame = self.held.pop()
+            self.handlers[signum](signum, frame)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _stop_its_loop(future: asyncio.Future[Any]) -> None:
+    future.get_loop().stop()
+
+
+class AsyncRunner(Runner):
+    """One event loop reused across batches, driven step by step so results stream to the caller."""
+
+    def __init__(self, config: WorkerConfig, options: StrategyOptions) -> None:
+        self.config = config
+        self.options = options
+        self.pool = process_pool(config, options)
+        self.alone: ProcessPool | None = None
+        self.alone_lock: asyncio.Lock | None = None
+        self.reports = config.reports
+        self.source = open_source(config)
+        self.loop = asyncio.Runner()
+        self.tickets = itertools.count()
+        self.breakage = Breakage(config)
+
+    @property
+    def restarts(self) -> int:
+        return self.pool.restarts + (self.alone.restarts if self.alone else 0)
+
+    def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
+        stream = self._stream(projects, files)
+        loop = self.loop.get_loop()
+
+        async def step() -> ProjectResult:
+            return await anext(stream)
+
+        with StopSignalsBetweenSteps(loop) as signals:
+            try:
+                while True:
+                    task = loop.create_task(step())
+                    try:
+                        result = signals.run(task)
+                    except StopAsyncIteration:
+                        return
+                    except BaseException:
+                        # A stop signal (delivered once the step ended) or a second Ctrl-C inside it: cancel
+                        # the step, so the stream cancels its own tasks, before it is closed and the pool shut down.
+                        task.cancel()
+                        with contextlib.suppress(BaseException):
+                            signals.run(task)
+                        raise
+                    yield result
+            finally:
+                if not loop.is_closed():  # else the runner was closed first, and its loop closed the stream then
+                    signals.run(loop.create_task(stream.aclose()))
+
+    async def _stream(
+        self, projects: Iterable[Project], files: ReportWriter | None
+    ) -> AsyncGenerator[ProjectResult, None]:
+        source = iter(projects)
+        limit = self.options.max_in_flight
+        interval = WATCH_INTERVAL_S if self.config.timeout_s else None
+        pending = {asyncio.ensure_future(self._one(p, files)) for p in itertools.islice(source, limit)}
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+                self.pool.cull()
+                if self.alone is not None:
+                    self.alone.cull()
+                for task in done:
+                    yield task.result()
+                    pending.update(asyncio.ensure_future(self._one(p, files)) for p in itertools.islice(source, 1))
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                for task in pending:  # a Ctrl-C that landed in one is the batch's to report ("never retrieved")
+                    if not task.cancelled():
+                        task.exception()
+
+    async def _one(self, project: Project, files: ReportWriter | None) -> ProjectResult:
+        started = time.monotonic_ns()
+        try:
+            fetched = await self.source.afetch(project)
+        except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
+            raise  # in an event loop a Ctrl-C may surface anywhere: never taken for the source's own
+        except BaseException as error:
+            if not plugin_raised(error, InterruptWatch()):
+                raise
+            why = f"fetch failed: {error_message(error)}"
+            return ProjectResult.failed(project, self.reports, why, time.monotonic_ns() - started)
+        fetch_ns = time.monotonic_ns() - started
+        job, alone = Job(next(self.tickets), fetched), False
+        while True:
+            if alone:
+                self.alone_lock = self.alone_lock or asyncio.Lock()
+                async with self.alone_lock:  # one project at a time on the one-worker pool
+                    pool = self.alone = self.alone or process_pool(self.config, self.options, 1, True)
+                    outcome = await self._attempt(pool, job, fetch_ns, files, alone)
+            else:
+                outcome = await self._attempt(self.pool, job, fetch_ns, files, alone)
+            if isinstance(outcome, ProjectResult):
+                return outcome
+            verdict, job = outcome
+            alone = alone or verdict == "alone"
+
+    async def _attempt(
+        self, pool: ProcessPool, job: Job, fetch_ns: int, files: ReportWriter | None, alone: bool
+    ) -> ProjectResult | tuple[str, Job]:
+        future = pool.submit(make_fetched_chunk, [(job.item, fetch_ns)], files)
+        try:
+            (result,) = await asyncio.wrap_future(future)
+            return result
+        except cf.BrokenExecutor:
+            broken = future.executor  # type: ignore[attr-defined]
+            pool.restart(broken, wait=alone)  # alone: one dead worker, quickly joined
+        except Exception as error:  # a result that could not come back
+            why = f"making project failed: {describe_error(error)}"
+            return ProjectResult.failed(job.project, self.reports, why, fetch_ns)
+        verdict, outcome = self.breakage.sort(pool, broken, job, alone)
+        return outcome if isinstance(outcome, ProjectResult) else (verdict, outcome)
+
+    def close(self) -> None:
+        try:
+            self.loop.run(self.source.aclose())
+            self.source.close()
+            self.loop.close()
+        finally:
+            try:
+                self.pool.close()
+            finally:
+                if self.alone is not None:
+                    self.alone.close()
