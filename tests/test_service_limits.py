@@ -149,3 +149,26 @@ def test_sigterm_finishes_the_requests_in_flight_and_leaves_nothing_half_written
             "SELECT state, done, error FROM batches WHERE id = ?", (accepted["id"],)
         ).fetchone()
     assert state == "interrupted" and done == 0 and "send the batch again to resume" in error
+
+
+def test_a_stopping_queue_serves_the_single_requests_waiting_even_on_a_batchs_turn(tmp_path: Path) -> None:
+    """stop() promises to finish the single requests waiting: with a batch queued too, the dispatcher used to end on
+    the batch's turn and answer them "the server stopped before making it" (503), a race the SIGTERM test lost."""
+    import itertools
+
+    from zerosite.project import parse_project
+    from zerosite.service.app import open_report_cache
+    from zerosite.service.config import ServiceConfig
+    from zerosite.service.jobs import Batch, ReportQueue, _Waiting
+
+    config = ServiceConfig(out=tmp_path / "out", strategy="sequential", workers=1)
+    config.out.mkdir()
+    queue = ReportQueue(config, open_report_cache(config), lambda outcome: None)  # not started: no dispatcher
+    projects = [parse_project(p) for p in named("s96", 3, seed=96)]
+    waiting = [_Waiting(p, queue.default, cf.Future(), time.monotonic() + 60) for p in projects[:2]]
+    queue._waiting.extend(waiting)
+    queue._batches.append(Batch("b1", queue.default, projects[2:]))
+    queue._turns = itertools.count(1)  # the batch's turn
+    queue.stopping.set()
+    assert queue._next() == waiting
+    assert queue._next() is None  # then it ends; the batch is left to be marked interrupted

@@ -283,7 +283,8 @@ class ReportQueue:
     def _next(self) -> list[_Waiting] | Batch | _Idle | None:
         with self._cond:
             while True:
-                if self._waiting and (not self._batches or next(self._turns) % 2 == 0):
+                # Single requests and batches take turns; once stopping, the requests waiting are all served first.
+                if self._waiting and (not self._batches or self.stopping.is_set() or next(self._turns) % 2 == 0):
                     taken = self._take_waiting()
                     if taken:
                         return taken
