@@ -9,16 +9,26 @@ their results: the parent's whole path for a report (unpickling, the index with 
 the pool's threads and pipes, counted in about a minute where ``bench/contenders.py --instructions`` takes ten.
 Printed: the count at 100 and at 400 projects, and the margin, the difference over the 1,500 reports between them,
 which leaves out what a batch pays once (opening the index, the plan).
+
+    python bench/parent_replay.py --large 2000,6000
+
+runs the same replay natively at those sizes instead, where the index's own growth shows (its indexes and search
+rows outgrow what one commit touches): the parent's CPU a report, timed, and the bytes it wrote a report (the
+index: its write-ahead log and the checkpoints into the database; ``/proc/self/io``), which do not move with the
+machine's speed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,11 +70,22 @@ def replay(projects: int, out: Path) -> None:
     from zerosite.benchmarking.instructions import START_MARKER, STOP_MARKER
 
     gc.collect()
+    written_before, cpu_before = _written_bytes(), time.process_time()
     getattr(os, START_MARKER)()
     summary = generate(batch, options, runner=Replay(), batch_plan=chosen)
     getattr(os, STOP_MARKER)()
+    cpu_s, written = time.process_time() - cpu_before, _written_bytes() - written_before
     if summary.written != 5 * projects:
         raise SystemExit(f"expected {5 * projects} reports written, got {summary.written}")
+    print(json.dumps({"reports": summary.written, "cpu_s": cpu_s, "written_bytes": written}))
+
+
+def _written_bytes() -> int:
+    """The bytes this process has handed to write calls so far (``wchar``: its files, whatever the disk cache did)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise SystemExit("/proc/self/io has no wchar line: --large needs Linux")
 
 
 def _count(python: str, projects: int) -> int:
@@ -78,11 +99,22 @@ def _count(python: str, projects: int) -> int:
             raise SystemExit(str(error)) from None
 
 
+def _measure(python: str, projects: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="parent-replay-") as tmp:
+        command = [python, __file__, "--one", str(projects), "--out", str(Path(tmp) / "out")]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"the replay of {projects} projects failed:\n{done.stderr}")
+        measured: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return measured
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tree", help="another checkout to count too (its .venv)")
+    parser.add_argument("--large", help="comma-separated sizes (projects): time them natively, with bytes written")
     args = parser.parse_args()
     if args.one is not None:
         replay(args.one, args.out)
@@ -93,6 +125,14 @@ def main() -> None:
         if not other.exists():
             raise SystemExit(f"no virtual environment at {other}")
         trees.append((args.tree, str(other)))
+    if args.large:
+        for name, python in trees:
+            for projects in map(int, args.large.split(",")):
+                found = _measure(python, projects)
+                cpu_s, written = (found[k] / found["reports"] for k in ("cpu_s", "written_bytes"))
+                print(f"{name}: {projects:,} projects: {cpu_s * 1e6:.1f} us of CPU a report, ", end="")
+                print(f"{written:,.0f} bytes written a report")
+        return
     for name, python in trees:
         small, large = (_count(python, n) for n in SIZES)
         margin = (large - small) / (5 * (SIZES[1] - SIZES[0]))

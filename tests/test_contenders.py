@@ -86,8 +86,10 @@ def test_instruction_counts_take_the_parents_run_and_every_worker_whole(
     }
 
 
-def test_the_parent_replay_indexes_every_replayed_report(tmp_path: Path) -> None:
-    """``bench/parent_replay.py`` counts the parent's real path: the replayed results are indexed, every one."""
+def test_the_parent_replay_indexes_every_replayed_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``bench/parent_replay.py`` counts the parent's real path: the replayed results are indexed, every one; and it
+    says what that took (``--large``): the parent's CPU and the bytes it wrote, which are the index's."""
+    import json
     import sqlite3
 
     _bench_script("parent_replay").replay(6, tmp_path / "out")
@@ -95,6 +97,9 @@ def test_the_parent_replay_indexes_every_replayed_report(tmp_path: Path) -> None
         assert conn.execute(
             "SELECT count(*), count(DISTINCT sha256) FROM reports WHERE status = 'written'"
         ).fetchone() == (30, 30)
+    measured = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert measured["reports"] == 30 and measured["cpu_s"] > 0
+    assert measured["written_bytes"] >= 4096  # a commit's pages, at the least
 
 
 def test_the_startup_script_times_each_command_in_a_fresh_interpreter() -> None:
