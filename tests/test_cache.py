@@ -289,10 +289,21 @@ def test_local_finds_a_written_report_by_its_input_hash(tmp_path: Path, zipped: 
             data = (out / path).read_bytes()
             assert cache.get(input_hash) == (gzip.decompress(data) if zipped else data)
         assert cache.get("0" * 64) is None
+        assert cache.get(rows[0][0][:8] + "0" * 56) is None  # the same first digits (the index's key), another hash
         assert cache.get("' OR 1=1 --") is None
-        assert cache.stats == CacheStats(hits=5, misses=2)
+        assert cache.stats == CacheStats(hits=5, misses=3)
         cache.put(rows[0][0], b"ignored")  # the store is the cache: nothing is copied
         assert cache.stats.puts == 0
+
+
+def test_local_looks_a_report_up_through_the_index_on_its_input_hash(tmp_path: Path) -> None:
+    from zerosite.store import _BY_INPUT_HASH
+
+    out = tmp_path / "out"
+    generate(projects(1), BatchOptions(out=out))
+    with sqlite3.connect(out / "index.sqlite") as conn:
+        plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {_BY_INPUT_HASH}", ("abcd0123", "x")))
+    assert "USING INDEX reports_input_key" in plan, plan
 
 
 def test_local_never_reads_outside_the_output_folder(tmp_path: Path) -> None:

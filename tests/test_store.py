@@ -160,7 +160,7 @@ def test_search_index_follows_inserts_updates_and_discards_in_one_flush(tmp_path
     _search_index_in_step(tmp_path / "index.sqlite")
 
 
-def test_an_earlier_index_loses_its_triggers_and_unused_indexes_and_stays_in_step(tmp_path: Path) -> None:
+def test_an_earlier_index_loses_its_triggers_and_replaced_indexes_and_stays_in_step(tmp_path: Path) -> None:
     earlier = """
     CREATE TRIGGER reports_fts_insert AFTER INSERT ON reports BEGIN
         INSERT INTO reports_fts (rowid, address, module) VALUES (new.rowid, new.address, new.module);
@@ -176,6 +176,7 @@ def test_an_earlier_index_loses_its_triggers_and_unused_indexes_and_stays_in_ste
     END;
     CREATE INDEX reports_status ON reports (status);
     CREATE INDEX reports_module ON reports (module);
+    CREATE INDEX reports_input_hash ON reports (input_hash);
     INSERT INTO reports (project_id, module, address, status, generated_at)
         VALUES ('p1', 'M2', '서울특별시 강남구 역삼동 1', 'failed', '2026-01-01T00:00:00+00:00');
     """
@@ -192,8 +193,8 @@ def test_an_earlier_index_loses_its_triggers_and_unused_indexes_and_stays_in_ste
     conn = sqlite3.connect(tmp_path / "index.sqlite")
     assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall() == []
     indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert indexes >= {"reports_generated_at", "reports_input_hash"}
-    assert not indexes & {"reports_status", "reports_module"}
+    assert indexes >= {"reports_generated_at", "reports_input_key"}
+    assert not indexes & {"reports_status", "reports_module", "reports_input_hash"}
     conn.close()
     _search_index_in_step(tmp_path / "index.sqlite")
 

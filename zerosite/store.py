@@ -102,6 +102,12 @@ _WRITTEN: tuple[ReportStatus, None] = ("written", None)
 
 _TEXT = tuple(i for i, f in enumerate(fields(ReportRow)) if f.type in ("str", "str | None", "ReportStatus"))
 
+_INPUT_KEY_CHARS = 8
+"""The input hash's first hex digits, indexed for the lookups by input hash (the ``local`` report cache): a lookup
+reads the rows that share them (one other in four billion) and compares the whole hash. The whole 64-digit hash, as
+the index's key, made most of the index's disk writes in a large batch: a random key lands on a random page, so each
+commit rewrote most of that index's pages (at 3,000 projects, 45,000 page writes against 6,300 without it)."""
+
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS reports (
     project_id TEXT NOT NULL,
@@ -122,7 +128,7 @@ CREATE TABLE IF NOT EXISTS reports (
     PRIMARY KEY (project_id, module)
 );
 CREATE INDEX IF NOT EXISTS reports_generated_at ON reports (generated_at);
-CREATE INDEX IF NOT EXISTS reports_input_hash ON reports (input_hash);
+CREATE INDEX IF NOT EXISTS reports_input_key ON reports (substr(input_hash, 1, {_INPUT_KEY_CHARS}));
 CREATE VIRTUAL TABLE IF NOT EXISTS reports_fts USING fts5 (
     address, module, content='reports', content_rowid='rowid', tokenize='unicode61'
 );
@@ -133,9 +139,18 @@ CREATE VIRTUAL TABLE IF NOT EXISTS reports_fts USING fts5 (
 # that cost twice as much as the row itself. Single-row VALUES need the rowid, so the store numbers new rows itself
 # (in a write transaction, from the largest rowid). Indexes made by earlier versions lose their triggers when opened.
 _DROP_TRIGGERS = "".join(f"DROP TRIGGER IF EXISTS reports_fts_{event};" for event in ("insert", "update", "delete"))
-# Indexes that no query of the store's used (a status or a module matches a fifth or more of the rows: a scan is as
-# quick) and that every row paid for: dropped from indexes made by earlier versions.
-_DROP_UNUSED_INDEXES = "DROP INDEX IF EXISTS reports_status; DROP INDEX IF EXISTS reports_module;"
+# Dropped from indexes made by earlier versions: indexes that no query of the store's used (a status or a module
+# matches a fifth or more of the rows: a scan is as quick) and that every row paid for, and the index on the whole
+# input hash, which reports_input_key replaced.
+_DROP_UNUSED_INDEXES = (
+    "DROP INDEX IF EXISTS reports_status; DROP INDEX IF EXISTS reports_module; DROP INDEX IF EXISTS reports_input_hash;"
+)
+_BY_INPUT_HASH = (
+    f"SELECT path FROM reports WHERE substr(input_hash, 1, {_INPUT_KEY_CHARS}) = ? AND +input_hash = ?"
+    " AND status = 'written' LIMIT 1"
+)
+"""A written report's file by its input hash: its first digits through reports_input_key, then the whole hash (the
+unary ``+``: with a plain ``input_hash = ?`` beside it, SQLite 3.40 scans the table instead of using that index)."""
 _FTS_ADD = "INSERT INTO reports_fts (rowid, address, module) VALUES (?, ?, ?)"
 _FTS_DROP = "INSERT INTO reports_fts (reports_fts, rowid, address, module) VALUES ('delete', ?, ?, ?)"
 _PROJECT_ID, _MODULE, _ADDRESS, _PATH, _SHA256, _INPUT_HASH, _STATUS = (
@@ -759,9 +774,8 @@ class WrittenReports:
         conn = self._connection()
         if conn is None:
             return None
-        sql = "SELECT path FROM reports WHERE input_hash = ? AND status = 'written' LIMIT 1"
         try:
-            found = conn.execute(sql, (input_hash,)).fetchone()
+            found = conn.execute(_BY_INPUT_HASH, (input_hash[:_INPUT_KEY_CHARS], input_hash)).fetchone()
         except sqlite3.Error as error:
             raise StoreError(f"cannot read the report index {self.db_path}: {error}") from error
         if found is None or not isinstance(found[0], str) or not found[0]:
