@@ -29,9 +29,7 @@ from zerosite.engine import BatchOptions, BatchPlan, EngineError, plan_batch
 from zerosite.engine import generate as generate_reports
 from zerosite.plugins import get_cache_backends, get_modules, get_strategies, plugin_settings, set_plugin_settings
 from zerosite.project import InvalidInput, Project, iter_raw_projects, parse_batch, parse_project, printable
-from zerosite.publish import PublishError, publish_site
 from zerosite.rendering import get_environment
-from zerosite.sample import iter_sample_projects
 from zerosite.store import OutputBusy, StoreError, recent_reports, search_reports
 from zerosite.strategies_auto import AutoChoice, AutoRunner, usable_cores
 from zerosite.types import (
@@ -362,6 +360,8 @@ def _width(text: str) -> int:
 @click.option("--jsonl", is_flag=True, help="One project per line (JSON Lines) instead of a JSON list.")
 def sample(n: int, seed: int, jsonl: bool) -> None:
     """Print N realistic, deterministic sample projects as JSON."""
+    from zerosite.sample import iter_sample_projects
+
     projects = iter_sample_projects(n, seed)
     if jsonl:
         for project in projects:
@@ -377,6 +377,8 @@ def _load_projects(
     if (projects_file is None) == (sample_n is None):
         _fail("give exactly one of --projects FILE or --sample N")
     if sample_n is not None:
+        from zerosite.sample import iter_sample_projects
+
         samples = enumerate(iter_sample_projects(sample_n, seed))
         return (parse_project(raw, f"sample[{i}]") for i, raw in samples), sample_n
     assert projects_file is not None
@@ -851,6 +853,8 @@ def _print_rows(rows: list[Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 def publish(db: Path, folder: Path, out: Path | None, as_json: bool) -> None:
     """Write the indexed reports as a static site for a CDN: search page, hashed assets, .gz/.br, _headers."""
+    from zerosite.publish import PublishError, publish_site
+
     try:
         titles = {m.name: m.title for m in get_modules().values()}
     except PluginError as error:  # titles are a nicety: the site is made without them
