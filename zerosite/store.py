@@ -105,7 +105,7 @@ _TEXT = tuple(i for i, f in enumerate(fields(ReportRow)) if f.type in ("str", "s
 _INPUT_KEY_CHARS = 8
 """The input hash's first hex digits, indexed for the lookups by input hash (the ``local`` report cache): a lookup
 reads the rows that share them (one other in four billion) and compares the whole hash. With the whole 64-digit hash
-as its key, that index made about half of the index's disk writes in a large batch: a random key lands on a random
+as its key, that index made nearly half of the bytes the index wrote in a large batch: a random key lands on a random
 page, so each commit rewrote most of its pages (``bench/parent_replay.py --large``: at 6,000 projects, 8,591 bytes
 written a report with the whole hash, 4,740 with its first digits)."""
 
