@@ -30,8 +30,8 @@ def made(cli: CliRunner, tmp_path: Path) -> Path:
 
 
 def test_generate_imports_neither_httpx_nor_asyncio(tmp_path: Path) -> None:
-    """The default source and strategy use neither, and they were most of the command's start-up
-    (``bench/startup.py``): they are imported by the http source, the async strategy and the service."""
+    """The default source and strategy use neither, and they were a quarter of the command's start-up
+    (``bench/startup.py``): the http source, the async strategy and the service import them."""
     import subprocess
     import sys
 
