@@ -646,18 +646,16 @@ class Breakage:
         return "failed", ProjectResult.failed(job.project, self.config.reports, why)
 
 
-class _PoolRunner(Runner):
-    """Chunks of projects on a pool. When a worker dies, the projects it took down with it are made
-    again one at a time on a one-worker pool, so that only a project that kills its worker fails."""
+class PooledRunner(Runner):
+    """What the process and async runners share: the batch's process pool and, made when a worker first dies, a
+    one-worker pool on which the projects it took down are made again one at a time, so that only a project that
+    kills its worker fails (:class:`Breakage` sorts them)."""
 
-    def __init__(
-        self, config: WorkerConfig, options: StrategyOptions, pool: ProcessPool, isolation: Callable[[], ProcessPool]
-    ) -> None:
+    def __init__(self, config: WorkerConfig, options: StrategyOptions) -> None:
         self.config = config
         self.options = options
-        self.pool = pool
+        self.pool = process_pool(config, options)
         self.reports = config.reports
-        self.isolation = isolation
         self.alone: ProcessPool | None = None
         self.tickets = itertools.count()
         self.breakage = Breakage(config)
@@ -665,6 +663,22 @@ class _PoolRunner(Runner):
     @property
     def restarts(self) -> int:
         return self.pool.restarts + (self.alone.restarts if self.alone else 0)
+
+    def _alone(self) -> ProcessPool:
+        if self.alone is None:
+            self.alone = process_pool(self.config, self.options, 1, True)
+        return self.alone
+
+    def close(self) -> None:
+        try:
+            self.pool.close()
+        finally:
+            if self.alone is not None:
+                self.alone.close()
+
+
+class _PoolRunner(PooledRunner):
+    """Chunks of projects on the pool; the projects of a worker that died, again alone (:class:`PooledRunner`)."""
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         jobs = ([Job(next(self.tickets), p) for p in chunk] for chunk in chunked(projects, self.options.chunksize))
@@ -708,26 +722,13 @@ class _PoolRunner(Runner):
     ) -> cf.Future[list[ProjectResult]]:
         return pool.submit(_run_chunk, [job.item for job in chunk], files)
 
-    def _alone(self) -> ProcessPool:
-        if self.alone is None:
-            self.alone = self.isolation()
-        return self.alone
-
-    def close(self) -> None:
-        try:
-            self.pool.close()
-        finally:
-            if self.alone is not None:
-                self.alone.close()
-
 
 class ProcessStrategy(Strategy):
     name = "process"
     description = "One process pool for the batch, workers warmed once, projects sent in chunks: real parallelism."
 
     def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
-        isolation = functools.partial(process_pool, config, options, 1, True)
-        return _PoolRunner(config, options, process_pool(config, options), isolation)
+        return _PoolRunner(config, options)
 
 
 class AsyncStrategy(Strategy):

@@ -21,16 +21,14 @@ from zerosite.pipeline import InterruptWatch, plugin_raised
 from zerosite.project import Project
 from zerosite.strategies import (
     WATCH_INTERVAL_S,
-    Breakage,
     Job,
+    PooledRunner,
     ProcessPool,
     make_fetched_chunk,
-    process_pool,
 )
 from zerosite.types import (
     ProjectResult,
     ReportWriter,
-    Runner,
     StrategyOptions,
     WorkerConfig,
     describe_error,
@@ -113,24 +111,14 @@ def _stop_its_loop(future: asyncio.Future[Any]) -> None:
     future.get_loop().stop()
 
 
-class AsyncRunner(Runner):
+class AsyncRunner(PooledRunner):
     """One event loop reused across batches, driven step by step so results stream to the caller."""
 
     def __init__(self, config: WorkerConfig, options: StrategyOptions) -> None:
-        self.config = config
-        self.options = options
-        self.pool = process_pool(config, options)
-        self.alone: ProcessPool | None = None
+        super().__init__(config, options)
         self.alone_lock: asyncio.Lock | None = None
-        self.reports = config.reports
         self.source = open_source(config)
         self.loop = asyncio.Runner()
-        self.tickets = itertools.count()
-        self.breakage = Breakage(config)
-
-    @property
-    def restarts(self) -> int:
-        return self.pool.restarts + (self.alone.restarts if self.alone else 0)
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         stream = self._stream(projects, files)
@@ -201,7 +189,7 @@ class AsyncRunner(Runner):
             if alone:
                 self.alone_lock = self.alone_lock or asyncio.Lock()
                 async with self.alone_lock:  # one project at a time on the one-worker pool
-                    pool = self.alone = self.alone or process_pool(self.config, self.options, 1, True)
+                    pool = self._alone()
                     outcome = await self._attempt(pool, job, fetch_ns, files, alone)
             else:
                 outcome = await self._attempt(self.pool, job, fetch_ns, files, alone)
@@ -232,8 +220,4 @@ class AsyncRunner(Runner):
             self.source.close()
             self.loop.close()
         finally:
-            try:
-                self.pool.close()
-            finally:
-                if self.alone is not None:
-                    self.alone.close()
+            super().close()
