@@ -81,10 +81,10 @@ def _spawn(python: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
         env = None
         if counts is not None:
             # A native run first compiles every module the contender imports into a bytecode cache of the run's
-            # own, as the harness does, so that the count holds no compiling: a fresh checkout has no bytecode,
-            # an edited one some out of date, and a developer's environment may say not to write any.
-            env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
-            env |= {"PYTHONHASHSEED": "0", "PYTHONPYCACHEPREFIX": str(counts / "pycache")}
+            # own, as the harness does, so that the count holds no compiling.
+            from zerosite.benchmarking.instructions import own_bytecode_cache
+
+            env = own_bytecode_cache(os.environ, counts) | {"PYTHONHASHSEED": "0"}
             warm = [python, __file__, "--one", name, "--projects", "2", "--workers", str(args.workers)]
             subprocess.run([*warm, "--out", str(out / "warm-up")], capture_output=True, check=True, env=env)
             shutil.rmtree(out / "warm-up", ignore_errors=True)

@@ -35,18 +35,15 @@ def _command(python: str, name: str, tmp: Path) -> list[str]:
     return [python, *(part.replace("{out}", str(tmp / "out")) for part in COMMANDS[name])]
 
 
-def _environment(tmp: Path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
-    return env | {"PYTHONPYCACHEPREFIX": str(tmp / "pycache")}
-
-
 def timed(python: str, name: str, runs: int) -> tuple[float, float]:
     """The median wall time and median CPU time (user and system) of ``runs`` fresh runs, in ms."""
+    from zerosite.benchmarking.instructions import own_bytecode_cache
+
     walls: list[float] = []
     cpus: list[float] = []
     with tempfile.TemporaryDirectory(prefix="startup-") as folder:
         tmp = Path(folder)
-        env = _environment(tmp)
+        env = own_bytecode_cache(os.environ, tmp)
         subprocess.run(_command(python, name, tmp), cwd=tmp, env=env, capture_output=True, check=True)  # bytecode
         for run in range(runs):
             command = _command(python, name, tmp / str(run))

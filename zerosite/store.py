@@ -143,7 +143,7 @@ _DROP_TRIGGERS = "".join(f"DROP TRIGGER IF EXISTS reports_fts_{event};" for even
 # Dropped from indexes made by earlier versions: indexes that no query of the store's used (a status or a module
 # matches a fifth or more of the rows: a scan is as quick) and that every row paid for, and the index on the whole
 # input hash, which reports_input_key replaced.
-_DROP_UNUSED_INDEXES = (
+_DROP_OLD_INDEXES = (
     "DROP INDEX IF EXISTS reports_status; DROP INDEX IF EXISTS reports_module; DROP INDEX IF EXISTS reports_input_hash;"
 )
 _BY_INPUT_HASH = (
@@ -415,7 +415,7 @@ class ReportStore:
         try:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.executescript(_SCHEMA + _DROP_TRIGGERS + _DROP_UNUSED_INDEXES)
+            self._db.executescript(_SCHEMA + _DROP_TRIGGERS + _DROP_OLD_INDEXES)
             # Resume lookups: every written report's input hash and file, loaded once (10,000 projects ≈ 50,000 rows).
             self._written: dict[tuple[str, str], tuple[str, str, str]] = {
                 (project_id, module): (input_hash, path, sha256)

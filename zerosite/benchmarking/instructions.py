@@ -53,6 +53,7 @@ __all__ = [
     "count_instructions",
     "count_marked_run",
     "count_whole_run",
+    "own_bytecode_cache",
     "read_dump",
     "uncountable_reason",
     "valgrind_unavailable",
@@ -277,6 +278,15 @@ def _run_valgrind(workdir: Path, env: Mapping[str, str], timeout_s: float) -> No
         raise InstructionCountError(f"the measured process failed under valgrind (exit {done.returncode}):\n{tail}")
 
 
+def own_bytecode_cache(env: Mapping[str, str], folder: Path) -> dict[str, str]:
+    """``env`` for a run that writes the bytecode of what it imports into a cache of its own under ``folder``
+    (``PYTHONPYCACHEPREFIX``), even where ``env`` says not to write any: a later run then counts or times no
+    compiling, whether the checkout is fresh, edited since its bytecode was written, or this workplace's shell
+    sets ``PYTHONDONTWRITEBYTECODE``."""
+    kept = {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    return kept | {"PYTHONPYCACHEPREFIX": str(folder / "pycache")}
+
+
 def callgrind_command(out_file: str | Path, *options: str) -> list[str]:
     """valgrind counting a program's instructions into ``out_file``, with a dump at each marker (before the program's
     arguments; ``options``: valgrind's own, such as ``--trace-children=yes``)."""
@@ -323,8 +333,7 @@ def _count_run(
     problem = valgrind_unavailable()
     if problem is not None:
         raise InstructionCountError(problem)
-    env = {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
-    env |= {"PYTHONHASHSEED": "0", "PYTHONPYCACHEPREFIX": str(folder / "pycache")}
+    env = own_bytecode_cache(env, folder) | {"PYTHONHASHSEED": "0"}
     out_file = folder / "callgrind.out"
     for run, prefix in (("natively", []), ("under valgrind", callgrind_command(out_file))):
         done = subprocess.run([*prefix, *command], cwd=cwd, env=env, capture_output=True, text=True, check=False)
