@@ -24,6 +24,7 @@ from zerosite.project import Project, parse_project
 from zerosite.sample import iter_sample_projects, sample_projects
 from zerosite.store import search_reports
 from zerosite.testing import ProjectServer
+from zerosite.worker import input_hashes
 
 BUILTIN_STRATEGIES = ["sequential", "thread", "process", "async"]
 
@@ -239,6 +240,30 @@ def test_resume_hashes_the_input_not_what_the_source_filled_in(tmp_path: Path, s
     assert (again.written, again.skipped) == (0, 15)
     found = search_reports(tmp_path / "out" / "index.sqlite", "별관", module="M2")  # the address as fetched
     assert {row.project_id for row in found} == {p["id"] for p in raw}
+
+
+def test_input_hashes_follow_every_value_and_nothing_else() -> None:
+    """Equal projects hash alike, whichever of their strings are one object (JSON makes two, a literal in code may
+    make one); a change to any field, a nested one too, or to a report's key changes the hash."""
+    keys = (("M2", b"key-a"), ("M3", b"key-b"))
+    project = projects(1)[0]
+    one = "세종특별자치시"
+    shared = dataclasses.replace(project, sido=one, sigungu=one)
+    apart = dataclasses.replace(project, sido="".join(["세종", "특별자치시"]), sigungu="".join(["세종특별", "자치시"]))
+    assert shared.sido is shared.sigungu and apart.sido is not apart.sigungu
+    assert input_hashes(shared, keys) == input_hashes(apart, keys)
+    hashes = input_hashes(project, keys)
+    assert hashes["M2"] != hashes["M3"]
+    (first, *rest) = project.transactions
+    changed = [
+        dataclasses.replace(project, land_area_sqm=project.land_area_sqm + 0.1),
+        dataclasses.replace(project, corner_lot=not project.corner_lot),
+        dataclasses.replace(project, transactions=(dataclasses.replace(first, price_krw=first.price_krw + 1), *rest)),
+        dataclasses.replace(project, transactions=tuple(rest)),
+        dataclasses.replace(project, demographics=dataclasses.replace(project.demographics, youth=0.125)),
+    ]
+    assert all(input_hashes(other, keys)["M2"] != hashes["M2"] for other in changed)
+    assert input_hashes(project, (("M2", b"key-c"),))["M2"] != hashes["M2"]
 
 
 @pytest.mark.parametrize("strategy", ["thread", "async"])

@@ -76,9 +76,10 @@ class ModuleOutcome:
     exception: BaseException | None = None
 
 
-@contextlib.contextmanager
-def _no_measure() -> Iterator[PeakMemory]:
-    yield PeakMemory()
+# Entered for a module that is not measured, not limited: one object each, reused (a ``nullcontext`` may be
+# entered again and again; nothing writes to the unmeasured module's PeakMemory, which stays at 0).
+_UNMEASURED: AbstractContextManager[PeakMemory] = contextlib.nullcontext(PeakMemory())
+_UNLIMITED: AbstractContextManager[None] = contextlib.nullcontext()
 
 
 # The C functions under ``signal.getsignal`` and ``signal.signal``, which convert every handler to an enum (a
@@ -159,9 +160,10 @@ def compute_and_render(
     steps: Sequence[ReportModule],
     reports: Collection[str],
     env: Environment | None = None,
-    measure: Callable[[], AbstractContextManager[PeakMemory]] = _no_measure,
-    limit: Callable[[ReportModule], AbstractContextManager[object]] = contextlib.nullcontext,
+    measure: Callable[[], AbstractContextManager[PeakMemory]] | None = None,
+    limit: Callable[[ReportModule], AbstractContextManager[object]] | None = None,
     failed: Mapping[str, str] | None = None,
+    interrupts: InterruptWatch | None = None,
 ) -> Iterator[ModuleOutcome]:
     """Compute ``steps`` in their (dependency) order and render those named in ``reports``, one at a time.
 
@@ -169,8 +171,10 @@ def compute_and_render(
     that requires it fails too; the others still complete. ``measure`` wraps each module (peak memory),
     ``limit(module)`` its compute and render (a time limit may raise inside). ``failed`` names modules
     known to fail already, with why (one that ran past its time limit elsewhere): they are not run.
-    The worker, the tests and the benchmark's bare loop all use this.
+    ``interrupts``: a :func:`watch_interrupts` the caller holds over the whole call (a worker, over its
+    project); without one, each module is watched on its own. The worker and the tests use this.
     """
+    held = None if interrupts is None else contextlib.nullcontext(interrupts)
     results: dict[str, Any] = {}
     failures: dict[str, str] = dict(failed or {})  # module -> why it could not be computed
     for module in steps:
@@ -185,10 +189,12 @@ def compute_and_render(
             continue
         html, error_text, cause = None, None, None
         compute_ns = render_ns = 0
-        with measure() as peak, watch_interrupts() as interrupts:
+        measured = _UNMEASURED if measure is None else measure()
+        watch = held or watch_interrupts()
+        with measured as peak, watch as watched:
             started = time.monotonic_ns()
             try:
-                with limit(module):
+                with _UNLIMITED if limit is None else limit(module):
                     deps = {name: results[name] for name in module.requires}
                     results[module.name] = module.compute(project, deps)
                     compute_ns = time.monotonic_ns() - started
@@ -196,7 +202,7 @@ def compute_and_render(
                         html = render_report(module, project, results[module.name], deps, env)
                         render_ns = time.monotonic_ns() - started - compute_ns
             except BaseException as error:
-                if not plugin_raised(error, interrupts):
+                if not plugin_raised(error, watched):
                     raise
                 stage = "render" if module.name in results else "compute"
                 error_text = f"{module.name} {stage} failed for project {project.id!r}: {describe_error(error)}"

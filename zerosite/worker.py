@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from jinja2 import Environment
 
-from zerosite.pipeline import PeakMemory, compute_and_render, plugin_raised, watch_interrupts
+from zerosite.pipeline import InterruptWatch, PeakMemory, compute_and_render, plugin_raised, watch_interrupts
 from zerosite.plugins import get_data_sources, get_modules, set_plugin_settings
 from zerosite.project import Project
 from zerosite.rendering import get_environment
@@ -133,14 +133,14 @@ class Worker:
         """
         hashes = input_hashes(project, self.config.input_keys)
         started = time.monotonic_ns()
-        with watch_interrupts() as interrupts:
+        with watch_interrupts() as interrupts:  # one watch for the project: the fetch, then each module
             try:
                 fetched = self.source.fetch(project)
             except BaseException as error:
                 if not plugin_raised(error, interrupts):
                     raise
                 return self.failed(project, f"fetch failed: {error_message(error)}", time.monotonic_ns() - started)
-        return self.make(fetched, time.monotonic_ns() - started, files, failed, progress, hashes)
+            return self.make(fetched, time.monotonic_ns() - started, files, failed, progress, hashes, interrupts)
 
     def failed(self, project: Project, error: str, fetch_ns: int = 0) -> ProjectResult:
         """Every report of ``project`` failed with ``error``."""
@@ -154,18 +154,23 @@ class Worker:
         failed: Mapping[str, str] | None = None,
         progress: Progress | None = None,
         hashes: Mapping[str, str] | None = None,
+        interrupts: InterruptWatch | None = None,
     ) -> ProjectResult:
         """Compute every planned module in order, render the reported ones and, given ``files``, write them.
 
         A module that raises fails its report and every report that depends on it; the
         others still complete. The project's fetch time is shared equally by its reports.
         ``failed`` names modules already known to fail for this project, with why (not run);
-        ``progress`` is told each module as it starts and ends; ``hashes`` are the reports' input hashes.
+        ``progress`` is told each module as it starts and ends; ``hashes`` are the reports' input hashes;
+        ``interrupts``, the caller's watch over the project (else each module is watched on its own).
         """
         fetch_share = fetch_ns // max(1, len(self.selected))
         reports: list[ReportResult] = []
-        limit = self._time_limit if progress is None else self._watched(progress)
-        outcomes = compute_and_render(project, self.steps, self.selected, self.env, self._measure, limit, failed)
+        # Neither a memory measure nor a time limit around each module unless asked for: a context manager
+        # entered six times a project, even one that does nothing, costs a report 0.1 % of its instructions.
+        measure = self._measure if self.config.trace_memory else None
+        limit = (self._time_limit if self.config.timeout_s else None) if progress is None else self._watched(progress)
+        outcomes = compute_and_render(project, self.steps, self.selected, self.env, measure, limit, failed, interrupts)
         for outcome in outcomes:
             if not outcome.reported:
                 continue
@@ -195,9 +200,6 @@ class Worker:
     def _measure(self) -> Iterator[PeakMemory]:
         """Peak bytes allocated inside the block (tracemalloc); process-wide, so approximate under threads."""
         peak = PeakMemory()
-        if not self.config.trace_memory:
-            yield peak
-            return
         base, _ = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         try:
