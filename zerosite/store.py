@@ -544,7 +544,6 @@ class ReportStore:
         latest = {(values[_PROJECT_ID], values[_MODULE]): values for values in self._rows}  # the last of a report wins
         with self._transaction(len(latest)) as conn:
             indexed = _indexed(conn, {project_id for project_id, _ in latest}, latest)
-            conn.executemany(_FTS_DROP, [(rowid, address, module) for (_, module), (rowid, address) in indexed.items()])
             (last,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM reports").fetchone()
             new_rowids = count(last + 1)
             upserts: list[tuple[Any, ...]] = []
@@ -558,7 +557,9 @@ class ReportStore:
             for start in range(0, len(upserts), _UPSERT_ROWS):
                 part = upserts[start : start + _UPSERT_ROWS]
                 conn.execute(_upsert(len(part)), list(chain.from_iterable(part)))
-            conn.executemany(_FTS_ADD, searched)
+            _update_search(
+                conn, [(rowid, address, module) for (_, module), (rowid, address) in indexed.items()], searched
+            )
         self._rows.clear()
 
     @contextmanager
@@ -624,6 +625,16 @@ class ReportStore:
                 if candidate.is_relative_to(root):
                     return candidate.relative_to(root).as_posix()
         return candidate.as_posix()
+
+
+def _update_search(
+    conn: sqlite3.Connection, dropped: Sequence[tuple[int, str, str]], added: Sequence[tuple[int, str, str]]
+) -> None:
+    """Keep the full-text search in step with the table: the terms of the rows replaced (``(rowid, address,
+    module)`` as they were) out, those of the rows written in. Each statement names the values itself, so the
+    order against the table's own writes does not matter."""
+    conn.executemany(_FTS_DROP, dropped)
+    conn.executemany(_FTS_ADD, added)
 
 
 def _storable(text: str) -> str:
