@@ -110,3 +110,39 @@ def test_the_startup_script_times_each_command_in_a_fresh_interpreter() -> None:
     for name in startup.COMMANDS:
         wall_ms, cpu_ms = startup.timed(sys.executable, name, 1)
         assert wall_ms > 0 and cpu_ms > 0, name
+
+
+def test_the_overhead_script_switches_each_part_off_and_nothing_else(tmp_path: Path) -> None:
+    """``bench/overhead.py``: each part it names is really off in its run (else its cost would read 0), and every
+    run still writes every report with the bare loop's bytes."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    script = _bench_script("overhead")
+    reference = tmp_path / "reference"
+    assert contender("bare").run(scenario_projects(2), reference, 1) == 10
+
+    def made(run: str) -> tuple[Path, list[tuple[str, str, int]]]:
+        out = tmp_path / run
+        command = [sys.executable, script.__file__, "--one", run, "--projects", "2", "--out", str(out)]
+        subprocess.run(command, check=True, capture_output=True)
+        assert _files(out / "batch") == _files(reference), run
+        if run == "bare":
+            return out, []
+        with sqlite3.connect(out / "batch" / "index.sqlite") as conn:
+            rows = conn.execute("SELECT input_hash, sha256, (SELECT count(*) FROM reports_fts_docsize) FROM reports")
+            return out, rows.fetchall()
+
+    unhashed = "0" * 64
+    _, sequential = made("sequential")
+    assert len(sequential) == 10 and unhashed not in {value for row in sequential for value in row[:2]}
+    assert {row[2] for row in sequential} == {10}  # every report's search terms
+    assert {row[0] for row in made("input-hash")[1]} == {unhashed}
+    assert {row[1] for row in made("file-hash")[1]} == {unhashed}
+    assert made("index")[1] == []
+    without_search = made("search")[1]
+    assert len(without_search) == 10 and {row[2] for row in without_search} == {0}
+    for run in ("bare", "atomic-write", "watch"):
+        made(run)
+    assert set(script.PARTS) == {"input-hash", "file-hash", "atomic-write", "watch", "index", "search"}
