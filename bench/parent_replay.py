@@ -37,8 +37,14 @@ SIZES = (100, 400)
 CHUNK = 10
 
 
-def replay(projects: int, out: Path) -> None:
-    """Make and pickle the results of ``projects`` projects, then count ``generate`` replaying them (the child)."""
+def replay(projects: int, out: Path, counting_clocks: bool = False) -> None:
+    """Make and pickle the results of ``projects`` projects, then count ``generate`` replaying them (the child).
+    ``counting_clocks`` (for a count): the engine's clocks become counters, so that its commits every second do not
+    come as often as valgrind's slowdown makes them."""
+    if counting_clocks:
+        from zerosite.benchmarking.instructions_driver import use_counting_clocks
+
+        use_counting_clocks()
     from zerosite.benchmarking.workloads import scenario_projects
     from zerosite.engine import BatchOptions, generate, plan_batch
     from zerosite.project import Project
@@ -92,7 +98,7 @@ def _count(python: str, projects: int) -> int:
     from zerosite.benchmarking.instructions import InstructionCountError, count_marked_run
 
     with tempfile.TemporaryDirectory(prefix="parent-replay-") as tmp:
-        command = [python, __file__, "--one", str(projects), "--out", str(Path(tmp) / "out")]
+        command = [python, __file__, "--one", str(projects), "--out", str(Path(tmp) / "out"), "--counting-clocks"]
         try:
             return count_marked_run(command, os.environ, Path(tmp))[0]
         except InstructionCountError as error:
@@ -113,11 +119,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--counting-clocks", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", help="another checkout to count too (its .venv)")
     parser.add_argument("--large", help="comma-separated sizes (projects): time them natively, with bytes written")
     args = parser.parse_args()
     if args.one is not None:
-        replay(args.one, args.out)
+        replay(args.one, args.out, args.counting_clocks)
         return
     trees = [("this", sys.executable)]
     if args.tree:

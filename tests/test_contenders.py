@@ -131,6 +131,7 @@ def test_the_overhead_script_switches_each_part_off_and_nothing_else(tmp_path: P
         if run == "bare":
             return out, []
         with sqlite3.connect(out / "batch" / "index.sqlite") as conn:
+            assert run == "index" or _timed_by_counters(conn), run  # the index's run records no times
             rows = conn.execute("SELECT input_hash, sha256, (SELECT count(*) FROM reports_fts_docsize) FROM reports")
             return out, rows.fetchall()
 
@@ -146,3 +147,34 @@ def test_the_overhead_script_switches_each_part_off_and_nothing_else(tmp_path: P
     for run in ("bare", "atomic-write", "watch"):
         made(run)
     assert set(script.PARTS) == {"input-hash", "file-hash", "atomic-write", "watch", "index", "search"}
+
+
+def _timed_by_counters(conn: Any) -> bool:
+    """Whether every stage time in an index is a whole number of microseconds, as the counters that stand in for
+    the clocks under a count give (a real clock's nanoseconds are not)."""
+    times = [t for row in conn.execute("SELECT compute_ns, render_ns, write_ns FROM reports") for t in row]
+    return bool(times) and all(t % 1_000 == 0 for t in times)
+
+
+@pytest.mark.parametrize(
+    "script, arguments",
+    [
+        ("contenders", ["--one", "sequential", "--projects", "2", "--workers", "1"]),
+        ("contenders", ["--one", "process", "--projects", "2", "--workers", "2"]),
+        ("parent_replay", ["--one", "2"]),
+    ],
+)
+def test_a_counted_run_reads_counters_for_clocks(tmp_path: Path, script: str, arguments: list[str]) -> None:
+    """Under ``--instructions`` the measured process's clocks are counters (the workers' too), so that the index's
+    commits "every second" do not come as often as valgrind slows the run; timed, they are real clocks."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    path = Path(__file__).parent.parent / "bench" / f"{script}.py"
+    for counted in (True, False):
+        out = tmp_path / f"{script}-{counted}"
+        command = [sys.executable, str(path), *arguments, "--out", str(out)]
+        subprocess.run([*command, "--counting-clocks"] if counted else command, check=True, capture_output=True)
+        with sqlite3.connect(out / "index.sqlite") as conn:
+            assert _timed_by_counters(conn) == counted
