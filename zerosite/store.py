@@ -226,12 +226,14 @@ class ReportFiles:
             raise StoreError(f"cannot encode report {module} of project {project_id} as UTF-8: {error}") from error
         if self.gzip:
             data = gzip_module.compress(data, compresslevel=6, mtime=0)
-        folder = os.path.join(self.out_dir, project_id)
-        final = os.path.join(folder, name)
+        # Joined as text: the names are checked (a slug, a module name), and os.path.join cost a report more than
+        # its atomic write's own calls.
+        folder = f"{os.fspath(self.out_dir)}{os.sep}{project_id}"
+        final = f"{folder}{os.sep}{name}"
         temp: str | None = None
         try:
             self._make_folder(project_id, folder)
-            prefix = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.")
+            prefix = f"{folder}{os.sep}.{name}.{os.getpid()}.{threading.get_ident()}."
             remade = False
             while True:
                 temp = f"{prefix}{next(_temp_numbers)}.tmp"  # named before it exists: an interrupt can remove it

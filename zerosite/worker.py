@@ -18,7 +18,14 @@ from typing import Any, TypeVar
 
 from jinja2 import Environment
 
-from zerosite.pipeline import InterruptWatch, PeakMemory, compute_and_render, plugin_raised, watch_interrupts
+from zerosite.pipeline import (
+    InterruptWatch,
+    ModuleOutcome,
+    PeakMemory,
+    compute_and_render,
+    plugin_raised,
+    watch_interrupts,
+)
 from zerosite.plugins import get_data_sources, get_modules, set_plugin_settings
 from zerosite.project import Project
 from zerosite.rendering import get_environment
@@ -174,12 +181,9 @@ class Worker:
         for outcome in outcomes:
             if not outcome.reported:
                 continue
-            timings = StageTimings(fetch_share, outcome.compute_ns, outcome.render_ns)
-            error = outcome.error or self._overran(timings)
-            peak = outcome.peak_memory_bytes
-            name = outcome.module.name
-            input_hash = "" if hashes is None else hashes.get(name, "")
-            reports.append(_deliver(project.id, name, outcome.html, error, timings, peak, input_hash, files))
+            error = outcome.error or self._overran(outcome.compute_ns + outcome.render_ns)
+            input_hash = "" if hashes is None else hashes.get(outcome.module.name, "")
+            reports.append(_deliver(project.id, outcome, fetch_share, error, input_hash, files))
         return ProjectResult.of(project, reports)
 
     def _watched(self, progress: Progress) -> Callable[[ReportModule], AbstractContextManager[None]]:
@@ -226,10 +230,11 @@ class Worker:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
 
-    def _overran(self, timings: StageTimings) -> str | None:
-        """Where no signal could interrupt it (threads), a report that overran is failed afterwards."""
+    def _overran(self, spent_ns: int) -> str | None:
+        """Where no signal could interrupt it (threads), a report that overran (computing and rendering took
+        ``spent_ns``) is failed afterwards."""
         limit = self.config.timeout_s
-        spent = (timings.compute_ns + timings.render_ns) / 1e9
+        spent = spent_ns / 1e9
         if limit and spent > limit:
             return f"timed out: took {spent:.3f} s, limit {limit:g} s"
         return None
@@ -237,22 +242,25 @@ class Worker:
 
 def _deliver(
     project_id: str,
-    module: str,
-    html: str | None,
+    outcome: ModuleOutcome,
+    fetch_ns: int,
     error: str | None,
-    timings: StageTimings,
-    peak_bytes: int,
     input_hash: str,
     files: ReportWriter | None,
 ) -> ReportResult:
-    """The report as the worker hands it back: written to ``files`` if given, else as HTML; or its error."""
+    """The report of ``outcome`` as the worker hands it back: written to ``files`` if given, else as HTML; or its
+    error. Its stage times: ``fetch_ns`` (its share of the project's fetch), the outcome's, and the write's."""
+    module, html, peak = outcome.module.name, outcome.html, outcome.peak_memory_bytes
+    write_ns = 0
+    written = None
+    if error is None and html is not None and files is not None:
+        try:
+            written = files.write(project_id, module, html)
+        except StoreError as failure:
+            error = error_message(failure)
+        else:
+            write_ns = written.write_ns
+    timings = StageTimings(fetch_ns, outcome.compute_ns, outcome.render_ns, write_ns)
     if error is not None or html is None:
-        return ReportResult(module, None, error, timings, peak_bytes, None, input_hash)
-    if files is None:
-        return ReportResult(module, html, None, timings, peak_bytes, None, input_hash)
-    try:
-        written = files.write(project_id, module, html)
-    except StoreError as failure:
-        return ReportResult(module, None, error_message(failure), timings, peak_bytes, None, input_hash)
-    timings = StageTimings(timings.fetch_ns, timings.compute_ns, timings.render_ns, written.write_ns)
-    return ReportResult(module, None, None, timings, peak_bytes, written, input_hash)
+        return ReportResult(module, None, error, timings, peak, None, input_hash)
+    return ReportResult(module, None if written is not None else html, None, timings, peak, written, input_hash)
