@@ -173,8 +173,8 @@ class Worker:
         """
         fetch_share = fetch_ns // max(1, len(self.selected))
         reports: list[ReportResult] = []
-        # Neither a memory measure nor a time limit around each module unless asked for: a context manager
-        # entered six times a project, even one that does nothing, costs a report 0.1 % of its instructions.
+        # Neither a memory measure nor a time limit around each module unless asked for: with a Ctrl-C watch per
+        # module, these contexts cost a report 0.7 % of its instructions (docs/performance.md).
         measure = self._measure if self.config.trace_memory else None
         limit = (self._time_limit if self.config.timeout_s else None) if progress is None else self._watched(progress)
         outcomes = compute_and_render(project, self.steps, self.selected, self.env, measure, limit, failed, interrupts)
