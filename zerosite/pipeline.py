@@ -172,7 +172,8 @@ def compute_and_render(
     ``limit(module)`` its compute and render (a time limit may raise inside). ``failed`` names modules
     known to fail already, with why (one that ran past its time limit elsewhere): they are not run.
     ``interrupts``: a :func:`watch_interrupts` the caller holds over the whole call (a worker, over its
-    project); without one, each module is watched on its own. The worker and the tests use this.
+    project); without one, each module is watched on its own. The worker, the tests and the benchmark's
+    workloads use this.
     """
     held = None if interrupts is None else contextlib.nullcontext(interrupts)
     results: dict[str, Any] = {}

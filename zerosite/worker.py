@@ -263,4 +263,6 @@ def _deliver(
     timings = StageTimings(fetch_ns, outcome.compute_ns, outcome.render_ns, write_ns)
     if error is not None or html is None:
         return ReportResult(module, None, error, timings, peak, None, input_hash)
-    return ReportResult(module, None if written is not None else html, None, timings, peak, written, input_hash)
+    if written is None:  # no files to write to: the HTML goes back
+        return ReportResult(module, html, None, timings, peak, None, input_hash)
+    return ReportResult(module, None, None, timings, peak, written, input_hash)
