@@ -7,7 +7,7 @@ Each round runs every contender once (in a rotating order), each in a new interp
 are made and parsed first, then the clock runs from the contender's start (pool start included) to its
 last report. Printed: ms per report (median over rounds, and the range), the ratio to the bare loop in
 the same round (median), CPU per report (the process's own and its children's), and the parent's share
-of the CPU under zerosite's process strategy.
+of the CPU under each contender with several workers, the hand-written ones too.
 
     python bench/contenders.py --instructions --projects 100 --rounds 1
 
@@ -228,14 +228,15 @@ def _table(tree: str, runs: list[dict[str, Any]], names: list[str], args: argpar
         spread = f"{min(per_report):.3f}-{max(per_report):.3f}"
         cpu_split = f"{cpu:.3f} ({own:.3f} + {cpu - own:.3f})"
         print(f"| {mine[0]['description']} | {medians[name]:.3f} | {spread} | {ratio} | {cpu_split} |")
-    for name in ("process", "async"):
+    for name in ("process", "async", "pool", "joblib"):  # the hand-written pools' too: what a parent costs anyway
         mine = [r for r in runs if r["name"] == name]
         if mine:
             shares = [r["self_cpu_s"] / (r["self_cpu_s"] + r["children_cpu_s"]) for r in mine]
             per_report_us = statistics.median(r["self_cpu_s"] / r["reports"] * 1e6 for r in mine)
             print(
-                f"parent's CPU share under zerosite {name} x{args.workers}: median {statistics.median(shares):.1%} "
-                f"(range {min(shares):.1%}-{max(shares):.1%}; {per_report_us:.0f} us per report)"
+                f"parent's CPU share under {mine[0]['description']} x{args.workers}: median "
+                f"{statistics.median(shares):.1%} (range {min(shares):.1%}-{max(shares):.1%}; "
+                f"{per_report_us:.0f} us per report)"
             )
     ours = [n for n in ("process", "async") if n in medians]
     if ours:
