@@ -234,7 +234,7 @@ def _table(tree: str, runs: list[dict[str, Any]], names: list[str], args: argpar
             shares = [r["self_cpu_s"] / (r["self_cpu_s"] + r["children_cpu_s"]) for r in mine]
             per_report_us = statistics.median(r["self_cpu_s"] / r["reports"] * 1e6 for r in mine)
             print(
-                f"parent's CPU share under {mine[0]['description']} x{args.workers}: median "
+                f"parent's CPU share under {mine[0]['description']}: median "
                 f"{statistics.median(shares):.1%} (range {min(shares):.1%}-{max(shares):.1%}; "
                 f"{per_report_us:.0f} us per report)"
             )

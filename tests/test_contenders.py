@@ -62,7 +62,7 @@ def test_the_table_gives_each_parallel_contenders_parent_share_the_hand_written_
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     script = _bench_script("contenders")
-    described = {"bare": "a bare loop", "process": "zerosite process", "pool": "multiprocessing.Pool"}
+    described = {"bare": "a bare loop", "process": "zerosite process x2", "pool": "multiprocessing.Pool x2"}
     # Per round: the parent's CPU and its children's; 500 reports.
     cpu = {"bare": [(1.0, 0.0)] * 3, "process": [(0.05, 0.95), (0.06, 0.94), (0.04, 0.96)], "pool": [(0.03, 0.97)] * 3}
     runs = [
