@@ -58,7 +58,7 @@ def test_the_script_compares_contenders_round_by_round_and_says_when_rounds_disa
     assert script._verdict([], "x") == "-"
 
 
-def test_the_table_gives_each_parallel_contenders_parent_share_the_hand_written_pools_too(
+def test_the_table_gives_the_kernels_cpu_and_each_parallel_contenders_parent_share_hand_written_pools_too(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     script = _bench_script("contenders")
@@ -67,12 +67,13 @@ def test_the_table_gives_each_parallel_contenders_parent_share_the_hand_written_
     cpu = {"bare": [(1.0, 0.0)] * 3, "process": [(0.05, 0.95), (0.06, 0.94), (0.04, 0.96)], "pool": [(0.03, 0.97)] * 3}
     runs = [
         {"name": n, "description": described[n], "round": i, "wall_s": 1.0, "reports": 500}
-        | {"self_cpu_s": s, "children_cpu_s": c}
+        | {"self_cpu_s": s, "children_cpu_s": c, "system_cpu_s": 0.05}
         for n, rounds in cpu.items()
         for i, (s, c) in enumerate(rounds)
     ]
     script._table("this", runs, list(cpu), argparse.Namespace(projects=100, workers=2, rounds=3))
     printed = capsys.readouterr().out
+    assert "| zerosite process x2 | 2.000 | 2.000-2.000 | 1.00x | 2.000 (0.100 + 1.900) | 0.100 |" in printed
     assert "parent's CPU share under zerosite process x2: median 5.0% (range 4.0%-6.0%; 100 us per report)" in printed
     assert "under multiprocessing.Pool x2: median 3.0% (range 3.0%-3.0%; 60 us per report)" in printed
     assert "under a bare loop" not in printed  # one process: no parent to speak of
