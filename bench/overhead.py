@@ -43,13 +43,14 @@ _WITHIN = {"search": "index"}
 
 def switch_off(part: str) -> None:
     """Patch ``part`` of zerosite sequential's work out of this process (see :data:`PARTS`)."""
+    import zerosite.files as files
     import zerosite.store as store
     import zerosite.worker as worker
 
     patches: dict[str, tuple[object, str, object]] = {
         "input-hash": (worker, "input_hashes", lambda project, keys: dict.fromkeys((n for n, _ in keys), "0" * 64)),
-        "file-hash": (store, "hashlib", _NoSha256),
-        "atomic-write": (store.ReportFiles, "write", _plain_write),
+        "file-hash": (files, "hashlib", _NoSha256),
+        "atomic-write": (files.ReportFiles, "write", _plain_write),
         "watch": (worker, "watch_interrupts", _no_watch),
         "index": (store.ReportStore, "record_result", lambda self, result, *_: ["written"] * len(result.reports)),
         "search": (store, "_update_search", lambda conn, dropped, added: None),
@@ -61,17 +62,14 @@ def switch_off(part: str) -> None:
 
 
 class _NoSha256:
-    """Stands in for ``hashlib`` in ``zerosite.store``: ``sha256(data)`` hashes nothing."""
+    """Stands in for ``hashlib`` in ``zerosite.files``: ``sha256(data)`` hashes nothing."""
 
     @staticmethod
-    def sha256(data: bytes = b"") -> Any:
+    def sha256(data: bytes) -> Any:
         return _NoDigest()
 
 
 class _NoDigest:
-    def update(self, data: bytes) -> None:
-        pass
-
     def hexdigest(self) -> str:
         return "0" * 64
 

@@ -47,8 +47,8 @@ def replay(projects: int, out: Path, counting_clocks: bool = False) -> None:
         use_counting_clocks()
     from zerosite.benchmarking.workloads import scenario_projects
     from zerosite.engine import BatchOptions, generate, plan_batch
+    from zerosite.files import ReportFiles
     from zerosite.project import Project
-    from zerosite.store import ReportFiles
     from zerosite.types import PluginSettings, ProjectResult, Runner
     from zerosite.worker import make_worker
 

@@ -175,7 +175,7 @@ def test_a_full_disk_stops_with_a_clear_error_and_no_partial_file(
     import errno
     import os
 
-    import zerosite.store
+    import zerosite.files
 
     calls = {"n": 0}
     real_replace = os.replace
@@ -186,7 +186,7 @@ def test_a_full_disk_stops_with_a_clear_error_and_no_partial_file(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_replace(src, dst)
 
-    monkeypatch.setattr(zerosite.store.os, "replace", replace)
+    monkeypatch.setattr(zerosite.files.os, "replace", replace)
     out = tmp_path / "out"
     result = cli.invoke(main, ["render", "--sample", "3", "--out", str(out)])
     assert result.exit_code == 1

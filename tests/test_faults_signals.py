@@ -20,7 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from zerosite.store import LOCK_FILE, OutputBusy, ReportStore
+from zerosite.files import LOCK_FILE, OutputBusy
+from zerosite.store import ReportStore
 from zerosite.strategies_async import StopSignalsBetweenSteps
 
 SLOW_PLUGIN = """

@@ -19,10 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from zerosite.files import OutputBusy
 from zerosite.sample import sample_projects
 from zerosite.service.batches import BOOK_FILE
 from zerosite.service.process import ServerProcess
-from zerosite.store import OutputBusy, ReportStore
+from zerosite.store import ReportStore
 
 REQUEST_TIMEOUT_S = 2.0
 

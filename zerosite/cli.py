@@ -27,10 +27,11 @@ import click
 from zerosite.caches import DEFAULT_CACHE, open_cache
 from zerosite.engine import BatchOptions, BatchPlan, EngineError, plan_batch
 from zerosite.engine import generate as generate_reports
+from zerosite.files import OutputBusy
 from zerosite.plugins import get_cache_backends, get_modules, get_strategies, plugin_settings, set_plugin_settings
 from zerosite.project import InvalidInput, Project, iter_raw_projects, parse_batch, parse_project, printable
 from zerosite.rendering import get_environment
-from zerosite.store import OutputBusy, StoreError, recent_reports, search_reports
+from zerosite.store import StoreError, recent_reports, search_reports
 from zerosite.strategies_auto import AutoChoice, AutoRunner, usable_cores
 from zerosite.types import (
     CacheBackend,

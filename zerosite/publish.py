@@ -18,7 +18,8 @@ from pathlib import Path, PurePosixPath
 import brotli
 import jinja2
 
-from zerosite.store import ReportFiles, ReportRow, StoreError, recent_reports
+from zerosite.files import ReportFiles
+from zerosite.store import ReportRow, StoreError, recent_reports
 
 __all__ = ["MANIFEST", "PublishError", "PublishSettings", "PublishSummary", "publish_site"]
 

@@ -20,8 +20,8 @@ from distributed.scheduler import KilledWorker
 
 from zerosite.dask_strategy.chunks import ChunkPolicy, ChunkSizer
 from zerosite.dask_strategy.tasks import ChunkResult, WarmWorker, make_chunk, sees_folder
+from zerosite.files import ReportFiles
 from zerosite.project import Project
-from zerosite.store import ReportFiles
 from zerosite.types import (
     ProjectResult,
     ReportWriter,

@@ -20,11 +20,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from zerosite.engine import BatchOptions, BatchPlan, ReportOutcome, generate, plan_batch, start_runner
+from zerosite.files import OutputBusy
 from zerosite.project import Project, parse_project
 from zerosite.sample import iter_sample_projects
 from zerosite.service.batches import BOOK_FILE, FINAL_STATES, BatchBook, BatchView
 from zerosite.service.config import LIMITS, ServiceConfig
-from zerosite.store import OutputBusy, ReportStore
+from zerosite.store import ReportStore
 from zerosite.types import ReportCache, Runner, describe_error
 
 __all__ = ["Batch", "ReportQueue", "Selection", "Unavailable"]

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import brotli
 
+from zerosite.files import ReportFiles
 from zerosite.service.config import LIMITS
-from zerosite.store import ReportFiles, StoreError
+from zerosite.store import StoreError
 
 __all__ = ["BodyAnswer", "ReportFile", "ResponseBodyCache", "answer_from_memory", "choose_encoding", "etag_matches"]
 

@@ -15,7 +15,7 @@ __all__ = ["DataSource", "ReportWriter", "Runner", "Strategy"]
 
 
 class ReportWriter(Protocol):
-    """Where a worker writes a report (``zerosite.store.ReportFiles``); picklable, atomic."""
+    """Where a worker writes a report (``zerosite.files.ReportFiles``); picklable, atomic."""
 
     def write(self, project_id: str, module: str, html: str) -> WrittenFile:
         """Write one report; raise :class:`~zerosite.types.StoreError` naming the file and the cause."""

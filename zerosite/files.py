@@ -1,0 +1,239 @@
+"""Report files: each written atomically under the output folder, and the folder's lock, held by the one run that
+writes there (the index of what was written is :mod:`zerosite.store`'s)."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import gzip as gzip_module
+import hashlib
+import os
+import re
+import threading
+import time
+from contextlib import suppress
+from dataclasses import dataclass, field
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+from zerosite.types import StoreError, WrittenFile
+
+__all__ = ["LOCK_FILE", "FolderLock", "OutputBusy", "ReportFiles"]
+
+_temp_numbers = count(1)
+
+_FOLDERS_REMEMBERED = 1024
+"""Project folders a :class:`ReportFiles` remembers as made (then it forgets them all and checks each again)."""
+
+LOCK_FILE = ".zerosite.lock"
+"""The file in an output folder that the run writing there holds locked (``flock``), with its pid inside."""
+
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch, not match with "$": no "id\n"
+_MODULE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Report files under one output folder, each written atomically; small and picklable, so worker
+    processes write their own reports in parallel while the parent keeps the index.
+
+    :param out_dir: the output folder (absolute); reports go to ``out_dir/<project_id>/<module>.html``.
+    :param gzip: write ``<module>.html.gz`` (deterministic: no timestamp in the gzip header).
+    :param fsync: fsync each file (and its folder) before it becomes visible; slower, survives power loss.
+    """
+
+    out_dir: Path
+    gzip: bool = False
+    fsync: bool = False
+    _folders: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    """The project folders this copy has made, or found and checked, already: each is made once, not per file."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.out_dir, self.gzip, self.fsync)  # a copy elsewhere checks its folders itself
+
+    def path(self, project_id: str, module: str) -> Path:
+        """Where the report of ``module`` for ``project_id`` lives; rejects anything that could leave ``out_dir``."""
+        _check_slug(project_id)
+        path = self.out_dir / project_id / self._file_name(module)
+        if path.parent.parent != self.out_dir or not path.resolve().is_relative_to(self.out_dir):
+            raise StoreError(f"report path {path} for project {project_id!r} escapes the output folder {self.out_dir}")
+        return path
+
+    def _file_name(self, module: str) -> str:
+        if not isinstance(module, str) or not _MODULE_NAME.fullmatch(module):
+            raise StoreError(f"unsafe module name {module!r}: expected letters, digits and '_'")
+        return f"{module}.html.gz" if self.gzip else f"{module}.html"
+
+    def write(self, project_id: str, module: str, html: str) -> WrittenFile:
+        """Write one report atomically (temp file in the same folder, then ``os.replace``).
+
+        The project's folder is made (or checked, when it exists: it must not lead out of ``out_dir``) at its
+        first report only. The report's own name is never followed: ``os.replace`` replaces a link there.
+
+        :raises StoreError: naming the report and the path; no temp file is left behind.
+        """
+        started = time.perf_counter_ns()
+        name = self._file_name(module)
+        if project_id not in self._folders:
+            _check_slug(project_id)
+        try:
+            data = html.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise StoreError(f"cannot encode report {module} of project {project_id} as UTF-8: {error}") from error
+        if self.gzip:
+            data = gzip_module.compress(data, compresslevel=6, mtime=0)
+        # Joined as text: the names are checked (a slug, a module name), and os.path.join cost a report more than
+        # its atomic write's own calls.
+        folder = f"{os.fspath(self.out_dir)}{os.sep}{project_id}"
+        final = f"{folder}{os.sep}{name}"
+        temp: str | None = None
+        try:
+            self._make_folder(project_id, folder)
+            prefix = f"{folder}{os.sep}.{name}.{os.getpid()}.{threading.get_ident()}."
+            remade = False
+            while True:
+                temp = f"{prefix}{next(_temp_numbers)}.tmp"  # named before it exists: an interrupt can remove it
+                try:
+                    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                    break
+                except FileExistsError:  # left by a process of the same pid: not ours to remove
+                    temp = None
+                except FileNotFoundError:  # the folder was removed since it was made
+                    if remade:
+                        raise
+                    self._folders.discard(project_id)
+                    self._make_folder(project_id, folder)
+                    remade = True
+            try:
+                _write_all(fd, data)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, final)
+            temp = None
+            if self.fsync:
+                _fsync_dir(Path(folder))
+        except OSError as error:
+            reason = error.strerror or str(error)
+            if error.errno == errno.ENOSPC:
+                reason = "no space left on the device"
+            raise StoreError(f"cannot write report {module} of project {project_id} to {final}: {reason}") from error
+        finally:
+            if temp is not None:
+                with suppress(OSError):
+                    os.unlink(temp)
+        return WrittenFile(final, len(data), hashlib.sha256(data).hexdigest(), time.perf_counter_ns() - started)
+
+    def _make_folder(self, project_id: str, folder: str) -> None:
+        """Make the project's folder, once; one that exists already must lead nowhere outside ``out_dir``."""
+        if project_id in self._folders:
+            return
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            if not Path(folder).resolve().is_relative_to(self.out_dir):
+                raise StoreError(
+                    f"report folder {folder} for project {project_id!r} escapes the output folder {self.out_dir}"
+                ) from None
+        if len(self._folders) >= _FOLDERS_REMEMBERED:
+            self._folders.clear()
+        self._folders.add(project_id)
+
+    def cleanup_temp_files(self) -> int:
+        """Remove stale ``.*.tmp`` files that a killed process left in the project folders; returns how many."""
+        removed = 0
+        with os.scandir(self.out_dir) as projects:
+            for project in projects:
+                if not project.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(project.path) as entries:
+                    for entry in entries:
+                        if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
+                            try:
+                                os.unlink(entry.path)
+                                removed += 1
+                            except FileNotFoundError:
+                                pass
+        return removed
+
+
+class OutputBusy(StoreError):
+    """Another run holds the output folder's lock: it is writing there now."""
+
+
+class FolderLock:
+    """An exclusive ``flock`` on ``folder/.zerosite.lock``, held from :meth:`acquire` to :meth:`release`; the file
+    holds the holder's pid and is removed on release. The kernel drops the lock when its holder dies, however it
+    dies, so a lock file left behind by a killed run is taken over, never in the way."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`OutputBusy` naming the pid that holds it."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _pid_in(fd)
+                os.close(fd)
+                by = f" (pid {holder})" if holder else ""
+                raise OutputBusy(f"another zerosite run{by} is writing to {self.folder}") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # The run before may have removed the file between our open and our lock: lock the file that is there.
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and os.path.samestat(os.fstat(fd), current):
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Remove the lock file (while still holding it), then unlock; safe to call twice."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with suppress(OSError):
+            os.unlink(self.path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)  # for every process that shares it (pool workers forked meanwhile)
+        finally:
+            os.close(fd)
+
+
+def _pid_in(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _check_slug(project_id: str) -> None:
+    if not isinstance(project_id, str) or not _SLUG.fullmatch(project_id):
+        raise StoreError(f"unsafe project id {project_id!r}: expected a slug of letters, digits, '.', '_', '-'")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
