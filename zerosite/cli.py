@@ -63,9 +63,9 @@ MAX_TIMEOUT_S = 7 * 24 * 3600.0
 """The longest time limit any ``--*timeout`` accepts: a week."""
 MAX_BODY_LIMIT_BYTES = 1 << 30
 MAX_WORKERS_PER_CPU = 4
+"""``--workers`` is capped at this many per usable CPU: more only adds memory and switching."""
 DEFAULT_WORKERS = 2
 """``--workers`` of a named strategy; ``auto`` uses the usable cores instead."""
-"""``--workers`` is capped at this many per usable CPU: more only adds memory and switching."""
 FORCED_EXIT_AFTER_S = 5.0
 """After a second Ctrl-C (or SIGTERM), the longest the clean-up may take before the process exits anyway."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
