@@ -7,8 +7,8 @@ Each round runs every contender once (in a rotating order), each in a new interp
 are made and parsed first, then the clock runs from the contender's start (pool start included) to its
 last report. Printed: ms per report (median over rounds, and the range), the ratio to the bare loop in
 the same round (median), CPU per report (the process's own and its children's; and the kernel's part of it,
-system time, which an instruction count leaves out), and the parent's share
-of the CPU under each contender with several workers, the hand-written ones too.
+system time, which an instruction count leaves out), and the parent's share of the CPU under each contender
+with several workers, the hand-written ones too.
 
     python bench/contenders.py --instructions --projects 100 --rounds 1
 
