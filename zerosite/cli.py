@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import math
-import multiprocessing
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import traceback
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
 
 import click
@@ -31,6 +26,7 @@ from zerosite.files import OutputBusy
 from zerosite.plugins import get_cache_backends, get_modules, get_strategies, plugin_settings, set_plugin_settings
 from zerosite.project import InvalidInput, Project, iter_raw_projects, parse_batch, parse_project, printable
 from zerosite.rendering import get_environment
+from zerosite.stopping import exit_without_waiting, lingering_threads, stop_code, stop_word, stopping_cleanly
 from zerosite.store import StoreError, recent_reports, search_reports
 from zerosite.strategies_auto import AutoChoice, AutoRunner, usable_cores
 from zerosite.types import (
@@ -53,8 +49,6 @@ __all__ = ["main", "run"]
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
-"""128 + SIGINT; SIGTERM gives 128 + 15 = 143."""
 FAILURES_SHOWN = 20
 MAX_ROWS_SHOWN = 1_000_000
 """The most rows ``search --limit`` and ``reports --recent`` ask for."""
@@ -66,9 +60,6 @@ MAX_WORKERS_PER_CPU = 4
 """``--workers`` is capped at this many per usable CPU: more only adds memory and switching."""
 DEFAULT_WORKERS = 2
 """``--workers`` of a named strategy; ``auto`` uses the usable cores instead."""
-FORCED_EXIT_AFTER_S = 5.0
-"""After a second Ctrl-C (or SIGTERM), the longest the clean-up may take before the process exits anyway."""
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
@@ -121,105 +112,13 @@ def run() -> None:
     try:
         main()
     except SystemExit as done:
-        _exit_without_waiting(done.code)
+        exit_without_waiting(done.code)
         raise
     except BaseException:
-        if _lingering_threads():
+        if lingering_threads():
             traceback.print_exc()
-            _exit_without_waiting(EXIT_FAILED)
+            exit_without_waiting(EXIT_FAILED)
         raise
-
-
-def _exit_without_waiting(code: object) -> None:
-    """End leftover pool workers; where non-daemon threads remain, warn naming them and exit now with ``code``."""
-    for child in multiprocessing.active_children():
-        child.kill()
-        child.join(timeout=1)
-    lingering = _lingering_threads()
-    if not lingering:
-        return
-    names = ", ".join(sorted(t.name for t in lingering))
-    click.echo(f"warning: exiting without waiting for thread(s) still running: {names} (a plugin's?)", err=True)
-    if isinstance(code, str):
-        click.echo(code, err=True)
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code if isinstance(code, int) else 0 if code is None else EXIT_FAILED)
-
-
-def _lingering_threads() -> list[threading.Thread]:
-    main_thread = threading.main_thread()
-    return [t for t in threading.enumerate() if t is not main_thread and not t.daemon and t.is_alive()]
-
-
-class _Stopped(KeyboardInterrupt):
-    """The first Ctrl-C or SIGTERM of a batch, raised in the main thread: the batch stops cleanly."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _stop_code(stop: KeyboardInterrupt) -> int:
-    """130 for Ctrl-C (SIGINT), 143 for SIGTERM: 128 + the signal, as a shell reports a process it ended."""
-    return 128 + stop.signum if isinstance(stop, _Stopped) else EXIT_INTERRUPTED
-
-
-def _stop_word(stop: KeyboardInterrupt) -> str:
-    return "terminated (SIGTERM)" if _stop_code(stop) == 128 + signal.SIGTERM else "interrupted"
-
-
-@contextlib.contextmanager
-def _stopping_cleanly() -> Iterator[None]:
-    """Ctrl-C and SIGTERM stop a batch the same clean way (exit 130 and 143, the projects in flight discarded).
-
-    The first signal raises :class:`_Stopped`: the engine stops feeding work, the pool finishes the chunks it
-    holds and shuts down, the projects in flight are discarded. A later one never raises into that clean-up
-    (an exception in the middle of a pool's shutdown can leave it hung for good) but hurries it: the worker
-    processes are killed at once, and a process still there ``FORCED_EXIT_AFTER_S`` later exits anyway.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        if len(received) == 1:
-            raise _Stopped(signum)
-        if len(received) == 2:
-            _say("stopping now: ending the worker processes")
-            timer = threading.Timer(FORCED_EXIT_AFTER_S, _forced_exit, args=(128 + received[0],))
-            timer.daemon = True
-            timer.start()
-        for child in multiprocessing.active_children():
-            child.kill()
-
-    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
-    try:
-        yield
-    except _Stopped as stop:  # before the batch started or after it ended (during it, _run_batch says more)
-        _fail(_stop_word(stop), _stop_code(stop))
-    finally:
-        for signum, handler in previous.items():
-            # Once stopping, no later signal may end the process otherwise than with its exit code: ignored from
-            # here to the very exit (Python would put back the default handler while it finalizes).
-            signal.signal(signum, signal.SIG_IGN if received else handler)
-
-
-def _say(message: str) -> None:
-    """Print from a signal handler or a timer: no buffered stream (the main thread may be writing to it)."""
-    with contextlib.suppress(OSError):
-        os.write(sys.stderr.fileno(), f"zerosite: {message}\n".encode())
-
-
-def _forced_exit(code: int) -> None:
-    _say(
-        f"forced exit: the clean-up took over {FORCED_EXIT_AFTER_S:g} s; the index keeps what was committed, "
-        "run the same command again to resume"
-    )
-    os._exit(code)
 
 
 def _usable_cpus() -> int:
@@ -521,7 +420,7 @@ def generate(**kwargs: Any) -> None:
         kwargs["workers"] = usable_cores() if kwargs["strategy"] == "auto" else DEFAULT_WORKERS
     if kwargs["strategy"] != "sequential":
         kwargs["workers"] = _capped_workers(kwargs["workers"])
-    with _stopping_cleanly():
+    with stopping_cleanly():
         _run_batch(**kwargs)
 
 
@@ -529,7 +428,7 @@ def generate(**kwargs: Any) -> None:
 @_batch_options
 def render(**kwargs: Any) -> None:
     """Generate reports one project after another (the sequential strategy)."""
-    with _stopping_cleanly():
+    with stopping_cleanly():
         _run_batch(strategy="sequential", workers=1, chunksize=1, start_method=None, **kwargs)
 
 
@@ -603,9 +502,9 @@ def _run_batch(
             _fail(f"{_refused(error)}; run the same command again to resume", EXIT_FAILED)
         except KeyboardInterrupt as stop:
             _fail(
-                f"{_stop_word(stop)}; the reports written so far are indexed in {db or out / 'index.sqlite'}; "
+                f"{stop_word(stop)}; the reports written so far are indexed in {db or out / 'index.sqlite'}; "
                 "run the same command again to resume",
-                _stop_code(stop),
+                stop_code(stop),
             )
     if as_json:
         cache_facts = {"url": cache.url, **cache.stats.as_dict()}

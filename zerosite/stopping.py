@@ -1,0 +1,128 @@
+"""How the ``zerosite`` command stops: Ctrl-C and SIGTERM end a batch cleanly with the shell's exit codes, a second
+signal hurries the clean-up, and the process exits without waiting for threads or pool workers left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+import click
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "FORCED_EXIT_AFTER_S",
+    "STOP_SIGNALS",
+    "Stopped",
+    "exit_without_waiting",
+    "lingering_threads",
+    "stop_code",
+    "stop_word",
+    "stopping_cleanly",
+]
+
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT; SIGTERM gives 128 + 15 = 143."""
+FORCED_EXIT_AFTER_S = 5.0
+"""After a second Ctrl-C (or SIGTERM), the longest the clean-up may take before the process exits anyway."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def exit_without_waiting(code: object) -> None:
+    """End leftover pool workers; where non-daemon threads remain, warn naming them and exit now with ``code``."""
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(timeout=1)
+    lingering = lingering_threads()
+    if not lingering:
+        return
+    names = ", ".join(sorted(t.name for t in lingering))
+    click.echo(f"warning: exiting without waiting for thread(s) still running: {names} (a plugin's?)", err=True)
+    if isinstance(code, str):
+        click.echo(code, err=True)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)  # a message: 1, as ``sys.exit`` gives
+
+
+def lingering_threads() -> list[threading.Thread]:
+    """The threads, other than the main one, that would keep the process from exiting."""
+    main_thread = threading.main_thread()
+    return [t for t in threading.enumerate() if t is not main_thread and not t.daemon and t.is_alive()]
+
+
+class Stopped(KeyboardInterrupt):
+    """The first Ctrl-C or SIGTERM of a batch, raised in the main thread: the batch stops cleanly."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_code(stop: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C (SIGINT), 143 for SIGTERM: 128 + the signal, as a shell reports a process it ended."""
+    return 128 + stop.signum if isinstance(stop, Stopped) else EXIT_INTERRUPTED
+
+
+def stop_word(stop: KeyboardInterrupt) -> str:
+    """How the batch was stopped, in the words its error message uses."""
+    return "terminated (SIGTERM)" if stop_code(stop) == 128 + signal.SIGTERM else "interrupted"
+
+
+@contextlib.contextmanager
+def stopping_cleanly() -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop a batch the same clean way (exit 130 and 143, the projects in flight discarded).
+
+    The first signal raises :class:`Stopped`: the engine stops feeding work, the pool finishes the chunks it
+    holds and shuts down, the projects in flight are discarded. A later one never raises into that clean-up
+    (an exception in the middle of a pool's shutdown can leave it hung for good) but hurries it: the worker
+    processes are killed at once, and a process still there ``FORCED_EXIT_AFTER_S`` later exits anyway.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise Stopped(signum)
+        if len(received) == 2:
+            _say("stopping now: ending the worker processes")
+            timer = threading.Timer(FORCED_EXIT_AFTER_S, _forced_exit, args=(128 + received[0],))
+            timer.daemon = True
+            timer.start()
+        for child in multiprocessing.active_children():
+            child.kill()
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
+    try:
+        yield
+    except Stopped as stop:  # before the batch started or after it ended (during it, the command says more)
+        click.echo(f"error: {stop_word(stop)}", err=True)
+        sys.exit(stop_code(stop))
+    finally:
+        for signum, handler in previous.items():
+            # Once stopping, no later signal may end the process otherwise than with its exit code: ignored from
+            # here to the very exit (Python would put back the default handler while it finalizes).
+            signal.signal(signum, signal.SIG_IGN if received else handler)
+
+
+def _say(message: str) -> None:
+    """Print from a signal handler or a timer: no buffered stream (the main thread may be writing to it)."""
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), f"zerosite: {message}\n".encode())
+
+
+def _forced_exit(code: int) -> None:
+    _say(
+        f"forced exit: the clean-up took over {FORCED_EXIT_AFTER_S:g} s; the index keeps what was committed, "
+        "run the same command again to resume"
+    )
+    os._exit(code)
