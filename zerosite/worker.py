@@ -176,7 +176,11 @@ class Worker:
         # Neither a memory measure nor a time limit around each module unless asked for: with a Ctrl-C watch per
         # module, these contexts cost a report 0.7 % of its instructions (docs/performance.md).
         measure = self._measure if self.config.trace_memory else None
-        limit = (self._time_limit if self.config.timeout_s else None) if progress is None else self._watched(progress)
+        limit: Callable[[ReportModule], AbstractContextManager[object]] | None = (
+            self._time_limit if self.config.timeout_s else None
+        )
+        if progress is not None:  # a runner that follows each module (threads; a pool's heartbeat): told, and limited
+            limit = self._watched(progress)
         outcomes = compute_and_render(project, self.steps, self.selected, self.env, measure, limit, failed, interrupts)
         for outcome in outcomes:
             if not outcome.reported:
