@@ -293,8 +293,8 @@ def generate(
     holds, every one, is written from it instead of being made (unless ``options.force``), and the
     reports made are put in it; its keys are the input hashes of the plain (not gzip) form.
     ``store``, an open store on ``options.out`` (its stale temporary files removed), lets a caller make
-    many batches in a row without opening the index for each (the service does); it is left open, its
-    last rows not yet committed (``store.flush()``).
+    many batches in a row without opening the index for each (the service does); it is left open, perhaps
+    with rows not yet committed (``store.flush()`` commits them).
     """
     started = time.perf_counter()
     batch_plan = batch_plan or plan_batch(options)
@@ -315,6 +315,8 @@ def generate(
     with context as store:
         if opened:
             store.cleanup_temp_files()
+        in_flight: dict[str, Project] = {}
+        used_up = False  # every project taken from the input: what is left is in flight
 
         def unchanged(project: Project) -> bool:
             """Whether every report of ``project`` is indexed with its current input hash (and file)."""
@@ -328,6 +330,7 @@ def generate(
             )
 
         def to_make() -> Iterator[Project]:
+            nonlocal used_up
             for project in projects:
                 if not options.force and unchanged(project):
                     for module in reports:
@@ -341,8 +344,8 @@ def generate(
                     continue
                 in_flight[project.id] = project
                 yield project
+            used_up = True
 
-        in_flight: dict[str, Project] = {}
         try:
             with contextlib.nullcontext(runner) if runner is not None else start_runner(options, batch_plan) as active:
                 for result in active.run(to_make(), None if options.hand_back else store.files):
@@ -351,6 +354,11 @@ def generate(
                     if shared is not None:
                         shared.put_many(_made_html(result, input_hashes(project, cache_keys), options.gzip))
                     del in_flight[result.project_id]  # only once indexed: an interrupt before discards it whole
+                    if used_up and store.pending_rows >= len(in_flight) * len(reports):
+                        # The batch's tail: rows held until the end would be committed once the workers are
+                        # done, while nothing else runs. Committed as soon as they outnumber the rows still to
+                        # come instead, the last commit is a result's or two (a few commits more, not one a result).
+                        store.flush()
                 restarts = active.restarts
         finally:
             # Stopped part-way (Ctrl-C, an index error): the projects in flight are discarded whole,

@@ -317,6 +317,11 @@ class ReportStore:
         self._flush_when_due()
         return statuses
 
+    @property
+    def pending_rows(self) -> int:
+        """Index rows recorded and not yet committed (:meth:`flush` commits them)."""
+        return len(self._rows)
+
     def _add(self, row: tuple[Any, ...]) -> None:
         self._conn  # noqa: B018 - raises StoreError once the store is closed
         values = list(row)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import contextlib
 import ctypes
@@ -102,11 +103,22 @@ def bounded(
             future.cancel()
 
 
-def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of ``size`` items (the last may be shorter), read lazily."""
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+def tapered(items: Iterable[T], size: int, workers: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items, read lazily, the last ones smaller and smaller down to one item, so
+    that the workers finish together: with chunks all of one size, the workers left without work at the end wait
+    for whoever took the last full chunk (at 16 workers, most of the pool idle for a chunk's time).
+
+    The last ``workers * size`` items are held back until the input runs out; then what is left goes in chunks
+    of a ``2 * workers``-th of it, rounded up (guided self-scheduling), each at most ``size``."""
+    held: collections.deque[T] = collections.deque()
+    reserve = workers * size
+    for item in items:
+        held.append(item)
+        if len(held) == reserve + size:
+            yield [held.popleft() for _ in range(size)]
+    while held:
+        take = min(size, -(-len(held) // (2 * workers)))
+        yield [held.popleft() for _ in range(take)]
 
 
 def _timed_out(config: WorkerConfig, project: Project, module: int, what: str) -> dict[str, str]:
@@ -681,7 +693,8 @@ class _PoolRunner(PooledRunner):
     """Chunks of projects on the pool; the projects of a worker that died, again alone (:class:`PooledRunner`)."""
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
-        jobs = ([Job(next(self.tickets), p) for p in chunk] for chunk in chunked(projects, self.options.chunksize))
+        chunks = tapered(projects, self.options.chunksize, self.options.workers)
+        jobs = ([Job(next(self.tickets), p) for p in chunk] for chunk in chunks)
         tasks: Iterable[list[Job]] = jobs
         pool, limit, alone = self.pool, self.options.max_in_flight, False
         waiting: list[Job] = []  # to try alone
