@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,34 @@ def test_the_parent_replay_indexes_every_replayed_report(tmp_path: Path, capsys:
     measured = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert measured["reports"] == 30 and measured["cpu_s"] > 0
     assert measured["written_bytes"] >= 4096  # a commit's pages, at the least
+
+
+@pytest.mark.parametrize("name", ["process", "pool"])
+def test_the_tail_script_notes_every_chunk_of_each_pool_and_what_follows_the_last(tmp_path: Path, name: str) -> None:
+    """``bench/batch_tail.py``: the chunk ends it notes come from the workers, every chunk of the batch (else its
+    tail and spread would be measured from some other moment), and the batch is still made whole."""
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent.parent / "bench" / "batch_tail.py"
+    arguments = [
+        "--one",
+        name,
+        "--projects",
+        "12",
+        "--out",
+        str(tmp_path / "out"),
+        "--log",
+        str(tmp_path / "chunks.log"),
+    ]
+    done = subprocess.run([sys.executable, script, *arguments], capture_output=True, text=True, check=True)
+    measured = json.loads(done.stdout.splitlines()[-1])  # in a fresh process, as the script runs each contender
+    pids = {line.split()[0] for line in (tmp_path / "chunks.log").read_text().splitlines()}
+    assert pids and str(os.getpid()) not in pids  # noted by the workers
+    assert measured["chunks"] == (7 if name == "process" else 2)  # tapered from the start: 3, 3, 2, 1, 1, 1, 1
+    assert measured["spread_ms"] >= 0 and 0 < measured["serial_tail_ms"] < measured["wall_ms"]
+    assert len(_files(tmp_path / "out")) == 12 * 5
 
 
 def test_the_startup_script_times_each_command_in_a_fresh_interpreter() -> None:

@@ -23,7 +23,6 @@ from zerosite.plugins import PluginSettings
 from zerosite.project import Project, parse_project
 from zerosite.sample import iter_sample_projects, sample_projects
 from zerosite.store import search_reports
-from zerosite.strategies import tapered
 from zerosite.testing import ProjectServer
 from zerosite.worker import input_hashes
 
@@ -144,25 +143,6 @@ def test_a_worker_killed_mid_batch_loses_nothing(tmp_path: Path) -> None:
     assert (summary.written, summary.failed) == (12 * 6, 0)
     assert not list((tmp_path / "out").rglob("*.tmp"))
     assert len(index_rows(tmp_path / "out" / "index.sqlite")) == 12 * 6
-
-
-def test_the_last_chunks_shrink_so_that_the_workers_finish_together() -> None:
-    read: list[int] = []
-
-    def source(n: int) -> Iterator[int]:
-        for i in range(n):
-            read.append(i)
-            yield i
-
-    chunks = []
-    for chunk in tapered(source(100), 10, 2):
-        chunks.append(chunk)
-        assert len(read) - sum(map(len, chunks)) <= 2 * 10  # read lazily: 2 workers' chunks held back, no more
-    assert [x for chunk in chunks for x in chunk] == list(range(100))
-    assert [len(chunk) for chunk in chunks] == [10] * 8 + [5, 4, 3, 2, 2, 1, 1, 1, 1]
-    assert [len(chunk) for chunk in tapered(range(7), 10, 2)] == [2, 2, 1, 1, 1]
-    assert [len(chunk) for chunk in tapered(range(5), 1, 4)] == [1] * 5
-    assert list(tapered([], 10, 2)) == []
 
 
 @pytest.mark.parametrize("strategy", ["thread", "process"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures as cf
 import contextlib
 import ctypes
@@ -23,6 +22,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
 from zerosite import hookimpl
+from zerosite.chunking import tapered
 from zerosite.pipeline import plugin_raised, watch_interrupts
 from zerosite.plugins import BUILTIN_PLUGINS
 from zerosite.project import Project
@@ -101,24 +101,6 @@ def bounded(
     finally:
         for future in pending:
             future.cancel()
-
-
-def tapered(items: Iterable[T], size: int, workers: int) -> Iterator[list[T]]:
-    """Consecutive lists of ``size`` items, read lazily, the last ones smaller and smaller down to one item, so
-    that the workers finish together: with chunks all of one size, the workers left without work at the end wait
-    for whoever took the last full chunk (at 16 workers, most of the pool idle for a chunk's time).
-
-    The last ``workers * size`` items are held back until the input runs out; then what is left goes in chunks
-    of a ``2 * workers``-th of it, rounded up (guided self-scheduling), each at most ``size``."""
-    held: collections.deque[T] = collections.deque()
-    reserve = workers * size
-    for item in items:
-        held.append(item)
-        if len(held) == reserve + size:
-            yield [held.popleft() for _ in range(size)]
-    while held:
-        take = min(size, -(-len(held) // (2 * workers)))
-        yield [held.popleft() for _ in range(take)]
 
 
 def _timed_out(config: WorkerConfig, project: Project, module: int, what: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ from distributed import Client, Future, LocalCluster, as_completed
 from distributed.comm.addressing import get_address_host_port, parse_address
 from distributed.scheduler import KilledWorker
 
+from zerosite.chunking import Taper
 from zerosite.dask_strategy.chunks import ChunkPolicy, ChunkSizer
 from zerosite.dask_strategy.tasks import ChunkResult, WarmWorker, make_chunk, sees_folder
 from zerosite.files import ReportFiles
@@ -166,7 +167,7 @@ class DaskRunner(Runner):
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         self._check_output(files)
         sizer = ChunkSizer(self.policy, self.options.chunksize, self.overhead_ms)
-        source = iter(projects)
+        taper = Taper(projects)
         chunks: dict[Future[ChunkResult], list[Project]] = {}
         done = as_completed(loop=self.client.loop)
 
@@ -178,7 +179,7 @@ class DaskRunner(Runner):
 
         def top_up() -> None:
             while len(chunks) < (self.options.in_flight or TASKS_PER_THREAD * self._threads_now()) and (
-                chunk := list(itertools.islice(source, sizer.size(self._threads_now())))
+                chunk := taper.take(sizer.size(self._threads_now()), self._threads_now())
             ):
                 submit(chunk)
 
