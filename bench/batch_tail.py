@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--log", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.scratch:
+        Path(args.scratch).mkdir(parents=True, exist_ok=True)
     if args.one:
         print(json.dumps(run_one(args.one, args.projects, args.workers, Path(args.out), Path(args.log))))
         return
