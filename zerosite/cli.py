@@ -394,7 +394,7 @@ def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
     type=click.IntRange(min=1, max=MAX_CHUNKSIZE),
     default=4,
     show_default=True,
-    help="Projects per task sent to a process pool.",
+    help="Projects per task sent to a process pool (the last tasks of a batch get fewer).",
 )
 @click.option(
     "--start-method",
@@ -840,7 +840,7 @@ def new_module(name: str, title: str, requires: tuple[str, ...], package: Path |
     type=click.IntRange(min=1, max=MAX_CHUNKSIZE),
     default=1,
     show_default=True,
-    help="Projects per task sent to a process pool.",
+    help="Projects per task sent to a process pool (the last tasks of a batch get fewer).",
 )
 @click.option("--cache", help="Report cache backend. Default: local (the store's own files and index).")
 @click.option(

@@ -178,9 +178,13 @@ class DaskRunner(Runner):
             done.add(future)
 
         def top_up() -> None:
-            while len(chunks) < (self.options.in_flight or TASKS_PER_THREAD * self._threads_now()) and (
-                chunk := taper.take(sizer.size(self._threads_now()), self._threads_now())
-            ):
+            while True:
+                threads = self._threads_now()
+                if len(chunks) >= (self.options.in_flight or TASKS_PER_THREAD * threads):
+                    return
+                chunk = taper.take(sizer.size(threads), threads)
+                if not chunk:
+                    return
                 submit(chunk)
 
         try:
