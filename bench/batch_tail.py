@@ -105,12 +105,9 @@ def main() -> None:
         print(json.dumps(run_one(args.one, args.projects, args.workers, Path(args.out), Path(args.log))))
         return
 
-    pythons = {"this": sys.executable}
-    for tree in args.tree:
-        python = Path(tree) / ".venv" / "bin" / "python"
-        if not python.exists():
-            raise SystemExit(f"no virtual environment at {python}")
-        pythons[tree] = str(python)
+    from zerosite.benchmarking.checkouts import pythons as checkout_pythons
+
+    pythons = checkout_pythons(args.tree)
     contenders = [*((tree, "process") for tree in pythons), ("this", "pool")]  # the pool: the same code everywhere
     runs: list[dict[str, Any]] = []
     for round_number in range(args.rounds):

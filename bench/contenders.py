@@ -167,13 +167,6 @@ def _sha256_of(path: Path) -> int:
     return int(found[1].replace(",", "")) if found else 0
 
 
-def _python_of(tree: str) -> str:
-    python = Path(tree) / ".venv" / "bin" / "python"
-    if not python.exists():
-        raise SystemExit(f"no virtual environment at {python}")
-    return str(python)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--projects", type=int, default=1000)
@@ -195,7 +188,9 @@ def main() -> None:
         return
 
     names = [n for n in args.contenders.split(",") if n]
-    pythons = {"this": sys.executable, **{tree: _python_of(tree) for tree in args.tree}}
+    from zerosite.benchmarking.checkouts import pythons as checkout_pythons
+
+    pythons = checkout_pythons(args.tree)
     runs: list[dict[str, Any]] = []
     for round_number in range(args.rounds):
         shift = round_number % len(names)

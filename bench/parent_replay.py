@@ -26,7 +26,6 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -126,12 +125,9 @@ def main() -> None:
     if args.one is not None:
         replay(args.one, args.out, args.counting_clocks)
         return
-    trees = [("this", sys.executable)]
-    if args.tree:
-        other = Path(args.tree) / ".venv" / "bin" / "python"
-        if not other.exists():
-            raise SystemExit(f"no virtual environment at {other}")
-        trees.append((args.tree, str(other)))
+    from zerosite.benchmarking.checkouts import pythons
+
+    trees = list(pythons([args.tree] if args.tree else []).items())
     if args.large:
         for name, python in trees:
             for projects in map(int, args.large.split(",")):

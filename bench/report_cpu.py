@@ -92,13 +92,11 @@ def child(projects: int, seed: int, warmup: int, split: bool) -> dict[str, Any]:
     }
 
 
-def _python(checkout: Path) -> str:
-    return str(checkout / ".venv" / "bin" / "python")
-
-
 def _child_command(checkout: Path, args: argparse.Namespace, split: bool = True) -> list[str]:
+    from zerosite.benchmarking.checkouts import python_of  # here: a child may run another checkout's zerosite
+
     return [
-        _python(checkout),
+        python_of(checkout),
         str(Path(__file__).resolve()),
         "--child",
         f"--projects={args.projects}",

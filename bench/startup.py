@@ -18,7 +18,6 @@ import os
 import resource
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -74,12 +73,9 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true", help="count instructions under callgrind instead")
     parser.add_argument("--tree", action="append", default=[], help="another checkout to measure too (its .venv)")
     args = parser.parse_args()
-    pythons = {"this": sys.executable}
-    for tree in args.tree:
-        venv_python = Path(tree) / ".venv" / "bin" / "python"
-        if not venv_python.exists():
-            raise SystemExit(f"no virtual environment at {venv_python}")
-        pythons[tree] = str(venv_python)
+    from zerosite.benchmarking.checkouts import pythons as checkout_pythons
+
+    pythons = checkout_pythons(args.tree)
     for tree, python in pythons.items():
         print(f"{tree} ({python}):")
         floor: float | None = None
