@@ -98,7 +98,8 @@ def test_a_reused_runner_keeps_its_strategy_unless_another_is_clearly_faster() -
     busy_io = replace(BUSY, cpu_ms=9.5, queued_ms=31.7, fetch_ms=27.9, wait_ms=20.2)  # async ~9 % ahead of thread
     kept = choose(replace(busy_io, previous="thread\N{MULTIPLICATION SIGN}2"))
     assert kept.label == "thread\N{MULTIPLICATION SIGN}2" and "kept from the last batch: async" in kept.line
-    assert choose(replace(busy_io, previous="process\N{MULTIPLICATION SIGN}2")).strategy == "async"  # 25 % slower
+    kept = choose(replace(busy_io, previous="process\N{MULTIPLICATION SIGN}2"))  # 11 % slower: its chunks taper
+    assert kept.strategy == "process" and "kept from the last batch: async" in kept.line
     quiet_io = replace(BUSY, fetch_ms=20.5, wait_ms=20.0, queued_ms=0.0)
     assert choose(replace(quiet_io, previous="thread\N{MULTIPLICATION SIGN}2")).strategy == "async"  # 2x faster
 

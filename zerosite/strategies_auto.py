@@ -114,7 +114,6 @@ class AutoFigures:
     """Cores this process may use (:func:`usable_cores`)."""
     workers: int
     """The most workers ``auto`` may use (``--workers``)."""
-    chunksize: int = 4
     in_flight: int | None = None
     """``StrategyOptions.in_flight`` (None: 4 per worker)."""
     start_method: str = "fork"
@@ -140,7 +139,6 @@ class AutoFigures:
             "more": self.more,
             "cores": self.cores,
             "workers": self.workers,
-            "chunksize": self.chunksize,
             "in_flight": self.in_flight,
             "start_method": self.start_method,
             "warm": sorted(self.warm),
@@ -231,9 +229,9 @@ def estimates_ms(figures: AutoFigures, costs: AutoCosts = AUTO_COSTS) -> dict[tu
     - thread x ``workers``: the CPU that holds the GIL, ``P (c - x + p)``, one thread at a time at
       ``gil_speed``; the waits (``q`` too: a thread waiting for a core leaves the GIL to one that has
       one) and the writes overlap over the threads (no more than there are projects); all the CPU over ``f``.
-    - process x ``k``: a pool start-up unless warm; then the busiest worker's chunks (each project
-      ``c / worker_speed + q + w + b``), the caller's share (sending, taking back, indexing), or all
-      the CPU over ``f``.
+    - process x ``k``: a pool start-up unless warm; then the busiest worker's share, ``ceil(P / k)`` projects (the
+      last chunks taper: the workers finish together), each ``c / worker_speed + q + w + b``; the caller's share
+      (sending, taking back, indexing); or all the CPU over ``f``.
     - async x ``k``: the same start-up and bounds, one project per task (a higher cost to the caller)
       and a pipeline to fill and drain; fetches overlap up to ``in_flight``, the rest over ``k`` processes.
     """
@@ -254,9 +252,8 @@ def estimates_ms(figures: AutoFigures, costs: AutoCosts = AUTO_COSTS) -> dict[tu
         estimates["thread", threads] = start + max(gil, overlapped, n_left * (c + p) / free) + p
     k = max(1, min(figures.workers, cores))
     pool_start = costs.pool_start_ms(figures.start_method)
-    chunks = math.ceil(n_left / figures.chunksize)
-    k_process = max(1, min(k, chunks))
-    busiest = min(n_left, math.ceil(chunks / k_process) * figures.chunksize)
+    k_process = max(1, min(k, n_left))
+    busiest = math.ceil(n_left / k_process)  # the last chunks taper (chunking.Taper): the workers finish together
     start = start_ms(_label("process", k_process), pool_start)
     parent = n_left * (p + costs.process_parent_ms)
     cpu_share = n_left * (c / costs.worker_speed + p)
@@ -496,7 +493,6 @@ class AutoRunner(Runner):
             more=more,
             cores=self.cores,
             workers=self.options.workers,
-            chunksize=self.options.chunksize,
             in_flight=self.options.in_flight,
             start_method=self._start_method(),
             warm=frozenset(_label(*key) for key in self.runners),
