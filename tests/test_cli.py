@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -27,6 +28,61 @@ def made(cli: CliRunner, tmp_path: Path) -> Path:
     result = cli.invoke(main, ["render", "--sample", "3", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
+
+
+def test_a_progress_bar_on_a_terminal_leaves_the_pool_to_fork(tmp_path: Path) -> None:
+    """On a terminal the command shows a tqdm bar; tqdm's monitor thread made the process pool start by forkserver
+    there (a process that runs threads must not fork), unlike the benchmark's and every run without a terminal,
+    and ``auto`` reckoned with a fork server's start-up."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    import threading
+
+    code = (
+        "import multiprocessing\n"
+        "asked = []\n"
+        "real = multiprocessing.get_context\n"
+        "multiprocessing.get_context = lambda method=None: (asked.append(method), real(method))[1]\n"
+        "from zerosite.cli import main\n"
+        "try:\n"
+        "    main(['generate', '--sample', '6', '--strategy', 'process', '-w', '2', '--out', "
+        f"{str(tmp_path / 'out')!r}], standalone_mode=False)\n"
+        "finally:\n"
+        "    print(sorted(set(map(str, asked))))\n"
+    )
+    terminal, child_end = pty.openpty()
+    fcntl.ioctl(child_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 80 columns, as a terminal has
+    shown: list[bytes] = []
+
+    def read() -> None:
+        with contextlib.suppress(OSError):  # the terminal closed
+            while chunk := os.read(terminal, 4096):
+                shown.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=child_end,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(child_end)
+    reader.join(timeout=10)
+    os.close(terminal)
+    assert done.returncode == 0
+    assert b"30/30" in b"".join(shown)  # the bar was shown
+    assert done.stdout.splitlines()[-1] == "['fork']"
 
 
 def test_generate_imports_neither_httpx_nor_asyncio(tmp_path: Path) -> None:

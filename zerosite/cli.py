@@ -576,6 +576,11 @@ class _ProgressBar:
         if not self.disable:
             from tqdm import tqdm
 
+            # tqdm's monitor is a thread, and a process that runs threads starts its pools by forkserver, not fork:
+            # on a terminal, pools then started unlike anywhere else (the benchmark's, a script's), and `auto`
+            # reckoned with a fork server's start-up (1.3 s against 70 ms, AutoCosts). The bar is updated at every
+            # report and needs no monitor (tqdm's own switch: https://github.com/tqdm/tqdm/issues/1564).
+            tqdm.monitor_interval = 0
             self.bar = tqdm(total=self.total, unit="report", file=sys.stderr, dynamic_ncols=True)
         return self
 
