@@ -57,8 +57,9 @@ def run_one(name: str, projects: int, workers: int, out: Path, log: Path) -> dic
     ended = time.monotonic()
     if not log.exists():
         raise SystemExit(f"{name}: no chunk's end was noted: its workers were not forked from this process")
+    ends = log.read_text().splitlines()
     last: dict[str, float] = {}
-    for line in log.read_text().splitlines():
+    for line in ends:
         pid, at = line.split()
         last[pid] = max(last.get(pid, 0.0), float(at))
     return {
@@ -66,7 +67,7 @@ def run_one(name: str, projects: int, workers: int, out: Path, log: Path) -> dic
         "wall_ms": (ended - started) * 1e3,
         "serial_tail_ms": (ended - max(last.values())) * 1e3,
         "spread_ms": (max(last.values()) - min(last.values())) * 1e3,
-        "chunks": len(log.read_text().splitlines()),
+        "chunks": len(ends),
     }
 
 

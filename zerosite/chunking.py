@@ -13,8 +13,8 @@ T = TypeVar("T")
 
 
 class Taper(Generic[T]):
-    """Chunks read lazily from ``items``: ``size`` items each while more than ``workers * size`` are left beyond
-    them; once the input runs out, a ``2 * workers``-th of what is left, rounded up, down to one item (guided
+    """Chunks read lazily from ``items``: ``size`` items each while at least ``workers * size`` more are read
+    beyond them; once the input runs out, a ``2 * workers``-th of what is left, rounded up, down to one item (guided
     self-scheduling). With chunks all of one size, the workers left without work at the end wait for whoever took
     the last whole chunk: on average half a chunk's time each, at 16 workers most of the pool idle.
 

@@ -356,8 +356,8 @@ def generate(
                     del in_flight[result.project_id]  # only once indexed: an interrupt before discards it whole
                     if used_up and store.pending_rows >= len(in_flight) * len(reports):
                         # The batch's tail: rows held until the end would be committed once the workers are
-                        # done, while nothing else runs. Committed as soon as they outnumber the rows still to
-                        # come instead, the last commit is a result's or two (a few commits more, not one a result).
+                        # done, while nothing else runs. Committed once they are as many as the rows still to
+                        # come, the last commit holds a result's rows or two (a few commits more, not one a result).
                         store.flush()
                 restarts = active.restarts
         finally:
