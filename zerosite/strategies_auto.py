@@ -65,8 +65,9 @@ class AutoCosts:
     """Per thread of a thread pool."""
     worker_speed: float = 0.9
     """A pool worker process's pace against this process alone (results pickled, caches cold)."""
-    gil_speed: float = 0.9
-    """CPU work on several threads against one (GIL hand-offs; 0.88 x in ../shared/CONCURRENCY.md)."""
+    gil_speed: float = 0.8
+    """CPU work on several threads against one: GIL hand-offs, each write and wait giving the GIL up and taking it
+    back (0.88 x for pure CPU work in ../shared/CONCURRENCY.md; 0.77-0.8 x for the benchmark's cpu batches)."""
     process_parent_ms: float = 0.6
     """Per project, this process's CPU to send it to a process pool and take its result back."""
     async_parent_ms: float = 1.8
@@ -226,9 +227,11 @@ def estimates_ms(figures: AutoFigures, costs: AutoCosts = AUTO_COSTS) -> dict[tu
     bound is longest, and for a pool the last result's ``p`` after it:
 
     - sequential: ``P (c + q + w + b + p)``.
-    - thread x ``workers``: the CPU that holds the GIL, ``P (c - x + p)``, one thread at a time at
-      ``gil_speed``; the waits (``q`` too: a thread waiting for a core leaves the GIL to one that has
-      one) and the writes overlap over the threads (no more than there are projects); all the CPU over ``f``.
+    - thread x ``workers``: the threads (no more than there are projects) take turns at the GIL, each project
+      holding it for ``(c - x + p) / gil_speed + q`` (a thread that waits for a core keeps the GIL: CPython's
+      holder gives it up only when it runs) and off it for ``x + w + b`` (the writes and the waits):
+      :func:`_turns_ms`, a thread back from a wait queueing for the GIL behind the others; or all the CPU over
+      ``f``.
     - process x ``k``: a pool start-up unless warm; then the busiest worker's share, ``ceil(P / k)`` projects (the
       last chunks taper: the workers finish together), each ``c / worker_speed + q + w + b``; the caller's share
       (sending, taking back, indexing); or all the CPU over ``f``.
@@ -247,9 +250,8 @@ def estimates_ms(figures: AutoFigures, costs: AutoCosts = AUTO_COSTS) -> dict[tu
     threads = figures.workers
     if threads > 1:
         start = start_ms(_label("thread", threads), threads * costs.thread_start_ms)
-        gil = n_left * (c - x + p) / costs.gil_speed
-        overlapped = n_left * (c + q + w + b) / max(1, min(threads, n_left))
-        estimates["thread", threads] = start + max(gil, overlapped, n_left * (c + p) / free) + p
+        each = _turns_ms((c - x + p) / costs.gil_speed + q, x + w + b, min(threads, n_left))
+        estimates["thread", threads] = start + max(n_left * each, n_left * (c + p) / free) + p
     k = max(1, min(figures.workers, cores))
     pool_start = costs.pool_start_ms(figures.start_method)
     k_process = max(1, min(k, n_left))
@@ -274,6 +276,21 @@ def estimates_ms(figures: AutoFigures, costs: AutoCosts = AUTO_COSTS) -> dict[tu
         + p
     )
     return estimates
+
+
+def _turns_ms(holding: float, elsewhere: float, threads: int) -> float:
+    """Per project, the time between two projects done by ``threads`` threads that each hold one lock (the GIL)
+    for ``holding`` ms a project and are off it for ``elsewhere`` ms: exact mean value analysis of a closed
+    queueing network of one queue and one delay (Reiser and Lavenberg, 1980). Never less than either bound,
+    ``holding`` (the lock busy throughout) or ``(holding + elsewhere) / threads`` (no thread ever waiting for
+    it): a thread back from a wait finds the others queued for the lock and waits its turn, which the bounds
+    leave out (for two threads, by a quarter where the two are equal)."""
+    queued, cycle = 0.0, holding + elsewhere
+    for n in range(1, max(1, threads) + 1):
+        at_lock = holding * (1 + queued)  # its own hold, after those queued ahead of it
+        cycle = (at_lock + elsewhere) / n  # per project: n threads, each once round the cycle
+        queued = at_lock / cycle if cycle > 0 else 0.0  # Little's law at the lock: threads there
+    return cycle
 
 
 def choose(
