@@ -163,6 +163,22 @@ def test_the_startup_script_times_each_command_in_a_fresh_interpreter() -> None:
         assert wall_ms > 0 and cpu_ms > 0, name
 
 
+def test_the_floor_script_times_each_part_over_the_batchs_own_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bench/floor.py``: a report of each project made by zerosite's worker, every part timed over them (real work
+    takes time), the floor their sum, and each timed run's files gone after it."""
+    floor = _bench_script("floor")
+    reports, bare_s, parts = floor.measure(3, 1, tmp_path)
+    assert reports == 3 * 5 and len(list((tmp_path / "made").glob("*/*.html"))) == reports
+    assert set(parts) == set(floor.PARTS)
+    assert all(parts[name] > 0 for name in ("file-hash", "input-hash", "index"))
+    assert parts["file-hash"] < bare_s  # hashing a report costs less than making it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["made"]
+    floor.table(reports, bare_s, parts)
+    assert f"| {sum(parts.values()) * 1e6:.1f} |" in capsys.readouterr().out.splitlines()[-1]
+
+
 def test_the_overhead_script_switches_each_part_off_and_nothing_else(tmp_path: Path) -> None:
     """``bench/overhead.py``: each part it names is really off in its run (else its cost would read 0), and every
     run still writes every report with the bare loop's bytes."""
