@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from helpers import files_of, projects
+from hypothesis import given
+from hypothesis import strategies as st
 
 import zerosite.strategies_auto as auto
 from zerosite.cli import main
@@ -105,6 +107,25 @@ def test_the_choice_follows_the_figures(figures: AutoFigures, chosen: tuple[str,
     choice = choose(figures)
     assert (choice.strategy, choice.workers) == chosen, choice.estimates_ms
     assert choose(figures) == choice  # deterministic: the same figures, the same choice
+
+
+@given(
+    holding=st.floats(0, 1000, allow_nan=False),
+    elsewhere=st.floats(0, 1000, allow_nan=False),
+    threads=st.integers(1, 64),
+)
+def test_threads_taking_turns_at_the_gil_are_never_faster_than_either_bound(
+    holding: float, elsewhere: float, threads: int
+) -> None:
+    each = auto._turns_ms(holding, elsewhere, threads)
+    assert each >= max(holding, (holding + elsewhere) / threads) * (1 - 1e-9)  # the GIL busy; no thread waiting
+    assert each <= (holding + elsewhere) * (1 + 1e-9)  # and never slower than one thread alone
+    assert auto._turns_ms(holding, elsewhere, threads + 1) <= each * (1 + 1e-9)  # nor for one thread more
+
+
+def test_two_threads_that_hold_the_gil_half_the_time_wait_a_quarter_longer_than_the_bounds() -> None:
+    assert auto._turns_ms(4.0, 4.0, 2) == pytest.approx(5.0)  # the bounds: 4.0, the GIL busy throughout
+    assert auto._turns_ms(4.0, 4.0, 1) == pytest.approx(8.0)
 
 
 def test_a_reused_runner_keeps_its_strategy_unless_another_is_clearly_faster() -> None:
