@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -62,10 +63,10 @@ def measure(projects: int, repeat: int, scratch: Path) -> tuple[int, float, dict
     texts = [d.decode("utf-8") for d in data]
     keys = plan.config.input_keys
     module_tools()  # the bare loop's modules and templates, loaded before it is timed
-    counter = iter(range(1 << 30))
+    numbers = itertools.count()
 
     def fresh(name: str) -> Path:
-        return scratch / f"{name}-{next(counter)}"
+        return scratch / f"{name}-{next(numbers)}"
 
     def bare() -> None:
         out = fresh("bare")
@@ -118,7 +119,10 @@ def measure(projects: int, repeat: int, scratch: Path) -> tuple[int, float, dict
         for name, run in runs.items():
             best[name] = min(best[name], _timed(run))
             for leftover in scratch.glob(f"{name}-*"):
-                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+                if leftover.is_dir():
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink()
     reports = len(written)
     each = {name: seconds / reports for name, seconds in best.items()}
     parts = {
