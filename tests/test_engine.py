@@ -163,6 +163,29 @@ def test_the_batchs_tail_commits_the_index_before_the_end(tmp_path: Path, strate
     assert len(index_rows(db)) == 60
 
 
+def test_async_sends_the_projects_fetched_together_as_one_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under async, the projects fetched in the same turn of the event loop go to the pool as one task, no more than
+    a worker's share of those in flight over two (one chunk running, one waiting); each gets its own reports."""
+    import zerosite.strategies as strategies
+
+    sizes: list[int] = []
+    submit = strategies.ProcessPool.submit
+
+    def noted(pool: strategies.ProcessPool, fn: object, *args: object) -> object:
+        if fn is strategies.make_fetched_chunk:
+            sizes.append(len(args[0]))  # type: ignore[arg-type]
+        return submit(pool, fn, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(strategies.ProcessPool, "submit", noted)
+    batch = projects(12)
+    options = BatchOptions(out=tmp_path / "async", strategy="async", workers=2)  # 8 in flight: chunks of 2
+    assert generate(batch, options).written == 60
+    assert sum(sizes) == 12 and max(sizes) == 2 and len(sizes) < 12
+    assert generate(batch, BatchOptions(out=tmp_path / "sequential")).written == 60
+    assert files_of(tmp_path / "async") == files_of(tmp_path / "sequential")
+    assert index_rows(tmp_path / "async" / "index.sqlite") == index_rows(tmp_path / "sequential" / "index.sqlite")
+
+
 def test_resume_skips_unchanged_reports(tmp_path: Path) -> None:
     batch = projects(4)
     options = BatchOptions(out=tmp_path / "out")

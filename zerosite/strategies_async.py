@@ -117,6 +117,9 @@ class AsyncRunner(PooledRunner):
     def __init__(self, config: WorkerConfig, options: StrategyOptions) -> None:
         super().__init__(config, options)
         self.alone_lock: asyncio.Lock | None = None
+        self._filling: _Chunk | None = None
+        # Two chunks a worker in flight, one running and one waiting: a worker never waits for the loop.
+        self._chunk_limit = max(1, options.max_in_flight // (2 * max(1, options.workers)))
         self.source = open_source(config)
         self.loop = asyncio.Runner()
 
@@ -160,9 +163,11 @@ class AsyncRunner(PooledRunner):
                 self.pool.cull()
                 if self.alone is not None:
                     self.alone.cull()
+                # The next projects start before any result is handed on, so that those fetched in the same turn
+                # of the loop can go to the pool together (:class:`_Chunk`).
+                pending.update(asyncio.ensure_future(self._one(p, files)) for p in itertools.islice(source, len(done)))
                 for task in done:
                     yield task.result()
-                    pending.update(asyncio.ensure_future(self._one(p, files)) for p in itertools.islice(source, 1))
         finally:
             for task in pending:
                 task.cancel()
@@ -201,12 +206,28 @@ class AsyncRunner(PooledRunner):
     async def _attempt(
         self, pool: ProcessPool, job: Job, fetch_ns: int, files: ReportWriter | None, alone: bool
     ) -> ProjectResult | tuple[str, Job]:
-        future = pool.submit(make_fetched_chunk, [(job.item, fetch_ns)], files)
+        chunk = self._filling
+        if alone or chunk is None or chunk.full or chunk.pool is not pool:
+            chunk = _Chunk(pool, files, 1 if alone else self._chunk_limit)
+            self._filling = None if alone else chunk
+        index = chunk.add(job, fetch_ns)
+        if index == 0:  # the chunk's first project sends it, once the others fetched in this turn of the loop joined
+            try:
+                if not alone:
+                    await asyncio.sleep(0)
+            except BaseException:
+                chunk.done.cancel()  # never sent: its other projects are not left waiting
+                raise
+            finally:
+                if self._filling is chunk:
+                    self._filling = None
+            chunk.submit()
         try:
-            (result,) = await asyncio.wrap_future(future)
-            return result
+            return (await asyncio.shield(chunk.done))[index]  # shielded: one project cancelled is not all of them
         except cf.BrokenExecutor:
-            broken = future.executor  # type: ignore[attr-defined]
+            broken = chunk.executor
+            if broken is None:  # refused before it was sent: its first project raised it from ``submit`` already
+                raise
             pool.restart(broken, wait=alone)  # alone: one dead worker, quickly joined
         except Exception as error:  # a result that could not come back
             why = f"making project failed: {describe_error(error)}"
@@ -221,3 +242,46 @@ class AsyncRunner(PooledRunner):
             self.loop.close()
         finally:
             super().close()
+
+
+class _Chunk:
+    """Projects fetched in the same turn of the event loop, sent to the pool as one task (``make_fetched_chunk``):
+    one submit, one wake-up of the executor's threads and one result for them all, where a task a project cost
+    the parent a quarter of its CPU (docs/performance.md). Each project awaits its own result in :attr:`done`;
+    a worker that dies fails the chunk's task, and each of its projects is sorted as before (``Breakage``)."""
+
+    def __init__(self, pool: ProcessPool, files: ReportWriter | None, limit: int) -> None:
+        self.pool, self.files, self.limit = pool, files, limit
+        self.items: list[tuple[Any, int]] = []
+        self.done: asyncio.Future[list[ProjectResult]] = asyncio.get_running_loop().create_future()
+        self.executor: cf.Executor | None = None
+        """The executor the task went to, once sent: the one to restart if it broke."""
+
+    @property
+    def full(self) -> bool:
+        return self.executor is not None or len(self.items) >= self.limit
+
+    def add(self, job: Job, fetch_ns: int) -> int:
+        """Add ``job``'s project; its index in the chunk's results."""
+        self.items.append((job.item, fetch_ns))
+        return len(self.items) - 1
+
+    def submit(self) -> None:
+        """Send the chunk to the pool; an executor that refuses it raises here, as ``ProcessPool.submit`` does."""
+        try:
+            future = self.pool.submit(make_fetched_chunk, self.items, self.files)
+        except BaseException as error:
+            self.done.set_exception(error)
+            raise
+        self.executor = future.executor  # type: ignore[attr-defined]
+        asyncio.wrap_future(future).add_done_callback(self._settle)
+
+    def _settle(self, sent: asyncio.Future[list[ProjectResult]]) -> None:
+        if self.done.done():
+            return
+        if sent.cancelled():
+            self.done.cancel()
+        elif (error := sent.exception()) is not None:
+            self.done.set_exception(error)
+        else:
+            self.done.set_result(sent.result())
