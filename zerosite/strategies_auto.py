@@ -71,7 +71,8 @@ class AutoCosts:
     process_parent_ms: float = 0.6
     """Per project, this process's CPU to send it to a process pool and take its result back."""
     async_parent_ms: float = 1.8
-    """The same under ``async``: a task per project, each project pickled alone."""
+    """The same under ``async``: a task a fetch (a few projects at most), the parent's event loop, the input hash.
+    Measured when each project went alone; high since they go together (docs/architecture.md)."""
     async_batch_ms: float = 25.0
     """Per batch under ``async``: filling and draining its pipeline of fetches and tasks."""
     switch_margin: float = 0.15
@@ -235,8 +236,9 @@ def estimates_ms(figures: AutoFigures, costs: AutoCosts = AUTO_COSTS) -> dict[tu
     - process x ``k``: a pool start-up unless warm; then the busiest worker's share, ``ceil(P / k)`` projects (the
       last chunks taper: the workers finish together), each ``c / worker_speed + q + w + b``; the caller's share
       (sending, taking back, indexing); or all the CPU over ``f``.
-    - async x ``k``: the same start-up and bounds, one project per task (a higher cost to the caller)
-      and a pipeline to fill and drain; fetches overlap up to ``in_flight``, the rest over ``k`` processes.
+    - async x ``k``: the same start-up and bounds, a task for the few projects fetched together (a higher cost
+      to the caller) and a pipeline to fill and drain; fetches overlap up to ``in_flight``, the rest over ``k``
+      processes.
     """
     n_left, c, p = figures.projects, figures.cpu_ms, figures.parent_ms
     w, b, x, q = figures.wait_ms, figures.blocked_ms, min(figures.write_ms, figures.cpu_ms), figures.queued_ms
