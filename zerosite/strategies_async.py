@@ -270,8 +270,12 @@ class _Chunk:
         """Send the chunk to the pool; an executor that refuses it raises here, as ``ProcessPool.submit`` does."""
         try:
             future = self.pool.submit(make_fetched_chunk, self.items, self.files)
-        except BaseException as error:
+        except Exception as error:  # the chunk's other projects get it too
             self.done.set_exception(error)
+            self.done.exception()  # retrieved: the chunk's first project raises it itself, below
+            raise
+        except BaseException:
+            self.done.cancel()
             raise
         self.executor = future.executor  # type: ignore[attr-defined]
         asyncio.wrap_future(future).add_done_callback(self._settle)
