@@ -259,7 +259,7 @@ class _Chunk:
 
     @property
     def full(self) -> bool:
-        return self.executor is not None or len(self.items) >= self.limit
+        return len(self.items) >= self.limit
 
     def add(self, job: Job, fetch_ns: int) -> int:
         """Add ``job``'s project; its index in the chunk's results."""

@@ -71,7 +71,7 @@ class AutoCosts:
     process_parent_ms: float = 0.6
     """Per project, this process's CPU to send it to a process pool and take its result back."""
     async_parent_ms: float = 1.8
-    """The same under ``async``: a task a fetch (a few projects at most), the parent's event loop, the input hash.
+    """The same under ``async``: its event loop, the input hash, and a task for each few projects fetched together.
     Measured when each project went alone; high since they go together (docs/architecture.md)."""
     async_batch_ms: float = 25.0
     """Per batch under ``async``: filling and draining its pipeline of fetches and tasks."""
