@@ -4,6 +4,8 @@ reports that swallow their time limit, a pool rebuilt from a process running thr
 from __future__ import annotations
 
 import dataclasses
+import gc
+import logging
 import signal
 import subprocess
 import sys
@@ -308,3 +310,25 @@ def test_a_rebuilt_pool_is_never_forked_from_a_process_running_threads(tmp_path:
         stop.set()
         busy.join()
     assert strategies._safe_start_method("fork", rebuild=True) != "fork"
+
+
+# --- 15. a pool that refuses work ends the batch with the pool's own error ---------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["process", "async"])
+def test_a_pool_that_refuses_work_ends_the_batch_with_its_own_error(
+    tmp_path: Path, strategy: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """async's runner used to report "Event loop stopped before Future completed" in place of the error, from
+    a stop left scheduled by a step that had already ended, and logged the other projects' "Task exception
+    was never retrieved"."""
+
+    def refuse(pool: strategies.ProcessPool, fn: object, *args: object) -> None:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    monkeypatch.setattr(strategies.ProcessPool, "submit", refuse)
+    options = BatchOptions(out=tmp_path / "out", strategy=strategy, workers=2)
+    with caplog.at_level(logging.ERROR), pytest.raises(RuntimeError, match=r"^cannot schedule new futures"):
+        generate(projects(6), options)
+    gc.collect()  # an unretrieved task's exception is logged when the task is collected
+    assert not [r.getMessage() for r in caplog.records if r.name == "asyncio"]

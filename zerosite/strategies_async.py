@@ -85,6 +85,8 @@ class StopSignalsBetweenSteps:
 
     def run(self, step: asyncio.Future[T]) -> T:
         """Run the loop until ``step`` is done (its result, or its exception raised)."""
+        if step.done():  # else its callback, scheduled at once, would stop the loop's next run, whoever ran it
+            return step.result()
         step.add_done_callback(_stop_its_loop)
         self.running = True
         try:
@@ -157,6 +159,7 @@ class AsyncRunner(PooledRunner):
         limit = self.options.max_in_flight
         interval = WATCH_INTERVAL_S if self.config.timeout_s else None
         pending = {asyncio.ensure_future(self._one(p, files)) for p in itertools.islice(source, limit)}
+        done: set[asyncio.Task[ProjectResult]] = set()
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
@@ -166,9 +169,12 @@ class AsyncRunner(PooledRunner):
                 # The next projects start before any result is handed on, so that those fetched in the same turn
                 # of the loop can go to the pool together (:class:`_Chunk`).
                 pending.update(asyncio.ensure_future(self._one(p, files)) for p in itertools.islice(source, len(done)))
-                for task in done:
-                    yield task.result()
+                while done:
+                    yield done.pop().result()
         finally:
+            for task in done:  # the batch stops on an error: those not handed on are not "never retrieved"
+                if not task.cancelled():
+                    task.exception()
             for task in pending:
                 task.cancel()
             if pending:
