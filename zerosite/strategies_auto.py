@@ -68,11 +68,11 @@ class AutoCosts:
     gil_speed: float = 0.8
     """CPU work on several threads against one: GIL hand-offs, each write and wait giving the GIL up and taking it
     back (0.88 x for pure CPU work in ../shared/CONCURRENCY.md; 0.77-0.8 x for the benchmark's cpu batches)."""
-    process_parent_ms: float = 0.6
-    """Per project, this process's CPU to send it to a process pool and take its result back."""
-    async_parent_ms: float = 1.8
-    """The same under ``async``: its event loop, the input hash, and a task for each few projects fetched together.
-    Measured when each project went alone; high since they go together (docs/architecture.md)."""
+    process_parent_ms: float = 0.1
+    """Per project, this process's CPU to send it to a process pool and take its result back, beyond ``parent_ms``
+    (measured at the margin between batches of 200 and 1,000 projects: docs/architecture.md)."""
+    async_parent_ms: float = 0.55
+    """The same under ``async``: its event loop, the input hash, and a task for each few projects fetched together."""
     async_batch_ms: float = 25.0
     """Per batch under ``async``: filling and draining its pipeline of fetches and tasks."""
     switch_margin: float = 0.15
