@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import signal
 import sqlite3
@@ -196,6 +197,23 @@ def test_resume_skips_unchanged_reports(tmp_path: Path) -> None:
     partly = generate(changed + batch[1:], options)
     assert (partly.written, partly.skipped) == (5, 15)
     assert generate(batch, BatchOptions(out=tmp_path / "out", force=True)).written == 20
+
+
+def test_each_outcome_carries_the_sha256_of_its_own_file(tmp_path: Path) -> None:
+    """The service answers with it: the file may be replaced by the next batch before the answer is sent."""
+    batch = projects(2)
+    options = BatchOptions(out=tmp_path / "out")
+    made: list[ReportOutcome] = []
+    generate(batch, options, on_report=made.append)
+    assert len(made) == 10
+    for outcome in made:
+        assert outcome.status == "written" and outcome.path is not None
+        assert outcome.sha256 == hashlib.sha256(outcome.path.read_bytes()).hexdigest()
+    skipped: list[ReportOutcome] = []
+    generate(batch, options, on_report=skipped.append)
+    assert {(o.project_id, o.module): (o.status, o.sha256) for o in skipped} == {
+        (o.project_id, o.module): ("skipped", o.sha256) for o in made
+    }
 
 
 def test_an_interrupted_batch_resumes(tmp_path: Path) -> None:

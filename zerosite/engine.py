@@ -175,6 +175,8 @@ class ReportOutcome:
     error: str | None
     from_cache: bool = False
     """Written from the report cache instead of being made."""
+    sha256: str | None = None
+    """The SHA-256 of the file this batch wrote, or of the indexed file it skipped; None when failed."""
 
     @property
     def path(self) -> Path | None:
@@ -259,20 +261,33 @@ class _Tally:
     def _outcome(self, project_id: str, report: ReportResult, status: ReportStatus, cached: bool, keep: bool) -> None:
         """The report's outcome, kept (one of the first failures) and told to ``on_report``."""
         written = report.written
-        location, size = (written.location, written.size_bytes) if written is not None else (None, 0)
+        location, size, sha256 = (
+            (written.location, written.size_bytes, written.sha256) if written is not None else (None, 0, None)
+        )
         error = None if status == "written" else report.error
         outcome = ReportOutcome(
-            project_id, report.module, status, location, size, report.timings, report.peak_memory_bytes, error, cached
+            project_id,
+            report.module,
+            status,
+            location,
+            size,
+            report.timings,
+            report.peak_memory_bytes,
+            error,
+            cached,
+            sha256,
         )
         if keep:
             self.failures.append(outcome)
         if self.on_report is not None:
             self.on_report(outcome)
 
-    def skip(self, project_id: str, module: str) -> None:
+    def skip(self, project_id: str, module: str, sha256: str | None = None) -> None:
+        """Count a report left as it was (its indexed file's ``sha256``, for ``on_report``)."""
         self.counts["skipped"] += 1
         if self.on_report is not None:
-            self.on_report(ReportOutcome(project_id, module, "skipped", None, 0, StageTimings(), 0, None))
+            outcome = ReportOutcome(project_id, module, "skipped", None, 0, StageTimings(), 0, None, sha256=sha256)
+            self.on_report(outcome)
 
 
 def generate(
@@ -334,7 +349,7 @@ def generate(
             for project in projects:
                 if not options.force and unchanged(project):
                     for module in reports:
-                        tally.skip(project.id, module)
+                        tally.skip(project.id, module, store.sha256_of(project.id, module))
                     continue
                 if (
                     shared is not None

@@ -391,6 +391,11 @@ class ReportStore:
         input_hash, path, _ = found
         return input_hash if path and (self._root / path).is_file() else None
 
+    def sha256_of(self, project_id: str, module: str) -> str | None:
+        """The indexed SHA-256 of a written report, else ``None``."""
+        found = self._written.get((project_id, module))
+        return found[2] if found is not None else None
+
     def file_intact(self, project_id: str, module: str) -> bool:
         """Whether a written report's file still has the SHA-256 the index recorded (``--verify``): it is
         read and hashed again, so a file edited, truncated or replaced since is found out."""
