@@ -167,6 +167,58 @@ def test_repeated_ctrl_c_stops_within_seconds(tmp_path: Path, strategy: str) -> 
     resumes(command, done, 80)
 
 
+SWALLOWING_PLUGIN = SLOW_PLUGIN.replace(
+    "time.sleep({seconds})",
+    """deadline = time.monotonic() + {seconds}
+        while time.monotonic() < deadline:
+            try:
+                time.sleep(0.01)
+            except BaseException:  # a bare except, as careless plugin code has
+                pass""",
+)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_that_plugin_code_catches_still_stops_the_batch(tmp_path: Path, stop: signal.Signals) -> None:
+    """In this process (sequential, auto's probe) the signal's exception is raised into plugin code; a plugin
+    that catches it used to keep the batch going to its end, exit 0."""
+    out = tmp_path / "out"
+    plugins = plugins_dir(tmp_path, {"slow.py": SWALLOWING_PLUGIN.format(seconds=0.5)})
+    command = zerosite(
+        plugins, "generate", "--sample", "40", "--module", "SLOW", "--strategy", "sequential", "--out", str(out),
+        "--quiet",
+    )  # fmt: skip
+    child = start(command)
+    with no_strays(child):
+        wait_for_files(out, 1, child)
+        os.killpg(child.pid, stop)
+        _, stderr = child.communicate(timeout=10)  # once the module under way has ended: at most 0.5 s
+        assert child.returncode == 128 + stop, stderr
+        assert "resume" in stderr and "Traceback" not in stderr
+    done = assert_whole_projects(out, ("SLOW",))
+    assert done < 10
+
+
+def test_sigterm_to_the_whole_group_ends_the_workers_quietly(tmp_path: Path) -> None:
+    """Pool workers used to inherit the command's SIGTERM handler: each raised into its project, printed a
+    traceback, and told the user "stopping now" as if a second signal had come."""
+    out = tmp_path / "out"
+    plugins = slow_plugins(tmp_path, 0.05)
+    command = zerosite(
+        plugins, "generate", "--sample", "40", "--module", "M2", "--module", "SLOW", "--strategy", "process",
+        "--workers", "2", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    child = start(command)
+    with no_strays(child):
+        wait_for_files(out, 8, child)
+        os.killpg(child.pid, signal.SIGTERM)  # `kill -TERM -PGID`, or a container's stop
+        _, stderr = child.communicate(timeout=10)
+        assert child.returncode == 143, stderr
+        assert "terminated" in stderr and "Traceback" not in stderr and "stopping now" not in stderr
+    done = assert_whole_projects(out, ("M2", "SLOW"))
+    resumes(command, done, 80)
+
+
 def test_a_ctrl_c_inside_the_event_loop_loses_no_wake_up() -> None:
     """The async runner's loop: a Ctrl-C raised inside one of its callbacks used to drop the wake-up that
     callback was giving, and the batch's clean-up then waited for ever (once in CI under load)."""

@@ -91,36 +91,63 @@ _setsignal: Callable[[int, Any], Any] = _signal.signal
 
 @dataclass
 class InterruptWatch:
-    """Whether a Ctrl-C reached this process while plugin code ran (see :func:`watch_interrupts`)."""
+    """Whether a Ctrl-C or SIGTERM reached this process while plugin code ran (see :func:`watch_interrupts`)."""
 
     arrived: bool = False
+    raised: BaseException | None = None
+    """What the signal's handler raised (a KeyboardInterrupt, the command's ``Stopped``), in case plugin code
+    caught it: the watch raises it again once the plugin code is done."""
+
+    def raise_if_swallowed(self) -> None:
+        """Raise again what a signal's handler raised under this watch, if nothing did since."""
+        if self.raised is not None:
+            raised, self.raised = self.raised, None
+            raise raised
+
+
+_WATCHED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
 def watch_interrupts() -> Iterator[InterruptWatch]:
-    """Note a Ctrl-C that reaches this process inside the block, so that the KeyboardInterrupt it raises
-    is told apart from one that plugin code raised itself. Signals run in the main thread only: elsewhere
-    (and where SIGINT is ignored, as in pool workers) no KeyboardInterrupt comes from a signal."""
+    """Note a Ctrl-C or SIGTERM that reaches this process inside the block, so that the KeyboardInterrupt it
+    raises is told apart from one that plugin code raised itself, and so that plugin code that catches it (a bare
+    ``except:``) does not keep the batch from stopping: what the handler raised is raised again when the block
+    ends. Signals run in the main thread only: elsewhere (and where they are ignored or left to the system, as
+    in pool workers) no exception comes from a signal."""
     watch = InterruptWatch()
-    previous = _getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
-    if not callable(previous):
+    handlers: dict[int, Callable[[int, Any], Any]] = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {signum: handler for signum in _WATCHED_SIGNALS if callable(handler := _getsignal(signum))}
+    if not handlers:
         yield watch
         return
 
     def noted(signum: int, frame: Any) -> Any:
         watch.arrived = True
-        return previous(signum, frame)
+        try:
+            return handlers[signum](signum, frame)
+        except BaseException as error:
+            watch.raised = error
+            raise
 
     try:
-        _setsignal(signal.SIGINT, noted)
+        for signum in handlers:
+            _setsignal(signum, noted)
     except ValueError:  # not the main interpreter
         yield watch
         return
     try:
         yield watch
+    except BaseException as error:
+        if error is watch.raised:
+            watch.raised = None  # on its way out, not swallowed
+        raise
     finally:
-        if _getsignal(signal.SIGINT) is noted:  # not if a handler meanwhile put another in its place
-            _setsignal(signal.SIGINT, previous)
+        for signum, handler in handlers.items():
+            if _getsignal(signum) is noted:  # not if a handler meanwhile put another in its place
+                _setsignal(signum, handler)
+        watch.raise_if_swallowed()
 
 
 def plugin_raised(error: BaseException, watch: InterruptWatch) -> bool:
@@ -210,6 +237,7 @@ def compute_and_render(
                 cause = error
                 if stage == "compute":
                     failures[module.name] = error_text
+            watched.raise_if_swallowed()  # a stop that the module caught (or turned into its own error)
         yield ModuleOutcome(
             module, wanted, results.get(module.name), html, error_text, compute_ns, render_ns, peak.bytes, cause
         )

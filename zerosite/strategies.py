@@ -445,10 +445,13 @@ _pool_heartbeat: tuple[_Heartbeat, int] | None = None
 
 def _init_pool_worker(config: WorkerConfig, ignore_sigint: bool = False, heartbeat: _Heartbeat | None = None) -> None:
     """A pool's initializer: warm this worker process once. Process pool workers ignore Ctrl-C, so that
-    the parent alone decides how a batch stops; they end with their parent and never wait for threads."""
+    the parent alone decides how a batch stops, and a SIGTERM ends them at once, as the pool's shutdown
+    expects (not the parent's handler, inherited by fork, which would raise into the project under way);
+    they end with their parent and never wait for threads."""
     global _pool_worker, _pool_heartbeat
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _end_with_parent()
         _before_joining_threads(_exit_without_waiting_for_threads)
     _pool_worker = warm_process(config)
