@@ -392,7 +392,7 @@ def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--chunksize",
     type=click.IntRange(min=1, max=MAX_CHUNKSIZE),
-    default=4,
+    default=StrategyOptions.chunksize,  # the library's: what the benchmark measures
     show_default=True,
     help="Projects per task sent to a process pool (the last tasks of a batch get fewer).",
 )
