@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from zerosite.pickled import PickledByFields
-from zerosite.project import InvalidInput, Zone, iter_raw_projects, parse_project, project_to_dict, validate_batch
+from zerosite.project import (
+    DEMOGRAPHIC_GROUPS,
+    InvalidInput,
+    Zone,
+    iter_raw_projects,
+    parse_project,
+    project_to_dict,
+    validate_batch,
+)
 from zerosite.sample import sample_projects
 
 
@@ -78,6 +86,11 @@ def test_every_problem_is_reported_at_once(raw: dict[str, Any]) -> None:
         "projects[3].dong",
         "projects[3].transactions[1].area_sqm",
     }
+
+
+def test_empty_demographics_name_each_missing_group(raw: dict[str, Any]) -> None:
+    raw["demographics"] = {}  # used to pass, every share 0
+    assert errors_of(raw) == [f"projects[3].demographics.{group}: missing" for group in DEMOGRAPHIC_GROUPS]
 
 
 def test_not_an_object() -> None:

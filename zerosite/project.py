@@ -318,11 +318,12 @@ def parse_project(raw: Any, where: str = "project") -> Project:
         )
     raw_demo = raw.get("demographics")
     shares = {}
+    given = isinstance(raw_demo, Mapping)  # an empty object is given, its groups missing
     if not isinstance(raw_demo, Mapping):
         c.fail("demographics", "missing" if raw_demo is None else f"must be an object, got {_show(raw_demo)}")
         raw_demo = {}
     for group in DEMOGRAPHIC_GROUPS:
-        share = c.number(raw_demo, group, f"demographics.{group}", minimum=0, strict=False) if raw_demo else 0.0
+        share = c.number(raw_demo, group, f"demographics.{group}", minimum=0, strict=False) if given else 0.0
         if math.isfinite(share) and share > 1:
             c.fail(f"demographics.{group}", f"must be a share in [0, 1], got {share:g}")
         shares[group] = share
