@@ -165,6 +165,55 @@ def test_a_project_that_kills_its_worker_fails_alone_named(tmp_path: Path, strat
     assert not list((tmp_path / "out").rglob("*.tmp"))
 
 
+@pytest.mark.parametrize("strategy", ["process", "async"])
+def test_the_reports_a_dead_worker_wrote_go_with_its_project(tmp_path: Path, strategy: str) -> None:
+    """The project is failed, every report of it: the files its worker wrote before it died used to stay,
+    beside index rows that say failed."""
+    settings = hostile_plugin(
+        tmp_path / "plugins",
+        """
+        def kills(project, deps):  # after M3: M2 and M3 are written by then
+            if project.id.startswith("p0003"):
+                os.kill(os.getpid(), 9)
+            return project.id
+
+        @hookimpl
+        def zerosite_register_modules(register):
+            register(
+                ReportModule(name="KILL", title="중단", compute=kills, template="hostile.html.j2", requires=("M3",))
+            )
+        """,
+    )
+    out = tmp_path / "out"
+    options = BatchOptions(out=out, plugins=settings, strategy=strategy, workers=2, modules=("M2", "M3", "KILL"))
+    summary = generate(projects(6), options)
+    assert (summary.written, summary.failed) == (5 * 3, 3)
+    assert {p.parent.name for p in out.glob("*/*.html")} == {p.id for p in projects(6)} - {"p0003-jamsil"}
+
+
+def test_a_report_that_fails_now_leaves_no_file_from_an_earlier_run(tmp_path: Path) -> None:
+    settings = hostile_plugin(
+        tmp_path / "plugins",
+        """
+        def picky(project, deps):
+            if project.land_area_sqm > 5000:
+                raise ValueError("too large a site")
+            return project.id
+
+        @hookimpl
+        def zerosite_register_modules(register):
+            register(ReportModule(name="PICKY", title="선별", compute=picky, template="hostile.html.j2"))
+        """,
+    )
+    out = tmp_path / "out"
+    options = BatchOptions(out=out, plugins=settings, strategy="sequential", modules=("PICKY",))
+    batch = projects(2)
+    assert generate(batch, options).written == 2
+    changed = dataclasses.replace(batch[0], land_area_sqm=9999.0)
+    assert generate([changed, batch[1]], options).failed == 1
+    assert [p.parent.name for p in out.glob("*/*.html")] == [batch[1].id]  # not the report of the old input
+
+
 # --- 7. an error that cannot be put into words --------------------------------------------------------
 
 

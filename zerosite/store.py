@@ -279,6 +279,12 @@ class ReportStore:
             conn.executemany(_FTS_DROP, [(rowid, address, module) for (_, module), (rowid, address) in indexed.items()])
             conn.executemany("DELETE FROM reports WHERE rowid = ?", [(rowid,) for rowid, _ in indexed.values()])
 
+    def _remove_stale_file(self, project_id: str, module: str) -> None:
+        """Remove the file of a report that failed, if there is one; where it cannot be, it stays (a read-only
+        folder, an id that is no folder): the failure was recorded with its own cause."""
+        with suppress(OSError, StoreError):
+            self.files.path(project_id, module).unlink()
+
     # -- index ----------------------------------------------------------------------------------------------------
 
     @property
@@ -306,6 +312,9 @@ class ReportStore:
             t, written, module = report.timings, report.written, _storable(report.module)
             if written is None:
                 written_rows.pop((project_id, module), None)
+                # No file where the index says failed: not one from an earlier run (made from other input), nor one
+                # that a worker wrote before it died and took the project with it.
+                self._remove_stale_file(result.project_id, report.module)
                 file, outcome = _NO_FILE, ("failed", report.error and _storable(report.error))
             else:
                 path = _storable(self._relative(written.location))
