@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -10,7 +11,8 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import brotli
 import httpx
@@ -18,10 +20,17 @@ import pytest
 from click.testing import CliRunner
 
 from zerosite.cli import main
+from zerosite.engine import ReportOutcome, StageTimings
 from zerosite.sample import sample_projects
-from zerosite.service import ConfigError, ServiceConfig, create_app
+from zerosite.service import ConfigError, ServiceConfig, create_app, read_token_file
+from zerosite.service.app import open_report_cache
+from zerosite.service.config import LIMITS
+from zerosite.service.errors import ApiError
+from zerosite.service.jobs import ReportQueue
 from zerosite.service.process import ServerProcess
 from zerosite.service.response_bodies import ResponseBodyCache, choose_encoding, etag_matches
+from zerosite.service.routes import _describe, _search
+from zerosite.strategies_auto import usable_cores
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -206,6 +215,21 @@ def test_get_report_compressed_when_accepted(
     assert len(raw) < len(plain) / 3
 
 
+def test_head_is_answered_wherever_get_is(client: httpx.Client, made: dict[str, Any]) -> None:
+    report = made["reports"][2]["url"]
+    # The report twice: first through the app's routes, then from memory (after a GET has read it).
+    for path in ("/", "/healthz", "/readyz", "/v1/search?q=x", "/v1/stats", report, report):
+        head = client.head(path, headers={"Accept-Encoding": "identity"})
+        get = client.get(path, headers={"Accept-Encoding": "identity"})
+        assert (head.status_code, head.content) == (200, b""), path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+        if path == report:
+            assert head.headers["etag"] == get.headers["etag"] == f'"{made["reports"][2]["sha256"]}"'
+            assert head.headers["content-length"] == get.headers["content-length"] == str(len(get.content))
+    assert client.head("/v1/reports/no-such-project/M2").status_code == 404
+    assert 'method="HEAD",route="/healthz",status="200"' in client.get("/metrics").text
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -354,6 +378,9 @@ def test_hostile_search_text_is_inert(client: httpx.Client, made: dict[str, Any]
         ({"q": '"unbalanced', "fts": "true"}, "malformed full-text query: unterminated string"),
         ({"q": "AND", "fts": "true"}, "malformed full-text query: fts5: syntax error near"),
         ({"q": "nosuchcolumn:x", "fts": "true"}, "malformed full-text query: no such column: nosuchcolumn"),
+        ({"q": "*", "fts": "true"}, "malformed full-text query: "),
+        ({"q": "**", "fts": "true"}, "malformed full-text query: "),
+        ({"q": "* OR a", "fts": "true"}, "malformed full-text query: "),
         ({"q": "   "}, "q is empty"),
         ({"q": "x" * 501}, "q is longer than 500 characters"),
     ],
@@ -362,6 +389,16 @@ def test_malformed_search_is_400_saying_why(client: httpx.Client, made: dict[str
     response = client.get("/v1/search", params=params)
     assert response.status_code == 400
     assert response.json()["error"].startswith(why)
+
+
+def test_an_unreadable_index_is_a_500_that_names_no_server_path(tmp_path: Path) -> None:
+    broken = tmp_path / "index.sqlite"
+    broken.write_bytes(b"not a database" * 100)
+    service: Any = SimpleNamespace(config=SimpleNamespace(db_path=broken))
+    with pytest.raises(ApiError) as raised:
+        _search(service, "jamsil", None, 5, True)
+    assert raised.value.status == 500
+    assert raised.value.message == "the report index cannot be read; the server log has the details"
 
 
 def test_search_limit_out_of_range_is_422(client: httpx.Client) -> None:
@@ -407,6 +444,11 @@ def test_stats_like_the_old_service(client: httpx.Client, made: dict[str, Any]) 
     assert stats["avg_ms_per_report"] > 0 and stats["reports_per_minute"] > 0
     assert stats["memory_mb"] > 10 and stats["cpu_percent"] >= 0 and stats["uptime_s"] > 0
     assert (stats["ready"], stats["strategy"], stats["workers"]) == (True, "thread", 2)
+
+
+def test_the_services_own_lines_are_logged_like_uvicorns(server: ServerProcess, made: dict[str, Any]) -> None:
+    assert "INFO:     serving " in server.log
+    assert "INFO:     workers ready: thread x2" in server.log
 
 
 def test_health_and_readiness(client: httpx.Client) -> None:
@@ -486,6 +528,85 @@ def test_serve_refuses_bad_settings_before_listening(tmp_path: Path, args: list[
     result = CliRunner().invoke(main, ["serve", "--out", str(tmp_path / "out"), *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_serve_reads_the_cache_from_zerosite_cache(tmp_path: Path) -> None:
+    # A bad strategy too, so that serve stops either way: on the cache when it reads the variable (it is checked
+    # first), on the strategy when it does not.
+    result = CliRunner().invoke(
+        main,
+        ["serve", "--out", str(tmp_path / "out"), "--strategy", "nope"],
+        env={"ZEROSITE_CACHE": "memcached://127.0.0.1:1"},
+    )
+    assert result.exit_code == 2
+    assert "--cache: unknown report cache 'memcached://127.0.0.1:1'" in result.output
+
+
+@pytest.mark.parametrize("token", ["s3cr\u00e9t-token", "two words", "tab\there"])
+def test_a_token_that_no_header_can_carry_is_refused_at_start(tmp_path: Path, token: str) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"the token file {token_file}: the token must be visible ASCII"):
+        read_token_file(token_file)
+    with pytest.raises(ConfigError, match="the token must be visible ASCII"):
+        ServiceConfig.from_env({"ZEROSITE_OUT": str(tmp_path), "ZEROSITE_TOKEN": token})
+    result = CliRunner().invoke(  # a bad strategy too: without the check, serve stops there instead of listening
+        main, ["serve", "--out", str(tmp_path / "out"), "--token-file", str(token_file), "--strategy", "nope"]
+    )
+    assert result.exit_code == 2
+    assert f"the token file {token_file}: the token must be visible ASCII" in result.output
+
+
+def test_workers_are_capped_however_the_server_is_configured(tmp_path: Path) -> None:
+    most = LIMITS.max_workers_per_cpu * usable_cores()
+    from_env = ServiceConfig.from_env({"ZEROSITE_OUT": str(tmp_path), "ZEROSITE_WORKERS": str(most + 100)})
+    assert from_env.workers == most
+    assert ServiceConfig(out=tmp_path, workers=most + 1).workers == most
+    assert ServiceConfig(out=tmp_path, workers=1).workers == 1
+    assert ServiceConfig(out=tmp_path, strategy="sequential", workers=most + 1).workers == most + 1  # unused there
+
+
+def test_the_warm_up_stops_when_the_server_does(tmp_path: Path) -> None:
+    config = ServiceConfig(out=tmp_path / "out", strategy="sequential", workers=1)
+    config.out.mkdir()
+    queue = ReportQueue(config, open_report_cache(config), lambda outcome: None)  # not started: no dispatcher
+    warmed: list[str] = []
+
+    class Counting:
+        def run(self, projects: Iterator[Any], _: object) -> Iterator[None]:
+            for project in projects:
+                warmed.append(project.id)
+                yield None
+
+    queue._warm(cast(Any, Counting()))
+    assert len(warmed) >= 2
+    warmed.clear()
+    queue.stopping.set()
+    queue._warm(cast(Any, Counting()))
+    assert warmed == []
+    queue.cache.close()
+
+
+def test_the_answer_describes_the_file_this_request_made_not_the_one_there_now(tmp_path: Path) -> None:
+    """A later pass may replace a report before its request is answered: the answer's SHA-256 and size are those of
+    the file its own pass wrote (or found), as the engine's outcome says, not the file's as it is by then."""
+    (tmp_path / "p1").mkdir()
+    (tmp_path / "p1" / "M2.html").write_bytes(b"made later, by another request")
+    mine = b"made by this request"
+    service: Any = SimpleNamespace(bodies=ResponseBodyCache(tmp_path, max_bytes=1 << 20))
+    timings = StageTimings()
+    written = ReportOutcome(
+        "p1", "M2", "written", str(tmp_path / "p1" / "M2.html"), len(mine), timings, 0, None,
+        sha256=hashlib.sha256(mine).hexdigest(),
+    )  # fmt: skip
+    skipped = dataclasses.replace(written, status="skipped", location=None, size_bytes=0)
+    failed = dataclasses.replace(written, status="failed", sha256=None, error="boom")
+    answer = _describe(service, [written, skipped, failed])
+    assert (answer[0]["sha256"], answer[0]["size_bytes"]) == (hashlib.sha256(mine).hexdigest(), len(mine))
+    assert answer[1]["sha256"] == hashlib.sha256(mine).hexdigest()
+    assert answer[2]["sha256"] is None and answer[2]["url"] is None
+    (tmp_path / "p1" / "M2.html").write_bytes(mine)  # still the file the pass found: its size is the file's
+    assert _describe(service, [skipped])[0]["size_bytes"] == len(mine)
 
 
 def test_report_file_cache_notices_a_remade_file_and_stays_within_its_bound(tmp_path: Path) -> None:

@@ -8,8 +8,10 @@ by the test, as ``zerosite generate`` would), so requests pile up deterministica
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import signal
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -93,6 +95,39 @@ def test_past_the_time_limit_is_504_and_nothing_is_made(server: ServerProcess, c
     assert retried.status_code == 200 and [r["status"] for r in retried.json()["reports"]] == ["written"] * 5
 
 
+def stalled_post(port: int, timeout_s: float) -> bytes:
+    """A POST that declares 100 bytes of body, sends one, then waits: what the server answers, if anything."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as connection:
+        connection.sendall(b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        answer = b""
+        with contextlib.suppress(TimeoutError):
+            while chunk := connection.recv(4096):
+                answer += chunk
+        return answer
+
+
+def test_a_body_that_stalls_is_408_within_the_time_limit(server: ServerProcess) -> None:
+    started = time.monotonic()
+    answer = stalled_post(httpx.URL(server.url).port or 0, timeout_s=REQUEST_TIMEOUT_S + 5)
+    waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b'{"error":"the request body did not all arrive within the time limit (2 s)"}' in answer
+    assert REQUEST_TIMEOUT_S - 0.1 <= waited < REQUEST_TIMEOUT_S + 2
+
+
+def test_a_body_that_stalls_does_not_hold_the_shutdown(tmp_path: Path) -> None:
+    args = ["--out", str(tmp_path / "out"), "--strategy", "thread", "--workers", "1", "--request-timeout", "30"]
+    with ServerProcess(args) as server, cf.ThreadPoolExecutor(1) as pool:
+        stalled = pool.submit(stalled_post, httpx.URL(server.url).port or 0, 20)
+        wait_until(lambda: stats(server.url)["in_flight"] >= 2)
+        started = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        code = server.stop()
+        assert time.monotonic() - started < 5, server.log
+        assert stalled.result().startswith(b"HTTP/1.1 503 "), server.log
+    assert code in (-signal.SIGTERM, 128 + signal.SIGTERM) and "Traceback" not in server.log, server.log
+
+
 def test_full_queue_is_503_with_retry_after(server: ServerProcess, client: httpx.Client, out: Path) -> None:
     projects = named("s92", 5, seed=92)
     with held_store(out), cf.ThreadPoolExecutor(4) as pool:
@@ -109,7 +144,7 @@ def test_full_queue_is_503_with_retry_after(server: ServerProcess, client: httpx
         assert "zerosite_queue_depth 2.0" in metrics
         answers = [first.result(), *(w.result() for w in waiting)]
     assert [a.status_code for a in answers] == [504, 504, 504]
-    assert "the output folder stayed busy" in answers[0].json()["error"]
+    assert "the output folder stayed busy (another zerosite run is writing to it)" in answers[0].json()["error"]
     assert all(a.json()["error"].endswith("nothing was made") for a in answers[1:])  # withdrawn, or given up
     assert not any((out / p["id"]).exists() for p in projects)
     assert client.post("/v1/reports", json=projects[4]).status_code == 200
@@ -173,3 +208,31 @@ def test_a_stopping_queue_serves_the_single_requests_waiting_even_on_a_batchs_tu
     queue.stopping.set()
     assert queue._next() == waiting
     assert queue._next() is None  # then it ends; the batch is left to be marked interrupted
+
+
+def test_a_request_given_up_says_what_held_it_up(tmp_path: Path) -> None:
+    """Past its time limit, a request is given up before it is made: "the output folder stayed busy" only when
+    another writer held the folder; when it only waited behind other requests, it says so."""
+    from zerosite.project import parse_project
+    from zerosite.service.app import open_report_cache
+    from zerosite.service.config import ServiceConfig
+    from zerosite.service.jobs import GivenUp, ReportQueue, _Waiting
+
+    config = ServiceConfig(out=tmp_path / "out", strategy="sequential", workers=1)
+    config.out.mkdir()
+    queue = ReportQueue(config, open_report_cache(config), lambda outcome: None)  # not started: no dispatcher
+    behind, busy = (
+        _Waiting(parse_project(p), queue.default, cf.Future(), time.monotonic()) for p in named("s97", 2, 97)
+    )
+    try:
+        queue._make([behind])  # the folder is free: it only came too late
+        queue._release_store()
+        with held_store(config.out):
+            queue._make([busy])
+    finally:
+        queue._close_all()
+    for waiting, why in ((behind, "the requests ahead of it in the queue took the time"), (busy, "stayed busy")):
+        error = waiting.future.exception()
+        assert isinstance(error, GivenUp) and why in str(error)
+    assert "busy" not in str(behind.future.exception())
+    assert not (config.out / behind.project.id).exists()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
+import logging.config
 import math
 import os
 import re
@@ -815,6 +817,14 @@ def new_module(name: str, title: str, requires: tuple[str, ...], package: Path |
         click.echo(f"wrote {path}")
 
 
+def _serve_log_config(uvicorn_config: dict[str, Any], log_level: str) -> dict[str, Any]:
+    """Uvicorn's logging configuration, with zerosite's own loggers on its stderr handler at ``log_level``: the
+    service's lines look like uvicorn's (``INFO:     workers ready``), in every server process."""
+    config = copy.deepcopy(uvicorn_config)
+    config["loggers"]["zerosite"] = {"handlers": ["default"], "level": log_level.upper(), "propagate": False}
+    return config
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
@@ -847,7 +857,12 @@ def new_module(name: str, title: str, requires: tuple[str, ...], package: Path |
     show_default=True,
     help="Projects per task sent to a process pool (the last tasks of a batch get fewer).",
 )
-@click.option("--cache", help="Report cache backend. Default: local (the store's own files and index).")
+@click.option(
+    "--cache",
+    envvar="ZEROSITE_CACHE",
+    metavar="URL",
+    help="Report cache backend (else ZEROSITE_CACHE). Default: local (the store's own files and index).",
+)
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -915,8 +930,8 @@ def serve(
         from zerosite.service import ConfigError, ServiceConfig, create_app, read_token_file
     except ImportError as error:
         _fail(f"zerosite serve needs the serve extra (pip install 'zerosite[serve]'): {error}")
-    if settings["strategy"] != "sequential":
-        settings["workers"] = _capped_workers(settings["workers"])
+    log_config = _serve_log_config(uvicorn.config.LOGGING_CONFIG, log_level)
+    logging.config.dictConfig(log_config)  # now, so that a warning about the settings shows as the rest will
     try:
         token = read_token_file(token_file) if token_file is not None else os.environ.get("ZEROSITE_TOKEN") or None
         config = ServiceConfig(token=token, **settings)
@@ -928,6 +943,7 @@ def serve(
         "host": host,
         "port": port,
         "log_level": log_level,
+        "log_config": log_config,
         "access_log": access_log,
         "timeout_graceful_shutdown": grace,
     }

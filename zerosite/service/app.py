@@ -87,6 +87,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.add_middleware(_ReportsFromMemory, bodies=bodies)
+    app.add_middleware(_HeadAsGet)
     app.add_middleware(_Instrumented, metrics=metrics)
     return app
 
@@ -130,6 +131,36 @@ class _ReportsFromMemory:
                     await send({"type": "http.response.body", "body": answer.body})
                     return
         await self.app(scope, receive, send)
+
+
+class _HeadAsGet:
+    """HEAD answered wherever GET is, with GET's status and headers and no body (FastAPI's routes answer only the
+    methods they name). The answer ends with its headers, so that a stream (a batch's events) stops there."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        ended = False
+
+        async def headers_only(message: Message) -> None:
+            nonlocal ended
+            if ended or message["type"] != "http.response.start":
+                return
+            ended = True
+            await send(message)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        # A scope of its own: the server reads the request's (a HEAD's answer has no body, whatever its length says).
+        as_get = {**scope, "method": "GET"}
+        try:
+            await self.app(as_get, receive, headers_only)
+        finally:
+            if "route" in as_get:  # for the metrics' route label, outside
+                scope["route"] = as_get["route"]
 
 
 def open_report_cache(config: ServiceConfig) -> ReportCache:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -9,9 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from zerosite.strategies_auto import usable_cores
+
 __all__ = ["LIMITS", "ConfigError", "ServiceConfig", "ServiceLimits", "read_token_file"]
 
 N = TypeVar("N", int, float)
+
+log = logging.getLogger("zerosite.service")
 
 
 class ConfigError(ValueError):
@@ -46,6 +51,9 @@ class ServiceLimits:
     folder waits for it (it touches ``OUT/.zerosite.waiting``)."""
     busy_retry_s: float = 0.02
     """How often a process waits and tries again for the output folder another process is writing to."""
+    max_workers_per_cpu: int = 4
+    """Runner workers are capped at this many per usable core, as ``zerosite generate --workers`` is: more only
+    adds memory and switching."""
 
 
 LIMITS = ServiceLimits()
@@ -78,6 +86,8 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.strategy != "sequential":  # capped here, so that ``serve`` and ``uvicorn --factory`` both are
+            object.__setattr__(self, "workers", _capped_workers(self.workers))
         if self.chunksize < 1:
             raise ConfigError(f"chunksize must be >= 1, got {self.chunksize}")
         if self.queue_size < 1:
@@ -90,6 +100,8 @@ class ServiceConfig:
                 raise ConfigError(f"{name} must be a finite number of seconds > 0, got {value!r}")
         if self.token is not None and not self.token:
             raise ConfigError("the token is empty")
+        if self.token is not None and not _is_visible_ascii(self.token):
+            raise ConfigError(TOKEN_CHARACTERS)
 
     @property
     def db_path(self) -> Path:
@@ -149,10 +161,35 @@ class ServiceConfig:
         return env
 
 
+TOKEN_CHARACTERS = "the token must be visible ASCII characters only (no spaces, no accents)"
+"""Why a token is refused: HTTP headers reach the app decoded as Latin-1, so a token with other characters could
+never match the one a client sends."""
+
+
+def _is_visible_ascii(text: str) -> bool:
+    return all("!" <= character <= "~" for character in text)
+
+
+def _capped_workers(workers: int) -> int:
+    """``workers``, or at most ``LIMITS.max_workers_per_cpu`` per usable core, with a warning when capped."""
+    cores = usable_cores()
+    most = LIMITS.max_workers_per_cpu * cores
+    if workers <= most:
+        return workers
+    log.warning(
+        "%d workers is more than this machine can use; using %d (%d per usable core, %d here)",
+        workers,
+        most,
+        LIMITS.max_workers_per_cpu,
+        cores,
+    )
+    return most
+
+
 def read_token_file(path: Path) -> str:
     """The token in ``path`` (surrounding whitespace dropped).
 
-    :raises ConfigError: the file cannot be read or holds no token.
+    :raises ConfigError: the file cannot be read, holds no token, or holds characters a token cannot have.
     """
     try:
         token = path.read_text(encoding="utf-8").strip()
@@ -160,6 +197,8 @@ def read_token_file(path: Path) -> str:
         raise ConfigError(f"cannot read the token file {path}: {error}") from None
     if not token:
         raise ConfigError(f"the token file {path} is empty")
+    if not _is_visible_ascii(token):
+        raise ConfigError(f"the token file {path}: {TOKEN_CHARACTERS}")
     return token
 
 

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["ApiError", "install_error_handlers"]
+__all__ = ["ApiError", "install_error_handlers", "internal_error"]
 
 log = logging.getLogger("zerosite.service")
 
@@ -38,6 +38,12 @@ class ApiError(Exception):
         if self.problems:
             body["problems"] = self.problems
         return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def internal_error(what: str, error: BaseException) -> ApiError:
+    """A 500 saying what failed; why (paths of the server's files, system errors) goes to the server log only."""
+    log.error("%s: %s", what, error)
+    return ApiError(500, f"{what}; the server log has the details")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from threading import Event
+
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from zerosite.project import InvalidInput, Project, load_json, parse_batch, parse_project, records_from_text
 from zerosite.service.errors import ApiError
@@ -11,22 +16,45 @@ __all__ = ["MAX_PROBLEMS_SHOWN", "parse_many", "parse_one", "read_body"]
 
 MAX_PROBLEMS_SHOWN = 100
 """A 422 lists at most this many problems, then says how many more there were."""
+BODY_POLL_S = 0.2
+"""How often a body read that waits for the client looks whether the server is stopping."""
+_CLOSE = {"Connection": "close"}
+"""The rest of a body not read: the connection cannot carry another request."""
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, deadline: float, time_limit_s: float, stopping: Event) -> bytes:
     """The whole body, or 413 as soon as it is known to be longer than ``limit`` bytes (by its
-    ``Content-Length`` before reading anything, else while reading)."""
+    ``Content-Length`` before reading anything, else while reading); 408 when it has not all come by ``deadline``
+    (``time.monotonic()``; the request's time limit is ``time_limit_s``), 503 once the server is ``stopping``: a
+    client that stalls holds neither a request slot nor the server's shutdown."""
     declared = request.headers.get("content-length", "")
     too_large = ApiError(413, f"the body is larger than {limit:,} bytes", limit_bytes=limit)
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    more = True
+    while more:
+        left_s = deadline - time.monotonic()
+        if left_s <= 0:
+            raise ApiError(
+                408, f"the request body did not all arrive within the time limit ({time_limit_s:g} s)", headers=_CLOSE
+            )
+        if stopping.is_set():
+            raise ApiError(503, "the server is stopping; send it again", headers={"Retry-After": "5", **_CLOSE})
+        try:
+            # Only the wait is given up, not the message: the server keeps what arrives until the next receive.
+            message = await asyncio.wait_for(request.receive(), min(left_s, BODY_POLL_S))
+        except TimeoutError:
+            continue
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise too_large
         chunks.append(chunk)
+        more = message.get("more_body", False)
     return b"".join(chunks)
 
 

@@ -28,7 +28,7 @@ from zerosite.service.config import LIMITS, ServiceConfig
 from zerosite.store import ReportStore
 from zerosite.types import ReportCache, Runner, describe_error
 
-__all__ = ["Batch", "ReportQueue", "Selection", "Unavailable"]
+__all__ = ["Batch", "GivenUp", "ReportQueue", "Selection", "Unavailable"]
 
 log = logging.getLogger("zerosite.service")
 
@@ -48,6 +48,15 @@ class _Idle:
 _IDLE = _Idle()
 GIVE_UP_EARLY_S = 0.1
 """A request still waiting for the output folder is given up this long before its caller's deadline."""
+
+
+class GivenUp(Exception):
+    """A single request given up before it was made because its time limit came first; the message says what held
+    it up: the output folder held by another writer, or the requests ahead of it in the queue."""
+
+
+BUSY = "the output folder stayed busy (another zerosite run is writing to it)"
+BEHIND = "the requests ahead of it in the queue took the time"
 
 
 class Unavailable(Exception):
@@ -179,8 +188,8 @@ class ReportQueue:
         """Queue one project; its future gets the project's report outcomes once they are written and indexed.
 
         ``deadline`` (``time.monotonic()``, default the request time limit from now): past it, a project still
-        waiting for the output folder is given up (its future raises ``TimeoutError``) a little before the
-        caller stops waiting, so that the caller can say why.
+        waiting for the output folder or behind other requests is given up (its future raises :class:`GivenUp`)
+        a little before the caller stops waiting, so that the caller can say why.
 
         :raises Unavailable: the queue is full, or the service is not taking work.
         """
@@ -251,6 +260,8 @@ class ReportQueue:
             except BaseException as error:
                 self.failure = f"the workers did not start: {describe_error(error)}"
                 log.error("%s", self.failure)
+                return
+            if self.stopping.is_set():
                 return
             self.ready.set()
             log.info("workers ready: %s x%d", self.config.strategy, self.default.options.workers)
@@ -332,10 +343,15 @@ class ReportQueue:
         return runner
 
     def _warm(self, runner: Runner) -> None:
-        """Make a few sample projects without writing them, so that every worker is started and warm."""
+        """Make a few sample projects without writing them, so that every worker is started and warm; no more
+        once the server is stopping."""
         options = self.default.options
         count = max(2, 2 * options.workers * options.chunksize)
-        samples = (parse_project(raw, f"sample[{i}]") for i, raw in enumerate(iter_sample_projects(count)))
+        samples = (
+            parse_project(raw, f"sample[{i}]")
+            for i, raw in enumerate(iter_sample_projects(count))
+            if not self.stopping.is_set()
+        )
         for _ in runner.run(samples, None):
             pass
 
@@ -411,17 +427,22 @@ class ReportQueue:
             self.on_report(outcome)
             made[outcome.project_id].append(outcome)
 
+        held_up = False  # by another writer holding the output folder, at some point of this pass
+
         def still_wanted() -> list[_Waiting]:
             now = time.monotonic()
             for waiting in taken:
                 if waiting.deadline <= now and not waiting.future.done():
-                    waiting.future.set_exception(TimeoutError("the output folder stayed busy"))
+                    waiting.future.set_exception(GivenUp(BUSY if held_up else BEHIND))
             return [w for w in taken if not w.future.done()]
 
+        def give_up() -> bool:
+            nonlocal held_up
+            held_up = True
+            return not still_wanted()
+
         try:
-            done = self._generate(
-                selection, lambda: (w.project for w in still_wanted()), on_report, lambda: not still_wanted()
-            )
+            done = self._generate(selection, lambda: (w.project for w in still_wanted()), on_report, give_up)
         except BaseException as error:
             log.error("making %d project(s) failed: %s", len(taken), describe_error(error))
             for waiting in taken:
@@ -435,7 +456,7 @@ class ReportQueue:
                 if done:
                     waiting.future.set_result(tuple(made[waiting.project.id]))
                 else:
-                    waiting.future.set_exception(TimeoutError("the output folder stayed busy"))
+                    waiting.future.set_exception(GivenUp(BUSY))
 
     def _batch_step(self, batch: Batch) -> None:
         """Hand the next chunk of a batch to the engine; finish the batch when it is done, cancelled or stopped."""

@@ -21,9 +21,9 @@ from zerosite.engine import EngineError, ReportOutcome
 from zerosite.project import Project
 from zerosite.service.batches import FINAL_STATES, BatchView
 from zerosite.service.config import LIMITS
-from zerosite.service.errors import ApiError
+from zerosite.service.errors import ApiError, internal_error
 from zerosite.service.inputs import parse_many, parse_one, read_body
-from zerosite.service.jobs import Selection, Unavailable
+from zerosite.service.jobs import GivenUp, Selection, Unavailable
 from zerosite.service.metrics import CONTENT_TYPE
 from zerosite.service.page import PageRow, render_page, report_url
 from zerosite.service.response_bodies import answer_from_memory, choose_encoding
@@ -78,7 +78,7 @@ def _selection(service: Service, modules: str | None) -> Selection:
     "inputs are unchanged since it was made is not made again (`cached: true`): found in the store, or in the report "
     "cache that `--cache` names (`from_cache: true`: written here from it). Bodies over 1 MB: 413.",
     response_model=ReportsAnswer,
-    responses=error_responses(401, 413, 422, 500, 503, 504),
+    responses=error_responses(401, 408, 413, 422, 500, 503, 504),
     openapi_extra=PROJECT_BODY,
     tags=["reports"],
 )
@@ -86,14 +86,15 @@ async def make_reports(request: Request, modules: ModulesQuery = None) -> JSONRe
     started = time.monotonic()
     service = service_of(request)
     service.authorize(request)
-    body = await read_body(request, LIMITS.max_report_body_bytes)
+    deadline = started + service.config.request_timeout_s
+    body = await _read_body(service, request, LIMITS.max_report_body_bytes, deadline)
     project = await run_in_threadpool(parse_one, body)  # validation is CPU work: never on the event loop
     selection = _selection(service, modules)
     try:
-        future = service.queue.submit(project, selection, started + service.config.request_timeout_s)
+        future = service.queue.submit(project, selection, deadline)
     except Unavailable as error:
         raise _unavailable(error) from None
-    outcomes = await _answer_within(future, started + service.config.request_timeout_s, service, project)
+    outcomes = await _answer_within(future, deadline, service, project)
     reports = await run_in_threadpool(_describe, service, outcomes)
     failed = [r for r in reports if r["status"] == "failed"]
     answer: dict[str, object] = {
@@ -106,6 +107,10 @@ async def make_reports(request: Request, modules: ModulesQuery = None) -> JSONRe
     return JSONResponse(answer, status_code=500 if failed else 200)
 
 
+async def _read_body(service: Service, request: Request, limit: int, deadline: float) -> bytes:
+    return await read_body(request, limit, deadline, service.config.request_timeout_s, service.queue.stopping)
+
+
 async def _answer_within(
     future: cf.Future[tuple[ReportOutcome, ...]], deadline: float, service: Service, project: Project
 ) -> tuple[ReportOutcome, ...]:
@@ -114,12 +119,11 @@ async def _answer_within(
     limit = service.config.request_timeout_s
     try:
         return await asyncio.wait_for(asyncio.shield(waiting), timeout=max(0.0, deadline - time.monotonic()))
+    except GivenUp as given_up:
+        raise ApiError(504, f"not made within the time limit ({limit:g} s): {given_up}; nothing was made") from None
     except TimeoutError:
-        if future.done() and not future.cancelled() and isinstance(future.exception(), TimeoutError):
-            message = (
-                f"not made within the time limit ({limit:g} s): the output folder stayed busy (another zerosite "
-                "run is writing to it); nothing was made"
-            )
+        if future.done() and not future.cancelled() and isinstance(future.exception(), GivenUp):
+            message = f"not made within the time limit ({limit:g} s): {future.exception()}; nothing was made"
         elif future.cancel():
             message = f"not started within the time limit ({limit:g} s); withdrawn, nothing was made"
         else:
@@ -131,14 +135,15 @@ async def _answer_within(
     except Unavailable as error:
         raise _unavailable(error) from None
     except (StoreError, OSError, RuntimeError) as error:
-        raise ApiError(500, f"the reports could not be made: {error}") from None
+        raise internal_error("the reports could not be made", error) from None
 
 
 def _describe(service: Service, outcomes: Sequence[ReportOutcome]) -> list[dict[str, object]]:
-    """Each report as the answer shows it; the SHA-256 is the file's as it is now (its ETag)."""
+    """Each report as the answer shows it, with the SHA-256 (its ETag) and size of the file this request's pass
+    wrote or found: a later pass may have replaced the file since."""
     answer: list[dict[str, object]] = []
     for outcome in outcomes:
-        entry = service.bodies.get(outcome.project_id, outcome.module) if outcome.status != "failed" else None
+        sha256, size_bytes = _made(service, outcome)
         timings = outcome.timings
         total_ns = timings.fetch_ns + timings.compute_ns + timings.render_ns + timings.write_ns
         status = "cached" if outcome.status == "skipped" or outcome.from_cache else outcome.status
@@ -148,14 +153,27 @@ def _describe(service: Service, outcomes: Sequence[ReportOutcome]) -> list[dict[
                 "status": status,
                 "cached": status == "cached",
                 "from_cache": outcome.from_cache,
-                "sha256": entry.sha256 if entry else None,
-                "url": report_url(outcome.project_id, outcome.module) if entry else None,
-                "size_bytes": len(entry.data) if entry else 0,
+                "sha256": sha256,
+                "url": report_url(outcome.project_id, outcome.module) if sha256 else None,
+                "size_bytes": size_bytes,
                 "ms": round(total_ns / 1e6, 3),
                 "error": outcome.error,
             }
         )
     return answer
+
+
+def _made(service: Service, outcome: ReportOutcome) -> tuple[str | None, int]:
+    """The SHA-256 and size of the report file ``outcome`` stands for; ``(None, 0)`` when there is none."""
+    if outcome.status == "failed":
+        return None, 0
+    if outcome.sha256 is not None and outcome.status == "written":
+        return outcome.sha256, outcome.size_bytes
+    entry = service.bodies.get(outcome.project_id, outcome.module)
+    if outcome.sha256 is None:  # an engine that does not say: the file as it is now
+        return (entry.sha256, len(entry.data)) if entry else (None, 0)
+    # Skipped: the outcome names the indexed file, not its size; the file's size while it is still that file.
+    return outcome.sha256, len(entry.data) if entry and entry.sha256 == outcome.sha256 else outcome.size_bytes
 
 
 @router.get(
@@ -197,14 +215,15 @@ def _batch_json(view: BatchView) -> dict[str, object]:
     "first: one invalid project is a 422 and nothing is made. 202 with the batch's id; it runs in the "
     "background, a chunk of projects at a time.",
     response_model=BatchAnswer,
-    responses=error_responses(401, 413, 422, 503),
+    responses=error_responses(401, 408, 413, 422, 503),
     openapi_extra=BATCH_BODY,
     tags=["batches"],
 )
 async def start_batch(request: Request, modules: ModulesQuery = None) -> JSONResponse:
     service = service_of(request)
     service.authorize(request)
-    body = await read_body(request, LIMITS.max_batch_body_bytes)
+    deadline = time.monotonic() + service.config.request_timeout_s
+    body = await _read_body(service, request, LIMITS.max_batch_body_bytes, deadline)
     projects = await run_in_threadpool(parse_many, body)
     selection = _selection(service, modules)
     try:
@@ -334,7 +353,7 @@ def _search(service: Service, q: str, module: str | None, limit: int, fts: bool)
     except BadQuery as error:
         raise ApiError(400, str(error)) from None
     except StoreError as error:
-        raise ApiError(500, str(error)) from None
+        raise internal_error("the report index cannot be read", error) from None
     return [PageRow(h.project_id, h.module, h.address, h.status, h.generated_at) for h in hits]
 
 

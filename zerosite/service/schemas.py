@@ -146,6 +146,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "The query is malformed (the reason is given).",
         401: "A bearer token is required (write endpoints, when the server has one).",
         404: "No such report or batch.",
+        408: "The body did not all arrive within the request time limit.",
         409: "The batch has finished already.",
         413: "The body is over the limit.",
         422: "Invalid input: each problem with its field path, as the CLI lists them.",

@@ -60,12 +60,20 @@ def search(db_path: Path, text: str, *, fts: bool, module: str | None, limit: in
         except sqlite3.OperationalError as error:
             if str(error) == "interrupted":
                 raise BadQuery(f"the query ran longer than {deadline_s:g} s and was stopped") from None
-            if "fts5" in str(error) or "no such column" in str(error) or "unterminated" in str(error):
+            if _in_the_expression(error):
                 raise BadQuery(f"malformed full-text query: {error}") from None
             raise StoreError(f"cannot read the report index {db_path}: {error}") from error
         except sqlite3.Error as error:
             raise StoreError(f"cannot read the report index {db_path}: {error}") from error
     return [Hit(*row) for row in rows]
+
+
+def _in_the_expression(error: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused the MATCH expression rather than the index: the statement itself is fixed, so a plain
+    SQL error (``SQLITE_ERROR``) is the expression's (``fts5: syntax error``, ``unknown special query``, ``no such
+    column``, ``unterminated string``...), unless the index lacks a table; locks, I/O and corruption have codes
+    of their own."""
+    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_ERROR and "no such table" not in str(error)
 
 
 def _hit(row: ReportRow) -> Hit:
