@@ -27,10 +27,12 @@ from zerosite.service.app import open_report_cache
 from zerosite.service.config import LIMITS
 from zerosite.service.errors import ApiError
 from zerosite.service.jobs import ReportQueue
+from zerosite.service.metrics import ServiceMetrics
 from zerosite.service.process import ServerProcess
 from zerosite.service.response_bodies import ResponseBodyCache, choose_encoding, etag_matches
 from zerosite.service.routes import _describe, _search
 from zerosite.strategies_auto import usable_cores
+from zerosite.types import CacheStats
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -434,8 +436,25 @@ def test_metrics_in_prometheus_text(client: httpx.Client, made: dict[str, Any], 
         'zerosite_process_cpu_seconds_total{process="server"}',
         'zerosite_process_resident_memory_bytes{process="workers"}',
         "zerosite_ready 1.0",
+        'zerosite_reports_total{module="M4",status="failed"} 0.0',  # there from the start, at 0
     ):
         assert expected in text, expected
+
+
+def test_every_cache_series_is_there_from_the_start() -> None:
+    cache: Any = SimpleNamespace(keeps_copies=True, url="redis://cache:6379/0", stats=CacheStats())
+    metrics = ServiceMetrics(depth=lambda: 0, ready=lambda: True, cache=cache)
+    text = metrics.exposition().decode()
+    metrics.close()
+    for name in ("hits", "misses", "puts", "errors"):
+        assert f'zerosite_cache_{name}_total{{cache="redis://cache:6379/0"}} 0.0' in text
+    assert 'zerosite_cache_hits_total{cache="local"} 0.0' in text
+
+
+def test_the_page_says_a_query_is_too_long(client: httpx.Client) -> None:
+    response = client.get("/", params={"q": "x" * 501})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert "q is longer than 500 characters" in response.text
 
 
 def test_stats_like_the_old_service(client: httpx.Client, made: dict[str, Any]) -> None:

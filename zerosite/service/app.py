@@ -67,6 +67,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         cache.close()
         raise ConfigError(str(error)) from None
     queue_box.append(queue)
+    metrics.expect_reports(queue.default.reports)
     bodies = ResponseBodyCache(config.out, LIMITS.response_body_cache_bytes)
     service = Service(config, queue, metrics, bodies, cache)
 

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import psutil
@@ -24,6 +24,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REPORT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 HTTP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RATE_WINDOW_S = 60.0
+REPORT_STATUSES = ("written", "cached", "failed")
+"""The statuses ``zerosite_reports_total`` counts (a report skipped as unchanged counts as cached)."""
 LOCAL_CACHE = "local"
 """The ``cache`` label of the store's own lookups (resume): the ``local`` cache, always there."""
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -208,6 +210,12 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.cache = cache if cache is not None and cache.keeps_copies else None
+        # Every cache series at 0 from the start: a rate or an alert has a series before the first event.
+        for counter in (self.cache_hits, self.cache_misses):
+            counter.labels(LOCAL_CACHE)
+        if self.cache is not None:
+            for counter in (self.cache_hits, self.cache_misses, self.cache_puts, self.cache_errors):
+                counter.labels(self.cache.url)
         self._cache_seen = CacheStats()
         self._cache_lock = threading.Lock()
         self.multiprocess = bool(os.environ.get(MULTIPROCESS_DIR))
@@ -218,6 +226,12 @@ class ServiceMetrics:
         self._written_ns = 0
         self._recent: deque[float] = deque()
         self._in_flight = 0
+
+    def expect_reports(self, modules: Sequence[str]) -> None:
+        """Each module's report series, written, cached and failed, at 0 until its first report."""
+        for module in modules:
+            for status in REPORT_STATUSES:
+                self.reports.labels(module, status)
 
     def request_started(self) -> None:
         with self._lock:

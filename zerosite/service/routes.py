@@ -448,9 +448,8 @@ def _page(service: Service, q: str, nonce: str) -> str:
 
 
 @router.get("/", summary="The page: live stats, search, recent reports", response_class=HTMLResponse, tags=["page"])
-async def page(
-    request: Request, q: Annotated[str, Query(max_length=LIMITS.max_search_text_chars)] = ""
-) -> HTMLResponse:
+async def page(request: Request, q: str = "") -> HTMLResponse:
+    # No length bound on q here: one too long is the page saying so (as _search does), not a JSON 422 to a browser.
     nonce = secrets.token_urlsafe(16)
     html = await run_in_threadpool(_page, service_of(request), q, nonce)
     policy = (
