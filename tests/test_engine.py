@@ -23,7 +23,7 @@ from zerosite.engine import BatchOptions, ReportOutcome, generate
 from zerosite.plugins import PluginSettings
 from zerosite.project import Project, parse_project
 from zerosite.sample import iter_sample_projects, sample_projects
-from zerosite.store import search_reports
+from zerosite.store import ReportStore, StoreError, search_reports
 from zerosite.testing import ProjectServer
 from zerosite.worker import input_hashes
 
@@ -214,6 +214,37 @@ def test_each_outcome_carries_the_sha256_of_its_own_file(tmp_path: Path) -> None
     assert {(o.project_id, o.module): (o.status, o.sha256) for o in skipped} == {
         (o.project_id, o.module): ("skipped", o.sha256) for o in made
     }
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "process"])
+def test_an_index_that_takes_no_more_stops_the_batch_with_the_folder_matching_it(
+    tmp_path: Path, strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk under the index: its rows and files used to part (files on disk, never indexed)."""
+    out = tmp_path / "out"
+    options = BatchOptions(out=out, strategy=strategy, workers=2, chunksize=2)
+    commits = 0
+    begin = ReportStore._transaction
+
+    @contextlib.contextmanager
+    def filling_up(store: ReportStore, rows: int) -> Iterator[sqlite3.Connection]:
+        nonlocal commits
+        commits += 1
+        if commits > 2:
+            raise StoreError(f"cannot write {rows} rows to the index: database or disk is full")
+        with begin(store, rows) as conn:
+            yield conn
+
+    monkeypatch.setattr(ReportStore, "_transaction", filling_up)
+    with ReportStore(out, commit_every_rows=20) as store, pytest.raises(StoreError, match="make room and run"):
+        generate(projects(30), options, store=store)
+    monkeypatch.undo()
+    indexed = {f"{project}/{module}" for project, module, _ in index_rows(out / "index.sqlite")}
+    assert len(indexed) == 40  # two commits of 20 rows
+    assert {str(p.relative_to(out).with_suffix("")) for p in out.glob("*/*.html")} == indexed
+    assert not list(out.rglob("*.tmp"))
+    again = generate(projects(30), options)
+    assert (again.skipped, again.written, again.failed) == (40, 110, 0)
 
 
 def test_an_interrupted_batch_resumes(tmp_path: Path) -> None:

@@ -361,6 +361,7 @@ def generate(
                 yield project
             used_up = True
 
+        refused: StoreError | None = None
         try:
             with contextlib.nullcontext(runner) if runner is not None else start_runner(options, batch_plan) as active:
                 for result in active.run(to_make(), None if options.hand_back else store.files):
@@ -374,12 +375,26 @@ def generate(
                         # done, while nothing else runs. Committed once they are as many as the rows still to
                         # come, the last commit holds a result's rows or two (a few commits more, not one a result).
                         store.flush()
+                store.flush()  # the last rows, here rather than when the store closes: an index error is handled below
                 restarts = active.restarts
+        except StoreError as error:
+            # The index took no more (a full disk): the reports it did not take go with their files, so that the
+            # folder holds what it says; those it committed before stay, for a rerun to resume from.
+            refused = error
+            removed = store.abandon_pending()
+            raise StoreError(
+                f"{error}; the {removed} reports made since its last commit were removed, those indexed before it "
+                "are kept: make room and run the same command again to resume"
+            ) from error
         finally:
             # Stopped part-way (Ctrl-C, an index error): the projects in flight are discarded whole,
-            # files and rows alike, so the index matches the folder and a rerun remakes them.
+            # files and rows alike (files alone if the index refused), so the index matches the folder and a rerun
+            # remakes them.
             for project_id in in_flight:
-                store.discard(project_id, reports)
+                if refused is None:
+                    store.discard(project_id, reports)
+                else:
+                    store.remove_files(project_id, reports)
             if in_flight:
                 store.cleanup_temp_files()  # a worker ended mid-write (a second Ctrl-C kills them) leaves one
         if restarts:

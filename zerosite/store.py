@@ -269,15 +269,34 @@ class ReportStore:
     def discard(self, project_id: str, modules: Iterable[str]) -> None:
         """Forget the reports of ``project_id``: their files and their index rows (an interrupted project)."""
         self.flush()
+        keys = self.remove_files(project_id, modules)
+        with self._transaction(len(keys)) as conn:
+            indexed = _indexed(conn, {project_id}, keys)
+            conn.executemany(_FTS_DROP, [(rowid, address, module) for (_, module), (rowid, address) in indexed.items()])
+            conn.executemany("DELETE FROM reports WHERE rowid = ?", [(rowid,) for rowid, _ in indexed.values()])
+
+    def remove_files(self, project_id: str, modules: Iterable[str]) -> set[tuple[str, str]]:
+        """Remove the files of these reports of ``project_id`` and forget them for resume, the index as it is
+        (:meth:`discard` then drops their rows); returns their keys."""
         keys = {(project_id, module) for module in modules}
         for key in keys:
             with suppress(FileNotFoundError):
                 self.files.path(*key).unlink()
             self._written.pop(key, None)
-        with self._transaction(len(keys)) as conn:
-            indexed = _indexed(conn, {project_id}, keys)
-            conn.executemany(_FTS_DROP, [(rowid, address, module) for (_, module), (rowid, address) in indexed.items()])
-            conn.executemany("DELETE FROM reports WHERE rowid = ?", [(rowid,) for rowid, _ in indexed.values()])
+        return keys
+
+    def abandon_pending(self) -> int:
+        """Give up the rows not committed, which the index refused (a full disk), with the files they name, so that
+        the folder holds what the index says; returns how many files were removed."""
+        removed = 0
+        for values in self._rows:
+            self._written.pop((values[_PROJECT_ID], values[_MODULE]), None)
+            if values[_STATUS] == "written":
+                with suppress(OSError):
+                    (self._root / values[_PATH]).unlink()
+                    removed += 1
+        self._rows.clear()
+        return removed
 
     def _remove_stale_file(self, project_id: str, module: str) -> None:
         """Remove the file of a report that failed, if there is one; where it cannot be, it stays (a read-only
