@@ -20,18 +20,17 @@ import pytest
 from click.testing import CliRunner
 
 from zerosite.cli import main
+from zerosite.cores import most_workers
 from zerosite.engine import ReportOutcome, StageTimings
 from zerosite.sample import sample_projects
 from zerosite.service import ConfigError, ServiceConfig, create_app, read_token_file
 from zerosite.service.app import open_report_cache
-from zerosite.service.config import LIMITS
 from zerosite.service.errors import ApiError
 from zerosite.service.jobs import ReportQueue
 from zerosite.service.metrics import ServiceMetrics
 from zerosite.service.process import ServerProcess
 from zerosite.service.response_bodies import ResponseBodyCache, choose_encoding, etag_matches
 from zerosite.service.routes import _describe, _search
-from zerosite.strategies_auto import usable_cores
 from zerosite.types import CacheStats
 
 TOKEN = "s3cret-token-for-tests"
@@ -577,7 +576,7 @@ def test_a_token_that_no_header_can_carry_is_refused_at_start(tmp_path: Path, to
 
 
 def test_workers_are_capped_however_the_server_is_configured(tmp_path: Path) -> None:
-    most = LIMITS.max_workers_per_cpu * usable_cores()
+    most = most_workers()
     from_env = ServiceConfig.from_env({"ZEROSITE_OUT": str(tmp_path), "ZEROSITE_WORKERS": str(most + 100)})
     assert from_env.workers == most
     assert ServiceConfig(out=tmp_path, workers=most + 1).workers == most

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import click
 
 from zerosite.caches import DEFAULT_CACHE, open_cache
+from zerosite.cores import MAX_WORKERS_PER_CPU, most_workers, usable_cores
 from zerosite.engine import BatchOptions, BatchPlan, EngineError, plan_batch
 from zerosite.engine import generate as generate_reports
 from zerosite.files import OutputBusy
@@ -30,7 +31,7 @@ from zerosite.project import InvalidInput, Project, iter_raw_projects, parse_bat
 from zerosite.rendering import get_environment
 from zerosite.stopping import exit_without_waiting, lingering_threads, stop_code, stop_word, stopping_cleanly
 from zerosite.store import StoreError, recent_reports, search_reports
-from zerosite.strategies_auto import AutoChoice, AutoRunner, usable_cores
+from zerosite.strategies_auto import AutoChoice, AutoRunner
 from zerosite.types import (
     CacheBackend,
     CacheContext,
@@ -58,7 +59,6 @@ MAX_CHUNKSIZE = 100_000
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 """The longest time limit any ``--*timeout`` accepts: a week."""
 MAX_BODY_LIMIT_BYTES = 1 << 30
-MAX_WORKERS_PER_CPU = 4
 """``--workers`` is capped at this many per usable CPU: more only adds memory and switching."""
 DEFAULT_WORKERS = 2
 """``--workers`` of a named strategy; ``auto`` uses the usable cores instead."""
@@ -123,21 +123,14 @@ def run() -> None:
         raise
 
 
-def _usable_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
 def _capped_workers(workers: int) -> int:
     """``workers``, or at most ``MAX_WORKERS_PER_CPU`` per usable CPU, with a warning when capped."""
-    cpus = _usable_cpus()
-    most = MAX_WORKERS_PER_CPU * cpus
+    most = most_workers()
     if workers <= most:
         return workers
     click.echo(
         f"warning: --workers {workers} is more than this machine can use; using {most} "
-        f"({MAX_WORKERS_PER_CPU} per usable CPU, {cpus} here)",
+        f"({MAX_WORKERS_PER_CPU} per usable CPU, {usable_cores()} here)",
         err=True,
     )
     return most

@@ -5,15 +5,14 @@ from __future__ import annotations
 import collections
 import itertools
 import math
-import os
 import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from zerosite import hookimpl
+from zerosite.cores import usable_cores
 from zerosite.plugins import get_strategies
 from zerosite.project import Project
 from zerosite.strategies import default_start_method
@@ -315,41 +314,6 @@ def choose(
         strategy, workers = kept[0]
     shown = {_label(*key): ms for key, ms in ranked}
     return AutoChoice(strategy, workers, figures, shown, probed)
-
-
-def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
-    """The cores this process may use: its CPU affinity, lowered to a cgroup CPU quota (rounded up)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    quota = _cgroup_cpu_quota(cgroup_root)
-    return max(1, min(cores, math.ceil(quota))) if quota is not None else cores
-
-
-def _cgroup_cpu_quota(root: Path) -> float | None:
-    """CPUs allowed by the cgroup quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None for no quota."""
-    own_v2, own_v1 = "", ""
-    try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            number, controllers, path = line.split(":", 2)
-            if number == "0" and not controllers:
-                own_v2 = path.lstrip("/")
-            elif "cpu" in controllers.split(","):
-                own_v1 = path.lstrip("/")
-    except (OSError, ValueError):
-        pass
-    for folder in dict.fromkeys((root / own_v2, root)):
-        try:
-            quota, period = (folder / "cpu.max").read_text().split()[:2]
-        except (OSError, ValueError):
-            continue
-        return None if quota == "max" else int(quota) / int(period)
-    for folder in dict.fromkeys((root / "cpu" / own_v1, root / "cpu", root / "cpu,cpuacct")):
-        try:
-            quota_us = int((folder / "cpu.cfs_quota_us").read_text())
-            period_us = int((folder / "cpu.cfs_period_us").read_text())
-        except (OSError, ValueError):
-            continue
-        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
-    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from zerosite.strategies_auto import usable_cores
+from zerosite.cores import MAX_WORKERS_PER_CPU, most_workers, usable_cores
 
 __all__ = ["LIMITS", "ConfigError", "ServiceConfig", "ServiceLimits", "read_token_file"]
 
@@ -51,9 +51,6 @@ class ServiceLimits:
     folder waits for it (it touches ``OUT/.zerosite.waiting``)."""
     busy_retry_s: float = 0.02
     """How often a process waits and tries again for the output folder another process is writing to."""
-    max_workers_per_cpu: int = 4
-    """Runner workers are capped at this many per usable core, as ``zerosite generate --workers`` is: more only
-    adds memory and switching."""
 
 
 LIMITS = ServiceLimits()
@@ -171,17 +168,16 @@ def _is_visible_ascii(text: str) -> bool:
 
 
 def _capped_workers(workers: int) -> int:
-    """``workers``, or at most ``LIMITS.max_workers_per_cpu`` per usable core, with a warning when capped."""
-    cores = usable_cores()
-    most = LIMITS.max_workers_per_cpu * cores
+    """``workers``, or at most ``MAX_WORKERS_PER_CPU`` per usable core, with a warning when capped."""
+    most = most_workers()
     if workers <= most:
         return workers
     log.warning(
         "%d workers is more than this machine can use; using %d (%d per usable core, %d here)",
         workers,
         most,
-        LIMITS.max_workers_per_cpu,
-        cores,
+        MAX_WORKERS_PER_CPU,
+        usable_cores(),
     )
     return most
 
