@@ -199,7 +199,7 @@ def test_resume_skips_unchanged_reports(tmp_path: Path) -> None:
     assert generate(batch, BatchOptions(out=tmp_path / "out", force=True)).written == 20
 
 
-def test_each_outcome_carries_the_sha256_of_its_own_file(tmp_path: Path) -> None:
+def test_each_outcome_carries_the_sha256_and_size_of_its_own_file(tmp_path: Path) -> None:
     """The service answers with it: the file may be replaced by the next batch before the answer is sent."""
     batch = projects(2)
     options = BatchOptions(out=tmp_path / "out")
@@ -211,8 +211,8 @@ def test_each_outcome_carries_the_sha256_of_its_own_file(tmp_path: Path) -> None
         assert outcome.sha256 == hashlib.sha256(outcome.path.read_bytes()).hexdigest()
     skipped: list[ReportOutcome] = []
     generate(batch, options, on_report=skipped.append)
-    assert {(o.project_id, o.module): (o.status, o.sha256) for o in skipped} == {
-        (o.project_id, o.module): ("skipped", o.sha256) for o in made
+    assert {(o.project_id, o.module): (o.status, o.sha256, o.size_bytes) for o in skipped} == {
+        (o.project_id, o.module): ("skipped", o.sha256, o.size_bytes) for o in made
     }
 
 

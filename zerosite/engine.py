@@ -282,11 +282,12 @@ class _Tally:
         if self.on_report is not None:
             self.on_report(outcome)
 
-    def skip(self, project_id: str, module: str, sha256: str | None = None) -> None:
-        """Count a report left as it was (its indexed file's ``sha256``, for ``on_report``)."""
+    def skip(self, project_id: str, module: str, indexed: tuple[str, int] | None = None) -> None:
+        """Count a report left as it was (``indexed``: its file's SHA-256 and size, for ``on_report``)."""
         self.counts["skipped"] += 1
         if self.on_report is not None:
-            outcome = ReportOutcome(project_id, module, "skipped", None, 0, StageTimings(), 0, None, sha256=sha256)
+            sha256, size = indexed or (None, 0)
+            outcome = ReportOutcome(project_id, module, "skipped", None, size, StageTimings(), 0, None, sha256=sha256)
             self.on_report(outcome)
 
 
@@ -349,7 +350,7 @@ def generate(
             for project in projects:
                 if not options.force and unchanged(project):
                     for module in reports:
-                        tally.skip(project.id, module, store.sha256_of(project.id, module))
+                        tally.skip(project.id, module, store.indexed_file(project.id, module))
                     continue
                 if (
                     shared is not None

@@ -140,8 +140,9 @@ _BY_INPUT_HASH = (
 unary ``+``: with a plain ``input_hash = ?`` beside it, SQLite 3.40 scans the table instead of using that index)."""
 _FTS_ADD = "INSERT INTO reports_fts (rowid, address, module) VALUES (?, ?, ?)"
 _FTS_DROP = "INSERT INTO reports_fts (reports_fts, rowid, address, module) VALUES ('delete', ?, ?, ?)"
-_PROJECT_ID, _MODULE, _ADDRESS, _PATH, _SHA256, _INPUT_HASH, _STATUS = (
-    _COLUMNS.index(name) for name in ("project_id", "module", "address", "path", "sha256", "input_hash", "status")
+_PROJECT_ID, _MODULE, _ADDRESS, _PATH, _SIZE, _SHA256, _INPUT_HASH, _STATUS = (
+    _COLUMNS.index(name)
+    for name in ("project_id", "module", "address", "path", "size_bytes", "sha256", "input_hash", "status")
 )
 _IN_CLAUSE_IDS = 500
 """Project ids per ``IN (...)`` lookup (SQLite allows 32,766 parameters, older builds 999)."""
@@ -218,10 +219,11 @@ class ReportStore:
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.executescript(_SCHEMA + _DROP_TRIGGERS + _DROP_OLD_INDEXES)
             # Resume lookups: every written report's input hash and file, loaded once (10,000 projects ≈ 50,000 rows).
-            self._written: dict[tuple[str, str], tuple[str, str, str]] = {
-                (project_id, module): (input_hash, path, sha256)
-                for project_id, module, input_hash, path, sha256 in self._db.execute(
-                    "SELECT project_id, module, input_hash, path, sha256 FROM reports WHERE status = ?", ("written",)
+            self._written: dict[tuple[str, str], tuple[str, str, str, int]] = {
+                (project_id, module): (input_hash, path, sha256, size)
+                for project_id, module, input_hash, path, sha256, size in self._db.execute(
+                    "SELECT project_id, module, input_hash, path, sha256, size_bytes FROM reports WHERE status = ?",
+                    ("written",),
                 )
             }
         except sqlite3.Error as error:
@@ -337,7 +339,7 @@ class ReportStore:
                 file, outcome = _NO_FILE, ("failed", report.error and _storable(report.error))
             else:
                 path = _storable(self._relative(written.location))
-                written_rows[(project_id, module)] = (input_hash, path, written.sha256)
+                written_rows[(project_id, module)] = (input_hash, path, written.sha256, written.size_bytes)
                 file, outcome = (path, written.size_bytes, written.sha256), _WRITTEN
             timings = (t.fetch_ns, t.compute_ns, t.render_ns, t.write_ns, report.peak_memory_bytes)
             rows.append((project_id, module, address, *file, input_hash, *timings, *outcome, generated_at))
@@ -360,7 +362,7 @@ class ReportStore:
         self._rows.append(tuple(values))
         key = (values[_PROJECT_ID], values[_MODULE])
         if values[_STATUS] == "written":
-            self._written[key] = (values[_INPUT_HASH], path, values[_SHA256])
+            self._written[key] = (values[_INPUT_HASH], path, values[_SHA256], values[_SIZE])
         else:
             self._written.pop(key, None)
         self._flush_when_due()
@@ -416,13 +418,13 @@ class ReportStore:
         found = self._written.get((project_id, module))
         if found is None:
             return None
-        input_hash, path, _ = found
+        input_hash, path, *_ = found
         return input_hash if path and (self._root / path).is_file() else None
 
-    def sha256_of(self, project_id: str, module: str) -> str | None:
-        """The indexed SHA-256 of a written report, else ``None``."""
+    def indexed_file(self, project_id: str, module: str) -> tuple[str, int] | None:
+        """The indexed SHA-256 and size of a written report's file, else ``None``."""
         found = self._written.get((project_id, module))
-        return found[2] if found is not None else None
+        return (found[2], found[3]) if found is not None else None
 
     def file_intact(self, project_id: str, module: str) -> bool:
         """Whether a written report's file still has the SHA-256 the index recorded (``--verify``): it is

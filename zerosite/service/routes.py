@@ -167,13 +167,10 @@ def _made(service: Service, outcome: ReportOutcome) -> tuple[str | None, int]:
     """The SHA-256 and size of the report file ``outcome`` stands for; ``(None, 0)`` when there is none."""
     if outcome.status == "failed":
         return None, 0
-    if outcome.sha256 is not None and outcome.status == "written":
+    if outcome.sha256 is not None:  # written or skipped: the file this request's batch wrote or found
         return outcome.sha256, outcome.size_bytes
-    entry = service.bodies.get(outcome.project_id, outcome.module)
-    if outcome.sha256 is None:  # an engine that does not say: the file as it is now
-        return (entry.sha256, len(entry.data)) if entry else (None, 0)
-    # Skipped: the outcome names the indexed file, not its size; the file's size while it is still that file.
-    return outcome.sha256, len(entry.data) if entry and entry.sha256 == outcome.sha256 else outcome.size_bytes
+    entry = service.bodies.get(outcome.project_id, outcome.module)  # an engine that does not say: the file now
+    return (entry.sha256, len(entry.data)) if entry else (None, 0)
 
 
 @router.get(
