@@ -444,14 +444,16 @@ _pool_heartbeat: tuple[_Heartbeat, int] | None = None
 
 
 def _init_pool_worker(config: WorkerConfig, ignore_sigint: bool = False, heartbeat: _Heartbeat | None = None) -> None:
-    """A pool's initializer: warm this worker process once. Process pool workers ignore Ctrl-C, so that
-    the parent alone decides how a batch stops, and a SIGTERM ends them at once, as the pool's shutdown
-    expects (not the parent's handler, inherited by fork, which would raise into the project under way);
-    they end with their parent and never wait for threads."""
+    """A pool's initializer: warm this worker process once. The parent alone decides how a batch stops:
+    process pool workers leave its process group, so that neither a terminal's Ctrl-C nor a ``kill -- -PGID``
+    reaches them, and ignore Ctrl-C. A SIGTERM sent to one of them ends it at once, as the pool expects when it
+    ends the workers of a broken pool (not the parent's handler, inherited by fork, which would raise into the
+    project under way). They end with their parent and never wait for threads."""
     global _pool_worker, _pool_heartbeat
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.setpgrp()
         _end_with_parent()
         _before_joining_threads(_exit_without_waiting_for_threads)
     _pool_worker = warm_process(config)
