@@ -508,7 +508,17 @@ def test_every_error_is_json_without_a_traceback(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     ("header", "chosen"),
-    [("", "identity"), ("gzip", "gzip"), ("br, gzip", "br"), ("*", "br"), ("br;q=0,gzip;q=0", "identity")],
+    [
+        ("", "identity"),
+        ("gzip", "gzip"),
+        ("br, gzip", "br"),
+        ("*", "br"),
+        ("br;q=0,gzip;q=0", "identity"),
+        ("br;q=0.1, gzip;q=1", "gzip"),  # the client's preference, not the server's
+        ("gzip;q=0.5, identity;q=0.9", "identity"),
+        ("br;q=0.5", "br"),
+        ("*;q=0.2, gzip;q=0.8", "gzip"),
+    ],
 )
 def test_choose_encoding(header: str, chosen: str) -> None:
     assert choose_encoding(header) == chosen

@@ -152,7 +152,8 @@ class ResponseBodyCache:
 
 
 def choose_encoding(accept_encoding: str) -> str:
-    """``br``, ``gzip`` or ``identity``: the best the client accepts (``q=0`` refuses one)."""
+    """``br``, ``gzip`` or ``identity``: the one the client prefers by its ``q`` values (``q=0`` refuses one), br
+    before gzip where they tie, either before ``identity`` unless the client names identity with a higher ``q``."""
     accepted: dict[str, float] = {}
     for part in accept_encoding.split(","):
         name, _, params = part.strip().partition(";")
@@ -166,11 +167,9 @@ def choose_encoding(accept_encoding: str) -> str:
                 quality = 0.0
         if name:
             accepted[name] = quality
-    for encoding in ("br", "gzip"):
-        quality = accepted.get(encoding, accepted.get("*", 0.0))
-        if quality > 0:
-            return encoding
-    return "identity"
+    qualities = {encoding: accepted.get(encoding, accepted.get("*", 0.0)) for encoding in ("br", "gzip")}
+    best = max(qualities, key=qualities.__getitem__)  # the first of a tie: br
+    return best if qualities[best] > 0 and qualities[best] >= accepted.get("identity", 0.0) else "identity"
 
 
 def etag_matches(if_none_match: str, sha256: str) -> bool:
