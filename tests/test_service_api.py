@@ -107,8 +107,9 @@ def test_post_again_comes_from_the_cache_unchanged(
     assert [r["sha256"] for r in again["reports"]] == [r["sha256"] for r in made["reports"]]
 
 
-def test_post_a_subset_of_modules(client: httpx.Client, projects: list[Any], out: Path) -> None:
-    response = client.post("/v1/reports", params={"modules": "M5,M2"}, json=projects[1], headers=AUTH)
+@pytest.mark.parametrize("modules", ["M5,M2", ["M5", "M2"]], ids=["comma-separated", "repeated"])
+def test_post_a_subset_of_modules(client: httpx.Client, projects: list[Any], out: Path, modules: Any) -> None:
+    response = client.post("/v1/reports", params={"modules": modules}, json=projects[1], headers=AUTH)
     assert response.status_code == 200, response.text
     assert [r["module"] for r in response.json()["reports"]] == ["M2", "M5"]
     assert sorted(p.name for p in (out / projects[1]["id"]).iterdir()) == ["M2.html", "M5.html"]

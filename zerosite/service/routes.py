@@ -49,8 +49,11 @@ EVENTS_KEEPALIVE_S = 15.0
 _WORD = re.compile(r"[^\W_]")
 
 ModulesQuery = Annotated[
-    str | None,
-    Query(description="Only these modules, comma-separated (e.g. `M2,M5`); what they require is computed too."),
+    list[str] | None,
+    Query(
+        description="Only these modules, comma-separated (`M2,M5`) or repeated (`modules=M2&modules=M5`); what they "
+        "require is computed too."
+    ),
 ]
 
 
@@ -58,8 +61,8 @@ def _unavailable(error: Unavailable) -> ApiError:
     return ApiError(503, str(error), headers={"Retry-After": str(error.retry_after_s)})
 
 
-def _selection(service: Service, modules: str | None) -> Selection:
-    names = [name.strip() for name in modules.split(",") if name.strip()] if modules else None
+def _selection(service: Service, modules: list[str] | None) -> Selection:
+    names = [name.strip() for value in modules or () for name in value.split(",") if name.strip()] or None
     if modules is not None and not names:
         raise ApiError(422, "invalid input: 1 problem; nothing was made", ["query.modules: no module named"])
     try:
