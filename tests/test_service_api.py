@@ -8,6 +8,8 @@ import gzip
 import hashlib
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +29,7 @@ from zerosite.service import ConfigError, ServiceConfig, create_app, read_token_
 from zerosite.service.app import open_report_cache
 from zerosite.service.errors import ApiError
 from zerosite.service.jobs import ReportQueue
-from zerosite.service.metrics import ServiceMetrics
+from zerosite.service.metrics import ProcessTree, ServiceMetrics
 from zerosite.service.process import ServerProcess
 from zerosite.service.response_bodies import ResponseBodyCache, choose_encoding, etag_matches
 from zerosite.service.routes import _describe, _search
@@ -635,6 +637,23 @@ def test_the_answer_describes_the_file_this_request_made_not_the_one_there_now(t
     assert (answer[0]["sha256"], answer[0]["size_bytes"]) == mine_described
     assert (answer[1]["sha256"], answer[1]["size_bytes"]) == mine_described
     assert answer[2]["sha256"] is None and answer[2]["url"] is None
+
+
+def test_the_workers_cpu_counter_keeps_the_time_of_workers_that_ended() -> None:
+    """A Prometheus counter never goes down: a closed runner's workers used to take their CPU time with them."""
+    tree = ProcessTree()
+    before = tree.cpu_seconds()[1]
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\ntime.sleep(60)"
+    worker = subprocess.Popen([sys.executable, "-c", burn])
+    try:
+        deadline = time.monotonic() + 30
+        while (alive := tree.cpu_seconds()[1]) - before < 0.3:
+            assert time.monotonic() < deadline, "the child never used its CPU"
+            time.sleep(0.05)
+    finally:
+        worker.kill()
+        worker.wait()  # reaped: its time moves to this process's children fields
+    assert tree.cpu_seconds()[1] >= alive
 
 
 def test_report_file_cache_notices_a_remade_file_and_stays_within_its_bound(tmp_path: Path) -> None:

@@ -39,6 +39,8 @@ class ProcessTree:
     def __init__(self) -> None:
         self.me = psutil.Process()
         self._lock = threading.Lock()
+        self._workers_high = 0.0
+        """The workers' CPU seconds never go down (a Prometheus counter)."""
         self._last = (time.monotonic(), self._cpu_seconds()[0] + self._cpu_seconds()[1])
 
     def _members(self) -> Iterator[tuple[str, psutil.Process]]:
@@ -51,7 +53,8 @@ class ProcessTree:
             yield "workers", child
 
     def _cpu_seconds(self) -> tuple[float, float]:
-        """``(server, workers)`` CPU seconds, user and system; children that ended are not counted."""
+        """``(server, workers)`` CPU seconds, user and system; the workers' with those that ended (a closed runner's):
+        a process reaped by its parent leaves its time in the parent's ``children_*`` fields."""
         totals = {"server": 0.0, "workers": 0.0}
         for role, process in self._members():
             try:
@@ -59,7 +62,10 @@ class ProcessTree:
             except psutil.Error:
                 continue
             totals[role] += times.user + times.system
-        return totals["server"], totals["workers"]
+            totals["workers"] += times.children_user + times.children_system
+        with self._lock:  # a worker read alive, then reaped before its parent is read, counts twice for a moment
+            self._workers_high = max(self._workers_high, totals["workers"])
+            return totals["server"], self._workers_high
 
     def cpu_seconds(self) -> tuple[float, float]:
         return self._cpu_seconds()
@@ -112,7 +118,7 @@ class _TreeCollector(Collector):
         server_cpu, workers_cpu = self.tree.cpu_seconds()
         cpu = CounterMetricFamily(
             "zerosite_process_cpu_seconds",
-            "CPU seconds (user + system) of the server process and of its worker processes now alive",
+            "CPU seconds (user + system) of the server process and of its worker processes, those that ended included",
             labels=["process", *self.pid_label],
         )
         cpu.add_metric(["server", *self.pid], server_cpu)
