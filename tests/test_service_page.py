@@ -99,3 +99,13 @@ def test_page_escapes_the_query_it_shows(server: ServerProcess, browser: Any) ->
     page.goto(server.url + "/?q=" + quote('"><script>window.pwned=3</script>'))
     assert page.evaluate("window.pwned") is None
     assert page.input_value("input[name=q]") == '"><script>window.pwned=3</script>'
+
+
+def test_a_phone_wide_page_scrolls_its_tables_not_itself(server: ServerProcess, browser: Any) -> None:
+    """At 390 px the recent reports' table used to run off the page's right edge, its last column cut off."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(server.url + "/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    table = page.locator("#recent").evaluate("t => [t.parentElement.scrollWidth, t.parentElement.clientWidth]")
+    assert table[0] > table[1]  # the table is wider than its box, which scrolls
+    page.screenshot(path=str(SCREENSHOT_DIR / "zerosite-serve-page-phone.png"))

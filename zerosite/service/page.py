@@ -47,15 +47,17 @@ _TEMPLATE = """<!doctype html>
   dl.stats dt { font-size: .8rem; color: #5b6776; } dl.stats dd { margin: 0; font-size: 1.3rem; font-weight: 600; }
   form { display: flex; gap: .5rem; } input[type=search] { flex: 1; padding: .5rem; font-size: 1rem; }
   button { padding: .5rem 1rem; font-size: 1rem; }
+  .scroll { overflow-x: auto; }  /* a narrow screen scrolls the table, not the page */
   table { border-collapse: collapse; width: 100%; margin-top: .6rem; }
+  @media (max-width: 30rem) { body { margin: 1rem auto; } dl.stats { grid-template-columns: repeat(2, 1fr); } }
   th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #e1e6ec; font-size: .92rem; }
-  td:first-child, td:last-child { white-space: nowrap; }
+  td:first-child, td:last-child { white-space: nowrap; } td:nth-child(3) { min-width: 14rem; }
   .failed { color: #b3261e; }
 </style>
 </head>
 <body>
 {% macro table(rows, id) %}
-<table id="{{ id }}">
+<div class="scroll"><table id="{{ id }}">
   <thead><tr><th>project</th><th>module</th><th>address</th><th>status</th><th>generated (UTC)</th></tr></thead>
   <tbody>
   {% for row in rows %}
@@ -68,7 +70,7 @@ _TEMPLATE = """<!doctype html>
   </tr>
   {% endfor %}
   </tbody>
-</table>
+</table></div>
 {% endmacro %}
 <h1>ZeroSite</h1>
 <p class="muted">LH purchase-rental screening reports, made on request. Live figures of this server process
