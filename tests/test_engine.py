@@ -243,6 +243,7 @@ def test_an_index_that_takes_no_more_stops_the_batch_with_the_folder_matching_it
     assert len(indexed) == 40  # two commits of 20 rows
     assert {str(p.relative_to(out).with_suffix("")) for p in out.glob("*/*.html")} == indexed
     assert not list(out.rglob("*.tmp"))
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {key.split("/")[0] for key in indexed}
     again = generate(projects(30), options)
     assert (again.skipped, again.written, again.failed) == (40, 110, 0)
 

@@ -131,6 +131,7 @@ def assert_whole_projects(out: Path, modules: tuple[str, ...]) -> int:
         per_project.setdefault(project, set()).add(module)
     assert all(found == set(modules) for found in per_project.values()), per_project
     assert not list(out.rglob("*.tmp"))
+    assert not [p for p in out.iterdir() if p.is_dir() and not any(p.iterdir())]  # no folder of a discarded project
     return len(rows)
 
 

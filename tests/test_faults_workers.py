@@ -189,6 +189,7 @@ def test_the_reports_a_dead_worker_wrote_go_with_its_project(tmp_path: Path, str
     summary = generate(projects(6), options)
     assert (summary.written, summary.failed) == (5 * 3, 3)
     assert {p.parent.name for p in out.glob("*/*.html")} == {p.id for p in projects(6)} - {"p0003-jamsil"}
+    assert not (out / "p0003-jamsil").exists()  # nor its folder, empty
 
 
 def test_a_report_that_fails_now_leaves_no_file_from_an_earlier_run(tmp_path: Path) -> None:

@@ -126,6 +126,13 @@ class ReportFiles:
                     os.unlink(temp)
         return WrittenFile(final, len(data), hashlib.sha256(data).hexdigest(), time.perf_counter_ns() - started)
 
+    def remove_folder_if_empty(self, project_id: str) -> None:
+        """Remove the project's folder once nothing is left in it (its reports discarded, or all of them failed)."""
+        _check_slug(project_id)
+        self._folders.discard(project_id)  # a write into it makes it again
+        with suppress(OSError):  # not empty, or not there
+            os.rmdir(self.out_dir / project_id)
+
     def _make_folder(self, project_id: str, folder: str) -> None:
         """Make the project's folder, once; one that exists already must lead nowhere outside ``out_dir``."""
         if project_id in self._folders:

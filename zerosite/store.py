@@ -285,6 +285,7 @@ class ReportStore:
             with suppress(FileNotFoundError):
                 self.files.path(*key).unlink()
             self._written.pop(key, None)
+        self.files.remove_folder_if_empty(project_id)
         return keys
 
     def abandon_pending(self) -> int:
@@ -297,6 +298,7 @@ class ReportStore:
                 with suppress(OSError):
                     (self._root / values[_PATH]).unlink()
                     removed += 1
+                    self.files.remove_folder_if_empty(values[_PROJECT_ID])
         self._rows.clear()
         return removed
 
@@ -305,6 +307,7 @@ class ReportStore:
         folder, an id that is no folder): the failure was recorded with its own cause."""
         with suppress(OSError, StoreError):
             self.files.path(project_id, module).unlink()
+            self.files.remove_folder_if_empty(project_id)
 
     # -- index ----------------------------------------------------------------------------------------------------
 
