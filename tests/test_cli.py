@@ -174,6 +174,19 @@ def test_bad_input_exits_2_names_every_field_and_writes_nothing(cli: CliRunner, 
     assert [p.name for p in out.iterdir() if p.is_dir()] == [projects[0]["id"]]
 
 
+def test_skip_invalid_skips_a_json_lines_line_that_is_not_json(cli: CliRunner, tmp_path: Path) -> None:
+    projects = sample_projects(2)
+    source = tmp_path / "projects.jsonl"
+    source.write_text(f"{json.dumps(projects[0])}\n{{not json\n{json.dumps(projects[1])}\n", encoding="utf-8")
+    out = tmp_path / "out"
+    refused = cli.invoke(main, ["render", "--projects", str(source), "--out", str(out)])
+    assert refused.exit_code == 2 and "projects.jsonl:2: not valid JSON" in refused.output
+    skipped = cli.invoke(main, ["render", "--projects", str(source), "--out", str(out), "--skip-invalid"])
+    assert skipped.exit_code == 0, skipped.output
+    assert "projects.jsonl:2: not valid JSON" in skipped.output and "2 valid project(s) remain" in skipped.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(p["id"] for p in projects)
+
+
 def test_unknown_module_is_a_usage_error(cli: CliRunner, tmp_path: Path) -> None:
     for module in INJECTIONS:
         result = cli.invoke(main, ["render", "--sample", "1", "--out", str(tmp_path / "o"), "--module", module])

@@ -17,6 +17,7 @@ from zerosite.project import (
     InvalidInput,
     Zone,
     iter_raw_projects,
+    parse_batch,
     parse_project,
     project_to_dict,
     validate_batch,
@@ -114,11 +115,13 @@ def test_json_and_jsonl_load_the_same(tmp_path: Path) -> None:
     assert [w for w, _ in iter_raw_projects(tmp_path / "p.jsonl")] == ["p.jsonl:1", "p.jsonl:2", "p.jsonl:3"]
 
 
-def test_broken_json_names_the_line(tmp_path: Path) -> None:
+def test_broken_json_lines_name_the_line_and_spoil_only_that_project(tmp_path: Path) -> None:
+    good = sample_projects(2)
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "a"}\n{not json}\n', encoding="utf-8")
-    with pytest.raises(InvalidInput, match=r"bad.jsonl:2: not valid JSON"):
-        list(iter_raw_projects(bad))
+    bad.write_text(f"{json.dumps(good[0])}\n{{not json}}\n{json.dumps(good[1])}\n", encoding="utf-8")
+    valid, errors = parse_batch(iter_raw_projects(bad))
+    assert [p.id for p in valid] == [good[0]["id"], good[1]["id"]]
+    assert len(errors) == 1 and errors[0].startswith("bad.jsonl:2: not valid JSON")
 
 
 def test_a_project_crosses_to_a_worker_as_the_values_of_its_fields(raw: dict[str, Any]) -> None:

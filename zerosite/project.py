@@ -27,6 +27,7 @@ __all__ = [
     "InvalidInput",
     "Project",
     "Transaction",
+    "UnreadableRecord",
     "Zone",
     "iter_raw_projects",
     "load_json",
@@ -130,6 +131,14 @@ class InvalidInput(ValueError):
     def __init__(self, errors: list[str]) -> None:
         self.errors = errors
         super().__init__("\n".join(errors))
+
+
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """A JSON Lines line that is not JSON, in place of its project: :func:`parse_project` rejects it with
+    ``errors``, so that a bad line is one invalid project (which ``--skip-invalid`` skips), not a bad file."""
+
+    errors: list[str]
 
 
 class _Checker:
@@ -278,6 +287,8 @@ def printable(text: str) -> str:
 
 def parse_project(raw: Any, where: str = "project") -> Project:
     """Turn one JSON object into a :class:`Project`, or raise :class:`InvalidInput` naming every bad field."""
+    if isinstance(raw, UnreadableRecord):
+        raise InvalidInput(raw.errors)
     if not isinstance(raw, Mapping):
         raise InvalidInput([f"{where}: must be an object, got {_show(raw)}"])
     c = _Checker(where)
@@ -381,7 +392,8 @@ def iter_raw_projects(path: Path) -> Iterator[tuple[str, Any]]:
     and ``/dev/stdin`` or a FIFO work too. A stream is JSON Lines unless it starts with ``[`` or is a
     ``{"projects": [...]}`` document; a regular file is JSON Lines when named ``*.jsonl`` or ``*.ndjson``.
 
-    :raises InvalidInput: the input cannot be read or is not JSON (with the line where it can say).
+    :raises InvalidInput: the input cannot be read or is not JSON (with the line where it can say); in JSON Lines
+        a line that is not JSON comes as an :class:`UnreadableRecord` instead, one invalid project.
     """
     name = "<stdin>" if path == STDIN else path.name
     try:
@@ -420,7 +432,8 @@ def records_from_text(name: str, text: str) -> Iterator[tuple[str, Any]]:
     """``(location, raw project)`` from a whole text: a JSON list or ``{"projects": [...]}`` (``projects[i]``),
     else JSON Lines (``NAME:LINE``), told apart by the first character.
 
-    :raises InvalidInput: text that is neither, named with ``name`` and where it fails.
+    :raises InvalidInput: text that is neither, named with ``name`` and where it fails (a JSON Lines line that is
+        not JSON comes as an :class:`UnreadableRecord`).
     """
     start = text.lstrip()[:1]
     if start == "[":
@@ -440,7 +453,11 @@ def records_from_text(name: str, text: str) -> Iterator[tuple[str, Any]]:
 def _json_lines(name: str, lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
     for number, line in enumerate(lines, start=1):
         if line.strip():
-            yield f"{name}:{number}", load_json(f"{name}:{number}", line, one_line=True)
+            where = f"{name}:{number}"
+            try:
+                yield where, load_json(where, line, one_line=True)
+            except InvalidInput as unreadable:
+                yield where, UnreadableRecord(unreadable.errors)
 
 
 def load_json(where: str, text: str, *, one_line: bool = False) -> Any:
