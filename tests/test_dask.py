@@ -3,6 +3,7 @@ mid-batch), hand-back, an unreachable scheduler, chunk sizing. Skipped where Das
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -11,19 +12,22 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from zerosite.dask_strategy import DaskStrategy
 from zerosite.dask_strategy.chunks import ChunkPolicy, ChunkSizer
-from zerosite.engine import BatchOptions, BatchSummary, ReportOutcome, generate, plan_batch
+from zerosite.engine import BatchOptions, BatchSummary, ReportOutcome, generate, plan_batch, start_runner
 from zerosite.project import Project, parse_project
 from zerosite.sample import sample_projects
-from zerosite.types import Runner, StartError
+from zerosite.types import PluginSettings, Runner, StartError
 
 PROJECTS = 24
 REPORTS = PROJECTS * 5
@@ -132,11 +136,11 @@ def free_port() -> int:
         return port
 
 
-def start(*args: str) -> subprocess.Popen[bytes]:
+def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """A `dask` command in its own process group (a worker's nanny and worker process are killed together)."""
     return subprocess.Popen(
         [str(DASK_BIN), *args],
-        env={**os.environ, **QUIET_WORKERS},
+        env={**os.environ, **QUIET_WORKERS, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -165,28 +169,42 @@ class Cluster:
     address: str
     processes: list[subprocess.Popen[bytes]]
 
-    def add_worker(self) -> subprocess.Popen[bytes]:
-        worker = start("worker", self.address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1")
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            stop(process)
+
+    def add_worker(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        worker = start(
+            "worker", self.address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1", *args, env=env
+        )
         self.processes.append(worker)
         return worker
+
+
+def start_cluster(workers: int, *worker_args: str) -> Cluster:
+    """A `dask scheduler` on a free loopback port with ``workers`` single-threaded workers, all started."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    running = Cluster(address, [start("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard")])
+    try:
+        for _ in range(workers):
+            running.add_worker(*worker_args)
+        wait_for_workers(address, workers)
+    except BaseException:
+        running.stop()
+        raise
+    return running
 
 
 @pytest.fixture(scope="module")
 def cluster(dask_installed: None) -> Iterator[Cluster]:
     if not DASK_BIN.exists():
         pytest.skip(f"no `dask` command at {DASK_BIN}")
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    scheduler = start("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard")
-    running = Cluster(address, [scheduler])
+    running = start_cluster(2)
     try:
-        running.add_worker()
-        running.add_worker()
-        wait_for_workers(address, 2)
         yield running
     finally:
-        for process in reversed(running.processes):
-            stop(process)
+        running.stop()
 
 
 def zerosite_cli(*args: str, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -250,3 +268,234 @@ def test_an_unreachable_scheduler_is_named_within_10_s(dask_installed: None, tmp
     assert done.stderr.startswith(f"error: cannot reach the Dask scheduler at {address}: ")
     assert "Traceback" not in done.stderr
     assert not report_files(tmp_path / "out")
+
+
+def assert_folder_matches_index(out: Path) -> None:
+    """Every report file in ``out`` is indexed as written (none left that the index does not have), no failed row."""
+    with sqlite3.connect(out / "index.sqlite") as conn:
+        rows = conn.execute("SELECT path, status FROM reports").fetchall()
+    assert all(status == "written" for _, status in rows), rows
+    indexed = {str((out / path).resolve()) for path, _ in rows}
+    on_disk = {str(p.resolve()) for p in out.rglob("*.html")}
+    assert on_disk == indexed, f"{len(on_disk - indexed)} files not indexed"
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".zerosite-probe")]
+
+
+# A worker that joins mid-batch unfit, simulated by a preload module: one that sees another, empty folder where the
+# parent's --out is (as a machine that does not mount it), one whose zerosite
+# lacks M6 (its warm-up fails).
+UNFIT_PRELOADS = {
+    "blind": """
+        import os
+        from pathlib import Path
+        import zerosite.dask_strategy.tasks as tasks
+        import zerosite.files
+        OUT, SHADOW = Path(os.environ["TEST_OUT"]), Path(os.environ["TEST_SHADOW"])
+        def view(path):
+            path = Path(path)
+            return SHADOW / path.relative_to(OUT) if path.is_relative_to(OUT) else path
+        real_init = zerosite.files.ReportFiles.__init__
+        def init(self, out_dir, *args, **kwargs):
+            real_init(self, view(out_dir), *args, **kwargs)
+        zerosite.files.ReportFiles.__init__ = init
+        tasks.sees_folder = lambda folder, probe: os.path.isfile(view(folder) / probe)
+    """,
+    "unwarmable": """
+        import zerosite.plugins
+        zerosite.plugins.BUILTIN_PLUGINS = tuple(p for p in zerosite.plugins.BUILTIN_PLUGINS if "m6" not in p)
+        zerosite.plugins._load_plugins_dir = lambda pm, folder: None  # nor from the plugins folder
+    """,
+}
+
+
+@pytest.mark.parametrize("unfit", sorted(UNFIT_PRELOADS))
+def test_a_worker_joining_unfit_mid_batch_gets_no_chunk(
+    cluster: Cluster, batch: list[Project], expected: dict[str, bytes], tmp_path: Path, unfit: str
+) -> None:
+    out, shadow = tmp_path / "out", tmp_path / "shadow"
+    shadow.mkdir()
+    preload = tmp_path / "preload.py"
+    preload.write_text(textwrap.dedent(UNFIT_PRELOADS[unfit]))
+    late: list[subprocess.Popen[bytes]] = []
+
+    def join_late(outcome: ReportOutcome) -> None:
+        if not late:  # the batch runs: a worker joins, and the batch goes on once it has
+            env = {"TEST_OUT": str(out), "TEST_SHADOW": str(shadow)}
+            late.append(cluster.add_worker("--no-nanny", "--preload", str(preload), env=env))
+            wait_for_workers(cluster.address, 3)
+            time.sleep(0.5)  # its plugins set up
+
+    options = BatchOptions(out=out, strategy="dask", scheduler=cluster.address, chunksize=1)
+    try:
+        with pytest.warns(UserWarning, match="Dask worker tcp://.* (does not see the output|could not be warmed)"):
+            summary = generate(batch, options, on_report=join_late)
+    finally:
+        for worker in late:
+            stop(worker)
+            cluster.processes.remove(worker)
+        wait_for_workers(cluster.address, 2)
+    assert (summary.written, summary.failed) == (REPORTS, 0), summary.failures[:1]
+    assert_index_matches_files(out, expected)
+    assert not list(shadow.rglob("*.html")), "a report was written where the parent cannot see it"
+
+
+@pytest.fixture
+def doomed_cluster(dask_installed: None) -> Iterator[Cluster]:
+    """A scheduler and one worker without a nanny (none restarts it), for a test that kills one of them."""
+    if not DASK_BIN.exists():
+        pytest.skip(f"no `dask` command at {DASK_BIN}")
+    running = start_cluster(1, "--no-nanny")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def generate_in_time(batch: list[Project], options: BatchOptions, on_report: Any, limit_s: float) -> BaseException:
+    """What ``generate`` raised, within ``limit_s`` (a hang fails the test instead of holding it)."""
+    raised: list[BaseException] = []
+
+    def batch_run() -> None:
+        try:
+            generate(batch, options, on_report=on_report)
+        except BaseException as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=batch_run, daemon=True)
+    thread.start()
+    thread.join(limit_s)
+    assert not thread.is_alive(), f"the batch still ran {limit_s} s on"
+    assert raised, "the batch ended as if nothing happened"
+    return raised[0]
+
+
+@pytest.mark.parametrize("victim", ["worker", "scheduler"])
+def test_a_cluster_lost_mid_batch_stops_it_naming_the_scheduler(
+    doomed_cluster: Cluster, batch: list[Project], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, victim: str
+) -> None:
+    from zerosite.dask_strategy import runner
+
+    monkeypatch.setattr(runner, "WORKERS_TIMEOUT_S", 1.0)
+    scheduler, worker = doomed_cluster.processes
+    killed = []
+
+    def kill(outcome: ReportOutcome) -> None:
+        if not killed:
+            killed.append(outcome)
+            os.killpg((worker if victim == "worker" else scheduler).pid, signal.SIGKILL)
+
+    options = BatchOptions(out=tmp_path / "out", strategy="dask", scheduler=doomed_cluster.address, chunksize=1)
+    error = generate_in_time(batch, options, kill, limit_s=15)
+    assert isinstance(error, StartError), repr(error)
+    assert doomed_cluster.address in str(error)
+    assert_folder_matches_index(tmp_path / "out")  # the projects in flight discarded, none indexed as failed
+
+
+SLOW_PLUGIN = '''
+    """M9, a slow module: for the test of a batch stopped while its chunks run."""
+    import time
+    from pathlib import Path
+    from zerosite import ReportModule, hookimpl
+
+    def compute(project, deps):
+        time.sleep(0.3)
+        return {"id": project.id}
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="M9", title="Slow", compute=compute, template="m9.html.j2", requires=("M2",)))
+
+    @hookimpl
+    def zerosite_template_dirs():
+        return [Path(__file__).parent / "templates"]
+'''
+
+
+def test_a_batch_stopped_leaves_no_file_unindexed_on_external_workers(
+    cluster: Cluster, batch: list[Project], tmp_path: Path, fresh_plugins: None
+) -> None:
+    plugins = tmp_path / "plugins"
+    (plugins / "templates").mkdir(parents=True)
+    (plugins / "m9_slow.py").write_text(textwrap.dedent(SLOW_PLUGIN))
+    (plugins / "templates" / "m9.html.j2").write_text('{% extends "default:base.html.j2" %}')
+    out = tmp_path / "out"
+    options = BatchOptions(
+        out=out,
+        strategy="dask",
+        scheduler=cluster.address,
+        chunksize=3,
+        modules=("M9",),
+        plugins=PluginSettings(plugins_dir=plugins),
+    )
+
+    def interrupt(outcome: ReportOutcome) -> None:
+        if outcome.module == "M9":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate(batch, options, on_report=interrupt)
+    assert_folder_matches_index(out)
+    time.sleep(1.5)  # longer than the chunks that ran when the batch stopped
+    assert_folder_matches_index(out)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["tcp://127.0.0.1:{garbage}", "foo://bar", "tls://127.0.0.1:{garbage}"],
+    ids=["not-dask", "unknown-scheme", "tls-unconfigured"],
+)
+def test_a_bad_address_is_one_clear_error_at_once(dask_installed: None, tmp_path: Path, address: str) -> None:
+    with socket.socket() as talker:  # a port that answers, but not as Dask does
+        talker.bind(("127.0.0.1", 0))
+        talker.listen()
+        stop_talking = threading.Event()
+
+        def answer() -> None:
+            talker.settimeout(0.2)
+            while not stop_talking.is_set():
+                with contextlib.suppress(OSError):
+                    conn, _ = talker.accept()
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.0\r\n" + b"x" * 100)
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        address = address.format(garbage=talker.getsockname()[1])
+        started = time.monotonic()
+        try:
+            done = zerosite_cli("--sample", "2", "--strategy", "dask", "--scheduler", address, out=tmp_path / "out")
+        finally:
+            stop_talking.set()
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: cannot reach the Dask scheduler at {address}: "), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr  # no traceback, no MemoryError
+    assert "MemoryError" not in done.stderr
+    assert time.monotonic() - started < 8  # the interpreter's start-up and imports included; was 10.7 s
+
+
+def test_ctrl_c_while_the_local_cluster_starts_is_one_line(dask_installed: None, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "zerosite", "generate", "--out", str(tmp_path / "out"), "-q"]
+    command += ["--sample", "100", "--strategy", "dask", "--workers", "2"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(1.5)  # imports done, the cluster starting
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal sends it: to the whole group
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+def test_workers_lost_outside_a_batch_are_not_its_restarts(
+    cluster: Cluster, batch: list[Project], tmp_path: Path
+) -> None:
+    options = BatchOptions(out=tmp_path / "out", strategy="dask", scheduler=cluster.address)
+    runner = start_runner(options)
+    try:
+        passer_by = cluster.add_worker()
+        wait_for_workers(cluster.address, 3)
+        os.killpg(passer_by.pid, signal.SIGKILL)  # lost before the batch: it took none of its chunks
+        passer_by.wait()
+        cluster.processes.remove(passer_by)
+        time.sleep(0.5)
+        summary = generate(batch[:4], options, runner=runner)
+    finally:
+        runner.close()
+    assert (summary.written, summary.restarts) == (20, 0)

@@ -7,20 +7,35 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import socket
+import struct
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import dask.config
 from distributed import Client, Future, LocalCluster, as_completed
 from distributed.comm.addressing import get_address_host_port, parse_address
+from distributed.comm.registry import get_backend
+from distributed.deploy.spec import SpecCluster
 from distributed.scheduler import KilledWorker
+from distributed.security import Security
 
 from zerosite.chunking import Taper
 from zerosite.dask_strategy.chunks import ChunkPolicy, ChunkSizer
-from zerosite.dask_strategy.tasks import ChunkResult, WarmWorker, make_chunk, sees_folder
+from zerosite.dask_strategy.tasks import (
+    UNFIT_TOPIC,
+    ChunkResult,
+    SeesOutput,
+    UnfitWorker,
+    WarmWorker,
+    chunks_running,
+    make_chunk,
+    sees_folder,
+)
 from zerosite.files import ReportFiles
 from zerosite.project import Project
 from zerosite.types import (
@@ -31,9 +46,10 @@ from zerosite.types import (
     StrategyOptions,
     WorkerConfig,
     describe_error,
+    error_message,
 )
 
-__all__ = ["CONNECT_TIMEOUT_S", "SCHEDULER_ENV", "WORKERS_TIMEOUT_S", "DaskRunner", "connect"]
+__all__ = ["CONNECT_TIMEOUT_S", "SCHEDULER_ENV", "WORKERS_TIMEOUT_S", "ClusterLost", "DaskRunner", "connect"]
 
 SCHEDULER_ENV = "ZEROSITE_DASK_SCHEDULER"
 """The scheduler's address when ``--scheduler`` is not given."""
@@ -42,10 +58,23 @@ CONNECT_TIMEOUT_S = 5.0
 """How long to try to reach a scheduler before saying it cannot be reached."""
 
 WORKERS_TIMEOUT_S = 10.0
-"""How long to wait for a reachable scheduler to have at least one worker."""
+"""How long to wait for a reachable scheduler to have a worker that can take the batch's chunks, at the start and
+whenever it has none mid-batch."""
 
 CLUSTER_CHECK_S = 1.0
-"""How often the runner asks the scheduler how many worker threads there are (to bound the work in flight)."""
+"""How often the runner asks the scheduler how many worker threads can take chunks (to bound the work in flight,
+and to notice a cluster left with none)."""
+
+POLL_S = 0.1
+"""How long the runner waits for a chunk to finish before it looks at the cluster again."""
+
+STOP_WAIT_S = 10.0
+"""How long a stopped batch waits for its cancelled chunks, still running on the workers, to end (each ends before
+its next write and removes its files): past it, those left remove their files themselves when they end."""
+
+HANDSHAKE_MOST_BYTES = 1 << 20
+"""A Dask server's first message, its handshake, is a few hundred bytes: a peer whose first eight bytes announce
+more than this speaks another protocol (read as Dask's frame length, an SSH banner asks for exbibytes)."""
 
 LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 """Dask settings for the workers of a local cluster: no statistical profiler (it samples every thread's stack
@@ -60,6 +89,13 @@ CALIBRATION_TASKS_PER_THREAD = 8
 CALIBRATION_TASKS_MOST = 256
 """... and no more than this many."""
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class ClusterLost(StartError):
+    """The cluster can no longer run the batch (its scheduler gone, or no worker left that can take a chunk): the
+    batch stops, its projects in flight discarded, and the same command resumes."""
+
 
 def connect(options: StrategyOptions) -> tuple[Client, LocalCluster | None]:
     """A client of the scheduler at ``options.scheduler`` (else ``$ZEROSITE_DASK_SCHEDULER``), or of a local
@@ -67,18 +103,12 @@ def connect(options: StrategyOptions) -> tuple[Client, LocalCluster | None]:
 
     :raises StartError: the scheduler cannot be reached within :data:`CONNECT_TIMEOUT_S`, or has no worker.
     """
-    address = options.scheduler or os.environ.get(SCHEDULER_ENV) or None
+    address = _given_address(options)
     if address is None:
-        with dask.config.set(LOCAL_WORKER_CONFIG):  # the nannies keep it for the workers they start
-            cluster = LocalCluster(
-                n_workers=options.workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",  # None still binds :8787 (dask/distributed#8136): a free port, no clash
-                silence_logs=logging.ERROR,
-            )
+        cluster = _local_cluster(options.workers)
         return Client(cluster, set_as_default=False), cluster
     try:
+        _check_address(address)
         _knock(address)
         client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except Exception as error:  # OSError, TimeoutError, ValueError (a malformed address), ...
@@ -94,6 +124,37 @@ def connect(options: StrategyOptions) -> tuple[Client, LocalCluster | None]:
     return client, None
 
 
+def _given_address(options: StrategyOptions) -> str | None:
+    """The address of the scheduler to use, or ``None`` to start a local cluster."""
+    return options.scheduler or os.environ.get(SCHEDULER_ENV) or None
+
+
+def _local_cluster(workers: int) -> LocalCluster:
+    """A local cluster of ``workers`` single-threaded worker processes. Ctrl-C and SIGTERM wait while it starts
+    (a second or two), then stop the batch as usual: interrupted half-way, Dask leaves nannies it cannot close
+    (each a traceback at exit) and worker processes importing Dask (each a traceback of its own); the worker
+    processes, started from threads that block the signals, never see them at all (the parent closes them)."""
+    before = set(SpecCluster._instances)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        with dask.config.set(LOCAL_WORKER_CONFIG):  # the nannies keep it for the workers they start
+            return LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",  # None still binds :8787 (dask/distributed#8136): a free port, no clash
+                silence_logs=logging.ERROR,
+            )
+    except BaseException:
+        for cluster in set(SpecCluster._instances) - before:  # half-started: close what it started
+            with contextlib.suppress(BaseException):  # a nanny never started fails Dask's own assertion
+                cluster.close(timeout=CONNECT_TIMEOUT_S)
+            SpecCluster._instances.discard(cluster)  # so that it is not closed again, with a traceback, at exit
+        raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a signal that came meanwhile is raised now
+
+
 _Submit = Callable[[list[Project]], None]
 """Sends a chunk of projects to the cluster as one task."""
 
@@ -102,84 +163,143 @@ def _nothing(i: int) -> int:
     return i
 
 
+def _check_address(address: str) -> None:
+    """Refuse, before Dask's client tries, an address it cannot use: an unknown scheme, or TLS without the
+    settings it needs (the client would fail only after its timeout, and again, with a traceback, at exit)."""
+    scheme, _ = parse_address(address)
+    get_backend(scheme)  # ValueError naming the known schemes
+    if scheme in ("tls", "wss") and Security().get_connection_args("client")["ssl_context"] is None:
+        raise ValueError(f"{scheme}:// needs TLS settings: distributed.comm.tls.* in the Dask configuration")
+
+
 def _knock(address: str) -> None:
     """Knock at a ``tcp://`` scheduler's door before Dask's client does: a refused connection fails at once (the
-    client would retry until its timeout), and a port that takes the connection but never speaks within the
-    timeout (the client would wait for its handshake forever) is no scheduler that can be used."""
+    client would retry until its timeout), a port that takes the connection but never speaks within the timeout
+    (the client would wait for its handshake forever), or that speaks another protocol (the client would read its
+    first bytes as a length to allocate), is no scheduler that can be used."""
     scheme, _ = parse_address(address)
     if scheme != "tcp":
         return
     deadline = time.monotonic() + CONNECT_TIMEOUT_S
     with socket.create_connection(get_address_host_port(address), timeout=CONNECT_TIMEOUT_S) as door:
-        door.settimeout(max(0.1, deadline - time.monotonic()))
-        try:
-            answered = door.recv(1)  # a Dask server sends its handshake as soon as it accepts
-        except TimeoutError:
-            raise TimeoutError(f"no answer within {CONNECT_TIMEOUT_S:g} s") from None
-        if not answered:
-            raise ConnectionError("it closed the connection without answering")
+        answer = b""
+        while len(answer) < 8:  # a Dask server sends its handshake as soon as it accepts: a length first
+            door.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                more = door.recv(8 - len(answer))
+            except TimeoutError:
+                raise TimeoutError(f"no answer within {CONNECT_TIMEOUT_S:g} s") from None
+            if not more:
+                raise ConnectionError("it closed the connection without answering")
+            answer += more
+        (length,) = struct.unpack("<Q", answer)
+        if not 0 < length <= HANDSHAKE_MOST_BYTES:
+            raise ConnectionError(f"it answered, but not as a Dask scheduler does (first bytes {answer!r})")
 
 
-class _LostWorkers:
-    """Counts the workers the scheduler lost without being asked to (killed, crashed, unreachable)."""
+class _ClusterEvents:
+    """What the scheduler tells about the workers: the losses that cost the running batch work (a worker removed
+    while its chunks ran there), and each worker that cannot take chunks, with why."""
 
     def __init__(self, client: Client) -> None:
-        self.count = 0
         self.client = client
+        self.lost = 0
+        self.prefix: str | None = None
+        self.unfit: dict[str, str] = {}
         client.subscribe_topic("all", self._on_event)
+        client.subscribe_topic(UNFIT_TOPIC, self._on_unfit)
+
+    def batch(self, prefix: str | None) -> None:
+        """Count the losses of the batch whose task keys start with ``prefix`` from now on (``None``: no batch)."""
+        self.prefix = prefix
+        if prefix is not None:
+            self.lost = 0
 
     def stop(self) -> None:
         """Stop listening (before the client closes: else the scheduler reports the client's own leaving)."""
         self.client.unsubscribe_topic("all")
+        self.client.unsubscribe_topic(UNFIT_TOPIC)
 
     def _on_event(self, event: tuple[float, Any]) -> None:
         _, message = event
-        if isinstance(message, dict) and message.get("action") == "remove-worker" and not message.get("expected"):
-            self.count += 1
+        prefix = self.prefix
+        if prefix is None or not isinstance(message, dict) or message.get("action") != "remove-worker":
+            return
+        if any(str(key).startswith(prefix) for key in message.get("processing-tasks") or ()):
+            self.lost += 1
+
+    def _on_unfit(self, event: tuple[float, Any]) -> None:
+        _, message = event
+        if isinstance(message, dict):
+            self.unfit[str(message.get("worker"))] = str(message.get("why"))
 
 
 class DaskRunner(Runner):
     """Chunks of projects as Dask tasks: workers warmed once by a worker plugin, chunks sized from the measured
     cost per project, a bounded number in flight, results yielded as they complete. A worker that dies takes
     its tasks with it and the scheduler runs them elsewhere; a chunk that kills workers again and again
-    (Dask then gives up on it: ``KilledWorker``) is split, and a project that does so alone fails, named."""
+    (Dask then gives up on it: ``KilledWorker``) is split, and a project that does so alone fails, named.
+
+    Chunks ask for Dask resources that only fit workers hold: warmed (:class:`WarmWorker`) and, where the workers
+    write the reports, seeing the output folder (:class:`SeesOutput`); a worker that joins unfit is named once,
+    in a warning, and gets no chunk. A cluster left with no fit worker for :data:`WORKERS_TIMEOUT_S`, or whose
+    scheduler is lost, stops the batch (:class:`ClusterLost`)."""
 
     def __init__(self, config: WorkerConfig, options: StrategyOptions, policy: ChunkPolicy | None = None) -> None:
         self.config = config
         self.options = options
         self.policy = policy or ChunkPolicy()
         self.client, self.cluster = connect(options)
+        self.address = _given_address(options) or str(self.cluster and self.cluster.scheduler_address)
         self.plugin = f"zerosite-{uuid.uuid4().hex}"
+        self.keys = itertools.count()
+        self._chunks: dict[Future[ChunkResult], list[Project]] = {}
+        self._prefix = ""
+        self._threads = (0.0, 0)
+        self._none_since: float | None = None
+        self._warned: set[str] = set()
         try:
-            self.lost = _LostWorkers(self.client)
-            self.client.register_plugin(WarmWorker(config, self.cluster is not None), name=self.plugin)
-            self.keys = itertools.count()
-            self._threads = (0.0, 0)
+            self.events = _ClusterEvents(self.client)
+            warm = WarmWorker(config, self.plugin, ignore_sigint=self.cluster is not None)
+            self.client.register_plugin(warm, name=self.plugin)
+            self._resources = {self.plugin: 1}
             self.overhead_ms = self._task_overhead_ms()
-        except Exception as error:
+        except BaseException as error:  # Ctrl-C too: the cluster is closed either way
             self.close()
-            raise StartError(f"the Dask workers could not be warmed: {describe_error(error)}") from None
+            if isinstance(error, UnfitWorker):
+                raise StartError(f"a Dask worker {error}") from None
+            if isinstance(error, Exception):
+                raise StartError(f"the Dask workers could not be warmed: {describe_error(error)}") from None
+            raise
 
     @property
     def restarts(self) -> int:
-        return self.lost.count
+        return self.events.lost
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
-        self._check_output(files)
+        batch = uuid.uuid4().hex
+        with self._fit_workers(files, batch) as resources:
+            yield from self._run(projects, files, batch, resources)
+
+    def _run(
+        self, projects: Iterable[Project], files: ReportWriter | None, batch: str, resources: dict[str, int]
+    ) -> Iterator[ProjectResult]:
         sizer = ChunkSizer(self.policy, self.options.chunksize, self.overhead_ms)
         taper = Taper(projects)
-        chunks: dict[Future[ChunkResult], list[Project]] = {}
+        chunks = self._chunks = {}
+        self._prefix = f"zerosite-chunk-{batch}-"
+        self._threads, self._none_since = (0.0, 0), None
         done = as_completed(loop=self.client.loop)
 
         def submit(chunk: list[Project]) -> None:
-            key = f"zerosite-chunk-{self.plugin}-{next(self.keys)}"
-            future = self.client.submit(make_chunk, self.plugin, chunk, files, key=key, pure=False)
+            key = f"{self._prefix}{next(self.keys)}"
+            future = self.client.submit(make_chunk, self.plugin, chunk, files, key=key, pure=False, resources=resources)
             chunks[future] = chunk
             done.add(future)
 
         def top_up() -> None:
             while True:
-                threads = self._threads_now()
+                threads = max(1, self._threads_now(resources))
                 if len(chunks) >= (self.options.in_flight or TASKS_PER_THREAD * threads):
                     return
                 chunk = taper.take(sizer.size(threads), threads)
@@ -187,14 +307,47 @@ class DaskRunner(Runner):
                     return
                 submit(chunk)
 
+        self.events.batch(self._prefix)
         try:
             top_up()
-            for future in done:
-                yield from self._outcome(future, chunks.pop(future), sizer, submit)
-                top_up()
+            while chunks:
+                self._watch(resources)
+                future = _next_done(done)
+                if future is not None:
+                    yield from self._outcome(future, chunks.pop(future), sizer, submit)
+                    top_up()
         finally:
-            if chunks:
-                self.client.cancel(list(chunks))
+            self._stop_chunks()
+            self.events.batch(None)
+
+    @contextlib.contextmanager
+    def _fit_workers(self, files: ReportWriter | None, batch: str) -> Iterator[dict[str, int]]:
+        """The resources a batch's chunks ask for: a warm worker's, and where workers of another cluster are to
+        write, one that only the workers that see the output folder get, for as long as the batch runs (a worker
+        present now that does not see it refuses the batch)."""
+        if self.cluster is not None or not isinstance(files, ReportFiles):
+            yield self._resources
+            return
+        probe = files.out_dir / f".zerosite-probe-{batch}"
+        sees = f"zerosite-sees-{batch}"
+        probe.touch()
+        try:
+            try:
+                self.client.register_plugin(SeesOutput(files.out_dir, probe.name, sees), name=sees)
+            except UnfitWorker:
+                seen = self.client.run(sees_folder, files.out_dir, probe.name)
+                blind = sorted(worker for worker, sees in seen.items() if not sees) or ["(one that left)"]
+                raise StartError(
+                    f"Dask worker(s) {', '.join(blind)} do not see the output folder {files.out_dir}: give "
+                    "--hand-back (the workers hand each report back and this process writes it), or put --out on "
+                    "a filesystem that every worker mounts at the same path"
+                ) from None
+            yield {**self._resources, sees: 1}
+        finally:
+            if self.client.status == "running":
+                with contextlib.suppress(Exception):
+                    self.client.unregister_worker_plugin(sees)
+            probe.unlink(missing_ok=True)
 
     def _outcome(
         self, future: Future[ChunkResult], chunk: list[Project], sizer: ChunkSizer, submit: _Submit
@@ -211,55 +364,130 @@ class DaskRunner(Runner):
             why = f"worker died while making project {chunk[0].id}: {error}"
             return [ProjectResult.failed(chunk[0], self.config.reports, why)]
         except (Exception, asyncio.CancelledError) as error:  # a result that could not come back
+            if self.client.status != "running" or "scheduler-connection-lost" in error_message(error):
+                raise self._lost_scheduler() from None
             why = f"making project failed: {describe_error(error)}"
             return [ProjectResult.failed(project, self.config.reports, why) for project in chunk]
         sizer.observe(len(chunk), outcome.busy_ns)
         return outcome.results()
 
-    def _threads_now(self) -> int:
-        """The cluster's worker threads, asked of the scheduler at most every :data:`CLUSTER_CHECK_S`."""
+    def _lost_scheduler(self) -> ClusterLost:
+        return ClusterLost(
+            f"lost the Dask scheduler at {self.address} mid-batch; the projects in flight were discarded: "
+            "run the same command again to resume"
+        )
+
+    def _watch(self, resources: dict[str, int]) -> None:
+        """Warn once of each worker that cannot take chunks; stop the batch when the scheduler is lost, or when no
+        worker that can take its chunks has been there for :data:`WORKERS_TIMEOUT_S`."""
+        for worker, why in list(self.events.unfit.items()):
+            if worker not in self._warned:
+                self._warned.add(worker)
+                warnings.warn(
+                    f"zerosite: Dask worker {worker} {why}; it gets none of this batch's chunks", stacklevel=2
+                )
+        if self._threads_now(resources):
+            self._none_since = None
+            return
+        now = time.monotonic()
+        if self._none_since is None:
+            self._none_since = now
+        elif now - self._none_since >= WORKERS_TIMEOUT_S:
+            unfit = "; ".join(f"{worker} {why}" for worker, why in sorted(self.events.unfit.items()))
+            raise ClusterLost(
+                f"the Dask scheduler at {self.address} has had no worker that can take this batch's chunks for "
+                f"{WORKERS_TIMEOUT_S:g} s{f' ({unfit})' if unfit else ''}; the projects in flight were discarded: "
+                f"start workers with `dask worker {self.address} --nthreads 1` and run the same command again"
+            )
+
+    def _threads_now(self, resources: dict[str, int]) -> int:
+        """The worker threads that can take this batch's chunks (their workers hold ``resources``), asked of the
+        scheduler at most every :data:`CLUSTER_CHECK_S`."""
         checked, threads = self._threads
         if time.monotonic() - checked > CLUSTER_CHECK_S:
-            threads = max(1, sum(self.client.nthreads().values()))
+            if self.client.status != "running":
+                raise self._lost_scheduler()
+            try:
+                workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+            except Exception:
+                if self.client.status != "running":
+                    raise self._lost_scheduler() from None
+                raise
+            threads = sum(
+                worker["nthreads"]
+                for worker in workers
+                if all(worker.get("resources", {}).get(name, 0) >= need for name, need in resources.items())
+            )
             self._threads = (time.monotonic(), threads)
         return threads
 
+    def _stop_chunks(self) -> None:
+        """Cancel the chunks still in flight (a batch stopped: the engine discards their projects), and wait, at
+        most :data:`STOP_WAIT_S`, for those running to end: each stops before its next write and removes the
+        files it wrote, so none is left that the index does not have."""
+        chunks, self._chunks = list(self._chunks), {}
+        if not chunks or self.client.status != "running":
+            return
+        with contextlib.suppress(Exception):  # a cluster that fails here has nothing more to stop
+            self.client.cancel(chunks)
+            deadline = time.monotonic() + STOP_WAIT_S
+            while time.monotonic() < deadline and sum(self.client.run(chunks_running, self._prefix).values()):
+                time.sleep(POLL_S)
+
     def _task_overhead_ms(self) -> float:
         """Dask's cost per task on this cluster now: the wall time of a stream of no-op tasks, per task."""
-        count = min(CALIBRATION_TASKS_MOST, CALIBRATION_TASKS_PER_THREAD * self._threads_now())
+        count = min(CALIBRATION_TASKS_MOST, CALIBRATION_TASKS_PER_THREAD * max(1, self._threads_now(self._resources)))
         started = time.perf_counter()
         self.client.gather(
-            [self.client.submit(_nothing, i, key=f"zerosite-calibrate-{self.plugin}-{i}") for i in range(count)]
+            [
+                self.client.submit(_nothing, i, key=f"zerosite-calibrate-{self.plugin}-{i}", resources=self._resources)
+                for i in range(count)
+            ]
         )
         return (time.perf_counter() - started) * 1e3 / count
 
-    def _check_output(self, files: ReportWriter | None) -> None:
-        """Where workers of another cluster are to write, make sure each one sees the output folder."""
-        if self.cluster is not None or not isinstance(files, ReportFiles):
-            return
-        probe = f".zerosite-probe-{uuid.uuid4().hex}"
-        (files.out_dir / probe).touch()
-        try:
-            seen = self.client.run(sees_folder, files.out_dir, probe)
-        finally:
-            (files.out_dir / probe).unlink()
-        blind = sorted(worker for worker, sees in seen.items() if not sees)
-        if blind:
-            raise StartError(
-                f"Dask worker(s) {', '.join(blind)} do not see the output folder {files.out_dir}: give --hand-back "
-                "(the workers hand each report back and this process writes it), or put --out on a filesystem "
-                "that every worker mounts at the same path"
-            )
-
     def close(self) -> None:
         try:
-            with contextlib.suppress(Exception):  # the plugin is gone with a local cluster anyway
-                self.lost.stop()
-                if self.cluster is None:
-                    self.client.unregister_worker_plugin(self.plugin)
+            self._stop_chunks()  # a batch stopped in the engine's hands (Ctrl-C while it indexed) ends here first
+            if self.client.status == "running":
+                with contextlib.suppress(Exception):  # the plugin is gone with a local cluster anyway
+                    self.events.stop()
+                    if self.cluster is None:
+                        self.client.unregister_worker_plugin(self.plugin)
         finally:
             try:
-                self.client.close()
+                lost = self.client.status != "running"
+                # A client whose scheduler is gone has nothing left to close; Dask logs its reconnection, cancelled
+                # here, as an error with a traceback: the batch's own error has said what happened.
+                with contextlib.suppress(Exception), _quiet("distributed.client" if lost else None):
+                    self.client.close(timeout=CONNECT_TIMEOUT_S)
             finally:
                 if self.cluster is not None:
                     self.cluster.close()
+
+
+@contextlib.contextmanager
+def _quiet(logger: str | None) -> Iterator[None]:
+    """The log records of ``logger`` (if any) below CRITICAL left out meanwhile."""
+    if logger is None:
+        yield
+        return
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _next_done(done: as_completed) -> Future[ChunkResult] | None:
+    """The next finished task of ``done``, or ``None`` when none finished within :data:`POLL_S` (as_completed's own
+    iterator waits without end: the runner looks at the cluster meanwhile)."""
+    if not done.has_ready():
+        with done.thread_condition:  # notified by as_completed as each task finishes
+            done.thread_condition.wait(timeout=POLL_S)
+        if not done.has_ready():
+            return None
+    future: Future[ChunkResult] = next(done)
+    return future

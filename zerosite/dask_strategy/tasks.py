@@ -1,51 +1,113 @@
-"""What runs on a Dask worker: the plugin that warms it once per batch, and the task that makes a chunk."""
+"""What runs on a Dask worker: the plugins that fit it for a batch, and the task that makes a chunk."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from distributed import Worker as DaskWorker
 from distributed import WorkerPlugin, get_worker
 
 from zerosite.project import Project
-from zerosite.types import ProjectResult, ReportResult, ReportWriter, WorkerConfig, describe_error
+from zerosite.types import ProjectResult, ReportResult, ReportWriter, WorkerConfig, WrittenFile, describe_error
 from zerosite.worker import Worker, warm_process
 
-__all__ = ["ChunkResult", "Made", "WarmWorker", "make_chunk", "sees_folder"]
+__all__ = [
+    "UNFIT_TOPIC",
+    "ChunkCancelled",
+    "ChunkResult",
+    "Made",
+    "SeesOutput",
+    "UnfitWorker",
+    "WarmWorker",
+    "chunks_running",
+    "make_chunk",
+    "sees_folder",
+]
 
 COMPRESSION_LEVEL = 1
 """zlib level for HTML handed back: level 1 shrinks a report about threefold (21.6 KB to 7.0 KB) at the least CPU."""
 
+UNFIT_TOPIC = "zerosite-unfit-worker"
+"""The Dask event topic on which a worker says why it cannot take a batch's chunks (``{"worker", "why"}``)."""
 
-class WarmWorker(WorkerPlugin):
-    """A Dask worker plugin: on each worker (and each that joins later) it loads the plugins, compiles the
-    templates and opens the data source once (:func:`zerosite.worker.warm_process`); tasks find it by name.
+
+class UnfitWorker(Exception):
+    """A Dask worker cannot take a batch's chunks; the message says why (``could not be warmed: ...``)."""
+
+
+class _Fitness(WorkerPlugin):
+    """A worker plugin that grants its worker the Dask resource ``resource`` (one unit per thread) once the worker
+    is fit, and never otherwise: tasks that ask for the resource then run only on fit workers, those present
+    when the plugin is registered and those that join later alike. A worker that is not fit says why on
+    :data:`UNFIT_TOPIC` and raises :class:`UnfitWorker` (Dask logs it there; at registration the client raises it).
+    """
+
+    def __init__(self, resource: str) -> None:
+        self.resource = resource
+
+    def fit(self, worker: DaskWorker) -> None:
+        """Make ``worker`` fit; raise :class:`UnfitWorker` saying why it cannot be."""
+        raise NotImplementedError
+
+    async def setup(self, worker: DaskWorker) -> None:
+        try:
+            self.fit(worker)
+        except UnfitWorker as unfit:
+            worker.log_event(UNFIT_TOPIC, {"worker": worker.address, "why": str(unfit)})
+            raise
+        await worker.set_resources(**{self.resource: worker.state.nthreads})
+
+
+class WarmWorker(_Fitness):
+    """On each worker (and each that joins later) it loads the plugins, compiles the templates and opens the data
+    source once (:func:`zerosite.worker.warm_process`); tasks find it by name. A worker that cannot be warmed (a
+    plugin missing there) gets no task.
 
     With ``ignore_sigint`` (the workers of a local cluster, started by this batch) the worker ignores Ctrl-C, as
     pool workers do: the parent alone decides how a batch stops, and closes the cluster.
     """
 
-    def __init__(self, config: WorkerConfig, ignore_sigint: bool = False) -> None:
+    def __init__(self, config: WorkerConfig, resource: str, ignore_sigint: bool = False) -> None:
+        super().__init__(resource)
         self.config = config
         self.ignore_sigint = ignore_sigint
         self.worker: Worker | None = None
 
-    def setup(self, worker: DaskWorker) -> None:
+    def fit(self, worker: DaskWorker) -> None:
         if self.ignore_sigint and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-        self.worker = warm_process(self.config)
+        try:
+            self.worker = warm_process(self.config)
+        except Exception as error:
+            raise UnfitWorker(f"could not be warmed: {describe_error(error)}") from None
 
     def teardown(self, worker: DaskWorker) -> None:
         if self.worker is not None:
             self.worker.source.close()
             self.worker = None
+
+
+class SeesOutput(_Fitness):
+    """For one batch whose workers write the reports: fit is a worker that sees the output folder as the client
+    does (the file ``probe`` that the client made there for the batch), so that none writes where the parent
+    cannot see, whenever it joined."""
+
+    def __init__(self, folder: Path, probe: str, resource: str) -> None:
+        super().__init__(resource)
+        self.folder = folder
+        self.probe = probe
+
+    def fit(self, worker: DaskWorker) -> None:
+        if not sees_folder(self.folder, self.probe):
+            raise UnfitWorker(f"does not see the output folder {self.folder}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +137,72 @@ class ChunkResult:
         return [made.result() for made in self.made]
 
 
+class ChunkCancelled(Exception):
+    """The client cancelled the chunk being made (its batch stopped): nothing more is written for it."""
+
+
+def _wanted(key: str) -> bool:
+    """On a worker, in a task: whether the client still wants the task ``key`` (it was not cancelled)."""
+    task = get_worker().state.tasks.get(key)  # a read of the worker's state: atomic under the GIL
+    return task is not None and task.state == "executing"
+
+
+@dataclass
+class _WhileWanted:
+    """``files`` for one chunk's task ``key``: each write only while the client still wants the chunk, each file
+    written noted, so that a cancelled chunk's files can be removed."""
+
+    files: ReportWriter
+    key: str
+    written: list[WrittenFile] = field(default_factory=list)
+
+    def write(self, project_id: str, module: str, html: str) -> WrittenFile:
+        if not _wanted(self.key):
+            raise ChunkCancelled(f"the batch stopped: report {module} of project {project_id} not written")
+        written = self.files.write(project_id, module, html)
+        self.written.append(written)
+        return written
+
+    def remove_written(self) -> None:
+        for written in self.written:
+            with contextlib.suppress(OSError):
+                written.path.unlink()
+
+
 def make_chunk(plugin: str, projects: Sequence[Project], files: ReportWriter | None) -> ChunkResult:
     """The task: make ``projects`` with the worker that plugin ``plugin`` warmed here; given ``files``, write
-    each report there, else hand its HTML back compressed. A project that raises fails alone, named."""
+    each report there, else hand its HTML back compressed. A project that raises fails alone, named.
+
+    A chunk that the client cancels while it runs (its batch stopped: the parent discards its projects) stops
+    before its next write and removes the files it wrote, so that none is left that the index does not have.
+    """
     started = time.perf_counter_ns()
-    warm = get_worker().plugins[plugin]
-    assert isinstance(warm, WarmWorker) and warm.worker is not None
-    made = tuple(_handed_back(_make_one(warm.worker, project, files)) for project in projects)
-    return ChunkResult(made, time.perf_counter_ns() - started)
+    here = get_worker()
+    warm = here.plugins[plugin]
+    if not isinstance(warm, WarmWorker) or warm.worker is None:  # the plugin grants the resource only when warm
+        raise RuntimeError(f"Dask worker {here.address} is not warm for this batch")
+    key = str(here.get_current_task())
+    guarded = None if files is None else _WhileWanted(files, key)
+    made = []
+    for project in projects:
+        if not _wanted(key):
+            break
+        made.append(_handed_back(_make_one(warm.worker, project, guarded)))
+    if not _wanted(key):
+        if guarded is not None:
+            guarded.remove_written()
+        raise ChunkCancelled("the batch stopped: the chunk's files were removed")
+    return ChunkResult(tuple(made), time.perf_counter_ns() - started)
+
+
+def chunks_running(prefix: str, dask_worker: DaskWorker) -> int:
+    """On a worker (``client.run``): how many tasks whose key starts with ``prefix`` still run there, cancelled
+    ones included (a running task's thread cannot be stopped: it ends at its next check)."""
+    return sum(
+        1
+        for key, task in list(dask_worker.state.tasks.items())
+        if str(key).startswith(prefix) and task.state in ("executing", "cancelled", "long-running")
+    )
 
 
 def _handed_back(result: ProjectResult) -> Made:
