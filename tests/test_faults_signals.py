@@ -200,26 +200,6 @@ def test_a_stop_that_plugin_code_catches_still_stops_the_batch(tmp_path: Path, s
     assert done < 10
 
 
-def test_sigterm_to_the_whole_group_ends_the_workers_quietly(tmp_path: Path) -> None:
-    """Pool workers used to inherit the command's SIGTERM handler: each raised into its project, printed a
-    traceback, and told the user "stopping now" as if a second signal had come."""
-    out = tmp_path / "out"
-    plugins = slow_plugins(tmp_path, 0.05)
-    command = zerosite(
-        plugins, "generate", "--sample", "40", "--module", "M2", "--module", "SLOW", "--strategy", "process",
-        "--workers", "2", "--out", str(out), "--quiet",
-    )  # fmt: skip
-    child = start(command)
-    with no_strays(child):
-        wait_for_files(out, 8, child)
-        os.killpg(child.pid, signal.SIGTERM)  # `kill -TERM -PGID`, or a container's stop
-        _, stderr = child.communicate(timeout=10)
-        assert child.returncode == 143, stderr
-        assert "terminated" in stderr and "Traceback" not in stderr and "stopping now" not in stderr
-    done = assert_whole_projects(out, ("M2", "SLOW"))
-    resumes(command, done, 80)
-
-
 def test_a_ctrl_c_inside_the_event_loop_loses_no_wake_up() -> None:
     """The async runner's loop: a Ctrl-C raised inside one of its callbacks used to drop the wake-up that
     callback was giving, and the batch's clean-up then waited for ever (once in CI under load)."""
@@ -278,7 +258,11 @@ def test_workers_die_with_a_killed_parent(tmp_path: Path, strategy: str, start_m
         pass
 
 
-def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("to_group", [False, True], ids=["the-parent", "the-group"])
+def test_sigterm_stops_cleanly(tmp_path: Path, to_group: bool) -> None:
+    """To the parent alone (``kill PID``, a service manager) or to its group (``kill -TERM -PGID``, a container's
+    stop). Pool workers used to inherit the command's SIGTERM handler: a group's SIGTERM raised into their
+    projects, printed tracebacks and told the user "stopping now" as if a second signal had come."""
     out = tmp_path / "out"
     plugins = slow_plugins(tmp_path, 0.05)
     command = zerosite(
@@ -290,10 +274,14 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
         wait_for_files(out, 8, child)
         workers = psutil.Process(child.pid).children(recursive=True)
         try:
-            child.terminate()  # the parent alone, as `kill PID` or a service manager does
+            if to_group:
+                os.killpg(child.pid, signal.SIGTERM)
+            else:
+                child.terminate()
             _, stderr = child.communicate(timeout=10)
             assert child.returncode == 143, stderr
             assert "terminated" in stderr and "resume" in stderr and "Traceback" not in stderr
+            assert "stopping now" not in stderr
             assert gone(workers, 5)
         finally:
             kill_all(workers)
