@@ -46,6 +46,7 @@ from zerosite.types import (
     Strategy,
     StrategyOptions,
     WorkerConfig,
+    WorkersLost,
 )
 
 __all__ = ["main", "run"]
@@ -489,7 +490,7 @@ def _run_batch(
             _fail(str(error))
         except OutputBusy as error:
             _fail(f"{error}; wait for it to finish or choose another --out")
-        except StoreError as error:
+        except (StoreError, WorkersLost) as error:
             _fail(str(error), EXIT_FAILED)
         except (OSError, RuntimeError) as error:  # a fork or a thread refused: not a traceback, and no hang
             if isinstance(error, RuntimeError) and "can't start new thread" not in str(error):

@@ -364,8 +364,11 @@ def generate(
 
         refused: StoreError | None = None
         try:
-            with contextlib.nullcontext(runner) if runner is not None else start_runner(options, batch_plan) as active:
-                for result in active.run(to_make(), None if options.hand_back else store.files):
+            with (
+                contextlib.nullcontext(runner) if runner is not None else start_runner(options, batch_plan) as active,
+                _closed_after(active.run(to_make(), None if options.hand_back else store.files)) as made,
+            ):
+                for result in made:
                     project = in_flight[result.project_id]
                     _store_result(store, result, functools.partial(input_hashes, project, keys), tally)
                     if shared is not None:
@@ -413,6 +416,19 @@ def generate(
         restarts=restarts,
         from_cache=tally.from_cache,
     )
+
+
+@contextlib.contextmanager
+def _closed_after(results: Iterator[ProjectResult]) -> Iterator[Iterator[ProjectResult]]:
+    """A runner's ``results``, closed when the block ends however it ends: the runner's clean-up (its work still
+    running cancelled, and waited for) comes before the engine discards the projects in flight, not whenever the
+    generator is collected."""
+    try:
+        yield results
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
 
 
 def _fill_from_cache(

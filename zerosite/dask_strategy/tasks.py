@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from distributed import Worker as DaskWorker
@@ -138,43 +137,40 @@ class ChunkResult:
 
 
 class ChunkCancelled(Exception):
-    """The client cancelled the chunk being made (its batch stopped): nothing more is written for it."""
+    """The chunk being made was cancelled (its batch stopped): it stopped before its next write."""
+
+
+_WANTED_STATES = frozenset({"executing", "long-running", "resumed"})
+"""A task's states on a worker while its client still wants it ("cancelled": released while it runs)."""
 
 
 def _wanted(key: str) -> bool:
     """On a worker, in a task: whether the client still wants the task ``key`` (it was not cancelled)."""
     task = get_worker().state.tasks.get(key)  # a read of the worker's state: atomic under the GIL
-    return task is not None and task.state == "executing"
+    return task is not None and task.state in _WANTED_STATES
 
 
-@dataclass
+@dataclass(frozen=True)
 class _WhileWanted:
-    """``files`` for one chunk's task ``key``: each write only while the client still wants the chunk, each file
-    written noted, so that a cancelled chunk's files can be removed."""
+    """``files`` for one chunk's task ``key``: each write only while the client still wants the chunk."""
 
     files: ReportWriter
     key: str
-    written: list[WrittenFile] = field(default_factory=list)
 
     def write(self, project_id: str, module: str, html: str) -> WrittenFile:
         if not _wanted(self.key):
             raise ChunkCancelled(f"the batch stopped: report {module} of project {project_id} not written")
-        written = self.files.write(project_id, module, html)
-        self.written.append(written)
-        return written
-
-    def remove_written(self) -> None:
-        for written in self.written:
-            with contextlib.suppress(OSError):
-                written.path.unlink()
+        return self.files.write(project_id, module, html)
 
 
 def make_chunk(plugin: str, projects: Sequence[Project], files: ReportWriter | None) -> ChunkResult:
     """The task: make ``projects`` with the worker that plugin ``plugin`` warmed here; given ``files``, write
     each report there, else hand its HTML back compressed. A project that raises fails alone, named.
 
-    A chunk that the client cancels while it runs (its batch stopped: the parent discards its projects) stops
-    before its next write and removes the files it wrote, so that none is left that the index does not have.
+    A chunk that the client cancels while it runs (its batch stopped) stops before its next write; the parent,
+    which waits for it to end, then discards its projects' files with the rest of those in flight. It removes
+    none itself: the same task may have run again elsewhere (a worker lost, its tasks sent again) and written
+    the same files, which are then the index's.
     """
     started = time.perf_counter_ns()
     here = get_worker()
@@ -189,9 +185,7 @@ def make_chunk(plugin: str, projects: Sequence[Project], files: ReportWriter | N
             break
         made.append(_handed_back(_make_one(warm.worker, project, guarded)))
     if not _wanted(key):
-        if guarded is not None:
-            guarded.remove_written()
-        raise ChunkCancelled("the batch stopped: the chunk's files were removed")
+        raise ChunkCancelled("the batch stopped: the chunk stopped before its next write")
     return ChunkResult(tuple(made), time.perf_counter_ns() - started)
 
 

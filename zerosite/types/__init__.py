@@ -8,7 +8,7 @@ from zerosite.types.caches import (
     CacheUnavailable,
     ReportCache,
 )
-from zerosite.types.errors import PluginError, StartError, StoreError, describe_error, error_message
+from zerosite.types.errors import PluginError, StartError, StoreError, WorkersLost, describe_error, error_message
 from zerosite.types.interfaces import DataSource, ReportWriter, Runner, Strategy
 from zerosite.types.modules import ComputeFunction, ReportModule, dependency_order
 from zerosite.types.results import (
@@ -49,6 +49,7 @@ __all__ = [
     "Strategy",
     "StrategyOptions",
     "WorkerConfig",
+    "WorkersLost",
     "WrittenFile",
     "dependency_order",
     "describe_error",

@@ -14,6 +14,11 @@ class StartError(Exception):
     which and why. A usage error, like an unknown strategy."""
 
 
+class WorkersLost(Exception):
+    """A strategy's workers were lost mid-batch, beyond replacing (a cluster's scheduler gone, no worker left): the
+    batch stops, its projects in flight discarded; the message says which, and that the same command resumes."""
+
+
 class StoreError(Exception):
     """A report file or index row could not be written; the message says what and where."""
 
