@@ -205,8 +205,8 @@ def _knock(address: str) -> None:
 
 
 class _ClusterEvents:
-    """What the scheduler tells about the workers: the losses that cost the running batch work (a worker removed
-    while its chunks ran there), and each worker that cannot take chunks, with why."""
+    """What the scheduler tells about the workers: those lost unasked while a batch runs, and each worker that
+    cannot take chunks, with why."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
