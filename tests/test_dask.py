@@ -227,6 +227,7 @@ def test_external_workers_hand_reports_back(
     monkeypatch.setenv("ZEROSITE_DASK_SCHEDULER", cluster.address)  # instead of --scheduler
     summary = generate(batch, BatchOptions(out=tmp_path / "out", strategy="dask", hand_back=True))
     assert (summary.written, summary.failed) == (REPORTS, 0)
+    assert summary.workers == 2  # the cluster's, not --workers (1 by default)
     assert_index_matches_files(tmp_path / "out", expected)
 
 

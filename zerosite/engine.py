@@ -380,7 +380,7 @@ def generate(
                         # come, the last commit holds a result's rows or two (a few commits more, not one a result).
                         store.flush()
                 store.flush()  # the last rows, here rather than when the store closes: an index error is handled below
-                restarts = active.restarts
+                restarts, workers = active.restarts, active.workers or options.workers
         except StoreError as error:
             # The index took no more (a full disk): the reports it did not take go with their files, so that the
             # folder holds what it says; those it committed before stay, for a rerun to resume from.
@@ -406,7 +406,7 @@ def generate(
 
     return BatchSummary(
         strategy=options.strategy,
-        workers=options.workers,
+        workers=workers,
         written=tally.counts["written"],
         skipped=tally.counts["skipped"],
         failed=tally.counts["failed"],

@@ -289,6 +289,11 @@ class DaskRunner(Runner):
     def restarts(self) -> int:
         return self.events.lost
 
+    @property
+    def workers(self) -> int | None:
+        """The worker threads that could take the batch's chunks when last asked; ``None`` before any batch."""
+        return self._threads[1] or None
+
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         batch = uuid.uuid4().hex
         with self._fit_workers(files, batch) as resources:

@@ -88,6 +88,12 @@ class Runner(abc.ABC):
         """How often a broken pool was replaced."""
         return 0
 
+    @property
+    def workers(self) -> int | None:
+        """The workers its latest batch ran on, where the runner knows better than the options' ``workers`` (a
+        cluster it did not start: the threads of its workers); ``None`` otherwise."""
+        return None
+
     @abc.abstractmethod
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         """Make every project's reports, yielding results as they complete; input is read lazily.
