@@ -149,20 +149,21 @@ class ReportFiles:
         self._folders.add(project_id)
 
     def cleanup_temp_files(self) -> int:
-        """Remove stale ``.*.tmp`` files that a killed process left in the project folders; returns how many."""
+        """Remove stale ``.*.tmp`` files that a killed process left in the project folders, or in the output folder
+        itself (a Dask batch's probe); returns how many."""
         removed = 0
-        with os.scandir(self.out_dir) as projects:
-            for project in projects:
-                if not project.is_dir(follow_symlinks=False):
-                    continue
-                with os.scandir(project.path) as entries:
-                    for entry in entries:
-                        if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
-                            try:
-                                os.unlink(entry.path)
-                                removed += 1
-                            except FileNotFoundError:
-                                pass
+        with os.scandir(self.out_dir) as top:
+            folders = [self.out_dir]
+            for entry in top:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(Path(entry.path))
+        for folder in folders:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
+                        with suppress(FileNotFoundError):
+                            os.unlink(entry.path)
+                            removed += 1
         return removed
 
 

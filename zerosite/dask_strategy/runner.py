@@ -346,7 +346,7 @@ class DaskRunner(Runner):
         if self.cluster is not None or not isinstance(files, ReportFiles):
             yield self._resources
             return
-        probe = files.out_dir / f".zerosite-probe-{batch}"
+        probe = files.out_dir / f".zerosite-probe-{batch}.tmp"  # a stale one goes with the temporary files
         sees = f"zerosite-sees-{batch}"
         probe.touch()
         try:
