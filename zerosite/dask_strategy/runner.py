@@ -332,7 +332,7 @@ class DaskRunner(Runner):
                 self._watch(resources)
                 future = _next_done(done)
                 if future is not None:
-                    yield from self._outcome(future, chunks.pop(future), sizer, submit)
+                    yield from self._outcome(future, chunks.pop(future), sizer, submit, resources)
                     top_up()
         finally:
             self._stop_chunks()
@@ -368,12 +368,17 @@ class DaskRunner(Runner):
             probe.unlink(missing_ok=True)
 
     def _outcome(
-        self, future: Future[ChunkResult], chunk: list[Project], sizer: ChunkSizer, submit: _Submit
+        self,
+        future: Future[ChunkResult],
+        chunk: list[Project],
+        sizer: ChunkSizer,
+        submit: _Submit,
+        resources: dict[str, int],
     ) -> list[ProjectResult]:
         """What a finished task gives: its chunk's results; for a chunk Dask gave up on, each of its projects
         sent again alone (nothing yet), or the lone project's failure; for a result lost, every project failed."""
         try:
-            outcome: ChunkResult = future.result()
+            outcome = self._result(future, resources)
         except ChunkCancelled:  # released on its worker while it ran, yet still wanted: sent again
             submit(chunk)
             return []
@@ -394,6 +399,16 @@ class DaskRunner(Runner):
             return [ProjectResult.failed(project, self.config.reports, why) for project in chunk]
         sizer.observe(len(chunk), outcome.busy_ns)
         return outcome.results()
+
+    def _result(self, future: Future[ChunkResult], resources: dict[str, int]) -> ChunkResult:
+        """The finished task's result. Its worker may be lost before the result is gathered: Dask then runs the task
+        again, and the wait is the batch's, with the cluster watched meanwhile (a cluster left with no worker
+        stops the batch instead of holding it for ever)."""
+        while True:
+            try:
+                return future.result(timeout=CLUSTER_CHECK_S)
+            except TimeoutError:
+                self._watch(resources)
 
     def _lost_scheduler(self) -> ClusterLost:
         return ClusterLost(
