@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import click
 
 from zerosite.caches import DEFAULT_CACHE, open_cache
-from zerosite.cores import MAX_WORKERS_PER_CPU, most_workers, usable_cores
+from zerosite.cores import MAX_WORKERS_PER_CPU, capped_workers, usable_cores
 from zerosite.engine import BatchOptions, BatchPlan, EngineError, plan_batch
 from zerosite.engine import generate as generate_reports
 from zerosite.files import OutputBusy
@@ -125,16 +125,11 @@ def run() -> None:
 
 
 def _capped_workers(workers: int) -> int:
-    """``workers``, or at most ``MAX_WORKERS_PER_CPU`` per usable CPU, with a warning when capped."""
-    most = most_workers()
-    if workers <= most:
-        return workers
-    click.echo(
-        f"warning: --workers {workers} is more than this machine can use; using {most} "
-        f"({MAX_WORKERS_PER_CPU} per usable CPU, {usable_cores()} here)",
-        err=True,
-    )
-    return most
+    """``workers``, or the cap (:func:`zerosite.cores.capped_workers`), with a warning when capped."""
+    workers, why = capped_workers(workers)
+    if why is not None:
+        click.echo(f"warning: --workers {why}", err=True)
+    return workers
 
 
 def _refused(error: BaseException) -> str:

@@ -6,7 +6,7 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["MAX_WORKERS_PER_CPU", "most_workers", "usable_cores"]
+__all__ = ["MAX_WORKERS_PER_CPU", "capped_workers", "most_workers", "usable_cores"]
 
 MAX_WORKERS_PER_CPU = 4
 """Workers (threads or processes) are capped at this many per usable core, for ``generate --workers`` and the
@@ -16,6 +16,18 @@ service alike: more only adds memory and switching."""
 def most_workers() -> int:
     """The cap on workers here: ``MAX_WORKERS_PER_CPU`` per usable core."""
     return MAX_WORKERS_PER_CPU * usable_cores()
+
+
+def capped_workers(workers: int) -> tuple[int, str | None]:
+    """``workers``, or the cap when it is more, with why in words (``None`` when not capped)."""
+    most = most_workers()
+    if workers <= most:
+        return workers, None
+    why = (
+        f"{workers} is more than this machine can use; using {most} "
+        f"({MAX_WORKERS_PER_CPU} per usable CPU, {usable_cores()} here)"
+    )
+    return most, why
 
 
 def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:

@@ -218,7 +218,8 @@ class ReportStore:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.executescript(_SCHEMA + _DROP_TRIGGERS + _DROP_OLD_INDEXES)
-            # Resume lookups: every written report's input hash and file, loaded once (10,000 projects ≈ 50,000 rows).
+            # Resume lookups: every written report's input hash, file, SHA-256 and size, loaded once (10,000 projects
+            # ≈ 50,000 rows).
             self._written: dict[tuple[str, str], tuple[str, str, str, int]] = {
                 (project_id, module): (input_hash, path, sha256, size)
                 for project_id, module, input_hash, path, sha256, size in self._db.execute(
@@ -427,7 +428,10 @@ class ReportStore:
     def indexed_file(self, project_id: str, module: str) -> tuple[str, int] | None:
         """The indexed SHA-256 and size of a written report's file, else ``None``."""
         found = self._written.get((project_id, module))
-        return (found[2], found[3]) if found is not None else None
+        if found is None:
+            return None
+        _, _, sha256, size = found
+        return sha256, size
 
     def file_intact(self, project_id: str, module: str) -> bool:
         """Whether a written report's file still has the SHA-256 the index recorded (``--verify``): it is

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from zerosite.cores import MAX_WORKERS_PER_CPU, most_workers, usable_cores
+from zerosite.cores import capped_workers
 
 __all__ = ["LIMITS", "ConfigError", "ServiceConfig", "ServiceLimits", "read_token_file"]
 
@@ -168,18 +168,11 @@ def _is_visible_ascii(text: str) -> bool:
 
 
 def _capped_workers(workers: int) -> int:
-    """``workers``, or at most ``MAX_WORKERS_PER_CPU`` per usable core, with a warning when capped."""
-    most = most_workers()
-    if workers <= most:
-        return workers
-    log.warning(
-        "%d workers is more than this machine can use; using %d (%d per usable core, %d here)",
-        workers,
-        most,
-        MAX_WORKERS_PER_CPU,
-        usable_cores(),
-    )
-    return most
+    """``workers``, or the cap (:func:`zerosite.cores.capped_workers`), with a warning in the log when capped."""
+    workers, why = capped_workers(workers)
+    if why is not None:
+        log.warning("workers: %s", why)
+    return workers
 
 
 def read_token_file(path: Path) -> str:
