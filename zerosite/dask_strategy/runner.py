@@ -270,6 +270,8 @@ class DaskRunner(Runner):
         self._prefix = ""
         self._threads = (0.0, 0)
         self._none_since: float | None = None
+        self._sent_again: set[tuple[str, ...]] = set()
+        """The batch's chunks whose result could not come back, sent once more before their projects fail."""
         self._warned: set[str] = set()
         try:
             self.events = _ClusterEvents(self.client)
@@ -306,7 +308,7 @@ class DaskRunner(Runner):
         taper = Taper(projects)
         chunks = self._chunks = {}
         self._prefix = f"zerosite-chunk-{batch}-"
-        self._threads, self._none_since = (0.0, 0), None
+        self._threads, self._none_since, self._sent_again = (0.0, 0), None, set()
         done = as_completed(loop=self.client.loop)
 
         def submit(chunk: list[Project]) -> None:
@@ -376,7 +378,8 @@ class DaskRunner(Runner):
         resources: dict[str, int],
     ) -> list[ProjectResult]:
         """What a finished task gives: its chunk's results; for a chunk Dask gave up on, each of its projects
-        sent again alone (nothing yet), or the lone project's failure; for a result lost, every project failed."""
+        sent again alone (nothing yet), or the lone project's failure; for a result that could not come back, the
+        chunk sent once more, then every project failed."""
         try:
             outcome = self._result(future, resources)
         except ChunkCancelled:  # released on its worker while it ran, yet still wanted: sent again
@@ -395,6 +398,11 @@ class DaskRunner(Runner):
             lost = isinstance(error, OSError) or "scheduler-connection-lost" in error_message(error)
             if lost or self.client.status != "running":
                 raise self._lost_scheduler() from None
+            ids = tuple(project.id for project in chunk)
+            if ids not in self._sent_again:  # once more: a worker lost with it, the cluster watched meanwhile
+                self._sent_again.add(ids)
+                submit(chunk)
+                return []
             why = f"making project failed: {describe_error(error)}"
             return [ProjectResult.failed(project, self.config.reports, why) for project in chunk]
         sizer.observe(len(chunk), outcome.busy_ns)
