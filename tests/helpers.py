@@ -1,4 +1,5 @@
-"""Builders shared by the module tests: a raw project, a parsed one, a stand-in M3 result, the real chain.
+"""Builders shared by the module tests: a raw project, a parsed one, a stand-in M3 result, the real chain; and
+``communicate``, which waits for a command under test and shows where it hung when it does.
 
 Import with ``from helpers import ...``: pytest's default ``prepend`` import mode puts ``tests/`` on
 ``sys.path`` (there is no ``tests/__init__.py``), whether it runs the whole suite or one file.
@@ -6,10 +7,16 @@ Import with ``from helpers import ...``: pytest's default ``prepend`` import mod
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from zerosite.pipeline import compute_and_render, plan
 from zerosite.plugins import get_modules
@@ -80,3 +87,30 @@ def files_of(folder: Path) -> dict[str, bytes]:
         for path in sorted(folder.rglob("*"))
         if path.is_file() and not path.name.startswith("index.sqlite")
     }
+
+
+def communicate(child: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """``child.communicate(timeout=...)``; where it times out, a failure that shows what each process of the child's
+    tree was doing (``py-spy dump``), the tree then killed: a hang seen once on CI says where it hung."""
+    try:
+        return child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tree = [child.pid]
+        with contextlib.suppress(psutil.NoSuchProcess):
+            tree += [p.pid for p in psutil.Process(child.pid).children(recursive=True)]
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+        dumps = [_stacks(spy, pid) for pid in tree]
+        for pid in reversed(tree):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
+        _, stderr = child.communicate()
+        raise AssertionError(
+            f"still running {timeout:g} s on; its processes' stacks:\n" + "\n".join(dumps) + f"\nstderr:\n{stderr}"
+        ) from None
+
+
+def _stacks(spy: str | None, pid: int) -> str:
+    if spy is None:
+        return f"pid {pid}: no py-spy to show its stack"
+    dump = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30)
+    return f"pid {pid}:\n{dump.stdout}{dump.stderr}"

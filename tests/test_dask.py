@@ -22,6 +22,7 @@ from typing import Any
 
 import psutil
 import pytest
+from helpers import communicate
 
 from zerosite.dask_strategy import DaskStrategy
 from zerosite.dask_strategy.chunks import ChunkPolicy, ChunkSizer
@@ -501,7 +502,7 @@ def test_ctrl_c_while_the_local_cluster_starts_is_one_line(dask_installed: None,
     # To the parent alone: a worker process that a terminal's Ctrl-C finds mid-import prints its own traceback
     # (docs/scaling.md); the parent's part is what this checks, at a moment that does not depend on the machine.
     os.kill(process.pid, signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = communicate(process, timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import files_of, projects
+from helpers import communicate, files_of, projects
 
 from zerosite.engine import BatchOptions, ReportOutcome, generate
 from zerosite.plugins import PluginSettings
@@ -293,7 +293,7 @@ def test_ctrl_c_on_the_command_line(tmp_path: Path, strategy: str) -> None:
     while time.monotonic() < deadline and len(list(out.glob("*/*.html"))) < 50:
         time.sleep(0.05)
     os.killpg(child.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
-    _, stderr = child.communicate(timeout=30)
+    _, stderr = communicate(child, timeout=30)
     assert child.returncode == 130, stderr
     assert "interrupted" in stderr and "resume" in stderr
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import communicate
 
 from zerosite.files import LOCK_FILE, OutputBusy
 from zerosite.store import ReportStore
@@ -160,7 +161,7 @@ def test_repeated_ctrl_c_stops_within_seconds(tmp_path: Path, strategy: str) -> 
         for _ in range(6):  # Ctrl-C, then again 50 ms later, and again: the terminal sends it to the whole group
             os.killpg(child.pid, signal.SIGINT)
             time.sleep(0.05)
-        _, stderr = child.communicate(timeout=10)
+        _, stderr = communicate(child, timeout=10)
         assert child.returncode == 130, stderr
         assert "interrupted" in stderr and "resume" in stderr and "Traceback" not in stderr
         assert gone(workers, 5)
@@ -193,7 +194,7 @@ def test_a_stop_that_plugin_code_catches_still_stops_the_batch(tmp_path: Path, s
     with no_strays(child):
         wait_for_files(out, 1, child)
         os.killpg(child.pid, stop)
-        _, stderr = child.communicate(timeout=10)  # once the module under way has ended: at most 0.5 s
+        _, stderr = communicate(child, timeout=10)  # once the module under way has ended: at most 0.5 s
         assert child.returncode == 128 + stop, stderr
         assert "resume" in stderr and "Traceback" not in stderr
     done = assert_whole_projects(out, ("SLOW",))
@@ -278,7 +279,7 @@ def test_sigterm_stops_cleanly(tmp_path: Path, to_group: bool) -> None:
                 os.killpg(child.pid, signal.SIGTERM)
             else:
                 child.terminate()
-            _, stderr = child.communicate(timeout=10)
+            _, stderr = communicate(child, timeout=10)
             assert child.returncode == 143, stderr
             assert "terminated" in stderr and "resume" in stderr and "Traceback" not in stderr
             assert "stopping now" not in stderr
@@ -303,7 +304,7 @@ def test_a_second_run_into_a_busy_folder_is_refused(tmp_path: Path) -> None:
         second = subprocess.run(command, capture_output=True, text=True, timeout=30)
         assert second.returncode == 2, second.stderr
         assert f"another zerosite run (pid {first.pid}) is writing to {out.resolve()}" in second.stderr
-        _, stderr = first.communicate(timeout=30)
+        _, stderr = communicate(first, timeout=30)
         assert first.returncode == 0, stderr  # its temporary files were left alone: nothing failed
     assert not (out / LOCK_FILE).exists()
     assert len(index_rows(out / "index.sqlite")) == 120
@@ -374,7 +375,7 @@ def test_a_refused_fork_is_a_clear_error(tmp_path: Path, pids_cgroup: Path) -> N
     command = zerosite(None, "generate", "--sample", "20", "--strategy", "process", "--workers", "4")
     child = start([*command, "--start-method", "fork", "--out", str(tmp_path / "out")], preexec_fn=enter_cgroup)
     with no_strays(child):
-        _, stderr = child.communicate(timeout=20)
+        _, stderr = communicate(child, timeout=20)
         assert child.returncode == 1, stderr
         assert "the system refused to start a worker" in stderr and "fewer --workers" in stderr
         assert "Traceback" not in stderr
@@ -416,7 +417,7 @@ def test_a_plugin_thread_does_not_hold_the_exit(tmp_path: Path, strategy: str) -
     command = zerosite(plugins, "generate", "--sample", "3", "--strategy", strategy, "--out", str(out), "--json")
     child = start(command, cwd=tmp_path)
     with no_strays(child):
-        stdout, stderr = child.communicate(timeout=20)
+        stdout, stderr = communicate(child, timeout=20)
     assert child.returncode == 0, stderr
     assert "exiting without waiting for thread(s) still running: poller-thread" in stderr
     assert json.loads(stdout)["written"] == 15

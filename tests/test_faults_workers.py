@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from helpers import projects
+from helpers import communicate, projects
 
 from zerosite import strategies, types
 from zerosite.engine import BatchOptions, BatchSummary, generate
@@ -130,7 +130,7 @@ def test_a_real_ctrl_c_during_a_module_still_stops_the_batch(tmp_path: Path) -> 
     while time.monotonic() < deadline and len(list(out.glob("*/*.html"))) < 3:
         time.sleep(0.05)
     child.send_signal(signal.SIGINT)  # lands inside SLOW's sleep, in plugin code
-    _, stderr = child.communicate(timeout=30)
+    _, stderr = communicate(child, timeout=30)
     assert child.returncode == 130, stderr
     assert "interrupted" in stderr
 
