@@ -561,6 +561,28 @@ def test_serve_refuses_bad_settings_before_listening(tmp_path: Path, args: list[
     assert message in result.output
 
 
+@pytest.mark.parametrize("content", [b"not an index", b"SQLite format 3\x00" + b"\xff" * 4000])
+def test_serve_refuses_an_index_it_cannot_read_before_listening(tmp_path: Path, content: bytes) -> None:
+    # Otherwise /readyz says ready and every request that makes or finds a report is a 500.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.sqlite").write_bytes(content)
+    with pytest.raises(ConfigError, match=r"cannot read the report index .*index\.sqlite.*move it aside"):
+        create_app(ServiceConfig(out=out, strategy="thread", workers=1))
+    result = CliRunner().invoke(main, ["serve", "--out", str(out)])
+    assert result.exit_code == 2
+    assert f"cannot read the report index {out / 'index.sqlite'}" in result.output
+
+
+def test_serve_starts_on_an_index_a_batch_made(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert (
+        CliRunner().invoke(main, ["generate", "--sample", "1", "--strategy", "sequential", "--out", str(out)]).exit_code
+        == 0
+    )
+    create_app(ServiceConfig(out=out, strategy="thread", workers=1))  # no ConfigError
+
+
 def test_serve_reads_the_cache_from_zerosite_cache(tmp_path: Path) -> None:
     # A bad strategy too, so that serve stops either way: on the cache when it reads the variable (it is checked
     # first), on the strategy when it does not.

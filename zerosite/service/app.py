@@ -28,6 +28,7 @@ from zerosite.service.metrics import ServiceMetrics
 from zerosite.service.response_bodies import ResponseBodyCache, answer_from_memory
 from zerosite.service.routes import router
 from zerosite.service.state import Service
+from zerosite.store import StoreError, recent_reports
 from zerosite.types import CacheContext, CacheError, PluginError, ReportCache
 
 __all__ = ["create_app", "open_report_cache"]
@@ -54,6 +55,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         config.out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"cannot make the output folder {config.out}: {error}") from None
+    _check_index(config)
     cache = open_report_cache(config)
     queue_box: list[ReportQueue] = []
     metrics = ServiceMetrics(
@@ -91,6 +93,20 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     app.add_middleware(_HeadAsGet)
     app.add_middleware(_Instrumented, metrics=metrics)
     return app
+
+
+def _check_index(config: ServiceConfig) -> None:
+    """An index already there must be one this server can read: otherwise it would answer ready and then fail every
+    request that makes or finds a report (a 500 each time).
+
+    :raises ConfigError: the index exists and is not one (corrupt, not SQLite, unreadable), named with the cause.
+    """
+    if not config.db_path.exists():
+        return  # made with the first report
+    try:
+        recent_reports(config.db_path, 1)
+    except StoreError as error:
+        raise ConfigError(f"{error}; move it aside (the reports are remade) or serve another folder") from None
 
 
 REPORT_ROUTE = "/v1/reports/{project_id}/{module}"
