@@ -215,10 +215,13 @@ def zerosite_cli(*args: str, out: Path, env: dict[str, str] | None = None) -> su
 
 
 def test_external_scheduler_from_the_command_line(cluster: Cluster, expected: dict[str, bytes], tmp_path: Path) -> None:
-    args = ["--sample", str(PROJECTS), "--strategy", "dask", "--scheduler", cluster.address, "--json"]
-    done = zerosite_cli(*args, out=tmp_path / "out")
+    # --workers beyond this machine's cap: the cluster's workers run the batch, so it is neither capped nor used
+    args = ["--sample", str(PROJECTS), "--strategy", "dask", "--scheduler", cluster.address, "--workers", "999"]
+    done = zerosite_cli(*args, "--json", out=tmp_path / "out")
     assert done.returncode == 0, done.stderr
     assert '"written": 120' in done.stdout and '"failed": 0' in done.stdout
+    assert f"warning: --workers is not used: the Dask scheduler at {cluster.address}" in done.stderr
+    assert "capped" not in done.stderr
     assert_index_matches_files(tmp_path / "out", expected)
 
 

@@ -23,6 +23,7 @@ import click
 
 from zerosite.caches import DEFAULT_CACHE, open_cache
 from zerosite.cores import MAX_WORKERS_PER_CPU, capped_workers, usable_cores
+from zerosite.dask_strategy import scheduler_address
 from zerosite.engine import BatchOptions, BatchPlan, EngineError, plan_batch
 from zerosite.engine import generate as generate_reports
 from zerosite.files import OutputBusy
@@ -407,6 +408,11 @@ def generate(**kwargs: Any) -> None:
     """Generate reports for a batch of projects under a concurrency strategy."""
     if kwargs["scheduler"] and kwargs["strategy"] != "dask":
         _fail("--scheduler is for --strategy dask")
+    if kwargs["strategy"] == "dask" and (address := scheduler_address(kwargs["scheduler"])) is not None:
+        if kwargs["workers"] is not None:  # neither capped by this machine's cores nor used
+            why = f"the Dask scheduler at {address} gives the batch its own workers"
+            click.echo(f"warning: --workers is not used: {why}", err=True)
+        kwargs["workers"] = DEFAULT_WORKERS
     if kwargs["workers"] is None:
         kwargs["workers"] = usable_cores() if kwargs["strategy"] == "auto" else DEFAULT_WORKERS
     if kwargs["strategy"] != "sequential":

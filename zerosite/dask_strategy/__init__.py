@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 
 from zerosite import hookimpl
 from zerosite.types import Runner, Strategy, StrategyOptions, WorkerConfig
 
-__all__ = ["DaskStrategy"]
+__all__ = ["SCHEDULER_ENV", "DaskStrategy", "scheduler_address"]
+
+SCHEDULER_ENV = "ZEROSITE_DASK_SCHEDULER"
+"""The scheduler to use when ``--scheduler`` is not given."""
+
+
+def scheduler_address(scheduler: str | None) -> str | None:
+    """The address of the Dask scheduler a batch uses (``scheduler``, else ``$ZEROSITE_DASK_SCHEDULER``), or
+    ``None``: a local cluster, started for the batch."""
+    return scheduler or os.environ.get(SCHEDULER_ENV) or None
 
 
 class DaskStrategy(Strategy):

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import signal
 import socket
 import struct
@@ -25,6 +24,7 @@ from distributed.scheduler import KilledWorker
 from distributed.security import Security
 
 from zerosite.chunking import Taper
+from zerosite.dask_strategy import scheduler_address
 from zerosite.dask_strategy.chunks import ChunkPolicy, ChunkSizer
 from zerosite.dask_strategy.tasks import (
     UNFIT_TOPIC,
@@ -51,9 +51,7 @@ from zerosite.types import (
     error_message,
 )
 
-__all__ = ["CONNECT_TIMEOUT_S", "SCHEDULER_ENV", "WORKERS_TIMEOUT_S", "ClusterLost", "DaskRunner", "connect"]
-
-SCHEDULER_ENV = "ZEROSITE_DASK_SCHEDULER"
+__all__ = ["CONNECT_TIMEOUT_S", "WORKERS_TIMEOUT_S", "ClusterLost", "DaskRunner", "connect"]
 """The scheduler's address when ``--scheduler`` is not given."""
 
 CONNECT_TIMEOUT_S = 5.0
@@ -110,7 +108,7 @@ def connect(options: StrategyOptions) -> tuple[Client, LocalCluster | None]:
 
     :raises StartError: the scheduler cannot be reached within :data:`CONNECT_TIMEOUT_S`, or has no worker.
     """
-    address = _given_address(options)
+    address = scheduler_address(options.scheduler)
     if address is None:
         cluster = _local_cluster(options.workers)
         return Client(cluster, set_as_default=False), cluster
@@ -129,11 +127,6 @@ def connect(options: StrategyOptions) -> tuple[Client, LocalCluster | None]:
             f"start some with `dask worker {address} --nthreads 1`"
         ) from None
     return client, None
-
-
-def _given_address(options: StrategyOptions) -> str | None:
-    """The address of the scheduler to use, or ``None`` to start a local cluster."""
-    return options.scheduler or os.environ.get(SCHEDULER_ENV) or None
 
 
 def _local_cluster(workers: int) -> LocalCluster:
@@ -263,7 +256,7 @@ class DaskRunner(Runner):
         except BaseException:
             self._timeouts.__exit__(None, None, None)
             raise
-        self.address = _given_address(options) or str(self.cluster and self.cluster.scheduler_address)
+        self.address = scheduler_address(options.scheduler) or str(self.cluster and self.cluster.scheduler_address)
         self.plugin = f"zerosite-{uuid.uuid4().hex}"
         self.keys = itertools.count()
         self._chunks: dict[Future[ChunkResult], list[Project]] = {}
