@@ -7,13 +7,15 @@ import functools
 import hashlib
 import importlib
 import inspect
+import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import pluggy
 from jinja2 import (
     ChoiceLoader,
     Environment,
@@ -31,7 +33,7 @@ from markupsafe import escape
 
 from zerosite.plugins import get_modules, get_plugin_manager, plugin_settings
 from zerosite.project import SQM_PER_PYEONG, Project
-from zerosite.types import PluginError, PluginSettings, ReportModule
+from zerosite.types import PluginError, PluginSettings, ReportModule, describe_error
 
 __all__ = [
     "NUMBER_FILTERS",
@@ -39,6 +41,7 @@ __all__ = [
     "builtin_templates_dir",
     "escaped_text",
     "get_environment",
+    "is_template_name",
     "render_report",
     "template_problems",
     "templates_fingerprint",
@@ -69,13 +72,27 @@ def _build_environment(settings: PluginSettings) -> Environment:
 
 
 def _new_environment(settings: PluginSettings) -> Environment:
+    """The environment's loaders (in lookup order: the user's ``--templates-dir``, each plugin's folders, the
+    built-in templates), its filters, and what plugins add to it.
+
+    :raises PluginError: a plugin's template hook failed or returned what is not a list of folders, or two
+        plugins (or a plugin and the built-in templates) have a template of the same name, which would serve both.
+    """
     pm = get_plugin_manager(settings)
     builtin = FileSystemLoader(builtin_templates_dir())
     user = [FileSystemLoader(settings.templates_dir)] if settings.templates_dir else []
-    plugin_dirs = [Path(d) for dirs in reversed(pm.hook.zerosite_template_dirs()) for d in dirs]
+    folders = _plugin_template_folders(pm)
+    problems = _shadowed_templates(folders, builtin, get_modules(settings).values())
+    if problems:
+        raise PluginError("; ".join(problems))
     env = ReportEnvironment(
         loader=ChoiceLoader(
-            [PrefixLoader({"default": builtin}, delimiter=":"), *user, *map(FileSystemLoader, plugin_dirs), builtin]
+            [
+                PrefixLoader({"default": builtin}, delimiter=":"),
+                *user,
+                *(FileSystemLoader(folder) for _, folder in folders),
+                builtin,
+            ]
         ),
         autoescape=True,
         auto_reload=False,
@@ -84,9 +101,94 @@ def _new_environment(settings: PluginSettings) -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(NUMBER_FILTERS)
-    pm.hook.zerosite_prepare_jinja2_environment(env=env)
+    for _ in _each_plugin(pm, "zerosite_prepare_jinja2_environment", env=env):
+        pass
     env.bytecode_cache = _CompiledTemplates.open(compiler_fingerprint(env))
     return env
+
+
+def _each_plugin(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, list[Any]]]:
+    """Call a hook one plugin at a time (with every wrapper around it), in the order pluggy calls them (the last
+    plugin loaded first): ``(plugin, results)``.
+
+    :raises PluginError: the plugin's hook raised, named with the plugin and the hook.
+    """
+    hook = getattr(pm.hook, hook_name)
+    impls = [impl for impl in hook.get_hookimpls() if not (impl.wrapper or impl.hookwrapper)]
+    if not impls:
+        hook(**kwargs)  # no plugin answers: called all the same, for the wrappers and the trace (--trace-plugins)
+        return
+    for impl in reversed(impls):
+        others = [other.plugin for other in impls if other is not impl]
+        try:
+            results = pm.subset_hook_caller(hook_name, others)(**kwargs)
+        except PluginError:
+            raise
+        except (Exception, SystemExit) as error:
+            raise PluginError(f"plugin {impl.plugin_name}: {hook_name} failed: {describe_error(error)}") from error
+        yield impl.plugin_name, results
+
+
+def _plugin_template_folders(pm: pluggy.PluginManager) -> list[tuple[str, Path]]:
+    """Each plugin's template folders, ``(plugin, folder)`` in load order, checked: a list (or tuple) of
+    existing folders, given as ``str`` or ``Path`` (a bare ``str`` would be taken as one folder per character).
+
+    :raises PluginError: the hook failed, or returned anything else, named with the plugin and what it returned.
+    """
+    folders: list[tuple[str, Path]] = []
+    for plugin, results in reversed(list(_each_plugin(pm, "zerosite_template_dirs"))):
+        for returned in results:
+            where = f"plugin {plugin}: zerosite_template_dirs"
+            if not isinstance(returned, list | tuple):
+                got = f"{type(returned).__name__} {str(returned)!r}"
+                raise PluginError(f"{where} must return a list of folders, got {got}")
+            for folder in returned:
+                if not isinstance(folder, str | os.PathLike):
+                    raise PluginError(f"{where} returned {folder!r}, not a folder's path")
+                if not Path(folder).is_dir():
+                    raise PluginError(f"{where} returned {str(folder)!r}, which is not a folder")
+                folders.append((plugin, Path(folder)))
+    return folders
+
+
+def _shadowed_templates(
+    folders: Sequence[tuple[str, Path]], builtin: FileSystemLoader, modules: Iterable[ReportModule]
+) -> list[str]:
+    """Template names the first folder that has them would serve for another plugin without a word: a name in
+    the folders of two plugins, or a plugin's template named as a built-in module's. (The built-in layout,
+    ``base.html.j2`` and ``macros.html.j2``, a plugin may replace for the templates that ask for it by that name:
+    the built-in reports ask for ``default:...``.) A user's override goes in ``--templates-dir``, searched first on
+    purpose."""
+    owners: dict[str, tuple[str, Path]] = {}
+    problems = []
+    for plugin, folder in folders:
+        for name in filter(is_template_name, FileSystemLoader(folder).list_templates()):
+            first = owners.setdefault(name, (plugin, folder))
+            if first[0] != plugin:
+                problems.append(
+                    f"template {name!r} is in the folders of plugins {first[0]} ({first[1]}) and {plugin} ({folder}): "
+                    f"the first would serve both; rename one"
+                )
+    built_in = set(builtin.list_templates())
+    for module in modules:
+        if module.template in owners and module.template in built_in:
+            plugin, folder = owners[module.template]
+            problems.append(
+                f"plugin {plugin}'s template folder {folder} has {module.template!r}, the template of module "
+                f"{module.name} (from plugin {module.provider}), which it would replace; rename it (to restyle a "
+                "report, use --templates-dir)"
+            )
+    return problems
+
+
+def is_template_name(name: str) -> bool:
+    """Whether a file in a template folder can be a template (and counts in :func:`templates_fingerprint`): any
+    name, whatever its extension, except Python files and hidden or cache files (a package's ``__init__.py``,
+    ``__pycache__``, an editor's ``.swp``)."""
+    parts = name.split("/")
+    return not name.endswith((".py", ".pyc")) and not any(
+        part.startswith(".") or part == "__pycache__" for part in parts
+    )
 
 
 class _CompiledTemplates(FileSystemBytecodeCache):
@@ -186,18 +288,26 @@ def template_problems(env: Environment, modules: Iterable[ReportModule]) -> list
         try:
             env.get_template(module.template)
         except TemplateNotFound as error:
-            problems.append(f"{where}: template {error.name!r} not found")
+            problems.append(f"{where}: template {error.name!r} not found in {', '.join(_searched(env)) or 'no folder'}")
         except TemplateSyntaxError as error:
             name = error.filename or module.template
             problems.append(f"{where}: template {name} line {error.lineno}: {error.message}")
     return problems
 
 
+def _searched(env: Environment) -> list[str]:
+    """The folders ``env`` looks templates up in, in order (the built-in ones once)."""
+    loaders = env.loader.loaders if isinstance(env.loader, ChoiceLoader) else [env.loader]
+    folders = [str(path) for loader in loaders if isinstance(loader, FileSystemLoader) for path in loader.searchpath]
+    return list(dict.fromkeys(folders))
+
+
 def templates_fingerprint(env: Environment) -> str:
-    """A hash of every template the environment can load; it changes when any template changes."""
+    """A hash of every template the environment can load (:func:`is_template_name`: whatever its extension, so a
+    template named ``x.html``, or one only included, counts); it changes when any template changes."""
     assert env.loader is not None
     digest = hashlib.sha256()
-    for name in sorted(env.list_templates(filter_func=lambda name: name.endswith(".j2"))):
+    for name in sorted(env.list_templates(filter_func=is_template_name)):
         source, _, _ = env.loader.get_source(env, name)
         digest.update(name.encode() + b"\0" + source.encode() + b"\0")
     return digest.hexdigest()
