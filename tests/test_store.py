@@ -230,6 +230,20 @@ def test_search_by_korean_address_fragment(tmp_path: Path) -> None:
     ]
 
 
+def test_search_finds_a_project_by_its_id_first(tmp_path: Path) -> None:
+    with ReportStore(tmp_path) as store:
+        _fill(store)
+        store.record(_row(store, "p0004-mapo", "M2", "서울특별시 강남구 p0001 길 (역삼동)"))  # its address names the id
+        assert [(r.project_id, r.module) for r in store.search("p0001-yeoksam")] == [
+            ("p0001-yeoksam", "M2"),
+            ("p0001-yeoksam", "M3"),
+        ]
+        assert [r.project_id for r in store.search(" p0001-yeoksam ", module="M3")] == ["p0001-yeoksam"]
+        assert [r.project_id for r in store.search("p0001-yeoksam", limit=1)] == ["p0001-yeoksam"]
+        assert [r.project_id for r in store.search("p0001")] == ["p0004-mapo"]  # not an id: words, as before
+    assert [r.module for r in search_reports(tmp_path / "index.sqlite", "p0002-gongdeok")] == ["M2"]
+
+
 def test_search_module_filter(tmp_path: Path) -> None:
     with ReportStore(tmp_path) as store:
         _fill(store)

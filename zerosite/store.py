@@ -449,7 +449,8 @@ class ReportStore:
         return digest.hexdigest() == found[2]
 
     def search(self, text: str, module: str | None = None, limit: int = 20) -> list[ReportRow]:
-        """Reports whose address (or module) contains every word of ``text`` as a word prefix; best match first.
+        """The reports of the project whose id is ``text``, then those whose address (or module) contains every
+        word of ``text`` as a word prefix; best match first.
 
         ``text`` is never FTS5 syntax: quotes, ``*``, ``OR``, brackets are plain words or ignored.
         """
@@ -528,16 +529,25 @@ def _rows(cursor: sqlite3.Cursor) -> list[ReportRow]:
 
 
 def _search(conn: sqlite3.Connection, text: str, module: str | None, limit: int) -> list[ReportRow]:
-    query = _fts_query(text)
-    if query is None or limit <= 0:
+    """The reports of the project whose id is ``text`` (a user often has the id at hand), then those whose
+    address or module holds every word of ``text`` as a word prefix, best match first."""
+    if limit <= 0:
         return []
+    sql = (
+        f"SELECT {_COLUMN_LIST} FROM reports WHERE project_id = ? AND (? IS NULL OR module = ?) ORDER BY module LIMIT ?"
+    )
+    found = _rows(conn.execute(sql, (text.strip(), module, module, limit)))
+    query = _fts_query(text)
+    if query is None or len(found) >= limit:
+        return found
     columns = ", ".join(f"reports.{c}" for c in _COLUMNS)
     sql = (
         f"SELECT {columns} FROM reports_fts JOIN reports ON reports.rowid = reports_fts.rowid "
         "WHERE reports_fts MATCH ? AND (? IS NULL OR reports.module = ?) "
         "ORDER BY reports_fts.rank, reports.generated_at DESC LIMIT ?"
     )
-    return _rows(conn.execute(sql, (query, module, module, limit)))
+    by_words = _rows(conn.execute(sql, (query, module, module, limit)))
+    return found + [row for row in by_words if row not in found][: limit - len(found)]
 
 
 def _recent(conn: sqlite3.Connection, n: int) -> list[ReportRow]:
