@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import gzip
 import hashlib
 import http.server
 import json
+import os
 import re
 import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import brotli
 import pytest
@@ -183,6 +186,55 @@ def test_a_manifest_never_removes_anything_outside_the_site(store: Path, tmp_pat
     (site / MANIFEST).write_text(json.dumps(manifest))
     publish_site(store, site)
     assert (tmp_path / "precious.txt").read_text() == "keep"
+
+
+def test_a_site_folder_that_cannot_be_written_is_one_error_line(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder this user may not write, or a read-only mount: the lock file cannot be made (root writes anywhere,
+    so the refusal is made here)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    real_open = os.open
+
+    def refused(path: str | os.PathLike[str], flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(path).name == ".zerosite-publish.lock":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refused)
+    with pytest.raises(PublishError, match=f"cannot write to {re.escape(str(site))}: Permission denied"):
+        publish_site(store, site)
+    result = CliRunner().invoke(main, ["publish", "--db", str(store), "--to", str(site)])
+    assert result.exit_code == 2 and not isinstance(result.exception, OSError), result.output
+    assert result.output.startswith("error: cannot write to") and result.output.count("\n") == 1, result.output
+
+
+def test_a_file_that_cannot_be_removed_is_named_and_removed_by_the_next_publish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = make_store(tmp_path / "out", 2)
+    site = tmp_path / "site"
+    publish_site(db, site)
+    with sqlite3.connect(db) as conn:
+        gone = conn.execute("SELECT project_id FROM reports ORDER BY project_id LIMIT 1").fetchone()[0]
+        conn.execute("DELETE FROM reports WHERE project_id = ?", (gone,))
+    stuck = site / "reports" / gone / "M5.html.gz"
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path == stuck:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        real_unlink(path, missing_ok)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "unlink", unlink)
+        with pytest.raises(PublishError, match=f"cannot remove {re.escape(str(stuck))} .*: Permission denied"):
+            publish_site(db, site)
+    assert [p.name for p in (site / "reports" / gone).iterdir()] == [stuck.name]  # the others went
+    assert json.loads((site / MANIFEST).read_text())["stale"] == [f"reports/{gone}/M5.html.gz"]
+    assert publish_site(db, site).removed >= 1 and not (site / "reports" / gone).exists()
+    assert json.loads((site / MANIFEST).read_text())["stale"] == []
 
 
 def test_reports_that_cannot_be_published_are_skipped_with_why(tmp_path: Path) -> None:

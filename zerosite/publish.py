@@ -98,7 +98,8 @@ def publish_site(
     longer has are removed afterwards; the previous publish's assets are kept one more round, for pages
     still cached. ``folder`` must be new, empty or a folder publish wrote (it holds :data:`MANIFEST`).
 
-    :raises PublishError: the index cannot be read, or ``folder`` is not one publish may write.
+    :raises PublishError: the index cannot be read, ``folder`` is not one publish may write, or a file in it cannot
+        be written or removed (every ``OSError``, named with its file and cause).
     """
     started = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else Path(db_path).parent
@@ -108,35 +109,46 @@ def publish_site(
         raise PublishError(str(error)) from error
     site = _Site(Path(folder), settings)
     summary = PublishSummary(folder=site.root)
-    with site.locked():
-        site.claim()
-        old = site.read_manifest()
-        order = {name: i for i, name in enumerate(titles or {})}
-        rows.sort(key=lambda r: (r.project_id, order.get(r.module, len(order)), r.module))
-        projects: dict[str, tuple[str, list[str]]] = {}  # id: (address, modules)
-        files = ReportFiles(out.resolve())
-        for row in rows:
-            html = _report_html(files, row, summary.skipped)
-            if html is None:
-                continue
-            relative = f"reports/{row.project_id}/{row.module}.html"
-            site.write(relative, html, settings.report_brotli_quality)
-            projects.setdefault(row.project_id, (row.address, []))[1].append(row.module)
-            summary.reports += 1
-        summary.projects = len(projects)
-        index_json = _search_index(projects, titles or {})
-        assets = {
-            "css": site.write_asset("site", ".css", _resource("site.css")),
-            "js": site.write_asset("search", ".js", _resource("search.js")),
-            "index": site.write_asset("index", ".json", index_json),
-        }
-        site.write_plain("_headers", _headers(settings).encode("utf-8"))
-        page = _index_page(assets, summary.projects, summary.reports)
-        site.write("index.html", page, settings.brotli_quality)  # last: everything it names is there
-        summary.removed = site.finish(old)
+    try:
+        with site.locked():
+            _publish_locked(site, rows, out, titles or {}, summary)
+    except OSError as error:  # writes, removals and the lock name their own file; this names what else failed
+        raise PublishError(f"cannot publish to {site.root}: {_describe(error)}") from error
     summary.written, summary.unchanged = site.written, site.unchanged
     summary.wall_s = time.perf_counter() - started
     return summary
+
+
+def _publish_locked(
+    site: _Site, rows: list[ReportRow], out: Path, titles: Mapping[str, str], summary: PublishSummary
+) -> None:
+    """Publish ``rows`` into ``site``, whose lock this process holds, counting in ``summary``."""
+    settings = site.settings
+    site.claim()
+    old = site.read_manifest()
+    order = {name: i for i, name in enumerate(titles)}
+    rows.sort(key=lambda r: (r.project_id, order.get(r.module, len(order)), r.module))
+    projects: dict[str, tuple[str, list[str]]] = {}  # id: (address, modules)
+    files = ReportFiles(out.resolve())
+    for row in rows:
+        html = _report_html(files, row, summary.skipped)
+        if html is None:
+            continue
+        relative = f"reports/{row.project_id}/{row.module}.html"
+        site.write(relative, html, settings.report_brotli_quality)
+        projects.setdefault(row.project_id, (row.address, []))[1].append(row.module)
+        summary.reports += 1
+    summary.projects = len(projects)
+    index_json = _search_index(projects, titles)
+    assets = {
+        "css": site.write_asset("site", ".css", _resource("site.css")),
+        "js": site.write_asset("search", ".js", _resource("search.js")),
+        "index": site.write_asset("index", ".json", index_json),
+    }
+    site.write_plain("_headers", _headers(settings).encode("utf-8"))
+    page = _index_page(assets, summary.projects, summary.reports)
+    site.write("index.html", page, settings.brotli_quality)  # last: everything it names is there
+    summary.removed = site.finish(old)
 
 
 def _search_index(projects: Mapping[str, tuple[str, list[str]]], titles: Mapping[str, str]) -> bytes:
@@ -165,7 +177,7 @@ def _report_html(files: ReportFiles, row: ReportRow, skipped: list[str]) -> byte
     try:
         data = source.read_bytes()
     except OSError as error:
-        skipped.append(f"{name}: cannot read {source}: {error.strerror or error}")
+        skipped.append(f"{name}: cannot read {source}: {_cause(error)}")
         return None
     if row.sha256 and hashlib.sha256(data).hexdigest() != row.sha256:
         skipped.append(f"{name}: {source} changed since it was indexed (a run in progress?); publish again after it")
@@ -177,6 +189,16 @@ def _report_html(files: ReportFiles, row: ReportRow, skipped: list[str]) -> byte
             skipped.append(f"{name}: {source} is not valid gzip: {error}")
             return None
     return data
+
+
+def _cause(error: OSError) -> str:
+    """Why an OSError happened, as a person reads it (``Permission denied``, not ``[Errno 13] ...``)."""
+    return error.strerror or str(error)
+
+
+def _describe(error: OSError) -> str:
+    """An OSError's file, if it names one, and its cause."""
+    return f"{error.filename}: {_cause(error)}" if error.filename else _cause(error)
 
 
 def _resource(name: str) -> bytes:
@@ -237,7 +259,10 @@ class _Site:
         if self.root.exists() and not self.root.is_dir():
             raise PublishError(f"{self.root} is not a folder")
         if self.root.is_dir() and not (self.root / MANIFEST).is_file():
-            strangers = [entry.name for entry in os.scandir(self.root) if entry.name != LOCK]
+            try:
+                strangers = [entry.name for entry in os.scandir(self.root) if entry.name != LOCK]
+            except OSError as error:
+                raise PublishError(f"cannot read the folder {self.root}: {_cause(error)}") from error
             if strangers:
                 raise PublishError(
                     f"{self.root} is not empty and was not written by zerosite publish (no {MANIFEST}); "
@@ -246,7 +271,7 @@ class _Site:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise PublishError(f"cannot make {self.root}: {error.strerror or error}") from error
+            raise PublishError(f"cannot make {self.root}: {_cause(error)}") from error
         return _Lock(self.root / LOCK)
 
     def claim(self) -> None:
@@ -288,15 +313,21 @@ class _Site:
         return relative
 
     def write_plain(self, relative: str, data: bytes) -> bool:
-        """Write one file atomically unless it holds ``data`` already; whether it was written."""
+        """Write one file of the site atomically unless it holds ``data`` already (counted); whether it was written."""
         self.files.append(relative)
-        target = self.root / relative
+        changed = self._update(self.root / relative, data)
+        if changed:
+            self.written += 1
+        else:
+            self.unchanged += 1
+        return changed
+
+    def _update(self, target: Path, data: bytes) -> bool:
+        """Write ``target`` atomically unless it holds ``data`` already; whether it was written."""
         with suppress(OSError):
             if target.stat().st_size == len(data) and target.read_bytes() == data:
-                self.unchanged += 1
                 return False
         self._replace(target, data)
-        self.written += 1
         return True
 
     @staticmethod
@@ -308,40 +339,67 @@ class _Site:
             temp.write_bytes(data)
             os.replace(temp, target)
         except OSError as error:
-            raise PublishError(f"cannot write {target}: {error.strerror or error}") from error
+            raise PublishError(f"cannot write {target}: {_cause(error)}") from error
         finally:
             with suppress(OSError):
                 temp.unlink(missing_ok=True)
 
     def finish(self, old: Mapping[str, list[str]]) -> int:
         """Write the manifest, then remove what the last publish wrote and this one did not; how many removed.
-        The last publish's assets stay one more round (a page cached for minutes still finds them)."""
+
+        The last publish's assets stay one more round (a page cached for minutes still finds them). What is to be
+        removed is listed in the manifest (``stale``) until it is gone, so a publish cut short, or a file that
+        cannot be removed, is removed by a later publish.
+
+        :raises PublishError: a file could not be removed (the site is published otherwise).
+        """
         keep = set(self.files)
         previous = [p for p in old.get("assets", []) if p not in keep]
-        manifest = {"files": self.files, "assets": self.assets, "previous_assets": previous}
-        self.write_plain(MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
-        keep.update(previous)
+        stale = sorted(_stale(old, keep.union(previous)))
+        self._write_manifest(previous, stale)
         removed = 0
-        real_root = self.root.resolve()
-        for relative in _stale(old, keep):
-            path = self.root / relative
-            if not path.parent.resolve().is_relative_to(real_root):  # a folder swapped for a link to elsewhere
-                continue
-            with suppress(FileNotFoundError):
-                path.unlink()
-                removed += 1
-            for parent in path.parents:  # a project's folder left empty goes too
-                if parent == self.root or not parent.is_relative_to(self.root):
-                    break
-                with suppress(OSError):
-                    parent.rmdir()
+        failed: dict[str, str] = {}
+        for relative in stale:
+            try:
+                removed += self._remove(relative)
+            except OSError as error:
+                failed[relative] = _cause(error)
+        if stale:
+            self._write_manifest(previous, list(failed))
+        if failed:
+            first, cause = next(iter(failed.items()))
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            raise PublishError(
+                f"published to {self.root}, but cannot remove {self.root / first} of an earlier publish: {cause}{more};"
+                f" the next publish tries again (listed in {MANIFEST} until removed)"
+            )
         return removed
+
+    def _write_manifest(self, previous_assets: list[str], stale: list[str]) -> None:
+        manifest = {"files": self.files, "assets": self.assets, "previous_assets": previous_assets, "stale": stale}
+        self._update(self.root / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
+
+    def _remove(self, relative: str) -> bool:
+        """Remove a file of an earlier publish and the folders it leaves empty; whether it was there to remove."""
+        path = self.root / relative
+        if not path.parent.resolve().is_relative_to(self.root.resolve()):  # a folder swapped for a link elsewhere
+            return False
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        for parent in path.parents:  # a project's folder left empty goes too
+            if parent == self.root or not parent.is_relative_to(self.root):
+                break
+            with suppress(OSError):
+                parent.rmdir()
+        return True
 
 
 def _stale(old: Mapping[str, list[str]], keep: set[str]) -> Iterable[str]:
     """Files the old manifest lists and this publish does not keep: plain relative paths only (a manifest
     edited to name ``../x`` or ``/etc/x`` removes nothing outside the folder)."""
-    for relative in {*old.get("files", []), *old.get("previous_assets", [])} - keep:
+    for relative in {*old.get("files", []), *old.get("previous_assets", []), *old.get("stale", [])} - keep:
         parts = PurePosixPath(relative).parts
         if relative and not PurePosixPath(relative).is_absolute() and ".." not in parts and relative != MANIFEST:
             yield relative
@@ -355,12 +413,19 @@ class _Lock:
         self.fd: int | None = None
 
     def __enter__(self) -> _Lock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as error:  # a folder this user may not write, a read-only mount
+            folder, cause = self.path.parent, _cause(error)
+            raise PublishError(f"cannot write to {folder}: {cause} (its lock file {self.path.name})") from error
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise PublishError(f"another zerosite publish is writing to {self.path.parent}") from None
+        except OSError as error:  # no locks on this file system
+            os.close(fd)
+            raise PublishError(f"cannot lock {self.path}: {_cause(error)}") from error
         self.fd = fd
         return self
 
