@@ -16,7 +16,7 @@ from jinja2 import Environment
 
 from zerosite.project import Project
 from zerosite.rendering import render_report
-from zerosite.types import ReportModule, dependency_order, describe_error
+from zerosite.types import ReportModule, dependency_order, describe_error, raised_at
 
 __all__ = [
     "InterruptWatch",
@@ -194,10 +194,11 @@ def compute_and_render(
 ) -> Iterator[ModuleOutcome]:
     """Compute ``steps`` in their (dependency) order and render those named in ``reports``, one at a time.
 
-    A module that raises (any exception, ``sys.exit()`` included) yields its error and every module
-    that requires it fails too; the others still complete. ``measure`` wraps each module (peak memory),
-    ``limit(module)`` its compute and render (a time limit may raise inside). ``failed`` names modules
-    known to fail already, with why (one that ran past its time limit elsewhere): they are not run.
+    A module that raises (any exception, ``sys.exit()`` included) yields its error, with where in the plugin
+    (:func:`~zerosite.types.raised_at`), and every module that requires it fails too; the others still complete.
+    ``measure`` wraps each module (peak memory), ``limit(module)`` its compute and render (a time limit may
+    raise inside). ``failed`` names modules known to fail already, with why (one that ran past its time limit
+    elsewhere): they are not run.
     ``interrupts``: a :func:`watch_interrupts` the caller holds over the whole call (a worker, over its
     project); without one, each module is watched on its own. The worker, the tests and the benchmark's
     workloads use this.
@@ -233,7 +234,10 @@ def compute_and_render(
                 if not plugin_raised(error, watched):
                     raise
                 stage = "render" if module.name in results else "compute"
-                error_text = f"{module.name} {stage} failed for project {project.id!r}: {describe_error(error)}"
+                error_text = (
+                    f"{module.name} {stage} failed for project {project.id!r}: {describe_error(error)}"
+                    f"{raised_at(error, module.compute)}"
+                )
                 cause = error
                 if stage == "compute":
                     failures[module.name] = error_text

@@ -8,7 +8,15 @@ from zerosite.types.caches import (
     CacheUnavailable,
     ReportCache,
 )
-from zerosite.types.errors import PluginError, StartError, StoreError, WorkersLost, describe_error, error_message
+from zerosite.types.errors import (
+    PluginError,
+    StartError,
+    StoreError,
+    WorkersLost,
+    describe_error,
+    error_message,
+    raised_at,
+)
 from zerosite.types.interfaces import DataSource, ReportWriter, Runner, Strategy
 from zerosite.types.modules import ComputeFunction, ReportModule, dependency_order
 from zerosite.types.results import (
@@ -55,4 +63,5 @@ __all__ = [
     "describe_error",
     "error_message",
     "index_address",
+    "raised_at",
 ]

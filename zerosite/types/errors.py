@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["PluginError", "StartError", "StoreError", "describe_error", "error_message"]
+import os
+import sys
+from types import FrameType, TracebackType
+
+__all__ = ["PluginError", "StartError", "StoreError", "describe_error", "error_message", "raised_at"]
 
 
 class PluginError(Exception):
@@ -47,3 +51,61 @@ def _type_name(error: BaseException) -> str:
     except BaseException:  # a metaclass may make even this raise
         return "exception"
     return name if isinstance(name, str) else "exception"
+
+
+_LIBRARIES = frozenset({"zerosite", "jinja2", "markupsafe", "pluggy"}) | sys.stdlib_module_names
+"""Top-level packages whose frames are never the plugin's: zerosite's engine (not its built-in report modules,
+``zerosite.modules``), the template engine and the standard library."""
+
+
+def raised_at(error: BaseException, owner: object = None) -> str:
+    """`` (at x_loc.py:11 in compute)`` or, in a template, `` (at x_loc.html.j2 line 4)``: the innermost frame of
+    ``error``'s traceback that is plugin code, for a failure line that says where; ``""`` when there is none.
+
+    A frame is the plugin's when it is a template's (Jinja2 rewrites those to show the template file and
+    line) or in the folder of ``owner``'s module (the compute function, the data source), else, failing those,
+    when it is in no library's code. Only the file's name is given: the index keeps this one line short.
+    Walks the traceback, so call it once an error happened, never on the way to a success; never fails.
+    """
+    try:
+        place = _plugin_frame(error, _home(owner))
+    except Exception:  # an owner whose attributes raise: saying where must not turn one failure into a crash
+        return ""
+    return place.encode("utf-8", "backslashreplace").decode("utf-8")  # as error_message: the index can store it
+
+
+def _plugin_frame(error: BaseException, home: str | None) -> str:
+    fallback = ""
+    for frame, line in reversed(_frames(error.__traceback__)):
+        filename = frame.f_code.co_filename
+        if "__jinja_exception__" in frame.f_globals:  # jinja2.debug.fake_traceback's frame: template and line
+            return f" (at {os.path.basename(filename)} line {line})"
+        place = f" (at {os.path.basename(filename)}:{line} in {frame.f_code.co_name})"
+        if home is not None and filename.startswith(home):
+            return place
+        if not fallback and not filename.startswith("<") and not _in_library(frame.f_globals.get("__name__")):
+            fallback = place
+    return fallback
+
+
+def _frames(trace: TracebackType | None) -> list[tuple[FrameType, int]]:
+    frames = []
+    while trace is not None:
+        frames.append((trace.tb_frame, trace.tb_lineno))
+        trace = trace.tb_next
+    return frames
+
+
+def _in_library(module: object) -> bool:
+    if not isinstance(module, str):
+        return True
+    return module.partition(".")[0] in _LIBRARIES and not module.startswith("zerosite.modules.")
+
+
+def _home(owner: object) -> str | None:
+    """The folder (with a trailing separator) of the module ``owner`` was defined in; ``None`` for a library's."""
+    name = getattr(owner, "__module__", None)
+    if _in_library(name):
+        return None
+    file = getattr(sys.modules.get(str(name)), "__file__", None)
+    return os.path.join(os.path.dirname(file), "") if isinstance(file, str) else None
