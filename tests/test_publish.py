@@ -257,6 +257,54 @@ def test_reports_that_cannot_be_published_are_skipped_with_why(tmp_path: Path) -
     assert b"secret" not in b"".join(site_files(tmp_path / "site").values())
 
 
+def search_index(site: Path) -> dict[str, Any]:
+    """The search index the site's page loads."""
+    page = (site / "index.html").read_text()
+    name = re.search(r'data-index="([^"]+)"', page)
+    assert name, page
+    return dict(json.loads((site / name[1]).read_text()))
+
+
+def test_a_skipped_report_keeps_its_published_copy_and_the_exit_code_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    db = make_store(out, 2)
+    site = tmp_path / "site"
+    publish_site(db, site)
+    before = site_files(site)
+    ids = sorted(p.name for p in out.iterdir() if p.is_dir())
+    (out / ids[0] / "M2.html").write_text("<!-- edited -->", encoding="utf-8")  # a run in progress rewrites it
+    (out / ids[1] / "M5.html").unlink()  # or it is missing
+
+    summary = publish_site(db, site)
+    assert (summary.reports, summary.kept, summary.removed, summary.exit_code) == (8, 2, 0, 1)
+    assert len(summary.skipped) == 2 and all(why.endswith("its copy published before stays") for why in summary.skipped)
+    after = site_files(site)
+    for kept in (f"reports/{ids[0]}/M2.html", f"reports/{ids[1]}/M5.html"):
+        for name in (kept, f"{kept}.gz", f"{kept}.br"):
+            assert after[name] == before[name]
+    assert [p["reports"] for p in search_index(site)["projects"]] == [list(TITLES)] * 2
+    assert summary.as_dict()["kept"] == 2
+
+    # Kept while skipped, and listed: a report that leaves the index later still goes.
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM reports WHERE project_id = ? AND module = 'M2'", (ids[0],))
+    gone = publish_site(db, site)
+    assert gone.kept == 1 and not (site / "reports" / ids[0] / "M2.html").exists()
+    assert "M2" not in search_index(site)["projects"][0]["reports"]
+
+
+def test_a_skipped_report_never_published_is_not_on_the_site(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    db = make_store(out, 1)
+    project = next(p.name for p in out.iterdir() if p.is_dir())
+    (out / project / "M3.html").unlink()
+    summary = publish_site(db, tmp_path / "site")
+    assert (summary.reports, summary.kept, summary.exit_code) == (4, 0, 1)
+    assert not (tmp_path / "site" / "reports" / project / "M3.html").exists()
+    assert search_index(tmp_path / "site")["projects"][0]["reports"] == ["M2", "M4", "M5", "M6"]
+    assert publish_site(make_store(tmp_path / "again", 1), tmp_path / "site2").exit_code == 0
+
+
 def test_the_command_line(store: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     site = tmp_path / "site"

@@ -65,7 +65,15 @@ class PublishSummary:
     """Files of an earlier publish that are gone from the index."""
     skipped: list[str] = field(default_factory=list)
     """Indexed reports not published, each with why (file missing, changed since indexed, unsafe path)."""
+    kept: int = 0
+    """Skipped reports whose copy from an earlier publish stays on the site, and in its search."""
     wall_s: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """The command's exit code: 1 when a report was skipped (the site lacks it, or has an older copy), else 0;
+        a deploy script sees that the site is not yet the whole index."""
+        return 1 if self.skipped else 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -76,6 +84,7 @@ class PublishSummary:
             "files_unchanged": self.unchanged,
             "files_removed": self.removed,
             "skipped": self.skipped,
+            "kept": self.kept,
             "wall_s": round(self.wall_s, 3),
         }
 
@@ -96,7 +105,8 @@ def publish_site(
     change; the content-hashed assets first, then the reports, then ``index.html`` last, so a visitor
     never gets a page that names a file not there yet. Files of the previous publish that the index no
     longer has are removed afterwards; the previous publish's assets are kept one more round, for pages
-    still cached. ``folder`` must be new, empty or a folder publish wrote (it holds :data:`MANIFEST`).
+    still cached. A report still indexed but skipped (see :attr:`PublishSummary.skipped`) keeps the copy an
+    earlier publish made. ``folder`` must be new, empty or a folder publish wrote (it holds :data:`MANIFEST`).
 
     :raises PublishError: the index cannot be read, ``folder`` is not one publish may write, or a file in it cannot
         be written or removed (every ``OSError``, named with its file and cause).
@@ -128,16 +138,7 @@ def _publish_locked(
     old = site.read_manifest()
     order = {name: i for i, name in enumerate(titles)}
     rows.sort(key=lambda r: (r.project_id, order.get(r.module, len(order)), r.module))
-    projects: dict[str, tuple[str, list[str]]] = {}  # id: (address, modules)
-    files = ReportFiles(out.resolve())
-    for row in rows:
-        html = _report_html(files, row, summary.skipped)
-        if html is None:
-            continue
-        relative = f"reports/{row.project_id}/{row.module}.html"
-        site.write(relative, html, settings.report_brotli_quality)
-        projects.setdefault(row.project_id, (row.address, []))[1].append(row.module)
-        summary.reports += 1
+    projects = _publish_reports(site, rows, ReportFiles(out.resolve()), set(old.get("files", [])), summary)
     summary.projects = len(projects)
     index_json = _search_index(projects, titles)
     assets = {
@@ -146,9 +147,33 @@ def _publish_locked(
         "index": site.write_asset("index", ".json", index_json),
     }
     site.write_plain("_headers", _headers(settings).encode("utf-8"))
-    page = _index_page(assets, summary.projects, summary.reports)
+    page = _index_page(assets, summary.projects, summary.reports + summary.kept)
     site.write("index.html", page, settings.brotli_quality)  # last: everything it names is there
     summary.removed = site.finish(old)
+
+
+def _publish_reports(
+    site: _Site, rows: list[ReportRow], files: ReportFiles, published_before: set[str], summary: PublishSummary
+) -> dict[str, tuple[str, list[str]]]:
+    """Write each report of ``rows`` into ``site``; the projects on the site: ``{id: (address, modules)}``.
+
+    A report that cannot be published now (its file changed since it was indexed, or missing) is still in the
+    index: the copy an earlier publish made stays, and in the search, rather than be taken off the live site.
+    """
+    projects: dict[str, tuple[str, list[str]]] = {}
+    for row in rows:
+        relative = f"reports/{row.project_id}/{row.module}.html"
+        try:
+            site.write(relative, _report_html(files, row), site.settings.report_brotli_quality)
+            summary.reports += 1
+        except _Unpublishable as why:
+            kept = site.keep(relative, published_before)
+            summary.skipped.append(f"{why}; its copy published before stays" if kept else str(why))
+            summary.kept += kept
+            if not kept:
+                continue
+        projects.setdefault(row.project_id, (row.address, []))[1].append(row.module)
+    return projects
 
 
 def _search_index(projects: Mapping[str, tuple[str, list[str]]], titles: Mapping[str, str]) -> bytes:
@@ -162,32 +187,37 @@ def _search_index(projects: Mapping[str, tuple[str, list[str]]], titles: Mapping
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _report_html(files: ReportFiles, row: ReportRow, skipped: list[str]) -> bytes | None:
-    """A report's HTML as the index recorded it, or ``None`` (with why, in ``skipped``)."""
+class _Unpublishable(Exception):
+    """An indexed report that cannot be published now, with why: the report's name, then the reason."""
+
+
+def _report_html(files: ReportFiles, row: ReportRow) -> bytes:
+    """A report's HTML as the index recorded it.
+
+    :raises _Unpublishable: its id or name is unsafe, its file is outside the output folder, unreadable, not
+        valid gzip, or changed since it was indexed.
+    """
     name = f"{row.project_id}/{row.module}"
     try:
         files.path(row.project_id, row.module)  # refuses ids and names that are not plain slugs
     except StoreError as error:
-        skipped.append(f"{name!r}: {error}")
-        return None
+        raise _Unpublishable(f"{name!r}: {error}") from error
     source = (files.out_dir / row.path).resolve()
     if not source.is_relative_to(files.out_dir):
-        skipped.append(f"{name}: its path {row.path!r} is outside {files.out_dir}")
-        return None
+        raise _Unpublishable(f"{name}: its path {row.path!r} is outside {files.out_dir}")
     try:
         data = source.read_bytes()
     except OSError as error:
-        skipped.append(f"{name}: cannot read {source}: {_cause(error)}")
-        return None
+        raise _Unpublishable(f"{name}: cannot read {source}: {_cause(error)}") from error
     if row.sha256 and hashlib.sha256(data).hexdigest() != row.sha256:
-        skipped.append(f"{name}: {source} changed since it was indexed (a run in progress?); publish again after it")
-        return None
+        raise _Unpublishable(
+            f"{name}: {source} changed since it was indexed (a run in progress?); publish again after it"
+        )
     if source.suffix == ".gz":
         try:
             return gzip.decompress(data)
         except (OSError, EOFError) as error:
-            skipped.append(f"{name}: {source} is not valid gzip: {error}")
-            return None
+            raise _Unpublishable(f"{name}: {source} is not valid gzip: {error}") from error
     return data
 
 
@@ -312,6 +342,14 @@ class _Site:
         self.assets.extend(f"{relative}{s}" for s in ("", ".gz", ".br"))
         return relative
 
+    def keep(self, relative: str, published_before: set[str]) -> bool:
+        """Keep, as it is, the copy of ``relative`` (and its ``.gz`` and ``.br``) that an earlier publish wrote and
+        listed in ``published_before``; whether there is one."""
+        if relative not in published_before or not _plain(relative) or not (self.root / relative).is_file():
+            return False
+        self.files.extend(p for p in (relative, f"{relative}.gz", f"{relative}.br") if p in published_before)
+        return True
+
     def write_plain(self, relative: str, data: bytes) -> bool:
         """Write one file of the site atomically unless it holds ``data`` already (counted); whether it was written."""
         self.files.append(relative)
@@ -400,9 +438,14 @@ def _stale(old: Mapping[str, list[str]], keep: set[str]) -> Iterable[str]:
     """Files the old manifest lists and this publish does not keep: plain relative paths only (a manifest
     edited to name ``../x`` or ``/etc/x`` removes nothing outside the folder)."""
     for relative in {*old.get("files", []), *old.get("previous_assets", []), *old.get("stale", [])} - keep:
-        parts = PurePosixPath(relative).parts
-        if relative and not PurePosixPath(relative).is_absolute() and ".." not in parts and relative != MANIFEST:
+        if _plain(relative) and relative != MANIFEST:
             yield relative
+
+
+def _plain(relative: str) -> bool:
+    """Whether a path from a manifest is a plain path inside the site (not ``../x``, ``/etc/x`` or empty)."""
+    path = PurePosixPath(relative)
+    return bool(relative) and not path.is_absolute() and ".." not in path.parts
 
 
 class _Lock:
