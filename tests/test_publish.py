@@ -177,6 +177,19 @@ def test_a_first_publish_cut_short_can_be_run_again(
     assert not [p for p in site.rglob("*") if p.name.endswith(".tmp")]
 
 
+def test_temporary_files_of_a_killed_publish_are_removed_by_the_next(store: Path, tmp_path: Path) -> None:
+    """SIGTERM or SIGKILL between writing a temporary file and renaming it leaves ``.NAME.PID.tmp`` behind."""
+    site = tmp_path / "site"
+    publish_site(store, site)
+    project = next((site / "reports").iterdir())
+    leftovers = [project / ".M4.html.br.24432.tmp", site / ".index.html.7.tmp", site / "assets" / ".x.css.1.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"partial")
+    (project / "notes.tmp").write_text("not publish's")  # another name: left alone
+    publish_site(store, site)
+    assert not [p for p in leftovers if p.exists()] and (project / "notes.tmp").exists()
+
+
 def test_a_manifest_never_removes_anything_outside_the_site(store: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     publish_site(store, site)

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
@@ -26,6 +27,8 @@ __all__ = ["MANIFEST", "PublishError", "PublishSettings", "PublishSummary", "pub
 MANIFEST = ".zerosite-publish.json"
 """The file in a published folder that lists what publish wrote there (and may remove again)."""
 LOCK = ".zerosite-publish.lock"
+TEMPORARY = re.compile(r"\..+\.[0-9]+\.tmp")
+"""The names of publish's temporary files, ``.NAME.PID.tmp`` beside the file ``NAME`` being written."""
 ALL_ROWS = 1 << 62
 
 
@@ -134,6 +137,7 @@ def _publish_locked(
 ) -> None:
     """Publish ``rows`` into ``site``, whose lock this process holds, counting in ``summary``."""
     settings = site.settings
+    site.remove_temporaries()
     site.claim()
     old = site.read_manifest()
     order = {name: i for i, name in enumerate(titles)}
@@ -304,6 +308,16 @@ class _Site:
             raise PublishError(f"cannot make {self.root}: {_cause(error)}") from error
         return _Lock(self.root / LOCK)
 
+    def remove_temporaries(self) -> None:
+        """Remove the temporary files of a publish killed mid-write (SIGKILL, or SIGTERM between writing one and
+        renaming it): under the lock none is in use, and left there they would be uploaded with the site."""
+        for folder, _, names in os.walk(self.root):
+            for path in (Path(folder, name) for name in names if TEMPORARY.fullmatch(name)):
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as error:
+                    raise PublishError(f"cannot remove {path}, left by a publish cut short: {_cause(error)}") from error
+
     def claim(self) -> None:
         """Mark a new folder as publish's before anything else is written, so that a first publish cut short
         (Ctrl-C, a full disk) can be run again into it."""
@@ -371,7 +385,7 @@ class _Site:
     @staticmethod
     def _replace(target: Path, data: bytes) -> None:
         """Write ``target`` atomically: a temporary file beside it, then ``os.replace``; none left behind."""
-        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # matches TEMPORARY
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             temp.write_bytes(data)
