@@ -45,6 +45,43 @@ def test_a_plugin_file_loads_and_renders(tmp_path: Path) -> None:
     assert all("주차 검토" in r.read_text(encoding="utf-8") for r in reports)
 
 
+def test_the_title_is_text_in_the_report_whatever_it_holds(tmp_path: Path) -> None:
+    """Jinja delimiters and HTML in a title are shown, escaped, never run: it used to be pasted into the template."""
+    title = "주차 {{ 7*7 }} {% if %} {# <i>검토</i> & $name'"
+    plugins, out = str(tmp_path / "plugins"), str(tmp_path / "out")
+    made = zerosite("--plugins-dir", plugins, "new-module", "M7", "--title", title)
+    assert made.returncode == 0, made.stderr
+
+    rendered = zerosite("--plugins-dir", plugins, "render", "--sample", "1", "--out", out, "--module", "M7", "-q")
+
+    assert rendered.returncode == 0, rendered.stderr
+    (report,) = (tmp_path / "out").glob("*/M7.html")
+    html = report.read_text(encoding="utf-8")
+    shown = "주차 {{ 7*7 }} {% if %} {# &lt;i&gt;검토&lt;/i&gt; &amp; $name&#39;"
+    for place in (f'<div class="figure">{shown}</div>', f"<caption>M7 {shown}</caption>", f"<h2>1. {shown}</h2>"):
+        assert place in html
+
+
+def test_a_name_another_plugin_registers_is_refused_even_with_force(tmp_path: Path, fresh_plugins: None) -> None:
+    """Two plugins registering one module name stop every command: --force must not lead there."""
+    forced = ("new-module", "M2", "--title", "감정", "--force")
+    result = CliRunner().invoke(main, ["--plugins-dir", str(tmp_path), *forced])
+
+    assert (result.exit_code, list(tmp_path.iterdir())) == (2, [])
+    taken = "module 'M2' exists already (plugin zerosite.modules.m2_appraisal); choose another name"
+    assert result.stderr == f"error: {taken}\n"
+
+
+def test_a_module_the_scaffold_wrote_is_overwritten_with_force(tmp_path: Path) -> None:
+    """The name is taken by the very file the scaffold would write: that is overwriting, which --force allows."""
+    assert zerosite("--plugins-dir", str(tmp_path), *M7).returncode == 0
+
+    again = zerosite("--plugins-dir", str(tmp_path), *M7)
+    assert again.returncode == 2 and again.stderr.startswith("error: would overwrite ")
+    forced = zerosite("--plugins-dir", str(tmp_path), *M7, "--force")
+    assert forced.returncode == 0, forced.stderr
+
+
 def test_the_generated_code_is_linted_and_its_result_documented(tmp_path: Path, fresh_plugins: None) -> None:
     scaffold_plugin_file(ModuleSpec("M7", "주차 검토", ("M4",)), tmp_path)
     linted = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(tmp_path)], capture_output=True)

@@ -27,7 +27,14 @@ from zerosite.dask_strategy import scheduler_address
 from zerosite.engine import BatchOptions, BatchPlan, EngineError, plan_batch
 from zerosite.engine import generate as generate_reports
 from zerosite.files import OutputBusy
-from zerosite.plugins import get_cache_backends, get_modules, get_strategies, plugin_settings, set_plugin_settings
+from zerosite.plugins import (
+    get_cache_backends,
+    get_modules,
+    get_plugin_file,
+    get_strategies,
+    plugin_settings,
+    set_plugin_settings,
+)
 from zerosite.project import InvalidInput, Project, iter_raw_projects, parse_batch, parse_project, printable
 from zerosite.rendering import get_environment
 from zerosite.stopping import exit_without_waiting, lingering_threads, stop_code, stop_word, stopping_cleanly
@@ -792,20 +799,21 @@ def publish(db: Path, folder: Path, out: Path | None, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Overwrite files that exist.")
 def new_module(name: str, title: str, requires: tuple[str, ...], package: Path | None, force: bool) -> None:
     """Write a new report module NAME: a plugins-folder file and its template, or a package (--package)."""
-    from zerosite.scaffold import ModuleSpec, ScaffoldError, scaffold_package, scaffold_plugin_file
+    from zerosite.scaffold import ExistingModule, ModuleSpec, ScaffoldError, scaffold_package, scaffold_plugin_file
 
     known = _modules()
     unknown = [r for r in requires if r not in known]
     if unknown:
         _fail(f"unknown required module(s): {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
-    if name in known and not force:
-        _fail(f"module {name!r} exists already (plugin {known[name].provider}); pass --force to write it anyway")
+    existing = ExistingModule(known[name].provider, get_plugin_file(known[name].provider)) if name in known else None
     try:
         spec = ModuleSpec(name, title, requires)
         if package is not None:
-            written = scaffold_package(spec, package, force=force)
+            written = scaffold_package(spec, package, force=force, existing=existing)
         else:
-            written = scaffold_plugin_file(spec, plugin_settings().plugins_dir or Path("plugins"), force=force)
+            written = scaffold_plugin_file(
+                spec, plugin_settings().plugins_dir or Path("plugins"), force=force, existing=existing
+            )
     except ScaffoldError as error:
         _fail(str(error))
     for path in written:

@@ -36,6 +36,7 @@ __all__ = [
     "get_cache_backends",
     "get_data_sources",
     "get_modules",
+    "get_plugin_file",
     "get_plugin_manager",
     "get_strategies",
     "plugin_settings",
@@ -76,6 +77,12 @@ def plugin_settings() -> PluginSettings:
 def get_plugin_manager(settings: PluginSettings | None = None) -> pluggy.PluginManager:
     """The plugin manager for ``settings``, built on first use and cached."""
     return _build_manager(settings or plugin_settings())
+
+
+def get_plugin_file(name: str, settings: PluginSettings | None = None) -> Path | None:
+    """The file the loaded plugin ``name`` was imported from; ``None`` for a plugin that is not a module's file."""
+    file = getattr(get_plugin_manager(settings).get_plugin(name), "__file__", None)
+    return Path(file) if isinstance(file, str) else None
 
 
 @functools.cache

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from string import Template
 
-__all__ = ["ModuleSpec", "ScaffoldError", "scaffold_package", "scaffold_plugin_file"]
+import jinja2
+
+__all__ = ["ExistingModule", "ModuleSpec", "ScaffoldError", "scaffold_package", "scaffold_plugin_file"]
 
 _MODULE_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]*$")
 _DISTRIBUTION = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -16,6 +19,15 @@ _DISTRIBUTION = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 class ScaffoldError(Exception):
     """A name that cannot be used, or files that exist already; nothing was written."""
+
+
+@dataclass(frozen=True)
+class ExistingModule:
+    """A module of the new module's name that a loaded plugin registers already: that plugin's name and the file it
+    was imported from (``None``: not a file, e.g. a plugin object)."""
+
+    plugin: str
+    file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -61,19 +73,24 @@ class ModuleSpec:
         }
 
 
-def scaffold_plugin_file(spec: ModuleSpec, plugins_dir: Path, *, force: bool = False) -> list[Path]:
-    """Write ``plugins_dir/<stem>.py`` and ``plugins_dir/templates/<stem>.html.j2``; return their paths."""
-    return _write(
-        {
-            plugins_dir / f"{spec.stem}.py": "plugin.py.tmpl",
-            plugins_dir / "templates" / f"{spec.stem}.html.j2": "template.html.j2.tmpl",
-        },
-        spec.substitutions(),
-        force,
-    )
+def scaffold_plugin_file(
+    spec: ModuleSpec, plugins_dir: Path, *, force: bool = False, existing: ExistingModule | None = None
+) -> list[Path]:
+    """Write ``plugins_dir/<stem>.py`` and ``plugins_dir/templates/<stem>.html.j2``; return their paths.
+
+    ``existing``: the module of this name that is loaded already, if any (see :func:`_refuse_a_taken_name`).
+    """
+    files: dict[Path, str | None] = {
+        plugins_dir / f"{spec.stem}.py": "plugin.py.tmpl",
+        plugins_dir / "templates" / f"{spec.stem}.html.j2": "template.html.j2.tmpl",
+    }
+    _refuse_a_taken_name(spec, existing, files)
+    return _write(files, spec.substitutions(), force)
 
 
-def scaffold_package(spec: ModuleSpec, folder: Path, *, force: bool = False) -> list[Path]:
+def scaffold_package(
+    spec: ModuleSpec, folder: Path, *, force: bool = False, existing: ExistingModule | None = None
+) -> list[Path]:
     """Write an installable package into ``folder``, named after it (``zerosite-m7`` → ``zerosite_m7``)."""
     distribution = folder.resolve().name
     if not _DISTRIBUTION.match(distribution):
@@ -82,19 +99,28 @@ def scaffold_package(spec: ModuleSpec, folder: Path, *, force: bool = False) -> 
         )
     package = distribution.replace("-", "_").lower()
     source = folder / "src" / package
-    return _write(
-        {
-            folder / "pyproject.toml": "pyproject.toml.tmpl",
-            folder / "README.md": "README.md.tmpl",
-            source / "__init__.py": "plugin.py.tmpl",
-            source / "py.typed": None,
-            source / "templates" / f"{spec.stem}.html.j2": "template.html.j2.tmpl",
-            folder / "tests" / f"test_{spec.stem}.py": "test_module.py.tmpl",
-            folder / "bench" / f"test_{spec.stem}_bench.py": "test_bench.py.tmpl",
-        },
-        {**spec.substitutions(), "distribution": distribution, "package": package},
-        force,
-    )
+    files = {
+        folder / "pyproject.toml": "pyproject.toml.tmpl",
+        folder / "README.md": "README.md.tmpl",
+        source / "__init__.py": "plugin.py.tmpl",
+        source / "py.typed": None,
+        source / "templates" / f"{spec.stem}.html.j2": "template.html.j2.tmpl",
+        folder / "tests" / f"test_{spec.stem}.py": "test_module.py.tmpl",
+        folder / "bench" / f"test_{spec.stem}_bench.py": "test_bench.py.tmpl",
+    }
+    _refuse_a_taken_name(spec, existing, files)
+    return _write(files, {**spec.substitutions(), "distribution": distribution, "package": package}, force)
+
+
+def _refuse_a_taken_name(spec: ModuleSpec, existing: ExistingModule | None, files: Iterable[Path]) -> None:
+    """Refuse a name another plugin registers, even with ``force``: two plugins registering one module name stop
+    every command. A module this scaffold wrote before (its file is one about to be written) is only overwritten,
+    which ``force`` allows."""
+    if existing is None:
+        return
+    if existing.file is not None and existing.file.resolve() in {path.resolve() for path in files}:
+        return
+    raise ScaffoldError(f"module {spec.name!r} exists already (plugin {existing.plugin}); choose another name")
 
 
 def _write(files: dict[Path, str | None], substitutions: dict[str, str], force: bool) -> list[Path]:
@@ -113,4 +139,21 @@ def _fill(skeleton: str | None, substitutions: dict[str, str]) -> str:
     if skeleton is None:
         return ""
     text = (resources.files("zerosite") / "skeleton" / skeleton).read_text(encoding="utf-8")
+    if skeleton.endswith(".j2.tmpl"):
+        text = _title_as_data(text, substitutions["title"])
     return Template(text).substitute(substitutions)
+
+
+def _title_as_data(skeleton: str, title: str) -> str:
+    """Put the title into a Jinja skeleton so that Jinja reads it as data, whatever it holds (``{{``, ``{%``, ``<``).
+
+    In the template's text the title becomes ``{{ module.title }}``, escaped like any value; inside a string
+    literal it is put as it is: a title has no quotes or backslashes (:class:`ModuleSpec`), and a literal's
+    value is escaped where it is output. ``$`` is doubled for the ``string.Template`` pass that follows.
+    """
+    placeholder = "${title}"
+    contexts = iter(
+        kind for _, kind, value in jinja2.Environment().lex(skeleton) for _ in range(value.count(placeholder))
+    )
+    as_data = {"data": "{{ module.title }}", "string": title.replace("$", "$$")}
+    return re.sub(re.escape(placeholder), lambda _: as_data[next(contexts)], skeleton)
