@@ -13,6 +13,7 @@ from click.testing import CliRunner
 import zerosite
 from zerosite import ReportModule, hookimpl
 from zerosite.cli import main
+from zerosite.engine import BatchOptions, generate
 from zerosite.plugins import PluginError, PluginSettings, get_modules, get_plugin_manager
 from zerosite.project import Project, parse_project
 from zerosite.rendering import builtin_templates_dir, get_environment, render_report
@@ -247,6 +248,59 @@ def test_plugins_folder_file_that_fails_to_import_is_skipped_with_a_warning(
     assert pm.get_plugin("broken_plugin") is None
     assert "zerosite_local_plugins.broken_plugin" not in sys.modules
     assert pm.get_plugin("m7_parking") is not None
+
+
+HELPER = """
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    HERE = Path(__file__).parent
+
+
+    @dataclass(frozen=True)
+    class Helped:
+        project_id: str
+"""
+
+HELPED_PLUGIN = """
+    from zerosite import ReportModule, hookimpl
+    from zerosite_local_plugins._shared import HERE, Helped
+
+    from ._shared import Helped as HelpedRelatively
+
+    assert HelpedRelatively is Helped
+
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="X1", title="도우미", compute=lambda p, d: Helped(p.id), template="x1.html.j2"))
+
+
+    @hookimpl
+    def zerosite_template_dirs():
+        return [HERE / "templates"]
+"""
+
+
+def test_plugins_folder_files_import_the_folders_private_helpers(
+    plugin_settings, plugins_dir: Path, write_file: Callable[[Path, str], Path], tmp_path: Path
+) -> None:
+    """``_*.py`` files are helpers: not loaded as plugins, importable by the plugins, in the workers too."""
+    write_file(plugins_dir / "_shared.py", HELPER)
+    write_file(plugins_dir / "x1_helped.py", HELPED_PLUGIN)
+    write_file(plugins_dir / "templates" / "x1.html.j2", "<p>X1 of {{ result.project_id }}</p>\n")
+    settings = plugin_settings(builtin_modules=False)
+
+    assert list(get_modules(settings)) == ["X1"]
+    assert get_plugin_manager(settings).get_plugin("_shared") is None
+
+    batch = [parse_project(raw, f"sample[{i}]") for i, raw in enumerate(sample_projects(2))]
+    options = BatchOptions(out=tmp_path / "out", strategy="process", start_method="spawn", plugins=settings)
+    summary = generate(batch, options)  # a spawned worker inherits nothing: it imports the helper itself
+
+    assert (summary.written, summary.failed) == (2, 0)
+    for project_ in batch:
+        assert (tmp_path / "out" / project_.id / "X1.html").read_text(encoding="utf-8") == f"<p>X1 of {project_.id}</p>"
 
 
 def test_plugins_folder_files_are_blocked_by_their_file_name(plugin_settings, m7_plugins_dir: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import sys
@@ -131,6 +132,7 @@ def _load_plugins_dir(pm: pluggy.PluginManager, folder: Path) -> None:
     if not folder.is_dir():
         warnings.warn(f"zerosite: the plugins folder {folder} does not exist; no plugin files loaded", stacklevel=3)
         return
+    _add_to_local_package(folder)
     loaded = {Path(f).resolve(): name for name, f in _plugin_files(pm)}
     loaded_digests = {_digest(path): name for path, name in loaded.items()}
     for path in sorted(folder.glob("*.py")):
@@ -146,6 +148,21 @@ def _load_plugins_dir(pm: pluggy.PluginManager, folder: Path) -> None:
             module = _import_file(name, path)
             if module is not None:
                 _register(pm, module, name, str(path))
+
+
+def _add_to_local_package(folder: Path) -> None:
+    """Make ``zerosite_local_plugins`` a package whose ``__path__`` holds ``folder``, so that a plugin file can
+    import the folder's private helpers (``from ._helpers import X``). A worker process builds its manager from the
+    same settings, so it gets the same package, whatever its start method."""
+    package = sys.modules.get(LOCAL_PLUGIN_PACKAGE)
+    path = getattr(package, "__path__", None)
+    if package is None or not isinstance(path, list):
+        spec = importlib.machinery.ModuleSpec(LOCAL_PLUGIN_PACKAGE, None, is_package=True)
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[LOCAL_PLUGIN_PACKAGE] = package
+        path = package.__path__
+    if str(folder) not in path:
+        path.insert(0, str(folder))
 
 
 def _plugin_files(pm: pluggy.PluginManager) -> list[tuple[str, str]]:
