@@ -6,11 +6,15 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
+from zerosite.benchmarking import charts as charts_module
 from zerosite.benchmarking.analysis import Analysis, analyse
 from zerosite.benchmarking.cells import LEVELS, SCENARIOS, TIMES, Cell, CellResult, RoundOutcome
 from zerosite.benchmarking.charts import Chart, ideal_line, ideal_speedup, shared_target, write_charts
@@ -19,6 +23,7 @@ from zerosite.benchmarking.load import RoundLoad
 from zerosite.benchmarking.machine import Machine
 from zerosite.benchmarking.page import ProfileLink, cell_row, render_page
 from zerosite.benchmarking.targets import load_targets
+from zerosite.benchmarking.winners import NOT_JUDGED
 
 TARGETS = {"single_report_ms": 300.0, "pipeline_ms": 500.0, "batch_100_s": 30.0, "memory_per_report_mb": 10.0}
 MACHINE = Machine(
@@ -143,6 +148,28 @@ def charts(tmp_path_factory: pytest.TempPathFactory) -> list[Chart]:
     """Every kind of chart, from fewer cells than the page tests use (drawing is the slow part)."""
     small = synthetic_analysis({m: MODULE_MS[m] for m in ("M2", "M5")}, scenarios=("cpu", "io"))
     return write_charts(small, TARGETS, tmp_path_factory.mktemp("charts"), cores=2)
+
+
+def _all_busy(results: Sequence[CellResult], wanted: Callable[[Cell], bool]) -> None:
+    """Every round of the cells ``wanted`` picks taken while the machine was busy."""
+    for result in results:
+        if wanted(result.cell):
+            result.rounds = [replace(r, load=replace(r.load, busy=True) if r.load else None) for r in result.rounds]
+
+
+def _drawn(monkeypatch: pytest.MonkeyPatch, analysis: Analysis, folder: Path) -> dict[str, Figure]:
+    """The figures ``write_charts`` makes, by file name, laid out as saved but not encoded (fast)."""
+    figures: dict[str, Figure] = {}
+
+    def keep(fig: Figure, path: Path) -> Path:
+        FigureCanvasAgg(fig)
+        fig.draw_without_rendering()
+        figures[path.name] = fig
+        return path
+
+    monkeypatch.setattr(charts_module, "_save", keep)
+    write_charts(analysis, TARGETS, folder, cores=2)
+    return figures
 
 
 def _page(analysis: Analysis, tmp_path: Path, charts: Sequence[Chart] = (), **kwargs: object) -> str:
@@ -294,3 +321,20 @@ def test_cell_table_is_sortable_grouped_by_level_with_the_verdict_first(analysis
     first_header = re.search(r"<thead><tr><th[^>]*>([^<]+)<", table)
     assert first_header is not None and first_header.group(1) == "verdict"
     assert "addEventListener" in html  # header click sorts
+
+
+def test_charts_and_page_say_the_same_of_a_scenario_measured_on_a_busy_machine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    results = synthetic_results(levels=("pipeline",), scenarios=("cpu", "io"))
+    _all_busy(results, lambda cell: cell.scenario == "cpu")
+    analysis = analyse(results, _targets_for, cores=2)
+    speedup = _drawn(monkeypatch, analysis, tmp_path)["pipeline-speedup.png"]
+    titles = [ax.get_title() for ax in speedup.axes]
+    assert titles[0] == "cpu: not judged (machine busy)"  # no tie: nothing was judged
+    glance = _page(analysis, tmp_path)
+    glance = glance[: glance.index('id="run"')]
+    assert '<span class="tie">not judged (machine busy)</span>' in glance
+    cpu, io = analysis.standings
+    assert cpu.unjudged and cpu.outcome == NOT_JUDGED and not io.unjudged
+    assert titles == [f"{s.scenario}: {s.outcome}" for s in analysis.standings]

@@ -273,8 +273,7 @@ def _speedup(
                 capsize=3,
                 linewidth=1.6,
             )
-        outcome = f"winner {standing.winner.label}" if standing.winner else "a tie"
-        ax.set_title(f"{standing.scenario}: {outcome}", fontsize="medium")
+        ax.set_title(f"{standing.scenario}: {standing.outcome}", fontsize="medium")
         ax.set_xticks(workers)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}"))
         ax.set_xlim(0.5, workers[-1] + 0.5)

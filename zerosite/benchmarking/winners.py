@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from zerosite.benchmarking.cells import BASELINE, BUSY_MACHINE, TIMES, Cell
 from zerosite.benchmarking.stats import Interval
 
-__all__ = ["Contender", "Standing", "rank"]
+__all__ = ["NOT_JUDGED", "TIE", "Contender", "Standing", "rank"]
+
+NOT_JUDGED = "not judged (machine busy)"
+"""The outcome of a comparison measured mostly on a busy machine, in the words every output uses."""
+TIE = "a tie"
+"""The outcome of a comparison whose intervals overlap, in the words every output uses."""
 
 
 def spaced(label: str) -> str:
@@ -87,6 +92,14 @@ class Standing:
     def winner(self) -> Contender | None:
         return None if self.tied or self.unjudged else self.best
 
+    @property
+    def outcome(self) -> str:
+        """The outcome in a few words, for headings and chart titles: ``winner process x2``, :data:`TIE` or
+        :data:`NOT_JUDGED` (:meth:`sentence` says it in full)."""
+        if self.unjudged:
+            return NOT_JUDGED
+        return f"winner {self.winner.label}" if self.winner is not None else TIE
+
     def sentence(self) -> str:
         """Plain words, e.g. ``process x2 was 1.84x as fast as sequential [1.70x, 1.95x].``"""
         winner = self.winner
@@ -107,7 +120,7 @@ class Standing:
                 f"[{times(i.low)}, {times(i.high)}], ahead of the runner-up {self.ranked[1].phrase()} beyond the noise."
             )
         names = ", ".join(c.phrase() for c in self.tied)
-        return f"a tie, their intervals overlap: {names}."
+        return f"{TIE}, their intervals overlap: {names}."
 
     def as_dict(self) -> dict[str, object]:
         """``{"winner": "processx2" | None, "tied": [...], "speedup": ..., "interval": [...], "ranked": [...]}``;
