@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from zerosite.benchmarking.analysis import analyse
+from zerosite.benchmarking.analysis import Lead, analyse
 from zerosite.benchmarking.cells import BUSY_MACHINE, TIMES, Cell, CellResult, RoundOutcome
 from zerosite.benchmarking.harness import ReplayClock, StoppingRule, calibrate, measure_interleaved, rotation
 from zerosite.benchmarking.machine import cgroup_cpu_quota, describe_machine
@@ -553,3 +553,20 @@ def test_a_level_measured_mostly_on_a_busy_machine_is_not_judged() -> None:
     assert "not judged (machine busy)" in page
     assert standing.sentence().startswith(f"not judged: 2 of 2 cells were measured while {BUSY_MACHINE}")
     assert standing.as_dict()["winner"] is None and standing.as_dict()["unjudged"] is True
+
+
+@pytest.mark.parametrize(
+    ("ratio", "low", "high", "unjudged", "ending"),
+    [
+        (1.01, 0.84, 1.21, False, f"[0.84{TIMES}, 1.21{TIMES}] within the noise: a tie"),
+        (0.99, 0.89, 1.15, False, f"[0.89{TIMES}, 1.15{TIMES}] within the noise: a tie"),  # no loss either
+        (1.46, 1.18, 1.69, False, f"[1.18{TIMES}, 1.69{TIMES}] beyond the noise"),
+        (0.80, 0.70, 0.90, False, f"[0.70{TIMES}, 0.90{TIMES}] beyond the noise"),
+        (1.46, 1.18, 1.69, True, f"[1.18{TIMES}, 1.69{TIMES}]: not judged (machine busy)"),
+    ],
+)
+def test_every_comparison_with_reference_code_ends_with_its_verdict(
+    ratio: float, low: float, high: float, unjudged: bool, ending: str
+) -> None:
+    lead = Lead("batch", "cpu", f"auto{TIMES}2", f"joblib{TIMES}2", ratio, Interval(low, high), unjudged)
+    assert lead.sentence() == f"auto {TIMES}2 was {ratio:.2f}{TIMES} as fast as joblib {TIMES}2 {ending}"

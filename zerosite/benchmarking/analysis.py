@@ -24,7 +24,7 @@ from zerosite.benchmarking.stats import (
 )
 from zerosite.benchmarking.targets import TARGET_SPECS
 from zerosite.benchmarking.verdicts import Judgement, Verdict, judge
-from zerosite.benchmarking.winners import Standing, rank, spaced, times
+from zerosite.benchmarking.winners import NOT_JUDGED, TIE, Standing, rank, spaced, times
 
 __all__ = ["LEVEL_NAMES", "Analysis", "CellFigures", "analyse", "level_unit", "level_value", "standings"]
 
@@ -144,11 +144,15 @@ class Lead:
     """Measured mostly while the machine was busy (as its level and scenario's standing)."""
 
     def sentence(self) -> str:
-        """``process x2 was 1.21x as fast as joblib x2 [1.10x, 1.33x] beyond the noise``."""
+        """``process x2 was 1.21x as fast as joblib x2 [1.10x, 1.33x] beyond the noise``; an interval that
+        holds 1x is a tie (``... [0.84x, 1.21x] within the noise: a tie``)."""
         i = self.interval
-        verdict = (
-            " (machine busy: not judged)" if self.unjudged else "" if i.low <= 1 <= i.high else " beyond the noise"
-        )
+        if self.unjudged:
+            verdict = f": {NOT_JUDGED}"
+        elif i.low <= 1 <= i.high:
+            verdict = f" within the noise: {TIE}"
+        else:
+            verdict = " beyond the noise"
         return (
             f"{spaced(self.ours)} was {times(self.ratio)} as fast as {spaced(self.reference)} "
             f"[{times(i.low)}, {times(i.high)}]{verdict}"
