@@ -401,6 +401,26 @@ def test_the_cli_reports_a_validation_error_and_exits_2(
     assert "module M9 (from plugin lost) requires unknown module 'M42'" in result.output
 
 
+def test_a_misspelt_hook_is_named_with_its_plugin_and_the_hook_meant(plugin_settings, plugins_dir, write_file) -> None:
+    path = write_file(
+        plugins_dir / "x_hook.py",
+        """
+        from zerosite import hookimpl
+
+        @hookimpl
+        def zerosite_template_dir():
+            return []
+    """,
+    )
+
+    with pytest.raises(PluginError) as error:
+        get_plugin_manager(plugin_settings())
+
+    assert str(error.value) == (
+        f"plugin x_hook ({path.resolve()}): unknown hook 'zerosite_template_dir' (did you mean zerosite_template_dirs?)"
+    )
+
+
 # --- Template lookup ---------------------------------------------------------------------------
 
 

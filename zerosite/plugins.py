@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import importlib
@@ -98,10 +99,7 @@ def _build_manager(settings: PluginSettings) -> pluggy.PluginManager:
     _load_entry_points(pm)
     if settings.plugins_dir is not None:
         _load_plugins_dir(pm, settings.plugins_dir)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as error:
-        raise PluginError(f"plugin {error.plugin!r}: {error}") from None
+    _check_hook_names(pm)
     if settings.trace:
         pm.trace.root.setwriter(lambda message: print(message, end="", file=sys.stderr))
         pm.enable_tracing()
@@ -196,6 +194,33 @@ def _failure(error: BaseException) -> str:
 
 def _skip(message: str) -> None:
     warnings.warn(f"zerosite: {message}", stacklevel=4)
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _check_hook_names(pm: pluggy.PluginManager) -> None:
+    """Refuse an implementation of a hook that has no specification (a misspelt hook is never called), naming its
+    plugin and file once, with the hook it probably meant (pluggy's own message shows the plugin's repr twice)."""
+    hooks = vars(pm.hook)
+    specified = sorted(name for name, caller in hooks.items() if caller.has_spec())
+    problems = [
+        f"plugin {impl.plugin_name}{_origin(impl.plugin)}: unknown hook {name!r}{_did_you_mean(name, specified)}"
+        for name, caller in sorted(hooks.items())
+        if not caller.has_spec()
+        for impl in caller.get_hookimpls()
+        if not impl.optionalhook
+    ]
+    if problems:
+        raise PluginError("; ".join(problems))
+
+
+def _origin(plugin: object) -> str:
+    """`` (FILE)`` for a plugin that is a module loaded from a file, else nothing."""
+    file = getattr(plugin, "__file__", None)
+    return f" ({file})" if isinstance(file, str) else ""
 
 
 def _digest(path: Path) -> str:
