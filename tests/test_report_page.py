@@ -22,6 +22,7 @@ from zerosite.benchmarking.colours import KNOWN_STRATEGY_COLOURS, StrategyColour
 from zerosite.benchmarking.load import RoundLoad
 from zerosite.benchmarking.machine import Machine
 from zerosite.benchmarking.page import ProfileLink, cell_row, render_page
+from zerosite.benchmarking.plugin import noisy_lines
 from zerosite.benchmarking.targets import load_targets
 from zerosite.benchmarking.winners import NOT_JUDGED
 
@@ -338,3 +339,20 @@ def test_charts_and_page_say_the_same_of_a_scenario_measured_on_a_busy_machine(
     cpu, io = analysis.standings
     assert cpu.unjudged and cpu.outcome == NOT_JUDGED and not io.unjudged
     assert titles == [f"{s.scenario}: {s.outcome}" for s in analysis.standings]
+
+
+def test_page_terminal_and_json_count_the_same_noisy_cells(tmp_path: Path) -> None:
+    results = synthetic_results(levels=("pipeline", "batch"), scenarios=("mixed",))
+    _all_busy(results, lambda cell: cell.level == "batch" and cell.strategy in ("bare", "thread"))
+    analysis = analyse(results, _targets_for, cores=2)
+    noisy_cells = analysis.as_dict()["noisy_cells"]
+    assert isinstance(noisy_cells, list) and len(noisy_cells) == 4  # the bare loop's too
+    assert "<strong>4 noisy cells</strong>" in _page(analysis, tmp_path)
+    noisy = analysis.noisy
+    assert [f.cell.label for f in noisy] == [f"thread{TIMES}4", f"thread{TIMES}2", f"thread{TIMES}4", "bare"]
+    assert noisy_cells == [f"{f.cell.level}/{f.cell.id}" for f in noisy]
+    lines = noisy_lines(analysis, tmp_path / "index.html")
+    assert lines[0] == "4 cell(s) measured while the machine was busy:"
+    assert lines[1:] == [f"  {f.cell.subject}" for f in noisy]  # one a line: each holds commas
+    many = noisy_lines(replace(analysis, cells=analysis.cells * 2), tmp_path / "index.html")
+    assert len(many) == 7 and many[-1] == f"  and 3 more (all in {tmp_path / 'index.html'})"

@@ -227,6 +227,12 @@ class Analysis:
     def failures(self) -> list[Judgement]:
         return [j for j in self.judgements if j.verdict is Verdict.FAIL]
 
+    @property
+    def noisy(self) -> list[CellFigures]:
+        """The noisy cells (:attr:`CellFigures.noisy`) of every kind, ours, the bare loop's and reference code's:
+        the one list the page, the terminal and the JSON count."""
+        return [f for f in self.cells if f.noisy]
+
     def by_id(self) -> dict[str, CellFigures]:
         """Cells by ``group/id`` (unique across levels)."""
         return {f"{f.cell.level}/{f.cell.id}": f for f in self.cells}
@@ -251,7 +257,7 @@ class Analysis:
             "winners": self.winners(),
             "references": [lead.as_dict() | {"level": lead.level, "scenario": lead.scenario} for lead in self.leads],
             "sentences": self.sentences,
-            "noisy_cells": [f"{f.cell.level}/{f.cell.id}" for f in self.cells if f.noisy],
+            "noisy_cells": [f"{f.cell.level}/{f.cell.id}" for f in self.noisy],
             "service": self.service.as_dict() if self.service is not None else None,
         }
 

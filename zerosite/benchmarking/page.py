@@ -244,7 +244,6 @@ def render_page(
     counts = {str(v): 0 for v in Verdict}
     for judgement in analysis.judgements:
         counts[str(judgement.verdict)] += 1
-    judged = [f for f in analysis.cells if not f.cell.is_reference]
     outcomes = {(s.level, s.scenario): _Outcome(s, colours) for s in analysis.standings}
     scenarios = sorted({s.scenario for s in analysis.standings}, key=_scenario_order)
     rows = [cell_row(f, precision_goal) for f in analysis.cells]
@@ -263,7 +262,7 @@ def render_page(
         ],
         failures=analysis.failures,
         leads=analysis.leads,
-        noisy=[(_where(f), f) for f in judged if f.noisy],
+        noisy=[(_where(f), f) for f in analysis.noisy],
         imprecise=sorted(
             ((_where(r.figures), r) for r in rows if r.precision_missed and not r.figures.cell.is_reference),
             key=lambda pair: -max(pair[1].figures.precision, pair[1].figures.speedup_precision or 0.0),

@@ -21,6 +21,7 @@ from zerosite.benchmarking.matrix import MatrixSettings, build_matrix
 from zerosite.benchmarking.targets import Targets, load_targets
 
 if TYPE_CHECKING:
+    from zerosite.benchmarking.analysis import Analysis
     from zerosite.benchmarking.fixture import CellBenchmark, ServiceBenchmark
     from zerosite.benchmarking.service_load import LoadSettings
     from zerosite.benchmarking.session import Recorder
@@ -446,6 +447,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+NOISY_SHOWN = 5
+"""Noisy cells named on the terminal; the page lists them all."""
+
+
+def noisy_lines(analysis: Analysis, page: Path) -> list[str]:
+    """The terminal's account of :attr:`Analysis.noisy`: a count, then one cell a line (each cell's words hold
+    commas), the first :data:`NOISY_SHOWN` of them."""
+    noisy = analysis.noisy
+    if not noisy:
+        return []
+    lines = [f"{len(noisy)} cell(s) measured while the machine was busy:"]
+    lines += [f"  {f.cell.subject}" for f in noisy[:NOISY_SHOWN]]
+    if len(noisy) > NOISY_SHOWN:
+        lines.append(f"  and {len(noisy) - NOISY_SHOWN} more (all in {page})")
+    return lines
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     recorder = config.stash.get(RECORDER, None)
     if recorder is None or not recorder.measured:
@@ -464,13 +482,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             tr.write_line(point.line(), yellow=point.busy)
         for sweep in analysis.service.sweeps:
             tr.write_line(sweep.line())
-    noisy = [f for f in analysis.cells if f.noisy]
-    if noisy:
-        tr.write_line(
-            f"{len(noisy)} cell(s) measured while the machine was busy: "
-            + ", ".join(f.cell.subject for f in noisy[:5]),
-            yellow=True,
-        )
+    for line in noisy_lines(analysis, recorder.reports_dir / "index.html"):
+        tr.write_line(line, yellow=True)
     for judgement in analysis.judgements:
         if judgement.verdict != "PASS":
             tr.write_line(judgement.message(), red=judgement.verdict == "FAIL", yellow=judgement.verdict != "FAIL")
