@@ -356,3 +356,24 @@ def test_page_terminal_and_json_count_the_same_noisy_cells(tmp_path: Path) -> No
     assert lines[1:] == [f"  {f.cell.subject}" for f in noisy]  # one a line: each holds commas
     many = noisy_lines(replace(analysis, cells=analysis.cells * 2), tmp_path / "index.html")
     assert len(many) == 7 and many[-1] == f"  and 3 more (all in {tmp_path / 'index.html'})"
+
+
+def _css_rules(html: str) -> list[tuple[list[str], str]]:
+    style = html[html.index("<style>") + len("<style>") : html.index("</style>")]
+    return [
+        ([s.strip() for s in selectors.split(",")], body)
+        for selectors, body in re.findall(r"([^{}]+)\{([^}]*)\}", style)
+    ]
+
+
+def test_numbers_badges_and_strategies_in_the_cell_tables_never_wrap_or_spill(
+    analysis: Analysis, tmp_path: Path
+) -> None:
+    html = _page(analysis, tmp_path)
+    rules = _css_rules(html)
+    nowrap = {s for selectors, body in rules if "white-space: nowrap" in body for s in selectors}
+    assert {"table.cells td.n", ".badge", ".nowrap"} <= nowrap
+    # A fixed layout keeps its column widths whatever the content: a number or a badge that cannot wrap spills over.
+    assert not any("table.cells" in selectors and "table-layout: fixed" in body for selectors, body in rules)
+    table = html[html.index('id="cells"') :]
+    assert '<span class="nowrap"><span class="sw" style="background:' in table
