@@ -310,6 +310,43 @@ def test_plugins_folder_files_are_blocked_by_their_file_name(plugin_settings, m7
     assert "zerosite_local_plugins.m7_parking" not in sys.modules
 
 
+def test_a_blocked_name_that_is_no_plugins_is_a_warning(plugin_settings, m7_plugins_dir: Path) -> None:
+    """A typo in ZEROSITE_DISABLE_PLUGINS blocks nothing: say so, rather than make reports that look normal."""
+    with pytest.warns(UserWarning, match="ZEROSITE_DISABLE_PLUGINS") as caught:
+        pm = get_plugin_manager(plugin_settings(disabled={"zerosite.modules.m6_decisoin", "m7_parking"}))
+
+    (message,) = [str(warning.message) for warning in caught]
+    assert message.startswith(
+        "zerosite: ZEROSITE_DISABLE_PLUGINS names no plugin: 'zerosite.modules.m6_decisoin' "
+        "(did you mean zerosite.modules.m6_decision?); the plugins are: zerosite.strategies, "
+    )
+    assert message.endswith(", zerosite.modules.m6_decision, m7_parking")
+    assert pm.get_plugin("zerosite.modules.m6_decision") is not None
+
+
+def test_the_cli_prints_a_plugin_warning_as_one_line(
+    fresh_plugins: None, m7_plugins_dir: Path, write_file, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a Python ``UserWarning`` pointing at the line of ZeroSite that raised it, followed by that line."""
+    monkeypatch.chdir(tmp_path)
+    broken = write_file(m7_plugins_dir / "broken_plugin.py", "raise RuntimeError('half-written plugin')\n")
+
+    result = CliRunner().invoke(main, ["--plugins-dir", str(m7_plugins_dir), "modules"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        f"warning: zerosite: skipped plugin 'broken_plugin' ({broken.resolve()}): RuntimeError: half-written plugin\n"
+    )
+
+
+def test_a_templates_dir_that_does_not_exist_is_refused(fresh_plugins: None, tmp_path: Path) -> None:
+    """A mistyped override folder would give reports that look normal but are not what was asked for."""
+    result = CliRunner().invoke(main, ["--templates-dir", str(tmp_path / "no-such-dir"), "modules"])
+
+    assert result.exit_code == 2
+    assert "'--templates-dir'" in result.stderr and "does not exist" in result.stderr
+
+
 # --- Validation errors name the plugins --------------------------------------------------------
 
 

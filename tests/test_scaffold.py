@@ -45,6 +45,14 @@ def test_a_plugin_file_loads_and_renders(tmp_path: Path) -> None:
     assert all("주차 검토" in r.read_text(encoding="utf-8") for r in reports)
 
 
+def test_a_new_plugins_folder_is_made_without_a_warning(tmp_path: Path) -> None:
+    """It used to warn that the folder it was about to make did not exist."""
+    made = zerosite("--plugins-dir", str(tmp_path / "new"), *M7)
+
+    assert (made.returncode, made.stderr) == (0, "")
+    assert (tmp_path / "new" / "m7.py").is_file()
+
+
 def test_the_title_is_text_in_the_report_whatever_it_holds(tmp_path: Path) -> None:
     """Jinja delimiters and HTML in a title are shown, escaped, never run: it used to be pasted into the template."""
     title = "주차 {{ 7*7 }} {% if %} {# <i>검토</i> & $name'"

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import traceback
 import unicodedata
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from zerosite.engine import BatchOptions, BatchPlan, EngineError, plan_batch
 from zerosite.engine import generate as generate_reports
 from zerosite.files import OutputBusy
 from zerosite.plugins import (
+    PluginWarning,
     get_cache_backends,
     get_modules,
     get_plugin_file,
@@ -161,13 +163,14 @@ def _refused(error: BaseException) -> str:
 )
 @click.option(
     "--templates-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
     envvar="ZEROSITE_TEMPLATES_DIR",
     help="Folder of templates that override plugin and built-in templates.",
 )
 @click.version_option(package_name="zerosite")
 def main(plugins_dir: Path | None, templates_dir: Path | None) -> None:
     """ZeroSite: LH purchase-rental screening reports (M2-M6), generated in batches and measured."""
+    warnings.showwarning = _show_warning
     settings = PluginSettings.from_env()
     set_plugin_settings(
         PluginSettings(
@@ -177,6 +180,19 @@ def main(plugins_dir: Path | None, templates_dir: Path | None) -> None:
             trace=settings.trace,
         )
     )
+
+
+_show_other_warning = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """A plugin warning as one ``warning:`` line, like the command's own; any other warning as Python shows it."""
+    if issubclass(category, PluginWarning):
+        click.echo(f"warning: {printable(str(message))}", err=True)
+    else:
+        _show_other_warning(message, category, filename, lineno, file, line)
 
 
 def _modules() -> dict[str, ReportModule]:
@@ -801,6 +817,9 @@ def new_module(name: str, title: str, requires: tuple[str, ...], package: Path |
     """Write a new report module NAME: a plugins-folder file and its template, or a package (--package)."""
     from zerosite.scaffold import ExistingModule, ModuleSpec, ScaffoldError, scaffold_package, scaffold_plugin_file
 
+    plugins_dir = plugin_settings().plugins_dir or Path("plugins")
+    if package is None and not plugins_dir.exists():  # the folder this command makes: no plugins to load from it yet
+        set_plugin_settings(replace(plugin_settings(), plugins_dir=None))
     known = _modules()
     unknown = [r for r in requires if r not in known]
     if unknown:
@@ -811,9 +830,7 @@ def new_module(name: str, title: str, requires: tuple[str, ...], package: Path |
         if package is not None:
             written = scaffold_package(spec, package, force=force, existing=existing)
         else:
-            written = scaffold_plugin_file(
-                spec, plugin_settings().plugins_dir or Path("plugins"), force=force, existing=existing
-            )
+            written = scaffold_plugin_file(spec, plugins_dir, force=force, existing=existing)
     except ScaffoldError as error:
         _fail(str(error))
     for path in written:

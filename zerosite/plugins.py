@@ -35,6 +35,7 @@ __all__ = [
     "LOCAL_PLUGIN_PACKAGE",
     "PluginError",
     "PluginSettings",
+    "PluginWarning",
     "get_cache_backends",
     "get_data_sources",
     "get_modules",
@@ -60,6 +61,11 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "zerosite.modules.m6_decision",
 )
 """Registered first, in this order, under their dotted module names (imported by name: they sit above this layer)."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin was skipped, or a plugin setting matched nothing; the command goes on without it. The CLI prints
+    these as one ``warning:`` line each: where in ZeroSite they were raised is no use to the reader."""
 
 
 _settings: PluginSettings | None = None
@@ -96,9 +102,10 @@ def _build_manager(settings: PluginSettings) -> pluggy.PluginManager:
     for dotted in BUILTIN_PLUGINS:
         if not pm.is_blocked(dotted):
             pm.register(importlib.import_module(dotted), name=dotted)
-    _load_entry_points(pm)
+    names = [*BUILTIN_PLUGINS, *_load_entry_points(pm)]
     if settings.plugins_dir is not None:
-        _load_plugins_dir(pm, settings.plugins_dir)
+        names += _load_plugins_dir(pm, settings.plugins_dir)
+    _warn_unmatched_blocks(settings.disabled, names)
     _check_hook_names(pm)
     if settings.trace:
         pm.trace.root.setwriter(lambda message: print(message, end="", file=sys.stderr))
@@ -106,46 +113,50 @@ def _build_manager(settings: PluginSettings) -> pluggy.PluginManager:
     return pm
 
 
-def _load_entry_points(pm: pluggy.PluginManager) -> None:
+def _load_entry_points(pm: pluggy.PluginManager) -> list[str]:
+    """Load the entry points of group ``zerosite``; return the names of all of them, loaded or not."""
+    names = []
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        names.append(entry_point.name)
         if pm.is_blocked(entry_point.name) or pm.get_plugin(entry_point.name) is not None:
             continue
         try:
             plugin = entry_point.load()
         except (Exception, SystemExit) as error:  # a broken third-party plugin must not stop the others
-            warnings.warn(
-                f"zerosite: skipped plugin {entry_point.name!r} ({entry_point.value}): {_failure(error)}",
-                stacklevel=2,
-            )
+            _warn(f"skipped plugin {entry_point.name!r} ({entry_point.value}): {_failure(error)}")
             continue
         _register(pm, plugin, entry_point.name, entry_point.value)
+    return names
 
 
-def _load_plugins_dir(pm: pluggy.PluginManager, folder: Path) -> None:
-    """Import every ``*.py`` file of ``folder`` (but ``_*.py``) under ``zerosite_local_plugins.<stem>``.
+def _load_plugins_dir(pm: pluggy.PluginManager, folder: Path) -> list[str]:
+    """Import every ``*.py`` file of ``folder`` (but ``_*.py``) under ``zerosite_local_plugins.<stem>``; return
+    the names (stems) of all of them, loaded or not.
 
     Each file loads, or is skipped with a warning that names it; a file that *is* a loaded plugin's own
     file (a source checkout's ``plugins/`` is the built-in package) is that plugin, already loaded.
     """
     if not folder.is_dir():
-        warnings.warn(f"zerosite: the plugins folder {folder} does not exist; no plugin files loaded", stacklevel=3)
-        return
+        _warn(f"the plugins folder {folder} does not exist; no plugin files loaded")
+        return []
     _add_to_local_package(folder)
     loaded = {Path(f).resolve(): name for name, f in _plugin_files(pm)}
     loaded_digests = {_digest(path): name for path, name in loaded.items()}
-    for path in sorted(folder.glob("*.py")):
+    files = [path for path in sorted(folder.glob("*.py")) if not path.stem.startswith("_")]
+    for path in files:
         name = path.stem
-        if name.startswith("_") or pm.is_blocked(name) or path.resolve() in loaded:
+        if pm.is_blocked(name) or path.resolve() in loaded:
             continue
         twin = loaded_digests.get(_digest(path))
         if twin is not None:
-            _skip(f"skipped plugin file {path}: it is a copy of the loaded plugin {twin!r}")
+            _warn(f"skipped plugin file {path}: it is a copy of the loaded plugin {twin!r}")
         elif pm.get_plugin(name) is not None:
-            _skip(f"skipped plugin file {path}: a plugin named {name!r} is loaded")
+            _warn(f"skipped plugin file {path}: a plugin named {name!r} is loaded")
         else:
             module = _import_file(name, path)
             if module is not None:
                 _register(pm, module, name, str(path))
+    return [path.stem for path in files]
 
 
 def _add_to_local_package(folder: Path) -> None:
@@ -180,7 +191,7 @@ def _import_file(name: str, path: Path) -> object | None:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as error:
         sys.modules.pop(module_name, None)
-        _skip(f"skipped plugin {name!r} ({path}): {_failure(error)}")
+        _warn(f"skipped plugin {name!r} ({path}): {_failure(error)}")
         return None
     return module
 
@@ -192,13 +203,23 @@ def _failure(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _skip(message: str) -> None:
-    warnings.warn(f"zerosite: {message}", stacklevel=4)
+def _warn(message: str) -> None:
+    warnings.warn(f"zerosite: {message}", PluginWarning, stacklevel=2)
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(word, candidates, n=1)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _warn_unmatched_blocks(blocked: frozenset[str], names: list[str]) -> None:
+    """Warn about each blocked name that is no plugin's: a typo in ``ZEROSITE_DISABLE_PLUGINS`` blocks nothing, and
+    the reports would look normal."""
+    for name in sorted(blocked - set(names)):
+        _warn(
+            f"ZEROSITE_DISABLE_PLUGINS names no plugin: {name!r}{_did_you_mean(name, names)}; "
+            f"the plugins are: {', '.join(names)}"
+        )
 
 
 def _check_hook_names(pm: pluggy.PluginManager) -> None:
@@ -235,7 +256,7 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, origin: str) 
     try:
         pm.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as error:
-        warnings.warn(f"zerosite: skipped plugin {name!r} ({origin}): {error}", stacklevel=3)
+        _warn(f"skipped plugin {name!r} ({origin}): {error}")
 
 
 T = TypeVar("T")
