@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fnmatch
 import functools
 import gzip
 import hashlib
@@ -67,7 +68,7 @@ def test_the_site_has_hashed_assets_reports_compressed_copies_and_headers(store:
     # Assets: named by their content's hash, compressed too, and the page names exactly those.
     assets = sorted(name for name in files if name.startswith("assets/") and name.count(".") == 2)
     assert [re.sub(r"\.[0-9a-f]{12}\.", ".H.", name) for name in assets] == [
-        "assets/index.H.json",
+        "assets/index.H.js",
         "assets/search.H.js",
         "assets/site.H.css",
     ]
@@ -75,15 +76,30 @@ def test_the_site_has_hashed_assets_reports_compressed_copies_and_headers(store:
         assert hashlib.sha256(files[name]).hexdigest()[:12] == name.split(".")[1]
         assert brotli.decompress(files[f"{name}.br"]) == gzip.decompress(files[f"{name}.gz"]) == files[name]
     page = files["index.html"].decode()
-    assert {name for name in assets} == set(re.findall(r'(?:href|src|data-index)="(assets/[^"]+)"', page))
+    assert {name for name in assets} == set(re.findall(r'(?:href|src)="(assets/[^"]+)"', page))
     assert brotli.decompress(files["index.html.br"]) == files["index.html"]
 
-    # The search index: titles in module order, every project and its reports; data only here, as JSON.
-    index = json.loads(files[next(a for a in assets if a.endswith(".json"))])
+    # The search index: titles in module order, every project and its reports; data only here, as a JSON string.
+    index = search_index(site)
     assert index["modules"] == TITLES
     assert [p["reports"] for p in index["projects"]] == [list(TITLES)] * 3
     assert index["projects"][0]["address"].startswith(HOSTILE_ADDRESS)
     assert "onerror" not in page and sample_projects(1)[0]["id"] not in page  # data only in the JSON
+
+
+def search_index(site: Path) -> dict[str, Any]:
+    """The search index the site's page loads (a script: ``JSON.parse`` of a string literal)."""
+    page = (site / "index.html").read_text()
+    name = re.search(r'<script id="search-index" src="([^"]+)"', page)
+    assert name, page
+    return parse_search_script((site / name[1]).read_text(encoding="utf-8"))
+
+
+def parse_search_script(script: str) -> dict[str, Any]:
+    """The data of the search index's script, which must be one JSON string literal and nothing else."""
+    literal = re.fullmatch(r'window\.zerositeSearchIndex = JSON\.parse\(("(?:[^"\\\n]|\\.)*")\);\n', script)
+    assert literal, script
+    return dict(json.loads(json.loads(literal[1])))
 
 
 def parse_headers(text: str) -> dict[str, dict[str, str]]:
@@ -142,7 +158,7 @@ def test_publishing_again_updates_in_place(tmp_path: Path) -> None:
     assert old_assets <= {p.name for p in (site / "assets").iterdir()}
     publish_site(db, site)
     current = {p.name for p in (site / "assets").iterdir()}
-    assert len(current) == 9 and not {n for n in old_assets if ".json" in n} & current
+    assert len(current) == 9 and not {n for n in old_assets if n.startswith("index.")} & current
 
 
 def test_only_a_new_empty_or_published_folder_is_written(store: Path, tmp_path: Path) -> None:
@@ -270,14 +286,6 @@ def test_reports_that_cannot_be_published_are_skipped_with_why(tmp_path: Path) -
     assert b"secret" not in b"".join(site_files(tmp_path / "site").values())
 
 
-def search_index(site: Path) -> dict[str, Any]:
-    """The search index the site's page loads."""
-    page = (site / "index.html").read_text()
-    name = re.search(r'data-index="([^"]+)"', page)
-    assert name, page
-    return dict(json.loads((site / name[1]).read_text()))
-
-
 def test_a_skipped_report_keeps_its_published_copy_and_the_exit_code_says_so(tmp_path: Path) -> None:
     out = tmp_path / "out"
     db = make_store(out, 2)
@@ -342,10 +350,11 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 @pytest.fixture
 def served(store: Path, tmp_path: Path) -> Iterator[str]:
-    """The published site on a loopback HTTP server (a CDN's stand-in: the search index is fetched)."""
+    """The published site on a loopback HTTP server that sends the headers of its ``_headers`` (a CDN's stand-in)."""
     site = tmp_path / "site"
     publish_site(store, site, titles=TITLES)
-    handler = functools.partial(_QuietHandler, directory=str(site))
+    rules = parse_headers((site / "_headers").read_text())
+    handler = functools.partial(_HeadersHandler, rules, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -356,57 +365,121 @@ def served(store: Path, tmp_path: Path) -> Iterator[str]:
         server.server_close()
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+class _HeadersHandler(http.server.SimpleHTTPRequestHandler):
+    """Files with the headers of each ``_headers`` rule whose path matches, as Netlify and Cloudflare Pages send."""
+
+    def __init__(self, rules: dict[str, dict[str, str]], *args: Any, **kwargs: Any) -> None:
+        self.rules = rules
+        super().__init__(*args, **kwargs)
+
+    def end_headers(self) -> None:
+        for pattern, headers in self.rules.items():
+            if fnmatch.fnmatchcase(self.path.partition("?")[0], pattern):
+                for name, value in headers.items():
+                    self.send_header(name, value)
+        super().end_headers()
+
     def log_message(self, format: str, *args: object) -> None:
         pass
 
 
-def test_in_a_browser_search_then_open_a_report(served: str, store: Path) -> None:
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's chromium under Playwright; the test is skipped where either is missing."""
     if not CHROMIUM.is_file():
         pytest.skip("chromium is not installed (Debian package chromium; .ci/run installs it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the dev extra)")
-    shots = Path("/tmp")
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1000, "height": 800})
-            problems: list[str] = []
-            page.on("pageerror", lambda error: problems.append(str(error)))
-            page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
-            page.goto(served)
-            page.wait_for_selector("#results > li")
-            assert page.locator("#results > li").count() == 3
-            assert page.inner_text("#status") == "3개 사업"
-            # The hostile address is shown as text: no element made from it, no script run.
-            first = page.locator("#results > li h2").first
-            assert first.text_content().startswith(HOSTILE_ADDRESS.replace("\u202e", "\\u202e"))
-            assert page.locator("#results img").count() == 0
-            assert page.evaluate("window.__pwned") is None
-            page.screenshot(path=str(shots / "zerosite-publish-index.png"))
-
-            project = sample_projects(3)[1]["id"]
-            page.fill("#q", f"{project} 공급")  # a project id and a word of one module's title
-            page.wait_for_function("document.querySelectorAll('#results > li').length === 1")
-            links = page.locator("#results a")
-            assert links.count() == 1 and links.first.text_content() == "M3 공급유형 판단"
-            assert page.evaluate("location.hash") == f"#q={project}%20%EA%B3%B5%EA%B8%89"
-            page.screenshot(path=str(shots / "zerosite-publish-search.png"))
-
-            links.first.click()
-            page.wait_for_url(f"**/reports/{project}/M3.html")
-            assert "M3" in page.title() and project in page.title()
-            assert page.content().count("<section") >= 1
-            page.screenshot(path=str(shots / "zerosite-publish-report.png"))
-
-            page.go_back()  # the search survives the way back (it is in the URL)
-            page.wait_for_function("document.querySelectorAll('#results > li').length === 1")
-            assert page.input_value("#q") == f"{project} 공급"
-
-            page.fill("#q", "nothing-matches-this")
-            page.wait_for_function("document.getElementById('status').textContent === '찾은 사업이 없습니다.'")
-            assert problems == []
+            yield launched
         finally:
-            browser.close()
+            launched.close()
+
+
+@pytest.fixture
+def expect(browser: Any) -> Any:
+    """Playwright's ``expect``: it waits for what a locator shows without running script in the page (which the
+    page's CSP forbids, as ``wait_for_function`` would)."""
+    return pytest.importorskip("playwright.sync_api").expect
+
+
+def new_page(browser: Any, problems: list[str]) -> Any:
+    """A page that adds to ``problems`` each script error, console error (a CSP violation) and dialog (a hostile
+    text run as code would open one)."""
+    page = browser.new_page(viewport={"width": 1000, "height": 800})
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    return page
+
+
+def test_in_a_browser_search_then_open_a_report(served: str, store: Path, browser: Any, expect: Any) -> None:
+    shots = Path("/tmp")
+    problems: list[str] = []
+    page = new_page(browser, problems)
+    page.goto(served)
+    page.wait_for_selector("#results > li")
+    assert page.locator("#results > li").count() == 3
+    assert page.inner_text("#status") == "3개 사업"
+    # The hostile address is shown as text: no element made from it, no script run.
+    first = page.locator("#results > li h2").first
+    assert first.text_content().startswith(HOSTILE_ADDRESS.replace("\u202e", "\\u202e"))
+    assert page.locator("#results img").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    page.screenshot(path=str(shots / "zerosite-publish-index.png"))
+
+    project = sample_projects(3)[1]["id"]
+    page.fill("#q", f"{project} 공급")  # a project id and a word of one module's title
+    expect(page.locator("#results > li")).to_have_count(1)
+    links = page.locator("#results a")
+    assert links.count() == 1 and links.first.text_content() == "M3 공급유형 판단"
+    assert page.evaluate("location.hash") == f"#q={project}%20%EA%B3%B5%EA%B8%89"
+    page.screenshot(path=str(shots / "zerosite-publish-search.png"))
+
+    links.first.click()
+    page.wait_for_url(f"**/reports/{project}/M3.html")
+    assert "M3" in page.title() and project in page.title()
+    assert page.content().count("<section") >= 1
+    page.screenshot(path=str(shots / "zerosite-publish-report.png"))
+
+    page.go_back()  # the search survives the way back (it is in the URL)
+    expect(page.locator("#results > li")).to_have_count(1)
+    assert page.input_value("#q") == f"{project} 공급"
+
+    page.fill("#q", "nothing-matches-this")
+    expect(page.locator("#status")).to_have_text("찾은 사업이 없습니다.")
+    assert problems == []
+
+
+def test_in_a_browser_the_site_searches_opened_from_disk(
+    store: Path, tmp_path: Path, browser: Any, expect: Any
+) -> None:
+    """file://: a browser refuses to fetch a file beside the page, but runs a script beside it."""
+    site = tmp_path / "site"
+    publish_site(store, site, titles=TITLES)
+    problems: list[str] = []
+    page = new_page(browser, problems)
+    page.goto(f"{(site / 'index.html').as_uri()}#q=M3")
+    expect(page.locator("#status")).not_to_have_text("검색 색인을 불러오는 중…")
+    assert page.inner_text("#status") == "3개 사업"
+    assert page.locator("#results a").all_text_contents() == ["M3 공급유형 판단"] * 3
+    assert page.evaluate("window.__pwned") is None and problems == []
+    page.screenshot(path="/tmp/zerosite-publish-file-url.png")
+
+    # The index script missing (a partial upload): the page names it.
+    index = next((site / "assets").glob("index.*.js"))
+    index.unlink()
+    page.reload()
+    expect(page.locator("#status")).to_have_text(f"검색 색인을 불러오지 못했습니다: assets/{index.name}")
+
+
+def test_the_search_index_script_is_one_string_literal_whatever_the_text() -> None:
+    """Quotes, backslashes, ``</script>``, U+2028 and U+2029 (line ends in a script before ES2019) stay data."""
+    address = 'a"b\\c</script><script>alert(1)</script>\u2028\u2029\n'
+    script = zerosite.publish._search_script({"p1": (address, ["M2"])}, {"M2": "토지"}).decode("utf-8")
+    assert "\u2028" not in script and "\u2029" not in script
+    assert parse_search_script(script)["projects"] == [{"id": "p1", "address": address, "reports": ["M2"]}]
 
 
 def test_the_site_folder_can_be_copied_anywhere(store: Path, tmp_path: Path) -> None:
@@ -414,4 +487,4 @@ def test_the_site_folder_can_be_copied_anywhere(store: Path, tmp_path: Path) -> 
     publish_site(store, tmp_path / "site")
     shutil.copytree(tmp_path / "site", tmp_path / "elsewhere" / "deep")
     page = (tmp_path / "elsewhere" / "deep" / "index.html").read_text()
-    assert not re.search(r'(?:href|src|data-index)="/', page)
+    assert not re.search(r'(?:href|src)="/', page)

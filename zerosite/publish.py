@@ -30,6 +30,8 @@ LOCK = ".zerosite-publish.lock"
 TEMPORARY = re.compile(r"\..+\.[0-9]+\.tmp")
 """The names of publish's temporary files, ``.NAME.PID.tmp`` beside the file ``NAME`` being written."""
 ALL_ROWS = 1 << 62
+SEARCH_INDEX_GLOBAL = "zerositeSearchIndex"
+"""The global that the search index's script sets, for ``search.js``."""
 
 
 class PublishError(Exception):
@@ -144,11 +146,10 @@ def _publish_locked(
     rows.sort(key=lambda r: (r.project_id, order.get(r.module, len(order)), r.module))
     projects = _publish_reports(site, rows, ReportFiles(out.resolve()), set(old.get("files", [])), summary)
     summary.projects = len(projects)
-    index_json = _search_index(projects, titles)
     assets = {
         "css": site.write_asset("site", ".css", _resource("site.css")),
         "js": site.write_asset("search", ".js", _resource("search.js")),
-        "index": site.write_asset("index", ".json", index_json),
+        "index": site.write_asset("index", ".js", _search_script(projects, titles)),
     }
     site.write_plain("_headers", _headers(settings).encode("utf-8"))
     page = _index_page(assets, summary.projects, summary.reports + summary.kept)
@@ -180,15 +181,27 @@ def _publish_reports(
     return projects
 
 
-def _search_index(projects: Mapping[str, tuple[str, list[str]]], titles: Mapping[str, str]) -> bytes:
-    """The JSON the search page loads: module titles, and each project's id, address and modules."""
+def _search_script(projects: Mapping[str, tuple[str, list[str]]], titles: Mapping[str, str]) -> bytes:
+    """The search index as a script the page loads with a ``<script>`` tag, not ``fetch``: that works from a web
+    server and from disk (``file://``, where a browser blocks ``fetch``), under the CSP's ``script-src 'self'``.
+
+    It sets :data:`SEARCH_INDEX_GLOBAL` with ``JSON.parse`` of a string literal: the data keeps JSON's meaning (an
+    object literal would take a ``"__proto__"`` key as the prototype) and nothing in it is ever code.
+    """
+    literal = json.dumps(_search_index(projects, titles), ensure_ascii=False)
+    literal = literal.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")  # line ends before ES2019
+    return f"window.{SEARCH_INDEX_GLOBAL} = JSON.parse({literal});\n".encode()
+
+
+def _search_index(projects: Mapping[str, tuple[str, list[str]]], titles: Mapping[str, str]) -> str:
+    """The search index, as JSON: module titles, and each project's id, address and modules."""
     order = {name: i for i, name in enumerate(titles)}
     names = sorted({m for _, listed in projects.values() for m in listed}, key=lambda n: (order.get(n, len(order)), n))
     document = {
         "modules": {name: titles.get(name, "") for name in names},
         "projects": [{"id": key, "address": address, "reports": listed} for key, (address, listed) in projects.items()],
     }
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
 
 
 class _Unpublishable(Exception):
@@ -260,7 +273,7 @@ def _headers(settings: PublishSettings) -> str:
     immutable = f"public, max-age={settings.asset_max_age_s}, immutable"
     short = f"public, max-age={settings.html_max_age_s}, must-revalidate"
     page_policy = (
-        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
     report_policy = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"

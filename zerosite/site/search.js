@@ -1,6 +1,7 @@
 // Client-side search of the published reports: every word must appear in a project's id or address, or in
-// a module's name or title (then only those modules are listed). Text from the index is only ever set with
-// textContent, and links are built from encoded parts under reports/: nothing from data becomes markup.
+// a module's name or title (then only those modules are listed). The index is window.zerositeSearchIndex, set
+// by the script before this one. Text from the index is only ever set with textContent, and links are built
+// from encoded parts under reports/: nothing from data becomes markup.
 "use strict";
 
 (function () {
@@ -96,13 +97,12 @@
     render();
   });
 
-  fetch(document.body.dataset.index)
-    .then((response) => {
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      return response.json();
-    })
-    .then(load)
-    .catch((error) => {
-      status.textContent = `검색 색인을 불러오지 못했습니다: ${error.message}`;
-    });
+  // The index is a script of its own (assets/index.HASH.js, run just before this one), not fetched: a page opened
+  // from disk (file://) may run scripts beside it but not fetch them.
+  const data = window.zerositeSearchIndex;
+  if (data && typeof data === "object") {
+    load(data);
+  } else {
+    status.textContent = `검색 색인을 불러오지 못했습니다: ${document.getElementById("search-index").getAttribute("src")}`;
+  }
 })();
