@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import brotli
 import pytest
@@ -450,6 +451,22 @@ def test_in_a_browser_search_then_open_a_report(served: str, store: Path, browse
     page.fill("#q", "nothing-matches-this")
     expect(page.locator("#status")).to_have_text("찾은 사업이 없습니다.")
     assert problems == []
+
+
+def test_in_a_browser_the_search_follows_the_url(served: str, browser: Any, expect: Any) -> None:
+    """A ``#q=`` link followed on the page, or the address bar edited: the input and the results follow."""
+    problems: list[str] = []
+    page = new_page(browser, problems)
+    page.goto(f"{served}#q=역삼")
+    expect(page.locator("#results > li")).to_have_count(1)
+    page.goto(f"{served}#q={quote('마포구')}")  # the same document: only the hash changes
+    expect(page.locator("#q")).to_have_value("마포구")
+    expect(page.locator("#results > li h2")).to_have_text([re.compile("마포구")])
+    page.go_back()
+    expect(page.locator("#q")).to_have_value("역삼")
+    page.goto(f"{served}#")
+    expect(page.locator("#results > li")).to_have_count(3)
+    assert page.input_value("#q") == "" and problems == []
 
 
 def test_in_a_browser_the_site_searches_opened_from_disk(

@@ -17,6 +17,7 @@
   const CONTROLS = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
   const visible = (text) => text.replace(CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
   const words = (query) => normal(query).split(/[\s,]+/).filter(Boolean);
+  const hashQuery = () => new URLSearchParams(location.hash.slice(1)).get("q") || "";
 
   function element(tag, className, text) {
     const node = document.createElement(tag);
@@ -80,11 +81,17 @@
       project.text = normal(`${project.id} ${project.address}`);
       project.moduleText = project.reports.map((name) => normal(`${name} ${modules[name] || ""}`));
     }
-    const initial = new URLSearchParams(location.hash.slice(1)).get("q");
+    const initial = hashQuery();
     if (initial) input.value = initial;
     input.disabled = false;
     input.focus();
     render();
+    // A #q= link followed, the address bar edited, Back or Forward: the search follows the URL (render's own
+    // replaceState fires no hashchange).
+    window.addEventListener("hashchange", () => {
+      input.value = hashQuery();
+      render();
+    });
   }
 
   let timer = 0;
