@@ -11,10 +11,10 @@ import importlib.metadata
 import importlib.util
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pluggy
 
@@ -27,6 +27,7 @@ from zerosite.types import (
     ReportModule,
     Strategy,
     dependency_order,
+    describe_error,
 )
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "PluginError",
     "PluginSettings",
     "PluginWarning",
+    "each_plugin",
     "get_cache_backends",
     "get_data_sources",
     "get_modules",
@@ -262,26 +264,42 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, origin: str) 
 T = TypeVar("T")
 
 
+def each_plugin(pm: pluggy.PluginManager, hook_name: str) -> Iterator[tuple[str, Callable[..., list[Any]]]]:
+    """The plugins that implement a hook, in load order, each with a call of the hook for that plugin alone (with
+    every wrapper around it): ``(plugin name, call)``. So what a plugin returns or registers is known to be its
+    own, and a plugin's failure is named: ``call`` raises :class:`PluginError` ("plugin NAME: HOOK failed: ...")
+    for whatever the plugin's hook raised."""
+    providers = [impl for impl in getattr(pm.hook, hook_name).get_hookimpls() if not (impl.wrapper or impl.hookwrapper)]
+    if not providers:
+        pm.trace.root.get("hook")(f"{hook_name} [no plugin]")
+    for impl in providers:
+        others = [other.plugin for other in providers if other is not impl]
+        yield impl.plugin_name, functools.partial(_call_alone, pm, hook_name, impl.plugin_name, others)
+
+
+def _call_alone(
+    pm: pluggy.PluginManager, hook_name: str, plugin: str, others: list[object], **kwargs: Any
+) -> list[Any]:
+    """``hook_name`` called with ``kwargs`` for ``plugin`` alone (``others``: every other plugin implementing it)."""
+    pm.trace.root.get("hook")(f"{hook_name} [{plugin}]")
+    try:
+        results: list[Any] = pm.subset_hook_caller(hook_name, others)(**kwargs)
+    except PluginError:
+        raise
+    except (Exception, SystemExit) as error:
+        raise PluginError(f"plugin {plugin}: {hook_name} failed: {describe_error(error)}") from error
+    return results
+
+
 def _collect(settings: PluginSettings, hook_name: str, kind: type[T], what: str) -> dict[str, T]:
     """Call a ``register`` hook through pluggy, one providing plugin at a time (with every wrapper around
     it), so each item's provider is known; refuse two items of one name, naming every provider."""
-    pm = get_plugin_manager(settings)
-    impls = getattr(pm.hook, hook_name).get_hookimpls()
-    providers = [impl for impl in impls if not (impl.wrapper or impl.hookwrapper)]
     found: dict[str, list[tuple[str, T]]] = {}
-    for impl in providers:
-        others = [other.plugin for other in providers if other is not impl]
+    for plugin, call in each_plugin(get_plugin_manager(settings), hook_name):
         items: list[T] = []
-        pm.trace.root.get("hook")(f"{hook_name} [{impl.plugin_name}]")
-        try:
-            pm.subset_hook_caller(hook_name, others)(register=_registrar(impl.plugin_name, kind, items))
-        except PluginError:
-            raise
-        except (Exception, SystemExit) as error:
-            why = f"{type(error).__name__}: {error}"
-            raise PluginError(f"plugin {impl.plugin_name}: {hook_name} failed: {why}") from error
+        call(register=_registrar(plugin, kind, items))
         for item in items:
-            found.setdefault(getattr(item, "name"), []).append((impl.plugin_name, item))  # noqa: B009
+            found.setdefault(getattr(item, "name"), []).append((plugin, item))  # noqa: B009
     clashes = {name: [p for p, _ in providers] for name, providers in found.items() if len(providers) > 1}
     if clashes:
         raise PluginError(

@@ -10,7 +10,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,9 @@ from jinja2.bccache import Bucket
 from jinja2.compiler import CodeGenerator, Frame
 from markupsafe import escape
 
-from zerosite.plugins import get_modules, get_plugin_manager, plugin_settings
+from zerosite.plugins import each_plugin, get_modules, get_plugin_manager, plugin_settings
 from zerosite.project import SQM_PER_PYEONG, Project
-from zerosite.types import PluginError, PluginSettings, ReportModule, describe_error
+from zerosite.types import PluginError, PluginSettings, ReportModule
 
 __all__ = [
     "NUMBER_FILTERS",
@@ -101,32 +101,10 @@ def _new_environment(settings: PluginSettings) -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(NUMBER_FILTERS)
-    for _ in _each_plugin(pm, "zerosite_prepare_jinja2_environment", env=env):
-        pass
+    for _, prepare in reversed(list(each_plugin(pm, "zerosite_prepare_jinja2_environment"))):  # pluggy's order
+        prepare(env=env)
     env.bytecode_cache = _CompiledTemplates.open(compiler_fingerprint(env))
     return env
-
-
-def _each_plugin(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, list[Any]]]:
-    """Call a hook one plugin at a time (with every wrapper around it), in the order pluggy calls them (the last
-    plugin loaded first): ``(plugin, results)``.
-
-    :raises PluginError: the plugin's hook raised, named with the plugin and the hook.
-    """
-    hook = getattr(pm.hook, hook_name)
-    impls = [impl for impl in hook.get_hookimpls() if not (impl.wrapper or impl.hookwrapper)]
-    if not impls:
-        hook(**kwargs)  # no plugin answers: called all the same, for the wrappers and the trace (--trace-plugins)
-        return
-    for impl in reversed(impls):
-        others = [other.plugin for other in impls if other is not impl]
-        try:
-            results = pm.subset_hook_caller(hook_name, others)(**kwargs)
-        except PluginError:
-            raise
-        except (Exception, SystemExit) as error:
-            raise PluginError(f"plugin {impl.plugin_name}: {hook_name} failed: {describe_error(error)}") from error
-        yield impl.plugin_name, results
 
 
 def _plugin_template_folders(pm: pluggy.PluginManager) -> list[tuple[str, Path]]:
@@ -136,8 +114,8 @@ def _plugin_template_folders(pm: pluggy.PluginManager) -> list[tuple[str, Path]]
     :raises PluginError: the hook failed, or returned anything else, named with the plugin and what it returned.
     """
     folders: list[tuple[str, Path]] = []
-    for plugin, results in reversed(list(_each_plugin(pm, "zerosite_template_dirs"))):
-        for returned in results:
+    for plugin, call in each_plugin(pm, "zerosite_template_dirs"):
+        for returned in call():
             where = f"plugin {plugin}: zerosite_template_dirs"
             if not isinstance(returned, list | tuple):
                 got = f"{type(returned).__name__} {str(returned)!r}"
