@@ -1,4 +1,5 @@
-"""A plugin's failure is named with where it happened: the line of plugin code or template (audit finding 7)."""
+"""A plugin that fails is named with where it failed (audit finding 7), and a data source's wrong answer fails
+its project only (audit finding 2)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import dataclasses
 import linecache
 import re
 import statistics
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -176,3 +179,82 @@ def test_the_location_is_only_worked_out_for_a_failure(monkeypatch: pytest.Monke
     ok = ReportModule(name="XO", title="정상", compute=lambda project, deps: 1, template="x.html.j2")
     (outcome,) = compute_and_render(projects(1)[0], [ok], reports=())
     assert outcome.error is None and calls == []
+
+
+# --- A data source's answer is checked: a wrong one fails its project, not the batch (audit finding 2) -------
+
+BAD_SOURCE = """
+    from dataclasses import replace
+
+    from zerosite import hookimpl
+    from zerosite.types import DataSource
+
+
+    class BadSource(DataSource):
+        name = "bad"
+        description = "Answers wrongly for the first five projects."
+
+        def fetch(self, project):
+            number = project.id[:5]
+            if number == "p0001":
+                return None
+            if number == "p0002":
+                return {"id": project.id}
+            if number == "p0003":
+                return replace(project, id="p9999-other")
+            if number == "p0004":
+                return replace(project, land_area_sqm=-5.0)
+            if number == "p0005":
+                raise KeyError("boom")
+            return replace(project, road_width_m=project.road_width_m + 1.0)
+
+
+    @hookimpl
+    def zerosite_register_data_sources(register):
+        register(BadSource())
+"""
+
+BAD_ANSWERS = {
+    "p0001-yeoksam": "fetch failed: data source 'bad' returned NoneType, not a Project",
+    "p0002-gongdeok": "fetch failed: data source 'bad' returned dict, not a Project",
+    "p0003-jamsil": "fetch failed: data source 'bad' returned project 'p9999-other' for 'p0003-jamsil'",
+    "p0004-seocho": "fetch failed: data source 'bad' returned an invalid project: land_area_sqm: must be > 0, got -5",
+    "p0005-hangangno": "fetch failed: data source 'bad' raised KeyError: 'boom' (at bad_source.py:{line} in fetch)",
+}
+
+
+def bad_source(folder: Path) -> tuple[PluginSettings, dict[str, str]]:
+    """A plugins folder holding ``bad_source.py``, and the error each of the first five projects fails with."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bad_source.py").write_text(textwrap.dedent(BAD_SOURCE), encoding="utf-8")
+    line = line_of(folder / "bad_source.py", 'raise KeyError("boom")')
+    return PluginSettings(plugins_dir=folder).resolved(), {k: v.format(line=line) for k, v in BAD_ANSWERS.items()}
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "thread", "process", "async", "auto"])
+def test_a_wrong_answer_from_a_data_source_fails_that_project_only(
+    fresh_plugins: None, tmp_path: Path, strategy: str
+) -> None:
+    settings, expected = bad_source(tmp_path / "plugins")
+    out = tmp_path / "out"
+    options = BatchOptions(out=out, plugins=settings, source="bad", strategy=strategy, workers=2, modules=("M3",))
+    batch = projects(7)
+    assert [p.id for p in batch[:5]] == list(expected)
+    summary = generate(batch, options)
+    assert (summary.written, summary.failed) == (2, 5)
+    assert failures(summary) == {(project_id, "M3"): why for project_id, why in expected.items()}
+    assert sorted(path.parent.name for path in out.glob("*/*.html")) == [p.id for p in batch[5:]]
+
+
+def test_a_wrong_answer_from_a_data_source_exits_1_listing_the_failures(tmp_path: Path) -> None:
+    """The command line, with its default strategy (auto): the batch completes, the failures are listed."""
+    _, expected = bad_source(tmp_path / "plugins")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "zerosite", "--plugins-dir", str(tmp_path / "plugins"), "generate"]
+    command += ["--sample", "7", "--source", "bad", "--module", "M3", "--out", str(out), "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    for project_id, why in expected.items():
+        assert f"failed: {project_id}/M3: {why}\n" in done.stderr
+    assert sorted(path.parent.name for path in out.glob("*/*.html")) == ["p0006-seongsu", "p0007-yeouido"]

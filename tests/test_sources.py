@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import pickle
 import socket
 import threading
@@ -13,10 +14,12 @@ from typing import Any
 
 import pytest
 
-from zerosite.project import InvalidInput, Project, parse_project
+from zerosite.project import InvalidInput, Project, Zone, parse_project
 from zerosite.sources import (
+    CheckedSource,
     DataSource,
     EmbeddedSource,
+    FetchError,
     HttpSource,
     SourceError,
     SourceSettings,
@@ -293,6 +296,134 @@ def test_http_source_pickles_without_its_clients(http: HttpSource) -> None:
         assert copy._client is None
         assert copy.fetch(project()).id == "p-001"
         copy.close()
+
+
+# -- what a plugin's source answers is checked (audit finding 2) ------------------------------
+
+
+class Answering(DataSource):
+    """A plugin's source that answers ``answer(project)``: whatever it returns, or raises."""
+
+    name = "plugin"
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def fetch(self, project: Project) -> Project:
+        return self.answer(project)  # type: ignore[no-any-return]
+
+
+def checked_fetch(answer: Any, mode: str, asked: Project | None = None) -> Project:
+    """``CheckedSource(Answering(answer))``'s answer for ``asked`` (``project()``), from fetch or afetch."""
+    source = CheckedSource(Answering(answer))
+    asked = asked or project()
+    return source.fetch(asked) if mode == "sync" else asyncio.run(source.afetch(asked))
+
+
+def raise_key_error(project: Project) -> Project:
+    raise KeyError("boom")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (lambda p: None, "data source 'plugin' returned NoneType, not a Project"),
+        (lambda p: {"id": p.id}, "data source 'plugin' returned dict, not a Project"),
+        (
+            lambda p: dataclasses.replace(p, id="p9999-other"),
+            "data source 'plugin' returned project 'p9999-other' for 'p-001'",
+        ),
+        (
+            lambda p: dataclasses.replace(p, land_area_sqm=-5.0, road_width_m=float("nan")),
+            "data source 'plugin' returned an invalid project: land_area_sqm: must be > 0, got -5; "
+            "road_width_m: must be finite, got nan",
+        ),
+        (
+            lambda p: dataclasses.replace(p, demographics={"youth": 0.5}),
+            "data source 'plugin' returned an invalid project: demographics.newlywed: missing; "
+            "demographics.multichild: missing; demographics.senior: missing",
+        ),
+        (
+            lambda p: parse_project(raw_project(p.id, land_area_sqm=0), where="api"),
+            "data source 'plugin' returned an invalid project: api.land_area_sqm: must be > 0, got 0",
+        ),
+    ],
+    ids=["None", "dict", "other-id", "out-of-range", "demographics-dict", "raised-invalid-input"],
+)
+def test_a_wrong_answer_is_a_fetch_error_naming_the_source(answer: Any, why: str, mode: str) -> None:
+    with pytest.raises(FetchError) as caught:
+        checked_fetch(answer, mode)
+    assert str(caught.value) == why
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_exception_from_fetch_is_named_with_its_type_its_source_and_where(mode: str) -> None:
+    with pytest.raises(FetchError) as caught:
+        checked_fetch(raise_key_error, mode)
+    line = raise_key_error.__code__.co_firstlineno + 1
+    assert (
+        str(caught.value)
+        == f"data source 'plugin' raised KeyError: 'boom' (at test_sources.py:{line} in raise_key_error)"
+    )
+    assert isinstance(caught.value.__cause__, KeyError)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_source_error_and_a_stop_pass_through_unchanged(mode: str) -> None:
+    failure = SourceError("p-001", "http://example.invalid/projects/p-001", "HTTP 404 Not Found")
+
+    def refuse(p: Project) -> Project:
+        raise failure
+
+    with pytest.raises(SourceError) as caught:
+        checked_fetch(refuse, mode)
+    assert caught.value is failure
+
+    def interrupted(p: Project) -> Project:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        checked_fetch(interrupted, mode)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_right_answer_comes_back_as_a_file_would_give_it(mode: str) -> None:
+    asked = project()
+    assert checked_fetch(lambda p: p, mode, asked) is asked  # unchanged: checked when it was read
+    loose = dataclasses.replace(asked, zone_type="제3종일반주거지역", land_area_sqm=700, road_width_m=-0.0)
+    fetched = checked_fetch(lambda p: loose, mode, asked)
+    assert fetched == parse_project(raw_project(zone_type="제3종일반주거지역", land_area_sqm=700.0, road_width_m=0.0))
+    assert fetched.zone_type is Zone.RESIDENTIAL_3 and type(fetched.land_area_sqm) is float
+
+
+def test_a_checked_source_opens_and_closes_the_plugins_source() -> None:
+    calls: list[str] = []
+
+    class Tracked(EmbeddedSource):
+        name = "tracked"
+
+        def open(self, settings: SourceSettings) -> None:
+            calls.append("open")
+            super().open(settings)
+
+        def close(self) -> None:
+            calls.append("close")
+
+        async def aclose(self) -> None:
+            calls.append("aclose")
+
+    inner = Tracked()
+    checked = CheckedSource(inner)
+    settings = SourceSettings(url="http://example.invalid", retries=0)
+
+    async def session() -> None:
+        async with checked.asession(settings):
+            assert (checked.settings, inner.settings) == (settings, settings)
+
+    asyncio.run(session())
+    assert calls == ["open", "aclose", "close"]
+    assert (checked.name, repr(checked)) == ("tracked", "<CheckedSource of <Tracked 'tracked'>>")
 
 
 # -- the test server itself -------------------------------------------------------------------

@@ -11,7 +11,7 @@ import stat
 import sys
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ __all__ = [
     "project_to_dict",
     "records_from_text",
     "validate_batch",
+    "validate_project",
 ]
 
 SQM_PER_PYEONG = 3.305785
@@ -142,14 +143,15 @@ class UnreadableRecord:
 
 
 class _Checker:
-    """Collects every problem in one record instead of stopping at the first."""
+    """Collects every problem in one record instead of stopping at the first; each is named ``where.path`` (the
+    bare ``path`` when ``where`` is empty)."""
 
     def __init__(self, where: str) -> None:
-        self.where = where
+        self.prefix = f"{where}." if where else ""
         self.errors: list[str] = []
 
     def fail(self, path: str, message: str) -> None:
-        self.errors.append(f"{self.where}.{path}: {message}")
+        self.errors.append(f"{self.prefix}{path}: {message}")
 
     def number(
         self,
@@ -373,6 +375,40 @@ def parse_project(raw: Any, where: str = "project") -> Project:
     if c.errors:
         raise InvalidInput(c.errors)
     return project
+
+
+def validate_project(project: Project, where: str = "") -> Project:
+    """``project``, made by code rather than read from a file (a data source's answer), put through the checks
+    and limits of :func:`parse_project` as the record a file would hold: the Project that record parses to
+    (every field normalized, as from a file), or :class:`InvalidInput` naming each bad field.
+    A field of the wrong type (a ``dict`` for the demographics, a ``str`` for a number) is named, never raised on.
+    """
+    return parse_project(_record_of(project), where)
+
+
+def _record_of(project: Project) -> dict[str, Any]:
+    """The fields of ``project`` as a file's record holds them: dataclasses as mappings, dates as ISO text; a value
+    of any other type is left as it is, for :func:`parse_project` to name."""
+    record: dict[str, Any] = _fields_of(project)
+    transactions = record["transactions"]
+    if isinstance(transactions, tuple | list):
+        record["transactions"] = [_transaction_record(t) for t in transactions]
+    record["demographics"] = _fields_of(record["demographics"])
+    return record
+
+
+def _transaction_record(transaction: Any) -> Any:
+    record = _fields_of(transaction)
+    if isinstance(record, dict) and isinstance(record.get("date"), dt.date):
+        record["date"] = record["date"].isoformat()
+    return record
+
+
+def _fields_of(value: Any) -> Any:
+    """A dataclass instance as a mapping of its fields (not deep, unlike ``asdict``); anything else as it is."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {field.name: getattr(value, field.name) for field in fields(value)}
+    return value
 
 
 def project_to_dict(project: Project) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from zerosite import hookimpl
-from zerosite.project import InvalidInput, Project, parse_project, project_to_dict
-from zerosite.types import DataSource, SourceSettings
+from zerosite.project import InvalidInput, Project, parse_project, project_to_dict, validate_project
+from zerosite.types import DataSource, SourceSettings, describe_error, raised_at
 
 # httpx and asyncio are imported by the code that uses them, not here: the default (embedded) source uses
 # neither, and with httpx's command-line extras installed (rich, pygments) they were the largest imports of
@@ -26,8 +26,10 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = [
+    "CheckedSource",
     "DataSource",
     "EmbeddedSource",
+    "FetchError",
     "HttpSource",
     "SourceError",
     "SourceSettings",
@@ -52,6 +54,77 @@ class SourceError(Exception):
 
     def __reduce__(self) -> tuple[Callable[..., SourceError], tuple[str, str, str, int]]:
         return (type(self), (self.project_id, self.url, self.cause, self.attempts))
+
+
+class FetchError(Exception):
+    """A data source's ``fetch`` raised, or returned what is not that project: the message names the source and
+    what was wrong; ``fetch failed: <message>`` fails that project's reports."""
+
+
+class CheckedSource(DataSource):
+    """A plugin's data source whose every answer is checked before it is computed, as an input file's record is.
+
+    ``fetch`` and ``afetch`` must return a :class:`Project` with the asked-for id that passes the checks and
+    limits of :func:`~zerosite.project.parse_project`; anything else, or an exception other than a
+    :class:`SourceError` (already worded, with its URL), becomes a :class:`FetchError` naming the source. The
+    project returned unchanged (the ``embedded`` source) was checked when it was read and is not checked again.
+    """
+
+    def __init__(self, source: DataSource) -> None:
+        self.source = source
+        self.name = source.name
+        self.description = source.description
+        self.settings = source.settings
+
+    def open(self, settings: SourceSettings) -> None:
+        self.settings = settings
+        self.source.open(settings)
+
+    def close(self) -> None:
+        self.source.close()
+
+    async def aclose(self) -> None:
+        await self.source.aclose()
+
+    def fetch(self, project: Project) -> Project:
+        try:
+            fetched = self.source.fetch(project)
+        except Exception as error:
+            raise self._failure(error) from error
+        return self._checked(project, fetched)
+
+    async def afetch(self, project: Project) -> Project:
+        try:
+            fetched = await self.source.afetch(project)
+        except Exception as error:
+            raise self._failure(error) from error
+        return self._checked(project, fetched)
+
+    def _failure(self, error: Exception) -> Exception:
+        if isinstance(error, SourceError):
+            return error
+        if isinstance(error, InvalidInput):
+            return self._invalid(error)
+        return FetchError(f"data source {self.name!r} raised {describe_error(error)}{raised_at(error, self.source)}")
+
+    def _invalid(self, error: InvalidInput) -> FetchError:
+        return FetchError(f"data source {self.name!r} returned an invalid project: {'; '.join(error.errors)}")
+
+    def _checked(self, project: Project, fetched: object) -> Project:
+        """``fetched`` as a file's record would give it, or a :class:`FetchError` saying how it is not."""
+        if fetched is project:
+            return project
+        if not isinstance(fetched, Project):
+            raise FetchError(f"data source {self.name!r} returned {type(fetched).__name__}, not a Project")
+        if fetched.id != project.id:
+            raise FetchError(f"data source {self.name!r} returned project {fetched.id!r} for {project.id!r}")
+        try:
+            return validate_project(fetched)
+        except InvalidInput as invalid:
+            raise self._invalid(invalid) from None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self.source!r}>"
 
 
 class EmbeddedSource(DataSource):

@@ -29,6 +29,7 @@ from zerosite.pipeline import (
 from zerosite.plugins import get_data_sources, get_modules, set_plugin_settings
 from zerosite.project import Project
 from zerosite.rendering import get_environment
+from zerosite.sources import CheckedSource
 from zerosite.types import (
     DataSource,
     PluginError,
@@ -93,10 +94,12 @@ def input_hashes(project: Project, keys: Sequence[tuple[str, bytes]]) -> dict[st
 
 
 def open_source(config: WorkerConfig) -> DataSource:
-    """The data source ``config`` names, opened with its settings in this process."""
+    """The data source ``config`` names, opened with its settings in this process, every answer it gives checked
+    (:class:`~zerosite.sources.CheckedSource`): a wrong one fails its project, not the batch."""
     (source,) = _look_up(get_data_sources(config.plugins), (config.source,), "data source")
-    source.open(config.source_settings)
-    return source
+    checked = CheckedSource(source)
+    checked.open(config.source_settings)
+    return checked
 
 
 def _look_up(table: Mapping[str, T], names: Sequence[str], what: str) -> list[T]:
