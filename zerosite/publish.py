@@ -35,7 +35,8 @@ SEARCH_INDEX_GLOBAL = "zerositeSearchIndex"
 
 
 class PublishError(Exception):
-    """The site cannot be published: the index cannot be read, or the folder is not one publish may write."""
+    """The site cannot be published: the index cannot be read, the folder is not one publish may write, or a file
+    in it cannot be written or removed."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,8 @@ class PublishSummary:
 
     @property
     def exit_code(self) -> int:
-        """The command's exit code: 1 when a report was skipped (the site lacks it, or has an older copy), else 0;
-        a deploy script sees that the site is not yet the whole index."""
+        """The exit code for the command: 1 when a report was skipped (the site lacks it, or has an older copy), else
+        0, so that a deploy script sees that the site is not yet the whole index."""
         return 1 if self.skipped else 0
 
     def as_dict(self) -> dict[str, object]:
