@@ -242,6 +242,38 @@ def test_one_colour_per_strategy_label_everywhere(analysis: Analysis) -> None:
     assert plugin.of_strategy("dask") not in KNOWN_STRATEGY_COLOURS.values()
 
 
+def _inside(fig: Figure) -> list[str]:
+    """The texts and legends of ``fig`` (laid out) that do not fit in its width."""
+    width = fig.bbox.width
+    outside = [
+        t.get_text() for t in fig.texts if not 0 <= t.get_window_extent().x0 <= t.get_window_extent().x1 <= width
+    ]
+    outside += [
+        f"legend of {len(legend.legend_handles)}"
+        for legend in fig.legends
+        if not 0 <= legend.get_window_extent().x0 <= legend.get_window_extent().x1 <= width
+    ]
+    return outside
+
+
+def test_a_speedup_chart_of_one_panel_shows_its_whole_title_and_legend(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # As in quick mode: the single level in the cpu scenario only, one panel.
+    one = synthetic_analysis(levels=("single",), scenarios=("cpu",))
+    figure = _drawn(monkeypatch, one, tmp_path)["single-speedup.png"]
+    assert len(figure.axes) == 1 and _inside(figure) == []
+    one_row = figure.legends[0].get_window_extent().height
+    # More strategies than one row can hold at the page's width: the legend takes two rows.
+    rng = random.Random(3)
+    many = synthetic_results({"M2": 1.2}, levels=("single",), scenarios=("cpu",))
+    for name in ("dask", "ray", "loky", "forkserver-pool", "subinterpreters", "free-threaded"):
+        many.append(_result(Cell("single", "cpu", name, 2, "M2"), 0.0011, rng))
+    figure = _drawn(monkeypatch, analyse(many, _targets_for, cores=2), tmp_path)["single-speedup.png"]
+    assert _inside(figure) == [] and figure.get_size_inches()[0] == 12.0
+    assert 1.5 * one_row < figure.legends[0].get_window_extent().height < 2.5 * one_row
+
+
 # -- page --------------------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -10,7 +11,9 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
+from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from zerosite.benchmarking.analysis import TIME_TARGET, Analysis, CellFigures, standings
@@ -34,6 +37,8 @@ class ChartStyle:
     width_in: float = 12.0
     """Figures are at most this wide (12 in at 100 dpi: the page's 1200 px column)."""
     dpi: int = 100
+    edge_in: float = 0.3
+    """Room kept beside a figure's title and legend, both sides together."""
     log_when_span_exceeds: float = 20.0
     """A value axis turns logarithmic when its largest value is this many times its smallest."""
     target_within: float = 1.6
@@ -292,10 +297,34 @@ def _speedup(
     if capped:
         extra.append(Line2D([], [], color=STYLE.oversubscribed_colour, linewidth=8, label="more workers than cores"))
     handles = [Line2D([], [], color=colours.of_strategy(s), marker="o", label=s) for s in strategies]
-    fig.legend(handles=[*handles, *extra], loc="outside lower center", fontsize="small", ncols=len(handles) + 4)
     over = f"; geometric mean over {modules} modules" if level == "single" else ""
-    fig.suptitle(f"Speedup against workers: {LEVEL_TITLES[level]} (95% intervals{over})")
+    title = fig.suptitle(f"Speedup against workers: {LEVEL_TITLES[level]} (95% intervals{over})")
+    _fit_title_and_legend(fig, title, [*handles, *extra])
     return _save(fig, path)
+
+
+def _fit_title_and_legend(fig: Figure, title: Text, handles: Sequence[Line2D]) -> Legend:
+    """A legend of ``handles`` under the panels, and ``fig`` widened (at most to the page's width) until it and the
+    title fit on one row: constrained layout shrinks the panels, never these, so a one-panel figure cut them off.
+    A legend still too wide then takes as few more rows as it needs."""
+    FigureCanvasAgg(fig)  # text is measured with its renderer
+
+    def legend(ncols: int) -> Legend:
+        return fig.legend(handles=handles, loc="outside lower center", fontsize="small", ncols=ncols)
+
+    def inches(artist: Text | Legend) -> float:
+        return float(artist.get_window_extent().width) / fig.dpi + STYLE.edge_in
+
+    made = legend(len(handles))
+    width, height = fig.get_size_inches()
+    width = min(max(width, inches(title), inches(made)), STYLE.width_in)
+    fig.set_size_inches(width, height)
+    rows = 1
+    while inches(made) > width and rows < len(handles):
+        rows += 1
+        made.remove()
+        made = legend(math.ceil(len(handles) / rows))
+    return made
 
 
 def _cell_name(f: CellFigures) -> str:
