@@ -12,8 +12,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from urllib.parse import quote
 import brotli
 import pytest
 from click.testing import CliRunner
+from helpers import communicate
 
 import zerosite.publish
 from zerosite.cli import main
@@ -325,6 +330,34 @@ def test_a_skipped_report_never_published_is_not_on_the_site(tmp_path: Path) -> 
     assert not (tmp_path / "site" / "reports" / project / "M3.html").exists()
     assert search_index(tmp_path / "site")["projects"][0]["reports"] == ["M2", "M4", "M5", "M6"]
     assert publish_site(make_store(tmp_path / "again", 1), tmp_path / "site2").exit_code == 0
+
+
+def test_the_command_line_exits_1_when_a_report_was_skipped(tmp_path: Path) -> None:
+    db = make_store(tmp_path / "out", 1)
+    (next(p for p in (tmp_path / "out").iterdir() if p.is_dir()) / "M3.html").unlink()
+    for extra in ([], ["--json"]):  # a deploy script must not take the site for whole, whichever it reads
+        result = CliRunner().invoke(main, ["publish", "--db", str(db), "--to", str(tmp_path / "site"), *extra])
+        assert result.exit_code == 1, result.output
+    assert "skipped: " in result.output or '"skipped"' in result.output
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_publish_stopped_by_a_signal_says_so_and_the_next_one_finishes(tmp_path: Path, stop: signal.Signals) -> None:
+    db = make_store(tmp_path / "out", 60)
+    site = tmp_path / "site"
+    command = [sys.executable, "-m", "zerosite", "publish", "--db", str(db), "--to", str(site)]
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not list(site.glob("reports/*/*.html.br")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(child.pid, stop)
+    _, stderr = communicate(child, timeout=30)
+    if child.returncode == 0:
+        pytest.skip("the publish ended before the signal came")  # a fast machine: nothing to check
+    assert child.returncode == 128 + stop, stderr  # not click's "Aborted!" and 1
+    assert "publish again to finish" in stderr and "Traceback" not in stderr
+    assert not [p for p in site.rglob("*") if p.name.endswith(".tmp")]
+    assert publish_site(db, site).reports == 300
 
 
 def test_the_command_line(store: Path, tmp_path: Path) -> None:

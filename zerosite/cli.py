@@ -785,22 +785,26 @@ def publish(db: Path, folder: Path, out: Path | None, as_json: bool) -> None:
     except PluginError as error:  # titles are a nicety: the site is made without them
         click.echo(f"warning: module titles left out: plugins: {printable(str(error))}", err=True)
         titles = {}
-    try:
-        summary = publish_site(db, folder, out_dir=out, titles=titles)
-    except PublishError as error:
-        _fail(str(error))
+    with stopping_cleanly():
+        try:
+            summary = publish_site(db, folder, out_dir=out, titles=titles)
+        except PublishError as error:
+            _fail(str(error))
+        except KeyboardInterrupt as stop:  # each file is replaced whole; the next publish removes what was left
+            _fail(f"{stop_word(stop)}; the site holds whole files only: publish again to finish", stop_code(stop))
     if as_json:
         click.echo(json.dumps(summary.as_dict(), ensure_ascii=False, indent=2))
-        return
-    for why in summary.skipped[:FAILURES_SHOWN]:
-        click.echo(printable(f"skipped: {why}"), err=True)
-    if len(summary.skipped) > FAILURES_SHOWN:
-        click.echo(f"... and {len(summary.skipped) - FAILURES_SHOWN} more skipped", err=True)
-    click.echo(
-        f"published {summary.reports} reports of {summary.projects} projects to {summary.folder} "
-        f"in {summary.wall_s:.2f} s: {summary.written} files written, {summary.unchanged} unchanged, "
-        f"{summary.removed} removed; open {summary.folder / 'index.html'} through a web server"
-    )
+    else:
+        for why in summary.skipped[:FAILURES_SHOWN]:
+            click.echo(printable(f"skipped: {why}"), err=True)
+        if len(summary.skipped) > FAILURES_SHOWN:
+            click.echo(f"... and {len(summary.skipped) - FAILURES_SHOWN} more skipped", err=True)
+        click.echo(
+            f"published {summary.reports} reports of {summary.projects} projects to {summary.folder} "
+            f"in {summary.wall_s:.2f} s: {summary.written} files written, {summary.unchanged} unchanged, "
+            f"{summary.removed} removed; open {summary.folder / 'index.html'}"
+        )
+    sys.exit(summary.exit_code)  # 1 when a report was skipped: a deploy script must not take the site as whole
 
 
 @main.command("new-module")
