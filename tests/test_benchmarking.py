@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from zerosite.benchmarking import plugin
 from zerosite.benchmarking.analysis import Lead, analyse
 from zerosite.benchmarking.cells import BUSY_MACHINE, TIMES, Cell, CellResult, RoundOutcome
 from zerosite.benchmarking.harness import ReplayClock, StoppingRule, calibrate, measure_interleaved, rotation
 from zerosite.benchmarking.machine import cgroup_cpu_quota, describe_machine
-from zerosite.benchmarking.matrix import build_matrix
+from zerosite.benchmarking.matrix import MatrixSettings, build_matrix
 from zerosite.benchmarking.page import render_page
 from zerosite.benchmarking.phases import Stopwatch
+from zerosite.benchmarking.service_load import LoadSettings
 from zerosite.benchmarking.stats import (
     Interval,
     bootstrap_ci,
@@ -570,3 +572,34 @@ def test_every_comparison_with_reference_code_ends_with_its_verdict(
 ) -> None:
     lead = Lead("batch", "cpu", f"auto{TIMES}2", f"joblib{TIMES}2", ratio, Interval(low, high), unjudged)
     assert lead.sentence() == f"auto {TIMES}2 was {ratio:.2f}{TIMES} as fast as joblib {TIMES}2 {ending}"
+
+
+class _Options:
+    """Records what ``pytest_addoption`` adds: each option's keyword arguments by its name."""
+
+    def __init__(self) -> None:
+        self.added: dict[str, dict[str, object]] = {}
+
+    def getgroup(self, *args: object) -> _Options:
+        return self
+
+    def addoption(self, name: str, **kwargs: object) -> None:
+        self.added[name] = kwargs
+
+
+def test_the_options_help_gives_the_defaults_the_matrix_uses() -> None:
+    options = _Options()
+    plugin.pytest_addoption(options)  # type: ignore[arg-type]
+    helps = {name: str(kwargs.get("help", "")) for name, kwargs in options.added.items()}
+    full, quick = MatrixSettings(), MatrixSettings.quick()
+    assert (full.batch_projects, quick.batch_projects) == (40, 16)  # README: "batch (40 projects, ..."
+    assert helps["--zerosite-batch-projects"].endswith("(default 40, quick 16)")
+    assert "(default 2,4; quick 2)" in helps["--zerosite-workers"] and (full.workers, quick.workers) == ((2, 4), (2,))
+    assert quick.scenarios_for("single") == ("cpu",)  # the quick run measures single reports in cpu only, and says so
+    assert "every strategy, scenario and level" not in helps["--zerosite-quick"]
+    assert "a batch of 16 projects" in helps["--zerosite-quick"]
+    assert "in every scenario but the single level (cpu only)" in helps["--zerosite-quick"]
+    assert "the service level with fewer servers and shorter windows" in helps["--zerosite-quick"]
+    full_service, quick_service = LoadSettings(), LoadSettings.quick()
+    assert len(quick_service.strategies) < len(full_service.strategies)
+    assert quick_service.window_s < full_service.window_s

@@ -43,7 +43,7 @@ class MatrixSettings:
 
     @classmethod
     def quick(cls) -> MatrixSettings:
-        """CI: every strategy, scenario and level once, smaller budgets, a smaller batch; each module alone in the
+        """CI: every strategy and level once, smaller budgets, a smaller batch; each module alone in the
         cpu scenario only (in io and mixed a single report adds the source's fixed wait to the same CPU work,
         which the pipeline level measures in every scenario)."""
         return cls(workers=(2,), rules=QUICK_RULES, batch_projects=16, single_scenarios=("cpu",))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from zerosite.benchmarking.cells import Cell
+from zerosite.benchmarking.cells import LEVELS, Cell
 from zerosite.benchmarking.harness import ReplayClock
 from zerosite.benchmarking.instructions import valgrind_unavailable
 from zerosite.benchmarking.load import LoadMonitor
@@ -37,15 +37,37 @@ COMPARISON = pytest.StashKey[Any]()
 SAMPLE_PROJECTS = 100
 
 
+FULL, QUICK = MatrixSettings(), MatrixSettings.quick()
+"""The settings of a run and of a quick run, which the options' help describes."""
+
+
+def _counts(workers: tuple[int, ...]) -> str:
+    return ",".join(str(n) for n in workers)
+
+
+def _quick_help() -> str:
+    """What ``--zerosite-quick`` changes, from the settings themselves."""
+    workers = (
+        f"one worker count ({QUICK.workers[0]})" if len(QUICK.workers) == 1 else f"workers {_counts(QUICK.workers)}"
+    )
+    narrower = [
+        f"the {level} level ({', '.join(QUICK.scenarios_for(level))} only)"
+        for level in LEVELS
+        if QUICK.scenarios_for(level) != FULL.scenarios_for(level)
+    ]
+    # The service level's settings (LoadSettings.quick) live beside its HTTP client, too heavy to import here.
+    return (
+        f"smaller time budgets, a batch of {QUICK.batch_projects} projects, {workers}; every strategy and level runs, "
+        f"in every scenario{' but ' + ' and '.join(narrower) if narrower else ''}; the service level with fewer "
+        "servers and shorter windows"
+    )
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("zerosite", "ZeroSite benchmark harness")
     add = group.addoption
     add("--zerosite-reports-dir", default="reports", help="where JSON, charts, index.html and profiles go")
-    add(
-        "--zerosite-quick",
-        action="store_true",
-        help="smaller time budgets, a smaller batch, one worker count; every strategy, scenario and level still runs",
-    )
+    add("--zerosite-quick", action="store_true", help=_quick_help())
     add(
         "--zerosite-target",
         action="append",
@@ -97,16 +119,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--zerosite-workers",
         default=None,
         metavar="N,N,...",
-        help="worker counts to compare (default 2,4; quick 2), e.g. 1,2,4,8,16 for a scaling run",
+        help=f"worker counts to compare (default {_counts(FULL.workers)}; quick {_counts(QUICK.workers)}), "
+        "e.g. 1,2,4,8,16 for a scaling run",
     )
     add("--zerosite-rounds", type=int, default=None, help="exactly this many rounds per cell (no adaptive stopping)")
-    add("--zerosite-batch-projects", type=int, default=None, help="projects per batch round (default 100, quick 20)")
+    add(
+        "--zerosite-batch-projects",
+        type=int,
+        default=None,
+        help=f"projects per batch round (default {FULL.batch_projects}, quick {QUICK.batch_projects})",
+    )
 
 
 def _settings(config: pytest.Config) -> MatrixSettings:
     from zerosite.benchmarking.compare import parse_threshold
 
-    settings = MatrixSettings.quick() if config.getoption("zerosite_quick") else MatrixSettings()
+    settings = QUICK if config.getoption("zerosite_quick") else FULL
     try:
         settings = settings.with_rules(precision=parse_threshold(config.getoption("zerosite_precision")))
     except ValueError as error:
