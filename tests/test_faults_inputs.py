@@ -551,11 +551,21 @@ def test_a_tiny_area_is_exit_2_not_a_failed_report(cli: CliRunner, tmp_path: Pat
     assert "projects[0].land_area_sqm: must be >= 1, got 1e-300" in result.output
 
 
+@pytest.mark.parametrize("control", ["\u202e", "\u2066", "\u200f"])
+def test_a_bidirectional_control_in_input_text_is_refused(cli: CliRunner, tmp_path: Path, control: str) -> None:
+    # "서울특별시 강남구 \u202e4321 로사은봉" shows in a browser as "... 봉은사로 1234": another address
+    path = write_projects(tmp_path / "p.json", [project_dict(road_address=f"서울특별시 강남구 {control}4321 로사은봉")])
+    result = invoke(cli, "render", "--projects", str(path), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    code = f"U+{ord(control):04X}"
+    assert f"projects[0].road_address: holds a bidirectional control character ({code}) at position 10" in result.output
+
+
 def test_search_and_reports_escape_terminal_control_characters(cli: CliRunner, tmp_path: Path) -> None:
     hostile = "서울 \x1b[2J\x1b]0;owned\x07 마포구 \x9b31m \u202e역순"
-    path = write_projects(tmp_path / "p.json", [project_dict(road_address=hostile)])
     out = tmp_path / "out"
-    assert invoke(cli, "render", "--projects", str(path), "--out", str(out), "-q").exit_code == 0
+    with ReportStore(out) as store:  # written as an index made before input refused bidirectional controls
+        store.record(ReportRow("test-project", "M2", hostile))
     for args in (["search", "마포구"], ["reports"]):
         result = invoke(cli, *args, "--db", str(out / "index.sqlite"))
         assert result.exit_code == 0

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -40,10 +41,10 @@ TITLES = {"M2": "토지 감정평가", "M3": "공급유형 판단", "M4": "건�
 
 
 def make_store(out: Path, n: int = 3, *, gzip_files: bool = False, hostile: bool = False) -> Path:
-    raws = sample_projects(n)
-    if hostile:
-        raws[0]["road_address"] = HOSTILE_ADDRESS
-    generate([parse_project(raw) for raw in raws], BatchOptions(out=out, gzip=gzip_files))
+    projects = [parse_project(raw) for raw in sample_projects(n)]
+    if hostile:  # past validation, which refuses the bidirectional control: as an index made before it could hold
+        projects[0] = replace(projects[0], road_address=HOSTILE_ADDRESS)
+    generate(projects, BatchOptions(out=out, gzip=gzip_files))
     return out / "index.sqlite"
 
 

@@ -206,6 +206,14 @@ class _Checker:
         except UnicodeEncodeError as error:  # a lone surrogate ("\udc80"): no file or index can hold it
             self.fail(path, f"not valid text (lone surrogate at position {error.start})")
             return ""
+        reordering = _BIDI_CONTROL.search(value)
+        if reordering is not None:  # a browser would show "로사은봉 4321" as "봉은사로 1234": another address
+            where, code = reordering.start(), f"U+{ord(reordering.group()):04X}"
+            self.fail(
+                path,
+                f"holds a bidirectional control character ({code}) at position {where}, which reorders the text shown",
+            )
+            return ""
         if not value.strip():
             self.fail(path, "must not be empty")
         return value
@@ -271,6 +279,7 @@ def _show(value: Any) -> str:
 
 
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_BIDI_CONTROL = re.compile(f"[{''.join(sorted(_BIDI_CONTROLS))}]")
 
 
 def printable(text: str) -> str:
