@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -337,6 +338,19 @@ def test_the_cli_prints_a_plugin_warning_as_one_line(
     assert result.stderr == (
         f"warning: zerosite: skipped plugin 'broken_plugin' ({broken.resolve()}): RuntimeError: half-written plugin\n"
     )
+
+
+def test_a_plugin_warning_is_given_once_by_the_parent_not_again_by_each_worker(
+    fresh_plugins: None, m7_plugins_dir: Path, write_file, tmp_path: Path
+) -> None:
+    """Spawned workers load the plugins again: they used to repeat each warning, in Python's own format."""
+    write_file(m7_plugins_dir / "broken_plugin.py", "raise RuntimeError('half-written plugin')\n")
+    command = [sys.executable, "-m", "zerosite", "--plugins-dir", str(m7_plugins_dir), "generate", "--sample", "4"]
+    options = ["--strategy", "process", "--workers", "2", "--start-method", "spawn", "--out", str(tmp_path / "out")]
+    done = subprocess.run([*command, *options, "-q"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("skipped plugin 'broken_plugin'") == 1, done.stderr
+    assert "PluginWarning" not in done.stderr
 
 
 def test_a_templates_dir_that_does_not_exist_is_refused(fresh_plugins: None, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 import tracemalloc
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from zerosite.pipeline import (
     plugin_raised,
     watch_interrupts,
 )
-from zerosite.plugins import get_data_sources, get_modules, set_plugin_settings
+from zerosite.plugins import PluginWarning, get_data_sources, get_modules, set_plugin_settings
 from zerosite.project import Project
 from zerosite.rendering import get_environment
 from zerosite.sources import CheckedSource
@@ -80,9 +81,13 @@ def make_worker(config: WorkerConfig) -> Worker:
 
 def warm_process(config: WorkerConfig) -> Worker:
     """:func:`make_worker` for a pool worker process: ``config``'s plugin settings also become this
-    process's default, for plugin code that asks for them (never call it in the parent)."""
+    process's default, for plugin code that asks for them (never call it in the parent). The plugins' warnings
+    (a plugin file skipped) are the parent's to give, once: a worker that loads the plugins again (``spawn``,
+    ``forkserver``, a Dask worker) would repeat them."""
     set_plugin_settings(config.plugins)
-    return make_worker(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)
+        return make_worker(config)
 
 
 def input_hashes(project: Project, keys: Sequence[tuple[str, bytes]]) -> dict[str, str]:
