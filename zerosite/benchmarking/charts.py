@@ -297,7 +297,7 @@ def _speedup(
     if capped:
         extra.append(Line2D([], [], color=STYLE.oversubscribed_colour, linewidth=8, label="more workers than cores"))
     handles = [Line2D([], [], color=colours.of_strategy(s), marker="o", label=s) for s in strategies]
-    over = f"; geometric mean over {modules} modules" if level == "single" else ""
+    over = f"; geometric mean over {modules} modules" if level == "single" and modules > 1 else ""
     title = fig.suptitle(f"Speedup against workers: {LEVEL_TITLES[level]} (95% intervals{over})")
     _fit_title_and_legend(fig, title, [*handles, *extra])
     return _save(fig, path)
