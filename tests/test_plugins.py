@@ -353,6 +353,27 @@ def test_a_plugin_warning_is_given_once_by_the_parent_not_again_by_each_worker(
     assert "PluginWarning" not in done.stderr
 
 
+def test_a_hook_with_a_wrong_argument_skips_its_plugin_with_a_one_line_warning(
+    fresh_plugins: None, plugins_dir: Path, write_file, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_file(
+        plugins_dir / "x_arg.py",
+        """
+        from zerosite import hookimpl
+
+        @hookimpl
+        def zerosite_register_modules(registry):
+            pass
+        """,
+    )
+    result = CliRunner().invoke(main, ["--plugins-dir", str(plugins_dir), "modules"])
+    assert result.exit_code == 0, result.output
+    (line,) = result.stderr.splitlines()  # pluggy's message spans lines: one here, not "\\n" escapes
+    assert line.startswith("warning: zerosite: skipped plugin 'x_arg'") and "\\n" not in line
+    assert "Argument(s) {'registry'} are declared in the hookimpl but can not be found in the hookspec" in line
+
+
 def test_a_templates_dir_that_does_not_exist_is_refused(fresh_plugins: None, tmp_path: Path) -> None:
     """A mistyped override folder would give reports that look normal but are not what was asked for."""
     result = CliRunner().invoke(main, ["--templates-dir", str(tmp_path / "no-such-dir"), "modules"])

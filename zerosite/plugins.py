@@ -258,7 +258,8 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, origin: str) 
     try:
         pm.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as error:
-        _warn(f"skipped plugin {name!r} ({origin}): {error}")
+        why = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())  # pluggy's: several lines
+        _warn(f"skipped plugin {name!r} ({origin}): {why}")
 
 
 T = TypeVar("T")
