@@ -374,6 +374,35 @@ def test_a_hook_with_a_wrong_argument_skips_its_plugin_with_a_one_line_warning(
     assert "Argument(s) {'registry'} are declared in the hookimpl but can not be found in the hookspec" in line
 
 
+def test_a_hook_function_without_hookimpl_is_named_in_a_warning(
+    fresh_plugins: None, plugins_dir: Path, write_file, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pluggy calls only what @hookimpl marks: the plugin's modules were missing, and nothing said why."""
+    monkeypatch.chdir(tmp_path)
+    write_file(
+        plugins_dir / "x_nomark.py",
+        """
+        from zerosite import hookimpl
+
+        def zerosite_register_modules(register):
+            pass
+
+        @hookimpl
+        def zerosite_template_dirs():
+            return []
+
+        def zerosite_helper():  # no hook of that name: not a forgotten marker
+            pass
+        """,
+    )
+    result = CliRunner().invoke(main, ["--plugins-dir", str(plugins_dir), "modules"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"warning: zerosite: plugin 'x_nomark' ({(plugins_dir / 'x_nomark.py').resolve()}): zerosite_register_modules "
+        "is not marked @hookimpl, so it is never called"
+    ]
+
+
 def test_a_templates_dir_that_does_not_exist_is_refused(fresh_plugins: None, tmp_path: Path) -> None:
     """A mistyped override folder would give reports that look normal but are not what was asked for."""
     result = CliRunner().invoke(main, ["--templates-dir", str(tmp_path / "no-such-dir"), "modules"])
