@@ -20,6 +20,7 @@ def _files(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.glob("*/*.html"))}
 
 
+@pytest.mark.filterwarnings("error::DeprecationWarning")  # 3.12+: a fork among threads; the pattern's, kept quiet
 @pytest.mark.parametrize("name", ["seed-threads", "seed-procs"])
 def test_the_old_systems_patterns_make_the_same_reports_as_a_plain_loop(tmp_path: Path, name: str) -> None:
     projects = scenario_projects(3)
