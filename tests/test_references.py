@@ -3,6 +3,7 @@ how far ahead of it our fastest strategy was."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,6 @@ def _files(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.glob("*/*.html"))}
 
 
-@pytest.mark.filterwarnings("error::DeprecationWarning")  # 3.12+: a fork among threads; the pattern's, kept quiet
 @pytest.mark.parametrize("name", ["seed-threads", "seed-procs"])
 def test_the_old_systems_patterns_make_the_same_reports_as_a_plain_loop(tmp_path: Path, name: str) -> None:
     projects = scenario_projects(3)
@@ -28,8 +28,12 @@ def test_the_old_systems_patterns_make_the_same_reports_as_a_plain_loop(tmp_path
     from zerosite.benchmarking.contenders import bare_loop
 
     assert bare_loop(projects, plain) == 15
-    assert REFERENCES[name].run(projects, theirs, 2) == 15
+    with warnings.catch_warnings(record=True) as caught:  # from any thread: a pool's forks are not all the caller's
+        warnings.simplefilter("always")
+        assert REFERENCES[name].run(projects, theirs, 2) == 15
     assert _files(theirs) == _files(plain)
+    # 3.12+ warns of each fork among threads: the old pattern's own hazard, kept quiet, not shown to our users
+    assert not [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
 
 
 def test_references_join_the_batch_level_in_the_cpu_scenario_only_at_the_smallest_worker_count() -> None:
