@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import linecache
+import os
 import re
 import statistics
 import subprocess
@@ -108,6 +109,29 @@ def test_a_failing_compute_or_template_is_named_with_its_file_and_line(
     assert failed["p0002-gongdeok", "XF"].endswith(" (at x_num.html.j2 line 2)")
     assert failed["p0002-gongdeok", "XJ"].startswith("XJ render failed for project 'p0002-gongdeok': TypeError: ")
     assert failed["p0002-gongdeok", "XJ"].endswith(" (at x_format.html.j2 line 3)")
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "process"])
+def test_zerosite_tracebacks_prints_each_failures_traceback_from_the_process_it_happened_in(
+    fresh_plugins: None, tmp_path: Path, strategy: str
+) -> None:
+    plugin = tmp_path / "plugins"
+    located_plugin(plugin)
+    command = [sys.executable, "-m", "zerosite", "--plugins-dir", str(plugin), "generate", "--sample", "3"]
+    command += ["--module", "XC", "--strategy", strategy, "--workers", "2", "--out", str(tmp_path / "out"), "-q"]
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    loud = subprocess.run(
+        [*command[:-2], str(tmp_path / "again"), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ZEROSITE_TRACEBACKS": "1"},
+    )
+    assert quiet.returncode == loud.returncode == 1
+    assert "Traceback" not in quiet.stderr  # by default, a failure is its one line
+    compute_line = line_of(plugin / "located.py", "return RATES[project.sido]")
+    assert "zerosite: traceback of: XC compute failed for project 'p0002-gongdeok': KeyError: " in loud.stderr
+    assert f'located.py", line {compute_line}, in rate' in loud.stderr and "Traceback" in loud.stderr
 
 
 def _mean_of_nothing() -> float:

@@ -16,7 +16,7 @@ from jinja2 import Environment
 
 from zerosite.project import Project
 from zerosite.rendering import render_report
-from zerosite.types import ReportModule, dependency_order, describe_error, raised_at
+from zerosite.types import ReportModule, dependency_order, describe_error, raised_at, show_traceback
 
 __all__ = [
     "InterruptWatch",
@@ -238,6 +238,7 @@ def compute_and_render(
                     f"{module.name} {stage} failed for project {project.id!r}: {describe_error(error)}"
                     f"{raised_at(error, module.compute)}"
                 )
+                show_traceback(error, error_text)
                 cause = error
                 if stage == "compute":
                     failures[module.name] = error_text

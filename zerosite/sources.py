@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from zerosite import hookimpl
 from zerosite.project import InvalidInput, Project, parse_project, project_to_dict, validate_project
-from zerosite.types import DataSource, SourceSettings, describe_error, raised_at
+from zerosite.types import DataSource, SourceSettings, describe_error, raised_at, show_traceback
 
 # httpx and asyncio are imported by the code that uses them, not here: the default (embedded) source uses
 # neither, and with httpx's command-line extras installed (rich, pygments) they were the largest imports of
@@ -105,7 +105,9 @@ class CheckedSource(DataSource):
             return error
         if isinstance(error, InvalidInput):
             return self._invalid(error)
-        return FetchError(f"data source {self.name!r} raised {describe_error(error)}{raised_at(error, self.source)}")
+        failure = FetchError(f"data source {self.name!r} raised {describe_error(error)}{raised_at(error, self.source)}")
+        show_traceback(error, str(failure))
+        return failure
 
     def _invalid(self, error: InvalidInput) -> FetchError:
         return FetchError(f"data source {self.name!r} returned an invalid project: {'; '.join(error.errors)}")

@@ -16,6 +16,7 @@ from zerosite.types.errors import (
     describe_error,
     error_message,
     raised_at,
+    show_traceback,
 )
 from zerosite.types.interfaces import DataSource, ReportWriter, Runner, Strategy
 from zerosite.types.modules import ComputeFunction, ReportModule, dependency_order
@@ -64,4 +65,5 @@ __all__ = [
     "error_message",
     "index_address",
     "raised_at",
+    "show_traceback",
 ]

@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from types import FrameType, TracebackType
 
-__all__ = ["PluginError", "StartError", "StoreError", "describe_error", "error_message", "raised_at"]
+__all__ = [
+    "TRACEBACKS_ENV",
+    "PluginError",
+    "StartError",
+    "StoreError",
+    "WorkersLost",
+    "describe_error",
+    "error_message",
+    "raised_at",
+    "show_traceback",
+]
+
+TRACEBACKS_ENV = "ZEROSITE_TRACEBACKS"
+"""Set (to anything but empty or 0), a plugin's failure also prints its whole traceback to standard error, from
+whichever process it happened in: for a plugin's author, where the one-line failure is not enough."""
 
 
 class PluginError(Exception):
@@ -109,3 +124,16 @@ def _home(owner: object) -> str | None:
         return None
     file = getattr(sys.modules.get(str(name)), "__file__", None)
     return os.path.join(os.path.dirname(file), "") if isinstance(file, str) else None
+
+
+def show_traceback(error: BaseException, failure: str) -> None:
+    """Print ``error``'s traceback to standard error, headed by its ``failure`` line, when :data:`TRACEBACKS_ENV`
+    asks for it; otherwise nothing (a batch's failures are one line each). Never fails."""
+    if os.environ.get(TRACEBACKS_ENV, "") in ("", "0"):
+        return
+    try:
+        text = "".join(traceback.format_exception(error))
+        sys.stderr.write(f"zerosite: traceback of: {failure}\n{text}")
+        sys.stderr.flush()
+    except Exception:  # an unprintable error, a closed stderr: the failure line is still there
+        pass
