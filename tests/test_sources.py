@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import zerosite.sources
 from zerosite.project import InvalidInput, Project, Zone, parse_project
 from zerosite.sources import (
     CheckedSource,
@@ -355,6 +356,23 @@ def test_a_wrong_answer_is_a_fetch_error_naming_the_source(answer: Any, why: str
     with pytest.raises(FetchError) as caught:
         checked_fetch(answer, mode)
     assert str(caught.value) == why
+
+
+def test_the_fields_of_a_source_that_validates_its_answers_are_not_checked_again(
+    http: HttpSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks: list[Project] = []
+    monkeypatch.setattr(zerosite.sources, "validate_project", lambda p: checks.append(p) or p)
+    with ProjectServer({"p-001": {"road_width_m": 12.0}}, latency_s=0.0) as server:
+        http.open(settings_for(server.url))
+        assert CheckedSource(http).fetch(project()).road_width_m == 12.0  # parsed by the http source itself
+    assert checks == []
+    trusting = Answering(lambda p: dataclasses.replace(p, id="p9999-other"))
+    trusting.validates_answers = True
+    with pytest.raises(FetchError, match="returned project 'p9999-other' for 'p-001'"):
+        CheckedSource(trusting).fetch(project())  # its type and id are still checked
+    CheckedSource(Answering(lambda p: dataclasses.replace(p, land_area_sqm=2.0))).fetch(project())
+    assert len(checks) == 1  # any other source's answer is
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

@@ -67,7 +67,8 @@ class CheckedSource(DataSource):
     ``fetch`` and ``afetch`` must return a :class:`Project` with the asked-for id that passes the checks and
     limits of :func:`~zerosite.project.parse_project`; anything else, or an exception other than a
     :class:`SourceError` (already worded, with its URL), becomes a :class:`FetchError` naming the source. The
-    project returned unchanged (the ``embedded`` source) was checked when it was read and is not checked again.
+    project returned unchanged (the ``embedded`` source) was checked when it was read and is not checked again,
+    nor the fields of a source that ``validates_answers`` (the ``http`` source: its answers are parsed).
     """
 
     def __init__(self, source: DataSource) -> None:
@@ -120,6 +121,8 @@ class CheckedSource(DataSource):
             raise FetchError(f"data source {self.name!r} returned {type(fetched).__name__}, not a Project")
         if fetched.id != project.id:
             raise FetchError(f"data source {self.name!r} returned project {fetched.id!r} for {project.id!r}")
+        if self.source.validates_answers:
+            return fetched
         try:
             return validate_project(fetched)
         except InvalidInput as invalid:
@@ -160,6 +163,7 @@ class HttpSource(DataSource):
 
     name = "http"
     description = "Fetch project fields from {url}/projects/{id} over HTTP, with timeouts and retries."
+    validates_answers = True  # each answer goes through parse_project
 
     def __init__(self) -> None:
         self.settings = SourceSettings()

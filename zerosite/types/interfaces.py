@@ -36,6 +36,9 @@ class DataSource(abc.ABC):
     name: str = ""
     description: str = ""
     settings: SourceSettings = SourceSettings()
+    validates_answers: bool = False
+    """True when every project ``fetch`` returns was made by :func:`zerosite.project.parse_project` (as the
+    ``http`` source's are): the engine then checks only its type and id, not its fields again."""
 
     def open(self, settings: SourceSettings) -> None:
         """Configure the source for this process; cheap and idempotent (clients start lazily)."""
