@@ -15,7 +15,7 @@ from zerosite.benchmarking import plugin
 from zerosite.benchmarking.analysis import Lead, analyse
 from zerosite.benchmarking.cells import BUSY_MACHINE, TIMES, Cell, CellResult, RoundOutcome
 from zerosite.benchmarking.harness import ReplayClock, StoppingRule, calibrate, measure_interleaved, rotation
-from zerosite.benchmarking.machine import cgroup_cpu_quota, describe_machine
+from zerosite.benchmarking.machine import describe_machine
 from zerosite.benchmarking.matrix import MatrixSettings, build_matrix
 from zerosite.benchmarking.page import render_page
 from zerosite.benchmarking.phases import Stopwatch
@@ -33,6 +33,7 @@ from zerosite.benchmarking.stats import (
 )
 from zerosite.benchmarking.targets import load_targets, parse_override
 from zerosite.benchmarking.verdicts import Verdict, judge
+from zerosite.cores import cgroup_cpu_quota
 
 pytest_plugins = ["pytester"]
 
@@ -391,13 +392,25 @@ def test_sequential_wins_when_every_alternative_is_slower_beyond_the_noise() -> 
     assert "sequential was fastest" in standing.sentence() and f"thread {TIMES}2" in standing.sentence()
 
 
-def test_cgroup_quota_parsing(tmp_path: Path) -> None:
-    cpu_max = tmp_path / "cpu.max"
-    cpu_max.write_text("150000 100000\n")
-    assert cgroup_cpu_quota(cpu_max) == 1.5
-    cpu_max.write_text("max 100000\n")
-    assert cgroup_cpu_quota(cpu_max) is None
-    assert cgroup_cpu_quota(tmp_path / "absent") is None
+def test_cgroup_quota_of_this_process_cgroup_v2_or_v1(tmp_path: Path) -> None:
+    root, own = tmp_path / "cgroup", tmp_path / "self-cgroup"
+    own.write_text("0::/user.slice/run-1.scope\n")
+    (root / "user.slice/run-1.scope").mkdir(parents=True)
+    (root / "cpu.max").write_text("max 100000\n")  # the root: no quota; this process's own cgroup has one
+    (root / "user.slice/run-1.scope/cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_quota(root, own) == 1.5
+    (root / "user.slice/run-1.scope/cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(root, own) is None
+    # cgroup v1: the cpu controller's own folder (a root 'zerosite system' read as "no quota")
+    v1, own_v1 = tmp_path / "v1", tmp_path / "self-cgroup-v1"
+    own_v1.write_text("4:cpu,cpuacct:/zs_audit\n0::/\n")
+    (v1 / "cpu/zs_audit").mkdir(parents=True)
+    (v1 / "cpu/zs_audit/cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu/zs_audit/cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_quota(v1, own_v1) == 1.0
+    (v1 / "cpu/zs_audit/cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_quota(v1, own_v1) is None
+    assert cgroup_cpu_quota(tmp_path / "absent", tmp_path / "absent-too") is None
     assert not math.isnan(describe_machine().cpu_count or 0)
 
 

@@ -122,6 +122,18 @@ def test_turbo(tmp_path: Path, files: dict[str, str], state: str) -> None:
         assert "sudo tee" in check.advice
 
 
+def test_the_quota_is_read_as_the_worker_cap_reads_it_cgroup_v1_included(quiet_machine: SystemPaths) -> None:
+    """A cgroup v1 quota that generate obeyed was reported as none: only the v2 root's cpu.max was read."""
+    (quiet_machine.sys / "fs/cgroup/cpu.max").unlink()
+    (quiet_machine.proc / "self").mkdir()
+    (quiet_machine.proc / "self/cgroup").write_text("4:cpu,cpuacct:/zs_audit\n")
+    limits = {"cpu.cfs_quota_us": "100000\n", "cpu.cfs_period_us": "100000\n"}
+    _write(quiet_machine.sys / "fs/cgroup/cpu/zs_audit", limits)
+    report = check_system(quiet_machine, SystemThresholds(sample_s=0.01), busy=_nobody)
+    quota = next(c for c in report.checks if c.name == "cgroup CPU quota")
+    assert quota.value == "1 CPUs"
+
+
 def test_cores_and_quota() -> None:
     assert check_cores(1, 1).state == "warning"
     assert check_cores(8, 2).state == "ok" and "2 usable" in check_cores(8, 2).value

@@ -6,7 +6,7 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["MAX_WORKERS_PER_CPU", "capped_workers", "most_workers", "usable_cores"]
+__all__ = ["MAX_WORKERS_PER_CPU", "capped_workers", "cgroup_cpu_quota", "most_workers", "usable_cores"]
 
 MAX_WORKERS_PER_CPU = 4
 """Workers (threads or processes) are capped at this many per usable core, for ``generate --workers`` and the
@@ -33,15 +33,19 @@ def capped_workers(workers: int) -> tuple[int, str | None]:
 def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     """The cores this process may use: its CPU affinity, lowered to a cgroup CPU quota (rounded up)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    quota = _cgroup_cpu_quota(cgroup_root)
+    quota = cgroup_cpu_quota(cgroup_root)
     return max(1, min(cores, math.ceil(quota))) if quota is not None else cores
 
 
-def _cgroup_cpu_quota(root: Path) -> float | None:
-    """CPUs allowed by the cgroup quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None for no quota."""
+def cgroup_cpu_quota(
+    root: Path = Path("/sys/fs/cgroup"), own_cgroups: Path = Path("/proc/self/cgroup")
+) -> float | None:
+    """CPUs allowed by the cgroup quota of this process's own cgroup (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``),
+    else of the hierarchy's root, or None for no quota. The one place a quota is read: the worker cap, ``auto``,
+    ``zerosite system`` and the benchmark's record of the machine all use it."""
     own_v2, own_v1 = "", ""
     try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
+        for line in own_cgroups.read_text().splitlines():
             number, controllers, path = line.split(":", 2)
             if number == "0" and not controllers:
                 own_v2 = path.lstrip("/")

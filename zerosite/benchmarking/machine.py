@@ -6,9 +6,10 @@ import os
 import platform
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-__all__ = ["Machine", "cgroup_cpu_quota", "describe_machine"]
+from zerosite.cores import cgroup_cpu_quota
+
+__all__ = ["Machine", "describe_machine"]
 
 
 @dataclass(frozen=True)
@@ -28,20 +29,6 @@ class Machine:
     @property
     def quota_text(self) -> str:
         return "none" if self.cpu_quota is None else f"{self.cpu_quota:g} CPUs"
-
-
-def cgroup_cpu_quota(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> float | None:
-    """CPUs allowed by the cgroup v2 quota (``cpu.max``: ``"200000 100000"`` -> 2.0); None if unlimited/absent."""
-    try:
-        quota, period = [*path.read_text().split(), "100000"][:2]
-    except (OSError, ValueError):
-        return None
-    if quota == "max":
-        return None
-    try:
-        return int(quota) / int(period)
-    except (ValueError, ZeroDivisionError):
-        return None
 
 
 def describe_machine() -> Machine:

@@ -20,7 +20,7 @@ from typing import Literal
 import psutil
 
 from zerosite.benchmarking.load import StatSnapshot, read_stat
-from zerosite.benchmarking.machine import cgroup_cpu_quota
+from zerosite.cores import cgroup_cpu_quota
 
 __all__ = [
     "BusyProcess",
@@ -124,7 +124,7 @@ def check_cores(cpu_count: int | None, usable: int | None) -> Check:
 
 def check_quota(quota: float | None, usable: int | None) -> Check:
     if quota is None:
-        return Check("cgroup CPU quota", "none (cpu.max absent or max)", "ok")
+        return Check("cgroup CPU quota", "none (cpu.max or cpu.cfs_quota_us absent or unlimited)", "ok")
     if usable is not None and quota < usable:
         advice = f"workers are throttled to {quota:g} CPUs' time though {usable} CPUs are usable: use <= {quota:g}"
         return Check("cgroup CPU quota", f"{quota:g} CPUs", "warning", advice)
@@ -290,7 +290,7 @@ def check_system(
     return SystemReport(
         (
             check_cores(os.cpu_count(), usable),
-            check_quota(cgroup_cpu_quota(paths.sys / "fs/cgroup/cpu.max"), usable),
+            check_quota(cgroup_cpu_quota(paths.sys / "fs/cgroup", paths.proc / "self/cgroup"), usable),
             check_cpu_model(paths.proc),
             check_governor(paths.cpu),
             check_turbo(paths.cpu),
