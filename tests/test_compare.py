@@ -586,6 +586,28 @@ def test_parse_threshold_refuses(text: str) -> None:
         parse_threshold(text)
 
 
+def test_the_threshold_range_and_its_message_agree() -> None:
+    """1000% was refused as not 'within 0% and 1000%' (audit 10): the ends the message names are accepted."""
+    assert parse_threshold("1000%") == pytest.approx(10.0)
+    assert parse_threshold("0%") == 0.0
+    for text in ("1000.1%", "-0.1%", "nan%"):
+        with pytest.raises(CompareError, match="must be from 0% to 1000%"):
+            parse_threshold(text)
+
+
+@pytest.mark.parametrize(("text", "shown"), [("0.4%", "0.4%"), ("0.004", "0.4%"), ("12.5%", "12.5%"), ("10%", "10%")])
+def test_the_summary_shows_the_threshold_as_given(text: str, shown: str) -> None:
+    """A 0.4 % threshold was shown as 'no regression beyond 0%' (audit 10)."""
+    comparison = compare_runs(make_run(1), copy.deepcopy(make_run(1)), threshold=parse_threshold(text))
+    assert comparison.summary().endswith(f"no regression beyond {shown}")
+
+
+def test_a_refusal_names_the_force_option() -> None:
+    """The hint said 'force to compare anyway'; the option is --force (audit 10)."""
+    summary = compare_runs(make_run(1), make_run(2, machine={"cpu_count": 16})).summary()
+    assert summary.endswith("(zerosite compare --force compares them anyway)"), summary
+
+
 # -- the command line ------------------------------------------------------------------------
 
 

@@ -45,6 +45,12 @@ TABLE_WIDTH = 100
 LABEL_MIN_WIDTH = 16
 """Cell names are never cut shorter than this."""
 
+MAX_THRESHOLD = 10.0
+"""The highest ``--fail-threshold``, 1000 %: a cell more than eleven times as slow still fails the check."""
+
+FORCE_HINT = "zerosite compare --force compares them anyway"
+"""How to compare runs that were refused; the pytest plugin's ``--zerosite-compare`` shows it too."""
+
 RESAMPLES = 1000
 """Bootstrap resamples per interval: enough for stable 95 % ends, and a 168-cell run compares in seconds."""
 
@@ -232,7 +238,7 @@ class Comparison:
     def summary(self) -> str:
         """One line: the counts, then each regressed cell with its change and interval."""
         if self.refused:
-            return f"cannot compare: {'; '.join(self.refusals)} (force to compare anyway)"
+            return f"cannot compare: {'; '.join(self.refusals)} ({FORCE_HINT})"
         counts = {v: sum(row.verdict == v for row in self.rows) for v in (FASTER, SLOWER, UNCHANGED, INCONCLUSIVE)}
         parts = [f"{counts[FASTER]} faster, {counts[SLOWER]} slower, {counts[UNCHANGED]} unchanged"]
         if counts[INCONCLUSIVE]:
@@ -243,7 +249,7 @@ class Comparison:
         parts += [f"{n} {v}" for v in (ONLY_IN_BASE, ONLY_IN_NEW) if (n := sum(r.verdict == v for r in self.rows))]
         text = ", ".join(parts)
         if not self.regressions:
-            return f"{text}; no regression beyond {self.threshold:.0%}"
+            return f"{text}; no regression beyond {_fraction_text(self.threshold)}"
         regressed = "; ".join(f"{row.subject} {row.change_text}" for row in self.regressions)
         return f"{text}; regressed: {regressed}"
 
@@ -295,8 +301,8 @@ def parse_threshold(text: str) -> float:
         value /= 100
     elif value > 1:
         raise CompareError(f"threshold {text!r} is ambiguous; write {value:g}% or {value / 100:g}")
-    if not 0 <= value < 10:
-        raise CompareError(f"threshold {text!r} must be within 0% and 1000%")
+    if not 0 <= value <= MAX_THRESHOLD:
+        raise CompareError(f"threshold {text!r} must be from 0% to {_fraction_text(MAX_THRESHOLD)}")
     return value
 
 
@@ -610,7 +616,7 @@ def _speedup_change(
 
 
 def _cell_table(rows: Sequence[CellChange], confidence: float) -> str:
-    header = ("cell", "base", "new", "change", f"{confidence:.0%} interval", "p", "verdict")
+    header = ("cell", "base", "new", "change", f"{_fraction_text(confidence)} interval", "p", "verdict")
     body = [
         (
             row.label,
@@ -627,7 +633,7 @@ def _cell_table(rows: Sequence[CellChange], confidence: float) -> str:
 
 
 def _speedup_table(changes: Sequence[SpeedupChange], confidence: float) -> str:
-    header = ("speedup over sequential", "base", "new", "change", f"{confidence:.0%} interval", "verdict")
+    header = ("speedup over sequential", "base", "new", "change", f"{_fraction_text(confidence)} interval", "verdict")
     body = [
         (
             change.label,
@@ -673,6 +679,12 @@ def _percent(ratio: float) -> str:
     """``1.31`` -> ``+31%``; small changes keep a decimal: ``1.021`` -> ``+2.1%``."""
     change = (ratio - 1) * 100
     return f"{change:+.1f}%" if abs(change) < 9.95 else f"{change:+.0f}%"
+
+
+def _fraction_text(fraction: float) -> str:
+    """A threshold or confidence as a percentage, with the precision it was given: ``0.004`` -> ``0.4%``
+    (``:.0%`` showed it as 0%)."""
+    return f"{fraction * 100:g}%"
 
 
 def _interval_text(interval: Interval) -> str:
