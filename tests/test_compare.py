@@ -551,6 +551,53 @@ def test_any_run_compared_with_itself_exits_0(seed: int) -> None:
     assert all(row.verdict == "unchanged" for row in comparison.rows)
 
 
+# -- text from the JSON on a terminal --------------------------------------------------------
+
+EVIL = "\x1b[2J\x1b[31mEVIL\x1b]0;pwned\x07"
+"""Clears the screen, turns it red and sets the window title (audit 7)."""
+
+
+def assert_escaped(text: str) -> None:
+    assert not any(char in text for char in "\x1b\x07"), text
+    assert "\\x1b[2J\\x1b[31mEVIL\\x1b]0;pwned\\x07" in text, text
+
+
+def test_cell_names_from_the_json_are_escaped_in_the_table_and_summary() -> None:
+    base, new = make_run(1), make_run(2, scale={M2_CPU: 1.3})
+    for run in (base, new):
+        for cell in run["zerosite"]["cells"]:
+            if f"{cell['level']}/{cell['cell']}" == M2_CPU:
+                cell["module"] = EVIL
+    extra = copy.deepcopy(new["zerosite"]["cells"][1]) | {"cell": f"{EVIL}-only-here", "strategy": EVIL}
+    new["zerosite"]["cells"].append(extra)
+    comparison = compare_runs(base, new)
+    assert [row.key for row in comparison.regressions] == [M2_CPU]
+    assert_escaped(comparison.render())
+    assert_escaped(comparison.summary())
+    header, *rows = comparison.render().split("\n\n")[0].splitlines()
+    end = header.index("base") + len("base")  # the base column is right-aligned: every value ends here
+    assert all(line[end - 1] != " " and line[end] == " " for line in rows), "\n".join([header, *rows])
+
+
+def test_fingerprint_values_from_the_json_are_escaped_in_refusals_and_notes() -> None:
+    refused = compare_runs(make_run(1), make_run(2, machine={"cpu_model": EVIL}))
+    assert refused.exit_code == EXIT_INCOMPARABLE
+    assert_escaped(refused.render())
+    assert_escaped(refused.summary())
+    noted = compare_runs(make_run(1), make_run(2, workload={"templates": EVIL}))
+    assert noted.exit_code == EXIT_OK
+    assert_escaped(noted.render())
+
+
+def test_cli_prints_no_escape_sequence_from_the_json(tmp_path: Path) -> None:
+    base = make_run(1)
+    base["zerosite"]["cells"][0]["strategy"] = EVIL
+    evil = _write(tmp_path, "evil.json", base)
+    result = CliRunner().invoke(main, ["compare", evil, evil])
+    assert result.exit_code == 0, result.output
+    assert_escaped(result.output)
+
+
 # -- reading files and thresholds ------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from zerosite.benchmarking import fingerprint
 from zerosite.benchmarking.cells import BARE, BASELINE, TIMES
 from zerosite.benchmarking.stats import Interval, mann_whitney_u, ratio_ci, speedup_change_ci
+from zerosite.project import printable
 
 __all__ = [
     "EXIT_INCOMPARABLE",
@@ -238,7 +239,7 @@ class Comparison:
     def summary(self) -> str:
         """One line: the counts, then each regressed cell with its change and interval."""
         if self.refused:
-            return f"cannot compare: {'; '.join(self.refusals)} ({FORCE_HINT})"
+            return f"cannot compare: {'; '.join(map(printable, self.refusals))} ({FORCE_HINT})"
         counts = {v: sum(row.verdict == v for row in self.rows) for v in (FASTER, SLOWER, UNCHANGED, INCONCLUSIVE)}
         parts = [f"{counts[FASTER]} faster, {counts[SLOWER]} slower, {counts[UNCHANGED]} unchanged"]
         if counts[INCONCLUSIVE]:
@@ -250,14 +251,14 @@ class Comparison:
         text = ", ".join(parts)
         if not self.regressions:
             return f"{text}; no regression beyond {_fraction_text(self.threshold)}"
-        regressed = "; ".join(f"{row.subject} {row.change_text}" for row in self.regressions)
+        regressed = "; ".join(f"{printable(row.subject)} {row.change_text}" for row in self.regressions)
         return f"{text}; regressed: {regressed}"
 
     def render(self) -> str:
         """The plain-text report: the cell table, speedup changes, notes, and the summary line last."""
         if self.refused:
             lines = ["cannot compare these runs: they measured different workloads or machines"]
-            lines += [f"  {reason}" for reason in self.refusals]
+            lines += [f"  {printable(reason)}" for reason in self.refusals]
             return "\n".join([*lines, self.summary()])
         sections = [_cell_table(self.rows, self.confidence)]
         machine = self.machine_change
@@ -270,7 +271,7 @@ class Comparison:
         if self.speedups:
             sections.append(_speedup_table(self.speedups, self.confidence))
         if self.notes:
-            sections.append("\n".join(["notes:", *(f"  {note}" for note in self.notes)]))
+            sections.append("\n".join(["notes:", *(f"  {printable(note)}" for note in self.notes)]))
         return "\n\n".join([*sections, self.summary()])
 
     def as_dict(self) -> dict[str, object]:
@@ -649,7 +650,12 @@ def _speedup_table(changes: Sequence[SpeedupChange], confidence: float) -> str:
 
 
 def _columns(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int]) -> str:
-    """Aligned columns two spaces apart, the first (cell names) cut to fit ``TABLE_WIDTH``; ``right``: right-aligned."""
+    """Aligned columns two spaces apart, the first (cell names) cut to fit ``TABLE_WIDTH``; ``right``: right-aligned.
+
+    Names come from the JSON, often another branch's CI artifact: escaped before they are measured, so that
+    a terminal shows them as text and the columns still line up."""
+    shown = [tuple(printable(text) for text in row) for row in (header, *rows)]
+    header, rows = shown[0], shown[1:]
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     overflow = sum(widths) + 2 * (len(widths) - 1) - TABLE_WIDTH
     if overflow > 0:
