@@ -411,15 +411,31 @@ def test_render_fits_100_columns_and_ends_with_the_summary() -> None:
     assert comparison.summary().startswith("0 faster, 1 slower, ")
 
 
-def test_long_cell_names_are_cut_to_fit() -> None:
+def test_long_cell_names_are_never_cut() -> None:
     base, new = make_run(1, noise=0.005), make_run(2, noise=0.005, scale={M2_CPU: 1.05})
     for cell in [*base["zerosite"]["cells"], *new["zerosite"]["cells"]]:
         if cell["module"] == "M2":
             cell["module"] = "third_party_module_with_a_long_name"
     text = compare_runs(base, new).render()
     assert "slower within threshold" in text
-    assert max(len(line) for line in text.splitlines()) <= 100, text
-    assert "single third_party_modul\N{HORIZONTAL ELLIPSIS}" in text
+    assert "single third_party_module_with_a_long_name sequential cpu  " in text
+    assert "\N{HORIZONTAL ELLIPSIS}" not in text
+
+
+def test_a_long_verdict_leaves_every_row_its_whole_name() -> None:
+    """One 'slower, perhaps beyond threshold' cut every name to 16 characters: 'pipeline sequen…' stood for the
+    cpu, io and mixed rows alike (audit 9)."""
+    base = make_run(100, slower_machine=1.0)
+    comparison = compare_runs(base, make_run(200, slower_machine=1.6, scale={M2_CPU: 1.3}))
+    table = comparison.render().split("\n\n")[0].splitlines()[1:]
+    assert any(line.endswith("slower, perhaps beyond threshold") for line in table)
+    assert len(table) == len(comparison.rows)
+    for line, row in zip(table, comparison.rows, strict=True):
+        assert line.startswith(f"{row.label}  "), line
+    assert len({line.split("  ")[0] for line in table}) == len(table)
+    assert {"pipeline sequential cpu", "pipeline sequential io", "batch process\N{MULTIPLICATION SIGN}2 io"} <= {
+        line.split("  ")[0].strip() for line in table
+    }
 
 
 # -- refusals --------------------------------------------------------------------------------

@@ -40,12 +40,6 @@ INCONCLUSIVE = "inconclusive"
 ONLY_IN_BASE = "only in base"
 ONLY_IN_NEW = "only in new"
 
-TABLE_WIDTH = 100
-"""Tables fit a terminal this wide: cell names are cut (with an ellipsis) where a row would be wider."""
-
-LABEL_MIN_WIDTH = 16
-"""Cell names are never cut shorter than this."""
-
 MAX_THRESHOLD = 10.0
 """The highest ``--fail-threshold``, 1000 %: a cell more than eleven times as slow still fails the check."""
 
@@ -650,22 +644,19 @@ def _speedup_table(changes: Sequence[SpeedupChange], confidence: float) -> str:
 
 
 def _columns(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int]) -> str:
-    """Aligned columns two spaces apart, the first (cell names) cut to fit ``TABLE_WIDTH``; ``right``: right-aligned.
+    """Aligned columns two spaces apart, each as wide as its widest text; ``right``: right-aligned.
 
-    Names come from the JSON, often another branch's CI artifact: escaped before they are measured, so that
-    a terminal shows them as text and the columns still line up."""
+    Names are never cut: cut to fit 100 columns, a verdict such as ``slower, perhaps beyond threshold`` left
+    16 characters of every name, and ``pipeline sequential io`` and ``pipeline sequential mixed`` both read
+    ``pipeline sequen…``. The verdict, last, may run past 100 columns instead. Names come from the JSON, often
+    another branch's CI artifact: escaped before they are measured, so that a terminal shows them as text and
+    the columns still line up."""
     shown = [tuple(printable(text) for text in row) for row in (header, *rows)]
-    header, rows = shown[0], shown[1:]
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    overflow = sum(widths) + 2 * (len(widths) - 1) - TABLE_WIDTH
-    if overflow > 0:
-        widths[0] = max(LABEL_MIN_WIDTH, widths[0] - overflow)
+    widths = [max(len(row[i]) for row in shown) for i in range(len(header))]
     lines = []
-    for row in (header, *rows):
-        texts = (_cut(row[0], widths[0]), *row[1:])
+    for row in shown:
         cells = [
-            text.rjust(w) if i in right else text.ljust(w)
-            for i, (text, w) in enumerate(zip(texts, widths, strict=True))
+            text.rjust(w) if i in right else text.ljust(w) for i, (text, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
@@ -675,10 +666,6 @@ def _interval_cell(row: CellChange) -> str:
     if row.interval is not None:
         return _interval_text(row.interval)
     return "exact" if row.measure == "instructions" and row.ratio is not None else "-"
-
-
-def _cut(label: str, width: int) -> str:
-    return label if len(label) <= width else label[: width - 1] + "\N{HORIZONTAL ELLIPSIS}"
 
 
 def _percent(ratio: float) -> str:
