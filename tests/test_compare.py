@@ -6,7 +6,7 @@ import copy
 import json
 import random
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -377,17 +377,94 @@ def test_a_higher_threshold_lets_a_regression_pass() -> None:
     assert compare_runs(base, new, threshold=0.5).exit_code == EXIT_OK
 
 
-def test_cells_in_one_run_only_are_listed_not_failed() -> None:
+def test_cells_only_in_the_new_run_are_listed_and_pass() -> None:
     base, new = make_run(1), make_run(2)
-    dropped = new["zerosite"]["cells"].pop(0)
-    extra = copy.deepcopy(dropped) | {"cell": "module=M9-strategy=sequential-workers=1-scenario=cpu", "module": "M9"}
+    extra = copy.deepcopy(new["zerosite"]["cells"][0]) | {
+        "cell": "module=M9-strategy=sequential-workers=1-scenario=cpu",
+        "module": "M9",
+    }
     new["zerosite"]["cells"].append(extra)
     comparison = compare_runs(base, new)
-    found = verdicts(comparison)
-    assert found[f"{dropped['level']}/{dropped['cell']}"] == "only in base"
-    assert found[f"single/{extra['cell']}"] == "only in new"
+    assert verdicts(comparison)[f"single/{extra['cell']}"] == "only in new"
     assert comparison.exit_code == EXIT_OK
-    assert "1 only in base, 1 only in new" in comparison.summary()
+    assert comparison.summary().endswith(", 1 only in new; no regression beyond 10%")
+
+
+def _without(run: dict[str, Any], drop: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    run["zerosite"]["cells"] = [cell for cell in run["zerosite"]["cells"] if not drop(cell)]
+    return run
+
+
+@pytest.mark.parametrize(
+    ("drop", "lacking", "named"),
+    [
+        (lambda cell: cell["level"] == "batch", 6, "batch sequential cpu, batch thread\N{MULTIPLICATION SIGN}2 cpu"),
+        (lambda cell: cell["strategy"] == "process", 8, "single M2 process\N{MULTIPLICATION SIGN}2 cpu"),
+        (lambda cell: f"{cell['level']}/{cell['cell']}" == M2_CPU, 1, "(single M2 sequential cpu)"),
+    ],
+    ids=["a level left out", "a strategy that crashed", "one cell"],
+)
+def test_a_new_run_that_lacks_cells_is_refused_naming_them_unless_forced(
+    drop: Callable[[dict[str, Any]], bool], lacking: int, named: str
+) -> None:
+    """Cells not measured were not checked: exit 0 and 'no regression' let a crashed or -k-filtered run pass
+    the gate (audit 1)."""
+    base, new = make_run(1), _without(make_run(2), drop)
+    refused = compare_runs(base, new)
+    assert refused.exit_code == EXIT_INCOMPARABLE
+    assert not refused.rows
+    summary = refused.summary()
+    assert summary.startswith(f"cannot compare: the new run lacks {lacking} of the base run's 24 cells ("), summary
+    assert named in summary
+    assert "measure the same selection" in summary and "--force" in summary
+    assert "no regression" not in refused.render()
+    forced = compare_runs(base, new, force=True)
+    assert forced.exit_code == EXIT_OK
+    assert sum(row.verdict == "only in base" for row in forced.rows) == lacking
+    assert forced.summary().endswith(
+        f"no regression beyond 10% in the cells both runs measured ({lacking} not checked)"
+    )
+    assert any(note.startswith(f"compared although the new run lacks {lacking} ") for note in forced.notes)
+
+
+def test_a_regression_among_the_cells_compared_still_fails_when_forced() -> None:
+    base, new = make_run(1), _without(make_run(2, scale={M2_CPU: 1.3}), lambda cell: cell["level"] == "batch")
+    assert compare_runs(base, new).exit_code == EXIT_INCOMPARABLE
+    forced = compare_runs(base, new, force=True)
+    assert forced.exit_code == EXIT_REGRESSED
+    assert [row.key for row in forced.regressions] == [M2_CPU]
+
+
+@pytest.mark.parametrize(
+    ("base_cells", "new_cells", "reason"),
+    [
+        (True, False, "the new run has no cells (a run that crashed or measured nothing): nothing to compare"),
+        (False, True, "the base run has no cells: nothing to compare"),
+        (False, False, "the new run has no cells"),
+    ],
+)
+@pytest.mark.parametrize("force", [False, True])
+def test_runs_with_no_cell_in_common_are_refused_even_when_forced(
+    base_cells: bool, new_cells: bool, reason: str, force: bool
+) -> None:
+    """A run that measured nothing passed with '0 unchanged, 65 only in base; no regression' (audit 1)."""
+    base = make_run(1) if base_cells else _without(make_run(1), lambda cell: True)
+    new = make_run(2) if new_cells else _without(make_run(2), lambda cell: True)
+    comparison = compare_runs(base, new, force=force)
+    assert comparison.exit_code == EXIT_INCOMPARABLE
+    assert comparison.summary().startswith(f"cannot compare: {reason}")
+    assert "--force" not in comparison.summary()
+
+
+def test_runs_of_different_cells_only_are_refused_even_when_forced() -> None:
+    base = _without(make_run(1), lambda cell: cell["scenario"] == "io")
+    new = _without(make_run(2), lambda cell: cell["scenario"] == "cpu")
+    comparison = compare_runs(base, new, force=True)
+    assert comparison.exit_code == EXIT_INCOMPARABLE
+    assert (
+        comparison.summary()
+        == "cannot compare: the runs have no cell in common (12 in base, 12 in new): nothing to compare"
+    )
 
 
 def test_speedups_compared_but_never_fail_the_gate() -> None:
@@ -558,7 +635,7 @@ def test_any_run_compared_with_itself_exits_0(seed: int) -> None:
     )
     cells = run["zerosite"]["cells"]
     rng.shuffle(cells)
-    del cells[rng.randint(0, len(cells) - 1) :]
+    del cells[rng.randint(1, len(cells) - 1) :]  # an empty run is refused: nothing to compare
     for cell in cells:
         if rng.random() < 0.2:
             cell["samples"] = [round(s, 1) or 0.1 for s in cell["samples"]]  # heavy ties
@@ -702,6 +779,22 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert refused.exit_code == 2
     assert "machine.cpu_count: 2 -> 16" in refused.output
     assert cli.invoke(main, ["compare", base, other, "--force"]).exit_code == 0
+
+
+def test_cli_refuses_a_new_run_without_cells(tmp_path: Path) -> None:
+    """The audit's repro: a run that measured nothing, and one filtered to leave the batch level out."""
+    base = _write(tmp_path, "base.json", make_run(1))
+    empty = _write(tmp_path, "empty.json", _without(make_run(2), lambda cell: True))
+    no_batch = _write(tmp_path, "nobatch.json", _without(make_run(2), lambda cell: cell["level"] == "batch"))
+    for new, exit_code in ((empty, 2), (no_batch, 2)):
+        result = CliRunner().invoke(main, ["compare", base, new])
+        assert result.exit_code == exit_code, result.output
+        assert "no regression" not in result.output
+        assert result.output.splitlines()[-1].startswith("cannot compare: the new run ")
+    forced = CliRunner().invoke(main, ["compare", base, no_batch, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert forced.output.splitlines()[-1].endswith("in the cells both runs measured (6 not checked)")
+    assert CliRunner().invoke(main, ["compare", base, empty, "--force"]).exit_code == 2
 
 
 def test_cli_json_output(tmp_path: Path) -> None:

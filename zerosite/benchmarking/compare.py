@@ -196,7 +196,8 @@ class SpeedupChange:
 class Comparison:
     """The outcome of comparing two runs: a row per cell, speedup changes, notes, and why not (``refusals``).
 
-    Refusals with ``forced`` False mean nothing was compared (``exit_code`` 2).
+    Refusals with ``forced`` False mean nothing was compared (``exit_code`` 2); so does ``nothing_in_common``,
+    forced or not: a gate that compared no cell has checked nothing and must not pass.
     """
 
     rows: tuple[CellChange, ...]
@@ -206,11 +207,13 @@ class Comparison:
     threshold: float
     confidence: float
     forced: bool = False
+    nothing_in_common: bool = False
 
     @property
     def refused(self) -> bool:
-        """Whether the runs were not compared: they differ in workload or machine and nobody forced it."""
-        return bool(self.refusals) and not self.forced
+        """Whether the runs were not compared: they differ in workload, machine or cells measured and nobody
+        forced it, or they have no cell in common."""
+        return self.nothing_in_common or (bool(self.refusals) and not self.forced)
 
     @property
     def regressions(self) -> tuple[CellChange, ...]:
@@ -233,7 +236,8 @@ class Comparison:
     def summary(self) -> str:
         """One line: the counts, then each regressed cell with its change and interval."""
         if self.refused:
-            return f"cannot compare: {'; '.join(map(printable, self.refusals))} ({FORCE_HINT})"
+            hint = "" if self.nothing_in_common else f" ({FORCE_HINT})"
+            return f"cannot compare: {'; '.join(map(printable, self.refusals))}{hint}"
         counts = {v: sum(row.verdict == v for row in self.rows) for v in (FASTER, SLOWER, UNCHANGED, INCONCLUSIVE)}
         parts = [f"{counts[FASTER]} faster, {counts[SLOWER]} slower, {counts[UNCHANGED]} unchanged"]
         if counts[INCONCLUSIVE]:
@@ -244,7 +248,9 @@ class Comparison:
         parts += [f"{n} {v}" for v in (ONLY_IN_BASE, ONLY_IN_NEW) if (n := sum(r.verdict == v for r in self.rows))]
         text = ", ".join(parts)
         if not self.regressions:
-            return f"{text}; no regression beyond {_fraction_text(self.threshold)}"
+            unchecked = sum(row.verdict == ONLY_IN_BASE for row in self.rows)
+            scope = f" in the cells both runs measured ({unchecked} not checked)" if unchecked else ""
+            return f"{text}; no regression beyond {_fraction_text(self.threshold)}{scope}"
         regressed = "; ".join(f"{printable(row.subject)} {row.change_text}" for row in self.regressions)
         return f"{text}; regressed: {regressed}"
 
@@ -337,8 +343,9 @@ def compare_runs(
     A time regresses when the new samples are significantly slower (Mann-Whitney p below
     ``1 - confidence``) and the bootstrap interval of the ratio of medians lies wholly above
     ``1 + threshold``; an instruction count regresses when it grew beyond the threshold. Runs of other
-    workloads or machines are refused (``exit_code`` 2) unless ``force``. Raises ``CompareError`` for
-    malformed data.
+    workloads or machines, and a new run that lacks some of the base run's cells (a ``-k`` selection, a
+    strategy that crashed, a level left out), are refused (``exit_code`` 2) unless ``force``; runs with no
+    cell in common are refused even then. Raises ``CompareError`` for malformed data.
     """
     if threshold < 0:
         raise CompareError(f"threshold must be >= 0, got {threshold!r}")
@@ -350,6 +357,14 @@ def compare_runs(
     if outcome.refused:
         return outcome
     base_cells, new_cells = _cells(base_block, "base"), _cells(new_block, "new")
+    if not base_cells.keys() & new_cells.keys():
+        reason = _nothing_in_common(len(base_cells), len(new_cells))
+        return Comparison((), (), tuple(notes), (reason,), threshold, confidence, force, nothing_in_common=True)
+    missing = [cell.label for key, cell in base_cells.items() if key not in new_cells]
+    if missing:
+        refusals = [*refusals, _missing(missing, len(base_cells))]
+        if not force:
+            return Comparison((), (), tuple(notes), tuple(refusals), threshold, confidence)
     if refusals:
         notes = [*(f"compared although {reason}" for reason in refusals), *notes]
     return Comparison(
@@ -372,6 +387,26 @@ def _block(run: Mapping[str, Any], side: str) -> Mapping[str, Any]:
     if not isinstance(block, Mapping) or not isinstance(block.get("cells"), list):
         raise CompareError(f"{side}: not a ZeroSite benchmark run (no 'zerosite' block with cells)")
     return block
+
+
+def _nothing_in_common(base: int, new: int) -> str:
+    """Why runs with no cell in common cannot be compared, ``--force`` or not."""
+    if not new:
+        return "the new run has no cells (a run that crashed or measured nothing): nothing to compare"
+    if not base:
+        return "the base run has no cells: nothing to compare"
+    return f"the runs have no cell in common ({base} in base, {new} in new): nothing to compare"
+
+
+def _missing(labels: Sequence[str], total: int, shown: int = 3) -> str:
+    """Why a new run that lacks some of the base run's cells is refused: those cells would go unchecked, and
+    a gate that passed them would say 'no regression' of code it never ran (pyperf's compare_to only lists
+    them, but it is no gate)."""
+    named = ", ".join(labels[:shown]) + (f" and {len(labels) - shown} more" if len(labels) > shown else "")
+    return (
+        f"the new run lacks {len(labels)} of the base run's {total} cells ({named}), so they cannot be checked: "
+        "measure the same selection: no -k, every level and strategy run to the end"
+    )
 
 
 def _check_comparable(base: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list[str], list[str]]:
