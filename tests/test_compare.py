@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
+import re
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from zerosite.benchmarking.compare import (
     load_run,
     parse_threshold,
 )
+from zerosite.benchmarking.compare_service import ServiceFigures, p95_ratio_interval
 from zerosite.benchmarking.fingerprint import (
     cpu_model,
     differences,
@@ -31,7 +34,7 @@ from zerosite.benchmarking.fingerprint import (
     refusals,
     workload_fingerprint,
 )
-from zerosite.benchmarking.stats import mann_whitney_u, speedup_change_ci
+from zerosite.benchmarking.stats import Interval, mann_whitney_u, speedup_change_ci
 from zerosite.cli import main
 
 MODULES = ("M2", "M3")
@@ -153,6 +156,49 @@ MACHINE: dict[str, object] = {
     "system": "Linux",
     "arch": "x86_64",
 }
+
+
+USERS = (50, 100, 200)
+SERVICE_50 = "service/strategy=process-workers=2-users=50"
+
+
+def with_service(
+    run: dict[str, Any],
+    *,
+    p95_scale: Mapping[int, float] | None = None,
+    errors: Mapping[int, int] | None = None,
+    busy: Sequence[int] = (),
+    server_cpu_percent: float = 20.0,
+) -> dict[str, Any]:
+    """``run`` with a service level as the harness records it: the process server with 2 workers at 50, 100
+    and 200 users, each point's p95 with its bootstrap interval (-18 %, +12 %), 80 requests per 50 users;
+    ``p95_scale`` multiplies the p95 and its interval at the users it names, ``errors`` sets failed requests,
+    ``busy`` marks the machine busy."""
+    p95_scale, errors = p95_scale or {}, errors or {}
+    points = []
+    for users in USERS:
+        p95 = (12.0 + users / 25) * p95_scale.get(users, 1.0)
+        requests, failed = 80 * users // 50, errors.get(users, 0)
+        points.append(
+            {
+                "level": "service",
+                "strategy": "process",
+                "workers": 2,
+                "users": users,
+                "requests": requests,
+                "p95_ms": round(p95, 3),
+                "p95_ci_ms": [round(p95 * 0.82, 3), round(p95 * 1.12, 3)],
+                "errors": failed,
+                "error_percent": round(100 * failed / requests, 4),
+                "server_cpu_percent": server_cpu_percent,
+                "server_processes": 5,
+                "generator_cpu_percent": 4.0,
+                "busy": users in busy,
+            }
+        )
+    run["zerosite"]["service"] = {"points": points, "sweeps": []}
+    run["zerosite"]["machine"] = {"usable_cpus": MACHINE["usable_cpus"]}
+    return run
 
 
 def verdicts(comparison: Any) -> dict[str, str]:
@@ -583,6 +629,152 @@ def test_different_modes_are_refused() -> None:
     comparison = compare_runs(make_run(1), make_run(1, mode="instructions"))
     assert comparison.exit_code == EXIT_INCOMPARABLE
     assert "workload.mode: time -> instructions" in comparison.refusals
+
+
+# -- the service level -----------------------------------------------------------------------
+
+
+def test_the_service_level_compared_with_itself_is_unchanged() -> None:
+    comparison = compare_runs(with_service(make_run(1)), with_service(make_run(2)))
+    assert comparison.exit_code == EXIT_OK
+    service = {row.key: row for row in comparison.rows if row.key.startswith("service/")}
+    assert set(service) == {
+        f"service/strategy=process-workers=2-users={u}/{m}" for u in USERS for m in ("p95", "errors")
+    }
+    assert {row.verdict for row in service.values()} == {"unchanged"}
+    assert "service process\N{MULTIPLICATION SIGN}2 200 users p95" in comparison.render()
+
+
+def test_a_slower_service_with_every_request_failing_regresses() -> None:
+    """The audit's repro: p95 20 times as long and 100 % errors passed as '65 unchanged; no regression' (audit 2)."""
+    slow = with_service(make_run(2), p95_scale=dict.fromkeys(USERS, 20.0), errors={u: 80 * u // 50 for u in USERS})
+    comparison = compare_runs(with_service(make_run(1)), slow)
+    assert comparison.exit_code == EXIT_REGRESSED
+    assert [row.key for row in comparison.regressions] == [
+        f"service/strategy=process-workers=2-users={u}/{m}" for u in USERS for m in ("p95", "errors")
+    ]
+    p95 = comparison.regressions[0]
+    assert p95.ratio == pytest.approx(20)
+    assert p95.interval is not None and 1.1 < p95.interval.low < 20 < p95.interval.high
+    summary = comparison.summary()
+    assert "service process\N{MULTIPLICATION SIGN}2, 50 users, p95 latency +1900% [" in summary
+    assert "service process\N{MULTIPLICATION SIGN}2, 50 users, error rate +100 pts (0% -> 100%)" in summary
+
+
+@pytest.mark.parametrize(
+    ("scale", "verdict", "detail"),
+    [
+        (1.05, "unchanged", ""),  # well within either run's interval
+        (1.5, "slower", ""),
+        (0.6, "faster", ""),
+    ],
+)
+def test_the_p95_is_judged_by_its_intervals_and_the_threshold(scale: float, verdict: str, detail: str) -> None:
+    comparison = compare_runs(with_service(make_run(1)), with_service(make_run(2), p95_scale={100: scale}))
+    row = next(r for r in comparison.rows if r.key == "service/strategy=process-workers=2-users=100/p95")
+    assert (row.verdict, row.detail) == (verdict, detail)
+    assert comparison.exit_code == (EXIT_REGRESSED if verdict == "slower" else EXIT_OK)
+
+
+def test_a_p95_significantly_slower_within_the_threshold_is_unchanged() -> None:
+    base, new = with_service(make_run(1)), with_service(make_run(2), p95_scale={100: 1.5})
+    row = next(r for r in compare_runs(base, new, threshold=1.0).rows if r.key.endswith("users=100/p95"))
+    assert (row.verdict, row.detail) == ("unchanged", "slower within threshold")
+
+
+@pytest.mark.parametrize(
+    ("why", "settings"),
+    [
+        ("measured while the machine was busy", {"busy": (100,)}),
+        ("the server ran at its CPU capacity", {"server_cpu_percent": 185.0}),  # 2 cores, 4 % for the generator
+    ],
+)
+def test_a_slower_p95_of_an_unsteady_server_is_inconclusive(why: str, settings: dict[str, Any]) -> None:
+    """As the run's own verdicts: a busy machine, or a server at its CPU capacity, whose latency is bistable."""
+    slower = with_service(make_run(2), p95_scale={100: 1.5}, **settings)
+    comparison = compare_runs(with_service(make_run(1)), slower)
+    row = next(r for r in comparison.rows if r.key.endswith("users=100/p95"))
+    assert row.verdict == "inconclusive"
+    assert row.detail.startswith(f"slower, but {why}")
+    assert comparison.exit_code == EXIT_OK
+    servers = ", or a server at its CPU capacity" if "capacity" in why else ""
+    assert f"1 inconclusive (changed, but measured while the machine was busy{servers}: rerun" in comparison.summary()
+
+
+def test_any_rise_of_the_error_rate_regresses_whatever_the_threshold() -> None:
+    """Errors are counted, and the run's target allows none: one failed request of 160 more is a regression."""
+    base = with_service(make_run(1), errors={200: 2})
+    comparison = compare_runs(base, with_service(make_run(2), errors={100: 1, 200: 1}), threshold=10.0)
+    found = {row.key: row for row in comparison.rows if row.measure == "error rate"}
+    assert found[f"{SERVICE_50}/errors"].verdict == "unchanged"
+    rose = found["service/strategy=process-workers=2-users=100/errors"]
+    assert (rose.verdict, rose.base, rose.new) == ("slower", 0.0, pytest.approx(100 / 160))
+    assert found["service/strategy=process-workers=2-users=200/errors"].verdict == "faster"
+    assert comparison.exit_code == EXIT_REGRESSED
+    assert comparison.summary().endswith("error rate +0.625 pts (0% -> 0.625%)")
+
+
+def test_a_new_run_without_the_service_level_is_refused_unless_forced() -> None:
+    """A run with -k 'not service' must not pass the gate unchecked (audits 1 and 2)."""
+    base, new = with_service(make_run(1)), make_run(2)
+    refused = compare_runs(base, new)
+    assert refused.exit_code == EXIT_INCOMPARABLE
+    assert "the new run lacks 3 of the base run's 27 cells (service process\N{MULTIPLICATION SIGN}2 50 users," in (
+        refused.summary()
+    )
+    forced = compare_runs(base, new, force=True)
+    assert forced.exit_code == EXIT_OK
+    assert verdicts(forced)[SERVICE_50] == "only in base"
+
+
+def test_a_service_level_only_in_the_new_run_is_listed() -> None:
+    comparison = compare_runs(make_run(1), with_service(make_run(2)))
+    assert comparison.exit_code == EXIT_OK
+    assert verdicts(comparison)[SERVICE_50] == "only in new"
+    assert "3 only in new" in comparison.summary()
+
+
+def test_a_service_point_without_requests_measured_nothing() -> None:
+    new = with_service(make_run(2))
+    new["zerosite"]["service"]["points"][0] |= {"requests": 0, "errors": 0, "p95_ms": float("nan")}
+    refused = compare_runs(with_service(make_run(1)), new)
+    assert refused.exit_code == EXIT_INCOMPARABLE
+    assert "lacks 1 of the base run's 27 cells (service process\N{MULTIPLICATION SIGN}2 50 users)" in refused.summary()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"p95_ms": -1.0}, "service point 0: latencies must be positive"),
+        ({"errors": 90}, "service point 0: 90 errors of 80 requests"),
+        ({"users": "many"}, "service point 0: users must be a count"),
+        ({"p95_ci_ms": [1.0]}, "service point 0: p95_ci_ms must be [low, high]"),
+    ],
+)
+def test_malformed_service_points_raise_compare_error(change: dict[str, Any], message: str) -> None:
+    new = with_service(make_run(2))
+    new["zerosite"]["service"]["points"][0] |= change
+    with pytest.raises(CompareError, match=re.escape(f"new {message}")):
+        compare_runs(with_service(make_run(1)), new)
+
+
+def test_p95_ratio_interval_combines_both_runs_intervals() -> None:
+    """MOVER on the log scale: two equal intervals of ±h (in logs) give a ratio's interval of ±h·√2 around 1."""
+    half = math.log(1.2)
+    point = ServiceFigures("process", 2, 50, 80, 0, 10.0, Interval(10 / 1.2, 12.0))
+    interval = p95_ratio_interval(point, point)
+    assert interval is not None
+    assert math.log(interval.high) == pytest.approx(half * math.sqrt(2))
+    assert math.log(interval.low) == pytest.approx(-half * math.sqrt(2))
+    assert p95_ratio_interval(point, ServiceFigures("process", 2, 50, 80, 0, 10.0, None)) is None
+
+
+def test_cli_fails_a_slower_service(tmp_path: Path) -> None:
+    base = _write(tmp_path, "base.json", with_service(make_run(1)))
+    slow = _write(tmp_path, "slow.json", with_service(make_run(2), p95_scale={50: 20.0}))
+    result = CliRunner().invoke(main, ["compare", base, slow])
+    assert result.exit_code == 1, result.output
+    assert "regressed: service process\N{MULTIPLICATION SIGN}2, 50 users, p95 latency +1900%" in result.output
 
 
 # -- instruction counts ----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Compare two benchmark runs cell by cell: times with a significance test, speedups as ratios, instructions exactly."""
+"""Compare two benchmark runs cell by cell: times with a significance test, speedups as ratios, instructions exactly,
+the service level's p95 latency by its intervals and its error rate as counted."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from zerosite.benchmarking import fingerprint
 from zerosite.benchmarking.cells import BARE, BASELINE, TIMES
+from zerosite.benchmarking.compare_service import CAPACITY, ServiceFigures, p95_ratio_interval, service_figures
 from zerosite.benchmarking.stats import Interval, mann_whitney_u, ratio_ci, speedup_change_ci
 from zerosite.project import printable
 
@@ -39,6 +41,11 @@ INCONCLUSIVE = "inconclusive"
 """A change that may be the machine's: either run took the cell's samples while the machine was busy."""
 ONLY_IN_BASE = "only in base"
 ONLY_IN_NEW = "only in new"
+
+P95 = "p95 latency"
+"""The measure of a service point's latency row (``CellChange.measure``)."""
+ERROR_RATE = "error rate"
+"""The measure of a service point's error row: percent of requests that failed, counted."""
 
 MAX_THRESHOLD = 10.0
 """The highest ``--fail-threshold``, 1000 %: a cell more than eleven times as slow still fails the check."""
@@ -109,7 +116,8 @@ class _Cell:
 
 @dataclass(frozen=True)
 class CellChange:
-    """How one cell's time (or instruction count) changed from the base run to the new one.
+    """How one cell's time (or instruction count), or a service point's p95 latency or error rate, changed from
+    the base run to the new one.
 
     ``interval`` is the confidence interval of ``new / base`` (None for exact counts and one-sided rows);
     ``detail`` refines an ``unchanged`` verdict, e.g. ``slower within threshold``. ``machine`` is how much
@@ -138,13 +146,20 @@ class CellChange:
         return self.new / self.base / _machine_factor(self.machine)
 
     @property
-    def change_text(self) -> str:
-        """``+31% [+27%, +35%]`` (the interval left out where there is none)."""
+    def change(self) -> str:
+        """``+31%``; for an error rate, percentage points (``+2.5 pts``): from no errors there is no ratio."""
+        if self.measure == ERROR_RATE and self.base is not None and self.new is not None:
+            return f"{self.new - self.base:+.3g} pts"
         ratio = self.ratio
-        if ratio is None:
-            return ""
+        return "" if ratio is None else _percent(ratio)
+
+    @property
+    def change_text(self) -> str:
+        """``+31% [+27%, +35%]`` (the interval left out where there is none); ``+50 pts (0% -> 50%)``."""
+        if self.measure == ERROR_RATE and self.base is not None and self.new is not None:
+            return f"{self.change} ({_quantity(self.base, '%')} -> {_quantity(self.new, '%')})"
         interval = "" if self.interval is None else f" {_interval_text(self.interval)}"
-        return f"{_percent(ratio)}{interval}"
+        return f"{self.change}{interval}" if self.change else ""
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready."""
@@ -241,9 +256,11 @@ class Comparison:
         counts = {v: sum(row.verdict == v for row in self.rows) for v in (FASTER, SLOWER, UNCHANGED, INCONCLUSIVE)}
         parts = [f"{counts[FASTER]} faster, {counts[SLOWER]} slower, {counts[UNCHANGED]} unchanged"]
         if counts[INCONCLUSIVE]:
+            servers = any(CAPACITY in row.detail for row in self.rows if row.verdict == INCONCLUSIVE)
             parts.append(
-                f"{counts[INCONCLUSIVE]} inconclusive (changed, but measured while the machine was busy: rerun on a "
-                "quiet machine, or count instructions)"
+                f"{counts[INCONCLUSIVE]} inconclusive (changed, but measured while the machine was busy"
+                f"{', or a server at its CPU capacity' if servers else ''}: rerun on a quiet machine, or count "
+                "instructions)"
             )
         parts += [f"{n} {v}" for v in (ONLY_IN_BASE, ONLY_IN_NEW) if (n := sum(r.verdict == v for r in self.rows))]
         text = ", ".join(parts)
@@ -357,18 +374,23 @@ def compare_runs(
     if outcome.refused:
         return outcome
     base_cells, new_cells = _cells(base_block, "base"), _cells(new_block, "new")
-    if not base_cells.keys() & new_cells.keys():
-        reason = _nothing_in_common(len(base_cells), len(new_cells))
+    base_points, new_points = _service(base_block, "base"), _service(new_block, "new")
+    base_labels, new_labels = _labels(base_cells, base_points), _labels(new_cells, new_points)
+    if not base_labels.keys() & new_labels.keys():
+        reason = _nothing_in_common(len(base_labels), len(new_labels))
         return Comparison((), (), tuple(notes), (reason,), threshold, confidence, force, nothing_in_common=True)
-    missing = [cell.label for key, cell in base_cells.items() if key not in new_cells]
+    missing = [label for key, label in base_labels.items() if key not in new_labels]
     if missing:
-        refusals = [*refusals, _missing(missing, len(base_cells))]
+        refusals = [*refusals, _missing(missing, len(base_labels))]
         if not force:
             return Comparison((), (), tuple(notes), tuple(refusals), threshold, confidence)
     if refusals:
         notes = [*(f"compared although {reason}" for reason in refusals), *notes]
     return Comparison(
-        rows=tuple(_rows(base_cells, new_cells, threshold, confidence)),
+        rows=(
+            *_rows(base_cells, new_cells, threshold, confidence),
+            *_service_rows(base_points, new_points, threshold),
+        ),
         speedups=tuple(_speedups(base_cells, new_cells, threshold, confidence)),
         notes=tuple(notes),
         refusals=tuple(refusals),
@@ -434,6 +456,19 @@ def _cells(block: Mapping[str, Any], side: str) -> dict[str, _Cell]:
             raise CompareError(f"{side}: cell {cell.key} appears twice")
         cells[cell.key] = cell
     return cells
+
+
+def _labels(cells: Mapping[str, _Cell], points: Mapping[str, ServiceFigures]) -> dict[str, str]:
+    """What a run measured, cells and service points alike, by key: the label of each."""
+    return {key: item.label for items in (cells, points) for key, item in items.items()}
+
+
+def _service(block: Mapping[str, Any], side: str) -> dict[str, ServiceFigures]:
+    """The run's service points by key, checked (none when it has no service level)."""
+    try:
+        return service_figures(block, side)
+    except ValueError as error:
+        raise CompareError(str(error)) from None
 
 
 def _cell(raw: object, where: str) -> _Cell:
@@ -523,7 +558,7 @@ def _compare_times(base: _Cell, new: _Cell, threshold: float, confidence: float)
     # Tested against the machine's share that most favours "unchanged".
     share = heaviest if interval.low > 1 else lightest if interval.high < 1 else math.sqrt(lightest * heaviest)
     p_value = mann_whitney_u(base.samples, [sample / share for sample in new.samples]).p_value
-    verdict, detail = _time_verdict(interval, p_value, threshold, confidence)
+    verdict, detail = _time_verdict(interval, p_value < 1 - confidence, threshold)
     if verdict in (SLOWER, FASTER) and (base.noisy or new.noisy):
         # A machine busy with other work slows every cell: that is no verdict on the code.
         verdict, detail = INCONCLUSIVE, f"{verdict}, but measured while the machine was busy"
@@ -545,9 +580,9 @@ def _machine_factor(machine: float | None) -> float:
     return 1.0 if machine is None else machine ** ((MACHINE_SHARE.low + MACHINE_SHARE.high) / 2)
 
 
-def _time_verdict(interval: Interval, p_value: float, threshold: float, confidence: float) -> tuple[str, str]:
+def _time_verdict(interval: Interval, significant: bool, threshold: float) -> tuple[str, str]:
     """Slower only when significant and the whole interval lies beyond the threshold; faster likewise."""
-    if p_value >= 1 - confidence:
+    if not significant:
         return UNCHANGED, ""
     if interval.low > 1:
         if interval.low > 1 + threshold:
@@ -576,6 +611,68 @@ def _compare_instructions(base: _Cell, new: _Cell, threshold: float) -> CellChan
     elif ratio < 1:
         verdict, detail = (FASTER, "") if ratio < 1 - threshold else (UNCHANGED, "faster within threshold")
     return _two_sided(base, base.instructions, new.instructions, measure="instructions", verdict=verdict, detail=detail)
+
+
+def _service_rows(
+    base: Mapping[str, ServiceFigures], new: Mapping[str, ServiceFigures], threshold: float
+) -> list[CellChange]:
+    """Two rows per service point both runs measured (p95 latency, error rate), one per point only one did."""
+    rows = []
+    for key, point in base.items():
+        other = new.get(key)
+        rows += [_one_sided_point(point, ONLY_IN_BASE)] if other is None else _compare_points(point, other, threshold)
+    rows += [_one_sided_point(point, ONLY_IN_NEW) for key, point in new.items() if key not in base]
+    return rows
+
+
+def _one_sided_point(point: ServiceFigures, verdict: str) -> CellChange:
+    base, new = (point.p95_ms, None) if verdict == ONLY_IN_BASE else (None, point.p95_ms)
+    return CellChange(point.key, point.label, point.subject, P95, "ms", base, new, None, None, verdict)
+
+
+def _compare_points(base: ServiceFigures, new: ServiceFigures, threshold: float) -> list[CellChange]:
+    """The p95 by the interval of its ratio, significant where the interval leaves out 1 and a regression
+    only beyond the threshold, as a cell's time; inconclusive where either run's latency was unsteady. The
+    error rate is counted, as the run's own verdict counts it: any rise is a regression, whatever the
+    threshold (a share of failed requests has no ratio from none, and the target allows none)."""
+    interval = p95_ratio_interval(base, new)
+    if interval is None:
+        verdict, detail = UNCHANGED, "no interval to test"
+    else:
+        verdict, detail = _time_verdict(interval, interval.low > 1 or interval.high < 1, threshold)
+    unsteady = base.unsteady or new.unsteady
+    if verdict in (SLOWER, FASTER) and unsteady:
+        verdict, detail = INCONCLUSIVE, f"{verdict}, but {unsteady}"
+    latency = CellChange(
+        f"{base.key}/p95",
+        f"{base.label} p95",
+        f"{base.subject}, p95 latency",
+        P95,
+        "ms",
+        base.p95_ms,
+        new.p95_ms,
+        interval,
+        None,
+        verdict,
+        detail,
+    )
+    rise = new.error_percent - base.error_percent
+    errors = SLOWER if rise > 0 else FASTER if rise < 0 else UNCHANGED
+    return [
+        latency,
+        CellChange(
+            f"{base.key}/errors",
+            f"{base.label} errors",
+            f"{base.subject}, error rate",
+            ERROR_RATE,
+            "%",
+            base.error_percent,
+            new.error_percent,
+            None,
+            None,
+            errors,
+        ),
+    ]
 
 
 def _two_sided(
@@ -652,7 +749,7 @@ def _cell_table(rows: Sequence[CellChange], confidence: float) -> str:
             row.label,
             _quantity(row.base, row.unit),
             _quantity(row.new, row.unit),
-            "" if row.ratio is None else _percent(row.ratio),
+            row.change,
             _interval_cell(row),
             "-" if row.p_value is None else "<0.001" if row.p_value < 0.001 else f"{row.p_value:.3f}",
             row.detail if row.verdict == UNCHANGED and row.detail else row.verdict,
@@ -700,6 +797,8 @@ def _columns(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequen
 def _interval_cell(row: CellChange) -> str:
     if row.interval is not None:
         return _interval_text(row.interval)
+    if row.measure == ERROR_RATE and row.base is not None and row.new is not None:
+        return "counted"
     return "exact" if row.measure == "instructions" and row.ratio is not None else "-"
 
 
@@ -720,9 +819,11 @@ def _interval_text(interval: Interval) -> str:
 
 
 def _quantity(value: float | None, unit: str) -> str:
-    """Three significant figures with the unit: ``12.3 ms``, ``31.9 M instr``; ``-`` for none."""
+    """Three significant figures with the unit: ``12.3 ms``, ``31.9 M instr``, ``2.5%``; ``-`` for none."""
     if value is None:
         return "-"
+    if unit == "%":
+        return f"{value:.3g}%"
     if unit == "instructions":
         for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
             if abs(value) >= factor:
