@@ -430,6 +430,14 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     )
 
 
+def test_an_unreadable_precision_is_a_usage_error_not_an_internal_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = _run(pytester, "--zerosite-precision", "abc")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--zerosite-precision: threshold 'abc' is not a number*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
 def test_plugin_reports_and_fails_the_session_on_a_missed_target(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_bench="""

@@ -132,12 +132,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _settings(config: pytest.Config) -> MatrixSettings:
-    from zerosite.benchmarking.compare import parse_threshold
+    from zerosite.benchmarking.compare import CompareError, parse_threshold
 
     settings = QUICK if config.getoption("zerosite_quick") else FULL
     try:
         settings = settings.with_rules(precision=parse_threshold(config.getoption("zerosite_precision")))
-    except ValueError as error:
+    except (CompareError, ValueError) as error:  # a threshold it cannot read; a precision the rules refuse
         raise pytest.UsageError(f"--zerosite-precision: {error}") from None
     if (budget := config.getoption("zerosite_budget")) is not None:
         if budget <= 0:
