@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from helpers import projects
 
 from zerosite import hookimpl
-from zerosite.caches import LocalCache, RedisOptions, open_cache
+from zerosite.caches import LocalCache, RedisOptions, open_cache, shown_url
 from zerosite.cli import main
 from zerosite.engine import BatchOptions, generate
 from zerosite.plugins import PluginSettings, get_cache_backends, get_plugin_manager
@@ -376,3 +376,46 @@ def test_the_command_line_lists_caches_and_refuses_an_unknown_one(tmp_path: Path
     assert not (tmp_path / "index.sqlite").exists()
     hidden = runner.invoke(main, ["generate", "--sample", "1", "--out", str(tmp_path), "--cache", "mc://:hunter2@h:1"])
     assert hidden.exit_code == 2 and "'mc://:***@h:1'" in hidden.output and "hunter2" not in hidden.output
+
+
+SECRET = "s3cr#t?/@x"
+"""A password holding what a URL parser splits at (``#``, ``?``, ``/``) and an ``@``."""
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:hunter2@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("redis://user:hunter2@host:6379/0?ttl=5", "redis://user:***@host:6379/0?ttl=5"),
+        ("redis://:p@ss@host/0", "redis://:***@host/0"),  # the last '@' ends the password
+        ("redis://:p#w?d@127.0.0.1:6393/0", "redis://***@127.0.0.1:6393/0"),
+        ("redis://:pa?ss3cret@127.0.0.1:6399/0", "redis://***@127.0.0.1:6399/0"),
+        ("redis://:pa/ss@host/0", "redis://***@host/0"),
+        (f"redis://:{SECRET}@[::1/0", "redis://***@[::1/0"),
+        ("local://u:s3cret@x", "local://u:***@x"),
+        ("mc:u:s3cret@h", "mc:u:***@h"),
+        ("redis://user@host/0", "redis://user@host/0"),  # a user name alone is no secret
+        ("redis://host:6379/0?prefix=a", "redis://host:6379/0?prefix=a"),
+        ("local", "local"),
+    ],
+)
+def test_a_cache_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
+
+
+def test_redis_options_from_the_url_query_take_what_their_messages_say() -> None:
+    assert RedisOptions.from_query("max_bytes=1TiB").max_bytes == 1 << 40
+    assert RedisOptions.from_query("max_bytes=1tb").max_bytes == 10**12
+    with pytest.raises(CacheError, match="from 1KiB to 1TiB, got '2TiB'"):
+        RedisOptions.from_query("max_bytes=2TiB")
+    for query in ("ttl=²", "ttl=٣", "max_bytes=²KiB"):  # str.isdigit and \d take them; int() does not, or should not
+        with pytest.raises(CacheError, match="must be"):
+            RedisOptions.from_query(query)
+
+
+def test_the_local_cache_refuses_an_address_without_showing_its_password(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["generate", "--sample", "1", "--out", str(tmp_path), "--cache", "local://u:s3cret@x"]
+    )
+    assert result.exit_code == 2
+    assert "use 'local', not 'local://u:***@x'" in result.output and "s3cret" not in result.output

@@ -195,3 +195,39 @@ def test_prefixes_keep_caches_apart_and_passwords_are_not_shown(redis_server: Re
     with open_redis(url, tmp_path, warnings) as cache:
         assert isinstance(cache, RedisCache) and cache.url == f"redis://:***@127.0.0.1:{redis_server.port}/0"
     assert len(warnings) == 1 and "redis://:***@" in warnings[0] and "hunter2" not in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://:p#w?d@127.0.0.1:6393/0", "the cache URL 'redis://***@127.0.0.1:6393/0': the part before"),
+        ("redis://:pa?ss3cret@127.0.0.1:6399/0", "percent-encode them in a user name or password (%2F, %3F, %23)"),
+        ("redis://:s3cret@[::1/0", "cannot read the cache URL 'redis://:***@[::1/0': Invalid IPv6 URL"),
+        ("redis://:s3cret\u2100@127.0.0.1:1/0", "netloc '***@127.0.0.1:1' contains invalid characters"),
+        ("redis://127.0.0.1:1/0?ttl=²", "ttl must be whole seconds"),
+        ("redis://127.0.0.1:1/abc", "the database in the cache URL 'redis://127.0.0.1:1/abc' must be a number"),
+        ("redis://127.0.0.1:1/0/1", "must be a number such as 0, got '0/1'"),
+        ("redis://127.0.0.1:99999/0", "Port out of range"),
+    ],
+)
+def test_a_cache_url_that_cannot_be_used_is_one_error_without_its_password(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    result = CliRunner().invoke(main, ["generate", "--sample", "1", "--out", str(tmp_path / "out"), "--cache", url])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.splitlines()) == 1 and result.output.startswith("error: --cache: ")
+    assert message in result.output
+    assert "s3cret" not in result.output and "p#w?d" not in result.output and "ss3cret" not in result.output
+    assert not (tmp_path / "out" / "index.sqlite").exists()
+
+
+@pytest.mark.parametrize("url", ["redis://:p#w?d@127.0.0.1:6393/0", "redis://[::1/0", "redis://127.0.0.1:1/abc"])
+def test_serve_refuses_such_a_cache_url_as_generate_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    uvicorn = pytest.importorskip("uvicorn", reason="zerosite serve needs the serve extra")
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: pytest.fail("served with a cache URL it cannot use"))
+    monkeypatch.setenv("ZEROSITE_CACHE", url)
+    result = CliRunner().invoke(main, ["serve", "--out", str(tmp_path / "out"), "--port", "0"])
+    assert result.exit_code == 2, result.output
+    assert "error: --cache: " in result.output and "p#w?d" not in result.output

@@ -6,8 +6,8 @@ import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from typing import TYPE_CHECKING
+from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 from zerosite import hookimpl
 from zerosite.store import StoreError, WrittenReports
@@ -41,7 +41,7 @@ def open_cache(url: str | None, backends: Mapping[str, CacheBackend], context: C
     :raises CacheError: no backend serves that scheme, or the backend cannot use the URL.
     """
     text = (url or DEFAULT_CACHE).strip()
-    scheme = urlsplit(text).scheme.lower() if ":" in text else text.lower()
+    scheme = text.partition(":")[0].lower()  # read before any parsing: a backend parses its own URLs
     backend = backends.get(scheme)
     if backend is None:
         known = ", ".join(sorted(backends)) or "none"
@@ -50,25 +50,60 @@ def open_cache(url: str | None, backends: Mapping[str, CacheBackend], context: C
 
 
 def shown_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, fit to print."""
+    """``url`` fit to print, its password ``***``: the one way every message and counter shows a cache URL.
+
+    The user information is found without a URL parser: it is everything between ``//`` and the URL's last ``@``
+    (a password may hold ``@``). A parser ends it at the first ``/``, ``?`` or ``#``, so a password holding one
+    of them came out as host, port, path or query, in clear. The user name (up to the first ``:``) is kept;
+    where the user information holds ``/``, ``?`` or ``#`` (it cannot be told from a path or query then), all
+    of it is hidden.
+    """
+    found = _userinfo(url)
+    if found is None:
+        return url
+    head, userinfo, tail = found
+    if _UNSAFE_IN_USERINFO.search(userinfo):
+        return f"{head}***{tail}"
+    user, colon, _ = userinfo.partition(":")
+    return f"{head}{user}:***{tail}" if colon else url
+
+
+_UNSAFE_IN_USERINFO = re.compile(r"[/?#]")
+"""Characters a user name or password must percent-encode: a URL parser ends the user information at them."""
+
+
+def _userinfo(url: str) -> tuple[str, str, str] | None:
+    """``url`` cut into what precedes its user information (``scheme://``), the user information, and the rest
+    from its last ``@`` on; None without ``scheme:`` and an ``@`` after it."""
+    scheme, colon, after = url.partition(":")
+    if not colon or "@" not in after:
+        return None
+    start = len(scheme) + 1 + (2 if after.startswith("//") else 0)
+    end = url.rindex("@")
+    return url[:start], url[start:end], url[end:]
+
+
+def _split_url(url: str) -> SplitResult:
+    """``url`` split into its parts, its port read; else a :class:`CacheError` naming what cannot be read."""
+    found = _userinfo(url)
+    if found is not None and _UNSAFE_IN_USERINFO.search(found[1]):
+        raise CacheError(
+            f"cannot read the cache URL {shown_url(url)!r}: the part before its last '@' holds '/', '?' or '#': "
+            "percent-encode them in a user name or password (%2F, %3F, %23), or an '@' in the path or options (%40)"
+        )
     try:
         parts = urlsplit(url)
-    except ValueError:
-        return "<an unparsable URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if _port(parts) is not None else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+        parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+    except ValueError as error:
+        raise CacheError(f"cannot read the cache URL {shown_url(url)!r}: {_scrubbed(str(error), url)}") from None
+    return parts
 
 
-def _port(parts: Any) -> int | None:
-    try:
-        port: int | None = parts.port
-    except ValueError:
-        return None
-    return port
+def _scrubbed(message: str, url: str) -> str:
+    """A library's ``message`` about ``url`` with the URL's user information ``***``: parsers quote what they
+    refuse (urllib a whole host and user information that NFKC normalization changes)."""
+    found = _userinfo(url)
+    return message.replace(found[1], "***") if found is not None and found[1] else message
 
 
 # -- local: the report store is the cache ----------------------------------------------------------------------
@@ -100,14 +135,19 @@ class LocalCache(ReportCache):
 
 def _open_local(url: str, context: CacheContext) -> ReportCache:
     if url.lower() not in {"local", "local:", "local://"}:
-        raise CacheError(f"the local cache takes no address or options: use 'local', not {url!r}")
+        raise CacheError(f"the local cache takes no address or options: use 'local', not {shown_url(url)!r}")
     return LocalCache(context)
 
 
 # -- redis --------------------------------------------------------------------------------------------------------
 
-_SIZE = re.compile(r"(\d+)([kKmMgG]i?[bB]?|[bB])?")
-_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30}
+_SIZE = re.compile(r"([0-9]+)([kKmMgGtT]i?[bB]?|[bB])?")
+_SIZE_UNITS = {
+    **{"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12},
+    **{"ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40},
+}
+_MAX_BYTES_RANGE = (1 << 10, 1 << 40)
+"""``max_bytes`` from 1KiB to 1TiB."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +175,7 @@ class RedisOptions:
             given[name] = value
         options = cls()
         ttl = given.get("ttl", str(options.ttl))
-        if not ttl.isdigit() or int(ttl) > 10 * 365 * 86_400:
+        if not _is_whole(ttl) or int(ttl) > 10 * 365 * 86_400:
             raise CacheError(f"ttl must be whole seconds from 0 (no expiry) to ten years, got {ttl!r}")
         max_bytes = _size(given.get("max_bytes", str(options.max_bytes)))
         timeout = given.get("timeout", str(options.timeout))
@@ -155,11 +195,16 @@ def _size(text: str) -> int:
     match = _SIZE.fullmatch(text.strip())
     unit = (match[2] or "").lower().removesuffix("b") if match else ""
     if match is None or unit not in _SIZE_UNITS:
-        raise CacheError(f"max_bytes must be a size such as 268435456, 256MiB or 500MB, got {text!r}")
+        raise CacheError(f"max_bytes must be a size such as 268435456, 256MiB, 500MB or 1TiB, got {text!r}")
     size = int(match[1]) * _SIZE_UNITS[unit]
-    if not 1024 <= size <= 1 << 40:
+    if not _MAX_BYTES_RANGE[0] <= size <= _MAX_BYTES_RANGE[1]:
         raise CacheError(f"max_bytes must be from 1KiB to 1TiB, got {text!r}")
     return size
+
+
+def _is_whole(text: str) -> bool:
+    """``text`` is a whole number in ASCII digits (``str.isdigit`` also takes ``²``, which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 # Store one entry and evict the oldest entries while the cache holds more than max_bytes; atomic (one script).
@@ -274,10 +319,12 @@ def _open_redis(url: str, context: CacheContext) -> ReportCache:
         from redis.retry import Retry
     except ImportError:
         raise CacheError("the redis cache needs redis-py: pip install 'zerosite[redis]'") from None
-    try:
-        parts = urlsplit(url)
-    except ValueError as error:
-        raise CacheError(f"cannot read the cache URL {shown_url(url)!r}: {error}") from None
+    parts = _split_url(url)
+    database = parts.path.removeprefix("/")
+    if database and not _is_whole(database):  # redis-py would quietly use database 0
+        raise CacheError(
+            f"the database in the cache URL {shown_url(url)!r} must be a number such as 0, got {database!r}"
+        )
     options = RedisOptions.from_query(parts.query)
     try:
         client = redis.Redis.from_url(
@@ -288,7 +335,7 @@ def _open_redis(url: str, context: CacheContext) -> ReportCache:
             health_check_interval=0,
         )
     except (ValueError, TypeError) as error:
-        raise CacheError(f"cannot use the cache URL {shown_url(url)!r}: {error}") from None
+        raise CacheError(f"cannot use the cache URL {shown_url(url)!r}: {_scrubbed(str(error), url)}") from None
     cache = RedisCache(url, options, client, context.warn)
     try:
         client.ping()
