@@ -290,3 +290,52 @@ def test_profile_writes_a_profile_per_strategy(cli: CliRunner, tmp_path: Path) -
         ["sequential-workers=1-scenario=cpu.prof"],
     )  # the cProfile fallback where py-spy may not attach
     assert cli.invoke(main, ["profile", "--strategy", "nope", "--out", str(tmp_path)]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "spec", ["process:0", "process:abc", "process:-1", "process:", "process:1x", "process:²", ":2"]
+)
+def test_profile_refuses_a_strategy_spec_it_cannot_run(cli: CliRunner, tmp_path: Path, spec: str) -> None:
+    result = cli.invoke(main, ["profile", "--strategy", spec, "--scenario", "cpu", "--out", str(tmp_path / "p")])
+    assert result.exit_code == 2
+    assert f"Invalid value for '--strategy' / '-s': {spec!r}" in result.output
+    assert not (tmp_path / "p").exists()
+
+
+def test_profile_fails_with_the_profiled_runs_own_error(cli: CliRunner, tmp_path: Path) -> None:
+    command = ["profile", "-s", "sequential", "--scenario", "cpu", "--sample", "2", "--out", str(tmp_path / "p")]
+    result = cli.invoke(main, command, env={"ZEROSITE_CACHE": "ftp://x"})  # the profiled generate reads it too
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-2:] == [
+        "error: profiling sequential-workers=1-scenario=cpu: the profiled `zerosite generate` failed; its standard "
+        "error:",
+        "  error: --cache: unknown report cache 'ftp://x': no backend for 'ftp' (known: local, redis, rediss)",
+    ]
+    assert list((tmp_path / "p").iterdir()) == []
+
+
+def test_profile_names_files_after_the_workers_used_and_passes_warnings_on(cli: CliRunner, tmp_path: Path) -> None:
+    from zerosite.cores import capped_workers
+
+    used, why = capped_workers(999)
+    result = cli.invoke(
+        main, ["profile", "-s", "thread:999", "--scenario", "cpu", "--sample", "2", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert {p.name.split(".")[0] for p in tmp_path.iterdir()} == {f"thread-workers={used}-scenario=cpu"}
+    if why is not None:
+        assert f"thread-workers={used}-scenario=cpu: warning: --workers {why}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("out", "why"),
+    [("afile/sub", "Not a directory"), ("/proc/zerosite-test", "No such file or directory")],
+)
+def test_profile_to_a_folder_that_cannot_be_made_is_one_error(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: str, why: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("a file")
+    result = cli.invoke(main, ["profile", "-s", "sequential", "--scenario", "cpu", "--out", out])
+    assert result.exit_code == 2
+    assert result.output == f"error: --out {out}: cannot create it ({why})\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import urllib.request
 import warnings
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 
 from zerosite.benchmarking import profiling
 from zerosite.cli import main
+from zerosite.cores import capped_workers
 
 
 def _fake_program(path: Path, body: str = "exit 0") -> Path:
@@ -131,7 +133,7 @@ def test_profile_command_takes_scenarios_and_latency(tmp_path: Path, monkeypatch
     calls: list[tuple[object, ...]] = []
 
     def record(strategies: object, folder: object, projects: object, **kwargs: object) -> list[profiling.ProfileFile]:
-        calls.append((strategies, projects, kwargs))
+        calls.append((strategies, projects, {k: v for k, v in kwargs.items() if k in ("scenarios", "latency_ms")}))
         return [profiling.ProfileFile("label", tmp_path / "x.svg", "py-spy")]
 
     monkeypatch.setattr(profiling, "profile_strategies", record)
@@ -144,3 +146,81 @@ def test_profile_command_takes_scenarios_and_latency(tmp_path: Path, monkeypatch
     assert calls[-1][2] == {"scenarios": ("cpu", "io", "mixed"), "latency_ms": 20.0}
     bad = CliRunner().invoke(main, [*args, "--scenario", "disk"])
     assert bad.exit_code == 2 and "unknown scenario(s): disk" in bad.output
+
+
+@pytest.fixture(params=["py-spy", "cProfile"])
+def profiler(request: pytest.FixtureRequest, fake_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way a profile is made: py-spy where it can attach, and the cProfile fallback (py-spy not found)."""
+    monkeypatch.chdir(tmp_path)
+    if request.param == "cProfile":
+        nowhere = functools.partial(profiling.find_py_spy, str(fake_venv), str(tmp_path / "empty"))
+        monkeypatch.setattr(profiling, "find_py_spy", nowhere)
+    elif not _py_spy_can_attach():
+        pytest.skip("py-spy is not installed")
+    return str(request.param)
+
+
+def test_a_profiled_run_that_fails_keeps_no_profile_and_says_why(
+    profiler: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """py-spy exits 0 after a program that failed, and cProfile swallows its SystemExit: a profile of a usage
+    error (here the user's own ZEROSITE_CACHE, which the profiled generate reads) was kept as if of a batch."""
+    monkeypatch.setenv("ZEROSITE_CACHE", "ftp://x")
+    folder = tmp_path / "profiles"
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(profiling.ProfileError) as failed:
+        warnings.simplefilter("always")
+        profiling.profile_strategy("sequential", 1, folder, projects=2)
+    if profiler == "py-spy" and caught:
+        pytest.skip(f"py-spy cannot attach here: {caught[0].message}")
+    assert str(failed.value) == "profiling sequential-workers=1-scenario=cpu: the profiled `zerosite generate` failed"
+    assert failed.value.output == [
+        "error: --cache: unknown report cache 'ftp://x': no backend for 'ftp' (known: local, redis, rediss)"
+    ]
+    assert list(folder.iterdir()) == []
+
+
+def test_profiles_are_named_after_the_workers_used_and_the_runs_warnings_relayed(profiler: str, tmp_path: Path) -> None:
+    said: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        files = profiling.profile_strategy("thread", 999, tmp_path / "profiles", projects=2, relay=said.append)
+    if profiler == "py-spy" and caught:
+        pytest.skip(f"py-spy cannot attach here: {caught[0].message}")
+    used = capped_workers(999)[0]
+    assert {f.path.name.split(".")[0] for f in files} == {f"thread-workers={used}-scenario=cpu"}
+    assert sorted(p.name for p in (tmp_path / "profiles").iterdir()) == sorted(f.path.name for f in files)
+    if used < 999:  # said once, though each py-spy format is a run of its own
+        assert [line for line in said if "--workers 999" in line] == [
+            f"thread-workers={used}-scenario=cpu: warning: --workers {capped_workers(999)[1]}"
+        ]
+
+
+def test_a_run_is_read_from_its_summary_among_py_spy_lines() -> None:
+    summary = {"workers": 8, "failed": 0, "failures": []}
+    stdout = f"py-spy> Sampling process 200 times a second.\n\n{json.dumps(summary, indent=2)}\n\npy-spy> Wrote x\n"
+    run = profiling._Run.of(stdout, "warning: one\n\nwarning: two\n")
+    assert (run.summary, run.stderr, run.workers("s")) == (summary, ["warning: one", "warning: two"], 8)
+    with pytest.raises(profiling.ProfileError, match="the profiled `zerosite generate` failed"):
+        profiling._Run.of("py-spy> Sampling\n", "Error: bad").workers("s")
+    failures = [{"project_id": "p1", "module": "M2", "error": "boom"}]
+    failed = profiling._Run.of(json.dumps({"workers": 2, "failed": 1, "failures": failures}), "")
+    with pytest.raises(profiling.ProfileError, match="1 report\\(s\\) of the profiled batch failed") as error:
+        failed.workers("s")
+    assert error.value.output == ["failed: p1/M2: boom"]
+
+
+def test_a_failed_profile_among_several_is_passed_on_and_the_others_still_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fake(strategy: str, workers: int, folder: Path, *args: object, **kwargs: object) -> list[profiling.ProfileFile]:
+        if strategy == "thread":
+            raise profiling.ProfileError(f"profiling {strategy}: failed", ["Error: bad"])
+        return [profiling.ProfileFile(strategy, folder / f"{strategy}.svg", "py-spy")]
+
+    monkeypatch.setattr(profiling, "profile_strategy", fake)
+    failures: list[profiling.ProfileError] = []
+    strategies = [("thread", 2), ("process", 2)]
+    files = profiling.profile_strategies(strategies, tmp_path, scenarios=["cpu"], failed=failures.append)
+    assert [f.label for f in files] == ["process"] and [str(f) for f in failures] == ["profiling thread: failed"]
+    with pytest.warns(RuntimeWarning, match="profiling thread: failed; Error: bad"):  # the benchmark's report goes on
+        assert len(profiling.profile_strategies(strategies, tmp_path, scenarios=["cpu"])) == 1

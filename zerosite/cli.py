@@ -620,14 +620,31 @@ class _ProgressBar:
             self.bar.close()
 
 
+class _StrategySpec(click.types.StringParamType):
+    """``NAME[:WORKERS]`` for ``profile``: a strategy's name and, optionally, its workers, a whole number of at
+    least 1 (``abc``, ``-1`` and ``0`` were taken for the default, or handed to a run that failed on them)."""
+
+    name = "NAME[:WORKERS]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        name, colon, workers = str(value).partition(":")
+        if not name:
+            self.fail(f"{value!r} names no strategy.", param, ctx)
+        if colon and not (workers.isascii() and workers.isdigit() and int(workers) >= 1):
+            self.fail(f"{value!r}: WORKERS must be a whole number of at least 1.", param, ctx)
+        return name, int(workers) if colon else None
+
+
 @main.command()
 @click.option(
     "--strategy",
     "-s",
     "strategies",
     multiple=True,
-    metavar="NAME[:WORKERS]",
-    help="Repeatable. Default: every available strategy, 2 workers (sequential 1).",
+    type=_StrategySpec(),
+    help=f"Repeatable. Default: every available strategy, {DEFAULT_WORKERS} workers (sequential 1).",
 )
 @click.option(
     "--sample",
@@ -655,15 +672,21 @@ class _ProgressBar:
     help="Loopback data-source latency for io (mixed gets a quarter).",
 )
 def profile(
-    strategies: tuple[str, ...], projects: int, out: Path, scenarios: tuple[str, ...], latency_ms: float
+    strategies: tuple[tuple[str, int | None], ...],
+    projects: int,
+    out: Path,
+    scenarios: tuple[str, ...],
+    latency_ms: float,
 ) -> None:
     """Profile `zerosite generate` per strategy and scenario with py-spy, worker processes included.
 
     Writes a flamegraph SVG and a speedscope JSON per strategy and scenario (py-spy is looked for beside
     this Python first, then on PATH); where py-spy is missing or may not attach (no ptrace permission) a
     cProfile file of the main process instead, with a warning. io and mixed fetch from a loopback server.
+    Files are named after the workers each batch ran with; a profiled run that fails keeps no file, and
+    is shown with what it wrote to standard error (exit 1).
     """
-    from zerosite.benchmarking.profiling import profile_strategies
+    from zerosite.benchmarking.profiling import ProfileError, profile_strategies
     from zerosite.benchmarking.workloads import SCENARIO_LATENCY_SHARE
 
     chosen_scenarios = [name.strip() for spec in scenarios for name in spec.split(",") if name.strip()]
@@ -673,14 +696,33 @@ def profile(
 
     available = [name for name, s in _strategies().items() if s.unavailable_reason() is None]
     chosen = []
-    for spec in strategies or available:
-        name, _, workers = spec.partition(":")
+    for name, workers in strategies or [(name, None) for name in available]:
         if name not in available:
             _fail(f"strategy {name!r} is not available here; available: {', '.join(available)}")
-        chosen.append((name, int(workers) if workers.isdigit() else 1 if name == "sequential" else 2))
+        chosen.append((name, workers or (1 if name == "sequential" else DEFAULT_WORKERS)))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _fail(f"--out {out}: cannot create it ({error.strerror or error})")
     picked = tuple(dict.fromkeys(chosen_scenarios)) or tuple(SCENARIO_LATENCY_SHARE)
-    for written in profile_strategies(chosen, out, projects, scenarios=picked, latency_ms=latency_ms):
-        click.echo(f"{written.label}: {written.path}")
+    failures: list[ProfileError] = []
+    written = profile_strategies(
+        chosen,
+        out,
+        projects,
+        scenarios=picked,
+        latency_ms=latency_ms,
+        relay=lambda line: click.echo(printable(line), err=True),
+        failed=failures.append,
+    )
+    for file in written:
+        click.echo(f"{file.label}: {file.path}")
+    for failure in failures:
+        click.echo(f"error: {printable(str(failure))}; its standard error:", err=True)
+        for line in failure.output or ["(nothing)"]:
+            click.echo(f"  {printable(line)}", err=True)
+    if failures:
+        sys.exit(EXIT_FAILED)
 
 
 @main.command()
