@@ -339,3 +339,10 @@ def test_profile_to_a_folder_that_cannot_be_made_is_one_error(
     result = cli.invoke(main, ["profile", "-s", "sequential", "--scenario", "cpu", "--out", out])
     assert result.exit_code == 2
     assert result.output == f"error: --out {out}: cannot create it ({why})\n"
+
+
+def test_profile_latency_is_in_milliseconds(cli: CliRunner) -> None:
+    assert "--latency-ms MS" in cli.invoke(main, ["profile", "--help"]).output
+    result = cli.invoke(main, ["profile", "--latency-ms", "abc"])
+    assert result.exit_code == 2 and "'abc' is not a valid number of milliseconds" in result.output
+    assert "not a finite number of milliseconds" in cli.invoke(main, ["profile", "--latency-ms", "nan"]).output

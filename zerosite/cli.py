@@ -637,6 +637,18 @@ class _StrategySpec(click.types.StringParamType):
         return name, int(workers) if colon else None
 
 
+class _Milliseconds(click.FloatRange):
+    """A finite number of milliseconds in a range (``nan`` passes a plain ``FloatRange``)."""
+
+    name = "number of milliseconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        milliseconds = super().convert(value, param, ctx)
+        if not math.isfinite(milliseconds):
+            self.fail(f"{value!r} is not a finite number of milliseconds.", param, ctx)
+        return milliseconds
+
+
 @main.command()
 @click.option(
     "--strategy",
@@ -666,9 +678,10 @@ class _StrategySpec(click.types.StringParamType):
 )
 @click.option(
     "--latency-ms",
-    type=_Seconds(min=0, max=MAX_TIMEOUT_S * 1000),
+    type=_Milliseconds(min=0, max=MAX_TIMEOUT_S * 1000),
     default=20.0,
     show_default=True,
+    metavar="MS",
     help="Loopback data-source latency for io (mixed gets a quarter).",
 )
 def profile(
