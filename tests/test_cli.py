@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sqlite3
+import unicodedata
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from zerosite.cli import main
+from zerosite.cli import _table, _width, main
 from zerosite.sample import sample_projects
 
 INJECTIONS = ["'; DROP TABLE reports; --", '" OR 1=1 --', "M2' OR '1'='1", "*", ")(", "<script>alert(1)</script>"]
@@ -129,6 +131,17 @@ def test_modules_lists_the_five_built_ins(cli: CliRunner) -> None:
     ]:
         assert name in result.output and title in result.output
     assert "M2,M4" in result.output and "m5_feasibility.html.j2" in result.output
+    starts = {tuple(_columns(line)) for line in result.output.splitlines()}
+    assert len(starts) == 1, result.output  # each column starts at one terminal column in every row
+
+
+def _columns(line: str) -> list[int]:
+    """The terminal columns at which a table line's columns start (after a gap of two spaces or more); every
+    character of the built-in titles is precomposed, so East Asian Width alone says how wide it is."""
+    return [
+        sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in line[: gap.end()])
+        for gap in re.finditer(r"  +", line)
+    ]
 
 
 def test_strategies_say_which_are_available(cli: CliRunner) -> None:
@@ -346,3 +359,36 @@ def test_profile_latency_is_in_milliseconds(cli: CliRunner) -> None:
     result = cli.invoke(main, ["profile", "--latency-ms", "abc"])
     assert result.exit_code == 2 and "'abc' is not a valid number of milliseconds" in result.output
     assert "not a finite number of milliseconds" in cli.invoke(main, ["profile", "--latency-ms", "nan"]).output
+
+
+TMUX_WIDTHS = [
+    ("토지 감정평가", 13),
+    (unicodedata.normalize("NFD", "한강"), 4),  # a syllable's vowel and final draw on its first letter
+    ("Cafe\u0301", 4),  # a combining accent
+    ("a\u200db\ufeffc\ufe0f", 3),  # zero-width joiner, BOM, variation selector
+    ("a\u00adb", 3),  # a soft hyphen shows
+    ("a\u0600b", 3),  # so does an Arabic number sign
+    ("Ａｱ\u03a9\u00d7", 5),  # fullwidth two; halfwidth katakana and ambiguous characters one
+]
+"""Text and the columns tmux 3.3a gave it (its cursor after printing the text, LANG=C.UTF-8)."""
+
+
+@pytest.mark.parametrize(("text", "columns"), TMUX_WIDTHS)
+def test_table_widths_are_a_terminals(text: str, columns: int) -> None:
+    assert _width(text) == columns
+
+
+def test_tables_pad_decomposed_hangul_and_combining_marks_as_a_terminal_shows_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An address from a file macOS named is NFD Hangul: padded by code points' East Asian Width alone, every
+    vowel and final counted as a column, and the columns after it stood short of the others."""
+    nfd = unicodedata.normalize("NFD", "한강")
+    _table(("address", "path"), [("한강", "a"), (nfd, "b"), ("Cafe\u0301", "c"), ("x\u200dy", "d")])
+    assert capsys.readouterr().out.splitlines() == [
+        "address  path",
+        "한강     a",
+        f"{nfd}     b",
+        "Cafe\u0301     c",
+        "x\u200dy       d",
+    ]

@@ -265,8 +265,29 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
         click.echo("  ".join(cells).rstrip())
 
 
+_SHOWN_FORMAT = frozenset(
+    "\u00ad\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\U000110bd\U000110cd"
+)
+"""Format characters a terminal shows in a column of their own: the soft hyphen and the prepended concatenation
+marks (Arabic number signs and the like)."""
+
+
 def _width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+    """The columns ``text`` takes on a terminal (what ``len`` is not, for Korean text); see :func:`_char_width`."""
+    return sum(_char_width(char) for char in text)
+
+
+def _char_width(char: str) -> int:
+    """Two for a wide or fullwidth character (Hangul syllables, CJK: East Asian Width W or F); none for one a
+    terminal draws on the character before it: a combining mark, an invisible format character (a zero-width
+    joiner, not those in :data:`_SHOWN_FORMAT`), the vowel or final of a Hangul syllable written decomposed (NFD,
+    as macOS names files); one for the rest. tmux lays such text out alike."""
+    category = unicodedata.category(char)
+    if category in {"Mn", "Me"} or (category == "Cf" and char not in _SHOWN_FORMAT):
+        return 0
+    if "\u1160" <= char <= "\u11ff" or "\ud7b0" <= char <= "\ud7ff":  # Hangul Jamo medial and final letters
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in "WF" else 1
 
 
 @main.command()
