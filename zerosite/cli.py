@@ -80,17 +80,20 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     sys.exit(code)
 
 
-class _Seconds(click.FloatRange):
-    """A finite number of seconds in a range: ``nan`` passes a plain ``FloatRange``, and ``inf`` means nothing
+class _Finite(click.FloatRange):
+    """A finite number of ``unit`` in a range: ``nan`` passes a plain ``FloatRange``, and ``inf`` means nothing
     a timer can be set to."""
 
-    name = "seconds"
+    def __init__(self, unit: str, **limits: Any) -> None:
+        super().__init__(**limits)
+        self.unit = unit
+        self.name = f"number of {unit}"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        seconds = super().convert(value, param, ctx)
-        if not math.isfinite(seconds):
-            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
-        return seconds
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of {self.unit}.", param, ctx)
+        return number
 
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]i?)?[bB]?\s*")
@@ -377,13 +380,13 @@ def _batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--timeout",
             "timeout_s",
-            type=_Seconds(min=0, min_open=True, max=MAX_TIMEOUT_S),
+            type=_Finite("seconds", min=0, min_open=True, max=MAX_TIMEOUT_S),
             help="Per-report time limit in seconds (compute and render; the fetch has --fetch-timeout).",
         ),
         click.option(
             "--fetch-timeout",
             "fetch_timeout_s",
-            type=_Seconds(min=0, min_open=True, max=MAX_TIMEOUT_S),
+            type=_Finite("seconds", min=0, min_open=True, max=MAX_TIMEOUT_S),
             default=SourceSettings.deadline_s,
             show_default=True,
             help="Total seconds for one project's fetch from the data source: connect, retries and the whole body.",
@@ -658,18 +661,6 @@ class _StrategySpec(click.types.StringParamType):
         return name, int(workers) if colon else None
 
 
-class _Milliseconds(click.FloatRange):
-    """A finite number of milliseconds in a range (``nan`` passes a plain ``FloatRange``)."""
-
-    name = "number of milliseconds"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        milliseconds = super().convert(value, param, ctx)
-        if not math.isfinite(milliseconds):
-            self.fail(f"{value!r} is not a finite number of milliseconds.", param, ctx)
-        return milliseconds
-
-
 @main.command()
 @click.option(
     "--strategy",
@@ -699,7 +690,7 @@ class _Milliseconds(click.FloatRange):
 )
 @click.option(
     "--latency-ms",
-    type=_Milliseconds(min=0, max=MAX_TIMEOUT_S * 1000),
+    type=_Finite("milliseconds", min=0, max=MAX_TIMEOUT_S * 1000),
     default=20.0,
     show_default=True,
     metavar="MS",
@@ -985,7 +976,7 @@ def _serve_log_config(uvicorn_config: dict[str, Any], log_level: str) -> dict[st
 @click.option(
     "--request-timeout",
     "request_timeout_s",
-    type=_Seconds(min=0, min_open=True, max=MAX_TIMEOUT_S),
+    type=_Finite("seconds", min=0, min_open=True, max=MAX_TIMEOUT_S),
     default=30.0,
     show_default=True,
     help="A report request not answered within this many seconds gets a 504.",
@@ -993,7 +984,7 @@ def _serve_log_config(uvicorn_config: dict[str, Any], log_level: str) -> dict[st
 @click.option(
     "--report-timeout",
     "report_timeout_s",
-    type=_Seconds(min=0, min_open=True, max=MAX_TIMEOUT_S),
+    type=_Finite("seconds", min=0, min_open=True, max=MAX_TIMEOUT_S),
     help="Per-report time limit in the workers (as generate --timeout).",
 )
 @click.option(
