@@ -9,8 +9,6 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-import jinja2
-
 __all__ = ["ExistingModule", "ModuleSpec", "ScaffoldError", "scaffold_package", "scaffold_plugin_file"]
 
 _MODULE_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]*$")
@@ -139,21 +137,4 @@ def _fill(skeleton: str | None, substitutions: dict[str, str]) -> str:
     if skeleton is None:
         return ""
     text = (resources.files("zerosite") / "skeleton" / skeleton).read_text(encoding="utf-8")
-    if skeleton.endswith(".j2.tmpl"):
-        text = _title_as_data(text, substitutions["title"])
     return Template(text).substitute(substitutions)
-
-
-def _title_as_data(skeleton: str, title: str) -> str:
-    """Put the title into a Jinja skeleton so that Jinja reads it as data, whatever it holds (``{{``, ``{%``, ``<``).
-
-    In the template's text the title becomes ``{{ module.title }}``, escaped like any value; inside a string
-    literal it is put as it is: a title has no quotes or backslashes (:class:`ModuleSpec`), and a literal's
-    value is escaped where it is output. ``$`` is doubled for the ``string.Template`` pass that follows.
-    """
-    placeholder = "${title}"
-    contexts = iter(
-        kind for _, kind, value in jinja2.Environment().lex(skeleton) for _ in range(value.count(placeholder))
-    )
-    as_data = {"data": "{{ module.title }}", "string": title.replace("$", "$$")}
-    return re.sub(re.escape(placeholder), lambda _: as_data[next(contexts)], skeleton)
