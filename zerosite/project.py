@@ -11,7 +11,7 @@ import stat
 import sys
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -392,13 +392,15 @@ def validate_project(project: Project, where: str = "") -> Project:
     (every field normalized, as from a file), or :class:`InvalidInput` naming each bad field.
     A field of the wrong type (a ``dict`` for the demographics, a ``str`` for a number) is named, never raised on.
     """
-    return parse_project(_record_of(project), where)
+    return parse_project(project_to_dict(project), where)
 
 
-def _record_of(project: Project) -> dict[str, Any]:
-    """The fields of ``project`` as a file's record holds them: dataclasses as mappings, dates as ISO text; a value
-    of any other type is left as it is, for :func:`parse_project` to name."""
+def project_to_dict(project: Project) -> dict[str, Any]:
+    """The JSON form of a project, as :func:`parse_project` reads it back: dataclasses as mappings, dates as ISO
+    text, zones as their names. A value of another type (a data source's answer) is left as it is, for
+    :func:`parse_project` to name."""
     record: dict[str, Any] = _fields_of(project)
+    record["zone_type"] = _plain(record["zone_type"])
     transactions = record["transactions"]
     if isinstance(transactions, tuple | list):
         record["transactions"] = [_transaction_record(t) for t in transactions]
@@ -408,8 +410,11 @@ def _record_of(project: Project) -> dict[str, Any]:
 
 def _transaction_record(transaction: Any) -> Any:
     record = _fields_of(transaction)
-    if isinstance(record, dict) and isinstance(record.get("date"), dt.date):
-        record["date"] = record["date"].isoformat()
+    if isinstance(record, dict):
+        if isinstance(record.get("date"), dt.date):
+            record["date"] = record["date"].isoformat()
+        if "zone_type" in record:
+            record["zone_type"] = _plain(record["zone_type"])
     return record
 
 
@@ -420,14 +425,9 @@ def _fields_of(value: Any) -> Any:
     return value
 
 
-def project_to_dict(project: Project) -> dict[str, Any]:
-    """The JSON form of a project, as :func:`parse_project` reads it back."""
-    data = asdict(project)
-    data["zone_type"] = project.zone_type.value
-    data["transactions"] = [
-        {**asdict(t), "date": t.date.isoformat(), "zone_type": t.zone_type.value} for t in project.transactions
-    ]
-    return data
+def _plain(value: Any) -> Any:
+    """An enum member as its value (``Zone.RESIDENTIAL_2`` -> ``"제2종일반주거지역"``); anything else as it is."""
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def iter_raw_projects(path: Path) -> Iterator[tuple[str, Any]]:
