@@ -264,7 +264,7 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, origin: str) 
     unmarked = [
         attr
         for attr in dir(plugin)
-        if pm.hook.__dict__.get(attr) is not None and pm.parse_hookimpl_opts(plugin, attr) is None
+        if attr in vars(pm.hook) and pm.parse_hookimpl_opts(plugin, attr) is None
     ]
     for attr in unmarked:  # pluggy calls only what @hookimpl marks: the function would be left out without a word
         _warn(f"plugin {name!r} ({origin}): {attr} is not marked @hookimpl, so it is never called")
