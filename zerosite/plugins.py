@@ -261,11 +261,7 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, origin: str) 
         why = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())  # pluggy's: several lines
         _warn(f"skipped plugin {name!r} ({origin}): {why}")
         return
-    unmarked = [
-        attr
-        for attr in dir(plugin)
-        if attr in vars(pm.hook) and pm.parse_hookimpl_opts(plugin, attr) is None
-    ]
+    unmarked = [attr for attr in dir(plugin) if attr in vars(pm.hook) and pm.parse_hookimpl_opts(plugin, attr) is None]
     for attr in unmarked:  # pluggy calls only what @hookimpl marks: the function would be left out without a word
         _warn(f"plugin {name!r} ({origin}): {attr} is not marked @hookimpl, so it is never called")
 
