@@ -87,6 +87,27 @@ def test_a_progress_bar_on_a_terminal_leaves_the_pool_to_fork(tmp_path: Path) ->
     assert done.stdout.splitlines()[-1] == "['fork']"
 
 
+def test_without_a_bar_the_engine_is_told_of_no_report(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quiet, ``--json`` or off a terminal, nobody looks at each report: the engine gets no ``on_report`` and makes no
+    outcome object per report (it did, for a bar that was not there: a few per cent of the parent's work)."""
+    import zerosite.cli
+
+    told: list[object] = []
+    real = zerosite.cli.generate_reports
+
+    def generate(*args: object, **kwargs: object) -> object:
+        told.append(kwargs["on_report"])
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(zerosite.cli, "generate_reports", generate)
+    for extra in ([], ["-q"], ["--json"]):
+        result = cli.invoke(main, ["generate", "--sample", "2", "-s", "sequential", "--out", str(tmp_path), *extra])
+        assert result.exit_code == 0, result.output
+    assert told == [None, None, None]
+
+
 def test_generate_imports_neither_httpx_nor_asyncio(tmp_path: Path) -> None:
     """The default source and strategy use neither, and they were a quarter of the command's start-up
     (``bench/startup.py``): the http source, the async strategy and the service import them."""

@@ -533,7 +533,9 @@ def _run_batch(
         noted = _NoteChoice(batch_plan.strategy, (lambda line: None) if as_json else progress.say)  # JSON: in it
         batch_plan = replace(batch_plan, strategy=noted)
         try:
-            summary = generate_reports(projects, options, on_report=progress, batch_plan=batch_plan, cache=cache)
+            summary = generate_reports(
+                projects, options, on_report=progress.on_report, batch_plan=batch_plan, cache=cache
+            )
         except (EngineError, StartError) as error:
             _fail(str(error))
         except OutputBusy as error:
@@ -628,9 +630,14 @@ class _ProgressBar:
             self.bar = tqdm(total=self.total, unit="report", file=sys.stderr, dynamic_ncols=True)
         return self
 
-    def __call__(self, outcome: Any) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
+    @property
+    def on_report(self) -> Callable[[Any], None] | None:
+        """What the engine tells of each report: the bar's count, or nothing (the engine then makes no outcome
+        object for a report nobody looks at)."""
+        return None if self.bar is None else self._count
+
+    def _count(self, outcome: Any) -> None:
+        self.bar.update(1)
 
     def say(self, line: str) -> None:
         """One line on standard error, above the bar while there is one."""
