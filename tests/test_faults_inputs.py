@@ -499,7 +499,7 @@ def test_projects_from_a_fifo_are_read_once(tmp_path: Path, fifo: tuple[Path, th
 
 def test_an_id_with_a_trailing_newline_is_rejected() -> None:
     _, errors = validate_batch([("projects[0]", project_dict(id="p1\n"))])
-    assert errors == ["projects[0].id: must be a slug of letters, digits, '.', '_' or '-', got \"p1\\n\""]
+    assert errors == ["projects[0].id: must be a slug: ASCII letters, digits, '.', '_' or '-' only, got \"p1\\n\""]
 
 
 def test_negative_zero_shows_as_zero(tmp_path: Path, cli: CliRunner) -> None:

@@ -42,7 +42,10 @@ __all__ = [
 
 SQM_PER_PYEONG = 3.305785
 DEMOGRAPHIC_GROUPS = ("youth", "newlywed", "multichild", "senior")
-_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # used with fullmatch: "$" would let "id\n" through
+_ID_MAX_CHARS = 128
+# Used with fullmatch: "$" would let "id\n" through.
+_SLUG = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{_ID_MAX_CHARS - 1}}}")
+_SLUG_CHARACTERS = re.compile(r"[A-Za-z0-9._-]+")
 STDIN = Path("-")
 """The ``--projects`` path that means standard input."""
 
@@ -296,6 +299,15 @@ def printable(text: str) -> str:
     )
 
 
+def _slug_rule_broken(project_id: str) -> str:
+    """Which rule of a project id (it names the project's folder) ``project_id`` breaks, said as the rule."""
+    if not _SLUG_CHARACTERS.fullmatch(project_id):
+        return "must be a slug: ASCII letters, digits, '.', '_' or '-' only"
+    if not project_id[0].isalnum():
+        return "must start with a letter or digit"
+    return f"must be at most {_ID_MAX_CHARS} characters, not {len(project_id)}"
+
+
 def parse_project(raw: Any, where: str = "project") -> Project:
     """Turn one JSON object into a :class:`Project`, or raise :class:`InvalidInput` naming every bad field."""
     if isinstance(raw, UnreadableRecord):
@@ -305,7 +317,7 @@ def parse_project(raw: Any, where: str = "project") -> Project:
     c = _Checker(where)
     project_id = c.text(raw, "id", "id")
     if project_id and not _SLUG.fullmatch(project_id):
-        c.fail("id", f"must be a slug of letters, digits, '.', '_' or '-', got {_show(project_id)}")
+        c.fail("id", f"{_slug_rule_broken(project_id)}, got {_show(project_id)}")
     transactions = []
     raw_transactions = raw.get("transactions", [])
     if not isinstance(raw_transactions, list):
