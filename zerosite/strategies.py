@@ -69,7 +69,8 @@ def bounded(
     limit: int,
     tick: Callable[[], None] | None = None,
 ) -> Iterator[tuple[T, cf.Future[Any]]]:
-    """Submit ``items`` with at most ``limit`` in flight; yield ``(item, future)`` as each completes.
+    """Submit ``items`` with at most ``limit`` in flight; yield ``(item, future)`` as each completes. Closed
+    early, it cancels what has not started and waits for what has.
 
     Given ``tick``, it is called every :data:`WATCH_INTERVAL_S` while waiting (to enforce time limits).
     Each future reports its own completion to a queue (``cf.wait`` would install and remove a waiter on every
@@ -99,8 +100,9 @@ def bounded(
                 yield pending.pop(future), future
                 send(1)
     finally:
-        for future in pending:
-            future.cancel()
+        # Stopped early (the caller closed the results, or an error): the work not started is cancelled, and the
+        # work already running is waited for, so that nothing of it writes a file once the caller cleans up.
+        cf.wait([future for future in pending if not future.cancel()])
 
 
 def _timed_out(config: WorkerConfig, project: Project, module: int, what: str) -> dict[str, str]:
