@@ -646,7 +646,9 @@ def test_the_answer_describes_the_file_this_request_made_not_the_one_there_now(t
     (tmp_path / "p1").mkdir()
     (tmp_path / "p1" / "M2.html").write_bytes(b"made later, by another request")
     mine = b"made by this request"
-    service: Any = SimpleNamespace(bodies=ResponseBodyCache(tmp_path, max_bytes=1 << 20))
+    service: Any = SimpleNamespace(
+        bodies=ResponseBodyCache(tmp_path, max_bytes=1 << 20), config=SimpleNamespace(out=tmp_path)
+    )
     timings = StageTimings()
     written = ReportOutcome(
         "p1", "M2", "written", str(tmp_path / "p1" / "M2.html"), len(mine), timings, 0, None,

@@ -68,6 +68,9 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     except (EngineError, PluginError) as error:
         cache.close()
         raise ConfigError(str(error)) from None
+    except ConfigError:  # the batch book cannot be opened
+        cache.close()
+        raise
     queue_box.append(queue)
     metrics.expect_reports(queue.default.reports)
     bodies = ResponseBodyCache(config.out, LIMITS.response_body_cache_bytes)

@@ -39,8 +39,6 @@ class ServiceLimits:
     """Waiting single-report requests made together in one pass of the engine."""
     batch_chunk_projects: int = 16
     """Projects of a batch handed to the engine at a time; between two, other work and a cancel get their turn."""
-    warm_runners: int = 4
-    """Warm runners kept at once: one per module selection (``?modules=``), least recently used closed first."""
     response_body_cache_bytes: int = 64 << 20
     """``GET /v1/reports``'s response bodies (each report file and its compressed forms) kept in memory."""
     cache_control: str = "public, max-age=60"

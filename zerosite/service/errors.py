@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["ApiError", "install_error_handlers", "internal_error"]
+__all__ = ["ApiError", "install_error_handlers", "internal_error", "public_cause", "without_paths"]
 
 log = logging.getLogger("zerosite.service")
 
@@ -44,6 +46,30 @@ def internal_error(what: str, error: BaseException) -> ApiError:
     """A 500 saying what failed; why (paths of the server's files, system errors) goes to the server log only."""
     log.error("%s: %s", what, error)
     return ApiError(500, f"{what}; the server log has the details")
+
+
+_ABSOLUTE_PATH = re.compile(r"""(?<![\w.~/-])/(?:[^\s'"/:]+/)*[^\s'"/:,;)]+""")
+
+
+def without_paths(text: str, folders: Sequence[Path] = ()) -> str:
+    """``text`` without the server's paths, for a client (the log keeps the whole text): a path in one of
+    ``folders`` (the output folder) relative to it (``p1/M2.html``), any other absolute path shortened to its last
+    part (``/srv/data/index.sqlite`` → ``index.sqlite``)."""
+    for folder in folders:
+        for form in {str(folder), str(folder.resolve())}:
+            text = text.replace(form.rstrip("/") + "/", "")
+    return _ABSOLUTE_PATH.sub(lambda found: found[0].rsplit("/", 1)[-1], text)
+
+
+def public_cause(error: BaseException, folders: Sequence[Path] = ()) -> str:
+    """Why ``error`` happened, for a client: the system's or SQLite's own words at the root of its causes (``database
+    or disk is full``, ``Read-only file system``), without paths."""
+    root = error
+    while root.__cause__ is not None:
+        root = root.__cause__
+    if isinstance(root, OSError) and root.strerror:
+        return root.strerror
+    return without_paths(str(root), folders)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -12,21 +12,23 @@ import contextlib
 import itertools
 import logging
 import os
+import sqlite3
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from zerosite.engine import BatchOptions, BatchPlan, ReportOutcome, generate, plan_batch, start_runner
 from zerosite.files import OutputBusy
 from zerosite.project import Project, parse_project
 from zerosite.sample import iter_sample_projects
 from zerosite.service.batches import BOOK_FILE, FINAL_STATES, BatchBook, BatchView
-from zerosite.service.config import LIMITS, ServiceConfig
+from zerosite.service.config import LIMITS, ConfigError, ServiceConfig
+from zerosite.service.errors import public_cause
 from zerosite.store import ReportStore
-from zerosite.types import ReportCache, Runner, describe_error
+from zerosite.types import ReportCache, Runner, StoreError, describe_error
 
 __all__ = ["Batch", "GivenUp", "ReportQueue", "Selection", "Unavailable"]
 
@@ -46,8 +48,13 @@ class _Idle:
 
 
 _IDLE = _Idle()
+_RECORD_ENDS = _Idle()
+"""What :meth:`ReportQueue._next` hands back when a batch's end that the book refused is due to be tried again."""
 GIVE_UP_EARLY_S = 0.1
-"""A request still waiting for the output folder is given up this long before its caller's deadline."""
+"""A request still waiting for the output folder is given up this long before its caller's deadline (a tenth of
+the time limit at most, so that a short limit still gives a request most of it)."""
+RECORD_RETRY_S = 1.0
+"""How often the end of a batch that the batch book refused (a full disk) is written to it again."""
 
 
 class GivenUp(Exception):
@@ -57,6 +64,10 @@ class GivenUp(Exception):
 
 BUSY = "the output folder stayed busy (another zerosite run is writing to it)"
 BEHIND = "the requests ahead of it in the queue took the time"
+STARTING = "the workers for its module selection were being started"
+TOO_SHORT = "the time limit is too short for a request to get its turn"
+NOT_KEPT = "not kept: the index refused it"
+INTERNAL = "the batch stopped: an internal error; the server log has the details"
 
 
 class Unavailable(Exception):
@@ -85,6 +96,8 @@ class _Waiting:
     selection: Selection
     future: cf.Future[tuple[ReportOutcome, ...]]
     deadline: float
+    behind: bool = True
+    """Whether other work was queued or running when it came (else a time limit it missed was too short)."""
 
 
 @dataclass(eq=False)
@@ -96,6 +109,11 @@ class Batch:
     projects: Sequence[Project]
     position: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
+    state: str = "queued"
+    error: str | None = None
+    created_at: str = ""
+    started_s: float | None = None
+    finished_s: float | None = None
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             ("done", "failed", "cached", "reports_written", "reports_cached", "reports_failed"), 0
@@ -116,6 +134,40 @@ class Batch:
         self.counts["reports_cached"] += statuses.count("cached")
         self.counts["reports_failed"] += statuses.count("failed")
 
+    def view(self) -> BatchView:
+        """The batch as this process knows it: what it answers, whatever the batch book holds."""
+        return BatchView(
+            id=self.id,
+            state=self.state,
+            modules=",".join(self.selection.reports),
+            total=len(self.projects),
+            **self.counts,
+            created_at=self.created_at,
+            started_s=self.started_s,
+            finished_s=self.finished_s,
+            cancel_requested=self.cancel.is_set(),
+            pid=os.getpid(),
+            error=self.error,
+        )
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What one pass of the engine kept: its outcomes as the index holds them (a report the index refused is
+    ``failed``, its project in ``dropped``), and the error that stopped it, if one did."""
+
+    outcomes: list[ReportOutcome]
+    dropped: frozenset[str] = frozenset()
+    error: Exception | None = None
+    made: bool = True
+    """False: given up while another writer held the output folder."""
+
+    def by_project(self) -> dict[str, list[ReportOutcome]]:
+        found: dict[str, list[ReportOutcome]] = {}
+        for outcome in self.outcomes:
+            found.setdefault(outcome.project_id, []).append(outcome)
+        return found
+
 
 class ReportQueue:
     """Bounded queues of work and the thread that does it: start with :meth:`start`, end with :meth:`stop`."""
@@ -127,14 +179,21 @@ class ReportQueue:
         self.out = config.out
         self._selections: dict[tuple[str, ...] | None, Selection] = {}
         self.default = self.selection(None)  # an unknown strategy or a plugin problem: raised here, at start
-        self.book = BatchBook(config.out / BOOK_FILE)
+        self.book = _open_book(config)
         self.ready = threading.Event()
         self.failure: str | None = None
         self.stopping = threading.Event()
         self._cond = threading.Condition()
         self._waiting: deque[_Waiting] = deque()
         self._batches: deque[Batch] = deque()
-        self._runners: OrderedDict[tuple[str, ...], Runner] = OrderedDict()
+        self._ended: dict[str, Batch] = {}
+        """Batches that ended and whose end the batch book has not taken yet (a full disk): answered from here."""
+        self._record_at = 0.0
+        self._warm_runner: Runner | None = None
+        self._warm_key: tuple[str, ...] | None = None
+        self.runner_starts = 0
+        self._started_runner = False
+        self._pass_running = False
         self._turns = itertools.count()
         self._store: ReportStore | None = None
         self._store_since_ns = 0
@@ -202,7 +261,9 @@ class ReportQueue:
                 )
             if deadline is None:
                 deadline = time.monotonic() + self.config.request_timeout_s
-            self._waiting.append(_Waiting(project, selection, future, deadline - GIVE_UP_EARLY_S))
+            early = min(GIVE_UP_EARLY_S, self.config.request_timeout_s / 10)
+            behind = bool(self._waiting) or self._pass_running
+            self._waiting.append(_Waiting(project, selection, future, deadline - early, behind))
             self._cond.notify()
         return future
 
@@ -219,16 +280,46 @@ class ReportQueue:
                     5 * self.config.retry_after_s,
                 )
             batch = Batch(uuid.uuid4().hex, selection, projects)
-            self.book.create(batch.id, len(projects), selection.reports)
+            try:
+                self.book.create(batch.id, len(projects), selection.reports)
+                view = self.book.get(batch.id)
+            except (sqlite3.Error, OSError) as error:
+                log.error("cannot record a new batch in %s: %s", self.book.path, describe_error(error))
+                raise Unavailable("the batch cannot be recorded now; the server log has the details", 30) from None
+            assert view is not None
+            batch.created_at = view.created_at
             self._batches.append(batch)
             self._cond.notify()
-        view = self.book.get(batch.id)
-        assert view is not None
         return view
+
+    def _mine(self, batch_id: str) -> Batch | None:
+        """The batch if this process runs it or ran it and the book lacks its end (then it knows it best)."""
+        with self._cond:
+            return self._ended.get(batch_id) or next((b for b in self._batches if b.id == batch_id), None)
+
+    def view(self, batch_id: str) -> BatchView | None:
+        """A batch as this process runs it, else as the batch book has it (another process's); ``None`` if none.
+
+        :raises sqlite3.Error: the batch book cannot be read.
+        """
+        mine = self._mine(batch_id)
+        return mine.view() if mine is not None else self.book.get(batch_id)
 
     def cancel_batch(self, batch_id: str) -> tuple[BatchView | None, bool]:
         """Ask for a batch to stop, whichever process runs it: ``(the batch, whether it had finished already)``;
         ``(None, False)`` when there is no such batch."""
+        mine = self._mine(batch_id)
+        if mine is not None:
+            if mine.state in FINAL_STATES:
+                return mine.view(), True
+            with self._cond:
+                mine.cancel.set()
+                self._cond.notify()
+            try:
+                self.book.request_cancel(batch_id)
+            except (sqlite3.Error, OSError) as error:  # this process has it: the cancel holds all the same
+                log.warning("batch %s: cannot record the cancel: %s", batch_id, describe_error(error))
+            return mine.view(), False
         view = self.book.get(batch_id)
         if view is None or view.state in FINAL_STATES:
             return view, view is not None
@@ -269,19 +360,27 @@ class ReportQueue:
                 work = self._next()
                 if work is None:
                     return
+                if work is _RECORD_ENDS:
+                    self._record_ends()
+                    continue
                 if isinstance(work, _Idle):
                     self._release_store()  # idle a while: a run or another server process may have the folder
                     continue
+                self._pass_running = True
                 try:
                     if isinstance(work, Batch):
                         self._batch_step(work)
                     else:
                         self._make(work)
-                except Exception as error:  # a bug or a broken batch book: logged, the service goes on
+                except Exception as error:  # a bug: logged, the service goes on
                     log.exception("the dispatcher failed: %s", describe_error(error))
                     if isinstance(work, Batch):
-                        self._finish(work, "failed", f"the batch stopped: {describe_error(error)}")
+                        self._finish(work, "failed", INTERNAL)
+                finally:
+                    self._pass_running = False
                 self._last_pass = time.monotonic()
+                if self._ended:
+                    self._record_ends()
                 if self._store is not None and self._others_waiting():
                     self._release_store()  # another server process waits for the folder: its turn
                     time.sleep(LIMITS.busy_retry_s)
@@ -305,13 +404,18 @@ class ReportQueue:
                     return self._batches[0]
                 if self.stopping.is_set():
                     return None
+                now = time.monotonic()
+                if self._ended and now >= self._record_at:
+                    return _RECORD_ENDS
+                wait_s = IDLE_WAIT_S
                 if self._store is not None:
-                    idle_s = time.monotonic() - self._last_pass
+                    idle_s = now - self._last_pass
                     if idle_s >= LIMITS.store_idle_s:
                         return _IDLE
-                    self._cond.wait(LIMITS.store_idle_s - idle_s)
-                else:
-                    self._cond.wait(IDLE_WAIT_S)
+                    wait_s = LIMITS.store_idle_s - idle_s
+                if self._ended:
+                    wait_s = min(wait_s, self._record_at - now)
+                self._cond.wait(wait_s)
 
     def _take_waiting(self) -> list[_Waiting]:
         """Up to a micro-batch of waiting projects of one module selection, each id once; the rest stay queued."""
@@ -330,17 +434,29 @@ class ReportQueue:
         self._waiting = kept
         return taken
 
+    @property
+    def warm_modules(self) -> tuple[str, ...] | None:
+        """The modules the warm runner makes; ``None`` while there is none."""
+        return self._warm_key if self._warm_runner is not None else None
+
     def _runner(self, selection: Selection) -> Runner:
+        """The warm runner for ``selection``. One runner at a time, so that a server process never runs more than
+        ``--workers`` workers: another module selection closes it and starts its own."""
         key = selection.reports
-        runner = self._runners.get(key)
-        if runner is None:
-            runner = start_runner(selection.options, selection.plan)
-            self._runners[key] = runner
-            while len(self._runners) > LIMITS.warm_runners:
-                oldest = next(k for k in self._runners if k != self.default.reports)
-                self._runners.pop(oldest).close()
-        self._runners.move_to_end(key)
-        return runner
+        if self._warm_runner is None or self._warm_key != key:
+            self._close_runner()
+            self._warm_runner = start_runner(selection.options, selection.plan)
+            self._warm_key = key
+            self.runner_starts += 1
+        return self._warm_runner
+
+    def _close_runner(self) -> None:
+        runner, self._warm_runner = self._warm_runner, None
+        if runner is not None:
+            try:
+                runner.close()
+            except Exception as error:
+                log.warning("closing a runner failed: %s", describe_error(error))
 
     def _warm(self, runner: Runner) -> None:
         """Make a few sample projects without writing them, so that every worker is started and warm; no more
@@ -389,51 +505,92 @@ class ReportQueue:
         self,
         selection: Selection,
         projects: Callable[[], Iterator[Project]],
-        on_report: Callable[[ReportOutcome], None],
         give_up: Callable[[], bool],
-    ) -> bool:
+        on_arrival: Callable[[ReportOutcome], None] | None = None,
+    ) -> _Pass:
         """One pass of the engine over ``projects()``, its rows committed at the end; while another process
-        holds the output folder, wait and try again until ``give_up()``. False if it gave up."""
+        holds the output folder, wait and try again until ``give_up()``. Its outcomes are counted (metrics) once
+        the pass has ended, as the index kept them; ``on_arrival`` sees each as it comes, before that."""
+        starts = self.runner_starts
         runner = self._runner(selection)
+        self._started_runner = self.runner_starts != starts
+        outcomes: list[ReportOutcome] = []
+
+        def arrived(outcome: ReportOutcome) -> None:
+            outcomes.append(outcome)
+            if on_arrival is not None:
+                on_arrival(outcome)
+
         while True:
             store = self._open_store()
             if store is None:
                 if give_up():
-                    return False
+                    return _Pass([], made=False)
                 time.sleep(LIMITS.busy_retry_s)
                 continue
             try:
                 generate(
                     projects(),
                     selection.options,
-                    on_report,
+                    arrived,
                     runner=runner,
                     batch_plan=selection.plan,
                     cache=self.cache,
                     store=store,
                 )
                 store.flush()
-            except BaseException:
+            except Exception as error:
+                if isinstance(error, StoreError):
+                    store.abandon_pending()  # the index took no more: their files go too
+                kept, dropped = self._as_kept(store, outcomes)
                 self._release_store()  # whatever state it is in, the next pass opens it afresh
+                self._count(kept)
+                return _Pass(kept, dropped, error)
+            except BaseException:
+                self._release_store()
                 raise
-            return True
+            self._count(outcomes)
+            return _Pass(outcomes)
+
+    def _as_kept(self, store: ReportStore, outcomes: list[ReportOutcome]) -> tuple[list[ReportOutcome], frozenset[str]]:
+        """``outcomes`` of a pass that failed, as the index holds them: a report written that the index does not
+        hold (its rows were refused, its file removed) is failed; its project's id is in the second part."""
+        kept: list[ReportOutcome] = []
+        dropped: set[str] = set()
+        for outcome in outcomes:
+            indexed = store.indexed_file(outcome.project_id, outcome.module)
+            if outcome.status == "written" and (indexed is None or indexed[0] != (outcome.sha256 or indexed[0])):
+                dropped.add(outcome.project_id)
+                outcome = replace(outcome, status="failed", location=None, size_bytes=0, sha256=None, error=NOT_KEPT)
+            kept.append(outcome)
+        return kept, frozenset(dropped)
+
+    def _count(self, outcomes: list[ReportOutcome]) -> None:
+        for outcome in outcomes:
+            self.on_report(outcome)
+
+    def public(self, error: BaseException) -> str:
+        """Why ``error`` happened, for a client: no path of the server's."""
+        return public_cause(error, (self.out,))
 
     def _make(self, taken: list[_Waiting]) -> None:
-        """Make a micro-batch of single requests; each gets its outcomes once all are written and indexed."""
+        """Make a micro-batch of single requests; each gets its outcomes once all are written and indexed, as the
+        index kept them: a pass that failed part-way answers those it kept."""
         selection = taken[0].selection
-        made: dict[str, list[ReportOutcome]] = {w.project.id: [] for w in taken}
-
-        def on_report(outcome: ReportOutcome) -> None:
-            self.on_report(outcome)
-            made[outcome.project_id].append(outcome)
-
         held_up = False  # by another writer holding the output folder, at some point of this pass
+
+        def why_late(waiting: _Waiting) -> str:
+            if held_up:
+                return BUSY
+            if waiting.behind:
+                return BEHIND
+            return STARTING if self._started_runner else TOO_SHORT
 
         def still_wanted() -> list[_Waiting]:
             now = time.monotonic()
             for waiting in taken:
                 if waiting.deadline <= now and not waiting.future.done():
-                    waiting.future.set_exception(GivenUp(BUSY if held_up else BEHIND))
+                    waiting.future.set_exception(GivenUp(why_late(waiting)))
             return [w for w in taken if not w.future.done()]
 
         def give_up() -> bool:
@@ -441,8 +598,9 @@ class ReportQueue:
             held_up = True
             return not still_wanted()
 
+        self._started_runner = False
         try:
-            done = self._generate(selection, lambda: (w.project for w in still_wanted()), on_report, give_up)
+            made = self._generate(selection, lambda: (w.project for w in still_wanted()), give_up)
         except BaseException as error:
             log.error("making %d project(s) failed: %s", len(taken), describe_error(error))
             for waiting in taken:
@@ -451,23 +609,33 @@ class ReportQueue:
             if not isinstance(error, Exception):
                 raise
             return
+        if made.error is not None:
+            log.error("making %d project(s) failed: %s", len(taken), describe_error(made.error))
+        found = made.by_project()
+        reports = len(selection.reports)
         for waiting in taken:
-            if not waiting.future.done():
-                if done:
-                    waiting.future.set_result(tuple(made[waiting.project.id]))
-                else:
-                    waiting.future.set_exception(GivenUp(BUSY))
+            if waiting.future.done():
+                continue
+            outcomes = found.get(waiting.project.id, [])
+            if not made.made:
+                waiting.future.set_exception(GivenUp(BUSY))
+            elif made.error is not None and len(outcomes) < reports:
+                waiting.future.set_exception(made.error)
+            else:
+                waiting.future.set_result(tuple(outcomes))
 
     def _batch_step(self, batch: Batch) -> None:
         """Hand the next chunk of a batch to the engine; finish the batch when it is done, cancelled or stopped."""
-        if batch.position == 0 and batch.counts["done"] == 0:
-            self.book.update(batch.id, state="running", started_s=time.time())
-        if self.book.cancel_requested(batch.id):
-            batch.cancel.set()
+        if batch.state == "queued":
+            batch.state, batch.started_s = "running", time.time()
+            self._record(batch, state=batch.state, started_s=batch.started_s)
+        with contextlib.suppress(sqlite3.Error, OSError):  # a cancel through another process; this one's is set
+            if self.book.cancel_requested(batch.id):
+                batch.cancel.set()
         end = min(len(batch.projects), batch.position + LIMITS.batch_chunk_projects)
         reports = batch.selection.reports
-        seen: dict[str, list[ReportOutcome]] = {}
-        made_after_cancel: list[str] = []
+        arrived: dict[str, int] = {}
+        after_cancel: set[str] = set()
 
         def feed() -> Iterator[Project]:
             while batch.position < end:
@@ -477,23 +645,32 @@ class ReportQueue:
                 batch.position += 1
                 yield project
 
-        def on_report(outcome: ReportOutcome) -> None:
-            self.on_report(outcome)
-            outcomes = seen.setdefault(outcome.project_id, [])
-            outcomes.append(outcome)
-            if len(outcomes) < len(reports):
-                return
-            if batch.cancel.is_set() and any(o.status != "skipped" for o in outcomes):
-                made_after_cancel.append(outcome.project_id)  # in flight when the cancel came: discarded whole
+        def on_arrival(outcome: ReportOutcome) -> None:
+            arrived[outcome.project_id] = arrived.get(outcome.project_id, 0) + 1
+            if arrived[outcome.project_id] == len(reports) and batch.cancel.is_set():
+                after_cancel.add(outcome.project_id)  # in flight when the cancel came: discarded whole, if made
+
+        made = self._generate(
+            batch.selection, feed, lambda: batch.cancel.is_set() or self.stopping.is_set(), on_arrival
+        )
+        error: str | None = None
+        if made.error is not None:
+            error = f"the batch stopped: {self.public(made.error)}"
+            if isinstance(made.error, StoreError):
+                error = (
+                    f"the batch stopped: the index took no more reports ({self.public(made.error)}); those it did "
+                    "not take were removed, those it took are kept: make room and send the batch again to resume "
+                    "(unchanged projects are skipped)"
+                )
+            log.error("batch %s stopped: %s", batch.id, describe_error(made.error))
+        made_after_cancel: list[str] = []
+        for project_id, outcomes in made.by_project().items():
+            if project_id in made.dropped or len(outcomes) < len(reports):
+                continue  # not kept whole: not done (sent again, it is made again)
+            if project_id in after_cancel and any(o.status != "skipped" for o in outcomes):
+                made_after_cancel.append(project_id)
             else:
                 batch.count(outcomes)
-
-        error: str | None = None
-        try:
-            self._generate(batch.selection, feed, on_report, lambda: batch.cancel.is_set() or self.stopping.is_set())
-        except Exception as failure:
-            error = f"the batch stopped: {describe_error(failure)}"
-            log.error("batch %s: %s", batch.id, error)
         if made_after_cancel:
             self._discard(batch.selection, made_after_cancel)
         state = None
@@ -508,19 +685,51 @@ class ReportQueue:
                 "interrupted",
                 "the server stopped; send the batch again to resume (unchanged projects are skipped)",
             )
-        self.book.update(batch.id, **batch.counts)
         if state is not None:
             self._finish(batch, state, error)
+        else:
+            self._record(batch, **batch.counts)
+
+    def _record(self, batch: Batch, **fields: object) -> bool:
+        """Write ``fields`` of ``batch`` to the batch book; whether it took them (else why is logged)."""
+        try:
+            self.book.update(batch.id, **fields)
+        except (sqlite3.Error, OSError) as error:
+            log.warning("batch %s: the batch book took no progress: %s", batch.id, describe_error(error))
+            return False
+        return True
 
     def _finish(self, batch: Batch, state: str, error: str | None) -> None:
-        try:
-            self.book.update(batch.id, state=state, error=error, finished_s=time.time(), **batch.counts)
-        except Exception as failure:
-            log.error("batch %s: cannot record its end (%s): %s", batch.id, state, describe_error(failure))
+        """End ``batch``: this process answers with its end at once; the batch book gets it now, or, if it
+        cannot take it (a full disk), once it can (:meth:`_record_ends`)."""
+        batch.state, batch.error, batch.finished_s = state, error, time.time()
         with self._cond:
             if batch in self._batches:
                 self._batches.remove(batch)
+            self._ended[batch.id] = batch
+        if self._record_end(batch):
+            with self._cond:
+                self._ended.pop(batch.id, None)
+        else:
+            self._record_at = time.monotonic() + RECORD_RETRY_S
         log.info("batch %s %s: %s", batch.id, state, batch.counts)
+
+    def _record_end(self, batch: Batch) -> bool:
+        fields = {"state": batch.state, "error": batch.error, "finished_s": batch.finished_s, **batch.counts}
+        if batch.started_s is not None:
+            fields["started_s"] = batch.started_s
+        return self._record(batch, **fields)
+
+    def _record_ends(self) -> None:
+        """Write to the batch book the ends it refused before; those it refuses again are tried later."""
+        with self._cond:
+            ended = list(self._ended.values())
+        for batch in ended:
+            if self._record_end(batch):
+                log.info("batch %s: its end (%s) is in the batch book now", batch.id, batch.state)
+                with self._cond:
+                    self._ended.pop(batch.id, None)
+        self._record_at = time.monotonic() + RECORD_RETRY_S
 
     def _discard(self, selection: Selection, project_ids: list[str]) -> None:
         """Forget projects whole, files and index rows, as a Ctrl-C forgets those in flight."""
@@ -543,14 +752,28 @@ class ReportQueue:
             else:
                 why = "the server stopped; send the batch again to resume (unchanged projects are skipped)"
                 self._finish(batch, "interrupted", why)
+        if self._ended:
+            self._record_ends()  # a last try; what the book still lacks reads as interrupted once this process ends
         self._release_store()
-        for runner in reversed(self._runners.values()):
-            try:
-                runner.close()
-            except Exception as error:
-                log.warning("closing a runner failed: %s", describe_error(error))
-        self._runners.clear()
+        self._close_runner()
         try:
             self.cache.close()
         except Exception as error:
             log.warning("closing the cache failed: %s", describe_error(error))
+
+
+def _open_book(config: ServiceConfig) -> BatchBook:
+    """The batch book in the output folder.
+
+    :raises ConfigError: it cannot be opened or made (a read-only folder, a full disk, a damaged file), named.
+    """
+    path = config.out / BOOK_FILE
+    try:
+        return BatchBook(path)
+    except (sqlite3.Error, OSError) as error:
+        hint = (
+            "move it aside (it only holds the batches' progress) or serve another folder"
+            if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError)
+            else "the output folder must be writable, with room to spare"
+        )
+        raise ConfigError(f"cannot open the batch book {path}: {error}; {hint}") from None

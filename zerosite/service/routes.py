@@ -6,9 +6,11 @@ import asyncio
 import concurrent.futures as cf
 import dataclasses
 import json
+import logging
 import os
 import re
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated
@@ -21,7 +23,7 @@ from zerosite.engine import EngineError, ReportOutcome
 from zerosite.project import Project
 from zerosite.service.batches import FINAL_STATES, BatchView
 from zerosite.service.config import LIMITS
-from zerosite.service.errors import ApiError, internal_error
+from zerosite.service.errors import ApiError, internal_error, without_paths
 from zerosite.service.inputs import parse_many, parse_one, read_body
 from zerosite.service.jobs import GivenUp, Selection, Unavailable
 from zerosite.service.metrics import CONTENT_TYPE
@@ -43,6 +45,8 @@ from zerosite.store import StoreError, recent_reports
 __all__ = ["router"]
 
 router = APIRouter()
+
+log = logging.getLogger("zerosite.service")
 
 EVENTS_POLL_S = 0.2
 EVENTS_KEEPALIVE_S = 15.0
@@ -106,6 +110,9 @@ async def make_reports(request: Request, modules: ModulesQuery = None) -> JSONRe
         "elapsed_ms": round((time.monotonic() - started) * 1000, 3),
     }
     if failed:
+        for outcome in outcomes:
+            if outcome.status == "failed":  # the whole error here; the answer names no server path
+                log.error("project %s: report %s failed: %s", project.id, outcome.module, outcome.error)
         answer["error"] = f"{len(failed)} of {len(reports)} reports failed; each says why"
     return JSONResponse(answer, status_code=500 if failed else 200)
 
@@ -160,7 +167,7 @@ def _describe(service: Service, outcomes: Sequence[ReportOutcome]) -> list[dict[
                 "url": report_url(outcome.project_id, outcome.module) if sha256 else None,
                 "size_bytes": size_bytes,
                 "ms": round(total_ns / 1e6, 3),
-                "error": outcome.error,
+                "error": outcome.error and without_paths(outcome.error, (service.config.out,)),
             }
         )
     return answer
@@ -233,8 +240,15 @@ async def start_batch(request: Request, modules: ModulesQuery = None) -> JSONRes
     return JSONResponse(_batch_json(view), status_code=202, headers={"Location": f"/v1/batches/{view.id}"})
 
 
+def _view(service: Service, batch_id: str) -> BatchView | None:
+    try:
+        return service.queue.view(batch_id)
+    except (sqlite3.Error, OSError) as error:
+        raise internal_error("the batch book cannot be read", error) from None
+
+
 async def _batch(service: Service, batch_id: str) -> BatchView:
-    view = await run_in_threadpool(service.queue.book.get, batch_id)
+    view = await run_in_threadpool(_view, service, batch_id)
     if view is None:
         raise ApiError(404, f"no batch {batch_id!r}")
     return view
@@ -269,7 +283,11 @@ async def batch_events(batch_id: str, request: Request) -> StreamingResponse:
         quiet_since = time.monotonic()
         number = 0
         while True:
-            view = await run_in_threadpool(service.queue.book.get, batch_id)
+            try:
+                view = await run_in_threadpool(_view, service, batch_id)
+            except ApiError:  # the batch book cannot be read now (logged): asked again at the next poll
+                await asyncio.sleep(EVENTS_POLL_S)
+                continue
             if view is None:
                 return
             data = json.dumps(_batch_json(view))
@@ -305,7 +323,10 @@ async def batch_events(batch_id: str, request: Request) -> StreamingResponse:
 async def cancel_batch(batch_id: str, request: Request) -> JSONResponse:
     service = service_of(request)
     service.authorize(request)
-    view, finished = await run_in_threadpool(service.queue.cancel_batch, batch_id)
+    try:
+        view, finished = await run_in_threadpool(service.queue.cancel_batch, batch_id)
+    except (sqlite3.Error, OSError) as error:
+        raise internal_error("the batch book cannot be read", error) from None
     if view is None:
         raise ApiError(404, f"no batch {batch_id!r}")
     if finished:
@@ -377,8 +398,19 @@ def _stats(service: Service) -> dict[str, object]:
     return {
         **dataclasses.asdict(stats),
         "ready": service.queue.ready.is_set(),
+        **_runner_fields(service),
+    }
+
+
+def _runner_fields(service: Service) -> dict[str, object]:
+    """What the workers of this server process are: one warm runner at a time, for one module selection."""
+    queue = service.queue
+    warm = queue.warm_modules
+    return {
         "strategy": service.config.strategy,
-        "workers": service.queue.default.options.workers,
+        "workers": queue.default.options.workers,
+        "warm_modules": list(warm) if warm is not None else None,
+        "runner_starts": queue.runner_starts,
     }
 
 
@@ -416,8 +448,7 @@ async def readyz(request: Request) -> JSONResponse:
     body = {
         "ready": reason is None,
         "pid": os.getpid(),
-        "strategy": service.config.strategy,
-        "workers": queue.default.options.workers,
+        **_runner_fields(service),
         "cache": {"url": service.cache.url, "available": service.cache.available},
     }
     if reason is not None:

@@ -100,7 +100,13 @@ class StatsAnswer(BaseModel):
     pid: int
     ready: bool
     strategy: str
-    workers: int
+    workers: int = Field(
+        description="Workers of the warm runner: all the workers this server process runs (one runner at a time)."
+    )
+    warm_modules: list[str] | None = Field(
+        description="The module selection the warm runner makes; another one's request closes it and starts its own."
+    )
+    runner_starts: int = Field(description="Runners started so far: a new module selection starts one.")
 
 
 _PROJECT_SCHEMA: dict[str, Any] = {
