@@ -8,6 +8,8 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -296,3 +298,18 @@ def test_a_short_time_limit_is_applied_nearly_whole_and_blames_no_empty_queue(tm
         queue._close_all()
     error = late.future.exception()
     assert isinstance(error, GivenUp) and "ahead of it" not in str(error)
+
+
+def test_threads_that_end_just_after_the_exit_began_are_waited_for_not_blamed_on_a_plugin() -> None:
+    """Finding 9: uvicorn's own worker thread, ending as the server did, was named as left running, "(a plugin's?)",
+    and the process exited at once."""
+    script = (
+        "import threading, time\n"
+        "from zerosite.stopping import exit_without_waiting\n"
+        "threading.Thread(target=time.sleep, args=(0.3,), name='AnyIO worker thread').start()\n"
+        "exit_without_waiting(0)\n"
+        "print('waited')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "waited\n"
+    assert "warning" not in done.stderr and "plugin" not in done.stderr

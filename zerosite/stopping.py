@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 
@@ -33,16 +34,28 @@ FORCED_EXIT_AFTER_S = 5.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+LINGER_GRACE_S = 1.0
+"""How long non-daemon threads still running at exit get to end by themselves (a server's worker threads end just
+after its event loop closes) before the process exits without them, warning."""
+RUNTIME_THREADS = ("AnyIO worker thread", "asyncio_", "ThreadPoolExecutor-")
+"""Names of threads that the libraries under ``serve`` start, not plugins: not blamed on one."""
+
+
 def exit_without_waiting(code: object) -> None:
-    """End leftover pool workers; where non-daemon threads remain, warn naming them and exit now with ``code``."""
+    """End leftover pool workers; where non-daemon threads remain past :data:`LINGER_GRACE_S`, warn naming them
+    and exit now with ``code``."""
     for child in multiprocessing.active_children():
         child.kill()
         child.join(timeout=1)
+    deadline = time.monotonic() + LINGER_GRACE_S
+    for thread in lingering_threads():
+        thread.join(max(0.0, deadline - time.monotonic()))
     lingering = lingering_threads()
     if not lingering:
         return
     names = ", ".join(sorted(t.name for t in lingering))
-    click.echo(f"warning: exiting without waiting for thread(s) still running: {names} (a plugin's?)", err=True)
+    guess = "" if any(t.name.startswith(RUNTIME_THREADS) for t in lingering) else " (a plugin's?)"
+    click.echo(f"warning: exiting without waiting for thread(s) still running: {names}{guess}", err=True)
     if isinstance(code, str):
         click.echo(code, err=True)
     for stream in (sys.stdout, sys.stderr):
