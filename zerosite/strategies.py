@@ -69,8 +69,10 @@ def bounded(
     limit: int,
     tick: Callable[[], None] | None = None,
 ) -> Iterator[tuple[T, cf.Future[Any]]]:
-    """Submit ``items`` with at most ``limit`` in flight; yield ``(item, future)`` as each completes. Closed
-    early, it cancels what has not started and waits for what has.
+    """Submit ``items`` with at most ``limit`` in flight; yield ``(item, future)`` as each completes. Closed early
+    by the caller, it waits for the work in flight (so that none of it writes a file once the caller cleans up: a
+    warm runner's pass that the index refused); stopped by an exception (Ctrl-C), it cancels what has not started
+    and leaves the rest to the runner's close.
 
     Given ``tick``, it is called every :data:`WATCH_INTERVAL_S` while waiting (to enforce time limits).
     Each future reports its own completion to a queue (``cf.wait`` would install and remove a waiter on every
@@ -99,10 +101,16 @@ def bounded(
             if future is not None:
                 yield pending.pop(future), future
                 send(1)
+    except GeneratorExit:
+        # Not cancelled first: a future cancelled while a process pool still holds its work item breaks the pool's
+        # manager thread if the pool then breaks (InvalidStateError from terminate_broken, CPython 3.11).
+        while cf.wait(pending, timeout=interval).not_done:
+            if tick is not None:
+                tick()
+        raise
     finally:
-        # Stopped early (the caller closed the results, or an error): the work not started is cancelled, and the
-        # work already running is waited for, so that nothing of it writes a file once the caller cleans up.
-        cf.wait([future for future in pending if not future.cancel()])
+        for future in pending:
+            future.cancel()
 
 
 def _timed_out(config: WorkerConfig, project: Project, module: int, what: str) -> dict[str, str]:
