@@ -78,6 +78,21 @@ def test_failed_write_leaves_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert not (tmp_path / "p1" / "M3.html").exists()
 
 
+def test_a_project_whose_reports_all_failed_leaves_no_empty_folder(tmp_path: Path) -> None:
+    """A worker made the project's folder, then no file could be written in it (a full disk): the index records the
+    failures and the folder goes (it stayed, one empty folder a project, when no stale file was there to remove)."""
+    from zerosite.project import parse_project
+    from zerosite.sample import sample_project
+    from zerosite.types import ProjectResult
+
+    project = parse_project(sample_project(1))
+    with ReportStore(tmp_path) as store:
+        (tmp_path / project.id).mkdir()
+        result = ProjectResult.failed(project, ("M2", "M3"), "cannot write: no space left on the device")
+        assert store.record_result(result, ["h2", "h3"], "2026-11-28T00:00:00+00:00") == ["failed", "failed"]
+    assert not (tmp_path / project.id).exists()
+
+
 @pytest.mark.parametrize("bad_id", ["../evil", "..", "a/b", "/etc", "", ".hidden", "a\\b", "x" * 200])
 def test_path_traversal_is_rejected(tmp_path: Path, bad_id: str) -> None:
     with ReportStore(tmp_path / "out") as store, pytest.raises(StoreError, match="unsafe project id"):

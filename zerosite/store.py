@@ -307,7 +307,8 @@ class ReportStore:
         """Remove the file of a report that failed, if there is one; where it cannot be, it stays (a read-only
         folder, an id that is no folder): the failure was recorded with its own cause."""
         with suppress(OSError, StoreError):
-            self.files.path(project_id, module).unlink()
+            with suppress(FileNotFoundError):  # none written (a full disk): its folder may still be there, empty
+                self.files.path(project_id, module).unlink()
             self.files.remove_folder_if_empty(project_id)
 
     # -- index ----------------------------------------------------------------------------------------------------
