@@ -364,3 +364,24 @@ def test_custom_db_path_and_closed_store(tmp_path: Path) -> None:
         store.record(ReportRow("p1", "M2", "a", status="skipped"))
     with pytest.raises(StoreError, match="no report index"):
         recent_reports(tmp_path / "missing.sqlite")
+
+
+def test_switching_gzip_on_and_off_leaves_one_file_a_report(tmp_path: Path) -> None:
+    """A project remade in the other form (``--gzip`` or not) had its earlier file left beside the new one: not in the
+    index, and showing the old figures once the input had changed. It goes once the new row is committed."""
+    from dataclasses import replace
+
+    from zerosite.engine import BatchOptions, generate
+    from zerosite.project import parse_project
+    from zerosite.sample import sample_project
+
+    project = parse_project(sample_project(1))
+    out = tmp_path / "out"
+    for gzipped, area in ((False, 1650.0), (True, 3000.0), (False, 1700.0)):
+        changed = replace(project, land_area_sqm=area)
+        summary = generate([changed], BatchOptions(out=out, modules=("M2",), gzip=gzipped))
+        assert summary.written == 1
+        files = sorted(p.name for p in (out / project.id).iterdir())
+        assert files == (["M2.html.gz"] if gzipped else ["M2.html"])
+        with sqlite3.connect(out / "index.sqlite") as db:
+            assert db.execute("SELECT path FROM reports").fetchall() == [(f"{project.id}/{files[0]}",)]

@@ -196,6 +196,9 @@ class ReportStore:
         self.commit_every_rows = commit_every_rows
         self.commit_every_s = commit_every_s
         self._rows: list[tuple[Any, ...]] = []  # values in column order
+        self._superseded: list[str] = []
+        """Files of reports indexed under another name (the other of plain and gzip), removed once the rows that
+        replace theirs are committed: the index names one file a report, and the folder holds no other."""
         self._last_commit = time.monotonic()
         self._lock: FolderLock | None = None
         try:
@@ -301,6 +304,7 @@ class ReportStore:
                     removed += 1
                     self.files.remove_folder_if_empty(values[_PROJECT_ID])
         self._rows.clear()
+        self._superseded.clear()  # their rows stay, as committed: so do their files
         return removed
 
     def _remove_stale_file(self, project_id: str, module: str) -> None:
@@ -331,20 +335,20 @@ class ReportStore:
         :class:`ReportRow`, without making one: the parent does this for every report of a batch."""
         self._conn  # noqa: B018 - raises StoreError once the store is closed
         project_id, address = _storable(result.project_id), _storable(result.address)
-        rows, written_rows = self._rows, self._written
+        rows = self._rows
         statuses: list[ReportStatus] = []
         outcome: tuple[ReportStatus, str | None]
         for report, input_hash in zip(result.reports, input_hashes, strict=True):
             t, written, module = report.timings, report.written, _storable(report.module)
             if written is None:
-                written_rows.pop((project_id, module), None)
+                self._note_file((project_id, module), None)
                 # No file where the index says failed: not one from an earlier run (made from other input), nor one
                 # that a worker wrote before it died and took the project with it.
                 self._remove_stale_file(result.project_id, report.module)
                 file, outcome = _NO_FILE, ("failed", report.error and _storable(report.error))
             else:
                 path = _storable(self._relative(written.location))
-                written_rows[(project_id, module)] = (input_hash, path, written.sha256, written.size_bytes)
+                self._note_file((project_id, module), (input_hash, path, written.sha256, written.size_bytes))
                 file, outcome = (path, written.size_bytes, written.sha256), _WRITTEN
             timings = (t.fetch_ns, t.compute_ns, t.render_ns, t.write_ns, report.peak_memory_bytes)
             rows.append((project_id, module, address, *file, input_hash, *timings, *outcome, generated_at))
@@ -365,12 +369,23 @@ class ReportStore:
             if values[i] is not None and not values[i].isascii():
                 values[i] = _storable(values[i])
         self._rows.append(tuple(values))
-        key = (values[_PROJECT_ID], values[_MODULE])
-        if values[_STATUS] == "written":
-            self._written[key] = (values[_INPUT_HASH], path, values[_SHA256], values[_SIZE])
-        else:
-            self._written.pop(key, None)
+        written = values[_STATUS] == "written"
+        self._note_file(
+            (values[_PROJECT_ID], values[_MODULE]),
+            (values[_INPUT_HASH], path, values[_SHA256], values[_SIZE]) if written else None,
+        )
         self._flush_when_due()
+
+    def _note_file(self, key: tuple[str, str], written: tuple[str, str, str, int] | None) -> None:
+        """Remember the file of a report written (``(input hash, path, SHA-256, size)``), or that it was not (None),
+        for resume; a file indexed for it before under another name is superseded (:attr:`_superseded`)."""
+        earlier = self._written.get(key)
+        if earlier is not None and earlier[1] and (written is None or earlier[1] != written[1]):
+            self._superseded.append(earlier[1])
+        if written is None:
+            self._written.pop(key, None)
+        else:
+            self._written[key] = written
 
     def _flush_when_due(self) -> None:
         if len(self._rows) >= self.commit_every_rows or time.monotonic() - self._last_commit >= self.commit_every_s:
@@ -402,6 +417,10 @@ class ReportStore:
                 conn, [(rowid, address, module) for (_, module), (rowid, address) in indexed.items()], searched
             )
         self._rows.clear()
+        for path in self._superseded:
+            with suppress(OSError):  # gone already, or the file of a failed report removed with it
+                (self._root / path).unlink()
+        self._superseded.clear()
 
     @contextmanager
     def _transaction(self, rows: int) -> Iterator[sqlite3.Connection]:
