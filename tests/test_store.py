@@ -385,3 +385,30 @@ def test_switching_gzip_on_and_off_leaves_one_file_a_report(tmp_path: Path) -> N
         assert files == (["M2.html.gz"] if gzipped else ["M2.html"])
         with sqlite3.connect(out / "index.sqlite") as db:
             assert db.execute("SELECT path FROM reports").fetchall() == [(f"{project.id}/{files[0]}",)]
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "process"])
+def test_a_project_named_as_the_index_fails_alone_and_the_folder_stays_usable(tmp_path: Path, strategy: str) -> None:
+    """A project ``index.sqlite-journal`` made a folder where SQLite looks for the index's journal: that run and every
+    later one into the folder failed with "disk I/O error". Such an id fails its own reports, naming why."""
+    from dataclasses import replace
+
+    from zerosite.engine import BatchOptions, generate
+    from zerosite.project import parse_project
+    from zerosite.sample import sample_project
+
+    out = tmp_path / "out"
+    good = parse_project(sample_project(1))
+    named = [replace(good, id=f"index.sqlite{suffix}") for suffix in ("", "-journal", "-wal", "-shm")]
+    options = BatchOptions(out=out, modules=("M2",), strategy=strategy, workers=2)
+    summary = generate([*named, good], options)
+    assert (summary.written, summary.failed) == (1, 4)
+    assert all("is the name of the index's own file" in (f.error or "") for f in summary.failures)
+    assert not any((out / project.id).is_dir() for project in named)
+    again = generate([good], options)  # the index opens: the same command resumes
+    assert again.skipped == 1
+
+
+def test_the_index_elsewhere_reserves_no_name(tmp_path: Path) -> None:
+    with ReportStore(tmp_path / "out", tmp_path / "db" / "index.sqlite") as store:
+        assert store.write("index.sqlite", "M2", HTML).path.is_file()

@@ -46,19 +46,32 @@ class ReportFiles:
     out_dir: Path
     gzip: bool = False
     fsync: bool = False
+    reserved: frozenset[str] = frozenset()
+    """Names in ``out_dir`` that no project's folder may take: the index's own files when it lies there."""
     _folders: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
     """The project folders this copy has made, or found and checked, already: each is made once, not per file."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.out_dir, self.gzip, self.fsync)  # a copy elsewhere checks its folders itself
+        return type(self), (self.out_dir, self.gzip, self.fsync, self.reserved)  # a copy checks its folders itself
 
     def path(self, project_id: str, module: str) -> Path:
         """Where the report of ``module`` for ``project_id`` lives; rejects anything that could leave ``out_dir``."""
-        _check_slug(project_id)
+        self._check_id(project_id)
         path = self.out_dir / project_id / self._file_name(module)
         if path.parent.parent != self.out_dir or not path.resolve().is_relative_to(self.out_dir):
             raise StoreError(f"report path {path} for project {project_id!r} escapes the output folder {self.out_dir}")
         return path
+
+    def _check_id(self, project_id: str) -> None:
+        """A project id that can name a folder of its own in ``out_dir``: a slug, and not one of :attr:`reserved`
+        (a project ``index.sqlite-journal`` made a folder where SQLite looks for its journal: the index could no
+        longer be opened, by that run or any other)."""
+        _check_slug(project_id)
+        if project_id in self.reserved:
+            raise StoreError(
+                f"project id {project_id!r} is the name of the index's own file in {self.out_dir}: give the project "
+                "another id, or the index another place (--db)"
+            )
 
     def _file_name(self, module: str) -> str:
         if not isinstance(module, str) or not _MODULE_NAME.fullmatch(module):
@@ -76,7 +89,7 @@ class ReportFiles:
         started = time.perf_counter_ns()
         name = self._file_name(module)
         if project_id not in self._folders:
-            _check_slug(project_id)
+            self._check_id(project_id)
         try:
             data = html.encode("utf-8")
         except UnicodeEncodeError as error:

@@ -42,6 +42,14 @@ Status = ReportStatus
 _SEARCH_TOKEN = re.compile(r"[^\W_]+")
 
 
+def _index_names(db_path: Path, out_dir: Path) -> frozenset[str]:
+    """The names of the index's files (the database and SQLite's own beside it) where they lie in ``out_dir``."""
+    db = db_path.resolve()
+    if db.parent != out_dir:
+        return frozenset()
+    return frozenset({db.name, *(f"{db.name}{suffix}" for suffix in ("-wal", "-shm", "-journal"))})
+
+
 def utc_now() -> str:
     """Now, as the index stores times: ISO 8601, UTC, microseconds."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
@@ -207,7 +215,9 @@ class ReportStore:
             self._root_prefix = str(self._root) + os.sep
             self._lock = FolderLock(self._root)
             self._lock.acquire()
-            self.files = ReportFiles(self._root, gzip=gzip, fsync=fsync)
+            self.files = ReportFiles(
+                self._root, gzip=gzip, fsync=fsync, reserved=_index_names(self.db_path, self._root)
+            )
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
             self._db: sqlite3.Connection | None = sqlite3.connect(self.db_path, isolation_level=None, timeout=30)
         except OutputBusy:
@@ -286,7 +296,7 @@ class ReportStore:
         (:meth:`discard` then drops their rows); returns their keys."""
         keys = {(project_id, module) for module in modules}
         for key in keys:
-            with suppress(FileNotFoundError):
+            with suppress(FileNotFoundError, StoreError):  # StoreError: an id that could have no file (a reserved name)
                 self.files.path(*key).unlink()
             self._written.pop(key, None)
         self.files.remove_folder_if_empty(project_id)
