@@ -413,3 +413,25 @@ def test_tables_pad_decomposed_hangul_and_combining_marks_as_a_terminal_shows_th
         "Cafe\u0301     c",
         "x\u200dy       d",
     ]
+
+
+@pytest.mark.parametrize(
+    "strategy", [["sequential"], ["process"], ["process", "--start-method", "spawn"], ["auto"]], ids=" ".join
+)
+def test_what_plugin_code_prints_leaves_the_json_summary_alone(tmp_path: Path, strategy: list[str]) -> None:
+    """A plugin's ``print`` went to standard output, before the ``--json`` summary, which no longer parsed: it goes to
+    standard error, from this process and from the pool's workers (forked, or new interpreters)."""
+    import shutil
+    import subprocess
+    import sys
+
+    plugins = tmp_path / "plugins"
+    shutil.copytree(Path(__file__).parent / "data" / "printing_plugin", plugins)
+    done = subprocess.run(
+        [sys.executable, "-m", "zerosite", "--plugins-dir", str(plugins), "generate", "--sample", "3", "--module", "M9",
+         "--strategy", *strategy, "--out", str(tmp_path / "out"), "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["written"] == 3
+    assert done.stderr.count("debug: computing") == 3

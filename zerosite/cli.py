@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import json
@@ -533,9 +534,12 @@ def _run_batch(
         noted = _NoteChoice(batch_plan.strategy, (lambda line: None) if as_json else progress.say)  # JSON: in it
         batch_plan = replace(batch_plan, strategy=noted)
         try:
-            summary = generate_reports(
-                projects, options, on_report=progress.on_report, batch_plan=batch_plan, cache=cache
-            )
+            # Standard output is the summary's (--json is read by programs): what plugin code prints goes to standard
+            # error, here and in the pool's workers (worker.warm_process).
+            with contextlib.redirect_stdout(sys.stderr):
+                summary = generate_reports(
+                    projects, options, on_report=progress.on_report, batch_plan=batch_plan, cache=cache
+                )
         except (EngineError, StartError) as error:
             _fail(str(error))
         except OutputBusy as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import signal
+import sys
 import threading
 import time
 import tracemalloc
@@ -85,6 +86,7 @@ def warm_process(config: WorkerConfig) -> Worker:
     (a plugin file skipped) are the parent's to give, once: a worker that loads the plugins again (``spawn``,
     ``forkserver``, a Dask worker) would repeat them."""
     set_plugin_settings(config.plugins)
+    sys.stdout = sys.stderr  # a worker's output is its results: what plugin code prints goes to standard error
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PluginWarning)
         return make_worker(config)
