@@ -1030,6 +1030,7 @@ def serve(
         import uvicorn
 
         from zerosite.service import ConfigError, ServiceConfig, create_app, read_token_file
+        from zerosite.service.running import PortUnavailable, ServerFailed, check_port, serve_until_stopped
     except ImportError as error:
         _fail(f"zerosite serve needs the serve extra (pip install 'zerosite[serve]'): {error}")
     log_config = _serve_log_config(uvicorn.config.LOGGING_CONFIG, log_level)
@@ -1037,8 +1038,9 @@ def serve(
     try:
         token = read_token_file(token_file) if token_file is not None else os.environ.get("ZEROSITE_TOKEN") or None
         config = ServiceConfig(token=token, **settings)
+        check_port(host, port)  # before the workers start: a port in use is said first, and alone
         app = create_app(config)  # checks the plan (modules, strategy, plugins) before anything listens
-    except ConfigError as error:
+    except (ConfigError, PortUnavailable) as error:
         _fail(str(error))
     grace = config.request_timeout_s + 5
     common: dict[str, Any] = {
@@ -1049,17 +1051,22 @@ def serve(
         "access_log": access_log,
         "timeout_graceful_shutdown": grace,
     }
-    if processes == 1:
-        uvicorn.run(app, **common)
-        return
-    app.state.service.cache.close()  # each server process opens its own: this app only checked the settings
-    os.environ.update(config.to_env())
     metrics_dir = None
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics sums what every server process counted
-        metrics_dir = tempfile.mkdtemp(prefix="zerosite-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    if processes == 1:
+        server = uvicorn.Config(app, **common)
+    else:
+        app.state.service.cache.close()  # each server process opens its own: this app only checked the settings
+        os.environ.update(config.to_env())
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics sums what every server process counted
+            metrics_dir = tempfile.mkdtemp(prefix="zerosite-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        server = uvicorn.Config("zerosite.service:create_app", factory=True, workers=processes, **common)
     try:
-        uvicorn.run("zerosite.service:create_app", factory=True, workers=processes, **common)
+        stopped_by = serve_until_stopped(server)
+    except ServerFailed as error:
+        _fail(str(error), EXIT_FAILED)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+    if stopped_by is not None:  # stopped cleanly, as asked: the exit status says by what, as generate's does
+        sys.exit(128 + stopped_by)

@@ -116,7 +116,7 @@ class ServerProcess:
         self.process.send_signal(signum)
 
     def stop(self, signum: int = signal.SIGTERM) -> int:
-        """Send ``signum`` and wait for the exit; its return code (``-15`` after SIGTERM's clean stop)."""
+        """Send ``signum`` and wait for the exit; its return code (128 + the signal after a clean stop)."""
         if self.process is None:
             return 0
         if self.process.poll() is None:
