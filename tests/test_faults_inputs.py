@@ -494,6 +494,58 @@ def test_projects_from_a_fifo_are_read_once(tmp_path: Path, fifo: tuple[Path, th
     assert len(list((tmp_path / "out").glob("*/*.html"))) == 15
 
 
+@pytest.mark.parametrize("command", ["generate", "render"])
+def test_closed_standard_input_is_exit_2_naming_it(tmp_path: Path, command: str) -> None:
+    """Audit finding 7: ``--projects -`` with ``<&-`` was an AttributeError traceback, exit 1."""
+    done = subprocess.run(
+        [*ZEROSITE, command, "--projects", "-", "--out", "out", "-q"],
+        capture_output=True,
+        timeout=120,
+        cwd=tmp_path,
+        preexec_fn=lambda: os.close(0),  # as the shell's <&-
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    assert "<stdin>: cannot read: standard input is closed" in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_byte_order_mark_through_standard_input_is_skipped(tmp_path: Path) -> None:
+    """Audit finding 11: a JSON list with a BOM through a pipe was read as JSON Lines (151 errors for 2 projects)."""
+    text = "\ufeff" + json.dumps(sample_projects(3), indent=2, ensure_ascii=False)
+    done = run_zerosite("render", "--projects", "-", "--out", "out", "-q", stdin=text.encode(), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    assert len(list((tmp_path / "out").glob("*/*.html"))) == 15
+
+
+def test_a_file_with_a_byte_order_mark_is_read(cli: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(sample_projects(2)), encoding="utf-8-sig")  # a BOM first, as Windows tools write
+    result = invoke(cli, "render", "--projects", str(path), "--out", str(tmp_path / "out"), "-q")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "out").glob("*/*.html"))) == 10
+
+
+def test_a_key_given_twice_is_an_input_problem_that_skip_invalid_skips(cli: CliRunner, tmp_path: Path) -> None:
+    """Audit finding 10: ``"land_area_sqm": 1650.0, "land_area_sqm": 16500.0`` made a report of 16,500 ㎡."""
+    projects = sample_projects(2)
+    text = json.dumps(projects).replace('"land_area_sqm": ', '"land_area_sqm": 1650.0, "land_area_sqm": ', 1)
+    path = tmp_path / "p.json"
+    path.write_text(text.replace('"id": "p0002', '"id": 7, "id": "p0002', 1), encoding="utf-8")
+    args = ["render", "--projects", str(path), "--out", str(tmp_path / "out")]
+    result = invoke(cli, *args)
+    assert result.exit_code == 2
+    problems = [line.strip() for line in result.output.splitlines() if line.startswith("  ")]
+    assert problems == ["projects[0].land_area_sqm: given twice", "projects[1].id: given twice"]
+    assert not (tmp_path / "out").exists()
+    assert invoke(cli, *args, "--skip-invalid", "-q").exit_code == 0
+    assert not list((tmp_path / "out").glob("*/*.html"))  # both projects had a key twice: both skipped
+    path.write_text(text, encoding="utf-8")
+    assert invoke(cli, *args, "--skip-invalid", "-q").exit_code == 0
+    assert {f.parent.name for f in (tmp_path / "out").glob("*/*.html")} == {projects[1]["id"]}
+
+
 # --- Low: ids, negative zero, tiny areas, terminal escapes, tampered files ------------------------------------
 
 

@@ -14,12 +14,15 @@ import pytest
 from zerosite.pickled import PickledByFields
 from zerosite.project import (
     DEMOGRAPHIC_GROUPS,
+    STDIN,
     InvalidInput,
     Zone,
     iter_raw_projects,
+    load_json,
     parse_batch,
     parse_project,
     project_to_dict,
+    records_from_text,
     validate_batch,
 )
 from zerosite.sample import sample_projects
@@ -165,6 +168,86 @@ def test_a_fresh_interpreter_unpickles_projects_and_results(raw: dict[str, Any],
     script = "import pickle, sys; print(repr(pickle.loads(open(sys.argv[1], 'rb').read())))"
     done = subprocess.run([sys.executable, "-c", script, str(dumped)], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == repr((project, result))
+
+
+def test_a_key_given_twice_is_named_wherever_it_is(raw: dict[str, Any]) -> None:
+    """Finding 10: the last value used to win silently (``"land_area_sqm": 1650, "land_area_sqm": 16500``)."""
+    text = json.dumps([raw, sample_projects(2)[1]])
+    text = text.replace('"land_area_sqm": ', '"land_area_sqm": 5, "land_area_sqm": ', 1)
+    text = text.replace('"price_krw": ', '"price_krw": 1, "price_krw": 2, "price_krw": ', 1)
+    text = text.replace('"youth": ', '"youth": 0.5, "youth": ', 1)
+    valid, errors = parse_batch(records_from_text("p.json", text))
+    assert errors == [
+        "projects[0].land_area_sqm: given twice",
+        "projects[0].transactions[0].price_krw: given 3 times",
+        "projects[0].demographics.youth: given twice",
+    ]
+    assert [p.id for p in valid] == [sample_projects(2)[1]["id"]]  # only that project is invalid
+    assert type(load_json("x", json.dumps(raw))) is dict  # an object without a repeated key stays a plain dict
+
+
+def test_a_key_given_twice_in_json_lines_names_the_line(tmp_path: Path) -> None:
+    lines = [json.dumps(p) for p in sample_projects(2)]
+    lines[1] = lines[1].replace('"dong": ', '"dong": "x", "dong": ', 1)
+    (tmp_path / "p.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    valid, errors = parse_batch(iter_raw_projects(tmp_path / "p.jsonl"))
+    assert errors == ["p.jsonl:2.dong: given twice"] and len(valid) == 1
+
+
+def test_projects_given_twice_in_a_document_is_refused() -> None:
+    one, two = (json.dumps([p]) for p in sample_projects(2))
+    with pytest.raises(InvalidInput) as caught:
+        list(records_from_text("p.json", f'{{"projects": {one}, "projects": {two}}}'))
+    assert caught.value.errors == ['p.json: "projects" given more than once; expected one list of projects']
+
+
+BOM = "\ufeff"
+
+
+@pytest.mark.parametrize("form", ["json", "jsonl", "document"])
+def test_a_byte_order_mark_at_the_start_is_skipped_in_a_file_and_a_stream(tmp_path: Path, form: str) -> None:
+    """Finding 11: a file with a BOM (Windows tools) was refused; through a pipe a JSON list with one was taken
+    for JSON Lines, one error a line."""
+    projects = sample_projects(2)
+    text = {
+        "json": json.dumps(projects, indent=2),
+        "jsonl": "\n".join(json.dumps(p) for p in projects),
+        "document": json.dumps({"projects": projects}, indent=2),
+    }[form]
+    path = tmp_path / f"p.{'jsonl' if form == 'jsonl' else 'json'}"
+    path.write_bytes((BOM + text).encode("utf-8"))
+    expected = [p["id"] for p in projects]
+    for records in (iter_raw_projects(path), records_from_text("<stdin>", BOM + text)):
+        valid, errors = parse_batch(records)
+        assert errors == [] and [p.id for p in valid] == expected
+
+
+def test_standard_input_with_a_byte_order_mark(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    data = (BOM + json.dumps(sample_projects(2), indent=2)).encode("utf-8")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    valid, errors = parse_batch(iter_raw_projects(STDIN))
+    assert errors == [] and len(valid) == 2
+
+
+def test_a_byte_order_mark_inside_json_lines_names_its_line(tmp_path: Path) -> None:
+    lines = [json.dumps(p) for p in sample_projects(2)]
+    (tmp_path / "p.jsonl").write_text(f"{lines[0]}\n{BOM}{lines[1]}\n", encoding="utf-8")
+    valid, errors = parse_batch(iter_raw_projects(tmp_path / "p.jsonl"))
+    assert len(valid) == 1
+    assert errors == ["p.jsonl:2: not valid JSON: a byte-order mark (U+FEFF) is allowed only at the start"]
+
+
+def test_closed_standard_input_is_invalid_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 7: with file descriptor 0 closed (``<&-``) ``sys.stdin`` is None: that was an AttributeError."""
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", None)
+    with pytest.raises(InvalidInput) as caught:
+        list(iter_raw_projects(STDIN))
+    assert caught.value.errors == ["<stdin>: cannot read: standard input is closed"]
 
 
 @dataclass(frozen=True, slots=True)

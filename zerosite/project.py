@@ -10,6 +10,7 @@ import re
 import stat
 import sys
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "FieldLimits",
     "InvalidInput",
     "Project",
+    "RepeatedKeys",
     "Transaction",
     "UnreadableRecord",
     "Zone",
@@ -155,6 +157,13 @@ class _Checker:
 
     def fail(self, path: str, message: str) -> None:
         self.errors.append(f"{self.prefix}{path}: {message}")
+
+    def repeated(self, raw: Mapping[str, Any], path: str) -> None:
+        """Name each key that the JSON object ``raw`` gave more than once (``path`` + key): ambiguous input."""
+        if type(raw) is not RepeatedKeys:  # nearly always (this runs for every object of every project)
+            return
+        for key, times in raw.repeated.items():
+            self.fail(f"{path}{printable(key)}", "given twice" if times == 2 else f"given {times} times")
 
     def number(
         self,
@@ -315,6 +324,7 @@ def parse_project(raw: Any, where: str = "project") -> Project:
     if not isinstance(raw, Mapping):
         raise InvalidInput([f"{where}: must be an object, got {_show(raw)}"])
     c = _Checker(where)
+    c.repeated(raw, "")
     project_id = c.text(raw, "id", "id")
     if project_id and not _SLUG.fullmatch(project_id):
         c.fail("id", f"{_slug_rule_broken(project_id)}, got {_show(project_id)}")
@@ -331,6 +341,7 @@ def parse_project(raw: Any, where: str = "project") -> Project:
         if not isinstance(t, Mapping):
             c.fail(path, f"must be an object, got {_show(t)}")
             continue
+        c.repeated(t, f"{path}.")
         transactions.append(
             Transaction(
                 date=c.date(t, "date", f"{path}.date"),
@@ -356,6 +367,7 @@ def parse_project(raw: Any, where: str = "project") -> Project:
     if not isinstance(raw_demo, Mapping):
         c.fail("demographics", "missing" if raw_demo is None else f"must be an object, got {_show(raw_demo)}")
         raw_demo = {}
+    c.repeated(raw_demo, "demographics.")
     for group in DEMOGRAPHIC_GROUPS:
         share = c.number(raw_demo, group, f"demographics.{group}", minimum=0, strict=False) if given else 0.0
         if math.isfinite(share) and share > 1:
@@ -448,6 +460,7 @@ def iter_raw_projects(path: Path) -> Iterator[tuple[str, Any]]:
     The input is read exactly once, so ``path`` may be a pipe: :data:`STDIN` (``-``) is standard input,
     and ``/dev/stdin`` or a FIFO work too. A stream is JSON Lines unless it starts with ``[`` or is a
     ``{"projects": [...]}`` document; a regular file is JSON Lines when named ``*.jsonl`` or ``*.ndjson``.
+    The text is UTF-8; a byte-order mark at its start is skipped (``utf-8-sig``).
 
     :raises InvalidInput: the input cannot be read or is not JSON (with the line where it can say); in JSON Lines
         a line that is not JSON comes as an :class:`UnreadableRecord` instead, one invalid project.
@@ -455,16 +468,16 @@ def iter_raw_projects(path: Path) -> Iterator[tuple[str, Any]]:
     name = "<stdin>" if path == STDIN else path.name
     try:
         if path.suffix in {".jsonl", ".ndjson"}:
-            with path.open(encoding="utf-8") as lines:
+            with path.open(encoding="utf-8-sig") as lines:
                 yield from _json_lines(name, lines)
             return
         if path == STDIN or not _is_regular_file(path):
             yield from _stream_projects(name, path)
             return
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8-sig") as handle:
             data = load_json(name, handle.read())
     except (OSError, UnicodeDecodeError) as error:
-        raise InvalidInput([f"{path}: cannot read: {error}"]) from None
+        raise InvalidInput([f"{name if path == STDIN else path}: cannot read: {error}"]) from None
     yield from _listed_projects(name, data)
 
 
@@ -478,27 +491,30 @@ def _is_regular_file(path: Path) -> bool:
 def _stream_projects(name: str, path: Path) -> Iterator[tuple[str, Any]]:
     """Read a pipe once, whole, then tell a JSON document from JSON Lines by its first character."""
     if path == STDIN:
-        text = sys.stdin.buffer.read().decode("utf-8")
+        if sys.stdin is None:  # file descriptor 0 closed (``<&-``): Python has no stream for it
+            raise InvalidInput([f"{name}: cannot read: standard input is closed"])
+        text = sys.stdin.buffer.read().decode("utf-8-sig")
     else:
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8-sig") as handle:
             text = handle.read()
     yield from records_from_text(name, text)
 
 
 def records_from_text(name: str, text: str) -> Iterator[tuple[str, Any]]:
     """``(location, raw project)`` from a whole text: a JSON list or ``{"projects": [...]}`` (``projects[i]``),
-    else JSON Lines (``NAME:LINE``), told apart by the first character.
+    else JSON Lines (``NAME:LINE``), told apart by the first character. A byte-order mark before it is skipped.
 
     :raises InvalidInput: text that is neither, named with ``name`` and where it fails (a JSON Lines line that is
         not JSON comes as an :class:`UnreadableRecord`).
     """
+    text = text.removeprefix(_BOM)
     start = text.lstrip()[:1]
     if start == "[":
         yield from _listed_projects(name, load_json(name, text))
         return
     if start == "{":
         try:
-            document = json.loads(text)
+            document = _DECODER.decode(text)
         except (ValueError, RecursionError):
             document = None  # more than one object: JSON Lines
         if isinstance(document, Mapping) and "projects" in document:
@@ -517,10 +533,44 @@ def _json_lines(name: str, lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
                 yield where, UnreadableRecord(unreadable.errors)
 
 
+class RepeatedKeys(dict[str, Any]):
+    """A JSON object that gave some key more than once, as :func:`load_json` returns it: the last value of each
+    key, as ``json.loads`` keeps it, and in ``repeated`` each key given more than once with how many times, for
+    :func:`parse_project` to name (``projects[0].land_area_sqm: given twice``). An object without one is a plain
+    ``dict``."""
+
+    repeated: dict[str, int]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: a plain ``dict`` unless a key came twice (it runs for every object: kept short)."""
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    repeated = RepeatedKeys(obj)
+    counts = Counter(key for key, _ in pairs)
+    repeated.repeated = {key: times for key, times in counts.items() if times > 1}
+    return repeated
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_object)
+_BOM = "\ufeff"
+"""A UTF-8 byte-order mark, decoded: Windows tools start files with it. One is allowed at the start of the input."""
+
+
 def load_json(where: str, text: str, *, one_line: bool = False) -> Any:
-    """Parse JSON text; every way it can fail (syntax, nesting, a number too long) is :class:`InvalidInput`."""
+    """Parse JSON text; every way it can fail (syntax, nesting, a number too long) is :class:`InvalidInput`.
+
+    A key given twice in an object is not a failure here: that object is a :class:`RepeatedKeys`, which
+    :func:`parse_project` names. A byte-order mark is skipped at the start of a whole document, refused at the
+    start of a line (``one_line``): there it is not at the start of the input.
+    """
+    if not one_line:
+        text = text.removeprefix(_BOM)
+    elif text.startswith(_BOM):
+        raise InvalidInput([f"{where}: not valid JSON: a byte-order mark (U+FEFF) is allowed only at the start"])
     try:
-        return json.loads(text)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as error:
         at = "" if one_line else f":{error.lineno}:{error.colno}"
         raise InvalidInput([f"{where}{at}: not valid JSON: {error.msg}"]) from None
@@ -533,6 +583,8 @@ def load_json(where: str, text: str, *, one_line: bool = False) -> Any:
 
 
 def _listed_projects(name: str, data: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(data, RepeatedKeys) and "projects" in data.repeated:
+        raise InvalidInput([f'{name}: "projects" given more than once; expected one list of projects'])
     if isinstance(data, Mapping) and "projects" in data:
         data = data["projects"]
     if not isinstance(data, list):
