@@ -546,6 +546,67 @@ def test_a_key_given_twice_is_an_input_problem_that_skip_invalid_skips(cli: CliR
     assert {f.parent.name for f in (tmp_path / "out").glob("*/*.html")} == {projects[1]["id"]}
 
 
+# --- 12. Ctrl-C while the command still imports: exit 130 and one line, no traceback ------------------------------
+
+INTERRUPTED_WHILE_IMPORTING = """
+import importlib, os, runpy, signal, sys
+entry, module = sys.argv[1:3]
+
+class CtrlC:  # a real SIGINT, delivered while `module` is being imported
+    def find_spec(self, name, path=None, target=None):
+        if name == module:
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["zerosite", "generate", "--sample", "1", "--out", "out", "-q"]
+if entry == "-m":
+    runpy.run_module("zerosite", run_name="__main__", alter_sys=True)
+else:
+    name, _, function = entry.partition(":")
+    sys.exit(getattr(importlib.import_module(name), function)())
+"""
+
+
+def console_script() -> str:
+    """What the ``zerosite`` command runs: its ``[project.scripts]`` entry in pyproject.toml."""
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["scripts"]["zerosite"])
+
+
+@pytest.mark.parametrize("entry", ["script", "-m"])
+@pytest.mark.parametrize("module", ["zerosite.project", "click", "zerosite.engine"])
+def test_ctrl_c_while_importing_is_exit_130_without_a_traceback(tmp_path: Path, entry: str, module: str) -> None:
+    """Audit finding 12: the signal came before any handler, in the imports of the package (``zerosite.project``,
+    from ``zerosite/__init__.py``) or of the command line: a traceback, exit -2."""
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_IMPORTING, console_script() if entry == "script" else "-m", module],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "error: interrupted\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_entry_point_imports_nothing_before_it_runs() -> None:
+    """The window a Ctrl-C traceback could come in: importing ``zerosite.__main__`` loads no other module of
+    ``zerosite`` and no library; the package's names still import."""
+    script = (
+        "import sys; before = set(sys.modules); import zerosite.__main__; "
+        "print(' '.join(sorted(set(sys.modules) - before)))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert set(done.stdout.split()) - {"__future__"} == {"zerosite", "zerosite.__main__"}
+    from zerosite import Project, ReportModule, hookimpl
+
+    assert Project.__module__ == "zerosite.project" and callable(hookimpl) and ReportModule is not None
+
+
 # --- Low: ids, negative zero, tiny areas, terminal escapes, tampered files ------------------------------------
 
 
