@@ -288,6 +288,16 @@ def test_invalid_fields_raise_invalid_input_naming_the_url(http: HttpSource) -> 
             http.fetch(project("p-002"))
 
 
+def test_a_field_the_source_gives_twice_is_named(http: HttpSource) -> None:
+    """As in the input: the last of two values was taken silently (an area 1,650 or 16,500 ㎡?)."""
+    served = {"p-001": b'{"land_area_sqm": 1650, "land_area_sqm": 16500}'}
+    with ProjectServer(served, latency_s=0.0) as server:
+        http.open(settings_for(server.url))
+        with pytest.raises(InvalidInput) as caught:
+            http.fetch(project("p-001"))
+        assert caught.value.errors == [f"{server.url}/projects/p-001.land_area_sqm: given twice"]
+
+
 def test_http_source_pickles_without_its_clients(http: HttpSource) -> None:
     with ProjectServer([raw_project()], latency_s=0.0) as server:
         http.open(settings_for(server.url))

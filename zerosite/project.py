@@ -32,6 +32,7 @@ __all__ = [
     "UnreadableRecord",
     "Zone",
     "iter_raw_projects",
+    "json_object",
     "load_json",
     "parse_batch",
     "parse_project",
@@ -542,7 +543,7 @@ class RepeatedKeys(dict[str, Any]):
     repeated: dict[str, int]
 
 
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """``object_pairs_hook``: a plain ``dict`` unless a key came twice (it runs for every object: kept short)."""
     obj = dict(pairs)
     if len(obj) == len(pairs):
@@ -553,7 +554,7 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return repeated
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_object)
+_DECODER = json.JSONDecoder(object_pairs_hook=json_object)
 _BOM = "\ufeff"
 """A UTF-8 byte-order mark, decoded: Windows tools start files with it. One is allowed at the start of the input."""
 

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from zerosite import hookimpl
-from zerosite.project import InvalidInput, Project, parse_project, project_to_dict, validate_project
+from zerosite.project import (
+    InvalidInput,
+    Project,
+    RepeatedKeys,
+    json_object,
+    parse_project,
+    project_to_dict,
+    validate_project,
+)
 from zerosite.types import DataSource, SourceSettings, describe_error, raised_at, show_traceback
 
 # httpx and asyncio are imported by the code that uses them, not here: the default (embedded) source uses
@@ -408,7 +416,7 @@ def _describe(error: Exception) -> str:
 
 def _merge(project: Project, url: str, body: bytes, attempt: int) -> Project:
     try:
-        fields = json.loads(body)
+        fields = json.loads(body, object_pairs_hook=json_object)  # a key given twice named, as in the input
     except RecursionError:
         raise SourceError(project.id, url, "response is not valid JSON: nested too deeply", attempt) from None
     except ValueError as error:  # syntax, encoding, an integer of more digits than Python converts
@@ -417,6 +425,9 @@ def _merge(project: Project, url: str, body: bytes, attempt: int) -> Project:
         kind = type(fields).__name__
         raise SourceError(project.id, url, f"response must be a JSON object, got {kind}", attempt)
     merged = {**project_to_dict(project), **fields}
+    if isinstance(fields, RepeatedKeys):
+        merged = RepeatedKeys(merged)
+        merged.repeated = fields.repeated
     fetched = parse_project(merged, where=url)
     if fetched.id != project.id:
         raise InvalidInput([f"{url}.id: expected {project.id!r}, got {fetched.id!r}"])
