@@ -4,6 +4,7 @@ nothing is lost, nothing ends silently (issue 11, items 4, 5, 9, 12 and 13)."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import contextlib
 import json
 import os
@@ -12,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,8 +23,11 @@ import psutil
 import pytest
 from helpers import communicate
 
+from zerosite import stopping
 from zerosite.files import LOCK_FILE, OutputBusy
+from zerosite.stopping import STOP_GRACE_S
 from zerosite.store import ReportStore
+from zerosite.strategies import bounded
 from zerosite.strategies_async import StopSignalsBetweenSteps
 
 SLOW_PLUGIN = """
@@ -167,6 +172,128 @@ def test_repeated_ctrl_c_stops_within_seconds(tmp_path: Path, strategy: str) -> 
         assert gone(workers, 5)
     done = assert_whole_projects(out, ("M2", "SLOW"))
     resumes(command, done, 80)
+
+
+BLOCKING_PLUGIN = """
+    import time
+    from pathlib import Path
+
+    from zerosite import ReportModule, hookimpl
+
+    HERE = Path(__file__).parent
+
+
+    def stuck(project, deps):
+        # Project 3 blocks for good while HERE/"block" exists (a network call without a time limit, no --timeout);
+        # HERE/"blocked" tells the test it is blocked (M2, made first, is written already).
+        if project.id.startswith("p0003") and (HERE / "block").exists():
+            (HERE / "blocked").touch()
+            time.sleep(3600)
+        return project.id
+
+
+    @hookimpl
+    def zerosite_template_dirs():
+        return [HERE / "templates"]
+
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="SLOW", title="막힘", compute=stuck, template="slow.html.j2"))
+"""
+
+
+def start_blocked(tmp_path: Path, strategy: str) -> tuple[list[str], subprocess.Popen[str], Path, Path]:
+    """A batch whose third project blocks for good in its second module; returned once it is blocked."""
+    out = tmp_path / "out"
+    plugins = plugins_dir(tmp_path, {"stuck.py": BLOCKING_PLUGIN})
+    (plugins / "block").touch()
+    command = zerosite(
+        plugins, "generate", "--sample", "12", "--module", "M2", "--module", "SLOW", "--strategy", strategy,
+        "--workers", "2", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    child = start(command)
+    deadline = time.monotonic() + 30
+    while not (plugins / "blocked").exists():
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "project 3 never started its blocking module"
+        time.sleep(0.02)
+    return command, child, out, plugins
+
+
+@pytest.mark.parametrize(
+    ("strategy", "stop"),
+    [("thread", signal.SIGTERM), ("process", signal.SIGTERM), ("async", signal.SIGTERM), ("process", signal.SIGINT)],
+    ids=["thread-SIGTERM", "process-SIGTERM", "async-SIGTERM", "process-SIGINT"],
+)
+def test_one_stop_signal_ends_a_blocked_report_after_the_grace_period(
+    tmp_path: Path, strategy: str, stop: signal.Signals
+) -> None:
+    """Audit finding 2: a single SIGTERM (a service manager, ``docker stop``) or Ctrl-C used to wait for the reports
+    in flight, for ever where one was blocked; the run was then SIGKILLed, leaving files the index did not list.
+    Now that work gets STOP_GRACE_S, is abandoned, and the run still ends with its clean-up."""
+    command, child, out, plugins = start_blocked(tmp_path, strategy)
+    with no_strays(child):
+        workers = psutil.Process(child.pid).children(recursive=True)
+        stopped = time.monotonic()
+        if stop == signal.SIGINT:
+            os.killpg(child.pid, stop)  # Ctrl-C at the terminal
+        else:
+            child.send_signal(stop)
+        _, stderr = communicate(child, timeout=STOP_GRACE_S + 10)
+        took = time.monotonic() - stopped
+        assert child.returncode == 128 + stop, stderr
+        assert f"abandoning the work still running {STOP_GRACE_S:g} s after the stop" in stderr
+        assert "resume" in stderr and "Traceback" not in stderr and "forced exit" not in stderr
+        assert STOP_GRACE_S <= took < STOP_GRACE_S + 5, took
+        assert gone(workers, 5)
+    assert not (out / LOCK_FILE).exists()
+    done = assert_whole_projects(out, ("M2", "SLOW"))
+    assert not (out / "p0003-jamsil").exists()  # discarded whole: its M2 was written before it blocked
+    (plugins / "block").unlink()
+    resumes(command, done, 24)
+
+
+@pytest.mark.parametrize("strategy", ["thread", "async"])
+def test_a_second_ctrl_c_with_a_blocked_report_still_cleans_up(tmp_path: Path, strategy: str) -> None:
+    """Audit finding 3: under ``thread`` the second Ctrl-C's forced exit (the blocked thread held the pool's close)
+    skipped the clean-up: the blocked project's files had no rows, and OUT/.zerosite.lock was left. Now the blocked
+    thread is abandoned, its writes refused, and the clean-up runs at once."""
+    command, child, out, plugins = start_blocked(tmp_path, strategy)
+    with no_strays(child):
+        os.killpg(child.pid, signal.SIGINT)
+        time.sleep(0.5)
+        stopped = time.monotonic()
+        os.killpg(child.pid, signal.SIGINT)
+        _, stderr = communicate(child, timeout=10)
+        took = time.monotonic() - stopped
+        assert child.returncode == 130, stderr
+        assert "forced exit" not in stderr, stderr
+    assert not (out / LOCK_FILE).exists()
+    done = assert_whole_projects(out, ("M2", "SLOW"))
+    assert not (out / "p0003-jamsil").exists()
+    assert "abandoning the work under way" in stderr and "resume" in stderr and "Traceback" not in stderr, stderr
+    assert took < STOP_GRACE_S
+    (plugins / "block").unlink()
+    resumes(command, done, 24)
+
+
+def test_results_closed_while_stopping_now_wait_for_no_blocked_work() -> None:
+    """The stop signal can land in the engine's loop rather than in the runner: the runner's results are then
+    closed, and ``bounded`` waits for the work in flight; it used to wait for a blocked report for ever."""
+    release = threading.Event()
+    with cf.ThreadPoolExecutor(2) as pool:
+        results = bounded(lambda blocks: pool.submit(release.wait if blocks else int), [False, True], 2)
+        next(results)
+        threading.Timer(0.2, stopping._hurry.set).start()  # what a second Ctrl-C, or the grace period's end, does
+        threading.Timer(5, release.set).start()  # the old code's close returns only then
+        try:
+            started = time.monotonic()
+            results.close()
+            assert time.monotonic() - started < 2
+        finally:
+            release.set()
+            stopping._hurry.clear()
 
 
 SWALLOWING_PLUGIN = SLOW_PLUGIN.replace(

@@ -1,5 +1,6 @@
-"""How the ``zerosite`` command stops: Ctrl-C and SIGTERM end a batch cleanly with the shell's exit codes, a second
-signal hurries the clean-up, and the process exits without waiting for threads or pool workers left behind."""
+"""How the ``zerosite`` command stops: Ctrl-C and SIGTERM end a batch cleanly with the shell's exit codes; the work
+under way gets :data:`STOP_GRACE_S` to end, and a second signal, or the grace period over, abandons what still runs;
+the process exits without waiting for threads or pool workers left behind."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 
-import click
-
 __all__ = [
     "EXIT_INTERRUPTED",
     "FORCED_EXIT_AFTER_S",
+    "STOP_GRACE_S",
     "STOP_SIGNALS",
     "Stopped",
     "exit_without_waiting",
+    "hurried",
     "lingering_threads",
     "stop_code",
     "stop_word",
@@ -29,8 +30,15 @@ __all__ = [
 
 EXIT_INTERRUPTED = 130
 """128 + SIGINT; SIGTERM gives 128 + 15 = 143."""
+STOP_GRACE_S = 3.0
+"""After the first Ctrl-C or SIGTERM, how long the reports under way get to finish (and be indexed) before they are
+abandoned, as a second Ctrl-C abandons them at once: a report blocked for good (a network call without a time limit,
+no ``--timeout``) cannot hold the stop. Most reports take well under a second; 3 s, plus the clean-up's
+:data:`FORCED_EXIT_AFTER_S` at the very worst, stays within the 10 s ``docker stop`` and most service managers give
+before SIGKILL, which would leave the projects in flight unindexed."""
 FORCED_EXIT_AFTER_S = 5.0
-"""After a second Ctrl-C (or SIGTERM), the longest the clean-up may take before the process exits anyway."""
+"""Once the work under way is abandoned (a second signal, or :data:`STOP_GRACE_S` over), the longest the clean-up may
+take before the process exits anyway: a last resort, the clean-up waits for nothing a plugin holds."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -44,6 +52,8 @@ RUNTIME_THREADS = ("AnyIO worker thread", "asyncio_", "ThreadPoolExecutor-")
 def exit_without_waiting(code: object) -> None:
     """End leftover pool workers; where non-daemon threads remain past :data:`LINGER_GRACE_S`, warn naming them
     and exit now with ``code``."""
+    import click  # here: the runners import this module, and their worker processes need no click
+
     for child in multiprocessing.active_children():
         child.kill()
         child.join(timeout=1)
@@ -88,32 +98,51 @@ def stop_word(stop: KeyboardInterrupt) -> str:
     return "terminated (SIGTERM)" if stop_code(stop) == 128 + signal.SIGTERM else "interrupted"
 
 
+_hurry = threading.Event()
+"""Set when the work under way is to be abandoned rather than waited for (see :func:`hurried`)."""
+
+
+def hurried() -> bool:
+    """Whether the command is stopping and will no longer wait for the work under way: a second Ctrl-C or SIGTERM
+    came, or :data:`STOP_GRACE_S` passed since the first. The pool workers were killed then; a runner stops waiting
+    for its threads (and abandons them, refusing their writes) and for its futures, so that the batch's clean-up
+    runs at once. Never true outside :func:`stopping_cleanly` (a server, a library caller)."""
+    return _hurry.is_set()
+
+
 @contextlib.contextmanager
 def stopping_cleanly() -> Iterator[None]:
     """Ctrl-C and SIGTERM stop a batch the same clean way (exit 130 and 143, the projects in flight discarded).
 
-    The first signal raises :class:`Stopped`: the engine stops feeding work, the pool finishes the chunks it
-    holds and shuts down, the projects in flight are discarded. A later one never raises into that clean-up
-    (an exception in the middle of a pool's shutdown can leave it hung for good) but hurries it: the worker
-    processes are killed at once, and a process still there ``FORCED_EXIT_AFTER_S`` later exits anyway.
+    The first signal raises :class:`Stopped`: the engine stops feeding work, the pool finishes the work it holds
+    and shuts down, the projects in flight are discarded. What still runs :data:`STOP_GRACE_S` later (a report
+    blocked for good) is abandoned as at a second signal, which never raises into that clean-up (an exception in
+    the middle of a pool's shutdown can leave it hung for good) but hurries it: the worker processes are killed,
+    the runners stop waiting for their threads (:func:`hurried`), and the clean-up runs; a process still there
+    :data:`FORCED_EXIT_AFTER_S` later exits anyway.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
+    grace: list[threading.Timer] = []
+    once = threading.Lock()  # taken, never released, by the first to abandon the work (never waited for)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
+        code = 128 + received[0]
         if len(received) == 1:
-            raise Stopped(signum)
-        if len(received) == 2:
-            _say("stopping now: ending the worker processes")
-            timer = threading.Timer(FORCED_EXIT_AFTER_S, _forced_exit, args=(128 + received[0],))
+            why = f"still running {STOP_GRACE_S:g} s after the stop"
+            timer = threading.Timer(STOP_GRACE_S, _abandon_work, args=(once, code, why))
             timer.daemon = True
             timer.start()
-        for child in multiprocessing.active_children():
-            child.kill()
+            grace.append(timer)
+            raise Stopped(signum)
+        _abandon_work(once, code, "under way")
 
+    import click  # here: the runners import this module, and their worker processes need no click
+
+    _hurry.clear()
     previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
     try:
         yield
@@ -121,10 +150,27 @@ def stopping_cleanly() -> Iterator[None]:
         click.echo(f"error: {stop_word(stop)}", err=True)
         sys.exit(stop_code(stop))
     finally:
+        for timer in grace:
+            timer.cancel()  # the batch stopped within it (a forced exit armed already stays armed)
+        _hurry.clear()
         for signum, handler in previous.items():
             # Once stopping, no later signal may end the process otherwise than with its exit code: ignored from
             # here to the very exit (Python would put back the default handler while it finalizes).
             signal.signal(signum, signal.SIG_IGN if received else handler)
+
+
+def _abandon_work(once: threading.Lock, code: int, which: str) -> None:
+    """Stop waiting for the work under way (a second signal, or the first one's grace period over): kill the
+    worker processes, tell the runners (:func:`hurried`), and, the first time (``once`` free), say so and arm the
+    forced exit. In the signal's handler, or in the grace period's timer thread."""
+    if once.acquire(blocking=False):  # never blocks: a handler may run while this thread is in here already
+        _hurry.set()
+        _say(f"stopping now: abandoning the work {which} (its projects are made again by the next run)")
+        timer = threading.Timer(FORCED_EXIT_AFTER_S, _forced_exit, args=(code,))
+        timer.daemon = True
+        timer.start()
+    for child in multiprocessing.active_children():
+        child.kill()
 
 
 def _say(message: str) -> None:

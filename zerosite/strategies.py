@@ -26,6 +26,7 @@ from zerosite.chunking import tapered
 from zerosite.pipeline import plugin_raised, watch_interrupts
 from zerosite.plugins import BUILTIN_PLUGINS
 from zerosite.project import Project
+from zerosite.stopping import hurried
 from zerosite.types import (
     ProjectResult,
     ReportWriter,
@@ -60,6 +61,10 @@ WATCH_INTERVAL_S = 0.05
 PARENT_POLL_S = 0.5
 """Where the kernel cannot end a pool worker with its parent, how often the worker looks whether it was orphaned."""
 
+WRITES_ENDING_S = 1.0
+"""When a thread runner abandons its threads (the command stopping now), how long the report writes already under
+way get to end before the clean-up goes on without them (a write refused from then on)."""
+
 T = TypeVar("T")
 
 
@@ -71,8 +76,9 @@ def bounded(
 ) -> Iterator[tuple[T, cf.Future[Any]]]:
     """Submit ``items`` with at most ``limit`` in flight; yield ``(item, future)`` as each completes. Closed early
     by the caller, it waits for the work in flight (so that none of it writes a file once the caller cleans up: a
-    warm runner's pass that the index refused); stopped by an exception (Ctrl-C), it cancels what has not started
-    and leaves the rest to the runner's close.
+    warm runner's pass that the index refused), unless the command stops now (:func:`~zerosite.stopping.hurried`:
+    that work is abandoned, the runner's close ends it); stopped by an exception (Ctrl-C), it cancels what has not
+    started and leaves the rest to the runner's close.
 
     Given ``tick``, it is called every :data:`WATCH_INTERVAL_S` while waiting (to enforce time limits).
     Each future reports its own completion to a queue (``cf.wait`` would install and remove a waiter on every
@@ -104,7 +110,10 @@ def bounded(
     except GeneratorExit:
         # Not cancelled first: a future cancelled while a process pool still holds its work item breaks the pool's
         # manager thread if the pool then breaks (InvalidStateError from terminate_broken, CPython 3.11).
-        while cf.wait(pending, timeout=interval).not_done:
+        while cf.wait(pending, timeout=WATCH_INTERVAL_S).not_done:
+            if hurried():  # the pool's workers are being killed: nothing cancelled now (see above), the close cancels
+                pending.clear()
+                break
             if tick is not None:
                 tick()
         raise
@@ -146,15 +155,45 @@ class ThreadStrategy(Strategy):
         return _ThreadRunner(make_worker(config), options)
 
 
+class _Gate:
+    """The way out of a thread pool for report files: shut when the pool abandons its threads, so that none of
+    them writes a file once the batch has cleaned up (a write under way when it shuts is waited for, a while)."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.open = True
+        self.writing = 0
+
+    @contextlib.contextmanager
+    def passing(self, project_id: str, module: str) -> Iterator[None]:
+        with self.changed:
+            if not self.open:
+                raise StoreError(f"not written: report {module} of project {project_id} was abandoned (stopping)")
+            self.writing += 1
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.writing -= 1
+                self.changed.notify_all()
+
+    def shut(self, timeout_s: float) -> None:
+        """Refuse every later write; wait up to ``timeout_s`` for those under way."""
+        with self.changed:
+            self.open = False
+            self.changed.wait_for(lambda: self.writing == 0, timeout_s)
+
+
 class _Threads:
-    """A thread pool of daemon threads: a thread left behind with a report past its time limit is
-    replaced, and never keeps the process from exiting."""
+    """A thread pool of daemon threads: a thread left behind with a report past its time limit, or when the
+    command stops now, is abandoned (replaced, in the first case), and never keeps the process from exiting."""
 
     def __init__(self, workers: int) -> None:
         self.tasks: queue.SimpleQueue[tuple[cf.Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
         self.threads: set[threading.Thread] = set()
         self.retired: set[threading.Thread] = set()
         self.started = itertools.count()
+        self.gate = _Gate()
         for _ in range(workers):
             self._add()
 
@@ -188,7 +227,9 @@ class _Threads:
             self._add()
 
     def close(self) -> None:
-        """Cancel the work not started, wait for the threads still in the pool (not the abandoned)."""
+        """Cancel the work not started, wait for the threads still in the pool (not the abandoned); once the command
+        stops now (:func:`~zerosite.stopping.hurried`), abandon those still running, their writes refused (a report
+        blocked for good would hold the stop, and the batch's clean-up, for ever)."""
         while True:
             try:
                 task = self.tasks.get_nowait()
@@ -199,7 +240,9 @@ class _Threads:
         for _ in self.threads:
             self.tasks.put(None)
         for thread in self.threads:
-            thread.join()
+            while thread.is_alive() and not hurried():
+                thread.join(WATCH_INTERVAL_S)
+        self.gate.shut(WRITES_ENDING_S if any(thread.is_alive() for thread in self.threads) else 0)
 
 
 class _Watch:
@@ -245,22 +288,26 @@ class _Abandoned(Exception):
 
 
 class _AbandonableWriter:
-    """``files`` for one watched project: refuses to write once its thread was abandoned."""
+    """``files`` for a thread pool's projects: refuses to write once the pool abandoned its threads (its gate shut)
+    or, given the ``watch`` of one project, once that project's thread was abandoned at its time limit."""
 
-    def __init__(self, files: ReportWriter, watch: _Watch) -> None:
+    def __init__(self, files: ReportWriter, gate: _Gate, watch: _Watch | None = None) -> None:
         self.files = files
+        self.gate = gate
         self.watch = watch
 
     def write(self, project_id: str, module: str, html: str) -> WrittenFile:
-        if self.watch.abandoned:
+        if self.watch is not None and self.watch.abandoned:
             raise StoreError(f"not written: report {module} of project {project_id} was abandoned at its time limit")
-        return self.files.write(project_id, module, html)
+        with self.gate.passing(project_id, module):
+            return self.files.write(project_id, module, html)
 
 
 class _ThreadRunner(Runner):
     """Projects on a pool of threads. A signal cannot interrupt a thread, so under a time limit each
     project is watched: at the deadline its report fails, the project is sent again without it, and
-    the thread is abandoned (whatever it makes later is discarded)."""
+    the thread is abandoned (whatever it makes later is discarded). When the command stops now, the close
+    abandons the threads still running (:meth:`_Threads.close`); their files are refused either way."""
 
     def __init__(self, worker: Worker, options: StrategyOptions) -> None:
         self.worker = worker
@@ -270,7 +317,8 @@ class _ThreadRunner(Runner):
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         if not self.limit_s:
-            run = lambda p: self.pool.submit(self.worker.run, p, files)  # noqa: E731
+            writer = None if files is None else _AbandonableWriter(files, self.pool.gate)
+            run = lambda p: self.pool.submit(self.worker.run, p, writer)  # noqa: E731
             for _, future in bounded(run, projects, self.options.max_in_flight):
                 yield future.result()
             return
@@ -300,7 +348,7 @@ class _ThreadRunner(Runner):
             yield result.result()
 
     def _attempt(self, watch: _Watch, files: ReportWriter | None) -> None:
-        writer = None if files is None else _AbandonableWriter(files, watch)
+        writer = None if files is None else _AbandonableWriter(files, self.pool.gate, watch)
 
         def make() -> ProjectResult:
             watch.thread = threading.current_thread()
