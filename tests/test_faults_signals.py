@@ -23,7 +23,7 @@ import psutil
 import pytest
 from helpers import communicate
 
-from zerosite import stopping
+from zerosite import hurry
 from zerosite.files import LOCK_FILE, OutputBusy
 from zerosite.stopping import STOP_GRACE_S
 from zerosite.store import ReportStore
@@ -285,7 +285,7 @@ def test_results_closed_while_stopping_now_wait_for_no_blocked_work() -> None:
     with cf.ThreadPoolExecutor(2) as pool:
         results = bounded(lambda blocks: pool.submit(release.wait if blocks else int), [False, True], 2)
         next(results)
-        threading.Timer(0.2, stopping._hurry.set).start()  # what a second Ctrl-C, or the grace period's end, does
+        threading.Timer(0.2, hurry.hurry).start()  # what a second Ctrl-C, or the grace period's end, does
         threading.Timer(5, release.set).start()  # the old code's close returns only then
         try:
             started = time.monotonic()
@@ -293,7 +293,7 @@ def test_results_closed_while_stopping_now_wait_for_no_blocked_work() -> None:
             assert time.monotonic() - started < 2
         finally:
             release.set()
-            stopping._hurry.clear()
+            hurry.calm()
 
 
 SWALLOWING_PLUGIN = SLOW_PLUGIN.replace(

@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 
+from zerosite.hurry import calm, hurry
+
 __all__ = [
     "EXIT_INTERRUPTED",
     "FORCED_EXIT_AFTER_S",
@@ -21,7 +23,6 @@ __all__ = [
     "STOP_SIGNALS",
     "Stopped",
     "exit_without_waiting",
-    "hurried",
     "lingering_threads",
     "stop_code",
     "stop_word",
@@ -98,18 +99,6 @@ def stop_word(stop: KeyboardInterrupt) -> str:
     return "terminated (SIGTERM)" if stop_code(stop) == 128 + signal.SIGTERM else "interrupted"
 
 
-_hurry = threading.Event()
-"""Set when the work under way is to be abandoned rather than waited for (see :func:`hurried`)."""
-
-
-def hurried() -> bool:
-    """Whether the command is stopping and will no longer wait for the work under way: a second Ctrl-C or SIGTERM
-    came, or :data:`STOP_GRACE_S` passed since the first. The pool workers were killed then; a runner stops waiting
-    for its threads (and abandons them, refusing their writes) and for its futures, so that the batch's clean-up
-    runs at once. Never true outside :func:`stopping_cleanly` (a server, a library caller)."""
-    return _hurry.is_set()
-
-
 @contextlib.contextmanager
 def stopping_cleanly() -> Iterator[None]:
     """Ctrl-C and SIGTERM stop a batch the same clean way (exit 130 and 143, the projects in flight discarded).
@@ -118,8 +107,8 @@ def stopping_cleanly() -> Iterator[None]:
     and shuts down, the projects in flight are discarded. What still runs :data:`STOP_GRACE_S` later (a report
     blocked for good) is abandoned as at a second signal, which never raises into that clean-up (an exception in
     the middle of a pool's shutdown can leave it hung for good) but hurries it: the worker processes are killed,
-    the runners stop waiting for their threads (:func:`hurried`), and the clean-up runs; a process still there
-    :data:`FORCED_EXIT_AFTER_S` later exits anyway.
+    the runners stop waiting for their threads (:func:`~zerosite.hurry.hurried`), and the clean-up runs; a process
+    still there :data:`FORCED_EXIT_AFTER_S` later exits anyway.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -142,7 +131,7 @@ def stopping_cleanly() -> Iterator[None]:
 
     import click  # here: the runners import this module, and their worker processes need no click
 
-    _hurry.clear()
+    calm()
     previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
     try:
         yield
@@ -152,7 +141,7 @@ def stopping_cleanly() -> Iterator[None]:
     finally:
         for timer in grace:
             timer.cancel()  # the batch stopped within it (a forced exit armed already stays armed)
-        _hurry.clear()
+        calm()
         for signum, handler in previous.items():
             # Once stopping, no later signal may end the process otherwise than with its exit code: ignored from
             # here to the very exit (Python would put back the default handler while it finalizes).
@@ -161,10 +150,10 @@ def stopping_cleanly() -> Iterator[None]:
 
 def _abandon_work(once: threading.Lock, code: int, which: str) -> None:
     """Stop waiting for the work under way (a second signal, or the first one's grace period over): kill the
-    worker processes, tell the runners (:func:`hurried`), and, the first time (``once`` free), say so and arm the
-    forced exit. In the signal's handler, or in the grace period's timer thread."""
+    worker processes, tell the runners (:func:`~zerosite.hurry.hurried`), and, the first time (``once`` free), say so
+    and arm the forced exit. In the signal's handler, or in the grace period's timer thread."""
     if once.acquire(blocking=False):  # never blocks: a handler may run while this thread is in here already
-        _hurry.set()
+        hurry()
         _say(f"stopping now: abandoning the work {which} (its projects are made again by the next run)")
         timer = threading.Timer(FORCED_EXIT_AFTER_S, _forced_exit, args=(code,))
         timer.daemon = True

@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 
 from zerosite import hookimpl
 from zerosite.chunking import tapered
+from zerosite.hurry import hurried
 from zerosite.pipeline import plugin_raised, watch_interrupts
 from zerosite.plugins import BUILTIN_PLUGINS
 from zerosite.project import Project
-from zerosite.stopping import hurried
 from zerosite.types import (
     ProjectResult,
     ReportWriter,
@@ -76,7 +76,7 @@ def bounded(
 ) -> Iterator[tuple[T, cf.Future[Any]]]:
     """Submit ``items`` with at most ``limit`` in flight; yield ``(item, future)`` as each completes. Closed early
     by the caller, it waits for the work in flight (so that none of it writes a file once the caller cleans up: a
-    warm runner's pass that the index refused), unless the command stops now (:func:`~zerosite.stopping.hurried`:
+    warm runner's pass that the index refused), unless the command stops now (:func:`~zerosite.hurry.hurried`:
     that work is abandoned, the runner's close ends it); stopped by an exception (Ctrl-C), it cancels what has not
     started and leaves the rest to the runner's close.
 
@@ -228,7 +228,7 @@ class _Threads:
 
     def close(self) -> None:
         """Cancel the work not started, wait for the threads still in the pool (not the abandoned); once the command
-        stops now (:func:`~zerosite.stopping.hurried`), abandon those still running, their writes refused (a report
+        stops now (:func:`~zerosite.hurry.hurried`), abandon those still running, their writes refused (a report
         blocked for good would hold the stop, and the batch's clean-up, for ever)."""
         while True:
             try:
