@@ -526,3 +526,55 @@ def test_workers_lost_outside_a_batch_are_not_its_restarts(
     finally:
         runner.close()
     assert (summary.written, summary.restarts) == (20, 0)
+
+
+@pytest.fixture
+def lone_nanny_cluster(dask_installed: None) -> Iterator[Cluster]:
+    """A scheduler and one worker with its nanny (which restarts its worker process when it dies)."""
+    if not DASK_BIN.exists():
+        pytest.skip(f"no `dask` command at {DASK_BIN}")
+    running = start_cluster(1)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def worker_process(nanny: subprocess.Popen[bytes]) -> psutil.Process:
+    """The worker process that a `dask worker`'s nanny started (not multiprocessing's resource tracker)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for child in psutil.Process(nanny.pid).children():
+            with contextlib.suppress(psutil.Error):
+                if "spawn_main" in " ".join(child.cmdline()):
+                    return child
+        time.sleep(0.05)
+    raise AssertionError("the nanny started no worker process")
+
+
+def test_a_batch_whose_only_worker_its_nanny_restarts_finishes(
+    lone_nanny_cluster: Cluster, batch: list[Project], expected: dict[str, bytes], tmp_path: Path
+) -> None:
+    # Killed as the OOM killer would, the worker process is restarted by its nanny: for a moment no worker holds
+    # the batch's resources, Dask parks the chunks in flight ("no-worker") and never looks at them again once the
+    # restarted worker has the resources (dask/distributed#6677). Before: the batch waited for ever, silently.
+    _, nanny = lone_nanny_cluster.processes
+    killed: list[int] = []
+
+    def kill(outcome: ReportOutcome) -> None:
+        if not killed:
+            victim = worker_process(nanny)
+            killed.append(victim.pid)
+            victim.kill()
+            victim.wait(10)
+
+    options = BatchOptions(out=tmp_path / "out", strategy="dask", scheduler=lone_nanny_cluster.address, chunksize=1)
+    summaries: list[BatchSummary] = []
+    thread = threading.Thread(target=lambda: summaries.append(generate(batch, options, on_report=kill)), daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the batch still waited 60 s on"
+    (summary,) = summaries
+    assert killed
+    assert (summary.written, summary.failed) == (REPORTS, 0)
+    assert_index_matches_files(tmp_path / "out", expected)

@@ -13,6 +13,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask.config
@@ -67,6 +68,16 @@ and to notice a cluster left with none)."""
 
 POLL_S = 0.1
 """How long the runner waits for a chunk to finish before it looks at the cluster again."""
+
+PARKED_S = 2.0
+"""How long a chunk in flight may stay unassigned (on no worker's list: Dask's "no-worker") while a worker that can
+take it is there, before the runner sends it again: Dask does not look again at a task it parked for want of a
+worker when a worker gains the resource it asks for (dask/distributed#6677), as a worker restarted by its nanny
+does, so the batch would wait for ever."""
+
+PARKED_MOST = 3
+"""How many times in a row, with no chunk finished meanwhile, the runner sends parked chunks again before it stops
+the batch, naming the cause."""
 
 STOP_WAIT_S = 10.0
 """How long a stopped batch waits for its cancelled chunks, still running on the workers, to end (each ends before
@@ -157,6 +168,31 @@ def _local_cluster(workers: int) -> LocalCluster:
 
 _Submit = Callable[[list[Project]], None]
 """Sends a chunk of projects to the cluster as one task."""
+
+
+def _no_submit(chunk: list[Project]) -> None:
+    raise RuntimeError("no batch runs")
+
+
+class _SentAgain(Exception):
+    """The chunk awaited was parked by Dask and sent again under another key: its results come from that one."""
+
+
+@dataclass
+class _Parked:
+    """The chunks in flight that Dask has on no worker's list, watched (:meth:`DaskRunner._send_parked_again`)."""
+
+    progress_at: float = field(default_factory=time.monotonic)
+    """When a chunk last finished (or the batch started)."""
+    checked_at: float = 0.0
+    since: float | None = None
+    """When the chunks of ``seen`` were first seen parked."""
+    seen: set[Future[ChunkResult]] = field(default_factory=set)
+    tries: int = 0
+    """How many times parked chunks were sent again with no chunk finished since."""
+
+    def progress(self) -> None:
+        self.progress_at, self.tries = time.monotonic(), 0
 
 
 def _nothing(i: int) -> int:
@@ -265,6 +301,8 @@ class DaskRunner(Runner):
         self._none_since: float | None = None
         self._sent_again: set[tuple[str, ...]] = set()
         """The batch's chunks whose result could not come back, sent once more before their projects fail."""
+        self._submit: _Submit = _no_submit
+        self._parked = _Parked()
         self._warned: set[str] = set()
         try:
             self.events = _ClusterEvents(self.client)
@@ -302,6 +340,7 @@ class DaskRunner(Runner):
         chunks = self._chunks = {}
         self._prefix = f"zerosite-chunk-{batch}-"
         self._threads, self._none_since, self._sent_again = (0.0, 0), None, set()
+        self._parked = _Parked()
         done = as_completed(loop=self.client.loop)
 
         def submit(chunk: list[Project]) -> None:
@@ -309,6 +348,8 @@ class DaskRunner(Runner):
             future = self.client.submit(make_chunk, self.plugin, chunk, files, key=key, pure=False, resources=resources)
             chunks[future] = chunk
             done.add(future)
+
+        self._submit = submit
 
         def top_up() -> None:
             while True:
@@ -326,12 +367,16 @@ class DaskRunner(Runner):
             while chunks:
                 self._watch(resources)
                 future = _next_done(done)
-                if future is not None:
-                    yield from self._outcome(future, chunks.pop(future), sizer, submit, resources)
+                if future is not None and future in chunks:  # not one parked, cancelled and sent again
+                    self._parked.progress()
+                    results = self._outcome(future, chunks[future], sizer, submit, resources)
+                    chunks.pop(future, None)
+                    yield from results
                     top_up()
         finally:
             self._stop_chunks()
             self.events.batch(None)
+            self._submit = _no_submit
 
     @contextlib.contextmanager
     def _fit_workers(self, files: ReportWriter | None, batch: str) -> Iterator[dict[str, int]]:
@@ -375,6 +420,8 @@ class DaskRunner(Runner):
         chunk sent once more, then every project failed."""
         try:
             outcome = self._result(future, resources)
+        except _SentAgain:  # parked by Dask while its result was awaited, and sent again
+            return []
         except ChunkCancelled:  # released on its worker while it ran, yet still wanted: sent again
             submit(chunk)
             return []
@@ -410,6 +457,8 @@ class DaskRunner(Runner):
                 return future.result(timeout=CLUSTER_CHECK_S)
             except TimeoutError:
                 self._watch(resources)
+                if future not in self._chunks:
+                    raise _SentAgain from None
 
     def _lost_scheduler(self) -> ClusterLost:
         return ClusterLost(
@@ -428,6 +477,7 @@ class DaskRunner(Runner):
                 )
         if self._threads_now(resources):
             self._none_since = None
+            self._send_parked_again(resources)
             return
         now = time.monotonic()
         if self._none_since is None:
@@ -439,6 +489,47 @@ class DaskRunner(Runner):
                 f"{WORKERS_TIMEOUT_S:g} s{f' ({unfit})' if unfit else ''}; the projects in flight were discarded: "
                 f"start workers with `dask worker {self.address} --nthreads 1` and run the same command again"
             )
+
+    def _send_parked_again(self, resources: dict[str, int]) -> None:
+        """Send again, under new keys, the chunks that Dask has left on no worker's list for :data:`PARKED_S` while
+        workers that can take them are there (dask/distributed#6677: a worker restarted by its nanny gains the
+        batch's resources, and Dask does not look at its parked tasks again). A parked chunk has run nowhere, so
+        its projects are made once; chunks still parked after :data:`PARKED_MOST` tries stop the batch, naming the
+        cause. Asked of the scheduler only while no chunk has finished for :data:`CLUSTER_CHECK_S`."""
+        parked = self._parked
+        now = time.monotonic()
+        if not self._chunks or now - max(parked.progress_at, parked.checked_at) < CLUSTER_CHECK_S:
+            return
+        parked.checked_at = now
+        try:
+            processing = {key for keys in self.client.processing().values() for key in keys}
+        except Exception:
+            if self.client.status != "running":
+                raise self._lost_scheduler() from None
+            return  # asked again at the next check
+        stuck = {future for future in self._chunks if future.status == "pending" and future.key not in processing}
+        if not stuck:
+            parked.since = None
+            return
+        if parked.since is None or not stuck & parked.seen:
+            parked.since, parked.seen = now, stuck
+            return
+        parked.seen &= stuck
+        if now - parked.since < PARKED_S:
+            return
+        if parked.tries >= PARKED_MOST:
+            raise ClusterLost(
+                f"the Dask scheduler at {self.address} keeps {len(parked.seen)} of this batch's chunks waiting for "
+                f"a worker although {self._threads_now(resources)} worker thread(s) can take them (sent again "
+                f"{parked.tries} times; a worker restarted mid-batch, dask/distributed#6677); the projects in "
+                "flight were discarded: restart the Dask workers and run the same command again"
+            )
+        parked.tries += 1
+        for future in sorted(parked.seen, key=lambda future: str(future.key)):
+            chunk = self._chunks.pop(future)
+            future.cancel()
+            self._submit(chunk)
+        parked.since, parked.seen = None, set()
 
     def _threads_now(self, resources: dict[str, int]) -> int:
         """The worker threads that can take this batch's chunks (their workers hold ``resources``), asked of the
