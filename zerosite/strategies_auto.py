@@ -47,6 +47,11 @@ class AutoCosts:
     medians of all but the first, which pays once for what the others reuse (lazy imports, caches)."""
     probe_budget_ms: float = 500.0
     """The probe also stops once the projects after the first have taken this long (slow modules)."""
+    probe_failures: int = 8
+    """Failed projects (a report of theirs failed: a fetch refused, a module's error) are left out of the figures:
+    they stand for nothing but themselves (a 404 from the source costs 1 ms where a project takes 50). The first
+    probe makes up to this many more projects to measure enough that succeeded, within its budget; where none did,
+    the figures are the failed ones', and the line says so."""
     measure_share: float = 0.05
     """A reused runner measures one more project alone, so that its figures follow the load, once the batches
     since its last measurement took twenty times (1 / this) what such a project takes: at most about 5 % of
@@ -74,11 +79,19 @@ class AutoCosts:
     """The same under ``async``: its event loop, the input hash, and a task for each few projects fetched together."""
     async_batch_ms: float = 25.0
     """Per batch under ``async``: filling and draining its pipeline of fetches and tasks."""
+    tie_margin: float = 0.10
+    """Estimates within this share of the fastest tie, and a tie goes to the simplest (``CANDIDATES``' order, then
+    fewer workers): the figures are measured on a few projects of a busy machine and move from run to run (the
+    CPU per project of the same 40 projects, 4.0 to 5.0 ms over ten runs, moves sequential's estimate against
+    process x 2's by about 10 %), so that a closer call would be decided by the noise. It is also the benchmark's
+    bar: auto within 10 % of the best fixed strategy (``bench/auto_vs_fixed.py``)."""
     switch_margin: float = 0.15
     """A reused runner leaves the strategy of its previous batch only for one estimated this much faster: the
     estimates move with the load from batch to batch, and a pool switched to starts in the batch that uses it."""
     waiting_ms: float = 0.5
-    """A fetch waiting longer than this per project is said to wait on the source (the line only)."""
+    """A fetch waiting at least this long per project is said to wait on the source, and a project blocked this
+    long elsewhere to be blocked: with neither, threads are no candidate (they have no wait to overlap, and CPU
+    work under the GIL goes no faster on two: 1.13 x one thread's time here)."""
 
     def pool_start_ms(self, start_method: str) -> float:
         """The start-up cost of a process pool started with ``start_method``."""
@@ -126,6 +139,10 @@ class AutoFigures:
     service, a benchmark): a pool's start-up is then paid once over its life, and left out."""
     previous: str | None = None
     """The label of the strategy its previous batch ran on (kept unless another is ``switch_margin`` faster)."""
+    failed: int = 0
+    """Projects of this probe that failed, left out of the figures (``AutoCosts.probe_failures``)."""
+    of_failed: bool = False
+    """No project measured succeeded: the figures are those of failed projects."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -145,6 +162,8 @@ class AutoFigures:
             "warm": sorted(self.warm),
             "served": self.served,
             "previous": self.previous,
+            "failed": self.failed,
+            "of_failed": self.of_failed,
         }
 
 
@@ -159,6 +178,9 @@ class AutoChoice:
     """Each candidate's estimated time for the projects left, by label (as ``process`` TIMES ``2``), fastest first."""
     probed: int
     """Projects of this batch made alone and measured before the choice (one once the runner is reused)."""
+    why: str = "fastest"
+    """``fastest``: the fastest estimate; ``tie``: the simplest of those within ``AutoCosts.tie_margin`` of it;
+    ``kept``: the previous batch's, none being ``switch_margin`` faster."""
 
     @property
     def label(self) -> str:
@@ -175,9 +197,14 @@ class AutoChoice:
         waiting = f"{f.wait_ms:.1f} ms waiting" if f.wait_ms >= AUTO_COSTS.waiting_ms else "not waiting"
         blocked = f", {f.blocked_ms:.1f} ms blocked elsewhere" if f.blocked_ms >= AUTO_COSTS.waiting_ms else ""
         busy = f" ({f.queued_ms:.1f} ms waiting for one)" if f.queued_ms >= AUTO_COSTS.waiting_ms else ""
+        failed = ""
+        if f.of_failed:
+            failed = f", measured on failed projects (none of {self.probed} succeeded)"
+        elif f.failed:
+            failed = f", {f.failed} failed project{'s' if f.failed != 1 else ''} left out"
         figures = (
             f"{f.cpu_ms:.1f} ms CPU per project, fetch {f.fetch_ms:.1f} ms ({waiting}){blocked}, "
-            f"{f.cores} core{'s' if f.cores != 1 else ''}{busy}"
+            f"{f.cores} core{'s' if f.cores != 1 else ''}{busy}{failed}"
         )
         if not f.projects:
             whole = f"{self.probed} project{'s' if self.probed != 1 else ''}"
@@ -186,7 +213,9 @@ class AutoChoice:
         ranked = list(self.estimates_ms.items())
         other = next((item for item in ranked if item[0] != self.label), None)
         against = f" (next: {other[0]} ~{_seconds(other[1])})" if other else ""
-        if ranked[0][0] != self.label:
+        if self.why == "tie":
+            against = f" (ties with {ranked[0][0]} ~{_seconds(ranked[0][1])}: the simpler)"
+        elif self.why == "kept":
             against = f" (kept from the last batch: {ranked[0][0]} ~{_seconds(ranked[0][1])} is not enough faster)"
         return f"auto: {self.label} \N{EM DASH} {figures}; {left}: ~{_seconds(self.estimates_ms[self.label])}{against}"
 
@@ -194,6 +223,7 @@ class AutoChoice:
         return {
             "strategy": self.strategy,
             "workers": self.workers,
+            "why": self.why,
             "line": self.line,
             "probed_projects": self.probed,
             "free_cores": round(self.free_cores, 2),
@@ -300,20 +330,30 @@ def choose(
     costs: AutoCosts = AUTO_COSTS,
     probed: int = 0,
 ) -> AutoChoice:
-    """The fastest estimate among the ``available`` strategies (a tie goes to the simplest; the previous batch's
-    unless another is ``switch_margin`` faster); deterministic."""
+    """The fastest estimate among the ``available`` strategies; deterministic. Estimates within ``tie_margin`` of
+    the fastest tie, and a tie goes to the simplest (``CANDIDATES``' order, then fewer workers); threads are a
+    candidate only where a project waits (``waiting_ms``, on the source or elsewhere), having nothing else to
+    overlap; a reused runner keeps its previous batch's strategy unless another is ``switch_margin`` faster."""
     if not figures.projects:  # the probe made the whole batch
         return AutoChoice("sequential", 1, figures, {"sequential": 0.0}, probed)
     allowed = set(available) | {"sequential"}
+    if max(figures.wait_ms, figures.blocked_ms) < costs.waiting_ms:
+        allowed.discard("thread")
     estimates = {key: ms for key, ms in estimates_ms(figures, costs).items() if key[0] in allowed}
     order = {name: i for i, name in enumerate(CANDIDATES)}
-    ranked = sorted(estimates.items(), key=lambda item: (item[1], order.get(item[0][0], len(order))))
-    (strategy, workers), fastest = ranked[0]
+
+    def simplicity(key: tuple[str, int]) -> tuple[int, int]:
+        return order.get(key[0], len(order)), key[1]
+
+    ranked = sorted(estimates.items(), key=lambda item: (item[1], simplicity(item[0])))
+    fastest = ranked[0][1]
+    strategy, workers = min((key for key, ms in ranked if ms <= fastest * (1 + costs.tie_margin)), key=simplicity)
+    why = "fastest" if (strategy, workers) == ranked[0][0] else "tie"
     kept = [key for key, ms in ranked if _label(*key) == figures.previous]
-    if kept and fastest >= estimates[kept[0]] * (1 - costs.switch_margin):
-        strategy, workers = kept[0]
+    if kept and kept[0] != (strategy, workers) and fastest >= estimates[kept[0]] * (1 - costs.switch_margin):
+        (strategy, workers), why = kept[0], "kept"
     shown = {_label(*key): ms for key, ms in ranked}
-    return AutoChoice(strategy, workers, figures, shown, probed)
+    return AutoChoice(strategy, workers, figures, shown, probed, why)
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +439,10 @@ class AutoRunner(Runner):
         """The first project measured: it pays for lazy imports and caches, so it counts only alone."""
         self.samples: collections.deque[_Sample] = collections.deque(maxlen=max(1, costs.probe_projects - 1))
         """The latest projects measured after it."""
+        self.failures: collections.deque[_Sample] = collections.deque(maxlen=self.samples.maxlen)
+        """The latest failed projects measured: left out of the figures while any project succeeded."""
+        self.failed = 0
+        """Failed projects of the latest probe."""
         self.probed = False
         """Whether the first probe is complete (later batches measure one project now and then)."""
         self.unmeasured_ns = 0
@@ -409,19 +453,29 @@ class AutoRunner(Runner):
         self.choice: AutoChoice | None = None
         """The latest choice, or None before any project was made."""
         self.on_choice: Callable[[AutoChoice], None] | None = None
+        self.ran_on: int | None = None
+        """The workers of the latest batch: the chosen runner's, or 1 where this process made it all."""
 
     @property
     def restarts(self) -> int:
         return sum(runner.restarts for runner in self.runners.values())
 
+    @property
+    def workers(self) -> int | None:
+        """The workers the latest batch ran on (1 where it ran here alone), not the most it might use; ``None``
+        before any project was made."""
+        return self.ran_on
+
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         source = iter(projects)
         probed = 0
+        self.ran_on = None
         if self.probed:
             ahead = list(itertools.islice(source, self.costs.lookahead_projects + 1))
             more = len(ahead) > self.costs.lookahead_projects
             if len(ahead) <= 1:  # nothing to share out: no strategy makes one project faster than this thread
                 started = time.perf_counter_ns()
+                self.ran_on = 1 if ahead else None
                 for result in self._runner("sequential", 1).run(ahead, files):
                     self.served += 1
                     yield result
@@ -442,12 +496,14 @@ class AutoRunner(Runner):
             if not ahead and not probed:
                 return
         counted = min(len(ahead), self.costs.lookahead_projects)
-        choice = choose(self.figures(counted, more), self.strategies, self.costs, probed)
+        choice = choose(self.figures(counted, more, self.failed if probed else 0), self.strategies, self.costs, probed)
         self.choice = choice
         if self.on_choice is not None:
             self.on_choice(choice)
         self.served += probed
+        self.ran_on = 1 if probed else None
         if ahead:
+            self.ran_on = choice.workers
             runner = self._runner(choice.strategy, choice.workers)
             started = time.perf_counter_ns()
             for result in runner.run(itertools.chain(ahead, source), files):
@@ -455,15 +511,24 @@ class AutoRunner(Runner):
                 yield result
             self.unmeasured_ns += time.perf_counter_ns() - started
 
+    def _measured(self) -> list[_Sample]:
+        """The projects the figures come from: the latest that succeeded after the first, else the first; where
+        none succeeded, the latest failed ones."""
+        if self.samples:
+            return list(self.samples)
+        if self.cold is not None:
+            return [self.cold]
+        return list(self.failures) or [_Sample(0, 0, 0, 0, 0, 0)]
+
     def _due(self) -> bool:
         """Whether the batches since the last measurement took long enough to pay for one more."""
-        samples = list(self.samples) or [self.cold or _Sample(0, 0, 0, 0, 0, 0)]
-        alone_ns = statistics.median(s.wall_ns + s.parent_ns for s in samples)
+        alone_ns = statistics.median(s.wall_ns + s.parent_ns for s in self._measured())
         return alone_ns <= self.costs.measure_share * self.unmeasured_ns
 
-    def figures(self, projects: int, more: bool) -> AutoFigures:
-        """The figures of the probe so far, for ``projects`` left (``more``: at least that many)."""
-        samples = list(self.samples) or [self.cold or _Sample(0, 0, 0, 0, 0, 0)]
+    def figures(self, projects: int, more: bool, failed: int = 0) -> AutoFigures:
+        """The figures of the probe so far, for ``projects`` left (``more``: at least that many), ``failed`` of the
+        projects measured for it having failed."""
+        samples = self._measured()
         return AutoFigures(
             cpu_ms=statistics.median(s.cpu_ns for s in samples) / 1e6,
             fetch_ms=statistics.median(s.fetch_ns for s in samples) / 1e6,
@@ -481,18 +546,21 @@ class AutoRunner(Runner):
             warm=frozenset(_label(*key) for key in self.runners),
             served=self.served,
             previous=self.choice.label if self.choice is not None and self.served else None,
+            failed=failed,
+            of_failed=self.cold is None and bool(self.failures),
         )
 
     def _probe(self, source: Iterator[Project], files: ReportWriter | None) -> Iterator[ProjectResult]:
-        """Make projects one at a time on the sequential runner, timing each: the first probe until it has
-        enough (or its budget is spent), then one project per batch."""
+        """Make projects one at a time on the sequential runner, timing each: the first probe until enough have
+        succeeded (or its budget is spent, or ``probe_failures`` more were made), then one project per batch.
+        A failed project is measured apart (``failures``), left out of the figures while any succeeded."""
         wanted = self.samples.maxlen or 1
         budget_ns = self.costs.probe_budget_ms * 1e6
-        for _ in range(1 if self.probed else self.costs.probe_projects):
-            if (
-                not self.probed
-                and self.cold is not None
-                and (len(self.samples) >= wanted or sum(s.wall_ns for s in self.samples) >= budget_ns)
+        spent_ns = 0  # the probe's projects but the first that succeeded (which pays for lazy imports)
+        self.failed = 0
+        for made in range(1 if self.probed else self.costs.probe_projects + self.costs.probe_failures):
+            if not self.probed and (
+                (self.cold is not None and len(self.samples) >= wanted) or (made and spent_ns >= budget_ns)
             ):
                 break
             parent_started = time.thread_time_ns()
@@ -510,10 +578,15 @@ class AutoRunner(Runner):
             yield result
             parent_ns += time.thread_time_ns() - handed  # the caller indexing the result
             sample = _Sample(wall_ns, cpu_ns, queued_ns, fetch_ns, write_ns, parent_ns)
-            if self.cold is None:
+            if not all(report.ok for report in result.reports):
+                self.failed += 1
+                self.failures.append(sample)
+                spent_ns += wall_ns
+            elif self.cold is None:
                 self.cold = sample
             else:
                 self.samples.append(sample)
+                spent_ns += wall_ns
         self.probed = True
 
     def _start_method(self) -> str:
