@@ -174,33 +174,14 @@ def test_repeated_ctrl_c_stops_within_seconds(tmp_path: Path, strategy: str) -> 
     resumes(command, done, 80)
 
 
-BLOCKING_PLUGIN = """
-    import time
-    from pathlib import Path
-
-    from zerosite import ReportModule, hookimpl
-
-    HERE = Path(__file__).parent
-
-
-    def stuck(project, deps):
-        # Project 3 blocks for good while HERE/"block" exists (a network call without a time limit, no --timeout);
+BLOCKING_PLUGIN = SLOW_PLUGIN.replace(
+    "time.sleep({seconds})",
+    """# Project 3 blocks for good while HERE/"block" exists (a network call without a time limit, no --timeout);
         # HERE/"blocked" tells the test it is blocked (M2, made first, is written already).
         if project.id.startswith("p0003") and (HERE / "block").exists():
             (HERE / "blocked").touch()
-            time.sleep(3600)
-        return project.id
-
-
-    @hookimpl
-    def zerosite_template_dirs():
-        return [HERE / "templates"]
-
-
-    @hookimpl
-    def zerosite_register_modules(register):
-        register(ReportModule(name="SLOW", title="막힘", compute=stuck, template="slow.html.j2"))
-"""
+            time.sleep(3600)""",
+)
 
 
 def start_blocked(tmp_path: Path, strategy: str) -> tuple[list[str], subprocess.Popen[str], Path, Path]:
