@@ -306,7 +306,7 @@ def forced(strategy: str, workers: int, monkeypatch: pytest.MonkeyPatch) -> list
     made: list[AutoChoice] = []
 
     def choose_forced(figures: AutoFigures, available: object, costs: AutoCosts, probed: int = 0) -> AutoChoice:
-        made.append(AutoChoice(strategy, workers, figures, {strategy: 0.0}, probed))
+        made.append(AutoChoice(strategy, workers, figures, {auto._label(strategy, workers): 0.0}, probed))
         return made[-1]
 
     monkeypatch.setattr(auto, "choose", choose_forced)
@@ -517,7 +517,22 @@ def test_generate_defaults_to_auto_and_says_why(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     said = [line for line in result.stderr.splitlines() if line.startswith("auto: ")]
     assert len(said) == 1 and "ms CPU per project" in said[0] and "core" in said[0], result.stderr
-    assert "25 written" in result.stdout and "auto x" in result.stdout
+    assert "25 written" in result.stdout and "auto\N{RIGHTWARDS ARROW}" in result.stdout
+
+
+@pytest.mark.parametrize(("strategy", "workers"), [("sequential", 1), ("process", 2)])
+def test_the_summary_says_what_auto_ran(
+    tmp_path: Path, strategy: str, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audit finding 8: "auto x2" and "workers": 2 for a batch auto made sequentially in one process."""
+    forced(strategy, workers, monkeypatch)
+    args = ["generate", "--sample", "8", "-w", "2", "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"reports/s, auto\N{RIGHTWARDS ARROW}{strategy} x{workers}); " in result.stdout, result.stdout
+    result = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "again"), "--json"])
+    data = json.loads(result.stdout)
+    assert (data["strategy"], data["workers"], data["auto"]["strategy"]) == ("auto", workers, strategy)
 
 
 def test_generate_json_carries_the_choice_and_its_figures(tmp_path: Path) -> None:

@@ -570,10 +570,11 @@ def _run_batch(
             click.echo(f"... and {summary.failed - FAILURES_SHOWN} more failures, all recorded in {index}", err=True)
         stages = ", ".join(f"{stage} {ns / 1e9:.2f} s" for stage, ns in summary.stage_ns.by_stage().items())
         cached = f" ({summary.from_cache} from cache)" if cache.keeps_copies else ""
+        ran = f"{summary.strategy}\N{RIGHTWARDS ARROW}{noted.choice.strategy}" if noted.choice else summary.strategy
         click.echo(
             f"{summary.written} written{cached}, {summary.skipped} skipped, {summary.failed} failed "
             f"in {summary.wall_s:.2f} s "
-            f"({summary.reports_per_s:,.0f} reports/s, {summary.strategy} x{summary.workers}); "
+            f"({summary.reports_per_s:,.0f} reports/s, {ran} x{summary.workers}); "
             f"time by stage, summed over reports: {stages}"
         )
     if summary.failed:
