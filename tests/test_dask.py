@@ -16,7 +16,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -578,3 +578,65 @@ def test_a_batch_whose_only_worker_its_nanny_restarts_finishes(
     assert killed
     assert (summary.written, summary.failed) == (REPORTS, 0)
     assert_index_matches_files(tmp_path / "out", expected)
+
+
+EDITED_PLUGIN = '''
+    """M7, a plugin module that the test edits between two batches."""
+    from pathlib import Path
+    from zerosite import ReportModule, hookimpl
+
+    def compute(project, deps):
+        return {"made_by": "CODE-ONE"}
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="M7", title="Edited", compute=compute, template="m7.html.j2", version="1"))
+
+    @hookimpl
+    def zerosite_template_dirs():
+        return [Path(__file__).parent / "templates"]
+'''
+
+
+def test_long_lived_workers_make_reports_with_the_plugins_as_edited(cluster: Cluster, tmp_path: Path) -> None:
+    # A `dask worker` keeps what it loaded for a --plugins-dir: before, after the plugin and its template were
+    # edited (version bumped) the workers still made the old reports, indexed under the new content hash.
+    plugins, out = tmp_path / "plugins", tmp_path / "out"
+    (plugins / "templates").mkdir(parents=True)
+    code, template = plugins / "m7_edited.py", plugins / "templates" / "m7.html.j2"
+    code.write_text(textwrap.dedent(EDITED_PLUGIN))
+    template.write_text(
+        '{% extends "default:base.html.j2" %}{% block analysis %}TEMPLATE-ONE {{ result.made_by }}{% endblock %}'
+    )
+    args = ["--sample", "4", "--module", "M7", "--strategy", "dask", "--scheduler", cluster.address]
+    env = {"ZEROSITE_PLUGINS_DIR": str(plugins)}
+    for edit in ("ONE", "TWO", "THREE"):
+        if edit == "TWO":  # code and template, version bumped
+            code.write_text(textwrap.dedent(EDITED_PLUGIN).replace("CODE-ONE", "CODE-TWO").replace('"1"', '"2"'))
+            template.write_text(template.read_text().replace("TEMPLATE-ONE", "TEMPLATE-TWO"))
+        elif edit == "THREE":  # the template alone: its fingerprint is in the content hash
+            template.write_text(template.read_text().replace("TEMPLATE-TWO", "TEMPLATE-THREE"))
+        done = zerosite_cli(*args, "--json", out=out, env=env)
+        assert done.returncode == 0, done.stderr
+        assert '"written": 4' in done.stdout, done.stdout
+        made = [path.read_text() for path in sorted(out.rglob("M7.html"))]
+        assert len(made) == 4
+        want = f"TEMPLATE-{edit} CODE-{'ONE' if edit == 'ONE' else 'TWO'}"
+        assert all(want in html for html in made), f"after edit {edit}: stale reports ({made[0][-300:]})"
+
+
+def test_a_worker_that_cannot_load_the_parents_code_refuses_the_batch(
+    dask_installed: None, fresh_plugins: None
+) -> None:
+    from types import SimpleNamespace
+
+    from zerosite.dask_strategy.tasks import LoadedCode, UnfitWorker, WarmWorker
+
+    config = plan_batch(BatchOptions(out=Path("unused"), strategy="dask")).config
+    loaded = LoadedCode.now(config)
+    newer = replace(loaded, versions=tuple((name, f"{version}-new") for name, version in loaded.versions))
+    warm = WarmWorker(config, "zerosite-test", expected=newer)  # the parent runs a newer zerosite
+    with pytest.raises(UnfitWorker, match=r"module M2 version 1 here, version 1-new in zerosite's.*restart it"):
+        warm.fit(SimpleNamespace(address="tcp://127.0.0.1:1"))  # type: ignore[arg-type]
+    assert warm.worker is None
+    WarmWorker(config, "zerosite-test", expected=loaded).fit(SimpleNamespace())  # type: ignore[arg-type]

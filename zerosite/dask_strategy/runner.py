@@ -31,6 +31,7 @@ from zerosite.dask_strategy.tasks import (
     UNFIT_TOPIC,
     ChunkCancelled,
     ChunkResult,
+    LoadedCode,
     SeesOutput,
     UnfitWorker,
     WarmWorker,
@@ -306,14 +307,15 @@ class DaskRunner(Runner):
         self._warned: set[str] = set()
         try:
             self.events = _ClusterEvents(self.client)
-            warm = WarmWorker(config, self.plugin, ignore_sigint=self.cluster is not None)
+            expected = LoadedCode.now(config)  # what this process loaded: what the content hashes cover
+            warm = WarmWorker(config, self.plugin, ignore_sigint=self.cluster is not None, expected=expected)
             self.client.register_plugin(warm, name=self.plugin)
             self._resources = {self.plugin: 1}
             self.overhead_ms = self._task_overhead_ms()
         except BaseException as error:  # Ctrl-C too: the cluster is closed either way
             self.close()
             if isinstance(error, UnfitWorker):
-                raise StartError(f"a Dask worker {error}") from None
+                raise StartError(str(error)) from None
             if isinstance(error, Exception):
                 raise StartError(f"the Dask workers could not be warmed: {describe_error(error)}") from None
             raise

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import threading
 import time
+import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -14,14 +16,27 @@ from pathlib import Path
 from distributed import Worker as DaskWorker
 from distributed import WorkerPlugin, get_worker
 
+import zerosite.plugins
+import zerosite.rendering
+from zerosite.plugins import PluginWarning, get_modules
 from zerosite.project import Project
-from zerosite.types import ProjectResult, ReportResult, ReportWriter, WorkerConfig, WrittenFile, describe_error
+from zerosite.rendering import get_environment, templates_fingerprint
+from zerosite.types import (
+    PluginSettings,
+    ProjectResult,
+    ReportResult,
+    ReportWriter,
+    WorkerConfig,
+    WrittenFile,
+    describe_error,
+)
 from zerosite.worker import Worker, warm_process
 
 __all__ = [
     "UNFIT_TOPIC",
     "ChunkCancelled",
     "ChunkResult",
+    "LoadedCode",
     "Made",
     "SeesOutput",
     "UnfitWorker",
@@ -39,7 +54,110 @@ UNFIT_TOPIC = "zerosite-unfit-worker"
 
 
 class UnfitWorker(Exception):
-    """A Dask worker cannot take a batch's chunks; the message says why (``could not be warmed: ...``)."""
+    """A Dask worker cannot take a batch's chunks; the message names it and says why (``Dask worker tcp://... could
+    not be warmed: ...``)."""
+
+
+@dataclass(frozen=True)
+class LoadedCode:
+    """What a process's report code was loaded from, for one batch's plugin settings and modules: what the
+    parent's content hashes cover (module versions, templates) and the plugins folder's Python files. A long-lived
+    Dask worker keeps what it loaded for as long as it runs; a batch gives it what the parent loaded, and a worker
+    whose code differs loads it again (:class:`WarmWorker`)."""
+
+    versions: tuple[tuple[str, str | None], ...]
+    """``(module, version)`` of each module the batch computes (``None``: not registered)."""
+    templates: str
+    """:func:`zerosite.rendering.templates_fingerprint` of the templates (their sources as they are on disk now)."""
+    plugin_files: tuple[tuple[str, str], ...]
+    """``(file name, SHA-256)`` of each Python file in the plugins folder."""
+
+    @classmethod
+    def now(cls, config: WorkerConfig) -> LoadedCode:
+        """This process's loaded modules for ``config``, with the templates and plugin files as they are now.
+
+        :raises PluginError: the plugins or templates cannot be loaded.
+        """
+        modules = get_modules(config.plugins)
+        versions = tuple((name, getattr(modules.get(name), "version", None)) for name in config.compute)
+        templates = templates_fingerprint(get_environment(config.plugins))
+        return cls(versions, templates, _plugin_files(config.plugins))
+
+    def differences(self, expected: LoadedCode) -> str:
+        """How this code differs from ``expected`` (the parent's), in a few words."""
+        mine, theirs = dict(self.versions), dict(expected.versions)
+        said = [
+            f"module {name} {_version(mine.get(name))} here, {_version(wanted)} in zerosite's process"
+            for name, wanted in theirs.items()
+            if mine.get(name) != wanted
+        ]
+        if self.templates != expected.templates:
+            said.append("other templates")
+        files, wanted_files = dict(self.plugin_files), dict(expected.plugin_files)
+        changed = sorted(
+            name for name in files.keys() | wanted_files.keys() if files.get(name) != wanted_files.get(name)
+        )
+        if changed:
+            said.append(f"other plugin files ({', '.join(changed)})")
+        return "; ".join(said) or "none"
+
+
+def _version(version: str | None) -> str:
+    return "missing" if version is None else f"version {version}"
+
+
+def _plugin_files(settings: PluginSettings) -> tuple[tuple[str, str], ...]:
+    folder = settings.plugins_dir
+    if folder is None or not folder.is_dir():
+        return ()
+    files = []
+    for path in sorted(folder.glob("*.py")):
+        try:
+            files.append((path.name, hashlib.sha256(path.read_bytes()).hexdigest()))
+        except OSError:
+            files.append((path.name, ""))
+    return tuple(files)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """What this process's cached plugins and templates for some settings were built from, and the plugin warnings
+    building them gave (a plugin file skipped, with why: the cause when a module is then missing)."""
+
+    code: LoadedCode | None
+    warned: tuple[str, ...]
+
+
+_LOADED: dict[PluginSettings, _Loaded] = {}
+"""Per plugin settings, what this worker process last loaded (:func:`_load`)."""
+
+
+def _forget_loaded_code() -> None:
+    """Drop this process's cached plugin managers, modules and template environments: the next use builds them
+    from the files as they are now. Plugin files are imported again; installed packages (ZeroSite's own modules,
+    entry-point plugins) stay as imported, and only a restart loads them again."""
+    zerosite.plugins._build_manager.cache_clear()
+    zerosite.plugins._modules.cache_clear()
+    zerosite.rendering._build_environment.cache_clear()
+    _LOADED.clear()
+
+
+def _load(config: WorkerConfig, expected: LoadedCode | None) -> _Loaded:
+    """This process's code for ``config``, loaded again when it was loaded by another batch from other files than
+    ``expected`` (the parent's), or not by a batch at all."""
+    loaded = _LOADED.get(config.plugins)
+    if loaded is not None and loaded.code is not None and (expected is None or loaded.code == expected):
+        return loaded
+    _forget_loaded_code()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PluginWarning)
+        try:
+            code: LoadedCode | None = LoadedCode.now(config)
+        except Exception:
+            code = None  # the warm-up says why
+    warned = tuple(str(w.message).removeprefix("zerosite: ") for w in caught if issubclass(w.category, PluginWarning))
+    loaded = _LOADED[config.plugins] = _Loaded(code, warned)
+    return loaded
 
 
 class _Fitness(WorkerPlugin):
@@ -61,7 +179,7 @@ class _Fitness(WorkerPlugin):
             self.fit(worker)
         except UnfitWorker as unfit:
             worker.log_event(UNFIT_TOPIC, {"worker": worker.address, "why": str(unfit)})
-            raise
+            raise UnfitWorker(f"Dask worker {worker.address} {unfit}") from None
         await worker.set_resources(**{self.resource: worker.state.nthreads})
 
 
@@ -70,23 +188,46 @@ class WarmWorker(_Fitness):
     source once (:func:`zerosite.worker.warm_process`); tasks find it by name. A worker that cannot be warmed (a
     plugin missing there) gets no task.
 
+    A long-lived worker keeps the plugins and templates it loaded for earlier batches: given ``expected``, the
+    parent's :class:`LoadedCode`, a worker whose code was loaded from other files loads it again (the plugins
+    folder's files, the templates), and one still running other code (an installed package changed since it
+    started) refuses the batch, naming itself and asking for a restart: a report made by other code than the
+    parent hashed would be indexed as current.
+
     With ``ignore_sigint`` (the workers of a local cluster, started by this batch) the worker ignores Ctrl-C, as
     pool workers do: the parent alone decides how a batch stops, and closes the cluster.
     """
 
-    def __init__(self, config: WorkerConfig, resource: str, ignore_sigint: bool = False) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        resource: str,
+        ignore_sigint: bool = False,
+        expected: LoadedCode | None = None,
+    ) -> None:
         super().__init__(resource)
         self.config = config
         self.ignore_sigint = ignore_sigint
+        self.expected = expected
         self.worker: Worker | None = None
 
     def fit(self, worker: DaskWorker) -> None:
         if self.ignore_sigint and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        loaded = _load(self.config, self.expected)
         try:
-            self.worker = warm_process(self.config)
+            warm = warm_process(self.config)
         except Exception as error:
-            raise UnfitWorker(f"could not be warmed: {describe_error(error)}") from None
+            skipped = f" (skipped there: {'; '.join(loaded.warned)})" if loaded.warned else ""
+            raise UnfitWorker(f"could not be warmed: {describe_error(error)}{skipped}") from None
+        if self.expected is not None and loaded.code != self.expected:
+            warm.source.close()
+            differs = loaded.code.differences(self.expected) if loaded.code else "unknown"
+            raise UnfitWorker(
+                f"runs other report code than zerosite's process, even loaded again ({differs}): restart it "
+                "(a `dask worker` keeps the installed packages it imported when it started)"
+            )
+        self.worker = warm
 
     def teardown(self, worker: DaskWorker) -> None:
         if self.worker is not None:
