@@ -436,8 +436,10 @@ class DaskRunner(Runner):
             return [ProjectResult.failed(chunk[0], self.config.reports, why)]
         except (Exception, asyncio.CancelledError) as error:  # a result that could not come back
             # Dask gathers again, elsewhere, a result lost with a worker: what it raises is the scheduler's loss,
-            # seen as the client's state, its cancelling reason, or (before the client has noticed) a comm error.
-            lost = isinstance(error, OSError) or "scheduler-connection-lost" in error_message(error)
+            # seen as the client's state, its cancelling reason, or (before the client has noticed) a comm error;
+            # a comm error is also what gathering from a worker just killed gives: the scheduler is asked.
+            lost = "scheduler-connection-lost" in error_message(error)
+            lost = lost or (isinstance(error, OSError) and not self._scheduler_answers())
             if lost or self.client.status != "running":
                 raise self._lost_scheduler() from None
             ids = tuple(project.id for project in chunk)
@@ -461,6 +463,14 @@ class DaskRunner(Runner):
                 self._watch(resources)
                 if future not in self._chunks:
                     raise _SentAgain from None
+
+    def _scheduler_answers(self) -> bool:
+        """Whether the scheduler still answers the client."""
+        try:
+            self.client.scheduler_info(n_workers=0)
+        except Exception:
+            return False
+        return self.client.status == "running"
 
     def _lost_scheduler(self) -> ClusterLost:
         return ClusterLost(
@@ -509,7 +519,7 @@ class DaskRunner(Runner):
             if self.client.status != "running":
                 raise self._lost_scheduler() from None
             return  # asked again at the next check
-        stuck = {future for future in self._chunks if future.status == "pending" and future.key not in processing}
+        stuck = {future for future in self._chunks if not future.done() and future.key not in processing}
         if not stuck:
             parked.since = None
             return
