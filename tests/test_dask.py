@@ -334,6 +334,8 @@ UNFIT_PRELOADS = {
 def test_a_worker_joining_unfit_mid_batch_gets_no_chunk(
     cluster: Cluster, batch: list[Project], expected: dict[str, bytes], tmp_path: Path, unfit: str
 ) -> None:
+    from zerosite.dask_strategy.runner import UnfitWorkerWarning
+
     out, shadow = tmp_path / "out", tmp_path / "shadow"
     shadow.mkdir()
     preload = tmp_path / "preload.py"
@@ -349,7 +351,10 @@ def test_a_worker_joining_unfit_mid_batch_gets_no_chunk(
 
     options = BatchOptions(out=out, strategy="dask", scheduler=cluster.address, chunksize=1)
     try:
-        with pytest.warns(UserWarning, match="Dask worker tcp://.* (does not see the output|could not be warmed)"):
+        # one `warning:` line on the command line (a PluginWarning), not Python's with ZeroSite's source line
+        with pytest.warns(
+            UnfitWorkerWarning, match="Dask worker tcp://.* (does not see the output|could not be warmed)"
+        ):
             summary = generate(batch, options, on_report=join_late)
     finally:
         for worker in late:

@@ -40,6 +40,7 @@ from zerosite.dask_strategy.tasks import (
     sees_folder,
 )
 from zerosite.files import ReportFiles
+from zerosite.plugins import PluginWarning
 from zerosite.project import Project
 from zerosite.types import (
     ProjectResult,
@@ -53,7 +54,7 @@ from zerosite.types import (
     error_message,
 )
 
-__all__ = ["CONNECT_TIMEOUT_S", "WORKERS_TIMEOUT_S", "ClusterLost", "DaskRunner", "connect"]
+__all__ = ["CONNECT_TIMEOUT_S", "WORKERS_TIMEOUT_S", "ClusterLost", "DaskRunner", "UnfitWorkerWarning", "connect"]
 """The scheduler's address when ``--scheduler`` is not given."""
 
 CONNECT_TIMEOUT_S = 5.0
@@ -107,6 +108,11 @@ CALIBRATION_TASKS_MOST = 256
 """... and no more than this many."""
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class UnfitWorkerWarning(PluginWarning):
+    """A Dask worker that joined mid-batch cannot take its chunks (named, with why); the batch goes on without it.
+    A :class:`~zerosite.plugins.PluginWarning`: the command line prints it as one ``warning:`` line."""
 
 
 class ClusterLost(WorkersLost):
@@ -485,7 +491,9 @@ class DaskRunner(Runner):
             if worker not in self._warned:
                 self._warned.add(worker)
                 warnings.warn(
-                    f"zerosite: Dask worker {worker} {why}; it gets none of this batch's chunks", stacklevel=2
+                    f"zerosite: Dask worker {worker} {why}; it gets none of this batch's chunks",
+                    UnfitWorkerWarning,
+                    stacklevel=2,
                 )
         if self._threads_now(resources):
             self._none_since = None
