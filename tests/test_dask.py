@@ -645,3 +645,19 @@ def test_a_worker_that_cannot_load_the_parents_code_refuses_the_batch(
         warm.fit(SimpleNamespace(address="tcp://127.0.0.1:1"))  # type: ignore[arg-type]
     assert warm.worker is None
     WarmWorker(config, "zerosite-test", expected=loaded).fit(SimpleNamespace())  # type: ignore[arg-type]
+
+
+def test_dasks_own_log_records_stay_quiet_while_zerosite_drives_it(cluster: Cluster, tmp_path: Path) -> None:
+    # Before, a batch that succeeded after a worker was lost printed Dask's "distributed.scheduler - ERROR -
+    # Couldn't gather keys" / "distributed.client - WARNING - ..." lines, and a stop its tracebacks.
+    import logging
+
+    names = ("distributed.scheduler", "distributed.client", "distributed.worker", "distributed.batched")
+    before = {name: logging.getLogger(name).level for name in names}
+    runner = start_runner(BatchOptions(out=tmp_path / "out", strategy="dask", scheduler=cluster.address))
+    try:
+        loud = [name for name in names if logging.getLogger(name).isEnabledFor(logging.ERROR)]
+        assert not loud, f"Dask's loggers {loud} reach the user's terminal"
+    finally:
+        runner.close()
+    assert {name: logging.getLogger(name).level for name in names} == before

@@ -161,7 +161,7 @@ def _local_cluster(workers: int) -> LocalCluster:
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",  # None still binds :8787 (dask/distributed#8136): a free port, no clash
-                silence_logs=logging.ERROR,
+                silence_logs=logging.CRITICAL,  # a worker lost and replaced is the parent's to tell, once
             )
     except BaseException:
         for cluster in set(SpecCluster._instances) - before:  # half-started: close what it started
@@ -294,11 +294,14 @@ class DaskRunner(Runner):
         self.options = options
         self.policy = policy or ChunkPolicy()
         self._timeouts = dask.config.set({"distributed.comm.timeouts.connect": f"{WORKER_CONNECT_TIMEOUT_S:g}s"})
+        self._quiet = _QuietDask()
         try:
             self.client, self.cluster = connect(options)
         except BaseException:
+            self._quiet.restore()
             self._timeouts.__exit__(None, None, None)
             raise
+        self._quiet.loop(self.client)
         self.address = scheduler_address(options.scheduler) or str(self.cluster and self.cluster.scheduler_address)
         self.plugin = f"zerosite-{uuid.uuid4().hex}"
         self.keys = itertools.count()
@@ -618,6 +621,39 @@ class DaskRunner(Runner):
                         self.cluster.close()
                 finally:
                     self._timeouts.__exit__(None, None, None)  # Dask's own setting back
+                    self._quiet.restore()
+
+
+class _QuietDask:
+    """While ZeroSite drives a Dask client, Dask's own log records (a worker lost, a result gathered again, a
+    plugin's set-up cut short by a stop: records of its scheduler, client and workers in this process, some with
+    tracebacks) are below the user's concern: the runner says what matters in one line. Its loggers are raised to
+    CRITICAL meanwhile, and the client loop's tasks that end with Dask's own exceptions once the client closes
+    ("Task exception was never retrieved ... AllExit") are not reported."""
+
+    def __init__(self) -> None:
+        names = ["distributed", *(name for name in logging.root.manager.loggerDict if name.startswith("distributed."))]
+        self.levels = {name: logging.getLogger(name).level for name in names}
+        for name in names:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+    def loop(self, client: Client) -> None:
+        """Leave out of the client loop's unretrieved exceptions those of Dask's own tasks (for good: they are
+        collected after the client closes)."""
+        with contextlib.suppress(Exception):
+            loop: asyncio.AbstractEventLoop = client.loop.asyncio_loop  # type: ignore[union-attr]
+            loop.set_exception_handler(_dask_exceptions_left_out)
+
+    def restore(self) -> None:
+        for name, level in self.levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _dask_exceptions_left_out(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    error = context.get("exception")
+    if isinstance(error, asyncio.CancelledError | OSError) or type(error).__module__.startswith("distributed"):
+        return
+    loop.default_exception_handler(context)
 
 
 @contextlib.contextmanager
