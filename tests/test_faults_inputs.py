@@ -551,6 +551,9 @@ def test_a_key_given_twice_is_an_input_problem_that_skip_invalid_skips(cli: CliR
 INTERRUPTED_WHILE_IMPORTING = """
 import importlib, os, runpy, signal, sys
 entry, module = sys.argv[1:3]
+# As at a terminal: a background job of a shell without job control (CI runs one) starts with SIGINT ignored, and
+# Python then installs no handler of its own.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 class CtrlC:  # a real SIGINT, delivered while `module` is being imported
     def find_spec(self, name, path=None, target=None):
