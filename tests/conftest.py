@@ -35,9 +35,7 @@ FAKE_PACKAGE_PREFIX = "zs_test_"
 
 def clear_plugin_caches() -> None:
     """Forget every cached plugin manager, module table and Jinja2 environment."""
-    zerosite.plugins._build_manager.cache_clear()
-    zerosite.plugins._modules.cache_clear()
-    zerosite.rendering._build_environment.cache_clear()
+    zerosite.rendering.forget_loaded_code()
 
 
 @pytest.fixture

@@ -198,15 +198,20 @@ def start_cluster(workers: int, *worker_args: str) -> Cluster:
     return running
 
 
-@pytest.fixture(scope="module")
-def cluster(dask_installed: None) -> Iterator[Cluster]:
+def running_cluster(workers: int) -> Iterator[Cluster]:
+    """A fixture's cluster of ``workers`` `dask worker` processes, stopped when the fixture ends."""
     if not DASK_BIN.exists():
         pytest.skip(f"no `dask` command at {DASK_BIN}")
-    running = start_cluster(2)
+    running = start_cluster(workers)
     try:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(dask_installed: None) -> Iterator[Cluster]:
+    yield from running_cluster(2)
 
 
 def zerosite_cli(*args: str, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -536,13 +541,7 @@ def test_workers_lost_outside_a_batch_are_not_its_restarts(
 @pytest.fixture
 def lone_nanny_cluster(dask_installed: None) -> Iterator[Cluster]:
     """A scheduler and one worker with its nanny (which restarts its worker process when it dies)."""
-    if not DASK_BIN.exists():
-        pytest.skip(f"no `dask` command at {DASK_BIN}")
-    running = start_cluster(1)
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from running_cluster(1)
 
 
 def worker_process(nanny: subprocess.Popen[bytes]) -> psutil.Process:

@@ -38,6 +38,7 @@ __all__ = [
     "PluginSettings",
     "PluginWarning",
     "each_plugin",
+    "forget_loaded",
     "get_cache_backends",
     "get_data_sources",
     "get_modules",
@@ -93,6 +94,13 @@ def get_plugin_file(name: str, settings: PluginSettings | None = None) -> Path |
     """The file the loaded plugin ``name`` was imported from; ``None`` for a plugin that is not a module's file."""
     file = getattr(get_plugin_manager(settings).get_plugin(name), "__file__", None)
     return Path(file) if isinstance(file, str) else None
+
+
+def forget_loaded() -> None:
+    """Drop this process's cached plugin managers and module tables: the next use builds them from the plugin files
+    as they are now (see :func:`zerosite.rendering.forget_loaded_code`)."""
+    _build_manager.cache_clear()
+    _modules.cache_clear()
 
 
 @functools.cache

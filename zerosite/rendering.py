@@ -31,7 +31,7 @@ from jinja2.bccache import Bucket
 from jinja2.compiler import CodeGenerator, Frame
 from markupsafe import escape
 
-from zerosite.plugins import each_plugin, get_modules, get_plugin_manager, plugin_settings
+from zerosite.plugins import each_plugin, forget_loaded, get_modules, get_plugin_manager, plugin_settings
 from zerosite.project import SQM_PER_PYEONG, Project
 from zerosite.types import PluginError, PluginSettings, ReportModule
 
@@ -40,6 +40,7 @@ __all__ = [
     "ReportEnvironment",
     "builtin_templates_dir",
     "escaped_text",
+    "forget_loaded_code",
     "get_environment",
     "is_template_name",
     "render_report",
@@ -60,6 +61,13 @@ def get_environment(settings: PluginSettings | None = None) -> Environment:
         the module, its plugin and the template).
     """
     return _build_environment(settings or plugin_settings())
+
+
+def forget_loaded_code() -> None:
+    """Drop this process's cached plugin managers, module tables and template environments: the next use builds them
+    from the files as they are now (plugin files are imported again; installed packages stay as imported)."""
+    forget_loaded()
+    _build_environment.cache_clear()
 
 
 @functools.cache

@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 
+import click
+
 from zerosite.hurry import calm, hurry
 
 __all__ = [
@@ -53,8 +55,6 @@ RUNTIME_THREADS = ("AnyIO worker thread", "asyncio_", "ThreadPoolExecutor-")
 def exit_without_waiting(code: object) -> None:
     """End leftover pool workers; where non-daemon threads remain past :data:`LINGER_GRACE_S`, warn naming them
     and exit now with ``code``."""
-    import click  # here: the runners import this module, and their worker processes need no click
-
     for child in multiprocessing.active_children():
         child.kill()
         child.join(timeout=1)
@@ -128,8 +128,6 @@ def stopping_cleanly() -> Iterator[None]:
             grace.append(timer)
             raise Stopped(signum)
         _abandon_work(once, code, "under way")
-
-    import click  # here: the runners import this module, and their worker processes need no click
 
     calm()
     previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}

@@ -16,11 +16,9 @@ from pathlib import Path
 from distributed import Worker as DaskWorker
 from distributed import WorkerPlugin, get_worker
 
-import zerosite.plugins
-import zerosite.rendering
 from zerosite.plugins import PluginWarning, get_modules
 from zerosite.project import Project
-from zerosite.rendering import get_environment, templates_fingerprint
+from zerosite.rendering import forget_loaded_code, get_environment, templates_fingerprint
 from zerosite.types import (
     PluginSettings,
     ProjectResult,
@@ -136,9 +134,7 @@ def _forget_loaded_code() -> None:
     """Drop this process's cached plugin managers, modules and template environments: the next use builds them
     from the files as they are now. Plugin files are imported again; installed packages (ZeroSite's own modules,
     entry-point plugins) stay as imported, and only a restart loads them again."""
-    zerosite.plugins._build_manager.cache_clear()
-    zerosite.plugins._modules.cache_clear()
-    zerosite.rendering._build_environment.cache_clear()
+    forget_loaded_code()
     _LOADED.clear()
 
 
