@@ -610,10 +610,10 @@ class DaskRunner(Runner):
                         self.client.unregister_worker_plugin(self.plugin)
         finally:
             try:
-                lost = self.client.status != "running"
                 # A client whose scheduler is gone has nothing left to close; Dask logs its reconnection, cancelled
-                # here, as an error with a traceback: the batch's own error has said what happened.
-                with contextlib.suppress(Exception), _quiet("distributed.client" if lost else None):
+                # here, as an error with a traceback (kept quiet, as all of Dask's records are until the end of this
+                # close: _QuietDask): the batch's own error has said what happened.
+                with contextlib.suppress(Exception):
                     self.client.close(timeout=CONNECT_TIMEOUT_S)
             finally:
                 try:
@@ -654,21 +654,6 @@ def _dask_exceptions_left_out(loop: asyncio.AbstractEventLoop, context: dict[str
     if isinstance(error, asyncio.CancelledError | OSError) or type(error).__module__.startswith("distributed"):
         return
     loop.default_exception_handler(context)
-
-
-@contextlib.contextmanager
-def _quiet(logger: str | None) -> Iterator[None]:
-    """The log records of ``logger`` (if any) below CRITICAL left out meanwhile."""
-    if logger is None:
-        yield
-        return
-    log = logging.getLogger(logger)
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def _next_done(done: as_completed) -> Future[ChunkResult] | None:
