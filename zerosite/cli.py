@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import faulthandler
 import json
 import logging.config
 import math
@@ -125,7 +126,12 @@ def run() -> None:
     Python waits at exit for every non-daemon thread and every pool worker process still alive. A plugin's
     thread that never ends, or the workers of a pool that could not start, would hold the process forever
     after its work was done and its index committed: they are named (threads) or ended (processes) instead.
+
+    A crash in native code (a module's C extension) prints where it happened, Python's stack of each thread, before
+    the process dies (:mod:`faulthandler`); so does a pool worker's, which the workers inherit by ``fork``.
     """
+    with contextlib.suppress(ValueError, OSError, AttributeError):  # a standard error that is no file: no stacks
+        faulthandler.enable()
     try:
         main()
     except SystemExit as done:
