@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,8 +21,10 @@ import pytest
 from helpers import communicate, projects
 
 from zerosite import strategies, types
-from zerosite.engine import BatchOptions, BatchSummary, generate
+from zerosite.engine import BatchOptions, BatchSummary, IsolatedWarning, generate
+from zerosite.files import LOCK_FILE, FolderLock, OutputBusy
 from zerosite.plugins import PluginSettings
+from zerosite.store import ReportStore
 
 STRATEGIES = ["sequential", "thread", "process", "async"]
 
@@ -215,6 +219,118 @@ def test_a_report_that_fails_now_leaves_no_file_from_an_earlier_run(tmp_path: Pa
     changed = dataclasses.replace(batch[0], land_area_sqm=9999.0)
     assert generate([changed, batch[1]], options).failed == 1
     assert [p.parent.name for p in out.glob("*/*.html")] == [batch[1].id]  # not the report of the old input
+
+
+# --- 6b. a project that ends this process (sequential, thread, auto's first projects): made apart afterwards ---
+
+EXIT_UNLESS_FIXED = """
+    def exits(project, deps):
+        if project.id.startswith("p0003") and not os.environ.get("FIXED") and not (HERE / "fixed").exists():
+            os._exit(3)
+        return f"{project.id} {os.getpid()}"
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="EXIT", title="종료", compute=exits, template="hostile.html.j2"))
+"""
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "thread", "auto"])
+def test_a_project_that_ended_the_run_is_made_apart_from_then_on(tmp_path: Path, strategy: str) -> None:
+    """In this process nothing survives ``os._exit()``: that run ends, as before. It used to end every rerun at the
+    same project too; now the next run makes that project in a worker process of its own, where it fails alone,
+    named, and the rest is written, until a run makes it without dying."""
+    hostile_plugin(tmp_path / "plugins", EXIT_UNLESS_FIXED)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "zerosite", "--plugins-dir", str(tmp_path / "plugins"), "generate", "--sample"]
+    command += ["6", "--module", "M2", "--module", "EXIT", "--strategy", strategy, "--workers", "2", "--out", str(out)]
+
+    def run(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+
+    ended = run()
+    assert ended.returncode == 3, ended.stderr  # the module's own exit: this process could not outlive it
+    making = (out / LOCK_FILE).read_text().split("\n")[1].split()  # what it was making, left for the next run
+    assert making[0] == "making" and "p0003-jamsil" in making  # with the others in flight, under thread
+
+    for _ in range(2):  # until it is made without dying, however many runs that takes
+        apart = run()
+        assert apart.returncode == 1, apart.stderr
+        assert re.search(r"ended while making project [a-z0-9, -]*p0003-jamsil", apart.stderr)
+        assert "made in a worker process of its own this time" in apart.stderr
+        assert "failed: p0003-jamsil/EXIT: worker died while making project p0003-jamsil: exit code 3" in apart.stderr
+        assert {p.parent.name for p in out.glob("*/EXIT.html")} == {p.id for p in projects(6)} - {"p0003-jamsil"}
+        assert not (out / LOCK_FILE).exists()
+
+    fixed = run(FIXED="1")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "made in a worker process of its own" in fixed.stderr
+    assert (out / "p0003-jamsil" / "EXIT.html").exists()
+    again = run()
+    assert again.returncode == 0, again.stderr
+    assert "warning" not in again.stderr
+
+
+def test_the_lock_file_names_what_this_process_makes_itself(tmp_path: Path) -> None:
+    """While a module runs in this process, the lock file names its project; a pool worker's project is not named
+    (its death is no danger to the run); the note is gone once the batch is done."""
+    settings = hostile_plugin(
+        tmp_path / "plugins",
+        """
+        def note(project, deps):
+            out = Path((HERE / "out").read_text())
+            return (out / ".zerosite.lock").read_text().split("\\n")[1].strip()
+
+        @hookimpl
+        def zerosite_register_modules(register):
+            register(ReportModule(name="NOTE", title="기록", compute=note, template="hostile.html.j2"))
+        """,
+    )
+    for strategy, noted in [("sequential", "making p0002-gongdeok"), ("process", "")]:
+        out = tmp_path / strategy
+        (tmp_path / "plugins" / "out").write_text(str(out))
+        options = BatchOptions(out=out, plugins=settings, strategy=strategy, modules=("NOTE",))
+        with ReportStore(out) as store:
+            assert generate(projects(3), options, store=store).written == 3
+            assert (out / LOCK_FILE).read_text().strip() == str(os.getpid())  # cleared after the batch
+        assert (out / "p0002-gongdeok" / "NOTE.html").read_text().strip() == f"<p>NOTE {noted}</p>"
+
+
+def test_a_project_left_in_the_lock_file_is_made_in_a_worker_process(tmp_path: Path) -> None:
+    """The lock file of a run that died (its holder gone) names what it was making: the next store records it,
+    and a batch whose runner makes projects here makes it in a worker process instead, once."""
+    settings = hostile_plugin(tmp_path / "plugins", EXIT_UNLESS_FIXED)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_FILE).write_text("999999\nmaking p0002-gongdeok p0004-seocho\n   ")
+    with ReportStore(out) as store:
+        assert store.isolated == {"p0002-gongdeok", "p0004-seocho"}
+    with ReportStore(out) as store:
+        assert store.isolated == {"p0002-gongdeok", "p0004-seocho"}  # kept in the index until made
+    options = BatchOptions(out=out, plugins=settings, strategy="sequential", modules=("EXIT",), force=True)
+    (tmp_path / "plugins" / "fixed").touch()
+    with pytest.warns(IsolatedWarning, match="making project p0002-gongdeok, p0004-seocho in its own process"):
+        summary = generate(projects(5), options)
+    assert summary.written == 5
+    made_by = {p.parent.name: p.read_text().split()[-1].removesuffix("</p>") for p in out.glob("*/EXIT.html")}
+    elsewhere = {project for project, pid in made_by.items() if pid != str(os.getpid())}
+    assert elsewhere == {"p0002-gongdeok", "p0004-seocho"}
+    with ReportStore(out) as store:
+        assert store.isolated == set()
+
+
+def test_a_lock_held_by_a_run_names_its_pid_whatever_it_notes(tmp_path: Path) -> None:
+    lock = FolderLock(tmp_path)
+    lock.acquire()
+    try:
+        lock.note_making(["p0001-yeoksam", "p0002-gongdeok"])
+        lock.note_making(["p0003-jamsil"])
+        assert (tmp_path / LOCK_FILE).read_text().split("\n")[:2] == [str(os.getpid()), "making p0003-jamsil"]
+        with pytest.raises(OutputBusy, match=f"pid {os.getpid()}"):
+            FolderLock(tmp_path).acquire()
+    finally:
+        lock.release()
+    assert not (tmp_path / LOCK_FILE).exists()
 
 
 # --- 7. an error that cannot be put into words --------------------------------------------------------

@@ -6,13 +6,14 @@ import contextlib
 import functools
 import gzip
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from zerosite.pipeline import plan, report_names
-from zerosite.plugins import get_data_sources, get_modules, get_strategies, plugin_settings
+from zerosite.plugins import PluginWarning, get_data_sources, get_modules, get_strategies, plugin_settings
 from zerosite.project import Project
 from zerosite.rendering import get_environment, templates_fingerprint
 from zerosite.sources import select_source
@@ -25,6 +26,7 @@ from zerosite.types import (
     ReportModule,
     ReportResult,
     ReportStatus,
+    ReportWriter,
     Runner,
     SourceSettings,
     StageTimings,
@@ -41,6 +43,7 @@ __all__ = [
     "BatchPlan",
     "BatchSummary",
     "EngineError",
+    "IsolatedWarning",
     "ReportOutcome",
     "StageTimings",
     "generate",
@@ -333,6 +336,7 @@ def generate(
             store.cleanup_temp_files()
         in_flight: dict[str, Project] = {}
         used_up = False  # every project taken from the input: what is left is in flight
+        alone: list[Project] = []  # projects that ended an earlier run making them here: made apart, at the end
 
         def unchanged(project: Project) -> bool:
             """Whether every report of ``project`` is indexed with its current input hash (and file)."""
@@ -345,7 +349,7 @@ def generate(
                 for i, m in enumerate(reports)
             )
 
-        def to_make() -> Iterator[Project]:
+        def to_make(active: Runner) -> Iterator[Project]:
             nonlocal used_up
             for project in projects:
                 if not options.force and unchanged(project):
@@ -358,29 +362,43 @@ def generate(
                     and _fill_from_cache(store, shared, project, keys, cache_keys, tally)
                 ):
                     continue
+                if active.runs_here and project.id in store.isolated and isolating is not None:
+                    alone.append(project)
+                    continue
                 in_flight[project.id] = project
+                if active.runs_here:
+                    store.note_making(in_flight)
                 yield project
             used_up = True
 
+        def keep(result: ProjectResult) -> None:
+            project = in_flight[result.project_id]
+            _store_result(store, result, functools.partial(input_hashes, project, keys), tally)
+            if shared is not None:
+                shared.put_many(_made_html(result, input_hashes(project, cache_keys), options.gzip))
+            del in_flight[result.project_id]  # only once indexed: an interrupt before discards it whole
+            if used_up and store.pending_rows >= len(in_flight) * len(reports):
+                # The batch's tail: rows held until the end would be committed once the workers are
+                # done, while nothing else runs. Committed once they are as many as the rows still to
+                # come, the last commit holds a result's rows or two (a few commits more, not one a result).
+                store.flush()
+
+        isolating = _isolating_strategy(options) if store.isolated else None
+        files = None if options.hand_back else store.files
         refused: StoreError | None = None
         try:
             with (
                 contextlib.nullcontext(runner) if runner is not None else start_runner(options, batch_plan) as active,
-                _closed_after(active.run(to_make(), None if options.hand_back else store.files)) as made,
+                _closed_after(active.run(to_make(active), files)) as made,
             ):
                 for result in made:
-                    project = in_flight[result.project_id]
-                    _store_result(store, result, functools.partial(input_hashes, project, keys), tally)
-                    if shared is not None:
-                        shared.put_many(_made_html(result, input_hashes(project, cache_keys), options.gzip))
-                    del in_flight[result.project_id]  # only once indexed: an interrupt before discards it whole
-                    if used_up and store.pending_rows >= len(in_flight) * len(reports):
-                        # The batch's tail: rows held until the end would be committed once the workers are
-                        # done, while nothing else runs. Committed once they are as many as the rows still to
-                        # come, the last commit holds a result's rows or two (a few commits more, not one a result).
-                        store.flush()
+                    keep(result)
                 store.flush()  # the last rows, here rather than when the store closes: an index error is handled below
                 restarts, workers = active.restarts, active.workers or options.workers
+            if alone and isolating is not None:
+                store.note_making(())
+                restarts += _make_alone(alone, isolating, batch_plan, store, files, in_flight, keep)
+                store.flush()
         except StoreError as error:
             # The index took no more (a full disk): the reports it did not take go with their files, so that the
             # folder holds what it says; those it committed before stay, for a rerun to resume from.
@@ -391,6 +409,7 @@ def generate(
                 "are kept: make room and run the same command again to resume"
             ) from error
         finally:
+            store.note_making(())
             # Stopped part-way (Ctrl-C, an index error): the projects in flight are discarded whole,
             # files and rows alike (files alone if the index refused), so the index matches the folder and a rerun
             # remakes them.
@@ -416,6 +435,49 @@ def generate(
         restarts=restarts,
         from_cache=tally.from_cache,
     )
+
+
+class IsolatedWarning(PluginWarning):
+    """Projects that ended an earlier run making them in its own process are made in a worker process of their own."""
+
+
+def _isolating_strategy(options: BatchOptions) -> Strategy | None:
+    """The strategy that makes a project in a worker process of its own (``process``), if it is available here."""
+    strategy = get_strategies(options.plugins).get("process")
+    return strategy if strategy is not None and strategy.unavailable_reason() is None else None
+
+
+def _make_alone(
+    projects: Sequence[Project],
+    isolating: Strategy,
+    batch_plan: BatchPlan,
+    store: ReportStore,
+    files: ReportWriter | None,
+    in_flight: dict[str, Project],
+    keep: Callable[[ProjectResult], None],
+) -> int:
+    """Make ``projects``, which ended an earlier run that made them in its own process, one at a time in a worker
+    process of their own, so that one that kills it again fails alone, named; one made without a death is made
+    like any other from then on (``ReportStore.made_alone``). Returns how often a worker process died."""
+    named = ", ".join(project.id for project in projects[:5]) + (
+        f" and {len(projects) - 5} more" if len(projects) > 5 else ""
+    )
+    warnings.warn(
+        f"zerosite: an earlier run into {store.out_dir} ended while making project {named} in its own process "
+        "(os._exit(), a fatal signal or a crash in a module?): made in a worker process of its own this time",
+        IsolatedWarning,
+        stacklevel=3,
+    )
+    with isolating.start(batch_plan.config, replace(batch_plan.strategy_options, workers=1, chunksize=1)) as runner:
+        for project in projects:
+            died = runner.restarts
+            in_flight[project.id] = project
+            with _closed_after(runner.run([project], files)) as made:
+                for result in made:
+                    keep(result)
+            if runner.restarts == died:
+                store.made_alone(project.id)
+        return runner.restarts
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Collection
 from contextlib import suppress
 from dataclasses import dataclass, field
 from itertools import count
@@ -27,7 +28,8 @@ _FOLDERS_REMEMBERED = 1024
 """Project folders a :class:`ReportFiles` remembers as made (then it forgets them all and checks each again)."""
 
 LOCK_FILE = ".zerosite.lock"
-"""The file in an output folder that the run writing there holds locked (``flock``), with its pid inside."""
+"""The file in an output folder that the run writing there holds locked (``flock``): its pid on the first line, and
+while it makes projects in its own process, a ``making ID ...`` line naming them (:meth:`FolderLock.note_making`)."""
 
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch, not match with "$": no "id\n"
 _MODULE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -187,12 +189,19 @@ class OutputBusy(StoreError):
 class FolderLock:
     """An exclusive ``flock`` on ``folder/.zerosite.lock``, held from :meth:`acquire` to :meth:`release`; the file
     holds the holder's pid and is removed on release. The kernel drops the lock when its holder dies, however it
-    dies, so a lock file left behind by a killed run is taken over, never in the way."""
+    dies, so a lock file left behind by a killed run is taken over, never in the way.
+
+    What the run that left it was making in its own process when it died is read before the file is taken over:
+    :attr:`left_making`."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.path = folder / LOCK_FILE
         self._fd: int | None = None
+        self._noted = 0  # the bytes of the last note: a shorter one is padded over them
+        self.left_making: tuple[str, ...] = ()
+        """The projects the lock file's last holder noted it was making in its own process: that holder died
+        making them (a holder that ends normally removes the file, and clears its note after each batch)."""
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`OutputBusy` naming the pid that holds it."""
@@ -216,9 +225,21 @@ class FolderLock:
             if current is not None and os.path.samestat(os.fstat(fd), current):
                 break
             os.close(fd)
+        self.left_making = _making_in(fd)
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        self.note_making(())
+
+    def note_making(self, project_ids: Collection[str]) -> None:
+        """Note in the lock file that this process makes ``project_ids`` itself now (none: clear the note), so that
+        the next run knows them if this one dies of it; one ``pwrite`` into the page cache, which outlives the
+        process. Project ids hold no spaces (``_SLUG``)."""
+        if self._fd is None:
+            return
+        note = f"{os.getpid()}\n" + (f"making {' '.join(project_ids)}\n" if project_ids else "")
+        data = note.encode().ljust(self._noted)  # spaces over the rest of a longer note: no truncate call
+        os.pwrite(self._fd, data, 0)
+        self._noted = len(data)
 
     def release(self) -> None:
         """Remove the lock file (while still holding it), then unlock; safe to call twice."""
@@ -235,10 +256,23 @@ class FolderLock:
 
 def _pid_in(fd: int) -> int | None:
     try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").partition("\n")[0].strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+def _making_in(fd: int) -> tuple[str, ...]:
+    """The project ids of a lock file's ``making`` line (see :meth:`FolderLock.note_making`), if any."""
+    try:
+        text = os.pread(fd, 1 << 16, 0).decode("ascii", "replace")
+    except OSError:
+        return ()
+    for line in text.splitlines()[1:]:
+        words = line.split()
+        if words[:1] == ["making"]:
+            return tuple(word for word in words[1:] if _SLUG.fullmatch(word))
+    return ()
 
 
 def _check_slug(project_id: str) -> None:

@@ -127,6 +127,10 @@ CREATE INDEX IF NOT EXISTS reports_input_key ON reports (substr(input_hash, 1, {
 CREATE VIRTUAL TABLE IF NOT EXISTS reports_fts USING fts5 (
     address, module, content='reports', content_rowid='rowid', tokenize='unicode61'
 );
+CREATE TABLE IF NOT EXISTS isolated_projects (
+    project_id TEXT PRIMARY KEY,
+    noted_at TEXT NOT NULL
+);
 """
 
 # The search index is kept in step with the table by the store itself, in each flush, rather than by triggers. FTS5
@@ -240,6 +244,7 @@ class ReportStore:
                     ("written",),
                 )
             }
+            self.isolated = self._isolated(self._lock.left_making)
         except sqlite3.Error as error:
             self._db.close()
             self._db = None
@@ -270,6 +275,36 @@ class ReportStore:
     def _unlock(self) -> None:
         if self._lock is not None:
             self._lock.release()
+
+    # -- projects that ended the process making them ----------------------------------------------------------------
+
+    def _isolated(self, left_making: Sequence[str]) -> set[str]:
+        """The projects to make in a worker process of their own: those an earlier run into this folder was making
+        in its own process when it died (``left_making``, recorded now), and those recorded before that a run has
+        not made since without its process dying."""
+        conn = self._conn
+        if left_making:
+            conn.executemany(
+                "INSERT OR IGNORE INTO isolated_projects (project_id, noted_at) VALUES (?, ?)",
+                [(project_id, utc_now()) for project_id in left_making],
+            )
+        return {project_id for (project_id,) in conn.execute("SELECT project_id FROM isolated_projects")}
+
+    def note_making(self, project_ids: Collection[str]) -> None:
+        """Note that this process makes ``project_ids`` itself now (none: clear the note), in the folder's lock file:
+        should the process die of one (``os._exit()``, a fatal signal, a crash in a module's native code), the next
+        run into this folder makes them in a worker process of their own (:attr:`isolated`)."""
+        if self._lock is not None:
+            self._lock.note_making(project_ids)
+
+    def made_alone(self, project_id: str) -> None:
+        """``project_id``, one of :attr:`isolated`, was made in a worker process of its own that did not die: it is
+        made like any other from now on."""
+        self.isolated.discard(project_id)
+        try:
+            self._conn.execute("DELETE FROM isolated_projects WHERE project_id = ?", (project_id,))
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot write to the index {self.db_path}: {error}") from error
 
     # -- files ----------------------------------------------------------------------------------------------------
 

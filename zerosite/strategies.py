@@ -137,6 +137,8 @@ class SequentialStrategy(Strategy):
 
 
 class _InlineRunner(Runner):
+    runs_here = True
+
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
@@ -308,6 +310,8 @@ class _ThreadRunner(Runner):
     project is watched: at the deadline its report fails, the project is sent again without it, and
     the thread is abandoned (whatever it makes later is discarded). When the command stops now, the close
     abandons the threads still running (:meth:`_Threads.close`); their files are refused either way."""
+
+    runs_here = True
 
     def __init__(self, worker: Worker, options: StrategyOptions) -> None:
         self.worker = worker

@@ -455,6 +455,8 @@ class AutoRunner(Runner):
         self.on_choice: Callable[[AutoChoice], None] | None = None
         self.ran_on: int | None = None
         """The workers of the latest batch: the chosen runner's, or 1 where this process made it all."""
+        self.making: Runner | None = None
+        """The runner that makes the projects taken now: the sequential one while measuring, then the chosen one."""
 
     @property
     def restarts(self) -> int:
@@ -466,10 +468,15 @@ class AutoRunner(Runner):
         before any project was made."""
         return self.ran_on
 
+    @property
+    def runs_here(self) -> bool:
+        return self.making is None or self.making.runs_here
+
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         source = iter(projects)
         probed = 0
         self.ran_on = None
+        self.making = None  # this process, until a runner is chosen
         if self.probed:
             ahead = list(itertools.islice(source, self.costs.lookahead_projects + 1))
             more = len(ahead) > self.costs.lookahead_projects
@@ -504,7 +511,7 @@ class AutoRunner(Runner):
         self.ran_on = 1 if probed else None
         if ahead:
             self.ran_on = choice.workers
-            runner = self._runner(choice.strategy, choice.workers)
+            runner = self.making = self._runner(choice.strategy, choice.workers)
             started = time.perf_counter_ns()
             for result in runner.run(itertools.chain(ahead, source), files):
                 self.served += 1

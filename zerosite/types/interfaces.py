@@ -97,6 +97,13 @@ class Runner(abc.ABC):
         cluster it did not start: the threads of its workers); ``None`` otherwise."""
         return None
 
+    @property
+    def runs_here(self) -> bool:
+        """Whether the projects it takes now are made in this process (their modules' ``os._exit()`` or crash ends
+        it, and the batch): the engine then notes which (``ReportStore.note_making``), and makes a project that
+        ended an earlier run in a worker process of its own."""
+        return False
+
     @abc.abstractmethod
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         """Make every project's reports, yielding results as they complete; input is read lazily.
