@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from helpers import project_dict
+from helpers import communicate, project_dict
 
 from zerosite.cli import main
 from zerosite.project import LIMITS, parse_project, validate_batch
@@ -608,6 +609,23 @@ def test_the_entry_point_imports_nothing_before_it_runs() -> None:
     from zerosite import Project, ReportModule, hookimpl
 
     assert Project.__module__ == "zerosite.project" and callable(hookimpl) and ReportModule is not None
+
+
+def test_ctrl_c_in_a_command_without_its_own_handling_is_exit_130() -> None:
+    """``sample``, ``search`` and the like let click turn a Ctrl-C into ``Aborted!`` and exit 1, where ``generate``
+    said ``error: interrupted`` and 130 (README's exit codes)."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "zerosite", "sample", "10000000", "--jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as at a terminal (CI's jobs ignore it)
+    )
+    assert child.stdout is not None and child.stdout.readline().startswith("{")  # the command runs
+    child.send_signal(signal.SIGINT)
+    _, stderr = communicate(child, timeout=60)
+    assert child.returncode == 130, stderr
+    assert stderr == "error: interrupted\n"
 
 
 # --- Low: ids, negative zero, tiny areas, terminal escapes, tampered files ------------------------------------

@@ -17,7 +17,7 @@ import tempfile
 import traceback
 import unicodedata
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -164,7 +164,31 @@ def _refused(error: BaseException) -> str:
     return f"the batch stopped: {error}"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Program(click.Group):
+    """The ``zerosite`` command group: a Ctrl-C that no command handles itself (``sample``, ``search``, while the
+    command line is parsed) ends it as ``generate``'s does, ``error: interrupted`` and exit 130, not click's
+    ``Aborted!`` and 1."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        with _interrupted_is_130():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _interrupted_is_130():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _interrupted_is_130() -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        _fail(stop_word(stop), stop_code(stop))
+
+
+@click.group(cls=_Program, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--plugins-dir",
     type=click.Path(file_okay=False, path_type=Path),
