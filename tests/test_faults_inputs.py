@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 from click.testing import CliRunner, Result
 from helpers import communicate, project_dict
 
+from zerosite import store
 from zerosite.cli import main
 from zerosite.project import LIMITS, parse_project, validate_batch
 from zerosite.rendering import eok, num, pct
@@ -384,6 +386,17 @@ def test_search_and_reports_on_a_corrupt_index_are_exit_2(
     result = invoke(cli, *args, "--db", str(bad))
     assert result.exit_code == 2, result.output
     assert one_line_error(result).startswith(f"error: cannot read the report index {bad}: ")
+
+
+def test_search_and_reports_leave_nothing_beside_the_index(cli: CliRunner, index: Path) -> None:
+    """A read-only connection cannot remove a WAL database's -wal and -shm files when it closes last: every
+    ``search`` left both in the output folder (to be copied with it). Nor can the reader write."""
+    before = sorted(index.parent.iterdir())
+    for args in (["search", "서울"], ["reports"]):
+        assert invoke(cli, *args, "--db", str(index)).exit_code == 0
+        assert sorted(index.parent.iterdir()) == before
+    with pytest.raises(sqlite3.OperationalError, match="readonly"), closing(store._open_read_only(index)) as conn:
+        conn.execute("DELETE FROM reports")
 
 
 READ_ONLY = """

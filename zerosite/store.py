@@ -622,14 +622,24 @@ def _recent(conn: sqlite3.Connection, n: int) -> list[ReportRow]:
     return _rows(conn.execute(sql, (n,)))
 
 
-def _open_read_only(db_path: Path, *, immutable: bool = False) -> sqlite3.Connection:
+def _open_read_only(db_path: Path, *, immutable: bool = False, check_same_thread: bool = True) -> sqlite3.Connection:
+    """A connection that only reads ``db_path`` (``PRAGMA query_only``). It is opened for writing where the file
+    allows (else for reading, as SQLite's ``mode=rw`` does): the last connection to close a WAL database removes its
+    ``-wal`` and ``-shm`` files, which a read-only one cannot do, so each ``search`` left both in the folder."""
     if not Path(db_path).is_file():
         raise StoreError(f"no report index at {db_path}")
-    mode = "immutable=1" if immutable else "mode=ro"
+    mode = "immutable=1" if immutable else "mode=rw"
+    uri = f"{Path(db_path).absolute().as_uri()}?{mode}"
     try:
-        return sqlite3.connect(f"{Path(db_path).absolute().as_uri()}?{mode}", uri=True, timeout=30)
+        conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=check_same_thread)
     except sqlite3.Error as error:
         raise StoreError(f"cannot open the report index {db_path}: {error}") from error
+    try:
+        conn.execute("PRAGMA query_only = 1")  # its errors are the caller's to tell, as a query's
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _read(db_path: Path, query: Callable[[sqlite3.Connection], list[ReportRow]]) -> list[ReportRow]:
@@ -710,9 +720,8 @@ class WrittenReports:
         if conn is None:
             if not self.db_path.is_file():
                 return None
-            uri = f"{self.db_path.absolute().as_uri()}?mode=ro"
             try:  # used by this thread only; closed by whichever thread calls close()
-                conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+                conn = _open_read_only(self.db_path, check_same_thread=False)
             except sqlite3.Error as error:
                 raise StoreError(f"cannot open the report index {self.db_path}: {error}") from error
             self._local.conn = conn
