@@ -265,7 +265,7 @@ def _pid_in(fd: int) -> int | None:
 def _making_in(fd: int) -> tuple[str, ...]:
     """The project ids of a lock file's ``making`` line (see :meth:`FolderLock.note_making`), if any."""
     try:
-        text = os.pread(fd, 1 << 16, 0).decode("ascii", "replace")
+        text = os.pread(fd, min(os.fstat(fd).st_size, 1 << 20), 0).decode("ascii", "replace")
     except OSError:
         return ()
     for line in text.splitlines()[1:]:
