@@ -883,6 +883,20 @@ def test_cli_prints_no_escape_sequence_from_the_json(tmp_path: Path) -> None:
     assert_escaped(result.output)
 
 
+def test_cli_json_keeps_text_from_the_json_but_escapes_what_acts_on_a_terminal(tmp_path: Path) -> None:
+    """``--json`` wrote C1 controls (U+009B, a CSI on some terminals) and bidirectional controls raw: JSON escapes
+    neither. They are JSON escapes now; the document reads back the same."""
+    base = make_run(1)
+    sneaky = "\x9b2J\u202eLIVE\u2028서울"
+    base["zerosite"]["cells"][0]["strategy"] = sneaky
+    evil = _write(tmp_path, "evil.json", base)
+    result = CliRunner().invoke(main, ["compare", evil, evil, "--json"])
+    assert result.exit_code == 0, result.output
+    assert not any(char in result.output for char in "\x9b\u202e\u2028"), result.output
+    assert "\\u009b2J\\u202eLIVE\\u2028서울" in result.output
+    assert sneaky in json.dumps(json.loads(result.output), ensure_ascii=False)
+
+
 # -- reading files and thresholds ------------------------------------------------------------
 
 

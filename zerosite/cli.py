@@ -39,7 +39,15 @@ from zerosite.plugins import (
     plugin_settings,
     set_plugin_settings,
 )
-from zerosite.project import InvalidInput, Project, iter_raw_projects, parse_batch, parse_project, printable
+from zerosite.project import (
+    InvalidInput,
+    Project,
+    iter_raw_projects,
+    parse_batch,
+    parse_project,
+    printable,
+    printable_json,
+)
 from zerosite.rendering import get_environment
 from zerosite.stopping import exit_without_waiting, lingering_threads, stop_code, stop_word, stopping_cleanly
 from zerosite.store import StoreError, recent_reports, search_reports
@@ -591,7 +599,11 @@ def _run_batch(
         auto = (
             {"auto": noted.choice.as_dict() if noted.choice else None} if isinstance(noted.runner, AutoRunner) else {}
         )
-        click.echo(json.dumps({**summary.as_dict(), **auto, "cache": cache_facts}, ensure_ascii=False, indent=2))
+        click.echo(
+            printable_json(
+                json.dumps({**summary.as_dict(), **auto, "cache": cache_facts}, ensure_ascii=False, indent=2)
+            )
+        )
     else:
         for failure in summary.failures[:FAILURES_SHOWN]:
             click.echo(printable(f"failed: {failure.project_id}/{failure.module}: {failure.error}"), err=True)
@@ -827,7 +839,11 @@ def compare(base: Path, new: Path, threshold: str, force: bool, as_json: bool) -
         comparison = compare_runs(load_run(base), load_run(new), threshold=parse_threshold(threshold), force=force)
     except CompareError as error:
         _fail(str(error))
-    click.echo(json.dumps(comparison.as_dict(), indent=2, ensure_ascii=False) if as_json else comparison.render())
+    click.echo(
+        printable_json(json.dumps(comparison.as_dict(), indent=2, ensure_ascii=False))
+        if as_json
+        else comparison.render()
+    )
     sys.exit(comparison.exit_code)
 
 
@@ -902,7 +918,7 @@ def publish(db: Path, folder: Path, out: Path | None, as_json: bool) -> None:
         except KeyboardInterrupt as stop:  # each file is replaced whole; the next publish removes what was left
             _fail(f"{stop_word(stop)}; the site holds whole files only: publish again to finish", stop_code(stop))
     if as_json:
-        click.echo(json.dumps(summary.as_dict(), ensure_ascii=False, indent=2))
+        click.echo(printable_json(json.dumps(summary.as_dict(), ensure_ascii=False, indent=2)))
     else:
         for why in summary.skipped[:FAILURES_SHOWN]:
             click.echo(printable(f"skipped: {why}"), err=True)

@@ -37,6 +37,7 @@ __all__ = [
     "parse_batch",
     "parse_project",
     "printable",
+    "printable_json",
     "project_to_dict",
     "records_from_text",
     "validate_batch",
@@ -301,12 +302,23 @@ def printable(text: str) -> str:
     shows as what it is and cannot move the cursor, recolour the screen or reorder a line."""
     if text.isprintable():
         return text
-    return "".join(
-        char.encode("unicode_escape").decode("ascii")
-        if char in _BIDI_CONTROLS or unicodedata.category(char) in {"Cc", "Cs", "Zl", "Zp"}
-        else char
-        for char in text
-    )
+    return "".join(char.encode("unicode_escape").decode("ascii") if _acts(char) else char for char in text)
+
+
+def printable_json(document: str) -> str:
+    """``document``, JSON text, with the characters :func:`printable` escapes written as JSON escapes (``\\u009b``)
+    instead: the same JSON, which ``ensure_ascii=False`` leaves readable in Korean, but nothing in it (a C1 control
+    such as ``U+009B``, a bidirectional control) acts on a terminal. JSON itself escapes the other controls in its
+    strings; outside them it holds only whitespace, whose newlines stay."""
+    if document.isprintable():
+        return document
+    return "".join(f"\\u{ord(char):04x}" if char != "\n" and _acts(char) else char for char in document)
+
+
+def _acts(char: str) -> bool:
+    """Whether ``char`` acts on a terminal, or hides what follows: a control, a lone surrogate, a line or paragraph
+    separator, a bidirectional control."""
+    return char in _BIDI_CONTROLS or unicodedata.category(char) in {"Cc", "Cs", "Zl", "Zp"}
 
 
 def _slug_rule_broken(project_id: str) -> str:
