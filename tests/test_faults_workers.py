@@ -7,7 +7,6 @@ import dataclasses
 import gc
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from zerosite import strategies, types
 from zerosite.engine import BatchOptions, BatchSummary, IsolatedWarning, generate
 from zerosite.files import LOCK_FILE, FolderLock, OutputBusy
 from zerosite.plugins import PluginSettings
-from zerosite.store import ReportStore
+from zerosite.store import ReportStore, StoreError
 
 STRATEGIES = ["sequential", "thread", "process", "async"]
 
@@ -243,28 +242,41 @@ def test_a_project_that_ended_the_run_is_made_apart_from_then_on(tmp_path: Path,
     hostile_plugin(tmp_path / "plugins", EXIT_UNLESS_FIXED)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "zerosite", "--plugins-dir", str(tmp_path / "plugins"), "generate", "--sample"]
-    command += ["6", "--module", "M2", "--module", "EXIT", "--strategy", strategy, "--workers", "2", "--out", str(out)]
+    command += ["6", "--strategy", strategy, "--workers", "2", "--out", str(out)]
 
-    def run(**env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+    def run(*options: str, modules: tuple[str, ...] = ("M2", "EXIT"), **env: str) -> subprocess.CompletedProcess[str]:
+        selected = [word for module in modules for word in ("--module", module)]
+        return subprocess.run(
+            [*command, *selected, *options], capture_output=True, text=True, timeout=120, env={**os.environ, **env}
+        )
 
     ended = run()
     assert ended.returncode == 3, ended.stderr  # the module's own exit: this process could not outlive it
-    making = (out / LOCK_FILE).read_text().split("\n")[1].split()  # what it was making, left for the next run
-    assert making[0] == "making" and "p0003-jamsil" in making  # with the others in flight, under thread
+    making, modules = (line.split() for line in (out / LOCK_FILE).read_text().split("\n")[1:3])
+    assert making[0] == "making" and "p0003-jamsil" in making  # what it was making, left for the next run
+    assert len(making) <= 3  # no more than the threads making a project then (not all in flight; audit F1, F5)
+    assert modules[0] == "modules" and sorted(modules[1:]) == ["EXIT", "M2"]
 
+    warned = (
+        f"warning: zerosite: project p0003-jamsil ended a run into {out} that made it in its own process with EXIT, M2 "
+        "(os._exit(), a fatal signal or a crash in a module?), and no run has made it since without dying: it is made "
+        "last, in a worker process of its own"
+    )
     for _ in range(2):  # until it is made without dying, however many runs that takes
         apart = run()
         assert apart.returncode == 1, apart.stderr
-        assert re.search(r"ended while making project [a-z0-9, -]*p0003-jamsil", apart.stderr)
-        assert "made in a worker process of its own this time" in apart.stderr
+        assert warned in apart.stderr
         assert "failed: p0003-jamsil/EXIT: worker died while making project p0003-jamsil: exit code 3" in apart.stderr
         assert {p.parent.name for p in out.glob("*/EXIT.html")} == {p.id for p in projects(6)} - {"p0003-jamsil"}
         assert not (out / LOCK_FILE).exists()
 
+    m2_only = run("--force", modules=("M2",))  # made apart, which proves nothing of EXIT
+    assert m2_only.returncode == 0 and warned in m2_only.stderr, m2_only.stderr
+    assert warned in run().stderr  # still apart (audit F2: a run without the module that killed it cleared it)
+
     fixed = run(FIXED="1")
     assert fixed.returncode == 0, fixed.stderr
-    assert "made in a worker process of its own" in fixed.stderr
+    assert warned in fixed.stderr
     assert (out / "p0003-jamsil" / "EXIT.html").exists()
     again = run()
     assert again.returncode == 0, again.stderr
@@ -302,21 +314,82 @@ def test_a_project_left_in_the_lock_file_is_made_in_a_worker_process(tmp_path: P
     settings = hostile_plugin(tmp_path / "plugins", EXIT_UNLESS_FIXED)
     out = tmp_path / "out"
     out.mkdir()
-    (out / LOCK_FILE).write_text("999999\nmaking p0002-gongdeok p0004-seocho\n   ")
+    (out / LOCK_FILE).write_text("999999\nmaking p0002-gongdeok p0004-seocho\nmodules EXIT\n   ")
+    isolated = {"p0002-gongdeok": frozenset({"EXIT"}), "p0004-seocho": frozenset({"EXIT"})}
     with ReportStore(out) as store:
-        assert store.isolated == {"p0002-gongdeok", "p0004-seocho"}
+        assert store.isolated == isolated
     with ReportStore(out) as store:
-        assert store.isolated == {"p0002-gongdeok", "p0004-seocho"}  # kept in the index until made
+        assert store.isolated == isolated  # kept in the index until made
     options = BatchOptions(out=out, plugins=settings, strategy="sequential", modules=("EXIT",), force=True)
     (tmp_path / "plugins" / "fixed").touch()
-    with pytest.warns(IsolatedWarning, match="making project p0002-gongdeok, p0004-seocho in its own process"):
+    with pytest.warns(IsolatedWarning) as warned:
         summary = generate(projects(5), options)
+    assert [str(w.message).split(" ended a run")[0] for w in warned] == [
+        "zerosite: project p0002-gongdeok",
+        "zerosite: project p0004-seocho",
+    ]
     assert summary.written == 5
     made_by = {p.parent.name: p.read_text().split()[-1].removesuffix("</p>") for p in out.glob("*/EXIT.html")}
     elsewhere = {project for project, pid in made_by.items() if pid != str(os.getpid())}
     assert elsewhere == {"p0002-gongdeok", "p0004-seocho"}
     with ReportStore(out) as store:
-        assert store.isolated == set()
+        assert store.isolated == {}
+
+
+def test_a_note_left_behind_stays_until_an_index_keeps_it(tmp_path: Path) -> None:
+    """Audit F3: the next run took the note out of the lock file before its index kept it; an index it could not
+    open then lost it, and the run after crashed again."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_FILE).write_text("999999\nmaking p0003-jamsil\nmodules M2 EXIT\n")
+    (tmp_path / "not-a-file").mkdir()
+    with pytest.raises(StoreError, match="cannot open the report store"):
+        ReportStore(out, tmp_path / "not-a-file")
+    assert "making p0003-jamsil" in (out / LOCK_FILE).read_text()
+    with ReportStore(out) as store:
+        assert store.isolated == {"p0003-jamsil": frozenset({"M2", "EXIT"})}
+        assert "making" not in (out / LOCK_FILE).read_text()  # kept in the index now
+    assert not (out / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("strategy", ["thread", "auto"])
+def test_only_the_projects_being_made_here_are_noted(tmp_path: Path, strategy: str) -> None:
+    """Audit F5: every project handed to the thread pool was noted, and those already made stayed noted. F1: every
+    project ``auto`` read ahead was noted, whether its choice then made them here or in a pool."""
+    settings = hostile_plugin(
+        tmp_path / "plugins",
+        """
+        def note(project, deps):
+            time.sleep(0.02)
+            out = Path((HERE / "out").read_text())
+            return (out / ".zerosite.lock").read_text().split("\\n")[1].strip()
+
+        @hookimpl
+        def zerosite_register_modules(register):
+            register(ReportModule(name="NOTE", title="기록", compute=note, template="hostile.html.j2"))
+        """,
+    )
+    out = tmp_path / "out"
+    (tmp_path / "plugins" / "out").write_text(str(out))
+    options = BatchOptions(out=out, plugins=settings, strategy=strategy, workers=2, modules=("NOTE",))
+    assert generate(projects(20), options).written == 20
+    for report in out.glob("*/NOTE.html"):
+        noted = report.read_text().removeprefix("<p>NOTE").split("</p>")[0].split()
+        assert not noted or (noted[0] == "making" and report.parent.name in noted and len(noted) <= 3), (
+            noted
+        )  # two threads at most
+
+
+def test_a_closed_standard_error_is_no_failure() -> None:
+    """Audit F4: with standard error closed, enabling faulthandler raised, and every command exited 1, silent."""
+    done = subprocess.run(
+        [sys.executable, "-m", "zerosite", "sample", "1"],
+        stdout=subprocess.PIPE,
+        stderr=None,
+        timeout=60,
+        preexec_fn=lambda: os.close(2),
+    )
+    assert done.returncode == 0 and done.stdout.startswith(b"[")
 
 
 def test_a_lock_held_by_a_run_names_its_pid_whatever_it_notes(tmp_path: Path) -> None:
@@ -330,6 +403,12 @@ def test_a_lock_held_by_a_run_names_its_pid_whatever_it_notes(tmp_path: Path) ->
             FolderLock(tmp_path).acquire()
     finally:
         lock.release()
+    assert "making p0003-jamsil" in (tmp_path / LOCK_FILE).read_text()  # released while noting: left for the next
+    lock = FolderLock(tmp_path)
+    lock.acquire()
+    assert lock.left_making == ("p0003-jamsil",)
+    lock.note_making(())  # kept elsewhere
+    lock.release()
     assert not (tmp_path / LOCK_FILE).exists()
 
 

@@ -138,7 +138,7 @@ def run() -> None:
     A crash in native code (a module's C extension) prints where it happened, Python's stack of each thread, before
     the process dies (:mod:`faulthandler`); so does a pool worker's, which the workers inherit by ``fork``.
     """
-    with contextlib.suppress(ValueError, OSError, AttributeError):  # a standard error that is no file: no stacks
+    with contextlib.suppress(ValueError, OSError, AttributeError, RuntimeError):  # no file (closed, none): no stacks
         faulthandler.enable()
     try:
         main()

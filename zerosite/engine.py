@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from zerosite.making import noting
 from zerosite.pipeline import plan, report_names
 from zerosite.plugins import PluginWarning, get_data_sources, get_modules, get_strategies, plugin_settings
 from zerosite.project import Project
@@ -355,6 +356,8 @@ def generate(
                 if not options.force and unchanged(project):
                     for module in reports:
                         tally.skip(project.id, module, store.indexed_file(project.id, module))
+                    if project.id in store.isolated:  # its reports were made, so it did not kill that run
+                        store.made_without_dying(project.id, batch_plan.config.compute)
                     continue
                 if (
                     shared is not None
@@ -363,11 +366,10 @@ def generate(
                 ):
                     continue
                 if active.runs_here and project.id in store.isolated and isolating is not None:
+                    _warn_isolated(project.id, store)
                     alone.append(project)
                     continue
                 in_flight[project.id] = project
-                if active.runs_here:
-                    store.note_making(in_flight)
                 yield project
             used_up = True
 
@@ -388,6 +390,7 @@ def generate(
         refused: StoreError | None = None
         try:
             with (
+                noting(store.note_making),
                 contextlib.nullcontext(runner) if runner is not None else start_runner(options, batch_plan) as active,
                 _closed_after(active.run(to_make(active), files)) as made,
             ):
@@ -396,7 +399,6 @@ def generate(
                 store.flush()  # the last rows, here rather than when the store closes: an index error is handled below
                 restarts, workers = active.restarts, active.workers or options.workers
             if alone and isolating is not None:
-                store.note_making(())
                 restarts += _make_alone(alone, isolating, batch_plan, store, files, in_flight, keep)
                 store.flush()
         except StoreError as error:
@@ -409,7 +411,7 @@ def generate(
                 "are kept: make room and run the same command again to resume"
             ) from error
         finally:
-            store.note_making(())
+            store.note_making(())  # what an abandoned thread still makes is not this batch's to note
             # Stopped part-way (Ctrl-C, an index error): the projects in flight are discarded whole,
             # files and rows alike (files alone if the index refused), so the index matches the folder and a rerun
             # remakes them.
@@ -458,16 +460,7 @@ def _make_alone(
 ) -> int:
     """Make ``projects``, which ended an earlier run that made them in its own process, one at a time in a worker
     process of their own, so that one that kills it again fails alone, named; one made without a death is made
-    like any other from then on (``ReportStore.made_alone``). Returns how often a worker process died."""
-    named = ", ".join(project.id for project in projects[:5]) + (
-        f" and {len(projects) - 5} more" if len(projects) > 5 else ""
-    )
-    warnings.warn(
-        f"zerosite: an earlier run into {store.out_dir} ended while making project {named} in its own process "
-        "(os._exit(), a fatal signal or a crash in a module?): made in a worker process of its own this time",
-        IsolatedWarning,
-        stacklevel=3,
-    )
+    like any other from then on (``ReportStore.made_without_dying``). Returns how often a worker process died."""
     with isolating.start(batch_plan.config, replace(batch_plan.strategy_options, workers=1, chunksize=1)) as runner:
         for project in projects:
             died = runner.restarts
@@ -476,8 +469,19 @@ def _make_alone(
                 for result in made:
                     keep(result)
             if runner.restarts == died:
-                store.made_alone(project.id)
+                store.made_without_dying(project.id, batch_plan.config.compute)
         return runner.restarts
+
+
+def _warn_isolated(project_id: str, store: ReportStore) -> None:
+    modules = ", ".join(sorted(store.isolated[project_id]))
+    warnings.warn(
+        f"zerosite: project {project_id} ended a run into {store.out_dir} that made it in its own process"
+        f"{f' with {modules}' if modules else ''} (os._exit(), a fatal signal or a crash in a module?), and no run "
+        "has made it since without dying: it is made last, in a worker process of its own",
+        IsolatedWarning,
+        stacklevel=4,
+    )
 
 
 @contextlib.contextmanager

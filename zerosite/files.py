@@ -29,7 +29,8 @@ _FOLDERS_REMEMBERED = 1024
 
 LOCK_FILE = ".zerosite.lock"
 """The file in an output folder that the run writing there holds locked (``flock``): its pid on the first line, and
-while it makes projects in its own process, a ``making ID ...`` line naming them (:meth:`FolderLock.note_making`)."""
+while it makes projects in its own process, a ``making ID ...`` line naming them and a ``modules NAME ...`` line
+naming what they compute (:meth:`FolderLock.note_making`)."""
 
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch, not match with "$": no "id\n"
 _MODULE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -191,17 +192,21 @@ class FolderLock:
     holds the holder's pid and is removed on release. The kernel drops the lock when its holder dies, however it
     dies, so a lock file left behind by a killed run is taken over, never in the way.
 
-    What the run that left it was making in its own process when it died is read before the file is taken over:
-    :attr:`left_making`."""
+    What the run that left it was making in its own process when it died is read as the file is taken over
+    (:attr:`left_making`, :attr:`left_modules`), and stays noted in it until its new holder has kept it elsewhere
+    (``note_making(())``): a release before then leaves the file, and the note, for the next run."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.path = folder / LOCK_FILE
         self._fd: int | None = None
         self._noted = 0  # the bytes of the last note: a shorter one is padded over them
+        self._making = False  # whether the note names projects now
         self.left_making: tuple[str, ...] = ()
         """The projects the lock file's last holder noted it was making in its own process: that holder died
         making them (a holder that ends normally removes the file, and clears its note after each batch)."""
+        self.left_modules: tuple[str, ...] = ()
+        """The modules those projects computed."""
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`OutputBusy` naming the pid that holds it."""
@@ -225,29 +230,33 @@ class FolderLock:
             if current is not None and os.path.samestat(os.fstat(fd), current):
                 break
             os.close(fd)
-        self.left_making = _making_in(fd)
+        self.left_making, self.left_modules = _making_in(fd)
         os.ftruncate(fd, 0)
         self._fd = fd
-        self.note_making(())
+        self.note_making(self.left_making, self.left_modules)
 
-    def note_making(self, project_ids: Collection[str]) -> None:
-        """Note in the lock file that this process makes ``project_ids`` itself now (none: clear the note), so that
-        the next run knows them if this one dies of it; one ``pwrite`` into the page cache, which outlives the
-        process. Project ids hold no spaces (``_SLUG``)."""
+    def note_making(self, project_ids: Collection[str], modules: Collection[str] = ()) -> None:
+        """Note in the lock file that this process makes ``project_ids`` itself now, computing ``modules`` (no
+        project: clear the note), so that the next run knows them if this one dies of it; one ``pwrite`` into the
+        page cache, which outlives the process. Ids and module names hold no spaces (``_SLUG``, ``_MODULE_NAME``)."""
         if self._fd is None:
             return
-        note = f"{os.getpid()}\n" + (f"making {' '.join(project_ids)}\n" if project_ids else "")
+        note = f"{os.getpid()}\n"
+        if project_ids:
+            note += f"making {' '.join(project_ids)}\nmodules {' '.join(modules)}\n"
         data = note.encode().ljust(self._noted)  # spaces over the rest of a longer note: no truncate call
         os.pwrite(self._fd, data, 0)
         self._noted = len(data)
+        self._making = bool(project_ids)
 
     def release(self) -> None:
         """Remove the lock file (while still holding it), then unlock; safe to call twice."""
         fd, self._fd = self._fd, None
         if fd is None:
             return
-        with suppress(OSError):
-            os.unlink(self.path)
+        if not self._making:  # else the note is left for the next run (see the class)
+            with suppress(OSError):
+                os.unlink(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_UN)  # for every process that shares it (pool workers forked meanwhile)
         finally:
@@ -262,17 +271,16 @@ def _pid_in(fd: int) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _making_in(fd: int) -> tuple[str, ...]:
-    """The project ids of a lock file's ``making`` line (see :meth:`FolderLock.note_making`), if any."""
+def _making_in(fd: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The project ids and the module names of a lock file's note (see :meth:`FolderLock.note_making`), if any."""
     try:
         text = os.pread(fd, min(os.fstat(fd).st_size, 1 << 20), 0).decode("ascii", "replace")
     except OSError:
-        return ()
-    for line in text.splitlines()[1:]:
-        words = line.split()
-        if words[:1] == ["making"]:
-            return tuple(word for word in words[1:] if _SLUG.fullmatch(word))
-    return ()
+        return (), ()
+    noted = {words[0]: words[1:] for words in map(str.split, text.splitlines()[1:]) if words}
+    projects = tuple(word for word in noted.get("making", ()) if _SLUG.fullmatch(word))
+    modules = tuple(word for word in noted.get("modules", ()) if _MODULE_NAME.fullmatch(word))
+    return projects, modules if projects else ()
 
 
 def _check_slug(project_id: str) -> None:

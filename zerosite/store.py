@@ -129,6 +129,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS reports_fts USING fts5 (
 );
 CREATE TABLE IF NOT EXISTS isolated_projects (
     project_id TEXT PRIMARY KEY,
+    modules TEXT NOT NULL,
     noted_at TEXT NOT NULL
 );
 """
@@ -244,7 +245,8 @@ class ReportStore:
                     ("written",),
                 )
             }
-            self.isolated = self._isolated(self._lock.left_making)
+            self.isolated = self._isolated(self._lock.left_making, self._lock.left_modules)
+            self._lock.note_making(())  # kept in the index now
         except sqlite3.Error as error:
             self._db.close()
             self._db = None
@@ -278,29 +280,40 @@ class ReportStore:
 
     # -- projects that ended the process making them ----------------------------------------------------------------
 
-    def _isolated(self, left_making: Sequence[str]) -> set[str]:
-        """The projects to make in a worker process of their own: those an earlier run into this folder was making
-        in its own process when it died (``left_making``, recorded now), and those recorded before that a run has
-        not made since without its process dying."""
+    def _isolated(self, left_making: Sequence[str], left_modules: Sequence[str]) -> dict[str, frozenset[str]]:
+        """The projects to make in a worker process of their own, each with the modules it computed when it killed
+        a run: those an earlier run into this folder was making in its own process when it died (``left_making``,
+        computing ``left_modules``; recorded now), and those recorded before that no run has made since, with those
+        modules, without its process dying."""
         conn = self._conn
+        isolated = {
+            project_id: frozenset(modules.split())
+            for project_id, modules in conn.execute("SELECT project_id, modules FROM isolated_projects")
+        }
         if left_making:
+            for project_id in left_making:
+                isolated[project_id] = isolated.get(project_id, frozenset()) | frozenset(left_modules)
             conn.executemany(
-                "INSERT OR IGNORE INTO isolated_projects (project_id, noted_at) VALUES (?, ?)",
-                [(project_id, utc_now()) for project_id in left_making],
+                "INSERT OR REPLACE INTO isolated_projects (project_id, modules, noted_at) VALUES (?, ?, ?)",
+                [(project_id, " ".join(sorted(isolated[project_id])), utc_now()) for project_id in left_making],
             )
-        return {project_id for (project_id,) in conn.execute("SELECT project_id FROM isolated_projects")}
+        return isolated
 
-    def note_making(self, project_ids: Collection[str]) -> None:
-        """Note that this process makes ``project_ids`` itself now (none: clear the note), in the folder's lock file:
-        should the process die of one (``os._exit()``, a fatal signal, a crash in a module's native code), the next
-        run into this folder makes them in a worker process of their own (:attr:`isolated`)."""
+    def note_making(self, project_ids: Collection[str], modules: Collection[str] = ()) -> None:
+        """Note that this process makes ``project_ids`` itself now, computing ``modules`` (no project: clear the
+        note), in the folder's lock file: should the process die of one (``os._exit()``, a fatal signal, a crash in
+        a module's native code), the next run into this folder makes them in a worker process of their own
+        (:attr:`isolated`). A :data:`zerosite.making.Note`."""
         if self._lock is not None:
-            self._lock.note_making(project_ids)
+            self._lock.note_making(project_ids, modules)
 
-    def made_alone(self, project_id: str) -> None:
-        """``project_id``, one of :attr:`isolated`, was made in a worker process of its own that did not die: it is
-        made like any other from now on."""
-        self.isolated.discard(project_id)
+    def made_without_dying(self, project_id: str, modules: Collection[str]) -> None:
+        """``project_id``, one of :attr:`isolated`, was made computing ``modules`` without its process dying (in a
+        worker process of its own, or its reports are all written as they stand): where those include every module
+        it computed when it killed a run, it is made like any other from now on."""
+        if not self.isolated.get(project_id, frozenset()) <= frozenset(modules):
+            return
+        self.isolated.pop(project_id, None)
         try:
             self._conn.execute("DELETE FROM isolated_projects WHERE project_id = ?", (project_id,))
         except sqlite3.Error as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import ctypes
+import faulthandler
 import functools
 import itertools
 import multiprocessing
@@ -512,6 +513,8 @@ def _init_pool_worker(config: WorkerConfig, ignore_sigint: bool = False, heartbe
     ends the workers of a broken pool (not the parent's handler, inherited by fork, which would raise into the
     project under way). They end with their parent and never wait for threads."""
     global _pool_worker, _pool_heartbeat
+    with contextlib.suppress(ValueError, OSError, AttributeError, RuntimeError):  # no standard error: no stacks
+        faulthandler.enable()  # a crash in native code says where, whatever the start method (fork inherits it)
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from jinja2 import Environment
 
+from zerosite.making import making
 from zerosite.pipeline import (
     InterruptWatch,
     ModuleOutcome,
@@ -150,7 +151,10 @@ class Worker:
         """
         hashes = input_hashes(project, self.config.input_keys)
         started = time.monotonic_ns()
-        with watch_interrupts() as interrupts:  # one watch for the project: the fetch, then each module
+        with (
+            making(project.id, self.config.compute),  # in the process that noted a batch: noted while made
+            watch_interrupts() as interrupts,  # one watch for the project: the fetch, then each module
+        ):
             try:
                 fetched = self.source.fetch(project)
             except BaseException as error:
