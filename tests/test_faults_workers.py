@@ -336,6 +336,22 @@ def test_a_project_left_in_the_lock_file_is_made_in_a_worker_process(tmp_path: P
         assert store.isolated == {}
 
 
+def test_a_project_found_unchanged_is_set_apart_no_more(tmp_path: Path) -> None:
+    """Its reports were all made, so it did not kill the run that noted it (it ran beside the one that did, under
+    thread): it is not made apart, nor warned of, for ever after."""
+    settings = hostile_plugin(tmp_path / "plugins", EXIT_UNLESS_FIXED)
+    (tmp_path / "plugins" / "fixed").touch()
+    out = tmp_path / "out"
+    options = BatchOptions(out=out, plugins=settings, strategy="sequential", modules=("EXIT",))
+    assert generate(projects(3), options).written == 3
+    (out / LOCK_FILE).write_text("999999\nmaking p0002-gongdeok\nmodules EXIT\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IsolatedWarning)
+        assert generate(projects(3), options).skipped == 3
+    with ReportStore(out) as store:
+        assert store.isolated == {}
+
+
 def test_a_note_left_behind_stays_until_an_index_keeps_it(tmp_path: Path) -> None:
     """Audit F3: the next run took the note out of the lock file before its index kept it; an index it could not
     open then lost it, and the run after crashed again."""
