@@ -100,8 +100,8 @@ class Runner(abc.ABC):
     @property
     def runs_here(self) -> bool:
         """Whether the projects it takes now are made in this process (their modules' ``os._exit()`` or crash ends
-        it, and the batch): the engine then notes which (``ReportStore.note_making``), and makes a project that
-        ended an earlier run in a worker process of its own."""
+        it, and the batch): the engine then keeps back a project that ended an earlier run, and makes it in a worker
+        process of its own instead (the workers of this process note what they make: ``zerosite.making``)."""
         return False
 
     @abc.abstractmethod
