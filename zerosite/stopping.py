@@ -117,7 +117,12 @@ def stopping_cleanly() -> Iterator[None]:
     grace: list[threading.Timer] = []
     once = threading.Lock()  # taken, never released, by the first to abandon the work (never waited for)
 
+    owner = os.getpid()
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            _in_a_child(signum)
+            return
         received.append(signum)
         code = 128 + received[0]
         if len(received) == 1:
@@ -144,6 +149,18 @@ def stopping_cleanly() -> Iterator[None]:
             # Once stopping, no later signal may end the process otherwise than with its exit code: ignored from
             # here to the very exit (Python would put back the default handler while it finalizes).
             signal.signal(signum, signal.SIG_IGN if received else handler)
+
+
+def _in_a_child(signum: int) -> None:
+    """A stop signal in a process forked while the command's handler was set: a pool worker not yet past its
+    initializer, which sets handlers of its own. A Ctrl-C is the parent's to handle (ignored from now on); a
+    SIGTERM ends the worker at once, as the pool that sends it to a broken pool's workers expects (it raised
+    :class:`Stopped` into the worker's start-up, which printed a traceback)."""
+    if signum == signal.SIGINT:
+        signal.signal(signum, signal.SIG_IGN)
+        return
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def _abandon_work(once: threading.Lock, code: int, which: str) -> None:
