@@ -28,7 +28,8 @@ QUICK_RULES: tuple[tuple[str, StoppingRule], ...] = (
     ("pipeline", StoppingRule(min_rounds=6, max_rounds=12, budget_s=0.6, min_sample_s=0.01)),
     ("batch", StoppingRule(min_rounds=4, max_rounds=6, budget_s=1.5, min_sample_s=0)),
 )
-"""CI's quick run: smaller budgets (under 2 minutes on 2 cores)."""
+"""CI's quick run: fewer rounds, smaller budgets but the single level's, whose samples are shorter (under 2 minutes on
+2 cores)."""
 
 
 @dataclass(frozen=True)
