@@ -313,3 +313,43 @@ def test_threads_that_end_just_after_the_exit_began_are_waited_for_not_blamed_on
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == "waited\n"
     assert "warning" not in done.stderr and "plugin" not in done.stderr
+
+
+KILLS_ANY_PROCESS = """
+import os
+from pathlib import Path
+
+from zerosite import ReportModule, hookimpl
+
+HERE = Path(__file__).parent
+
+
+@hookimpl
+def zerosite_template_dirs():
+    return [HERE / "templates"]
+
+
+def ends(project, deps):
+    os._exit(7)
+
+
+@hookimpl
+def zerosite_register_modules(register):
+    register(ReportModule(name="END", title="종료", compute=ends, template="end.html.j2"))
+"""
+
+
+def test_a_module_that_ends_the_server_while_it_warms_is_the_last_thing_it_said(tmp_path: Path) -> None:
+    """The warm-up makes sample projects outside any batch, so nothing can set such a project apart for the next
+    start (crash isolation: README): the log says what the server was doing when it ended (audit of the isolation,
+    F6), not only that it started."""
+    plugins = tmp_path / "plugins"
+    (plugins / "templates").mkdir(parents=True)
+    (plugins / "templates" / "end.html.j2").write_text("<p>{{ result }}</p>\n", encoding="utf-8")
+    (plugins / "end.py").write_text(KILLS_ANY_PROCESS, encoding="utf-8")
+    command = [sys.executable, "-m", "zerosite", "--plugins-dir", str(plugins), "serve", "--out", str(tmp_path / "o")]
+    done = subprocess.run(
+        [*command, "--port", "0", "--strategy", "sequential"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 7, done.stderr
+    assert done.stderr.splitlines()[-1].endswith("warming the workers: sequential x1, 2 sample projects")

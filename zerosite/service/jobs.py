@@ -463,6 +463,9 @@ class ReportQueue:
         once the server is stopping."""
         options = self.default.options
         count = max(2, 2 * options.workers * options.chunksize)
+        # Said first: a module that ends this process on a sample project (sequential, thread) ends the server
+        # here, before any note of it can be kept, and this is then the last line it wrote.
+        log.info("warming the workers: %s x%d, %d sample projects", self.config.strategy, options.workers, count)
         samples = (
             parse_project(raw, f"sample[{i}]")
             for i, raw in enumerate(iter_sample_projects(count))
