@@ -464,7 +464,7 @@ class ReportQueue:
         options = self.default.options
         count = max(2, 2 * options.workers * options.chunksize)
         # Said first: a module that ends this process on a sample project (sequential, thread) ends the server
-        # here, before any note of it can be kept, and this is then the last line it wrote.
+        # here, before any note of it can be kept, and this is then the last line of the dispatcher's it wrote.
         log.info("warming the workers: %s x%d, %d sample projects", self.config.strategy, options.workers, count)
         samples = (
             parse_project(raw, f"sample[{i}]")
