@@ -395,7 +395,7 @@ def test_search_and_reports_leave_nothing_beside_the_index(cli: CliRunner, index
     for args in (["search", "서울"], ["reports"]):
         assert invoke(cli, *args, "--db", str(index)).exit_code == 0
         assert sorted(index.parent.iterdir()) == before
-    with pytest.raises(sqlite3.OperationalError, match="readonly"), closing(store._open_read_only(index)) as conn:
+    with pytest.raises(sqlite3.OperationalError, match="readonly"), closing(store.open_for_reading(index)) as conn:
         conn.execute("DELETE FROM reports")
 
 

@@ -283,21 +283,22 @@ def test_a_project_that_ended_the_run_is_made_apart_from_then_on(tmp_path: Path,
     assert "warning" not in again.stderr
 
 
+READS_THE_NOTE = """
+    def note(project, deps):  # what the lock file notes while this project is made ("" when nothing)
+        time.sleep({wait_s})
+        out = Path((HERE / "out").read_text())
+        return (out / ".zerosite.lock").read_text().split("\\n")[1].strip()
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="NOTE", title="기록", compute=note, template="hostile.html.j2"))
+"""
+
+
 def test_the_lock_file_names_what_this_process_makes_itself(tmp_path: Path) -> None:
     """While a module runs in this process, the lock file names its project; a pool worker's project is not named
     (its death is no danger to the run); the note is gone once the batch is done."""
-    settings = hostile_plugin(
-        tmp_path / "plugins",
-        """
-        def note(project, deps):
-            out = Path((HERE / "out").read_text())
-            return (out / ".zerosite.lock").read_text().split("\\n")[1].strip()
-
-        @hookimpl
-        def zerosite_register_modules(register):
-            register(ReportModule(name="NOTE", title="기록", compute=note, template="hostile.html.j2"))
-        """,
-    )
+    settings = hostile_plugin(tmp_path / "plugins", READS_THE_NOTE.format(wait_s=0))
     for strategy, noted in [("sequential", "making p0002-gongdeok"), ("process", "")]:
         out = tmp_path / strategy
         (tmp_path / "plugins" / "out").write_text(str(out))
@@ -372,19 +373,7 @@ def test_a_note_left_behind_stays_until_an_index_keeps_it(tmp_path: Path) -> Non
 def test_only_the_projects_being_made_here_are_noted(tmp_path: Path, strategy: str) -> None:
     """Audit F5: every project handed to the thread pool was noted, and those already made stayed noted. F1: every
     project ``auto`` read ahead was noted, whether its choice then made them here or in a pool."""
-    settings = hostile_plugin(
-        tmp_path / "plugins",
-        """
-        def note(project, deps):
-            time.sleep(0.02)
-            out = Path((HERE / "out").read_text())
-            return (out / ".zerosite.lock").read_text().split("\\n")[1].strip()
-
-        @hookimpl
-        def zerosite_register_modules(register):
-            register(ReportModule(name="NOTE", title="기록", compute=note, template="hostile.html.j2"))
-        """,
-    )
+    settings = hostile_plugin(tmp_path / "plugins", READS_THE_NOTE.format(wait_s=0.02))
     out = tmp_path / "out"
     (tmp_path / "plugins" / "out").write_text(str(out))
     options = BatchOptions(out=out, plugins=settings, strategy=strategy, workers=2, modules=("NOTE",))

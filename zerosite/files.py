@@ -201,7 +201,7 @@ class FolderLock:
         self.path = folder / LOCK_FILE
         self._fd: int | None = None
         self._noted = 0  # the bytes of the last note: a shorter one is padded over them
-        self._making = False  # whether the note names projects now
+        self._names_projects = False  # whether the note names projects now
         self.left_making: tuple[str, ...] = ()
         """The projects the lock file's last holder noted it was making in its own process: that holder died
         making them (a holder that ends normally removes the file, and clears its note after each batch)."""
@@ -247,14 +247,14 @@ class FolderLock:
         data = note.encode().ljust(self._noted)  # spaces over the rest of a longer note: no truncate call
         os.pwrite(self._fd, data, 0)
         self._noted = len(data)
-        self._making = bool(project_ids)
+        self._names_projects = bool(project_ids)
 
     def release(self) -> None:
         """Remove the lock file (while still holding it), then unlock; safe to call twice."""
         fd, self._fd = self._fd, None
         if fd is None:
             return
-        if not self._making:  # else the note is left for the next run (see the class)
+        if not self._names_projects:  # else the note is left for the next run (see the class)
             with suppress(OSError):
                 os.unlink(self.path)
         try:

@@ -31,6 +31,7 @@ __all__ = [
     "StoreError",
     "WrittenFile",
     "WrittenReports",
+    "open_for_reading",
     "recent_reports",
     "search_reports",
 ]
@@ -635,7 +636,9 @@ def _recent(conn: sqlite3.Connection, n: int) -> list[ReportRow]:
     return _rows(conn.execute(sql, (n,)))
 
 
-def _open_read_only(db_path: Path, *, immutable: bool = False, check_same_thread: bool = True) -> sqlite3.Connection:
+def open_for_reading(
+    db_path: Path, *, immutable: bool = False, check_same_thread: bool = True, timeout_s: float = 30
+) -> sqlite3.Connection:
     """A connection that only reads ``db_path`` (``PRAGMA query_only``). It is opened for writing where the file
     allows (else for reading, as SQLite's ``mode=rw`` does): the last connection to close a WAL database removes its
     ``-wal`` and ``-shm`` files, which a read-only one cannot do, so each ``search`` left both in the folder."""
@@ -644,7 +647,7 @@ def _open_read_only(db_path: Path, *, immutable: bool = False, check_same_thread
     mode = "immutable=1" if immutable else "mode=rw"
     uri = f"{Path(db_path).absolute().as_uri()}?{mode}"
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=check_same_thread)
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout_s, check_same_thread=check_same_thread)
     except sqlite3.Error as error:
         raise StoreError(f"cannot open the report index {db_path}: {error}") from error
     try:
@@ -664,12 +667,12 @@ def _read(db_path: Path, query: Callable[[sqlite3.Connection], list[ReportRow]])
     """
     try:
         try:
-            with closing(_open_read_only(db_path)) as conn:
+            with closing(open_for_reading(db_path)) as conn:
                 return query(conn)
         except sqlite3.OperationalError:
             if Path(f"{db_path}-wal").exists():
                 raise
-            with closing(_open_read_only(db_path, immutable=True)) as conn:
+            with closing(open_for_reading(db_path, immutable=True)) as conn:
                 return query(conn)
     except (sqlite3.Error, ValueError, TypeError) as error:
         raise StoreError(f"cannot read the report index {db_path}: {error}") from error
@@ -734,7 +737,7 @@ class WrittenReports:
             if not self.db_path.is_file():
                 return None
             try:  # used by this thread only; closed by whichever thread calls close()
-                conn = _open_read_only(self.db_path, check_same_thread=False)
+                conn = open_for_reading(self.db_path, check_same_thread=False)
             except sqlite3.Error as error:
                 raise StoreError(f"cannot open the report index {self.db_path}: {error}") from error
             self._local.conn = conn

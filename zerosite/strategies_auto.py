@@ -455,7 +455,7 @@ class AutoRunner(Runner):
         self.on_choice: Callable[[AutoChoice], None] | None = None
         self.ran_on: int | None = None
         """The workers of the latest batch: the chosen runner's, or 1 where this process made it all."""
-        self.making: Runner | None = None
+        self.in_use: Runner | None = None
         """The runner that makes the projects taken now: the sequential one while measuring, then the chosen one."""
 
     @property
@@ -470,13 +470,13 @@ class AutoRunner(Runner):
 
     @property
     def runs_here(self) -> bool:
-        return self.making is None or self.making.runs_here
+        return self.in_use is None or self.in_use.runs_here
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         source = iter(projects)
         probed = 0
         self.ran_on = None
-        self.making = None  # this process, until a runner is chosen
+        self.in_use = None  # this process, until a runner is chosen
         if self.probed:
             ahead = list(itertools.islice(source, self.costs.lookahead_projects + 1))
             more = len(ahead) > self.costs.lookahead_projects
@@ -511,7 +511,7 @@ class AutoRunner(Runner):
         self.ran_on = 1 if probed else None
         if ahead:
             self.ran_on = choice.workers
-            runner = self.making = self._runner(choice.strategy, choice.workers)
+            runner = self.in_use = self._runner(choice.strategy, choice.workers)
             started = time.perf_counter_ns()
             for result in runner.run(itertools.chain(ahead, source), files):
                 self.served += 1

@@ -8,7 +8,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from zerosite.store import ReportRow, StoreError, search_reports
+from zerosite.store import ReportRow, StoreError, open_for_reading, search_reports
 
 __all__ = ["BadQuery", "Hit", "search"]
 
@@ -49,7 +49,7 @@ def search(db_path: Path, text: str, *, fts: bool, module: str | None, limit: in
         "ORDER BY reports_fts.rank, reports.generated_at DESC LIMIT ?"
     )
     try:
-        conn = sqlite3.connect(f"{db_path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
+        conn = open_for_reading(db_path, timeout_s=5)
     except sqlite3.Error as error:
         raise StoreError(f"cannot open the report index {db_path}: {error}") from error
     stop_at = time.monotonic() + deadline_s
