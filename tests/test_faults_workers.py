@@ -337,6 +337,35 @@ def test_a_project_left_in_the_lock_file_is_made_in_a_worker_process(tmp_path: P
         assert store.isolated == {}
 
 
+COUNTS_ITS_DEATHS = """
+    def exits(project, deps):
+        with open(HERE / "made", "a") as made:
+            made.write(project.id + "\\n")
+        if project.id.startswith("p0003"):
+            os._exit(3)
+        return project.id
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="EXIT", title="종료", compute=exits, template="hostile.html.j2"))
+"""
+
+
+def test_a_project_set_apart_that_kills_its_worker_is_made_once(tmp_path: Path) -> None:
+    """Alone on a one-worker pool, its worker's death names it: it is not made a second time to find out (it was,
+    with two pool starts for one crasher)."""
+    settings = hostile_plugin(tmp_path / "plugins", COUNTS_ITS_DEATHS)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_FILE).write_text("999999\nmaking p0003-jamsil\nmodules EXIT\n")
+    options = BatchOptions(out=out, plugins=settings, strategy="sequential", modules=("EXIT",))
+    with pytest.warns(IsolatedWarning):
+        summary = generate(projects(4), options)
+    assert (summary.written, summary.failed, summary.restarts) == (3, 1, 1)
+    assert "exit code 3" in summary.failures[0].error
+    assert (tmp_path / "plugins" / "made").read_text().split().count("p0003-jamsil") == 1
+
+
 def test_a_project_found_unchanged_is_set_apart_no_more(tmp_path: Path) -> None:
     """Its reports were all made, so it did not kill the run that noted it (it ran beside the one that did, under
     thread): it is not made apart, nor warned of, for ever after."""

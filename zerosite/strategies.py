@@ -748,7 +748,9 @@ class _PoolRunner(PooledRunner):
         chunks = tapered(projects, self.options.chunksize, self.options.workers)
         jobs = ([Job(next(self.tickets), p) for p in chunk] for chunk in chunks)
         tasks: Iterable[list[Job]] = jobs
-        pool, limit, alone = self.pool, self.options.max_in_flight, False
+        # One project on a one-worker pool is alone already: its worker's death names it, not to be made again.
+        alone = self.options.workers == 1 and isinstance(projects, Sequence) and len(projects) == 1
+        pool, limit = self.pool, self.options.max_in_flight
         waiting: list[Job] = []  # to try alone
         while True:
             again: list[Job] = []
