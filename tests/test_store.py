@@ -312,6 +312,25 @@ def test_index_consistent_after_exception_in_block(tmp_path: Path) -> None:
     assert len(search_reports(tmp_path / "index.sqlite", "역삼동", limit=100)) == 5
 
 
+@pytest.mark.parametrize("there", ["nothing", "an empty folder", "a report"])
+def test_a_run_ended_before_its_first_report_leaves_no_trace(tmp_path: Path, there: str) -> None:
+    """An error before anything was indexed (an unreachable Dask scheduler, a Ctrl-C while the workers start) left
+    the output folder and an empty index behind; what was there before stays."""
+    out = tmp_path / "out"
+    if there != "nothing":
+        out.mkdir()
+    if there == "a report":
+        with ReportStore(out) as store:
+            store.record(_row(store, "p1", "M2", "서울특별시 강남구 역삼동"))
+    before = sorted(p.relative_to(out) for p in out.rglob("*")) if out.exists() else None
+    with pytest.raises(KeyboardInterrupt), ReportStore(out):
+        raise KeyboardInterrupt
+    assert (sorted(p.relative_to(out) for p in out.rglob("*")) if out.exists() else None) == before
+    with ReportStore(out):
+        pass
+    assert (out / "index.sqlite").exists()  # a run that ends well keeps its index, empty or not
+
+
 def test_batch_commits_are_visible_to_readers(tmp_path: Path) -> None:
     with ReportStore(tmp_path, commit_every_rows=3, commit_every_s=3600) as store:
         for i in range(4):

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from zerosite.files import FolderLock, OutputBusy, ReportFiles
+from zerosite.files import LOCK_FILE, FolderLock, OutputBusy, ReportFiles
 from zerosite.types import STATUSES, ProjectResult, ReportStatus, StoreError, WrittenFile
 
 __all__ = [
@@ -215,6 +215,8 @@ class ReportStore:
         replace theirs are committed: the index names one file a report, and the folder holds no other."""
         self._last_commit = time.monotonic()
         self._lock: FolderLock | None = None
+        self._made = (not self.out_dir.exists(), not self.db_path.exists())  # the folder, the index
+        self._reported = False  # whether a report was recorded or discarded: the run began
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._root = self.out_dir.resolve()
@@ -262,10 +264,15 @@ class ReportStore:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        self.close(unused=exc is not None and not self._reported and not self.isolated)
+        if exc is not None and self._made[0]:
+            with suppress(OSError):
+                self.out_dir.rmdir()  # made by this store, and empty: nothing was written into it
 
-    def close(self) -> None:
-        """Commit what is pending, close the index and release the output folder; safe to call twice."""
+    def close(self, unused: bool = False) -> None:
+        """Commit what is pending, close the index and release the output folder; safe to call twice. ``unused``:
+        the run ended before its first report (an unreachable scheduler, a Ctrl-C while its workers started), so
+        the index this store made goes too, if nothing but it is in the folder."""
         if self._db is None:
             return
         try:
@@ -273,7 +280,16 @@ class ReportStore:
         finally:
             self._db.close()
             self._db = None
+            if unused and self._made[1]:
+                self._remove_index()
             self._unlock()
+
+    def _remove_index(self) -> None:
+        index = [Path(f"{self.db_path}{suffix}") for suffix in ("", "-wal", "-shm")]
+        with suppress(OSError):
+            if all(path in index or path.name == LOCK_FILE for path in self.out_dir.iterdir()):
+                for path in index:
+                    path.unlink(missing_ok=True)
 
     def _unlock(self) -> None:
         if self._lock is not None:
@@ -344,6 +360,7 @@ class ReportStore:
         """Remove the files of these reports of ``project_id`` and forget them for resume, the index as it is
         (:meth:`discard` then drops their rows); returns their keys."""
         keys = {(project_id, module) for module in modules}
+        self._reported = True
         for key in keys:
             with suppress(FileNotFoundError, StoreError):  # StoreError: an id that could have no file (a reserved name)
                 self.files.path(*key).unlink()
@@ -393,6 +410,7 @@ class ReportStore:
         failed: the error), ``input_hashes`` in the same order; their statuses, in order. The fields of
         :class:`ReportRow`, without making one: the parent does this for every report of a batch."""
         self._conn  # noqa: B018 - raises StoreError once the store is closed
+        self._reported = True
         project_id, address = _storable(result.project_id), _storable(result.address)
         rows = self._rows
         statuses: list[ReportStatus] = []
@@ -422,6 +440,7 @@ class ReportStore:
 
     def _add(self, row: tuple[Any, ...]) -> None:
         self._conn  # noqa: B018 - raises StoreError once the store is closed
+        self._reported = True
         values = list(row)
         values[_PATH] = path = self._relative(values[_PATH])
         for i in _TEXT:
