@@ -71,7 +71,8 @@ class AutoCosts:
     """A pool worker process's pace against this process alone (results pickled, caches cold)."""
     gil_speed: float = 0.8
     """CPU work on several threads against one: GIL hand-offs, each write and wait giving the GIL up and taking it
-    back (0.88 x for pure CPU work in ../shared/CONCURRENCY.md; 0.77-0.8 x for the benchmark's cpu batches)."""
+    back (0.88 x for pure CPU work, measured on a 2-core machine like CI's; 0.77-0.8 x for the benchmark's cpu
+    batches)."""
     process_parent_ms: float = 0.1
     """Per project, this process's CPU to send it to a process pool and take its result back, beyond ``parent_ms``
     (measured at the margin between batches of 200 and 1,000 projects: docs/architecture.md)."""
