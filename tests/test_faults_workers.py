@@ -143,21 +143,24 @@ def test_a_real_ctrl_c_during_a_module_still_stops_the_batch(tmp_path: Path) -> 
 # --- 6. os._exit() in one project fails that project alone, named -------------------------------------
 
 
+# A module that ends its process at project 3; each project it is asked to make is noted in HERE/made.
+EXITS_AT_P0003 = """
+    def exits(project, deps):
+        with open(HERE / "made", "a") as made:
+            made.write(project.id + "\\n")
+        if project.id.startswith("p0003"):
+            os._exit(3)
+        return project.id
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="EXIT", title="종료", compute=exits, template="hostile.html.j2"))
+"""
+
+
 @pytest.mark.parametrize("strategy", ["process", "async"])
 def test_a_project_that_kills_its_worker_fails_alone_named(tmp_path: Path, strategy: str) -> None:
-    settings = hostile_plugin(
-        tmp_path / "plugins",
-        """
-        def exits(project, deps):
-            if project.id.startswith("p0003"):
-                os._exit(3)
-            return project.id
-
-        @hookimpl
-        def zerosite_register_modules(register):
-            register(ReportModule(name="EXIT", title="종료", compute=exits, template="hostile.html.j2"))
-        """,
-    )
+    settings = hostile_plugin(tmp_path / "plugins", EXITS_AT_P0003)
     options = BatchOptions(
         out=tmp_path / "out", plugins=settings, strategy=strategy, workers=2, chunksize=4, modules=("M2", "EXIT")
     )
@@ -337,24 +340,10 @@ def test_a_project_left_in_the_lock_file_is_made_in_a_worker_process(tmp_path: P
         assert store.isolated == {}
 
 
-COUNTS_ITS_DEATHS = """
-    def exits(project, deps):
-        with open(HERE / "made", "a") as made:
-            made.write(project.id + "\\n")
-        if project.id.startswith("p0003"):
-            os._exit(3)
-        return project.id
-
-    @hookimpl
-    def zerosite_register_modules(register):
-        register(ReportModule(name="EXIT", title="종료", compute=exits, template="hostile.html.j2"))
-"""
-
-
 def test_a_project_set_apart_that_kills_its_worker_is_made_once(tmp_path: Path) -> None:
     """Alone on a one-worker pool, its worker's death names it: it is not made a second time to find out (it was,
     with two pool starts for one crasher)."""
-    settings = hostile_plugin(tmp_path / "plugins", COUNTS_ITS_DEATHS)
+    settings = hostile_plugin(tmp_path / "plugins", EXITS_AT_P0003)
     out = tmp_path / "out"
     out.mkdir()
     (out / LOCK_FILE).write_text("999999\nmaking p0003-jamsil\nmodules EXIT\n")
