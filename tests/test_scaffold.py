@@ -45,6 +45,19 @@ def test_a_plugin_file_loads_and_renders(tmp_path: Path) -> None:
     assert all("주차 검토" in r.read_text(encoding="utf-8") for r in reports)
 
 
+def test_two_modules_in_one_plugins_folder_share_its_templates_folder(tmp_path: Path) -> None:
+    """User audit: the second ``new-module`` wrote a layout every command then refused (each template "in the
+    folders of plugins m7 and m8", one folder); and it named its files by absolute path, the first by relative."""
+    first = zerosite(*M7, cwd=tmp_path)
+    second = zerosite("new-module", "M8", "--title", "일조 검토", cwd=tmp_path)
+    assert first.stdout.split() == ["wrote", "plugins/m7.py", "wrote", "plugins/templates/m7.html.j2"], first.stderr
+    assert second.stdout.split() == ["wrote", "plugins/m8.py", "wrote", "plugins/templates/m8.html.j2"], second.stderr
+    out = tmp_path / "out"
+    rendered = zerosite("render", "--sample", "1", "--out", str(out), "--module", "M7", "--module", "M8", cwd=tmp_path)
+    assert rendered.returncode == 0, rendered.stderr
+    assert sorted(p.name for p in out.glob("*/*.html")) == ["M7.html", "M8.html"]
+
+
 def test_a_new_plugins_folder_is_made_without_a_warning(tmp_path: Path) -> None:
     """It used to warn that the folder it was about to make did not exist."""
     made = zerosite("--plugins-dir", str(tmp_path / "new"), *M7)

@@ -83,6 +83,21 @@ def test_two_plugins_with_a_template_of_one_name_are_refused_naming_both(
     assert str(a) in message and str(b) in message and "rename one" in message
 
 
+def test_plugins_that_share_one_template_folder_each_find_their_own(
+    tmp_path: Path, environment_with: Callable[..., object]
+) -> None:
+    """Two plugin files of one plugins folder, each returning its ``templates`` folder (the layout of docs/plugins.md
+    and ``new-module``): every template in it was refused as "in the folders of plugins m7 and m8", one folder named
+    twice (user audit)."""
+    shared = _folder(tmp_path, "templates", {"a.html.j2": "A {{ result }}", "b.html.j2": "B {{ result }}"})
+    (tmp_path / "x").mkdir()  # the same folder, spelt another way
+    env = environment_with(
+        plug_a=_Folders([shared], "a.html.j2"),
+        plug_b=_Folders([tmp_path / "x" / ".." / "templates"], "b.html.j2", prefix="Y"),
+    )
+    assert env.get_template("b.html.j2").render(result=1) == "B 1"  # type: ignore[attr-defined]
+
+
 def test_a_plugin_template_named_as_a_built_in_one_is_refused(
     tmp_path: Path, environment_with: Callable[..., object]
 ) -> None:

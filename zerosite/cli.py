@@ -962,8 +962,9 @@ def new_module(name: str, title: str, requires: tuple[str, ...], package: Path |
             written = scaffold_plugin_file(spec, plugins_dir, force=force, existing=existing)
     except ScaffoldError as error:
         _fail(str(error))
+    here = Path.cwd()
     for path in written:
-        click.echo(f"wrote {path}")
+        click.echo(f"wrote {path.relative_to(here) if path.is_relative_to(here) else path}")  # as the first one was
 
 
 def _serve_log_config(uvicorn_config: dict[str, Any], log_level: str) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def _new_environment(settings: PluginSettings) -> Environment:
             [
                 PrefixLoader({"default": builtin}, delimiter=":"),
                 *user,
-                *(FileSystemLoader(folder) for _, folder in folders),
+                *(FileSystemLoader(folder) for folder in dict.fromkeys(folder for _, folder in folders)),
                 builtin,
             ]
         ),
@@ -133,7 +133,7 @@ def _plugin_template_folders(pm: pluggy.PluginManager) -> list[tuple[str, Path]]
                     raise PluginError(f"{where} returned {folder!r}, not a folder's path")
                 if not Path(folder).is_dir():
                     raise PluginError(f"{where} returned {str(folder)!r}, which is not a folder")
-                folders.append((plugin, Path(folder)))
+                folders.append((plugin, Path(folder).resolve()))
     return folders
 
 
@@ -150,7 +150,7 @@ def _shadowed_templates(
     for plugin, folder in folders:
         for name in filter(is_template_name, FileSystemLoader(folder).list_templates()):
             first = owners.setdefault(name, (plugin, folder))
-            if first[0] != plugin:
+            if first[0] != plugin and first[1] != folder:  # one folder that two plugins share serves each its own
                 problems.append(
                     f"template {name!r} is in the folders of plugins {first[0]} ({first[1]}) and {plugin} ({folder}): "
                     f"the first would serve both; rename one"
