@@ -435,3 +435,9 @@ def test_what_plugin_code_prints_leaves_the_json_summary_alone(tmp_path: Path, s
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["written"] == 3
     assert done.stderr.count("debug: computing") == 3
+    # as it was imported and its hooks ran (user audit: these went to standard output, before the summary)
+    assert all(f"debug: {what}" in done.stderr for what in ("imported", "registering", "preparing the environment"))
+    listed = subprocess.run(
+        [sys.executable, "-m", "zerosite", "--plugins-dir", str(plugins), "modules"], capture_output=True, text=True
+    )
+    assert listed.stdout.startswith("module ") and "debug" not in listed.stdout

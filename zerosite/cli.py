@@ -36,6 +36,7 @@ from zerosite.plugins import (
     get_modules,
     get_plugin_file,
     get_strategies,
+    plugin_output,
     plugin_settings,
     set_plugin_settings,
 )
@@ -572,9 +573,7 @@ def _run_batch(
         noted = _NoteChoice(batch_plan.strategy, (lambda line: None) if as_json else progress.say)  # JSON: in it
         batch_plan = replace(batch_plan, strategy=noted)
         try:
-            # Standard output is the summary's (--json is read by programs): what plugin code prints goes to standard
-            # error, here and in the pool's workers (worker.warm_process).
-            with contextlib.redirect_stdout(sys.stderr):
+            with plugin_output():  # the modules' prints: standard output is the summary's
                 summary = generate_reports(
                     projects, options, on_report=progress.on_report, batch_plan=batch_plan, cache=cache
                 )

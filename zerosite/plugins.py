@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import hashlib
@@ -109,12 +110,13 @@ def _build_manager(settings: PluginSettings) -> pluggy.PluginManager:
     pm.add_hookspecs(hookspecs)
     for name in settings.disabled:
         pm.set_blocked(name)
-    for dotted in BUILTIN_PLUGINS:
-        if not pm.is_blocked(dotted):
-            pm.register(importlib.import_module(dotted), name=dotted)
-    names = [*BUILTIN_PLUGINS, *_load_entry_points(pm)]
-    if settings.plugins_dir is not None:
-        names += _load_plugins_dir(pm, settings.plugins_dir)
+    with plugin_output():  # what a plugin prints as it is imported
+        for dotted in BUILTIN_PLUGINS:
+            if not pm.is_blocked(dotted):
+                pm.register(importlib.import_module(dotted), name=dotted)
+        names = [*BUILTIN_PLUGINS, *_load_entry_points(pm)]
+        if settings.plugins_dir is not None:
+            names += _load_plugins_dir(pm, settings.plugins_dir)
     _warn_unmatched_blocks(settings.disabled, names)
     _check_hook_names(pm)
     if settings.trace:
@@ -277,6 +279,12 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, origin: str) 
 T = TypeVar("T")
 
 
+def plugin_output() -> contextlib.AbstractContextManager[object]:
+    """Where plugin code's prints go while zerosite runs it: standard error. Standard output is the command's own
+    (its tables, the ``--json`` that programs read), here and in pool workers (``worker.warm_process``)."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
 def each_plugin(pm: pluggy.PluginManager, hook_name: str) -> Iterator[tuple[str, Callable[..., list[Any]]]]:
     """The plugins that implement a hook, in load order, each with a call of the hook for that plugin alone (with
     every wrapper around it): ``(plugin name, call)``. So what a plugin returns or registers is known to be its
@@ -296,7 +304,8 @@ def _call_alone(
     """``hook_name`` called with ``kwargs`` for ``plugin`` alone (``others``: every other plugin implementing it)."""
     pm.trace.root.get("hook")(f"{hook_name} [{plugin}]")
     try:
-        results: list[Any] = pm.subset_hook_caller(hook_name, others)(**kwargs)
+        with plugin_output():
+            results: list[Any] = pm.subset_hook_caller(hook_name, others)(**kwargs)
     except PluginError:
         raise
     except (Exception, SystemExit) as error:
