@@ -282,3 +282,53 @@ def test_a_wrong_answer_from_a_data_source_exits_1_listing_the_failures(tmp_path
     for project_id, why in expected.items():
         assert f"failed: {project_id}/M3: {why}\n" in done.stderr
     assert sorted(path.parent.name for path in out.glob("*/*.html")) == ["p0006-seongsu", "p0007-yeouido"]
+
+
+PARENT_ONLY_PLUGIN = """
+    import multiprocessing
+    from pathlib import Path
+
+    if multiprocessing.parent_process() is not None:  # stands for an import that needs the parent's state
+        raise RuntimeError("config file not found: ./picky.toml")
+
+    from zerosite import ReportModule, hookimpl
+
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="XB", title="시험", compute=lambda project, deps: 1, template="x_plain.html.j2"))
+
+
+    @hookimpl
+    def zerosite_template_dirs():
+        return [Path(__file__).parent / "templates"]
+"""
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        ["process", "--start-method", "spawn"],
+        ["process", "--start-method", "forkserver"],
+        ["async", "--start-method", "spawn"],
+    ],
+    ids=" ".join,
+)
+def test_a_plugin_that_loads_here_and_not_in_a_worker_ends_the_batch_saying_why(
+    tmp_path: Path, strategy: list[str]
+) -> None:
+    """User audit: seven raw "Exception in initializer" tracebacks, then every report, the built-ins' too, failed as
+    "worker died ... exit code 0"; the plugin's own error was nowhere."""
+    plugins = tmp_path / "plugins"
+    (plugins / "templates").mkdir(parents=True)
+    (plugins / "picky.py").write_text(textwrap.dedent(PARENT_ONLY_PLUGIN), encoding="utf-8")
+    (plugins / "templates" / "x_plain.html.j2").write_text("<p>{{ result }}</p>\n", encoding="utf-8")
+    command = [sys.executable, "-m", "zerosite", "--plugins-dir", str(plugins), "generate", "--sample", "5"]
+    command += ["--strategy", *strategy, "--workers", "2", "--out", str(tmp_path / "out"), "-q"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        "error: a worker process could not start: no module named 'XB' is registered here (known: M2, M3, M4, M5, M6): "
+        f"here it skipped plugin 'picky' ({plugins / 'picky.py'}): RuntimeError: config file not found: ./picky.toml\n"
+    )
+    assert not list((tmp_path / "out").glob("*/*.html"))

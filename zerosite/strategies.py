@@ -29,9 +29,11 @@ from zerosite.pipeline import plugin_raised, watch_interrupts
 from zerosite.plugins import BUILTIN_PLUGINS
 from zerosite.project import Project
 from zerosite.types import (
+    PluginError,
     ProjectResult,
     ReportWriter,
     Runner,
+    StartError,
     StoreError,
     Strategy,
     StrategyOptions,
@@ -502,6 +504,10 @@ def _how_it_died(processes: Sequence[multiprocessing.process.BaseProcess]) -> st
 _pool_worker: Worker | None = None
 """This pool worker process's worker, made once by the pool's initializer (private to these strategies)."""
 
+_pool_warm_error: str | None = None
+"""Why this pool worker process could not be warmed (a plugin that loaded in the parent failed here): each task it
+is given raises :class:`StartError` saying so, and the runner ends the batch with it."""
+
 _pool_heartbeat: tuple[_Heartbeat, int] | None = None
 """Where this pool worker process notes what it makes, under a time limit: the pool's heartbeat, its slot."""
 
@@ -521,7 +527,12 @@ def _init_pool_worker(config: WorkerConfig, ignore_sigint: bool = False, heartbe
         os.setpgrp()
         _end_with_parent()
         _before_joining_threads(_exit_without_waiting_for_threads)
-    _pool_worker = warm_process(config)
+    try:
+        _pool_worker = warm_process(config)
+    except Exception as error:  # kept for the first task to raise: a raw traceback, a broken pool, "exit code 0"
+        global _pool_warm_error
+        _pool_warm_error = str(error) if isinstance(error, PluginError) else describe_error(error)
+        return
     slot = None if heartbeat is None else heartbeat.claim()
     _pool_heartbeat = None if heartbeat is None or slot is None else (heartbeat, slot)
 
@@ -605,6 +616,8 @@ def _exit_without_waiting_for_threads() -> None:
 
 def _current_pool_worker() -> Worker:
     if _pool_worker is None:
+        if _pool_warm_error is not None:
+            raise StartError(f"a worker process could not start: {_pool_warm_error}")
         raise RuntimeError("this process is not a warmed pool worker")
     return _pool_worker
 
@@ -764,6 +777,8 @@ class _PoolRunner(PooledRunner):
                     broken = future.executor  # type: ignore[attr-defined]
                     pool.restart(broken, wait=alone)  # alone: wait, so the dead worker's exit code is known
                     results = []
+                except StartError:
+                    raise
                 except Exception as error:  # a result that could not come back
                     why = f"making project failed: {describe_error(error)}"
                     results = [ProjectResult.failed(job.project, self.reports, why) for job in chunk]

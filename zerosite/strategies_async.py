@@ -29,6 +29,7 @@ from zerosite.strategies import (
 from zerosite.types import (
     ProjectResult,
     ReportWriter,
+    StartError,
     StrategyOptions,
     WorkerConfig,
     describe_error,
@@ -235,6 +236,8 @@ class AsyncRunner(PooledRunner):
             if broken is None:  # refused before it was sent: its first project raised it from ``submit`` already
                 raise
             pool.restart(broken, wait=alone)  # alone: one dead worker, quickly joined
+        except StartError:
+            raise
         except Exception as error:  # a result that could not come back
             why = f"making project failed: {describe_error(error)}"
             return ProjectResult.failed(job.project, self.reports, why, fetch_ns)

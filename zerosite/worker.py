@@ -88,9 +88,25 @@ def warm_process(config: WorkerConfig) -> Worker:
     ``forkserver``, a Dask worker) would repeat them."""
     set_plugin_settings(config.plugins)
     sys.stdout = sys.stderr  # a worker's output is its results: what plugin code prints goes to standard error
+    skipped: list[str] = []
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PluginWarning)
-        return make_worker(config)
+        warnings.simplefilter("always", PluginWarning)
+        shown = warnings.showwarning
+
+        def keep_plugin_warnings(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> None:
+            if issubclass(category, PluginWarning):
+                skipped.append(str(message).removeprefix("zerosite: "))
+            else:
+                shown(message, category, *rest, **kw)
+
+        warnings.showwarning = keep_plugin_warnings
+        try:
+            return make_worker(config)
+        except PluginError as error:
+            if not skipped:
+                raise
+            # A plugin that loaded in the parent and not here (an import that needs the parent's state): say why.
+            raise PluginError(f"{error}: here it {'; '.join(skipped)}") from error
 
 
 def input_hashes(project: Project, keys: Sequence[tuple[str, bytes]]) -> dict[str, str]:
