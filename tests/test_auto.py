@@ -435,6 +435,9 @@ def slow_source_auto(
     config = plan_batch(BatchOptions(out=tmp_path / "out")).config
     runner = AutoRunner(config, StrategyOptions(workers=2), dict.fromkeys(auto.CANDIDATES, source))
     runner.cores = 2
+    # Pools start by fork, as in a process that runs no thread: not the dearer forkserver because an earlier test
+    # (test_dask's clusters) left a thread behind in this one.
+    monkeypatch.setattr(runner, "_start_method", lambda: "fork")
     return runner, source
 
 
