@@ -645,7 +645,7 @@ def test_ctrl_c_in_a_command_without_its_own_handling_is_exit_130() -> None:
 
 def test_an_id_with_a_trailing_newline_is_rejected() -> None:
     _, errors = validate_batch([("projects[0]", project_dict(id="p1\n"))])
-    assert errors == ["projects[0].id: must be a slug: ASCII letters, digits, '.', '_' or '-' only, got \"p1\\n\""]
+    assert errors == ["projects[0].id: holds a control character (U+000A) at position 2"]
 
 
 def test_negative_zero_shows_as_zero(tmp_path: Path, cli: CliRunner) -> None:
@@ -705,6 +705,26 @@ def test_a_bidirectional_control_in_input_text_is_refused(cli: CliRunner, tmp_pa
     assert result.exit_code == 2
     code = f"U+{ord(control):04X}"
     assert f"projects[0].road_address: holds a bidirectional control character ({code}) at position 10" in result.output
+
+
+@pytest.mark.parametrize("control", ["\x00", "\x07", "\n", "\x1b", "\x7f", "\x9b"])
+def test_a_control_character_in_input_text_is_refused(cli: CliRunner, tmp_path: Path, control: str) -> None:
+    """Service audit: a NUL, a bell or a line break in an address was written raw into every report and the index."""
+    path = write_projects(tmp_path / "p.json", [project_dict(road_address=f"서울 {control}마포구")])
+    result = invoke(cli, "render", "--projects", str(path), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    code = f"U+{ord(control):04X}"
+    assert f"projects[0].road_address: holds a control character ({code}) at position 3" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_zone_is_missing(cli: CliRunner, tmp_path: Path) -> None:
+    """It was "unknown zone null", where every other field absent is "missing" (service audit)."""
+    raw = project_dict()
+    del raw["zone_type"]
+    result = invoke(cli, "render", "--projects", str(write_projects(tmp_path / "p.json", [raw])), "--out", "out")
+    assert result.exit_code == 2
+    assert "projects[0].zone_type: missing\n" in result.output
 
 
 def test_search_and_reports_escape_terminal_control_characters(cli: CliRunner, tmp_path: Path) -> None:

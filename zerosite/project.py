@@ -228,11 +228,18 @@ class _Checker:
                 f"holds a bidirectional control character ({code}) at position {where}, which reorders the text shown",
             )
             return ""
+        control = _CONTROL.search(value)
+        if control is not None:  # a NUL, a line break, an escape: nothing an address holds, raw in every report
+            self.fail(path, f"holds a control character (U+{ord(control.group()):04X}) at position {control.start()}")
+            return ""
         if not value.strip():
             self.fail(path, "must not be empty")
         return value
 
     def zone(self, raw: Mapping[str, Any], key: str, path: str) -> Zone:
+        if key not in raw:
+            self.fail(path, "missing")
+            return Zone.RESIDENTIAL_2
         value: Any = raw.get(key)
         try:
             return Zone(value)
@@ -294,6 +301,7 @@ def _show(value: Any) -> str:
 
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _BIDI_CONTROL = re.compile(f"[{''.join(sorted(_BIDI_CONTROLS))}]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: Unicode's category Cc
 
 
 def printable(text: str) -> str:
