@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from zerosite.cli import main
 from zerosite.cores import most_workers
 from zerosite.engine import ReportOutcome, StageTimings
+from zerosite.rendering import REPORT_POLICY
 from zerosite.sample import sample_projects
 from zerosite.service import ConfigError, ServiceConfig, create_app, read_token_file
 from zerosite.service.app import open_report_cache
@@ -197,6 +198,7 @@ def test_get_report_with_etag_cache_control_and_304(
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     assert response.headers["etag"] == f'"{report["sha256"]}"'
     assert response.headers["cache-control"] == "public, max-age=60"
+    assert response.headers["content-security-policy"] == REPORT_POLICY  # as a published site serves it (audit)
     assert response.content == (out / projects[0]["id"] / "M2.html").read_bytes()
     again = client.get(report["url"], headers={"If-None-Match": response.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
@@ -411,6 +413,14 @@ def test_search_limit_out_of_range_is_422(client: httpx.Client) -> None:
     assert response.json()["problems"][0].startswith("query.limit:")
 
 
+def test_search_for_a_module_this_service_does_not_know_is_422(client: httpx.Client, made: dict[str, Any]) -> None:
+    """A typo in the module looked like nothing found (service audit); a known module with no hit is still 200."""
+    response = client.get("/v1/search", params={"q": "강남", "module": "M9"})
+    assert response.status_code == 422
+    assert response.json()["problems"] == ["query.module: unknown module(s) M9; known: M2, M3, M4, M5, M6"]
+    assert client.get("/v1/search", params={"q": "nowhere", "module": "M2"}).json()["results"] == []
+
+
 # -- metrics, stats, health, schema, errors ----------------------------------------------------------------------
 
 
@@ -595,13 +605,23 @@ def test_serve_reads_the_cache_from_zerosite_cache(tmp_path: Path) -> None:
     assert "--cache: unknown report cache 'memcached://127.0.0.1:1'" in result.output
 
 
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_a_token_variable_set_but_empty_is_refused_not_read_as_no_token(tmp_path: Path, empty: str) -> None:
+    """Service audit: ``ZEROSITE_TOKEN=$(cat missing-file)`` served every write endpoint open, without a word."""
+    with pytest.raises(ConfigError, match=r"^ZEROSITE_TOKEN is set but empty"):
+        ServiceConfig.from_env({"ZEROSITE_OUT": str(tmp_path), "ZEROSITE_TOKEN": empty})
+    result = CliRunner().invoke(main, ["serve", "--out", str(tmp_path / "out")], env={"ZEROSITE_TOKEN": empty})
+    assert result.exit_code == 2
+    assert "ZEROSITE_TOKEN is set but empty: give the token, or unset it to serve without one" in result.output
+
+
 @pytest.mark.parametrize("token", ["s3cr\u00e9t-token", "two words", "tab\there"])
 def test_a_token_that_no_header_can_carry_is_refused_at_start(tmp_path: Path, token: str) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(token + "\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=f"the token file {token_file}: the token must be visible ASCII"):
         read_token_file(token_file)
-    with pytest.raises(ConfigError, match="the token must be visible ASCII"):
+    with pytest.raises(ConfigError, match=r"^ZEROSITE_TOKEN: the token must be visible ASCII"):
         ServiceConfig.from_env({"ZEROSITE_OUT": str(tmp_path), "ZEROSITE_TOKEN": token})
     result = CliRunner().invoke(  # a bad strategy too: without the check, serve stops there instead of listening
         main, ["serve", "--out", str(tmp_path / "out"), "--token-file", str(token_file), "--strategy", "nope"]

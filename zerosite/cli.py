@@ -1015,7 +1015,8 @@ def _serve_log_config(uvicorn_config: dict[str, Any], log_level: str) -> dict[st
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="A file holding the bearer token that write endpoints require (else ZEROSITE_TOKEN, else none).",
+    help="A file holding the bearer token that write endpoints require (else ZEROSITE_TOKEN, else the file "
+    "ZEROSITE_TOKEN_FILE names, else none).",
 )
 @click.option(
     "--queue-size",
@@ -1076,14 +1077,14 @@ def serve(
     try:
         import uvicorn
 
-        from zerosite.service import ConfigError, ServiceConfig, create_app, read_token_file
+        from zerosite.service import ConfigError, ServiceConfig, create_app, read_token_file, token_from_env
         from zerosite.service.running import PortUnavailable, ServerFailed, check_port, serve_until_stopped
     except ImportError as error:
         _fail(f"zerosite serve needs the serve extra (pip install 'zerosite[serve]'): {error}")
     log_config = _serve_log_config(uvicorn.config.LOGGING_CONFIG, log_level)
     logging.config.dictConfig(log_config)  # now, so that a warning about the settings shows as the rest will
     try:
-        token = read_token_file(token_file) if token_file is not None else os.environ.get("ZEROSITE_TOKEN") or None
+        token = read_token_file(token_file) if token_file is not None else token_from_env()
         config = ServiceConfig(token=token, **settings)
         check_port(host, port)  # before the workers start: a port in use is said first, and alone
         app = create_app(config)  # checks the plan (modules, strategy, plugins) before anything listens

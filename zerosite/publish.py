@@ -20,6 +20,7 @@ import brotli
 import jinja2
 
 from zerosite.files import ReportFiles
+from zerosite.rendering import REPORT_POLICY
 from zerosite.store import ReportRow, StoreError, recent_reports
 
 __all__ = ["MANIFEST", "PublishError", "PublishSettings", "PublishSummary", "publish_site"]
@@ -277,13 +278,12 @@ def _headers(settings: PublishSettings) -> str:
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
-    report_policy = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
     rules = [
         ("/*", {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}),
         ("/", {"Cache-Control": short, "Content-Security-Policy": page_policy}),
         ("/index.html", {"Cache-Control": short, "Content-Security-Policy": page_policy}),
         ("/assets/*", {"Cache-Control": immutable}),
-        ("/reports/*", {"Cache-Control": short, "Content-Security-Policy": report_policy}),
+        ("/reports/*", {"Cache-Control": short, "Content-Security-Policy": REPORT_POLICY}),
     ]
     lines = ["# Written by zerosite publish: hashed assets are immutable, pages are revalidated."]
     for path, headers in rules:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from zerosite.service.config import LIMITS, ConfigError, ServiceConfig, ServiceLimits, read_token_file
+from zerosite.service.config import LIMITS, ConfigError, ServiceConfig, ServiceLimits, read_token_file, token_from_env
 
 if TYPE_CHECKING:
     from zerosite.service.app import create_app
@@ -17,6 +17,7 @@ __all__ = [
     "ServiceLimits",
     "create_app",
     "read_token_file",
+    "token_from_env",
 ]
 
 

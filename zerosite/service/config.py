@@ -114,10 +114,7 @@ class ServiceConfig:
         out = environ.get("ZEROSITE_OUT")
         if not out:
             raise ConfigError("ZEROSITE_OUT is not set: the output folder the service writes reports to")
-        token = environ.get("ZEROSITE_TOKEN") or None
-        token_file = environ.get("ZEROSITE_TOKEN_FILE")
-        if token is None and token_file:
-            token = read_token_file(Path(token_file))
+        token = token_from_env(environ)
         db = environ.get("ZEROSITE_DB")
         report_timeout = environ.get("ZEROSITE_REPORT_TIMEOUT")
         return cls(
@@ -171,6 +168,23 @@ def _capped_workers(workers: int) -> int:
     if why is not None:
         log.warning("workers: %s", why)
     return workers
+
+
+def token_from_env(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The token in ``ZEROSITE_TOKEN``, else the one in the file ``ZEROSITE_TOKEN_FILE`` names, else none.
+
+    :raises ConfigError: naming the variable: set but empty (``ZEROSITE_TOKEN=$(cat missing)`` in a unit file would
+        otherwise serve every write endpoint open), or holding characters a token cannot have.
+    """
+    token = environ.get("ZEROSITE_TOKEN")
+    if token is not None:
+        if not token.strip():
+            raise ConfigError("ZEROSITE_TOKEN is set but empty: give the token, or unset it to serve without one")
+        if not _is_visible_ascii(token.strip()):
+            raise ConfigError(f"ZEROSITE_TOKEN: {TOKEN_CHARACTERS}")
+        return token.strip()
+    token_file = environ.get("ZEROSITE_TOKEN_FILE")
+    return read_token_file(Path(token_file)) if token_file else None
 
 
 def read_token_file(path: Path) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import brotli
 
 from zerosite.files import ReportFiles
+from zerosite.rendering import REPORT_POLICY
 from zerosite.service.config import LIMITS
 from zerosite.store import StoreError
 
@@ -207,6 +208,7 @@ def answer_from_memory(entry: ReportFile, accept_encoding: str, if_none_match: s
     if body is None:
         return None
     headers["Content-Type"] = "text/html; charset=utf-8"
+    headers["Content-Security-Policy"] = REPORT_POLICY
     if encoding != "identity":
         headers["Content-Encoding"] = encoding
     return BodyAnswer(200, headers, body)

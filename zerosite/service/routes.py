@@ -220,7 +220,7 @@ def _batch_json(view: BatchView) -> dict[str, object]:
     summary="Start a batch",
     description='A JSON list of projects, `{"projects": [...]}`, or JSON Lines. Every project is validated '
     "first: one invalid project is a 422 and nothing is made. 202 with the batch's id; it runs in the "
-    "background, a chunk of projects at a time.",
+    f"background, a chunk of projects at a time. Bodies over {LIMITS.max_batch_body_bytes // 1_000_000} MB: 413.",
     response_model=BatchAnswer,
     responses=error_responses(401, 408, 413, 422, 503),
     openapi_extra=BATCH_BODY,
@@ -344,7 +344,7 @@ async def cancel_batch(batch_id: str, request: Request) -> JSONResponse:
     "(quotes, `*`, `OR`, brackets are plain text). With `fts=true`, `q` is an FTS5 expression "
     '(`jamsil OR gongdeok`, `"마포구 공덕동"`, `seo*`, `module:M2`); a malformed one is a 400 saying why.',
     response_model=SearchAnswer,
-    responses=error_responses(400),
+    responses=error_responses(400, 422),
     tags=["search"],
 )
 async def search_reports(
@@ -375,6 +375,11 @@ def _search(service: Service, q: str, module: str | None, limit: int, fts: bool)
         raise ApiError(400, str(error)) from None
     except StoreError as error:
         raise internal_error("the report index cannot be read", error) from None
+    if not hits and module is not None:
+        try:  # nothing found of a module this service does not know: a typo, not an empty result (service audit)
+            service.queue.selection([module])
+        except EngineError as error:
+            raise ApiError(422, "invalid input: 1 problem", [f"query.module: {error}"]) from None
     return [PageRow(h.project_id, h.module, h.address, h.status, h.generated_at) for h in hits]
 
 
