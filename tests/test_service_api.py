@@ -34,6 +34,7 @@ from zerosite.service.metrics import ProcessTree, ServiceMetrics
 from zerosite.service.process import ServerProcess
 from zerosite.service.response_bodies import ResponseBodyCache, choose_encoding, etag_matches
 from zerosite.service.routes import _describe, _search
+from zerosite.store import ReportRow, ReportStore
 from zerosite.types import CacheStats
 
 TOKEN = "s3cret-token-for-tests"
@@ -717,6 +718,29 @@ def test_report_file_cache_notices_a_remade_file_and_stays_within_its_bound(tmp_
     files.get("b", "M2")
     assert files._bytes <= 30_000
     assert files.get("../a", "M2") is None and files.get("a", "../M2") is None and files.get("c", "M2") is None
+
+
+def test_a_report_whose_last_making_failed_is_not_served_from_its_old_file(tmp_path: Path) -> None:
+    """Service audit F1: where the store could not remove the file of a report that failed when made again (a
+    read-only project folder), GET served that file, of the earlier input, with a 200; the index, search, the page
+    and publish all said failed."""
+    with ReportStore(tmp_path) as store:
+        for project_id in ("a", "b"):
+            written = store.write(project_id, "M2", f"<p>{project_id}, earlier input</p>")
+            store.record(ReportRow(project_id, "M2", path=str(written.path), sha256=written.sha256))
+    files = ResponseBodyCache(tmp_path, max_bytes=1 << 20)
+    try:
+        assert files.get("b", "M2") is not None
+        files.forget("b", "M2")  # what the service does with each report of its own that fails
+        assert files.fresh("b", "M2") is None  # no longer kept: the next GET reads the file and asks the index
+        with ReportStore(tmp_path) as store:  # made again, failed
+            store.record(ReportRow("a", "M2", status="failed", error="x"))
+        (tmp_path / "a").mkdir(exist_ok=True)
+        (tmp_path / "a" / "M2.html").write_text("<p>a, earlier input</p>")  # a file the store could not remove
+        assert files.get("a", "M2") is None
+        assert files.get("b", "M2") is not None
+    finally:
+        files.close()
 
 
 def test_before_the_workers_are_warm_writes_are_503_and_readyz_says_why(tmp_path: Path) -> None:

@@ -152,6 +152,7 @@ _BY_INPUT_HASH = (
 )
 """A written report's file by its input hash: its first digits through reports_input_key, then the whole hash (the
 unary ``+``: with a plain ``input_hash = ?`` beside it, SQLite 3.40 scans the table instead of using that index)."""
+_FAILED = "SELECT 1 FROM reports WHERE project_id = ? AND module = ? AND status != 'written'"
 _FTS_ADD = "INSERT INTO reports_fts (rowid, address, module) VALUES (?, ?, ?)"
 _FTS_DROP = "INSERT INTO reports_fts (reports_fts, rowid, address, module) VALUES ('delete', ?, ?, ?)"
 _PROJECT_ID, _MODULE, _ADDRESS, _PATH, _SIZE, _SHA256, _INPUT_HASH, _STATUS = (
@@ -749,6 +750,15 @@ class WrittenReports:
             return gzip_module.decompress(data) if path.suffix == ".gz" else data
         except (OSError, EOFError, gzip_module.BadGzipFile):
             return None
+
+    def failed(self, project_id: str, module: str) -> bool:
+        """Whether the index records the last making of this report as failed: a file of it still in the folder is
+        from an earlier input (one the store could not remove, a read-only folder). An unreadable index: ``False``."""
+        try:
+            conn = self._connection()
+            return conn is not None and conn.execute(_FAILED, (project_id, module)).fetchone() is not None
+        except (sqlite3.Error, StoreError):
+            return False
 
     def _connection(self) -> sqlite3.Connection | None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zerosite import __version__
 from zerosite.caches import open_cache
-from zerosite.engine import EngineError
+from zerosite.engine import EngineError, ReportOutcome
 from zerosite.plugins import get_cache_backends
 from zerosite.service.config import LIMITS, ConfigError, ServiceConfig
 from zerosite.service.errors import install_error_handlers
@@ -63,8 +63,15 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         ready=lambda: bool(queue_box) and queue_box[0].ready.is_set(),
         cache=cache,
     )
+    bodies = ResponseBodyCache(config.out, LIMITS.response_body_cache_bytes, config.db_path)
+
+    def on_report(outcome: ReportOutcome) -> None:
+        metrics.record(outcome)
+        if outcome.status == "failed":
+            bodies.forget(outcome.project_id, outcome.module)  # its file, if one is left, is from another input
+
     try:
-        queue = ReportQueue(config, cache, metrics.record)
+        queue = ReportQueue(config, cache, on_report)
     except (EngineError, PluginError) as error:
         cache.close()
         raise ConfigError(str(error)) from None
@@ -73,7 +80,6 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         raise
     queue_box.append(queue)
     metrics.expect_reports(queue.default.reports)
-    bodies = ResponseBodyCache(config.out, LIMITS.response_body_cache_bytes)
     service = Service(config, queue, metrics, bodies, cache)
 
     @contextlib.asynccontextmanager
@@ -86,6 +92,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         finally:
             await run_in_threadpool(queue.stop, config.request_timeout_s + 5)
             metrics.close()
+            bodies.close()
             restore()
 
     app = FastAPI(title="ZeroSite", version=__version__, description=DESCRIPTION, lifespan=lifespan)

@@ -17,7 +17,7 @@ import brotli
 from zerosite.files import ReportFiles
 from zerosite.rendering import REPORT_POLICY
 from zerosite.service.config import LIMITS
-from zerosite.store import StoreError
+from zerosite.store import StoreError, WrittenReports
 
 __all__ = ["BodyAnswer", "ReportFile", "ResponseBodyCache", "answer_from_memory", "choose_encoding", "etag_matches"]
 
@@ -55,11 +55,13 @@ class ResponseBodyCache:
     """The bodies ``GET /v1/reports`` answers with, per report file under one output folder: read and hashed once
     while the file is unchanged, each encoding compressed once; at most ``max_bytes`` kept, least recent dropped.
 
-    A file replaced on disk (another process made the report again) is noticed by its inode, size and mtime.
+    A file replaced on disk (another process made the report again) is noticed by its inode, size and mtime. A file
+    the index says failed when last made (:meth:`WrittenReports.failed`: it is from an earlier input) is not served.
     """
 
-    def __init__(self, out_dir: Path, max_bytes: int) -> None:
+    def __init__(self, out_dir: Path, max_bytes: int, db_path: Path | None = None) -> None:
         self.files = ReportFiles(Path(out_dir).resolve())
+        self.index = WrittenReports(self.files.out_dir, db_path)
         self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple[str, str], ReportFile] = OrderedDict()
         """By ``(project_id, module)``: only names that :meth:`path` accepted are ever keys."""
@@ -89,6 +91,8 @@ class ResponseBodyCache:
             if entry is not None and entry.identity == identity:
                 self._entries.move_to_end(key)
                 return entry
+        if self.index.failed(project_id, module):
+            return None
         try:
             with open(path, "rb") as handle:
                 stat = os.fstat(handle.fileno())
@@ -99,6 +103,16 @@ class ResponseBodyCache:
         entry = ReportFile(key, path, identity, data, hashlib.sha256(data).hexdigest())
         self._keep(key, entry)
         return entry
+
+    def forget(self, project_id: str, module: str) -> None:
+        """Drop the kept body of a report that failed when made again: its file, unchanged, is from another input."""
+        with self._lock:
+            entry = self._entries.pop((project_id, module), None)
+            if entry is not None:
+                self._bytes -= entry.size
+
+    def close(self) -> None:
+        self.index.close()
 
     def fresh(self, project_id: str, module: str) -> ReportFile | None:
         """The kept entry of this report if its file is unchanged since it was read, else ``None`` (then
