@@ -440,6 +440,43 @@ def test_a_plugin_replacing_a_built_in_module_name_is_an_error(plugin_settings, 
     assert "zerosite.modules.m4_building_scale" in str(error.value) and "impostor" in str(error.value)
 
 
+class ReturningPlugin:
+    """A plugin that returns its modules, as ``zerosite_template_dirs`` returns its folders, instead of registering."""
+
+    @hookimpl
+    def zerosite_register_modules(self, register: Callable[[ReportModule], None]) -> list[ReportModule]:
+        return [module("M9")]
+
+
+@pytest.mark.parametrize(
+    ("plugins", "said"),
+    [
+        (
+            {"returns": ReturningPlugin()},
+            "plugin returns: zerosite_register_modules returned module(s) 'M9', which registers nothing: call "
+            "register() with each module instead",
+        ),
+        ({"twice": ModulePlugin(module("M9"), module("M9"))}, "plugin twice registers module 'M9' more than once"),
+        (
+            {"lower": ModulePlugin(module("m2"))},
+            "modules 'M2' (plugin zerosite.modules.m2_appraisal) and 'm2' (plugin lower) differ only in case, and "
+            "would name the same files where case is not told apart",
+        ),
+    ],
+    ids=["returned", "twice", "case"],
+)
+def test_a_register_hook_used_wrongly_is_refused_saying_how(
+    plugin_settings, registered, plugins: dict[str, object], said: str
+) -> None:
+    """Plugin audit: a hook that returned its modules was ignored without a word (the module was then "unknown"); a
+    module registered twice by one plugin was "registered by more than one plugin: p, p"; ``m2`` beside ``M2`` was
+    taken, and their files would be one on macOS and Windows."""
+    settings = plugin_settings()
+    with registered(get_plugin_manager(settings), **plugins), pytest.raises(PluginError) as error:
+        get_modules(settings)
+    assert str(error.value) == said
+
+
 def test_unknown_requirement_names_the_module_and_its_plugin(plugin_settings, registered) -> None:
     settings = plugin_settings(builtin_modules=False)
 

@@ -315,22 +315,46 @@ def _call_alone(
 
 def _collect(settings: PluginSettings, hook_name: str, kind: type[T], what: str) -> dict[str, T]:
     """Call a ``register`` hook through pluggy, one providing plugin at a time (with every wrapper around
-    it), so each item's provider is known; refuse two items of one name, naming every provider."""
+    it), so each item's provider is known; refuse two items of one name (or of names that differ only in case: a
+    module's name names its files), naming every provider, and a hook that returns its items instead."""
     found: dict[str, list[tuple[str, T]]] = {}
     for plugin, call in each_plugin(get_plugin_manager(settings), hook_name):
         items: list[T] = []
-        call(register=_registrar(plugin, kind, items))
-        for item in items:
-            found.setdefault(getattr(item, "name"), []).append((plugin, item))  # noqa: B009
-    clashes = {name: [p for p, _ in providers] for name, providers in found.items() if len(providers) > 1}
-    if clashes:
-        raise PluginError(
-            "; ".join(
-                f"{what} {name!r} is registered by more than one plugin: {', '.join(who)}"
-                for name, who in clashes.items()
+        returned = [value for value in call(register=_registrar(plugin, kind, items)) if value is not None]
+        if returned:
+            raise PluginError(
+                f"plugin {plugin}: {hook_name} returned {_returned(returned[0], kind, what)}, which registers nothing: "
+                f"call register() with each {what} instead"
             )
-        )
-    return {name: _with_provider(providers[0][1], providers[0][0]) for name, providers in sorted(found.items())}
+        for item in items:
+            name: str = getattr(item, "name")  # noqa: B009
+            found.setdefault(name.casefold(), []).append((plugin, item))
+    clashes = [_clash(what, providers) for providers in found.values() if len(providers) > 1]
+    if clashes:
+        raise PluginError("; ".join(clashes))
+    by_name = {getattr(item, "name"): (plugin, item) for ((plugin, item),) in found.values()}  # noqa: B009
+    return {name: _with_provider(item, plugin) for name, (plugin, item) in sorted(by_name.items())}
+
+
+def _clash(what: str, providers: list[tuple[str, Any]]) -> str:
+    names = list(dict.fromkeys(item.name for _, item in providers))
+    who = list(dict.fromkeys(plugin for plugin, _ in providers))
+    if len(names) > 1:
+        shown = " and ".join(f"{item.name!r} (plugin {plugin})" for plugin, item in providers)
+        return f"{what}s {shown} differ only in case, and would name the same files where case is not told apart"
+    if len(who) == 1:
+        return f"plugin {who[0]} registers {what} {names[0]!r} more than once"
+    return f"{what} {names[0]!r} is registered by more than one plugin: {', '.join(who)}"
+
+
+def _returned(value: object, kind: type, what: str) -> str:
+    """What a ``register`` hook returned, said briefly: the names of the items it should have registered."""
+    items = value if isinstance(value, list | tuple) else [value]
+    names = [repr(getattr(item, "name", "?")) for item in items if isinstance(item, kind)]
+    if names:
+        return f"{what}(s) {', '.join(names)}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _registrar(plugin: str, kind: type[T], items: list[T]) -> Callable[[T], None]:
