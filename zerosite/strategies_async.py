@@ -296,5 +296,6 @@ class _Chunk:
             self.done.cancel()
         elif (error := sent.exception()) is not None:
             self.done.set_exception(error)
+            self.done.exception()  # retrieved: each project awaiting it raises it; none left when the batch ended
         else:
             self.done.set_result(sent.result())
