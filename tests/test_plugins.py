@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Callable
@@ -440,6 +441,10 @@ def test_a_plugin_replacing_a_built_in_module_name_is_an_error(plugin_settings, 
     assert "zerosite.modules.m4_building_scale" in str(error.value) and "impostor" in str(error.value)
 
 
+def one_argument(project: Project) -> str:
+    return project.id
+
+
 class ReturningPlugin:
     """A plugin that returns its modules, as ``zerosite_template_dirs`` returns its folders, instead of registering."""
 
@@ -458,12 +463,18 @@ class ReturningPlugin:
         ),
         ({"twice": ModulePlugin(module("M9"), module("M9"))}, "plugin twice registers module 'M9' more than once"),
         (
+            {"onearg": ModulePlugin(dataclasses.replace(module("M9"), compute=one_argument))},
+            "plugin onearg: module M9's compute one_argument (test_plugins.py:"
+            f"{one_argument.__code__.co_firstlineno}) cannot be called as compute(project, deps): too many positional "
+            "arguments",
+        ),
+        (
             {"lower": ModulePlugin(module("m2"))},
             "modules 'M2' (plugin zerosite.modules.m2_appraisal) and 'm2' (plugin lower) differ only in case, and "
             "would name the same files where case is not told apart",
         ),
     ],
-    ids=["returned", "twice", "case"],
+    ids=["returned", "twice", "one-argument", "case"],
 )
 def test_a_register_hook_used_wrongly_is_refused_saying_how(
     plugin_settings, registered, plugins: dict[str, object], said: str

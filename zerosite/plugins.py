@@ -10,6 +10,7 @@ import importlib
 import importlib.machinery
 import importlib.metadata
 import importlib.util
+import inspect
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -363,9 +364,30 @@ def _registrar(plugin: str, kind: type[T], items: list[T]) -> Callable[[T], None
     def register(item: T) -> None:
         if not isinstance(item, kind):
             raise PluginError(f"plugin {plugin} registered {item!r}, which is not a {kind.__name__}")
+        if isinstance(item, ReportModule):
+            _check_compute(plugin, item)
         items.append(item)
 
     return register
+
+
+def _check_compute(plugin: str, module: ReportModule) -> None:
+    """Refuse a module whose ``compute`` cannot be called as ``compute(project, deps)``: else every report of it
+    fails, each with a ``TypeError`` raised where zerosite calls it, which names no line of the plugin."""
+    try:
+        signature = inspect.signature(module.compute)
+    except (TypeError, ValueError):  # a callable that does not say (a C function): called as it is
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError as error:
+        code = getattr(module.compute, "__code__", None)
+        where = f" ({Path(code.co_filename).name}:{code.co_firstlineno})" if code is not None else ""
+        name = getattr(module.compute, "__qualname__", repr(module.compute))
+        raise PluginError(
+            f"plugin {plugin}: module {module.name}'s compute {name}{where} cannot be called as compute(project, "
+            f"deps): {error}"
+        ) from None
 
 
 def _with_provider(item: T, provider: str) -> T:
