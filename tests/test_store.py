@@ -331,6 +331,14 @@ def test_a_run_ended_before_its_first_report_leaves_no_trace(tmp_path: Path, the
     assert (out / "index.sqlite").exists()  # a run that ends well keeps its index, empty or not
 
 
+def test_an_index_in_a_folder_that_does_not_exist_is_refused_not_made(tmp_path: Path) -> None:
+    """Service audit F5: a typo in ``--db`` made the whole tree of folders it named, wherever that was (the index's
+    own folder is made, as ``mkdir`` would, not its parents)."""
+    with pytest.raises(StoreError, match=r"No such file or directory: .*typo/dir"):
+        ReportStore(tmp_path / "out", tmp_path / "typo" / "dir" / "index.sqlite")
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "out").exists()
+
+
 def test_batch_commits_are_visible_to_readers(tmp_path: Path) -> None:
     with ReportStore(tmp_path, commit_every_rows=3, commit_every_s=3600) as store:
         for i in range(4):

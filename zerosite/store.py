@@ -227,12 +227,15 @@ class ReportStore:
             self.files = ReportFiles(
                 self._root, gzip=gzip, fsync=fsync, reserved=_index_names(self.db_path, self._root)
             )
-            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+            self.db_path.parent.mkdir(exist_ok=True)  # its folder, not a tree of them from a typo in --db
             self._db: sqlite3.Connection | None = sqlite3.connect(self.db_path, isolation_level=None, timeout=30)
         except OutputBusy:
             raise
         except (OSError, sqlite3.Error) as error:
             self._unlock()
+            if self._made[0]:
+                with suppress(OSError):
+                    self.out_dir.rmdir()  # made for nothing
             raise StoreError(
                 f"cannot open the report store at {self.out_dir} (index {self.db_path}): {error}"
             ) from error
