@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -89,6 +90,22 @@ def test_an_unavailable_backend_warns_once_and_is_left_alone_then_tried_again() 
     cache.down = True
     cache.get("k")
     assert len(warnings) == 2  # a new outage, a new warning
+
+
+def test_a_probe_finds_a_backend_back_without_waiting_for_a_report(caplog: pytest.LogCaptureFixture) -> None:
+    """Service audit F3: ``/readyz`` said unavailable for as long as no request used the cache, long after Redis was
+    back, and nothing said it was back."""
+    cache = MemoryCache()
+    cache.down = True
+    cache.get("k")
+    assert not cache.probe() and cache.calls == 1  # left alone: not tried before its time
+    cache.retry_after_s = 0.0
+    assert not cache.probe() and cache.calls == 2  # tried, still down
+    cache.down = False
+    with caplog.at_level(logging.INFO, logger="zerosite"):
+        assert cache.probe() and cache.available and cache.calls == 3
+        assert cache.probe() and cache.calls == 3  # up: nothing to try
+    assert [r.getMessage() for r in caplog.records] == ["report cache memory:// is available again"]
 
 
 def test_a_backend_answering_nonsense_counts_as_unavailable() -> None:

@@ -454,7 +454,7 @@ async def readyz(request: Request) -> JSONResponse:
         "ready": reason is None,
         "pid": os.getpid(),
         **_runner_fields(service),
-        "cache": {"url": service.cache.url, "available": service.cache.available},
+        "cache": {"url": service.cache.url, "available": await run_in_threadpool(service.cache.probe)},
     }
     if reason is not None:
         return JSONResponse({**body, "reason": reason}, status_code=503, headers={"Retry-After": "1"})

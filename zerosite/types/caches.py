@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import logging
 import re
 import threading
 import time
@@ -176,6 +177,20 @@ class ReportCache(abc.ABC):
         with self._lock:
             return self._failed_at is None
 
+    def probe(self) -> bool:
+        """Whether the backend answers: :attr:`available`, but one left alone after failing whose time to be tried
+        again has come is tried now (one lookup), so a backend that came back says so without waiting for a
+        report to need it (``/readyz``)."""
+        if self.available or not self._available():
+            return self.available
+        try:
+            self._loaded([_PROBE_KEY])
+        except CacheUnavailable as error:
+            self.went_down(error)
+            return False
+        self._recovered()
+        return True
+
     def close(self) -> None:
         """Release the backend's connections; the cache is not used afterwards."""
         self.release()
@@ -220,7 +235,14 @@ class ReportCache(abc.ABC):
 
     def _recovered(self) -> None:
         with self._lock:
-            self._failed_at = None
+            was_down, self._failed_at = self._failed_at is not None, None
+        if was_down:
+            _log.info("report cache %s is available again", self.url)
+
+
+_PROBE_KEY = "zerosite:probe"
+"""A key no report has (theirs are input hashes): what :meth:`ReportCache.probe` looks up."""
+_log = logging.getLogger(__name__)
 
 
 def _checked_key(key: object) -> str:
