@@ -131,3 +131,9 @@ def test_a_batch_is_seen_and_cancelled_from_either_process(server: ServerProcess
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert view["state"] == "cancelled" and 0 < view["done"] < 400
+
+
+def test_each_process_logs_the_services_own_lines_under_uvicorn(server: ServerProcess) -> None:
+    """Service audit F7: under ``uvicorn --factory`` the service's lines (``workers ready``, batches ending) went
+    nowhere; they are logged beside uvicorn's, as ``zerosite serve`` logs them."""
+    assert server.log.count("INFO:     workers ready: process x1") == 2, server.log

@@ -42,6 +42,18 @@ search of the index, live metrics. The CPU work runs on a warm runner (thread, p
 the event loop. Write endpoints ask for a bearer token when the server has one."""
 
 
+def _log_beside_uvicorn() -> None:
+    """Under ``uvicorn --factory``, which set up its own logging and not zerosite's, the service's lines (``workers
+    ready``, batches ending) go to uvicorn's handler at its level, as ``zerosite serve`` logs them: they went
+    nowhere (warnings alone reached standard error, bare). Logging set up otherwise is left as it is."""
+    ours, uvicorns = logging.getLogger("zerosite"), logging.getLogger("uvicorn")
+    if ours.handlers or not uvicorns.handlers or logging.getLogger().handlers:
+        return
+    for handler in uvicorns.handlers:
+        ours.addHandler(handler)
+    ours.setLevel(uvicorns.getEffectiveLevel())
+
+
 def create_app(config: ServiceConfig | None = None) -> FastAPI:
     """The app for ``config``, or for the ``ZEROSITE_*`` environment variables (``ServiceConfig.from_env``).
 
@@ -51,6 +63,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     :raises ConfigError: a setting the service cannot start with, named.
     """
     config = config or ServiceConfig.from_env()
+    _log_beside_uvicorn()
     try:
         config.out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
