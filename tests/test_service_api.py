@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import gzip
 import hashlib
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -28,13 +30,13 @@ from zerosite.rendering import REPORT_POLICY
 from zerosite.sample import sample_projects
 from zerosite.service import ConfigError, ServiceConfig, create_app, read_token_file
 from zerosite.service.app import open_report_cache
-from zerosite.service.errors import ApiError
+from zerosite.service.errors import ApiError, internal_error
 from zerosite.service.jobs import ReportQueue
 from zerosite.service.metrics import ProcessTree, ServiceMetrics
 from zerosite.service.process import ServerProcess
 from zerosite.service.response_bodies import ResponseBodyCache, choose_encoding, etag_matches
 from zerosite.service.routes import _describe, _search
-from zerosite.store import ReportRow, ReportStore
+from zerosite.store import ReportRow, ReportStore, StoreError
 from zerosite.types import CacheStats
 
 TOKEN = "s3cret-token-for-tests"
@@ -405,7 +407,21 @@ def test_an_unreadable_index_is_a_500_that_names_no_server_path(tmp_path: Path) 
     with pytest.raises(ApiError) as raised:
         _search(service, "jamsil", None, 5, True)
     assert raised.value.status == 500
-    assert raised.value.message == "the report index cannot be read; the server log has the details"
+    assert raised.value.message == (
+        "the report index cannot be read (file is not a database); the server log has the details"
+    )
+
+
+def test_a_500_says_why_in_the_systems_words_without_the_servers_paths() -> None:
+    """Service audit F9: an output folder turned read-only gave a 500 with no cause a client could act on."""
+    try:
+        try:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/srv/zerosite/out/.zerosite.lock")
+        except OSError as error:
+            raise StoreError("cannot open the report store at /srv/zerosite/out") from error
+    except StoreError as error:
+        answer = internal_error("the reports could not be made", error)
+    assert answer.message == "the reports could not be made (Read-only file system); the server log has the details"
 
 
 def test_search_limit_out_of_range_is_422(client: httpx.Client) -> None:

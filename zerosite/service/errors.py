@@ -43,9 +43,10 @@ class ApiError(Exception):
 
 
 def internal_error(what: str, error: BaseException) -> ApiError:
-    """A 500 saying what failed; why (paths of the server's files, system errors) goes to the server log only."""
+    """A 500 saying what failed and why, in the system's words without paths (:func:`public_cause`: ``Read-only file
+    system``, what an operator acts on); the whole error, paths and all, goes to the server log only."""
     log.error("%s: %s", what, error)
-    return ApiError(500, f"{what}; the server log has the details")
+    return ApiError(500, f"{what} ({public_cause(error)}); the server log has the details")
 
 
 _ABSOLUTE_PATH = re.compile(r"""(?<![\w.~/-])/(?:[^\s'"/:]+/)*[^\s'"/:,;)]+""")

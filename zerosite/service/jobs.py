@@ -285,7 +285,10 @@ class ReportQueue:
                 view = self.book.get(batch.id)
             except (sqlite3.Error, OSError) as error:
                 log.error("cannot record a new batch in %s: %s", self.book.path, describe_error(error))
-                raise Unavailable("the batch cannot be recorded now; the server log has the details", 30) from None
+                why = public_cause(error)
+                raise Unavailable(
+                    f"the batch cannot be recorded now ({why}); the server log has the details", 30
+                ) from None
             assert view is not None
             batch.created_at = view.created_at
             self._batches.append(batch)
