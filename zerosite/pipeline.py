@@ -234,6 +234,8 @@ def compute_and_render(
                 if not plugin_raised(error, watched):
                     raise
                 stage = "render" if module.name in results else "compute"
+                spent = time.monotonic_ns() - started  # until it failed, or its time limit gave it up
+                compute_ns, render_ns = (spent, 0) if stage == "compute" else (compute_ns, spent - compute_ns)
                 error_text = (
                     f"{module.name} {stage} failed for project {project.id!r}: {describe_error(error)}"
                     f"{raised_at(error, module.compute)}"
