@@ -7,6 +7,7 @@ import dataclasses
 import gc
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -270,6 +271,8 @@ def test_a_project_that_ended_the_run_is_made_apart_from_then_on(tmp_path: Path,
         assert apart.returncode == 1, apart.stderr
         assert warned in apart.stderr
         assert "failed: p0003-jamsil/EXIT: worker died while making project p0003-jamsil: exit code 3" in apart.stderr
+        # under thread, with the project that ran beside it when the process died (made apart once, then cleared)
+        assert re.search(r", [12] projects? apart in a worker process\); ", apart.stdout), apart.stdout
         assert {p.parent.name for p in out.glob("*/EXIT.html")} == {p.id for p in projects(6)} - {"p0003-jamsil"}
         assert not (out / LOCK_FILE).exists()
 
@@ -351,6 +354,7 @@ def test_a_project_set_apart_that_kills_its_worker_is_made_once(tmp_path: Path) 
     with pytest.warns(IsolatedWarning):
         summary = generate(projects(4), options)
     assert (summary.written, summary.failed, summary.restarts) == (3, 1, 1)
+    assert summary.made_apart == ("p0003-jamsil",) and summary.as_dict()["made_apart"] == ["p0003-jamsil"]
     assert "exit code 3" in summary.failures[0].error
     assert (tmp_path / "plugins" / "made").read_text().split().count("p0003-jamsil") == 1
 

@@ -612,10 +612,12 @@ def _run_batch(
         stages = ", ".join(f"{stage} {ns / 1e9:.2f} s" for stage, ns in summary.stage_ns.by_stage().items())
         cached = f" ({summary.from_cache} from cache)" if cache.keeps_copies else ""
         ran = f"{summary.strategy}\N{RIGHTWARDS ARROW}{noted.choice.strategy}" if noted.choice else summary.strategy
+        apart = len(summary.made_apart)
+        apart_text = f", {apart} project{'s' * (apart != 1)} apart in a worker process" if apart else ""
         click.echo(
             f"{summary.written} written{cached}, {summary.skipped} skipped, {summary.failed} failed "
             f"in {summary.wall_s:.2f} s "
-            f"({summary.reports_per_s:,.0f} reports/s, {ran} x{summary.workers}); "
+            f"({summary.reports_per_s:,.0f} reports/s, {ran} x{summary.workers}{apart_text}); "
             f"time by stage, summed over reports: {stages}"
         )
     if summary.failed:

@@ -202,6 +202,8 @@ class BatchSummary:
     restarts: int = 0
     from_cache: int = 0
     """Of ``written``, how many came from the report cache."""
+    made_apart: tuple[str, ...] = ()
+    """The projects made last, each in a worker process of its own: an earlier run died making them in its own."""
 
     @property
     def reports_per_s(self) -> float:
@@ -220,6 +222,7 @@ class BatchSummary:
             "reports_per_s": round(self.reports_per_s, 3),
             "stage_s": {stage: round(ns / 1e9, 6) for stage, ns in self.stage_ns.by_stage().items()},
             "pool_restarts": self.restarts,
+            "made_apart": list(self.made_apart),
             "failures": [{"project_id": f.project_id, "module": f.module, "error": f.error} for f in self.failures],
         }
 
@@ -436,6 +439,7 @@ def generate(
         failures=tuple(tally.failures),
         restarts=restarts,
         from_cache=tally.from_cache,
+        made_apart=tuple(project.id for project in alone) if isolating is not None else (),
     )
 
 
