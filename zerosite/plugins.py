@@ -12,6 +12,7 @@ import importlib.metadata
 import importlib.util
 import inspect
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -282,7 +283,10 @@ T = TypeVar("T")
 
 def plugin_output() -> contextlib.AbstractContextManager[object]:
     """Where plugin code's prints go while zerosite runs it: standard error. Standard output is the command's own
-    (its tables, the ``--json`` that programs read), here and in pool workers (``worker.warm_process``)."""
+    (its tables, the ``--json`` that programs read), here and in pool workers (``worker.warm_process``). On the main
+    thread only: ``sys.stdout`` is the process's, and two threads that swapped it in turn could leave it swapped."""
+    if sys.stdout is sys.stderr or threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext()
     return contextlib.redirect_stdout(sys.stderr)
 
 
