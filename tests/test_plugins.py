@@ -252,6 +252,17 @@ def test_plugins_folder_file_that_fails_to_import_is_skipped_with_a_warning(
     assert pm.get_plugin("m7_parking") is not None
 
 
+def test_a_plugin_with_a_syntax_error_is_named_with_its_whole_path(
+    plugin_settings, m7_plugins_dir: Path, write_file: Callable[[Path, str], Path]
+) -> None:
+    """An installed package's error named ``__init__.py, line 62``, which every package has (plugin audit)."""
+    broken = write_file(m7_plugins_dir / "half.py", "def compute(project, deps)\n    return 1\n")
+    with pytest.warns(UserWarning) as warned:
+        get_plugin_manager(plugin_settings())
+    (message,) = [str(w.message) for w in warned if "half" in str(w.message)]
+    assert message.endswith(f"SyntaxError: expected ':' ({broken}, line 1)"), message
+
+
 HELPER = """
     from dataclasses import dataclass
     from pathlib import Path

@@ -214,6 +214,8 @@ def _failure(error: BaseException) -> str:
     """What went wrong loading a plugin; ``sys.exit()`` at import time is a failure like any other, not an exit."""
     if isinstance(error, SystemExit):
         return f"it called sys.exit({error.code!r}) while being imported"
+    if isinstance(error, SyntaxError) and error.filename:  # its own text names the file by its last part alone
+        return f"{type(error).__name__}: {error.msg} ({error.filename}, line {error.lineno})"
     return f"{type(error).__name__}: {error}"
 
 
