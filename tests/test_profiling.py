@@ -146,6 +146,11 @@ def test_profile_command_takes_scenarios_and_latency(tmp_path: Path, monkeypatch
     assert calls[-1][2] == {"scenarios": ("cpu", "io", "mixed"), "latency_ms": 20.0}
     bad = CliRunner().invoke(main, [*args, "--scenario", "disk"])
     assert bad.exit_code == 2 and "unknown scenario(s): disk" in bad.output
+    # More workers than this machine takes: capped once, here, not by each profiled run, scenario after scenario
+    many = CliRunner().invoke(main, ["profile", "--strategy", "process:1000", "--out", str(tmp_path)])
+    capped = capped_workers(1000)[0]
+    assert calls[-1][0] == [("process", capped)]
+    assert many.stderr.count(f"using {capped}") == 1, many.stderr
 
 
 @pytest.fixture(params=["py-spy", "cProfile"])

@@ -779,7 +779,8 @@ def profile(
     for name, workers in strategies or [(name, None) for name in available]:
         if name not in available:
             _fail(f"strategy {name!r} is not available here; available: {', '.join(available)}")
-        chosen.append((name, workers or (1 if name == "sequential" else DEFAULT_WORKERS)))
+        # Capped here, once: each profiled run would say so again, scenario after scenario.
+        chosen.append((name, _capped_workers(workers) if workers else (1 if name == "sequential" else DEFAULT_WORKERS)))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
