@@ -348,7 +348,8 @@ def test_the_cli_prints_a_plugin_warning_as_one_line(
 
     assert result.exit_code == 0, result.output
     assert result.stderr == (
-        f"warning: zerosite: skipped plugin 'broken_plugin' ({broken.resolve()}): RuntimeError: half-written plugin\n"
+        f"warning: zerosite: skipped plugin 'broken_plugin' ({broken.resolve()}): RuntimeError: half-written plugin"
+        " (at broken_plugin.py:1 in <module>)\n"
     )
 
 

@@ -31,6 +31,7 @@ from zerosite.types import (
     Strategy,
     dependency_order,
     describe_error,
+    raised_at,
 )
 
 __all__ = [
@@ -216,7 +217,7 @@ def _failure(error: BaseException) -> str:
         return f"it called sys.exit({error.code!r}) while being imported"
     if isinstance(error, SyntaxError) and error.filename:  # its own text names the file by its last part alone
         return f"{type(error).__name__}: {error.msg} ({error.filename}, line {error.lineno})"
-    return f"{type(error).__name__}: {error}"
+    return f"{type(error).__name__}: {error}{raised_at(error)}"
 
 
 def _warn(message: str) -> None:
