@@ -430,6 +430,41 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     )
 
 
+ONE_CELL = """
+    import pytest
+
+    @pytest.mark.zerosite_matrix("single", modules=["M2"], scenarios=["cpu"], strategies=["sequential"])
+    def test_one(zerosite_cell, zerosite_bench):
+        zerosite_bench(zerosite_cell)
+"""
+
+
+def test_an_interrupted_run_leaves_the_last_whole_runs_outputs_and_a_whole_run_only_its_own(
+    pytester: pytest.Pytester,
+) -> None:
+    """Benchmark audit: a Ctrl-C wrote a page and JSON of the cells measured so far over the last whole run's,
+    saying nothing of it (a CI job cancelled on main left a partial base JSON, which compare then took); the outputs
+    were written one after another, so a stop while profiling left a new JSON beside the old page; and charts of
+    earlier runs stayed in charts/ beside this run's."""
+    pytester.makepyfile(test_bench=ONE_CELL)
+    reports = pytester.path / "reports"
+    (reports / "charts").mkdir(parents=True)
+    (reports / "charts" / "from-an-earlier-run.png").write_bytes(b"old")
+    assert _run(pytester).ret == 0
+    whole = {name: (reports / name).read_bytes() for name in ("index.html", "benchmark.json")}
+    assert not (reports / "charts" / "from-an-earlier-run.png").exists()
+    assert (reports / "charts" / "single-strategies.png").exists()
+    assert [p.name for p in reports.iterdir() if p.name.startswith(".staging")] == []
+
+    pytester.makepyfile(test_stop="def test_stop():\n    raise KeyboardInterrupt\n")  # after the cell: a Ctrl-C
+    result = _run(pytester, "test_bench.py", "test_stop.py")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        ["*interrupted: no verdict, nothing written; * keeps the last whole run's page and JSON"]
+    )
+    assert {name: (reports / name).read_bytes() for name in whole} == whole
+
+
 def test_an_unreadable_precision_is_a_usage_error_not_an_internal_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
     result = _run(pytester, "--zerosite-precision", "abc")

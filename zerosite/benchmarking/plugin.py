@@ -34,6 +34,8 @@ __all__ = ["RECORDER"]
 SETUP = pytest.StashKey["Setup"]()
 RECORDER = pytest.StashKey["Recorder"]()
 COMPARISON = pytest.StashKey[Any]()
+INTERRUPTED = pytest.StashKey[bool]()
+"""Set when the session was interrupted: it wrote nothing, and the reports folder keeps the last whole run's."""
 SAMPLE_PROJECTS = 100
 
 
@@ -447,6 +449,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         recorder.stop_servers()
     if recorder is None or not recorder.measured or hasattr(config, "workerinput"):
         return
+    if exitstatus == pytest.ExitCode.INTERRUPTED:  # a part of the matrix, which a page or a base JSON would pass off
+        config.stash[INTERRUPTED] = True  # as a whole run (said "not measured in this run"): the last whole one stays
+        return
     from zerosite.benchmarking.compare import compare_runs, load_run, parse_threshold
     from zerosite.benchmarking.session import profile_strategies_of, write_outputs
 
@@ -499,6 +504,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     analysis = recorder.analysis
     tr = terminalreporter
     tr.section("ZeroSite verdicts")
+    if config.stash.get(INTERRUPTED, False):
+        tr.write_line(
+            f"interrupted: no verdict, nothing written; {recorder.reports_dir} keeps the last whole run's page and "
+            "JSON",
+            yellow=True,
+        )
+        return
     counts = analysis.as_dict()["verdict_counts"]
     tr.write_line(f"{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['INCONCLUSIVE']} INCONCLUSIVE")  # type: ignore[index]
     for standing in analysis.standings:

@@ -232,6 +232,7 @@ class _Profile:
     def made(self, command: list[str], rate: int) -> list[ProfileFile]:
         written: list[ProfileFile] = []
         said: set[str] = set()  # each format is a run of its own: their warnings are said once
+        output: Path | None = None
         try:
             for fmt, suffix in PY_SPY_FORMATS.items():
                 output = self.folder / f"{self.stem}.{suffix}"
@@ -240,9 +241,9 @@ class _Profile:
                     return [self._cprofiled(command, run)]
                 path = self._kept(run, output, suffix, said)
                 written.append(ProfileFile(f"{self.stem} ({fmt}, py-spy, workers included)", path, "py-spy"))
-        except ProfileError:
-            for file in written:
-                file.path.unlink(missing_ok=True)
+        except BaseException:  # a failed run, or a Ctrl-C: no file of it is kept, the one py-spy was writing included
+            for stale in [*(file.path for file in written), *([output] if output is not None else [])]:
+                stale.unlink(missing_ok=True)
             raise
         return written
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -256,38 +257,60 @@ def write_json(config: Any, path: Path) -> dict[str, Any] | None:
 
 
 def write_outputs(recorder: Recorder, config: Any, record_profiles: Callable[[Path], list[Any]] | None) -> Any:
-    """JSON, charts, profiles and ``index.html`` into the reports folder; returns the JSON written."""
+    """JSON, charts, profiles and ``index.html`` into the reports folder; returns the JSON written.
+
+    Made in a folder of their own beside it, then moved in together: a run stopped or failing while they are made
+    (profiling takes minutes) leaves the last run's page, JSON and charts as they were, never a new JSON beside an
+    old page; and ``charts/`` (``profiles/`` too, when this run profiles) holds this run's files alone, none left
+    from an earlier run to be taken for this one's.
+    """
     # matplotlib takes a while to import: only a session with results to chart pays for it.
     from zerosite.benchmarking.charts import write_charts
     from zerosite.benchmarking.page import ProfileLink, render_page
 
     out = recorder.reports_dir
     out.mkdir(parents=True, exist_ok=True)
-    output = write_json(config, out / JSON_NAME)
-    analysis = recorder.analysis
-    machine = describe_machine()
-    # Charts plot times and their spread; instruction counts are exact and read best in the table.
-    charts = (
-        write_charts(analysis, dict(recorder.targets.values), out / "charts", cores=machine.usable_cpus)
-        if recorder.mode == "time"
-        else []
-    )
-    profiles = record_profiles(out / "profiles") if record_profiles is not None else []
-    html = render_page(
-        analysis=analysis,
-        targets=recorder.targets,
-        machine=machine,
-        charts=charts,
-        profiles=[ProfileLink(p.label, os.path.relpath(p.path, out)) for p in profiles],
-        json_name=JSON_NAME,
-        quick=bool(config.getoption("zerosite_quick")),
-        modules=recorder.modules(),
-        scratch=recorder.scratch_kind,
-        mode=recorder.mode,
-        precision_goal=recorder.settings.rule_for("single").precision,
-    )
-    (out / "index.html").write_text(html, encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=out) as folder:
+        staging = Path(folder)
+        output = write_json(config, staging / JSON_NAME)
+        analysis = recorder.analysis
+        machine = describe_machine()
+        # Charts plot times and their spread; instruction counts are exact and read best in the table.
+        charts = (
+            write_charts(analysis, dict(recorder.targets.values), staging / "charts", cores=machine.usable_cpus)
+            if recorder.mode == "time"
+            else []
+        )
+        profiles = record_profiles(staging / "profiles") if record_profiles is not None else []
+        html = render_page(
+            analysis=analysis,
+            targets=recorder.targets,
+            machine=machine,
+            charts=charts,
+            profiles=[ProfileLink(p.label, os.path.relpath(p.path, staging)) for p in profiles],
+            json_name=JSON_NAME,
+            quick=bool(config.getoption("zerosite_quick")),
+            modules=recorder.modules(),
+            scratch=recorder.scratch_kind,
+            mode=recorder.mode,
+            precision_goal=recorder.settings.rule_for("single").precision,
+        )
+        (staging / "index.html").write_text(html, encoding="utf-8")
+        folders = ("charts", "profiles") if record_profiles is not None else ("charts",)
+        _move_in(staging, out, folders, (JSON_NAME, "index.html"))
     return output
+
+
+def _move_in(staging: Path, out: Path, folders: Sequence[str], files: Sequence[str]) -> None:
+    """Replace ``out``'s ``folders`` (whole: what this run did not make goes) and ``files`` with ``staging``'s."""
+    for name in folders:
+        if (out / name).exists():
+            (out / name).rename(staging / f"{name}.old")  # removed with the staging folder
+        if (staging / name).exists():
+            (staging / name).rename(out / name)
+    for name in files:
+        if (staging / name).exists():
+            os.replace(staging / name, out / name)
 
 
 def profile_strategies_of(recorder: Recorder, folder: Path, latency_ms: float, warn: Callable[[str], None]) -> Any:
