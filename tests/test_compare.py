@@ -389,6 +389,28 @@ def test_a_change_measured_on_a_busy_machine_is_inconclusive_not_a_regression() 
     assert verdicts(comparison)[M2_CPU] == "inconclusive"
     assert comparison.exit_code == EXIT_OK
     assert "1 inconclusive (changed, but measured while the machine was busy" in comparison.summary()
+    # It said "no regression beyond 10%" of a cell it did not judge, however far that slowed (benchmark audit F5)
+    summary = comparison.summary()
+    assert "no regression beyond 10% in the 23 cells judged (1 not judged, the most slowed +" in summary, summary
+
+
+@pytest.mark.parametrize("field", ["median", "samples"])
+def test_a_time_that_is_no_number_is_refused_and_a_cell_without_samples_not_judged(field: str) -> None:
+    """Benchmark audit F6: NaN times compared as 'unchanged', exit 0; a cell without samples passed whatever its
+    median."""
+    new = make_run(2)
+    cell = new["zerosite"]["cells"][0]
+    cell["median"] = float("nan") if field == "median" else cell["median"]
+    cell["samples"] = [float("nan")] * 3 if field == "samples" else cell["samples"]
+    with pytest.raises(CompareError, match="times must be finite numbers"):
+        compare_runs(make_run(1), new)
+    unsampled = make_run(2, scale={M2_CPU: 10.0})
+    for cell in unsampled["zerosite"]["cells"]:
+        if f"{cell['level']}/{cell['cell']}" == M2_CPU:
+            cell["samples"] = []
+    comparison = compare_runs(make_run(1), unsampled)
+    assert verdicts(comparison)[M2_CPU] == "inconclusive"
+    assert "or without samples to test" in comparison.summary()
 
 
 def test_a_cell_only_noisier_is_unchanged() -> None:
@@ -433,7 +455,10 @@ def test_cells_only_in_the_new_run_are_listed_and_pass() -> None:
     comparison = compare_runs(base, new)
     assert verdicts(comparison)[f"single/{extra['cell']}"] == "only in new"
     assert comparison.exit_code == EXIT_OK
-    assert comparison.summary().endswith(", 1 only in new; no regression beyond 10%")
+    # a cell only the new run has was not checked (a base run cut short would otherwise pass for a whole one)
+    assert comparison.summary().endswith(
+        ", 1 only in new; no regression beyond 10% in the 24 cells judged (1 not checked)"
+    )
 
 
 def _without(run: dict[str, Any], drop: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
@@ -468,7 +493,7 @@ def test_a_new_run_that_lacks_cells_is_refused_naming_them_unless_forced(
     assert forced.exit_code == EXIT_OK
     assert sum(row.verdict == "only in base" for row in forced.rows) == lacking
     assert forced.summary().endswith(
-        f"no regression beyond 10% in the cells both runs measured ({lacking} not checked)"
+        f"no regression beyond 10% in the {24 - lacking} cells judged ({lacking} not checked)"
     )
     assert any(note.startswith(f"compared although the new run lacks {lacking} ") for note in forced.notes)
 
@@ -999,7 +1024,7 @@ def test_cli_refuses_a_new_run_without_cells(tmp_path: Path) -> None:
         assert result.output.splitlines()[-1].startswith("cannot compare: the new run ")
     forced = CliRunner().invoke(main, ["compare", base, no_batch, "--force"])
     assert forced.exit_code == 0, forced.output
-    assert forced.output.splitlines()[-1].endswith("in the cells both runs measured (6 not checked)")
+    assert forced.output.splitlines()[-1].endswith("in the 18 cells judged (6 not checked)")
     assert CliRunner().invoke(main, ["compare", base, empty, "--force"]).exit_code == 2
 
 

@@ -255,19 +255,29 @@ class Comparison:
             return f"cannot compare: {'; '.join(map(printable, self.refusals))}{hint}"
         counts = {v: sum(row.verdict == v for row in self.rows) for v in (FASTER, SLOWER, UNCHANGED, INCONCLUSIVE)}
         parts = [f"{counts[FASTER]} faster, {counts[SLOWER]} slower, {counts[UNCHANGED]} unchanged"]
-        if counts[INCONCLUSIVE]:
-            servers = any(CAPACITY in row.detail for row in self.rows if row.verdict == INCONCLUSIVE)
+        inconclusive = [row for row in self.rows if row.verdict == INCONCLUSIVE]
+        if inconclusive:
+            servers = any(CAPACITY in row.detail for row in inconclusive)
+            unsampled = any(row.detail == "no samples to test" for row in inconclusive)
             parts.append(
                 f"{counts[INCONCLUSIVE]} inconclusive (changed, but measured while the machine was busy"
-                f"{', or a server at its CPU capacity' if servers else ''}: rerun on a quiet machine, or count "
+                f"{', or a server at its CPU capacity' if servers else ''}"
+                f"{', or without samples to test' if unsampled else ''}: rerun on a quiet machine, or count "
                 "instructions)"
             )
         parts += [f"{n} {v}" for v in (ONLY_IN_BASE, ONLY_IN_NEW) if (n := sum(r.verdict == v for r in self.rows))]
         text = ", ".join(parts)
         if not self.regressions:
-            unchecked = sum(row.verdict == ONLY_IN_BASE for row in self.rows)
-            scope = f" in the cells both runs measured ({unchecked} not checked)" if unchecked else ""
-            return f"{text}; no regression beyond {_fraction_text(self.threshold)}{scope}"
+            # Said of the cells judged alone: an inconclusive cell may have slowed far beyond the threshold, and a
+            # cell one run lacks (a base run cut short) was not checked at all.
+            judged = counts[FASTER] + counts[SLOWER] + counts[UNCHANGED]
+            unchecked = sum(row.verdict in (ONLY_IN_BASE, ONLY_IN_NEW) for row in self.rows)
+            scope = [f"{unchecked} not checked"] if unchecked else []
+            worst = max((row.ratio for row in inconclusive if row.ratio is not None), default=None)
+            if worst is not None and worst > 1:
+                scope.append(f"{counts[INCONCLUSIVE]} not judged, the most slowed {_percent(worst)}")
+            said = f" in the {judged} cells judged ({'; '.join(scope)})" if scope else ""
+            return f"{text}; no regression beyond {_fraction_text(self.threshold)}{said}"
         regressed = "; ".join(f"{printable(row.subject)} {row.change_text}" for row in self.regressions)
         return f"{text}; regressed: {regressed}"
 
@@ -497,6 +507,11 @@ def _cell(raw: object, where: str) -> _Cell:
         )
     except (TypeError, ValueError) as error:
         raise CompareError(f"{where}: {error}") from None
+    times = (*samples, *cell.canary, cell.median)
+    if not all(math.isfinite(t) for t in times) or (
+        cell.instructions is not None and not math.isfinite(cell.instructions)
+    ):
+        raise CompareError(f"{where} ({cell.key}): times must be finite numbers")  # NaN passed every check as unchanged
     if any(s <= 0 for s in (*samples, *cell.canary)) or cell.median < 0:
         raise CompareError(f"{where} ({cell.key}): times must be positive")
     return cell
@@ -544,8 +559,8 @@ def _one_sided(cell: _Cell, verdict: str) -> CellChange:
 def _compare_times(base: _Cell, new: _Cell, threshold: float, confidence: float) -> CellChange:
     """Ratio of medians with its bootstrap interval and a Mann-Whitney test on the samples, both net of the
     machine's own change of speed where both runs timed the canary beside the cell (:data:`MACHINE_SHARE`)."""
-    if not base.samples or not new.samples:
-        return _two_sided(base, base.location, new.location, verdict=UNCHANGED, detail="no samples to test")
+    if not base.samples or not new.samples:  # its median alone, however far it moved, is no evidence either way
+        return _two_sided(base, base.location, new.location, verdict=INCONCLUSIVE, detail="no samples to test")
     interval = ratio_ci(new.samples, base.samples, confidence, resamples=RESAMPLES)
     machine = None
     lightest, heaviest = 1.0, 1.0  # the least and the most of the machine's change that may show in the cell
