@@ -473,6 +473,28 @@ def test_an_unreadable_precision_is_a_usage_error_not_an_internal_error(pytester
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        (["--zerosite-batch-projects", "0"], "--zerosite-batch-projects must be >= 1, got 0"),
+        (["--zerosite-workers", "0"], "--zerosite-workers takes counts of at least 1 such as 2,4,8; got '0'"),
+        (["--zerosite-latency-ms=-5"], "--zerosite-latency-ms must be a number of milliseconds >= 0, got -5.0"),
+        (["--zerosite-latency-ms", "nan"], "--zerosite-latency-ms must be a number of milliseconds >= 0, got nan"),
+        (["--zerosite-budget", "nan"], "--zerosite-budget must be > 0 seconds, got nan"),
+        (["--zerosite-target", "single_report_ms=nan"], "--zerosite-target single_report_ms: must be *, got nan"),
+    ],
+)
+def test_an_option_that_makes_no_sense_is_a_usage_error(
+    pytester: pytest.Pytester, option: list[str], said: str
+) -> None:
+    """Benchmark audit F7: a batch of no project measured nothing and passed; workers 0 was a 30-line traceback;
+    a negative or NaN latency, budget or target were taken."""
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = _run(pytester, *option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    result.stderr.fnmatch_lines([f"*{said}*"])
+
+
 def test_plugin_reports_and_fails_the_session_on_a_missed_target(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_bench="""

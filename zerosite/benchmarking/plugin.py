@@ -4,6 +4,7 @@ object in :mod:`zerosite.benchmarking.fixture`."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -142,7 +143,7 @@ def _settings(config: pytest.Config) -> MatrixSettings:
     except (CompareError, ValueError) as error:  # a threshold it cannot read; a precision the rules refuse
         raise pytest.UsageError(f"--zerosite-precision: {error}") from None
     if (budget := config.getoption("zerosite_budget")) is not None:
-        if budget <= 0:
+        if not budget > 0 or math.isinf(budget):  # NaN too
             raise pytest.UsageError(f"--zerosite-budget must be > 0 seconds, got {budget!r}")
         settings = settings.with_rules(budget_s=budget)
     if (rounds := config.getoption("zerosite_rounds")) is not None:
@@ -150,12 +151,22 @@ def _settings(config: pytest.Config) -> MatrixSettings:
             raise pytest.UsageError(f"--zerosite-rounds must be >= 1, got {rounds!r}")
         settings = settings.fixed_rounds(rounds)
     if (batch := config.getoption("zerosite_batch_projects")) is not None:
+        if batch < 1:  # a batch of no project measured nothing, and passed its target
+            raise pytest.UsageError(f"--zerosite-batch-projects must be >= 1, got {batch!r}")
         settings = replace(settings, batch_projects=batch)
     if workers := config.getoption("zerosite_workers"):
         try:
-            settings = replace(settings, workers=tuple(sorted({int(n) for n in workers.split(",")})))
+            counts = tuple(sorted({int(n) for n in workers.split(",")}))
+            if counts[0] < 1:
+                raise ValueError(counts[0])
+            settings = replace(settings, workers=counts)
         except ValueError:
-            raise pytest.UsageError(f"--zerosite-workers takes counts such as 2,4,8; got {workers!r}") from None
+            raise pytest.UsageError(
+                f"--zerosite-workers takes counts of at least 1 such as 2,4,8; got {workers!r}"
+            ) from None
+    latency = config.getoption("zerosite_latency_ms")
+    if not (math.isfinite(latency) and latency >= 0):
+        raise pytest.UsageError(f"--zerosite-latency-ms must be a number of milliseconds >= 0, got {latency!r}")
     return settings
 
 

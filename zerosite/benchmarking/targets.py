@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -98,7 +99,7 @@ def parse_override(text: str) -> tuple[str, float]:
         number = float(value)
     except ValueError:
         raise ValueError(f"--zerosite-target {name}: {value.strip()!r} is not a number") from None
-    if number < 0 or (number == 0 and not TARGET_SPECS[name].zero_allowed):
+    if not math.isfinite(number) or number < 0 or (number == 0 and not TARGET_SPECS[name].zero_allowed):
         raise ValueError(f"--zerosite-target {name}: must be {_bound(name)}, got {number!r}")
     return name, number
 
