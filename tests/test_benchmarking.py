@@ -367,6 +367,15 @@ def test_analysis_derives_speedup_efficiency_karp_flatt_and_overhead() -> None:
     assert by_id["single/module=M2-strategy=thread-workers=2-scenario=cpu"].speedup < 1  # threads slower: shown so
 
 
+def test_reports_a_second_is_the_median_rounds_as_the_median_column_is() -> None:
+    """Benchmark audit F8: it was every round's reports over every round's time, a mean (slow rounds included),
+    beside a median it did not match (0.513 ms shown beside 1,298 reports/s)."""
+    cell = Cell("single", "cpu", "sequential", 1, "M2")
+    (figures,) = analyse([_result(cell, [0.001, 0.001, 0.001, 0.001, 0.010])], lambda cell: TARGETS).by_id().values()
+    assert figures.time.median == pytest.approx(0.001 * 1000)  # ms a report
+    assert figures.reports_per_s == pytest.approx(5 / 0.001)  # 5 reports a round, in the median round's time
+
+
 def test_single_report_over_target_fails_naming_module_and_strategy() -> None:
     analysis = analyse(_stub_results(), lambda cell: {**TARGETS, "single_report_ms": 50})
     failures = [j.message() for j in analysis.failures]

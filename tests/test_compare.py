@@ -355,6 +355,7 @@ def test_a_machine_slower_or_faster_between_runs_is_no_verdict(seed: int, machin
     assert comparison.exit_code == EXIT_OK, comparison.render()
     assert set(verdicts(comparison).values()) == {"unchanged"}, comparison.render()
     assert "the machine itself (a fixed render timed beside every cell) ran" in comparison.render()
+    assert comparison.render().split()[:4] == ["cell", "base", "new", "net"]  # base and new as measured (audit F9)
     unjudged = compare_runs(make_run(100 + seed), make_run(200 + seed, slower_machine=machine, share=share))
     if machine**share > 1.2:  # without the canary, the machine's change would have been the code's
         assert unjudged.exit_code == EXIT_REGRESSED

@@ -26,7 +26,11 @@ from zerosite.benchmarking.winners import Standing
 
 __all__ = ["Chart", "ChartStyle", "ideal_line", "ideal_speedup", "shared_target", "write_charts"]
 
-LEVEL_TITLES = {"single": "single report (one module, warm)", "pipeline": "pipeline (one project)", "batch": "batch"}
+LEVEL_TITLES = {
+    "single": "single report (one module and those it requires, warm)",
+    "pipeline": "pipeline (one project)",
+    "batch": "batch",
+}
 MEMORY_TARGET = "memory_per_report_mb"
 
 
@@ -574,8 +578,10 @@ def write_charts(
             made.append((_speedup(level, found, cores, colours, modules, folder / f"{level}-speedup.png"), "Speedup"))
         made += [
             (_distribution(level, cells, target, colours, folder / f"{level}-distribution.png"), "Distribution"),
-            (_stage_split(level, cells, colours, folder / f"{level}-stages.png"), "Stage split"),
         ]
+        staged = [f for f in cells if not f.cell.is_reference]  # reference code records no stages: no empty slots
+        if staged:
+            made.append((_stage_split(level, staged, colours, folder / f"{level}-stages.png"), "Stage split"))
         charts += [Chart(path, f"{what}: {title}", level) for path, what in made]
     if analysis.service is not None and analysis.service.points:
         run_target = targets.get(SERVICE_TARGET)

@@ -758,7 +758,10 @@ def _speedup_change(
 
 
 def _cell_table(rows: Sequence[CellChange], confidence: float) -> str:
-    header = ("cell", "base", "new", "change", f"{_fraction_text(confidence)} interval", "p", "verdict")
+    # Net of the machine's own change where both runs timed the canary (the line after the table says by how much):
+    # "base" and "new" are as measured, so 26.2 -> 49.2 ms may be a -47 % change.
+    change = "net change" if any(row.machine is not None for row in rows) else "change"
+    header = ("cell", "base", "new", change, f"{_fraction_text(confidence)} interval", "p", "verdict")
     body = [
         (
             row.label,

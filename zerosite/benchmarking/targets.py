@@ -36,7 +36,13 @@ TARGET_SPECS: Mapping[str, TargetSpec] = MappingProxyType(
     {
         spec.name: spec
         for spec in (
-            TargetSpec("single_report_ms", 300, "ms", "single", "median time of one warm report (one module)"),
+            TargetSpec(
+                "single_report_ms",
+                300,
+                "ms",
+                "single",
+                "median time of one warm report (one module, and those it requires)",
+            ),
             TargetSpec("pipeline_ms", 500, "ms", "pipeline", "median time of every module of one project"),
             TargetSpec("batch_100_s", 30, "s", "batch", "median wall time per 100 projects, written and indexed"),
             TargetSpec("memory_per_report_mb", 10, "MB", None, "p95 of the peak traced memory of one report"),
