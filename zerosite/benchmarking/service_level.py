@@ -237,7 +237,9 @@ class SweepStepFigures:
     """One rate of the open-loop sweep: latencies timed from each request's scheduled send time."""
 
     offered_per_s: float
+    """The rate asked of the Poisson arrivals; :attr:`sent_per_s` is what they came to in the step's window."""
     requests: int
+    sent_per_s: float
     answered_per_s: float
     p50_ms: float
     p95_ms: float
@@ -260,6 +262,7 @@ def _step(step: SweepStep, target_p95_ms: float, max_error_percent: float) -> Sw
     return SweepStepFigures(
         offered_per_s=step.rate_per_s,
         requests=len(requests),
+        sent_per_s=len(requests) / step.window_s if step.window_s > 0 else math.nan,
         answered_per_s=sum(r.status != 0 for r in requests) / step.window_s if step.window_s > 0 else math.nan,
         p50_ms=quantile_ms(requests, 0.5),
         p95_ms=p95,
