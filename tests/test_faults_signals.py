@@ -556,3 +556,36 @@ def test_a_plugin_thread_does_not_hold_the_exit(tmp_path: Path, strategy: str) -
     assert "exiting without waiting for thread(s) still running: poller-thread" in stderr
     assert json.loads(stdout)["written"] == 15
     assert len(index_rows(out / "index.sqlite")) == 15
+
+
+SIGNAL_AS_THE_POOL_STARTS = """
+import os, signal, threading
+
+_start = threading.Thread.start
+
+
+def start(self):  # the signal arrives just as the process pool starts its manager thread
+    if type(self).__name__ == "_ExecutorManagerThread" and os.getpid() == int(os.environ["SIGNAL_PID"] or os.getpid()):
+        os.environ["SIGNAL_PID"] = str(os.getpid())
+        os.kill(os.getpid(), getattr(signal, os.environ["SIGNAL_NAME"]))
+    return _start(self)
+
+
+threading.Thread.start = start
+"""
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stop_as_the_pool_starts_ends_the_run_and_the_process(tmp_path: Path, name: str, code: int) -> None:
+    """Batch audit: the stop, raised inside the pool's start of its manager thread, left a thread never started,
+    whose join in the pool's shutdown raised and hid the stop (two tracebacks); then the interpreter waited for ever
+    at exit for the pool's workers, deaf to any later signal."""
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(SIGNAL_AS_THE_POOL_STARTS, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "inject"), "SIGNAL_NAME": name, "SIGNAL_PID": ""}
+    command = zerosite(None, "generate", "--sample", "20", "--strategy", "process", "--out", str(tmp_path / "out"))
+    child = start([*command, "-q"], env=env)
+    with no_strays(child):
+        _, stderr = communicate(child, timeout=30)
+    assert child.returncode == code, stderr
+    assert "Traceback" not in stderr and "run the same command again to resume" in stderr

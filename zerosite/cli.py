@@ -50,7 +50,14 @@ from zerosite.project import (
     printable_json,
 )
 from zerosite.rendering import get_environment
-from zerosite.stopping import exit_without_waiting, lingering_threads, stop_code, stop_word, stopping_cleanly
+from zerosite.stopping import (
+    end_children,
+    exit_without_waiting,
+    lingering_threads,
+    stop_code,
+    stop_word,
+    stopping_cleanly,
+)
 from zerosite.store import StoreError, recent_reports, search_reports
 from zerosite.strategies_auto import AutoChoice, AutoRunner
 from zerosite.types import (
@@ -150,6 +157,7 @@ def run() -> None:
         if lingering_threads():
             traceback.print_exc()
             exit_without_waiting(EXIT_FAILED)
+        end_children()
         raise
 
 

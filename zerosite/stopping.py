@@ -24,6 +24,7 @@ __all__ = [
     "STOP_GRACE_S",
     "STOP_SIGNALS",
     "Stopped",
+    "end_children",
     "exit_without_waiting",
     "lingering_threads",
     "stop_code",
@@ -55,9 +56,7 @@ RUNTIME_THREADS = ("AnyIO worker thread", "asyncio_", "ThreadPoolExecutor-")
 def exit_without_waiting(code: object) -> None:
     """End leftover pool workers; where non-daemon threads remain past :data:`LINGER_GRACE_S`, warn naming them
     and exit now with ``code``."""
-    for child in multiprocessing.active_children():
-        child.kill()
-        child.join(timeout=1)
+    end_children()
     deadline = time.monotonic() + LINGER_GRACE_S
     for thread in lingering_threads():
         thread.join(max(0.0, deadline - time.monotonic()))
@@ -73,6 +72,14 @@ def exit_without_waiting(code: object) -> None:
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(code if isinstance(code, int) else 0 if code is None else 1)  # a message: 1, as ``sys.exit`` gives
+
+
+def end_children() -> None:
+    """Kill the pool workers still alive: at exit, Python would wait for each, for ever where nothing tells them to
+    end (a pool whose start a stop signal cut short)."""
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(timeout=1)
 
 
 def lingering_threads() -> list[threading.Thread]:

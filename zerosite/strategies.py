@@ -458,7 +458,7 @@ class ProcessPool:
         """
         if broken is self.executor:
             processes = list((getattr(broken, "_processes", None) or {}).values())  # private: the exit codes
-            broken.shutdown(wait=wait, cancel_futures=True)
+            _shut_down(broken, wait)
             if wait:
                 self.deaths[broken] = _how_it_died(processes)
             self.executor, self.heartbeat = self.factory()
@@ -481,7 +481,20 @@ class ProcessPool:
                 os.kill(pid, signal.SIGKILL)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        _shut_down(self.executor, wait=True)
+
+
+def _shut_down(executor: cf.Executor, wait: bool) -> None:
+    """``executor.shutdown``, also of one whose manager thread a stop signal kept from starting (raised in
+    ``Thread.start``): its shutdown cannot join that thread (a ``RuntimeError`` that hid the stop, and then the
+    interpreter waited for ever at exit for workers no one would end), so its workers are killed instead."""
+    try:
+        executor.shutdown(wait=wait, cancel_futures=True)
+    except RuntimeError:
+        for process in list((getattr(executor, "_processes", None) or {}).values()):  # private: none else to end
+            with contextlib.suppress(OSError, ValueError):
+                process.kill()
+                process.join(1)
 
 
 def _how_it_died(processes: Sequence[multiprocessing.process.BaseProcess]) -> str:
