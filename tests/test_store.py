@@ -339,6 +339,18 @@ def test_an_index_in_a_folder_that_does_not_exist_is_refused_not_made(tmp_path: 
     assert not (tmp_path / "typo").exists() and not (tmp_path / "out").exists()
 
 
+def test_a_lock_file_that_is_a_symbolic_link_is_refused_and_its_target_left_alone(tmp_path: Path) -> None:
+    """Batch audit: the lock file was opened following a link, then truncated and written with the pid: a link
+    planted in a shared output folder (or copied with it) wiped whatever file it named."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("precious data")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".zerosite.lock").symlink_to(precious)
+    with pytest.raises(StoreError, match="is a symbolic link, not zerosite's lock file: remove it"):
+        ReportStore(tmp_path / "out")
+    assert precious.read_text() == "precious data"
+
+
 def test_batch_commits_are_visible_to_readers(tmp_path: Path) -> None:
     with ReportStore(tmp_path, commit_every_rows=3, commit_every_s=3600) as store:
         for i in range(4):

@@ -9,6 +9,7 @@ import gzip as gzip_module
 import hashlib
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Collection
@@ -211,7 +212,7 @@ class FolderLock:
     def acquire(self) -> None:
         """Take the lock, or raise :class:`OutputBusy` naming the pid that holds it."""
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -234,6 +235,20 @@ class FolderLock:
         os.ftruncate(fd, 0)
         self._fd = fd
         self.note_making(self.left_making, self.left_modules)
+
+    def _open(self) -> int:
+        """The lock file, opened (made if need be) without following a symbolic link: one planted there (or copied
+        with the folder) would have its target truncated and overwritten with this process's id."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY, 0o644)
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            raise OSError(f"{self.path} is a symbolic link, not zerosite's lock file: remove it") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(f"{self.path} is not a file, as zerosite's lock file is: remove it")
+        return fd
 
     def note_making(self, project_ids: Collection[str], modules: Collection[str] = ()) -> None:
         """Note in the lock file that this process makes ``project_ids`` itself now, computing ``modules`` (no
