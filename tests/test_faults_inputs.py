@@ -718,6 +718,20 @@ def test_a_control_character_in_input_text_is_refused(cli: CliRunner, tmp_path: 
     assert not (tmp_path / "out").exists()
 
 
+def test_json_lines_read_from_a_pipe_are_the_lines_read_from_the_file(cli: CliRunner, tmp_path: Path) -> None:
+    """Batch audit: read whole from a pipe, JSON Lines were split at U+2028 and U+0085 too, which a JSON string may
+    hold raw: four wrong errors, on lines the file does not have, where the file on disk gave the right one."""
+    raw = [project_dict(id=f"p{i}", road_address=address) for i, address in enumerate(["서울", "서울 \u2028 강남"])]
+    text = "".join(json.dumps(project, ensure_ascii=False) + "\n" for project in raw)
+    (tmp_path / "p.jsonl").write_text(text, encoding="utf-8")
+    problem = ":2.road_address: holds a line or paragraph separator (U+2028) at position 3"
+    from_file = invoke(cli, "render", "--projects", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "out"))
+    from_pipe = invoke(cli, "render", "--projects", "-", "--out", str(tmp_path / "out"), input=text)
+    for result, name in [(from_file, "p.jsonl"), (from_pipe, "<stdin>")]:
+        assert result.exit_code == 2
+        assert [line.strip() for line in result.output.splitlines() if ".road_address" in line] == [name + problem]
+
+
 def test_a_missing_zone_is_missing(cli: CliRunner, tmp_path: Path) -> None:
     """It was "unknown zone null", where every other field absent is "missing" (service audit)."""
     raw = project_dict()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import io
 import json
 import math
 import re
@@ -230,7 +231,8 @@ class _Checker:
             return ""
         control = _CONTROL.search(value)
         if control is not None:  # a NUL, a line break, an escape: nothing an address holds, raw in every report
-            self.fail(path, f"holds a control character (U+{ord(control.group()):04X}) at position {control.start()}")
+            what = "line or paragraph separator" if control.group() in "\u2028\u2029" else "control character"
+            self.fail(path, f"holds a {what} (U+{ord(control.group()):04X}) at position {control.start()}")
             return ""
         if not value.strip():
             self.fail(path, "must not be empty")
@@ -301,7 +303,8 @@ def _show(value: Any) -> str:
 
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _BIDI_CONTROL = re.compile(f"[{''.join(sorted(_BIDI_CONTROLS))}]")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: Unicode's category Cc
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""Control characters (C0, DEL, C1: Unicode's category Cc) and the line and paragraph separators: refused in text."""
 
 
 def printable(text: str) -> str:
@@ -541,7 +544,9 @@ def records_from_text(name: str, text: str) -> Iterator[tuple[str, Any]]:
         if isinstance(document, Mapping) and "projects" in document:
             yield from _listed_projects(name, document)
             return
-    yield from _json_lines(name, text.splitlines())
+    # Lines as a file's are read (universal newlines): str.splitlines also splits at U+2028, U+0085, ..., which a JSON
+    # string may hold raw, so a file read from a pipe gave other lines, and errors, than the same file on disk.
+    yield from _json_lines(name, io.StringIO(text, newline=None))
 
 
 def _json_lines(name: str, lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
