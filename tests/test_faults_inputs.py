@@ -732,6 +732,30 @@ def test_json_lines_read_from_a_pipe_are_the_lines_read_from_the_file(cli: CliRu
         assert [line.strip() for line in result.output.splitlines() if ".road_address" in line] == [name + problem]
 
 
+def test_ids_one_folder_on_macos_or_windows_and_text_past_its_limit_are_refused(cli: CliRunner, tmp_path: Path) -> None:
+    """Batch audit: ids that differ only in case were taken (one folder on macOS and Windows, the second project's
+    reports over the first's), so were Windows device names (CON, aux: no folder there), and a 35-million-character
+    address made 1.1 GB of reports."""
+    projects = [
+        project_dict(id="p5-hangangno"),
+        project_dict(id="P5-Hangangno"),
+        project_dict(id="aux"),
+        project_dict(id="COM1.html"),
+        project_dict(id="p9", road_address="가" * 1_001),
+    ]
+    result = invoke(cli, "render", "--projects", str(write_projects(tmp_path / "p.json", projects)), "--out", "out")
+    assert result.exit_code == 2
+    device = "names a device on Windows (CON, PRN, AUX, NUL, COM1-9, LPT1-9): no folder can take it there, got"
+    assert [line.strip() for line in result.output.splitlines()[:-1]] == [
+        "projects[1].id: duplicate id 'P5-Hangangno' (first at projects[0], differing only in case from "
+        "'p5-hangangno')",
+        f'projects[2].id: {device} "aux"',
+        f'projects[3].id: {device} "COM1.html"',
+        "projects[4].road_address: must be at most 1,000 characters, got 1,001",
+    ]
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_missing_zone_is_missing(cli: CliRunner, tmp_path: Path) -> None:
     """It was "unknown zone null", where every other field absent is "missing" (service audit)."""
     raw = project_dict()

@@ -71,6 +71,7 @@ class FieldLimits:
     earliest_date: dt.date = dt.date(1900, 1, 1)
     latest_date: dt.date = dt.date(2100, 12, 31)
     transactions_max: int = 10_000
+    text_max_chars: int = 1_000  # an address runs to 100 or so; one of 35 million went into every report, 1.1 GB
 
 
 LIMITS = FieldLimits()
@@ -229,6 +230,9 @@ class _Checker:
                 f"holds a bidirectional control character ({code}) at position {where}, which reorders the text shown",
             )
             return ""
+        if len(value) > LIMITS.text_max_chars:
+            self.fail(path, f"must be at most {LIMITS.text_max_chars:,} characters, got {len(value):,}")
+            return ""
         control = _CONTROL.search(value)
         if control is not None:  # a NUL, a line break, an escape: nothing an address holds, raw in every report
             what = "line or paragraph separator" if control.group() in "\u2028\u2029" else "control character"
@@ -332,6 +336,11 @@ def _acts(char: str) -> bool:
     return char in _BIDI_CONTROLS or unicodedata.category(char) in {"Cc", "Cs", "Zl", "Zp"}
 
 
+_WINDOWS_DEVICE = re.compile(r"(?i)(?:con|prn|aux|nul|com[1-9]|lpt[1-9])(?:\..*)?")
+"""Names Windows keeps for devices, with any extension: a project's folder so named cannot be made on Windows or a
+Samba share."""
+
+
 def _slug_rule_broken(project_id: str) -> str:
     """Which rule of a project id (it names the project's folder) ``project_id`` breaks, said as the rule."""
     if not _SLUG_CHARACTERS.fullmatch(project_id):
@@ -352,6 +361,12 @@ def parse_project(raw: Any, where: str = "project") -> Project:
     project_id = c.text(raw, "id", "id")
     if project_id and not _SLUG.fullmatch(project_id):
         c.fail("id", f"{_slug_rule_broken(project_id)}, got {_show(project_id)}")
+    elif project_id and _WINDOWS_DEVICE.fullmatch(project_id):
+        c.fail(
+            "id",
+            f"names a device on Windows (CON, PRN, AUX, NUL, COM1-9, LPT1-9): no folder can take it there, got "
+            f"{_show(project_id)}",
+        )
     transactions = []
     raw_transactions = raw.get("transactions", [])
     if not isinstance(raw_transactions, list):
@@ -621,8 +636,8 @@ def _listed_projects(name: str, data: Any) -> Iterator[tuple[str, Any]]:
 
 def parse_batch(records: Iterable[tuple[str, Any]]) -> tuple[list[Project], list[str]]:
     """Parse a whole batch once: ``(valid projects in order, every error)``; a duplicate id is an error."""
-    seen: dict[str, str] = {}
-    valid: list[Project] = []
+    seen: dict[str, tuple[str, str]] = {}  # by the id casefolded: two folders that differ only in case are one on
+    valid: list[Project] = []  # macOS and Windows, where the second project's reports would replace the first's
     errors: list[str] = []
     for where, raw in records:
         try:
@@ -630,10 +645,13 @@ def parse_batch(records: Iterable[tuple[str, Any]]) -> tuple[list[Project], list
         except InvalidInput as invalid:
             errors.extend(invalid.errors)
             continue
-        if project.id in seen:
-            errors.append(f"{where}.id: duplicate id {project.id!r} (first at {seen[project.id]})")
+        first = seen.get(project.id.casefold())
+        if first is not None:
+            twin, at = first
+            how = "" if twin == project.id else f", differing only in case from {twin!r}"
+            errors.append(f"{where}.id: duplicate id {project.id!r} (first at {at}{how})")
             continue
-        seen[project.id] = where
+        seen[project.id.casefold()] = (project.id, where)
         valid.append(project)
     return valid, errors
 
