@@ -329,6 +329,7 @@ def test_a_plugin_that_loads_here_and_not_in_a_worker_ends_the_batch_saying_why(
     assert done.returncode == 2, done.stderr
     assert done.stderr == (
         "error: a worker process could not start: no module named 'XB' is registered here (known: M2, M3, M4, M5, M6): "
-        f"here it skipped plugin 'picky' ({plugins / 'picky.py'}): RuntimeError: config file not found: ./picky.toml\n"
+        f"here it skipped plugin 'picky' ({plugins / 'picky.py'}): RuntimeError: config file not found: ./picky.toml"
+        " (at picky.py:6 in <module>)\n"
     )
     assert not list((tmp_path / "out").glob("*/*.html"))

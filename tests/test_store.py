@@ -351,6 +351,23 @@ def test_a_lock_file_that_is_a_symbolic_link_is_refused_and_its_target_left_alon
     assert precious.read_text() == "precious data"
 
 
+@pytest.mark.parametrize("left", [True, False], ids=["a-run-died-holding-the-folder", "none-did"])
+def test_report_files_a_dead_run_wrote_after_its_last_commit_go(tmp_path: Path, left: bool) -> None:
+    """Batch audit: after a kill -9 the files written since the last commit stayed (143 of them in one run) until the
+    same batch was run again; any other batch, --verify and publish then met a folder that did not match the index."""
+    with ReportStore(tmp_path) as store:
+        store.record(_row(store, "p1", "M2", "서울특별시 강남구 역삼동"))
+        unindexed = [store.write("p1", "M3", HTML).path, store.write("p2", "M2", HTML).path]
+    (tmp_path / "notes.txt").write_text("the user's own file")
+    if left:
+        (tmp_path / ".zerosite.lock").write_text("999999\n")  # its holder killed outright: never released
+    with ReportStore(tmp_path):
+        pass
+    assert [path.exists() for path in unindexed] == [not left, not left]
+    assert (tmp_path / "p1" / "M2.html").exists() and (tmp_path / "notes.txt").exists()
+    assert (tmp_path / "p2").exists() is not left  # a folder left empty goes too
+
+
 def test_batch_commits_are_visible_to_readers(tmp_path: Path) -> None:
     with ReportStore(tmp_path, commit_every_rows=3, commit_every_s=3600) as store:
         for i in range(4):

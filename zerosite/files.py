@@ -208,6 +208,8 @@ class FolderLock:
         making them (a holder that ends normally removes the file, and clears its note after each batch)."""
         self.left_modules: tuple[str, ...] = ()
         """The modules those projects computed."""
+        self.left_by_a_dead_run = False
+        """Whether the lock file was there when taken: its holder died holding it (one that ends removes it)."""
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`OutputBusy` naming the pid that holds it."""
@@ -232,6 +234,7 @@ class FolderLock:
                 break
             os.close(fd)
         self.left_making, self.left_modules = _making_in(fd)
+        self.left_by_a_dead_run = os.fstat(fd).st_size > 0  # a new file is empty: one left holds its holder's pid
         os.ftruncate(fd, 0)
         self._fd = fd
         self.note_making(self.left_making, self.left_modules)

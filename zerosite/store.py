@@ -254,11 +254,29 @@ class ReportStore:
             }
             self.isolated = self._isolated(self._lock.left_making, self._lock.left_modules)
             self._lock.note_making(())  # kept in the index now
+            if self._lock.left_by_a_dead_run:
+                self._remove_unindexed_reports()
         except sqlite3.Error as error:
             self._db.close()
             self._db = None
             self._unlock()
             raise StoreError(f"cannot set up the report index {self.db_path}: {error}") from error
+
+    def _remove_unindexed_reports(self) -> None:
+        """Remove the report files no row names, where the run before died holding the folder (SIGKILL, the OOM
+        killer, a power cut): those its workers wrote after its last commit. They stayed until the same batch was run
+        again, and the folder no longer held what the index says to any other batch, ``--verify``, or ``publish``."""
+        indexed = {path for _, path, _, _ in self._written.values()}
+        with suppress(OSError):
+            for folder in self._root.iterdir():
+                if folder.is_symlink() or not folder.is_dir():
+                    continue
+                for file in folder.iterdir():
+                    if file.name.endswith((".html", ".html.gz")) and f"{folder.name}/{file.name}" not in indexed:
+                        with suppress(OSError):
+                            file.unlink()
+                with suppress(OSError, StoreError):
+                    self.files.remove_folder_if_empty(folder.name)
 
     # -- context manager -------------------------------------------------------------------------------------
 
