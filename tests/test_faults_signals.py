@@ -589,3 +589,5 @@ def test_a_stop_as_the_pool_starts_ends_the_run_and_the_process(tmp_path: Path, 
         _, stderr = communicate(child, timeout=30)
     assert child.returncode == code, stderr
     assert "Traceback" not in stderr and "run the same command again to resume" in stderr
+    # the index is named only where there is one (Dask audit: a stop while the workers started named none there was)
+    assert ("the reports written so far are indexed in" in stderr) == (tmp_path / "out" / "index.sqlite").exists()

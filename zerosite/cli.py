@@ -596,11 +596,9 @@ def _run_batch(
                 raise
             _fail(f"{_refused(error)}; run the same command again to resume", EXIT_FAILED)
         except KeyboardInterrupt as stop:
-            _fail(
-                f"{stop_word(stop)}; the reports written so far are indexed in {db or out / 'index.sqlite'}; "
-                "run the same command again to resume",
-                stop_code(stop),
-            )
+            index = db or out / "index.sqlite"
+            kept = f"the reports written so far are indexed in {index}" if index.exists() else "nothing was written"
+            _fail(f"{stop_word(stop)}; {kept}; run the same command again to resume", stop_code(stop))
     if as_json:
         cache_facts = {"url": cache.url, **cache.stats.as_dict()}
         auto = (

@@ -40,6 +40,7 @@ from zerosite.dask_strategy.tasks import (
     sees_folder,
 )
 from zerosite.files import ReportFiles
+from zerosite.hurry import hurried
 from zerosite.plugins import PluginWarning
 from zerosite.project import Project
 from zerosite.types import (
@@ -585,7 +586,13 @@ class DaskRunner(Runner):
         with contextlib.suppress(Exception):  # a cluster that fails here has nothing more to stop
             self.client.cancel(chunks)
             deadline = time.monotonic() + STOP_WAIT_S
-            while time.monotonic() < deadline and sum(self.client.run(chunks_running, self._prefix).values()):
+            # Not past the command's hurry (a second Ctrl-C, or its grace): it waited on, the command's forced exit
+            # came first, and the engine never discarded the projects in flight (their files stayed, unindexed).
+            while (
+                time.monotonic() < deadline
+                and not hurried()
+                and sum(self.client.run(chunks_running, self._prefix).values())
+            ):
                 time.sleep(POLL_S)
 
     def _task_overhead_ms(self) -> float:
