@@ -230,6 +230,26 @@ def test_external_scheduler_from_the_command_line(cluster: Cluster, expected: di
     assert_index_matches_files(tmp_path / "out", expected)
 
 
+def test_a_workers_or_nannys_address_given_for_the_schedulers_says_so(cluster: Cluster, tmp_path: Path) -> None:
+    """Dask audit: ``dask worker`` prints a worker's and a nanny's address; given one for the scheduler's, the client
+    failed past its whole timeout (11-12 s) with a TypeError from inside Dask and its __del__'s traceback."""
+    from distributed import Client
+
+    with Client(cluster.address, set_as_default=False, timeout=10) as client:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+    worker, info = next(iter(workers.items()))
+    for address, kind in [(worker, "Worker"), (info["nanny"], "Nanny")]:
+        started = time.monotonic()
+        done = zerosite_cli("--sample", "2", "--strategy", "dask", "--scheduler", address, out=tmp_path / kind)
+        assert done.returncode == 2
+        assert done.stderr == (
+            f"error: cannot reach the Dask scheduler at {address}: ConnectionError: it is a Dask {kind}, not the "
+            "scheduler: give the address `dask scheduler` printed\n"
+        )
+        assert time.monotonic() - started < 8  # the interpreter's start-up and imports included
+        assert not (tmp_path / kind).exists()
+
+
 def test_external_workers_hand_reports_back(
     cluster: Cluster, batch: list[Project], expected: dict[str, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

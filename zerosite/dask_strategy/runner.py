@@ -20,6 +20,7 @@ import dask.config
 from distributed import Client, Future, LocalCluster, as_completed
 from distributed.comm.addressing import get_address_host_port, parse_address
 from distributed.comm.registry import get_backend
+from distributed.core import rpc
 from distributed.deploy.spec import SpecCluster
 from distributed.scheduler import KilledWorker
 from distributed.security import Security
@@ -134,6 +135,7 @@ def connect(options: StrategyOptions) -> tuple[Client, LocalCluster | None]:
     try:
         _check_address(address)
         _knock(address)
+        _identify(address)
         client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except Exception as error:  # OSError, TimeoutError, ValueError (a malformed address), ...
         raise StartError(f"cannot reach the Dask scheduler at {address}: {describe_error(error)}") from None
@@ -239,6 +241,30 @@ def _knock(address: str) -> None:
         (length,) = struct.unpack("<Q", answer)
         if not 0 < length <= HANDSHAKE_MOST_BYTES:
             raise ConnectionError(f"it answered, but not as a Dask scheduler does (first bytes {answer!r})")
+
+
+def _identify(address: str) -> None:
+    """Ask what answers at a ``tcp://`` address (Dask's ``identity`` call) before making a client of it: a worker's
+    or a nanny's address given for the scheduler's (``dask worker`` prints both) made the client fail only past its
+    whole timeout, with a ``TypeError`` from deep inside and its ``__del__``'s traceback after it."""
+    if parse_address(address)[0] != "tcp":
+        return
+    with contextlib.suppress(RuntimeError):
+        asyncio.get_running_loop()
+        return  # on an event loop's own thread (a caller's): the client finds out itself
+
+    async def ask() -> object:
+        async with rpc(address, timeout=CONNECT_TIMEOUT_S) as server:
+            return await asyncio.wait_for(server.identity(), CONNECT_TIMEOUT_S)
+
+    try:
+        identity = asyncio.run(ask())
+    except Exception as error:
+        raise ConnectionError(f"it answered, but not as a Dask scheduler does ({describe_error(error)})") from None
+    kind = identity.get("type") if isinstance(identity, dict) else None
+    if kind != "Scheduler":
+        what = f"a Dask {kind}" if isinstance(kind, str) else "no Dask scheduler"
+        raise ConnectionError(f"it is {what}, not the scheduler: give the address `dask scheduler` printed")
 
 
 class _ClusterEvents:
