@@ -218,10 +218,18 @@ class WarmWorker(_Fitness):
             raise UnfitWorker(f"could not be warmed: {describe_error(error)}{skipped}") from None
         if self.expected is not None and loaded.code != self.expected:
             warm.source.close()
-            differs = loaded.code.differences(self.expected) if loaded.code else "unknown"
+            code = loaded.code
+            differs = code.differences(self.expected) if code else "unknown"
+            # Files read again from that machine's disk differ there: a restart reads the same; modules imported
+            # when the worker started (installed packages) are what a restart brings up to date.
+            files_differ = code is not None and dict(code.versions) == dict(self.expected.versions)
+            advice = (
+                "make --plugins-dir and --templates-dir hold the same files on every worker's machine"
+                if files_differ
+                else "restart it (a `dask worker` keeps the installed packages it imported when it started)"
+            )
             raise UnfitWorker(
-                f"runs other report code than zerosite's process, even loaded again ({differs}): restart it "
-                "(a `dask worker` keeps the installed packages it imported when it started)"
+                f"runs other report code than zerosite's process, even loaded again ({differs}): {advice}"
             )
         self.worker = warm
 
