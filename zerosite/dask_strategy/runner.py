@@ -572,7 +572,9 @@ class DaskRunner(Runner):
                 f"the Dask scheduler at {self.address} keeps {len(parked.seen)} of this batch's chunks waiting for "
                 f"a worker although {self._threads_now(resources)} worker thread(s) can take them (sent again "
                 f"{parked.tries} times; a worker restarted mid-batch, dask/distributed#6677); the projects in "
-                "flight were discarded: restart the Dask workers and run the same command again"
+                "flight were discarded: restart the Dask workers and run the same command again (where workers died "
+                "each time such a chunk ran, a project in it may be killing them: on fewer than 4 workers Dask never "
+                "gives up on its task, and it is never tried alone; --strategy process fails it alone, named)"
             )
         parked.tries += 1
         for future in sorted(parked.seen, key=lambda future: str(future.key)):
