@@ -27,7 +27,7 @@ from zerosite.benchmarking.winners import Standing
 __all__ = ["Chart", "ChartStyle", "ideal_line", "ideal_speedup", "shared_target", "write_charts"]
 
 LEVEL_TITLES = {
-    "single": "single report (one module and those it requires, warm)",
+    "single": "single report (and the modules it requires, warm)",
     "pipeline": "pipeline (one project)",
     "batch": "batch",
 }
@@ -242,7 +242,7 @@ def _strategy_comparison(
         ax.set_ylabel(f"median {_quantity(cells[0].unit)} ({cells[0].unit}{_per(level)}){', log' if log else ''}")
         ax.set_title(title, fontsize="medium")
     _strategy_legend(fig, labels, colours, [_interval_handle()])
-    fig.suptitle(f"Strategy comparison: {LEVEL_TITLES[level]} (bars: median, whiskers: its 95% interval)")
+    fig.suptitle(f"Strategy comparison: {LEVEL_TITLES[level]}: medians and their 95% intervals")
     return _save(fig, path)
 
 
