@@ -276,6 +276,17 @@ def test_invalid_json_names_the_url(http: HttpSource) -> None:
         assert server.requests == 2  # malformed bodies are not retried
 
 
+def test_an_answer_that_is_not_utf8_says_so(http: HttpSource) -> None:
+    """Batch audit: JSON read from bytes guessed the encoding, and b"\\x00\\xff..." was "not valid JSON: 'utf-16-be'
+    codec can't decode"; and answers are asked for uncompressed, so the body limit counts what is read (a gzip bomb was
+    decompressed a read at a time, 200 MB, before it was refused)."""
+    with ProjectServer({"p-001": b"\x00\xff<html>"}, latency_s=0.0) as server:
+        http.open(settings_for(server.url))
+        with pytest.raises(SourceError, match=r"response is not UTF-8 \(byte 0xff at position 1\)"):
+            http.fetch(project("p-001"))
+        assert http._client is not None and http._client.headers["accept-encoding"] == "identity"
+
+
 def test_invalid_fields_raise_invalid_input_naming_the_url(http: HttpSource) -> None:
     served = {"p-001": {"land_area_sqm": -5, "zone_type": "상업지역"}, "p-002": {"id": "someone-else"}}
     with ProjectServer(served, latency_s=0.0) as server:

@@ -243,7 +243,7 @@ class HttpSource(DataSource):
         if client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = httpx.Client(timeout=self.settings.timeout_s)
+                    self._client = httpx.Client(timeout=self.settings.timeout_s, headers=_PLAIN)
                 client = self._client
         return client
 
@@ -257,7 +257,7 @@ class HttpSource(DataSource):
         with self._lock:
             client = self._async_clients.get(loop)
             if client is None:
-                client = httpx.AsyncClient(timeout=self.settings.timeout_s)
+                client = httpx.AsyncClient(timeout=self.settings.timeout_s, headers=_PLAIN)
                 self._async_clients[loop] = client
         return client
 
@@ -414,9 +414,19 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+_PLAIN = {"Accept-Encoding": "identity"}
+"""A body as sent, never compressed: the ``max_body_bytes`` limit counts what is read (a 1 MB gzip answer of 1 GiB was
+decompressed a read at a time, 200 MB of memory, before the limit refused it)."""
+
+
 def _merge(project: Project, url: str, body: bytes, attempt: int) -> Project:
     try:
-        fields = json.loads(body, object_pairs_hook=json_object)  # a key given twice named, as in the input
+        text = body.decode("utf-8-sig")  # JSON is UTF-8; json.loads guesses otherwise (b"\x00\xff": "utf-16-be")
+    except UnicodeDecodeError as error:
+        why = f"response is not UTF-8 (byte 0x{body[error.start]:02x} at position {error.start})"
+        raise SourceError(project.id, url, why, attempt) from None
+    try:
+        fields = json.loads(text, object_pairs_hook=json_object)  # a key given twice named, as in the input
     except RecursionError:
         raise SourceError(project.id, url, "response is not valid JSON: nested too deeply", attempt) from None
     except ValueError as error:  # syntax, encoding, an integer of more digits than Python converts
