@@ -442,3 +442,22 @@ def test_what_plugin_code_prints_leaves_the_json_summary_alone(tmp_path: Path, s
         [sys.executable, "-m", "zerosite", "--plugins-dir", str(plugins), "modules"], capture_output=True, text=True
     )
     assert listed.stdout.startswith("module ") and "debug" not in listed.stdout
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["line", "json"])
+def test_a_reader_gone_from_standard_output_does_not_fail_the_batch(tmp_path: Path, as_json: bool) -> None:
+    """Batch audit: ``generate ... | true`` exited 1, silently (click's handling of a closed pipe), after every report
+    was written and indexed; exit 1 says some reports failed."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "zerosite", "generate", "--sample", "3", "--out", str(tmp_path / "out"), "-q"]
+    child = subprocess.Popen(
+        [*command, *(["--json"] if as_json else [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # the reader is gone before the summary comes
+    stderr = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 0, stderr
+    assert "Traceback" not in stderr and "Broken pipe" not in stderr
+    assert len(list((tmp_path / "out").glob("*/*.html"))) == 15

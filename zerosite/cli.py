@@ -604,7 +604,7 @@ def _run_batch(
         auto = (
             {"auto": noted.choice.as_dict() if noted.choice else None} if isinstance(noted.runner, AutoRunner) else {}
         )
-        click.echo(
+        _summary(
             printable_json(
                 json.dumps({**summary.as_dict(), **auto, "cache": cache_facts}, ensure_ascii=False, indent=2)
             )
@@ -620,7 +620,7 @@ def _run_batch(
         ran = f"{summary.strategy}\N{RIGHTWARDS ARROW}{noted.choice.strategy}" if noted.choice else summary.strategy
         apart = len(summary.made_apart)
         apart_text = f", {apart} project{'s' * (apart != 1)} apart in a worker process" if apart else ""
-        click.echo(
+        _summary(
             f"{summary.written} written{cached}, {summary.skipped} skipped, {summary.failed} failed "
             f"in {summary.wall_s:.2f} s "
             f"({summary.reports_per_s:,.0f} reports/s, {ran} x{summary.workers}{apart_text}); "
@@ -628,6 +628,17 @@ def _run_batch(
         )
     if summary.failed:
         sys.exit(EXIT_FAILED)
+
+
+def _summary(text: str) -> None:
+    """The batch's summary on standard output; a reader gone (``| head -0``, ``| true``) is no failure of the batch:
+    its exit code stays what the reports say (click's own handling exits 1, silently, after every report was made)."""
+    try:
+        click.echo(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):  # the interpreter's last flush at exit would fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 class _NoteChoice(Strategy):
