@@ -753,6 +753,23 @@ def test_ids_one_folder_on_macos_or_windows_and_text_past_its_limit_are_refused(
     assert not (tmp_path / "out").exists()
 
 
+def test_an_output_folder_or_index_that_cannot_be_used_is_a_usage_error(cli: CliRunner, tmp_path: Path) -> None:
+    """Batch audit: these exited 1, which says some reports failed, where nothing was made; a link to nowhere said only
+    "File exists"."""
+    (tmp_path / "afile").write_text("a file")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "notdb.sqlite").write_text("garbage")
+    for args, said in [
+        (["--out", str(tmp_path / "afile" / "sub")], "Not a directory"),
+        (["--out", str(tmp_path / "dangling")], f"dangling links to {tmp_path / 'nowhere'}, which does not exist"),
+        (["--out", str(tmp_path / "new"), "--db", str(tmp_path / "notdb.sqlite")], "file is not a database"),
+    ]:
+        result = invoke(cli, "generate", "--sample", "2", "-q", *args)
+        assert result.exit_code == 2, result.output
+        assert said in result.output
+    assert not (tmp_path / "new").exists() and not (tmp_path / "nowhere").exists()
+
+
 def test_a_missing_zone_is_missing(cli: CliRunner, tmp_path: Path) -> None:
     """It was "unknown zone null", where every other field absent is "missing" (service audit)."""
     raw = project_dict()

@@ -71,6 +71,7 @@ from zerosite.types import (
     Runner,
     SourceSettings,
     StartError,
+    StoreUnusable,
     Strategy,
     StrategyOptions,
     WorkerConfig,
@@ -589,6 +590,8 @@ def _run_batch(
             _fail(str(error))
         except OutputBusy as error:
             _fail(f"{error}; wait for it to finish or choose another --out")
+        except StoreUnusable as error:  # nothing made: a usage error, as a bad --out is to click
+            _fail(str(error))
         except (StoreError, WorkersLost) as error:
             _fail(str(error), EXIT_FAILED)
         except (OSError, RuntimeError) as error:  # a fork or a thread refused: not a traceback, and no hang

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from zerosite.files import LOCK_FILE, FolderLock, OutputBusy, ReportFiles
-from zerosite.types import STATUSES, ProjectResult, ReportStatus, StoreError, WrittenFile
+from zerosite.types import STATUSES, ProjectResult, ReportStatus, StoreError, StoreUnusable, WrittenFile
 
 __all__ = [
     "STATUSES",
@@ -219,6 +219,8 @@ class ReportStore:
         self._made = (not self.out_dir.exists(), not self.db_path.exists())  # the folder, the index
         self._reported = False  # whether a report was recorded or discarded: the run began
         try:
+            if self.out_dir.is_symlink() and not self.out_dir.exists():  # mkdir says only "File exists"
+                raise FileNotFoundError(f"{self.out_dir} links to {os.readlink(self.out_dir)}, which does not exist")
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._root = self.out_dir.resolve()
             self._root_prefix = str(self._root) + os.sep
@@ -233,10 +235,8 @@ class ReportStore:
             raise
         except (OSError, sqlite3.Error) as error:
             self._unlock()
-            if self._made[0]:
-                with suppress(OSError):
-                    self.out_dir.rmdir()  # made for nothing
-            raise StoreError(
+            self._remove_made_folder()
+            raise StoreUnusable(
                 f"cannot open the report store at {self.out_dir} (index {self.db_path}): {error}"
             ) from error
         try:
@@ -260,7 +260,8 @@ class ReportStore:
             self._db.close()
             self._db = None
             self._unlock()
-            raise StoreError(f"cannot set up the report index {self.db_path}: {error}") from error
+            self._remove_made_folder()
+            raise StoreUnusable(f"cannot set up the report index {self.db_path}: {error}") from error
 
     def _remove_unindexed_reports(self) -> None:
         """Remove the report files no row names, where the run before died holding the folder (SIGKILL, the OOM
@@ -287,9 +288,14 @@ class ReportStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close(unused=exc is not None and not self._reported and not self.isolated)
-        if exc is not None and self._made[0]:
+        if exc is not None:
+            self._remove_made_folder()
+
+    def _remove_made_folder(self) -> None:
+        """Remove the output folder if this store made it and nothing is in it: made for nothing."""
+        if self._made[0]:
             with suppress(OSError):
-                self.out_dir.rmdir()  # made by this store, and empty: nothing was written into it
+                self.out_dir.rmdir()  # not if anything is in it
 
     def close(self, unused: bool = False) -> None:
         """Commit what is pending, close the index and release the output folder; safe to call twice. ``unused``:

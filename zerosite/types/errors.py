@@ -12,6 +12,7 @@ __all__ = [
     "PluginError",
     "StartError",
     "StoreError",
+    "StoreUnusable",
     "WorkersLost",
     "describe_error",
     "error_message",
@@ -40,6 +41,11 @@ class WorkersLost(Exception):
 
 class StoreError(Exception):
     """A report file or index row could not be written; the message says what and where."""
+
+
+class StoreUnusable(StoreError):
+    """The output folder or its index cannot be used at all (a file where the folder should be, a read-only folder,
+    a link to nowhere, a file that is no SQLite index): nothing was made, as for any usage error."""
 
 
 def describe_error(error: BaseException) -> str:
