@@ -434,7 +434,8 @@ class DaskRunner(Runner):
                 seen = self.client.run(sees_folder, files.out_dir, probe.name)
                 blind = sorted(worker for worker, sees in seen.items() if not sees) or ["(one that left)"]
                 raise StartError(
-                    f"Dask worker(s) {', '.join(blind)} do not see the output folder {files.out_dir}: give "
+                    f"Dask worker(s) {', '.join(blind)} do not see the output folder {files.out_dir}, or cannot "
+                    "write there: give "
                     "--hand-back (the workers hand each report back and this process writes it), or put --out on "
                     "a filesystem that every worker mounts at the same path"
                 ) from None

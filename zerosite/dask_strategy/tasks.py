@@ -251,7 +251,7 @@ class SeesOutput(_Fitness):
 
     def fit(self, worker: DaskWorker) -> None:
         if not sees_folder(self.folder, self.probe):
-            raise UnfitWorker(f"does not see the output folder {self.folder}")
+            raise UnfitWorker(f"does not see the output folder {self.folder}, or cannot write there")
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,5 +371,15 @@ def _with_html(report: ReportResult, packed: bytes | None) -> ReportResult:
 
 
 def sees_folder(folder: Path, probe: str) -> bool:
-    """On a worker: whether it sees ``folder`` as the client does (the file ``probe`` the client made is there)."""
-    return os.path.isfile(folder / probe)
+    """On a worker: whether it sees ``folder`` as the client does (the file ``probe`` the client made is there) and
+    can write there: one that sees it read-only (an NFS mount made so) took chunks and failed every report of them,
+    faster than a fit worker made its own (615 of 1,000 in a user audit)."""
+    if not os.path.isfile(folder / probe):
+        return False
+    trial = folder / f"{probe}.{os.getpid()}-{threading.get_ident()}.tmp"  # a .tmp: a stale one goes as those do
+    try:
+        os.close(os.open(trial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        os.unlink(trial)
+    except OSError:
+        return False
+    return True
