@@ -439,7 +439,7 @@ def generate(
         failures=tuple(tally.failures),
         restarts=restarts,
         from_cache=tally.from_cache,
-        made_apart=tuple(project.id for project in alone) if isolating is not None else (),
+        made_apart=tuple(project.id for project in alone),  # set apart only where an isolating runner makes them
     )
 
 

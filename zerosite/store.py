@@ -216,7 +216,8 @@ class ReportStore:
         replace theirs are committed: the index names one file a report, and the folder holds no other."""
         self._last_commit = time.monotonic()
         self._lock: FolderLock | None = None
-        self._made = (not self.out_dir.exists(), not self.db_path.exists())  # the folder, the index
+        self._made_folder = not self.out_dir.exists()  # this store's to remove again if the run made nothing
+        self._made_index = not self.db_path.exists()
         self._reported = False  # whether a report was recorded or discarded: the run began
         try:
             if self.out_dir.is_symlink() and not self.out_dir.exists():  # mkdir says only "File exists"
@@ -293,7 +294,7 @@ class ReportStore:
 
     def _remove_made_folder(self) -> None:
         """Remove the output folder if this store made it and nothing is in it: made for nothing."""
-        if self._made[0]:
+        if self._made_folder:
             with suppress(OSError):
                 self.out_dir.rmdir()  # not if anything is in it
 
@@ -308,7 +309,7 @@ class ReportStore:
         finally:
             self._db.close()
             self._db = None
-            if unused and self._made[1]:
+            if unused and self._made_index:
                 self._remove_index()
             self._unlock()
 

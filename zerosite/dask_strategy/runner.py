@@ -249,8 +249,11 @@ def _identify(address: str) -> None:
     whole timeout, with a ``TypeError`` from deep inside and its ``__del__``'s traceback after it."""
     if parse_address(address)[0] != "tcp":
         return
-    with contextlib.suppress(RuntimeError):
+    try:
         asyncio.get_running_loop()
+    except RuntimeError:  # none here, as in the command: ask
+        pass
+    else:
         return  # on an event loop's own thread (a caller's): the client finds out itself
 
     async def ask() -> object:

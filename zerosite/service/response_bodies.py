@@ -107,9 +107,7 @@ class ResponseBodyCache:
     def forget(self, project_id: str, module: str) -> None:
         """Drop the kept body of a report that failed when made again: its file, unchanged, is from another input."""
         with self._lock:
-            entry = self._entries.pop((project_id, module), None)
-            if entry is not None:
-                self._bytes -= entry.size
+            self._drop((project_id, module))
 
     def close(self) -> None:
         self.index.close()
@@ -151,14 +149,18 @@ class ResponseBodyCache:
 
     def _keep(self, key: tuple[str, str], entry: ReportFile) -> None:
         with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._bytes -= old.size
+            self._drop(key)
             if entry.size > self.max_bytes:
                 return
             self._entries[key] = entry
             self._bytes += entry.size
             self._evict()
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        """Forget ``key``'s kept body, if any (the lock held)."""
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry.size
 
     def _evict(self) -> None:
         while self._bytes > self.max_bytes and self._entries:
