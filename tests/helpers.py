@@ -1,5 +1,6 @@
-"""Builders shared by the module tests: a raw project, a parsed one, a stand-in M3 result, the real chain; and
-``communicate``, which waits for a command under test and shows where it hung when it does.
+"""Builders shared by the module tests: a raw project, a parsed one, a stand-in M3 result, the real chain;
+``communicate``, which waits for a command under test and shows where it hung when it does; and hostile plugins,
+a plugins folder of one file whose module does what the test writes (``hostile_plugin``).
 
 Import with ``from helpers import ...``: pytest's default ``prepend`` import mode puts ``tests/`` on
 ``sys.path`` (there is no ``tests/__init__.py``), whether it runs the whole suite or one file.
@@ -12,14 +13,16 @@ import copy
 import shutil
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from zerosite.engine import BatchSummary
 from zerosite.pipeline import compute_and_render, plan
-from zerosite.plugins import get_modules
+from zerosite.plugins import PluginSettings, get_modules
 from zerosite.project import Project, parse_project
 from zerosite.sample import sample_projects
 
@@ -114,3 +117,36 @@ def _stacks(spy: str | None, pid: int) -> str:
         return f"pid {pid}: no py-spy to show its stack"
     dump = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30)
     return f"pid {pid}:\n{dump.stdout}{dump.stderr}"
+
+
+# -- hostile plugins ------------------------------------------------------------------------------------
+
+PLUGIN_HEAD = """
+    import os
+    import sys
+    import time
+    from pathlib import Path
+
+    from zerosite import ReportModule, hookimpl
+
+    HERE = Path(__file__).parent
+
+
+    @hookimpl
+    def zerosite_template_dirs():
+        return [HERE / "templates"]
+"""
+
+
+def hostile_plugin(folder: Path, body: str) -> PluginSettings:
+    """A plugins folder with one plugin file: ``PLUGIN_HEAD`` and ``body``; its template prints the result."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hostile.py").write_text(textwrap.dedent(PLUGIN_HEAD) + textwrap.dedent(body), encoding="utf-8")
+    (folder / "templates").mkdir(exist_ok=True)
+    (folder / "templates" / "hostile.html.j2").write_text("<p>{{ module.name }} {{ result }}</p>\n", encoding="utf-8")
+    return PluginSettings(plugins_dir=folder).resolved()
+
+
+def failures(summary: BatchSummary) -> dict[tuple[str, str], str]:
+    """Each failed report's error, by ``(project, module)``."""
+    return {(f.project_id, f.module): f.error or "" for f in summary.failures}

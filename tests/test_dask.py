@@ -8,6 +8,7 @@ import errno
 import hashlib
 import importlib.util
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -23,7 +24,7 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import communicate
+from helpers import communicate, failures, hostile_plugin, projects
 
 from zerosite.dask_strategy import DaskStrategy
 from zerosite.dask_strategy.chunks import ChunkPolicy, ChunkSizer
@@ -597,6 +598,102 @@ def worker_process(nanny: subprocess.Popen[bytes]) -> psutil.Process:
     raise AssertionError("the nanny started no worker process")
 
 
+def test_what_a_worker_process_was_making_outlives_it_and_is_said_once(dask_installed: None, tmp_path: Path) -> None:
+    path = tmp_path / "zerosite-making-test"
+    script = textwrap.dedent(
+        f"""
+        import os, threading
+        from pathlib import Path
+        from zerosite.dask_strategy.tasks import MakingNote
+
+        note = MakingNote(Path({str(path)!r}), "tcp://127.0.0.1:1")
+        note.making("zerosite-chunk-b-1", 0)
+        note.done()
+        note.making("zerosite-chunk-b-2", 3)  # this thread's record, then another thread's
+        other = threading.Thread(target=note.making, args=("zerosite-chunk-b-3", 17))
+        other.start()
+        other.join()
+        os._exit(9)  # as a module that ends its process
+        """
+    )
+    assert subprocess.run([sys.executable, "-c", script], check=False).returncode == 9
+    from zerosite.dask_strategy.tasks import MakingNote
+
+    following = MakingNote(path, "tcp://127.0.0.1:2")
+    assert following.left() == [
+        ("tcp://127.0.0.1:1", "zerosite-chunk-b-2", 3),
+        ("tcp://127.0.0.1:1", "zerosite-chunk-b-3", 17),
+    ]
+    assert following.left() == []  # said once
+    following.making("zerosite-chunk-c-1", 0)
+    following.done()
+    assert MakingNote(path, "tcp://127.0.0.1:3").left() == []  # ended between chunks: nothing to say
+    following.remove()
+    assert not path.exists()
+
+
+# A module that ends its worker process at project 3, after M2 was written.
+KILLS_AT_P0003 = """
+    def kills(project, deps):
+        if project.id.startswith("p0003"):
+            os._exit(3)
+        return project.id
+
+    @hookimpl
+    def zerosite_register_modules(register):
+        register(ReportModule(name="KILL", title="종료", compute=kills, template="hostile.html.j2", requires=("M2",)))
+"""
+
+
+@pytest.mark.parametrize("where", ["local x1", "local x2", "external x2"])
+def test_a_project_that_kills_its_worker_fails_alone_named(
+    dask_installed: None, where: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # A user audit: on fewer than four workers Dask never gives up on such a project's task (a chunk that kills both
+    # of two workers is parked, sent again under a new key, its count of deaths begun anew), and the batch stopped
+    # after 20 to 70 s, every rerun the same. The nanny's next worker process names the project its last one made.
+    settings = hostile_plugin(tmp_path / "plugins", KILLS_AT_P0003)
+    out = tmp_path / "out"
+    options = BatchOptions(out=out, plugins=settings, strategy="dask", chunksize=4, modules=("M2", "KILL"))
+    if where == "external x2":
+        options = replace(options, scheduler=request.getfixturevalue("cluster").address)
+    else:
+        options = replace(options, workers=int(where[-1]))
+    summary = generate(projects(12), options)
+    assert (summary.written, summary.failed) == (11 * 2, 2)
+    failed = failures(summary)
+    assert set(failed) == {("p0003-jamsil", "M2"), ("p0003-jamsil", "KILL")}
+    assert re.fullmatch(
+        r"worker died while making project p0003-jamsil: it ended 2 Dask worker processes "
+        r"\(the last tcp://127\.0\.0\.1:\d+\), each restarted by its nanny",
+        failed["p0003-jamsil", "KILL"],
+    ), failed
+    assert summary.restarts >= 2
+    assert not (out / "p0003-jamsil").exists()  # nor the M2 report its worker wrote before it died
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_worker_process_killed_from_outside_blames_no_project(
+    lone_nanny_cluster: Cluster, batch: list[Project], expected: dict[str, bytes], tmp_path: Path
+) -> None:
+    # The nanny's next process names the project its last one was making: made again alone, it is made.
+    _, nanny = lone_nanny_cluster.processes
+    killed: list[int] = []
+
+    def kill(outcome: ReportOutcome) -> None:
+        if not killed:
+            victim = worker_process(nanny)
+            killed.append(victim.pid)
+            victim.kill()
+            victim.wait(10)
+
+    options = BatchOptions(out=tmp_path / "out", strategy="dask", scheduler=lone_nanny_cluster.address, chunksize=4)
+    summary = generate(batch, options, on_report=kill)
+    assert killed
+    assert (summary.written, summary.failed) == (REPORTS, 0)
+    assert_index_matches_files(tmp_path / "out", expected)
+
+
 def test_a_batch_whose_only_worker_its_nanny_restarts_finishes(
     lone_nanny_cluster: Cluster, batch: list[Project], expected: dict[str, bytes], tmp_path: Path
 ) -> None:
@@ -684,7 +781,7 @@ def test_a_worker_that_cannot_load_the_parents_code_refuses_the_batch(
     with pytest.raises(UnfitWorker, match=r"module M2 version 1 here, version 1-new in zerosite's.*restart it"):
         warm.fit(SimpleNamespace(address="tcp://127.0.0.1:1"))  # type: ignore[arg-type]
     assert warm.worker is None
-    WarmWorker(config, "zerosite-test", expected=loaded).fit(SimpleNamespace())  # type: ignore[arg-type]
+    WarmWorker(config, "zerosite-test", expected=loaded).fit(SimpleNamespace(nanny=None))  # type: ignore[arg-type]
 
 
 def test_dasks_own_log_records_stay_quiet_while_zerosite_drives_it(cluster: Cluster, tmp_path: Path) -> None:

@@ -11,52 +11,20 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import warnings
 from pathlib import Path
 
 import pytest
-from helpers import communicate, projects
+from helpers import communicate, failures, hostile_plugin, projects
 
 from zerosite import strategies, types
-from zerosite.engine import BatchOptions, BatchSummary, IsolatedWarning, generate
+from zerosite.engine import BatchOptions, IsolatedWarning, generate
 from zerosite.files import LOCK_FILE, FolderLock, OutputBusy
-from zerosite.plugins import PluginSettings
 from zerosite.store import ReportStore, StoreError
 
 STRATEGIES = ["sequential", "thread", "process", "async"]
-
-PLUGIN_HEAD = """
-    import os
-    import sys
-    import time
-    from pathlib import Path
-
-    from zerosite import ReportModule, hookimpl
-
-    HERE = Path(__file__).parent
-
-
-    @hookimpl
-    def zerosite_template_dirs():
-        return [HERE / "templates"]
-"""
-
-
-def hostile_plugin(folder: Path, body: str) -> PluginSettings:
-    """A plugins folder with one plugin file: ``PLUGIN_HEAD`` and ``body``; its template prints the result."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "hostile.py").write_text(textwrap.dedent(PLUGIN_HEAD) + textwrap.dedent(body), encoding="utf-8")
-    (folder / "templates").mkdir(exist_ok=True)
-    (folder / "templates" / "hostile.html.j2").write_text("<p>{{ module.name }} {{ result }}</p>\n", encoding="utf-8")
-    return PluginSettings(plugins_dir=folder).resolved()
-
-
-def failures(summary: BatchSummary) -> dict[tuple[str, str], str]:
-    return {(f.project_id, f.module): f.error or "" for f in summary.failures}
-
 
 # --- 1. sys.exit() and other BaseExceptions in plugin code fail a report, never the batch ------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -29,6 +30,7 @@ from zerosite.chunking import Taper
 from zerosite.dask_strategy import scheduler_address
 from zerosite.dask_strategy.chunks import ChunkPolicy, ChunkSizer
 from zerosite.dask_strategy.tasks import (
+    DIED_TOPIC,
     UNFIT_TOPIC,
     ChunkCancelled,
     ChunkResult,
@@ -108,6 +110,10 @@ CALIBRATION_TASKS_PER_THREAD = 8
 
 CALIBRATION_TASKS_MOST = 256
 """... and no more than this many."""
+
+DEATHS_MOST = 2
+"""How many worker processes a project may take down with it before it fails, named (the first time, it is made
+again alone: the worker may have been killed from outside)."""
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -271,16 +277,20 @@ def _identify(address: str) -> None:
 
 
 class _ClusterEvents:
-    """What the scheduler tells about the workers: those lost unasked while a batch runs, and each worker that
-    cannot take chunks, with why."""
+    """What the scheduler tells about the workers: those lost unasked while a batch runs, each worker that
+    cannot take chunks, with why, and what each worker process that died was making (said by the next one its
+    nanny started)."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
         self.lost = 0
         self.prefix: str | None = None
         self.unfit: dict[str, str] = {}
+        self.died: collections.deque[tuple[str, str, int]] = collections.deque()
+        """``(worker, chunk key, project index)``, in the order said; taken by the runner."""
         client.subscribe_topic("all", self._on_event)
         client.subscribe_topic(UNFIT_TOPIC, self._on_unfit)
+        client.subscribe_topic(DIED_TOPIC, self._on_died)
 
     def batch(self, prefix: str | None) -> None:
         """Count the losses of the batch whose task keys start with ``prefix`` from now on (``None``: no batch)."""
@@ -292,6 +302,7 @@ class _ClusterEvents:
         """Stop listening (before the client closes: else the scheduler reports the client's own leaving)."""
         self.client.unsubscribe_topic("all")
         self.client.unsubscribe_topic(UNFIT_TOPIC)
+        self.client.unsubscribe_topic(DIED_TOPIC)
 
     def _on_event(self, event: tuple[float, Any]) -> None:
         _, message = event
@@ -307,12 +318,18 @@ class _ClusterEvents:
         if isinstance(message, dict):
             self.unfit[str(message.get("worker"))] = str(message.get("why"))
 
+    def _on_died(self, event: tuple[float, Any]) -> None:
+        _, message = event
+        if isinstance(message, dict) and isinstance(message.get("index"), int):
+            self.died.append((str(message.get("worker")), str(message.get("key")), message["index"]))
+
 
 class DaskRunner(Runner):
     """Chunks of projects as Dask tasks: workers warmed once by a worker plugin, chunks sized from the measured
     cost per project, a bounded number in flight, results yielded as they complete. A worker that dies takes
-    its tasks with it and the scheduler runs them elsewhere; a chunk that kills workers again and again
-    (Dask then gives up on it: ``KilledWorker``) is split, and a project that does so alone fails, named.
+    its tasks with it and the scheduler runs them elsewhere; the project a worker process was making when it
+    died (its nanny's next process says which: :class:`MakingNote`) is made again alone, and fails, named, when
+    it kills another; a chunk on which Dask gives up (``KilledWorker``, on workers without a nanny) is split.
 
     Chunks ask for Dask resources that only fit workers hold: warmed (:class:`WarmWorker`) and, where the workers
     write the reports, seeing the output folder (:class:`SeesOutput`); a worker that joins unfit is named once,
@@ -336,6 +353,10 @@ class DaskRunner(Runner):
         self.plugin = f"zerosite-{uuid.uuid4().hex}"
         self.keys = itertools.count()
         self._chunks: dict[Future[ChunkResult], list[Project]] = {}
+        self._sent: dict[str, list[Project]] = {}
+        """Every chunk of the batch by its task's key, those no longer in flight too: what a death names."""
+        self._deaths: collections.Counter[str] = collections.Counter()
+        """Per project id, the worker processes that died making it in this batch."""
         self._prefix = ""
         self._threads = (0.0, 0)
         self._none_since: float | None = None
@@ -379,6 +400,7 @@ class DaskRunner(Runner):
         sizer = ChunkSizer(self.policy, self.options.chunksize, self.overhead_ms)
         taper = Taper(projects)
         chunks = self._chunks = {}
+        self._sent, self._deaths = {}, collections.Counter()
         self._prefix = f"zerosite-chunk-{batch}-"
         self._threads, self._none_since, self._sent_again = (0.0, 0), None, set()
         self._parked = _Parked()
@@ -387,7 +409,7 @@ class DaskRunner(Runner):
         def submit(chunk: list[Project]) -> None:
             key = f"{self._prefix}{next(self.keys)}"
             future = self.client.submit(make_chunk, self.plugin, chunk, files, key=key, pure=False, resources=resources)
-            chunks[future] = chunk
+            chunks[future] = self._sent[key] = chunk
             done.add(future)
 
         self._submit = submit
@@ -407,6 +429,10 @@ class DaskRunner(Runner):
             top_up()
             while chunks:
                 self._watch(resources)
+                blamed = self._blamed()
+                if blamed:
+                    yield from blamed
+                    top_up()
                 future = _next_done(done)
                 if future is not None and future in chunks:  # not one parked, cancelled and sent again
                     self._parked.progress()
@@ -492,6 +518,41 @@ class DaskRunner(Runner):
         sizer.observe(len(chunk), outcome.busy_ns)
         return outcome.results()
 
+    def _blamed(self) -> list[ProjectResult]:
+        """Act on what the worker processes that died were making, as their nannies' next ones said: a project
+        in a chunk still in flight is taken out of it and made again alone (the rest of the chunk, without it,
+        goes again as one), and one that took :data:`DEATHS_MOST` workers down fails, named. Dask's own count
+        cannot say this (it counts every task a dead worker held, and a task sent again starts it anew)."""
+        failed: list[ProjectResult] = []
+        while self.events.died:
+            worker, key, index = self.events.died.popleft()
+            chunk = self._sent.get(key)
+            if chunk is None or not 0 <= index < len(chunk):
+                continue  # another batch's or client's
+            project = chunk[index]
+            self._deaths[project.id] += 1
+            holding = next((future for future, held in self._chunks.items() if project in held), None)
+            if holding is None:
+                continue  # made meanwhile (another worker made it: a worker killed from outside), or failed
+            deaths = self._deaths[project.id]
+            held = self._chunks[holding]
+            if deaths < DEATHS_MOST and len(held) == 1:
+                continue  # alone already: Dask sends it again
+            self._chunks.pop(holding)
+            holding.cancel()
+            rest = [other for other in held if other is not project]
+            if rest:
+                self._submit(rest)
+            if deaths < DEATHS_MOST:
+                self._submit([project])
+            else:
+                why = (
+                    f"worker died while making project {project.id}: it ended {deaths} Dask worker processes "
+                    f"(the last {worker}), each restarted by its nanny"
+                )
+                failed.append(ProjectResult.failed(project, self.config.reports, why))
+        return failed
+
     def _result(self, future: Future[ChunkResult], resources: dict[str, int]) -> ChunkResult:
         """The finished task's result. Its worker may be lost before the result is gathered: Dask then runs the task
         again, and the wait is the batch's, with the cluster watched meanwhile (a cluster left with no worker
@@ -576,9 +637,9 @@ class DaskRunner(Runner):
                 f"the Dask scheduler at {self.address} keeps {len(parked.seen)} of this batch's chunks waiting for "
                 f"a worker although {self._threads_now(resources)} worker thread(s) can take them (sent again "
                 f"{parked.tries} times; a worker restarted mid-batch, dask/distributed#6677); the projects in "
-                "flight were discarded: restart the Dask workers and run the same command again (where workers died "
-                "each time such a chunk ran, a project in it may be killing them: on fewer than 4 workers Dask never "
-                "gives up on its task, and it is never tried alone; --strategy process fails it alone, named)"
+                "flight were discarded: restart the Dask workers and run the same command again (where workers "
+                "without a nanny died each time such a chunk ran, a project in it may be killing them: Dask gives up "
+                "on its task only on 4 workers or more; --strategy process fails it alone, named)"
             )
         parked.tries += 1
         for future in sorted(parked.seen, key=lambda future: str(future.key)):

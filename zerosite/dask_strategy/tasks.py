@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import os
 import signal
@@ -31,11 +33,13 @@ from zerosite.types import (
 from zerosite.worker import Worker, warm_process
 
 __all__ = [
+    "DIED_TOPIC",
     "UNFIT_TOPIC",
     "ChunkCancelled",
     "ChunkResult",
     "LoadedCode",
     "Made",
+    "MakingNote",
     "SeesOutput",
     "UnfitWorker",
     "WarmWorker",
@@ -49,6 +53,12 @@ COMPRESSION_LEVEL = 1
 
 UNFIT_TOPIC = "zerosite-unfit-worker"
 """The Dask event topic on which a worker says why it cannot take a batch's chunks (``{"worker", "why"}``)."""
+
+
+DIED_TOPIC = "zerosite-died-making"
+"""The Dask event topic on which a worker process that its nanny started after the last one died says what that
+one was making when it died (``{"worker", "key", "index"}``: the dead worker's address, the chunk task's key and
+the project's place in it)."""
 
 
 class UnfitWorker(Exception):
@@ -231,6 +241,7 @@ class WarmWorker(_Fitness):
             raise UnfitWorker(
                 f"runs other report code than zerosite's process, even loaded again ({differs}): {advice}"
             )
+        _note(worker)
         self.worker = warm
 
     def teardown(self, worker: DaskWorker) -> None:
@@ -252,6 +263,93 @@ class SeesOutput(_Fitness):
     def fit(self, worker: DaskWorker) -> None:
         if not sees_folder(self.folder, self.probe):
             raise UnfitWorker(f"does not see the output folder {self.folder}, or cannot write there")
+
+
+class MakingNote:
+    """A file where a worker process notes, for each of its threads, the chunk and project it is making, so that
+    the next worker process of the same nanny, started after this one died, can say which project was running
+    (:data:`DIED_TOPIC`). Dask alone cannot: it counts a death against every task the worker held, running or
+    waiting, and on a cluster of fewer than four workers never gives up on a project that kills them.
+
+    One per nanny, beside the worker processes' own folders (``dask-scratch-space``): a note costs one ``pwrite`` a
+    project, and a record outlives the process that wrote it however it ended. A worker without a nanny (nothing
+    restarts it) keeps none."""
+
+    RECORD = 256
+    """Bytes a thread's record takes: ``"{index} {key} {worker}"``, padded with spaces (a key is about 60
+    characters, a worker's address 20 to 50)."""
+
+    def __init__(self, path: Path, worker: str) -> None:
+        self.path = path
+        self.worker = worker
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self._slots = threading.local()
+        self._next_slot = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_worker(cls, worker: DaskWorker) -> MakingNote | None:
+        """The note of ``worker``'s nanny, or ``None`` (no nanny, or no file can be kept there)."""
+        if not worker.nanny or not hasattr(os, "pwrite"):  # no nanny, or not POSIX
+            return None
+        name = hashlib.sha256(str(worker.nanny).encode()).hexdigest()[:16]
+        try:
+            return cls(Path(worker.local_directory).parent / f"zerosite-making-{name}", worker.address)
+        except OSError:
+            return None
+
+    def left(self) -> list[tuple[str, str, int]]:
+        """What the last process of this nanny was making when it ended (``(worker, key, index)`` per thread,
+        none if it ended between chunks), and the note cleared for this one."""
+        size = os.fstat(self.fd).st_size
+        data = os.pread(self.fd, size, 0)
+        os.ftruncate(self.fd, 0)
+        making = []
+        for start in range(0, len(data) - self.RECORD + 1, self.RECORD):
+            match data[start : start + self.RECORD].decode(errors="replace").split():
+                case [index, key, worker] if index.isdigit():
+                    making.append((worker, key, int(index)))
+        return making
+
+    def making(self, key: str, index: int) -> None:
+        """Note that this thread is making project ``index`` of chunk ``key``."""
+        record = f"{index} {key} {self.worker}".encode()
+        os.pwrite(self.fd, record.ljust(self.RECORD)[: self.RECORD], self._offset())
+
+    def done(self) -> None:
+        """Note that this thread is making nothing."""
+        os.pwrite(self.fd, b" " * self.RECORD, self._offset())
+
+    def remove(self) -> None:
+        """The process ends on its own: nothing to say to the next one."""
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+            self.path.unlink()
+
+    def _offset(self) -> int:
+        slot = getattr(self._slots, "slot", None)
+        if slot is None:
+            with self._lock:
+                slot = self._slots.slot = self._next_slot
+                self._next_slot += 1
+        return int(slot) * self.RECORD
+
+
+_NOTE: list[MakingNote | None] = []
+"""This worker process's :class:`MakingNote` once the first batch's plugin opened it (``[None]``: it keeps none)."""
+
+
+def _note(worker: DaskWorker) -> MakingNote | None:
+    """This process's note, opened the first time: what the process before it was making when it died is then
+    said on :data:`DIED_TOPIC`."""
+    if not _NOTE:
+        note = MakingNote.for_worker(worker)
+        _NOTE.append(note)
+        if note is not None:
+            atexit.register(note.remove)
+            for died, key, index in note.left():
+                worker.log_event(DIED_TOPIC, {"worker": died, "key": key, "index": index})
+    return _NOTE[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,11 +422,18 @@ def make_chunk(plugin: str, projects: Sequence[Project], files: ReportWriter | N
         raise RuntimeError(f"Dask worker {here.address} is not warm for this batch")
     key = str(here.get_current_task())
     guarded = None if files is None else _WhileWanted(files, key)
+    note = _NOTE[0] if _NOTE else None
     made = []
-    for project in projects:
-        if not _wanted(key):
-            break
-        made.append(_handed_back(_make_one(warm.worker, project, guarded)))
+    try:
+        for index, project in enumerate(projects):
+            if not _wanted(key):
+                break
+            if note is not None:
+                note.making(key, index)
+            made.append(_handed_back(_make_one(warm.worker, project, guarded)))
+    finally:
+        if note is not None:
+            note.done()
     if not _wanted(key):
         raise ChunkCancelled("the batch stopped: the chunk stopped before its next write")
     return ChunkResult(tuple(made), time.perf_counter_ns() - started)
