@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dask.config
-from distributed import Client, Future, LocalCluster, as_completed
+from distributed import Client, Future, LocalCluster, WorkerPlugin, as_completed
 from distributed.comm.addressing import get_address_host_port, parse_address
 from distributed.comm.registry import get_backend
 from distributed.core import rpc
@@ -41,6 +41,7 @@ from zerosite.dask_strategy.tasks import (
     chunks_running,
     make_chunk,
     sees_folder,
+    tasks_to_run,
 )
 from zerosite.files import ReportFiles
 from zerosite.hurry import hurried
@@ -84,6 +85,10 @@ does, so the batch would wait for ever."""
 PARKED_MOST = 3
 """How many times in a row, with no chunk finished meanwhile, the runner sends parked chunks again before it stops
 the batch, naming the cause."""
+
+SETTLE_S = 0.25
+"""How long cancelled tasks are watched at least, however soon none seems left: the scheduler may not have taken a
+task sent just before (it takes graphs in the background), and a cancel that came first is lost."""
 
 STOP_WAIT_S = 10.0
 """How long a stopped batch waits for its cancelled chunks, still running on the workers, to end (each ends before
@@ -354,8 +359,11 @@ class DaskRunner(Runner):
         self.keys = itertools.count()
         self._chunks: dict[Future[ChunkResult], list[Project]] = {}
         self._sent: dict[str, list[Project]] = {}
-        """Every chunk of the batch by its task's key, those no longer in flight too: what a death names."""
+        """The batch's chunks by their tasks' keys, until their results came: in flight, and those cancelled or
+        sent again, which may still run (what a worker's death names)."""
         self._deaths: collections.Counter[str] = collections.Counter()
+        self._cancelled: dict[str, Future[ChunkResult]] = {}
+        """The batch's tasks cancelled, by key: cancelled again while the scheduler still holds them."""
         """Per project id, the worker processes that died making it in this batch."""
         self._prefix = ""
         self._threads = (0.0, 0)
@@ -369,7 +377,7 @@ class DaskRunner(Runner):
             self.events = _ClusterEvents(self.client)
             expected = LoadedCode.now(config)  # what this process loaded: what the content hashes cover
             warm = WarmWorker(config, self.plugin, ignore_sigint=self.cluster is not None, expected=expected)
-            self.client.register_plugin(warm, name=self.plugin)
+            self._register(warm, self.plugin)
             self._resources = {self.plugin: 1}
             self.overhead_ms = self._task_overhead_ms()
         except BaseException as error:  # Ctrl-C too: the cluster is closed either way
@@ -400,7 +408,7 @@ class DaskRunner(Runner):
         sizer = ChunkSizer(self.policy, self.options.chunksize, self.overhead_ms)
         taper = Taper(projects)
         chunks = self._chunks = {}
-        self._sent, self._deaths = {}, collections.Counter()
+        self._sent, self._deaths, self._cancelled = {}, collections.Counter(), {}
         self._prefix = f"zerosite-chunk-{batch}-"
         self._threads, self._none_since, self._sent_again = (0.0, 0), None, set()
         self._parked = _Parked()
@@ -438,6 +446,7 @@ class DaskRunner(Runner):
                     self._parked.progress()
                     results = self._outcome(future, chunks[future], sizer, submit, resources)
                     chunks.pop(future, None)
+                    self._sent.pop(str(future.key), None)
                     yield from results
                     top_up()
         finally:
@@ -458,7 +467,7 @@ class DaskRunner(Runner):
         probe.touch()
         try:
             try:
-                self.client.register_plugin(SeesOutput(files.out_dir, probe.name, sees), name=sees)
+                self._register(SeesOutput(files.out_dir, probe.name, sees), sees)
             except UnfitWorker:
                 seen = self.client.run(sees_folder, files.out_dir, probe.name)
                 blind = sorted(worker for worker, sees in seen.items() if not sees) or ["(one that left)"]
@@ -522,15 +531,19 @@ class DaskRunner(Runner):
         """Act on what the worker processes that died were making, as their nannies' next ones said: a project
         in a chunk still in flight is taken out of it and made again alone (the rest of the chunk, without it,
         goes again as one), and one that took :data:`DEATHS_MOST` workers down fails, named. Dask's own count
-        cannot say this (it counts every task a dead worker held, and a task sent again starts it anew)."""
-        failed: list[ProjectResult] = []
+        cannot say this (it counts every task a dead worker held, and a task sent again starts it anew). The
+        deaths said meanwhile are all counted first: two workers that died on the same project restart together,
+        and a lone task sent for it after the first would be cancelled as it started."""
+        blamed: dict[str, tuple[Project, str]] = {}
         while self.events.died:
             worker, key, index = self.events.died.popleft()
             chunk = self._sent.get(key)
-            if chunk is None or not 0 <= index < len(chunk):
-                continue  # another batch's or client's
-            project = chunk[index]
-            self._deaths[project.id] += 1
+            if chunk is not None and 0 <= index < len(chunk):  # else another batch's or client's
+                project = chunk[index]
+                self._deaths[project.id] += 1
+                blamed[project.id] = (project, worker)
+        failed: list[ProjectResult] = []
+        for project, worker in blamed.values():
             holding = next((future for future, held in self._chunks.items() if project in held), None)
             if holding is None:
                 continue  # made meanwhile (another worker made it: a worker killed from outside), or failed
@@ -539,18 +552,21 @@ class DaskRunner(Runner):
             if deaths < DEATHS_MOST and len(held) == 1:
                 continue  # alone already: Dask sends it again
             self._chunks.pop(holding)
-            holding.cancel()
+            self._cancel([holding])
             rest = [other for other in held if other is not project]
             if rest:
                 self._submit(rest)
             if deaths < DEATHS_MOST:
                 self._submit([project])
-            else:
-                why = (
-                    f"worker died while making project {project.id}: it ended {deaths} Dask worker processes "
-                    f"(the last {worker}), each restarted by its nanny"
-                )
-                failed.append(ProjectResult.failed(project, self.config.reports, why))
+                continue
+            # Failed only once no task that held it runs (one may still write a report of it, then die): the
+            # engine then removes its reports' files, and none comes after.
+            self._wait_ended(frozenset(key for key, chunk in self._sent.items() if project in chunk))
+            why = (
+                f"worker died while making project {project.id}: it ended {deaths} Dask worker processes "
+                f"(the last {worker}), each restarted by its nanny"
+            )
+            failed.append(ProjectResult.failed(project, self.config.reports, why))
         return failed
 
     def _result(self, future: Future[ChunkResult], resources: dict[str, int]) -> ChunkResult:
@@ -564,6 +580,20 @@ class DaskRunner(Runner):
                 self._watch(resources)
                 if future not in self._chunks:
                     raise _SentAgain from None
+
+    def _register(self, plugin: WorkerPlugin, name: str) -> None:
+        """Register a worker plugin on the cluster's workers and on those that join later. A worker lost while Dask
+        sends the plugin out is a lost worker, not the batch's end: the scheduler, whose broadcast then fails,
+        drops the client's connection too (a comm error here; a user audit's batch refused to start, exit 2), but
+        it keeps the plugin for the workers that join, that worker's next process too.
+
+        :raises UnfitWorker: a worker present refused the plugin, saying why.
+        """
+        try:
+            self.client.register_plugin(plugin, name=name)
+        except OSError:  # Dask's CommClosedError too
+            if not self._scheduler_answers():
+                raise
 
     def _scheduler_answers(self) -> bool:
         """Whether the scheduler still answers the client."""
@@ -644,7 +674,7 @@ class DaskRunner(Runner):
         parked.tries += 1
         for future in sorted(parked.seen, key=lambda future: str(future.key)):
             chunk = self._chunks.pop(future)
-            future.cancel()
+            self._cancel([future])
             self._submit(chunk)
         parked.since, parked.seen = None, set()
 
@@ -676,29 +706,82 @@ class DaskRunner(Runner):
         chunks, self._chunks = list(self._chunks), {}
         if not chunks or self.client.status != "running":
             return
+        self._cancel(chunks)
+        self._wait_ended()
+
+    def _cancel(self, futures: list[Future[ChunkResult]]) -> None:
+        """Cancel the tasks of ``futures``, and keep them to cancel again (:meth:`_wait_ended`): the scheduler takes
+        a task's graph in the background, and a cancel that reaches it first is lost (the task runs all the same:
+        a chunk sent again and cancelled at once wrote a report of a project already failed)."""
+        self._cancelled.update((str(future.key), future) for future in futures)
         with contextlib.suppress(Exception):  # a cluster that fails here has nothing more to stop
-            self.client.cancel(chunks)
-            deadline = time.monotonic() + STOP_WAIT_S
-            # Not past the command's hurry (a second Ctrl-C, or its grace): it waited on, the command's forced exit
-            # came first, and the engine never discarded the projects in flight (their files stayed, unindexed).
-            while (
-                time.monotonic() < deadline
-                and not hurried()
-                and sum(self.client.run(chunks_running, self._prefix).values())
-            ):
-                time.sleep(POLL_S)
+            self.client.cancel(futures)
+
+    def _wait_ended(self, keys: frozenset[str] | None = None) -> None:
+        """Wait, at most :data:`STOP_WAIT_S`, until no task of the batch (of ``keys``, given them) is left to run:
+        the scheduler holds none to send to a worker (those it holds although cancelled are cancelled again), and
+        no worker runs one (a cancelled one stops before its next write, one that kills its worker ends with it),
+        for at least :data:`SETTLE_S`. Not past the command's hurry (a second Ctrl-C, or its grace): a stopped batch
+        waited on, the command's forced exit came first, and the engine never discarded the projects in flight
+        (their files stayed, unindexed)."""
+        started = time.monotonic()
+        while time.monotonic() - started < STOP_WAIT_S and not hurried() and self.client.status == "running":
+            try:
+                held = self.client.run_on_scheduler(tasks_to_run, self._prefix, keys=keys)
+                lost = [self._cancelled[key] for key in held if key in self._cancelled]
+                if lost:
+                    self.client.cancel(lost)
+                running = sum(self.client.run(chunks_running, self._prefix, keys=keys).values())
+                if not held and not running and time.monotonic() - started >= SETTLE_S:
+                    return
+            except Exception:  # a worker lost as it was asked: asked again
+                pass
+            time.sleep(POLL_S)
 
     def _task_overhead_ms(self) -> float:
-        """Dask's cost per task on this cluster now: the wall time of a stream of no-op tasks, per task."""
-        count = min(CALIBRATION_TASKS_MOST, CALIBRATION_TASKS_PER_THREAD * max(1, self._threads_now(self._resources)))
-        started = time.perf_counter()
-        self.client.gather(
-            [
-                self.client.submit(_nothing, i, key=f"zerosite-calibrate-{self.plugin}-{i}", resources=self._resources)
+        """Dask's cost per task on this cluster now: the wall time of a stream of no-op tasks, per task, sent once
+        a worker is warm. Tasks sent while none is are parked by Dask for good (dask/distributed#6677): a stream
+        that has not ended in :data:`WORKERS_TIMEOUT_S` (a worker lost under it) is sent once more, then the
+        batch refuses to start, never a silent wait.
+
+        :raises StartError: no worker warm for :data:`WORKERS_TIMEOUT_S`, or the stream did not end twice.
+        """
+        for attempt in (1, 2):
+            count = min(CALIBRATION_TASKS_MOST, CALIBRATION_TASKS_PER_THREAD * self._warm_threads())
+            started = time.perf_counter()
+            futures = [
+                self.client.submit(
+                    _nothing, i, key=f"zerosite-calibrate-{self.plugin}-{attempt}-{i}", resources=self._resources
+                )
                 for i in range(count)
             ]
+            deadline = started + WORKERS_TIMEOUT_S
+            try:
+                for future in futures:
+                    future.result(timeout=max(0.0, deadline - time.perf_counter()))
+            except TimeoutError:
+                self.client.cancel(futures)
+                continue
+            return (time.perf_counter() - started) * 1e3 / count
+        raise StartError(
+            f"the Dask workers of the scheduler at {self.address} did not run {count} no-op tasks in "
+            f"{WORKERS_TIMEOUT_S:g} s, twice (workers lost as the batch started?): run the same command again"
         )
-        return (time.perf_counter() - started) * 1e3 / count
+
+    def _warm_threads(self) -> int:
+        """The worker threads warm for the batch, once there is one.
+
+        :raises StartError: none for :data:`WORKERS_TIMEOUT_S` (every worker lost while they were warmed).
+        """
+        deadline = time.monotonic() + WORKERS_TIMEOUT_S
+        while not (threads := self._threads_now(self._resources)):
+            if time.monotonic() > deadline:
+                raise StartError(
+                    f"no Dask worker of the scheduler at {self.address} was warm {WORKERS_TIMEOUT_S:g} s after the "
+                    "workers were asked to load the plugins (lost meanwhile?): run the same command again"
+                )
+            time.sleep(POLL_S)
+        return threads
 
     def close(self) -> None:
         try:

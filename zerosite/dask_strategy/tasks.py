@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from distributed import Scheduler, WorkerPlugin, get_worker
 from distributed import Worker as DaskWorker
-from distributed import WorkerPlugin, get_worker
 
 from zerosite.plugins import PluginWarning, get_modules
 from zerosite.project import Project
@@ -46,6 +46,7 @@ __all__ = [
     "chunks_running",
     "make_chunk",
     "sees_folder",
+    "tasks_to_run",
 ]
 
 COMPRESSION_LEVEL = 1
@@ -439,14 +440,31 @@ def make_chunk(plugin: str, projects: Sequence[Project], files: ReportWriter | N
     return ChunkResult(tuple(made), time.perf_counter_ns() - started)
 
 
-def chunks_running(prefix: str, dask_worker: DaskWorker) -> int:
-    """On a worker (``client.run``): how many tasks whose key starts with ``prefix`` still run there, cancelled
-    ones included (a running task's thread cannot be stopped: it ends at its next check)."""
+_ENDED_STATES = frozenset({"memory", "error", "released", "forgotten"})
+"""A task's states on a worker once it can no longer run there."""
+
+
+def chunks_running(prefix: str, dask_worker: DaskWorker, keys: frozenset[str] | None = None) -> int:
+    """On a worker (``client.run``): how many tasks whose key starts with ``prefix`` (and is one of ``keys``, given
+    them) run there or may still start, cancelled ones included (a running task's thread cannot be stopped: it
+    ends at its next check; one waiting for the thread starts when it is free, until the scheduler's word that
+    it was cancelled has come)."""
     return sum(
         1
         for key, task in list(dask_worker.state.tasks.items())
-        if str(key).startswith(prefix) and task.state in ("executing", "cancelled", "long-running")
+        if str(key).startswith(prefix) and (keys is None or key in keys) and task.state not in _ENDED_STATES
     )
+
+
+def tasks_to_run(prefix: str, dask_scheduler: Scheduler, keys: frozenset[str] | None = None) -> list[str]:
+    """On the scheduler (``client.run_on_scheduler``): the keys of the tasks whose key starts with ``prefix`` (and is
+    one of ``keys``, given them) that it may still send to a worker or has sent (cancelled ones are forgotten, done
+    ones kept)."""
+    return [
+        str(key)
+        for key, task in list(dask_scheduler.tasks.items())
+        if str(key).startswith(prefix) and (keys is None or key in keys) and task.state not in ("memory", "erred")
+    ]
 
 
 def _handed_back(result: ProjectResult) -> Made:
