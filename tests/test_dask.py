@@ -17,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -729,6 +730,53 @@ def test_a_worker_lost_while_the_workers_warm_up_is_a_lost_worker(
         running.stop()
     assert not victim.is_running()
     assert (summary.written, summary.failed) == (REPORTS, 0)
+
+
+def test_a_frozen_worker_holding_a_chunk_is_dropped_and_its_chunks_run_elsewhere(
+    dask_installed: None,
+    batch: list[Project],
+    expected: dict[str, bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A user audit: a worker stopped (SIGSTOP: a hung machine, a network cut off) kept its chunk, the scheduler kept
+    # it as a worker, and the batch waited silently for more than 7 minutes.
+    from zerosite.dask_strategy import runner as dask_runner
+
+    monkeypatch.setattr(dask_runner, "SILENT_S", 3.0)
+    if not DASK_BIN.exists():
+        pytest.skip(f"no `dask` command at {DASK_BIN}")
+    running = start_cluster(2)
+    frozen: list[psutil.Process] = []
+
+    def freeze(outcome: ReportOutcome) -> None:
+        if not frozen:
+            frozen.append(worker_process(running.processes[1]))
+            frozen[0].suspend()
+
+    options = BatchOptions(out=tmp_path / "out", strategy="dask", scheduler=running.address, chunksize=2)
+    summaries: list[BatchSummary] = []
+    said: list[warnings.WarningMessage] = []
+
+    def run() -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            summaries.append(generate(batch, options, on_report=freeze))
+        said.extend(caught)
+
+    thread = threading.Thread(target=run, daemon=True)
+    try:
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive(), "the batch still waited 60 s on"
+    finally:
+        for process in frozen:
+            process.resume()
+        running.stop()
+    (summary,) = summaries
+    assert (summary.written, summary.failed) == (REPORTS, 0)
+    assert_index_matches_files(tmp_path / "out", expected)
+    assert [w for w in said if re.search(r"has not been heard from for 3 s .* run elsewhere", str(w.message))], said
 
 
 def test_a_batch_whose_only_worker_its_nanny_restarts_finishes(

@@ -39,6 +39,7 @@ from zerosite.dask_strategy.tasks import (
     UnfitWorker,
     WarmWorker,
     chunks_running,
+    drop_worker,
     make_chunk,
     sees_folder,
     tasks_to_run,
@@ -85,6 +86,11 @@ does, so the batch would wait for ever."""
 PARKED_MOST = 3
 """How many times in a row, with no chunk finished meanwhile, the runner sends parked chunks again before it stops
 the batch, naming the cause."""
+
+SILENT_S = 20.0
+"""How long a worker that holds one of the batch's chunks may go unheard by the scheduler (no heartbeat: frozen,
+stopped, cut off) before the runner has the scheduler drop it, so that its chunks run elsewhere. Dask's own limit
+(``distributed.scheduler.worker-ttl``, 5 minutes) did not end a wait of 7 minutes in a user audit."""
 
 SETTLE_S = 0.25
 """How long cancelled tasks are watched at least, however soon none seems left: the scheduler may not have taken a
@@ -368,6 +374,10 @@ class DaskRunner(Runner):
         self._prefix = ""
         self._threads = (0.0, 0)
         self._none_since: float | None = None
+        self._heard: dict[str, tuple[float, float]] = {}
+        """Per worker, the scheduler's last word of it (its ``last_seen``) and when that last changed, here."""
+        self._silent: set[str] = set()
+        """The workers unheard for :data:`SILENT_S`: their threads not counted, dropped if they hold a chunk."""
         self._sent_again: set[tuple[str, ...]] = set()
         """The batch's chunks whose result could not come back, sent once more before their projects fail."""
         self._submit: _Submit = _no_submit
@@ -622,6 +632,7 @@ class DaskRunner(Runner):
                 )
         if self._threads_now(resources):
             self._none_since = None
+            self._drop_silent()
             self._send_parked_again(resources)
             return
         now = time.monotonic()
@@ -686,18 +697,57 @@ class DaskRunner(Runner):
             if self.client.status != "running":
                 raise self._lost_scheduler()
             try:
-                workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+                workers = self.client.scheduler_info(n_workers=-1)["workers"]
             except Exception:
                 if self.client.status != "running":
                     raise self._lost_scheduler() from None
                 raise
+            self._listen(workers)
             threads = sum(
                 worker["nthreads"]
-                for worker in workers
-                if all(worker.get("resources", {}).get(name, 0) >= need for name, need in resources.items())
+                for address, worker in workers.items()
+                if address not in self._silent
+                and all(worker.get("resources", {}).get(name, 0) >= need for name, need in resources.items())
             )
             self._threads = (time.monotonic(), threads)
         return threads
+
+    def _listen(self, workers: dict[str, dict[str, Any]]) -> None:
+        """Note which ``workers`` (the scheduler's word of each) have gone unheard for :data:`SILENT_S`."""
+        now = time.monotonic()
+        heard = {}
+        for address, worker in workers.items():
+            last_seen = float(worker.get("last_seen", 0.0))
+            before = self._heard.get(address)
+            heard[address] = before if before is not None and before[0] == last_seen else (last_seen, now)
+        self._heard = heard
+        self._silent = {address for address, (_, changed) in heard.items() if now - changed >= SILENT_S}
+
+    def _drop_silent(self) -> None:
+        """Have the scheduler drop each worker unheard for :data:`SILENT_S` that holds one of the batch's chunks, as
+        Dask does with a worker it lost: its chunks run elsewhere (each report is still written once: a chunk run
+        again writes the same bytes, and its projects are indexed once, from the run whose result comes). Named
+        once, in a warning. A worker that wakes up later joins the cluster again."""
+        if not self._silent or not self._chunks:
+            return
+        try:
+            processing = self.client.processing(workers=sorted(self._silent))
+        except Exception:
+            return  # asked again at the next check
+        keys = {str(future.key) for future in self._chunks}
+        for address, held in processing.items():
+            if not keys.intersection(map(str, held)):
+                continue
+            warnings.warn(
+                f"zerosite: Dask worker {address} has not been heard from for {SILENT_S:g} s (frozen, stopped or "
+                "cut off) while it held chunks of this batch: the scheduler dropped it, and its chunks run elsewhere",
+                UnfitWorkerWarning,
+                stacklevel=3,
+            )
+            with contextlib.suppress(Exception):
+                self.client.run_on_scheduler(drop_worker, address)
+            self._heard.pop(address, None)
+            self._silent.discard(address)
 
     def _stop_chunks(self) -> None:
         """Cancel the chunks still in flight (a batch stopped: the engine discards their projects), and wait, at

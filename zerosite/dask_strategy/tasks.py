@@ -44,6 +44,7 @@ __all__ = [
     "UnfitWorker",
     "WarmWorker",
     "chunks_running",
+    "drop_worker",
     "make_chunk",
     "sees_folder",
     "tasks_to_run",
@@ -454,6 +455,12 @@ def chunks_running(prefix: str, dask_worker: DaskWorker, keys: frozenset[str] | 
         for key, task in list(dask_worker.state.tasks.items())
         if str(key).startswith(prefix) and (keys is None or key in keys) and task.state not in _ENDED_STATES
     )
+
+
+async def drop_worker(address: str, dask_scheduler: Scheduler) -> str:
+    """On the scheduler (``client.run_on_scheduler``): drop the worker at ``address`` as one lost (its tasks are run
+    elsewhere), without asking it to close: one that wakes up registers again."""
+    return await dask_scheduler.remove_worker(address, stimulus_id=f"zerosite-silent-{time.time()}", close=False)
 
 
 def tasks_to_run(prefix: str, dask_scheduler: Scheduler, keys: frozenset[str] | None = None) -> list[str]:
