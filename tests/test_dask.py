@@ -234,6 +234,26 @@ def test_external_scheduler_from_the_command_line(cluster: Cluster, expected: di
     assert_index_matches_files(tmp_path / "out", expected)
 
 
+def test_long_lived_workers_keep_no_resource_of_an_ended_batch(
+    cluster: Cluster, batch: list[Project], tmp_path: Path
+) -> None:
+    # A user audit: each batch left two Dask resources on every worker (43 after 22 batches), in every answer the
+    # scheduler gives about its workers and on the dashboard.
+    from distributed import Client
+
+    def resources(client: Client) -> tuple[dict[str, Any], dict[str, Any]]:
+        scheduler = {a: w.get("resources", {}) for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+        workers = client.run(lambda dask_worker: dict(dask_worker.state.total_resources))
+        return scheduler, workers
+
+    with Client(cluster.address, timeout=30, set_as_default=False) as watcher:
+        before = resources(watcher)
+        for run in range(2):
+            options = BatchOptions(out=tmp_path / f"out{run}", strategy="dask", scheduler=cluster.address)
+            assert generate(batch[:4], options).written == 20
+        assert resources(watcher) == before
+
+
 def test_a_workers_or_nannys_address_given_for_the_schedulers_says_so(cluster: Cluster, tmp_path: Path) -> None:
     """Dask audit: ``dask worker`` prints a worker's and a nanny's address; given one for the scheduler's, the client
     failed past its whole timeout (11-12 s) with a TypeError from inside Dask and its __del__'s traceback."""

@@ -40,6 +40,7 @@ from zerosite.dask_strategy.tasks import (
     WarmWorker,
     chunks_running,
     drop_worker,
+    forget_resources,
     make_chunk,
     sees_folder,
     tasks_to_run,
@@ -492,6 +493,7 @@ class DaskRunner(Runner):
             if self.client.status == "running":
                 with contextlib.suppress(Exception):
                     self.client.unregister_worker_plugin(sees)
+                    self.client.run_on_scheduler(forget_resources, [sees])
             probe.unlink(missing_ok=True)
 
     def _outcome(
@@ -841,6 +843,7 @@ class DaskRunner(Runner):
                     self.events.stop()
                     if self.cluster is None:
                         self.client.unregister_worker_plugin(self.plugin)
+                        self.client.run_on_scheduler(forget_resources, [self.plugin])
         finally:
             try:
                 # A client whose scheduler is gone has nothing left to close; Dask logs its reconnection, cancelled
