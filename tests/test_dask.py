@@ -234,6 +234,45 @@ def test_external_scheduler_from_the_command_line(cluster: Cluster, expected: di
     assert_index_matches_files(tmp_path / "out", expected)
 
 
+BLOCKS_ZEROSITE = """
+import importlib.abc, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "zerosite" or name.startswith("zerosite."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_a_worker_without_zerosite_is_named(dask_installed: None, batch: list[Project], tmp_path: Path) -> None:
+    # A user audit: `the Dask workers could not be warmed: Exception: ModuleNotFoundError("No module named
+    # 'zerosite'")`, on 64 machines naming none.
+    if not DASK_BIN.exists():
+        pytest.skip(f"no `dask` command at {DASK_BIN}")
+    blocking = tmp_path / "blocking"
+    blocking.mkdir()
+    (blocking / "sitecustomize.py").write_text(BLOCKS_ZEROSITE, encoding="utf-8")
+    running = start_cluster(0)
+    try:
+        running.add_worker("--no-nanny", env={"PYTHONPATH": str(blocking)})
+        wait_for_workers(running.address, 1)
+        options = BatchOptions(out=tmp_path / "out", strategy="dask", scheduler=running.address)
+        with pytest.raises(StartError) as raised:
+            generate(batch[:2], options)
+    finally:
+        running.stop()
+    assert re.fullmatch(
+        r"Dask worker\(s\) tcp://127\.0\.0\.1:\d+ cannot load zerosite \(ModuleNotFoundError: No module named "
+        r"'zerosite'\): install zerosite there, the same version as here \(pip install 'zerosite\[dask\]' on each "
+        r"worker's machine\), and restart the worker",
+        str(raised.value),
+    ), raised.value
+    assert not (tmp_path / "out").exists()
+
+
 def test_long_lived_workers_keep_no_resource_of_an_ended_batch(
     cluster: Cluster, batch: list[Project], tmp_path: Path
 ) -> None:

@@ -369,9 +369,9 @@ class DaskRunner(Runner):
         """The batch's chunks by their tasks' keys, until their results came: in flight, and those cancelled or
         sent again, which may still run (what a worker's death names)."""
         self._deaths: collections.Counter[str] = collections.Counter()
+        """Per project id, the worker processes that died making it in this batch."""
         self._cancelled: dict[str, Future[ChunkResult]] = {}
         """The batch's tasks cancelled, by key: cancelled again while the scheduler still holds them."""
-        """Per project id, the worker processes that died making it in this batch."""
         self._prefix = ""
         self._threads = (0.0, 0)
         self._none_since: float | None = None
@@ -392,9 +392,17 @@ class DaskRunner(Runner):
             self._resources = {self.plugin: 1}
             self.overhead_ms = self._task_overhead_ms()
         except BaseException as error:  # Ctrl-C too: the cluster is closed either way
+            unloaded = (
+                self._without_zerosite() if type(error) is not UnfitWorker and isinstance(error, Exception) else []
+            )
             self.close()
             if isinstance(error, UnfitWorker):
                 raise StartError(str(error)) from None
+            if unloaded:
+                raise StartError(
+                    f"Dask worker(s) {'; '.join(unloaded)}: install zerosite there, the same version as here "
+                    "(pip install 'zerosite[dask]' on each worker's machine), and restart the worker"
+                ) from None
             if isinstance(error, Exception):
                 raise StartError(f"the Dask workers could not be warmed: {describe_error(error)}") from None
             raise
@@ -592,6 +600,29 @@ class DaskRunner(Runner):
                 self._watch(resources)
                 if future not in self._chunks:
                     raise _SentAgain from None
+
+    def _without_zerosite(self) -> list[str]:
+        """The workers that cannot load zerosite, each with why (``tcp://...: ModuleNotFoundError: ...``): the
+        warm-up plugin, zerosite's own, cannot even be unpacked there, and Dask's error names no worker."""
+
+        def zerosite_loads() -> bool | str:  # a local function travels by value: it runs where zerosite is missing
+            import importlib
+
+            try:
+                importlib.import_module("zerosite.dask_strategy.tasks")
+            except Exception as error:
+                return f"{type(error).__name__}: {error}"
+            return True
+
+        try:
+            found = self.client.run(zerosite_loads, on_error="return")
+        except Exception:
+            return []
+        return [
+            f"{worker} cannot load zerosite ({describe_error(answer) if isinstance(answer, BaseException) else answer})"
+            for worker, answer in sorted(found.items())
+            if answer is not True
+        ]
 
     def _register(self, plugin: WorkerPlugin, name: str) -> None:
         """Register a worker plugin on the cluster's workers and on those that join later. A worker lost while Dask
