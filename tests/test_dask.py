@@ -355,8 +355,31 @@ def test_a_dask_worker_killed_mid_batch_loses_nothing(
             killer.join()
     assert victim.wait(timeout=10) == -signal.SIGKILL
     assert (summary.written, summary.failed) == (REPORTS, 0)
+    assert summary.workers == 3  # the most that took chunks, not those left at the end
     assert summary.restarts >= 1, "the scheduler's loss of the worker was not noticed"
     assert_index_matches_files(tmp_path / "out", expected)
+
+
+def test_the_summarys_workers_are_the_most_that_could_take_chunks(dask_installed: None) -> None:
+    # A user audit: after a worker was lost near the end, the summary said `dask x1` of a batch made mostly on two.
+    from zerosite.dask_strategy.runner import DaskRunner
+
+    answers = iter([3, 2])
+
+    class Scheduler:
+        status = "running"
+
+        def scheduler_info(self, n_workers: int) -> dict[str, Any]:
+            count = next(answers)
+            return {"workers": {f"tcp://w{i}": {"nthreads": 1, "resources": {"r": 1}} for i in range(count)}}
+
+    runner = object.__new__(DaskRunner)  # its cluster is a stand-in: only its count of workers is asked
+    runner.client = Scheduler()  # type: ignore[assignment]
+    runner._threads, runner._most_threads, runner._heard, runner._silent = (0.0, 0), 0, {}, set()
+    assert runner._threads_now({"r": 1}) == 3
+    runner._threads = (0.0, 3)  # time to ask again
+    assert runner._threads_now({"r": 1}) == 2
+    assert runner.workers == 3
 
 
 def test_an_unreachable_scheduler_is_named_within_10_s(dask_installed: None, tmp_path: Path) -> None:

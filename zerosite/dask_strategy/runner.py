@@ -374,6 +374,7 @@ class DaskRunner(Runner):
         """The batch's tasks cancelled, by key: cancelled again while the scheduler still holds them."""
         self._prefix = ""
         self._threads = (0.0, 0)
+        self._most_threads = 0
         self._none_since: float | None = None
         self._heard: dict[str, tuple[float, float]] = {}
         """Per worker, the scheduler's last word of it (its ``last_seen``) and when that last changed, here."""
@@ -413,8 +414,9 @@ class DaskRunner(Runner):
 
     @property
     def workers(self) -> int | None:
-        """The worker threads that could take the batch's chunks when last asked; ``None`` before any batch."""
-        return self._threads[1] or None
+        """The most worker threads that could take the last batch's chunks at any time it asked; ``None`` before any
+        batch (a worker lost near the end made the summary say ``dask x1`` of a batch made mostly on two)."""
+        return self._most_threads or None
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         batch = uuid.uuid4().hex
@@ -429,7 +431,7 @@ class DaskRunner(Runner):
         chunks = self._chunks = {}
         self._sent, self._deaths, self._cancelled = {}, collections.Counter(), {}
         self._prefix = f"zerosite-chunk-{batch}-"
-        self._threads, self._none_since, self._sent_again = (0.0, 0), None, set()
+        self._threads, self._most_threads, self._none_since, self._sent_again = (0.0, 0), 0, None, set()
         self._parked = _Parked()
         done = as_completed(loop=self.client.loop)
 
@@ -743,6 +745,7 @@ class DaskRunner(Runner):
                 and all(worker.get("resources", {}).get(name, 0) >= need for name, need in resources.items())
             )
             self._threads = (time.monotonic(), threads)
+            self._most_threads = max(self._most_threads, threads)
         return threads
 
     def _listen(self, workers: dict[str, dict[str, Any]]) -> None:
