@@ -393,9 +393,8 @@ class DaskRunner(Runner):
             self._resources = {self.plugin: 1}
             self.overhead_ms = self._task_overhead_ms()
         except BaseException as error:  # Ctrl-C too: the cluster is closed either way
-            unloaded = (
-                self._without_zerosite() if type(error) is not UnfitWorker and isinstance(error, Exception) else []
-            )
+            plain = isinstance(error, Exception) and not isinstance(error, UnfitWorker)
+            unloaded = self._without_zerosite() if plain else []
             self.close()
             if isinstance(error, UnfitWorker):
                 raise StartError(str(error)) from None
