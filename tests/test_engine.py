@@ -86,6 +86,23 @@ def test_every_strategy_writes_the_same_bytes(tmp_path: Path, strategy: str) -> 
     assert files_of(tmp_path / strategy) == files_of(tmp_path / "sequential")
 
 
+def test_a_rerun_with_nothing_to_make_starts_no_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A user audit: a rerun under a local Dask cluster took 3 s to make nothing (process x2: 0.07 s).
+    from zerosite import engine
+
+    started: list[str] = []
+    start = engine.start_runner
+    monkeypatch.setattr(engine, "start_runner", lambda *args: started.append("runner") or start(*args))
+    options = BatchOptions(out=tmp_path / "out", strategy="process", workers=2)
+    assert generate(projects(3), options).written == 15
+    assert started == ["runner"]
+    again = generate(projects(3), options)
+    assert (again.skipped, again.workers, again.restarts) == (15, 2, 0)
+    assert started == ["runner"]  # none for the rerun
+    assert generate(projects(4), options).written == 5  # one project more: started for it
+    assert started == ["runner", "runner"]
+
+
 def test_a_failing_module_fails_its_dependents_only(tmp_path: Path) -> None:
     settings = local_plugin(
         tmp_path / "plugins",

@@ -59,7 +59,7 @@ from zerosite.stopping import (
     stopping_cleanly,
 )
 from zerosite.store import StoreError, recent_reports, search_reports
-from zerosite.strategies_auto import AutoChoice, AutoRunner
+from zerosite.strategies_auto import AutoChoice, AutoRunner, AutoStrategy
 from zerosite.types import (
     CacheBackend,
     CacheContext,
@@ -604,8 +604,10 @@ def _run_batch(
             _fail(f"{stop_word(stop)}; {kept}; run the same command again to resume", stop_code(stop))
     if as_json:
         cache_facts = {"url": cache.url, **cache.stats.as_dict()}
-        auto = (
-            {"auto": noted.choice.as_dict() if noted.choice else None} if isinstance(noted.runner, AutoRunner) else {}
+        auto = (  # auto's choice, None where it made nothing (its runner not even started then)
+            {"auto": noted.choice.as_dict() if noted.choice else None}
+            if isinstance(noted.strategy, AutoStrategy)
+            else {}
         )
         _summary(
             printable_json(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
+import itertools
 import time
 import warnings
 import zlib
@@ -233,6 +234,42 @@ def start_runner(options: BatchOptions, batch_plan: BatchPlan | None = None) -> 
     return chosen.strategy.start(chosen.config, chosen.strategy_options)
 
 
+class _StartedWhenNeeded(Runner):
+    """The batch's runner when ``generate`` starts it: started when the first project is to be made, so that a
+    rerun with nothing to make starts no worker (a local Dask cluster took 3 s to make nothing, a user audit)."""
+
+    def __init__(self, start: Callable[[], Runner]) -> None:
+        self._start = start
+        self._runner: Runner | None = None
+
+    def _started(self) -> Runner:
+        if self._runner is None:
+            self._runner = self._start()
+        return self._runner
+
+    @property
+    def restarts(self) -> int:
+        return self._runner.restarts if self._runner is not None else 0
+
+    @property
+    def workers(self) -> int | None:
+        return self._runner.workers if self._runner is not None else None
+
+    @property
+    def runs_here(self) -> bool:
+        return self._started().runs_here  # asked of a project about to be made
+
+    def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
+        taken = iter(projects)
+        first = next(taken, None)
+        if first is not None:
+            yield from self._started().run(itertools.chain([first], taken), files)
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
+
+
 class _Tally:
     """Counts, stage times and the first failures of a batch; each report's outcome to ``on_report``."""
 
@@ -394,7 +431,9 @@ def generate(
         try:
             with (
                 noting(store.note_making),
-                contextlib.nullcontext(runner) if runner is not None else start_runner(options, batch_plan) as active,
+                contextlib.nullcontext(runner)
+                if runner is not None
+                else _StartedWhenNeeded(functools.partial(start_runner, options, batch_plan)) as active,
                 _closed_after(active.run(to_make(active), files)) as made,
             ):
                 for result in made:
