@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import http.server as http_server
 import pickle
 import socket
 import threading
@@ -228,6 +229,43 @@ def test_404_is_not_retried_and_names_the_id(http: HttpSource) -> None:
     assert error.project_id == "missing-7"
     assert error.url == url
     assert "'missing-7'" in str(error) and "HTTP 404" in str(error) and error.url in str(error)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["fetch", "afetch"])
+def test_a_redirect_is_not_followed_and_names_its_target(http: HttpSource, asynchronous: bool) -> None:
+    # A user audit: a moved source failed as a bare `HTTP 302 Found`.
+    class Moved(http_server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "https://new.example/projects/p-001")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http_server.ThreadingHTTPServer(("127.0.0.1", 0), Moved)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = settings_for(f"http://127.0.0.1:{server.server_port}")
+    try:
+        with pytest.raises(SourceError) as caught:
+            if asynchronous:
+
+                async def go() -> Project:
+                    async with http.asession(settings):
+                        return await http.afetch(project())
+
+                asyncio.run(go())
+            else:
+                http.open(settings)
+                http.fetch(project())
+    finally:
+        server.shutdown()
+        server.server_close()
+    said = (
+        "HTTP 302 Found (redirected to https://new.example/projects/p-001; not followed: give the source's new address)"
+    )
+    assert str(caught.value).endswith(said), caught.value
 
 
 def test_server_down_gives_source_error_after_retries(http: HttpSource) -> None:

@@ -341,7 +341,7 @@ class HttpSource(DataSource):
             raise self._overdue(project, url, attempt)
         with client.stream("GET", url, timeout=min(self.settings.timeout_s, left)) as response:
             if response.status_code != 200:
-                return _Answer(response.status_code, response.reason_phrase, b"")
+                return _Answer.refused(response)
             body = _Body(self.settings.max_body_bytes, response.headers.get("content-length"))
             for chunk in response.iter_bytes():
                 if time.monotonic() >= deadline:
@@ -353,7 +353,7 @@ class HttpSource(DataSource):
         """One GET, its body streamed and stopped at ``max_body_bytes`` (the caller holds the deadline)."""
         async with client.stream("GET", url) as response:
             if response.status_code != 200:
-                return _Answer(response.status_code, response.reason_phrase, b"")
+                return _Answer.refused(response)
             body = _Body(self.settings.max_body_bytes, response.headers.get("content-length"))
             async for chunk in response.aiter_bytes():
                 body.add(chunk)
@@ -384,6 +384,16 @@ class _Answer:
     reason: str
     body: bytes
 
+    @classmethod
+    def refused(cls, response: httpx.Response) -> _Answer:
+        """An answer other than 200, without its body; a redirect says where to (it is not followed: a source's
+        answers come from the URL it was given, and a redirect failed as a bare ``HTTP 302 Found``)."""
+        reason = response.reason_phrase
+        location = response.headers.get("location")
+        if response.is_redirect and location:
+            reason += f" (redirected to {location[:REDIRECT_SHOWN]}; not followed: give the source's new address)"
+        return cls(response.status_code, reason, b"")
+
 
 class _BodyTooLarge(Exception):
     """A response body over ``SourceSettings.max_body_bytes``: the fetch fails, it is not retried."""
@@ -413,6 +423,9 @@ def _describe(error: Exception) -> str:
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
+
+REDIRECT_SHOWN = 200
+"""The most characters of a redirect's target an error shows (it is the server's text)."""
 
 _PLAIN = {"Accept-Encoding": "identity"}
 """A body as sent, never compressed: the ``max_body_bytes`` limit counts what is read (a 1 MB gzip answer of 1 GiB was
