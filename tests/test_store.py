@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from zerosite.store import ReportRow, ReportStore, StoreError, recent_reports, search_reports
+from zerosite.store import IndexWarning, ReportRow, ReportStore, StoreError, recent_reports, search_reports
 
 HTML = '<!doctype html><html lang="ko"><body><h1>토지 감정평가</h1><p>서울특별시 강남구 역삼동</p></body></html>'
 
@@ -31,6 +31,37 @@ def _row(store: ReportStore, project_id: str, module: str, address: str, **extra
 
 def _temp_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+class _LogStaysUnfolded:
+    """An index connection whose checkpoint fails as on a full disk (a tmpfs filled to the last block did it)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql.startswith("PRAGMA wal_checkpoint"):
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.connection.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.connection, name)
+
+
+def test_an_index_whose_log_cannot_be_folded_in_says_so(tmp_path: Path) -> None:
+    # A user audit: on a nearly full disk a run that succeeded left its rows in index.sqlite-wal, silently, and a copy
+    # of index.sqlite alone was empty.
+    store = ReportStore(tmp_path / "out")
+    store._db = _LogStaysUnfolded(store._db)  # type: ignore[assignment]
+    said = r"latest rows are in index\.sqlite-wal beside .*index\.sqlite, not in it \(database or disk is full\)"
+    with pytest.warns(IndexWarning, match=said):
+        store.close()
+
+
+def test_a_closed_index_is_one_file(tmp_path: Path) -> None:
+    store = ReportStore(tmp_path / "out")
+    store.close()
+    assert not (tmp_path / "out" / "index.sqlite-wal").exists()
 
 
 def test_write_creates_file_atomically(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import re
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field, fields
@@ -21,10 +22,12 @@ from types import TracebackType
 from typing import Any, Self
 
 from zerosite.files import LOCK_FILE, FolderLock, OutputBusy, ReportFiles
+from zerosite.plugins import PluginWarning
 from zerosite.types import STATUSES, ProjectResult, ReportStatus, StoreError, StoreUnusable, WrittenFile
 
 __all__ = [
     "STATUSES",
+    "IndexWarning",
     "ReportRow",
     "ReportStore",
     "Status",
@@ -54,6 +57,10 @@ def _index_names(db_path: Path, out_dir: Path) -> frozenset[str]:
 def utc_now() -> str:
     """Now, as the index stores times: ISO 8601, UTC, microseconds."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+class IndexWarning(PluginWarning):
+    """The index is usable, but not as a lone file: its latest rows are in its write-ahead log beside it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,12 +313,28 @@ class ReportStore:
             return
         try:
             self.flush()
+            self._fold_log()
         finally:
             self._db.close()
             self._db = None
             if unused and self._made_index:
                 self._remove_index()
             self._unlock()
+
+    def _fold_log(self) -> None:
+        """Fold the index's write-ahead log into the index file, as SQLite does when its last connection closes,
+        and say so when it cannot: on a full disk it failed silently, and the run's rows stayed in ``-wal`` alone
+        (a copy of the index file alone is then empty). Where another connection reads (the service), the log is
+        folded by the last to close, and nothing is said."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+        except sqlite3.Error as error:
+            warnings.warn(
+                f"zerosite: the index's latest rows are in {self.db_path.name}-wal beside {self.db_path}, not in it "
+                f"({error}): keep the two together; the next run into the folder, with room, folds them in",
+                IndexWarning,
+                stacklevel=3,
+            )
 
     def _remove_index(self) -> None:
         index = [Path(f"{self.db_path}{suffix}") for suffix in ("", "-wal", "-shm")]
