@@ -215,6 +215,7 @@ def test_a_child_started_inside_the_round_is_found_through_the_fork_counter() ->
 def test_our_own_workers_busy_looping_do_not_flag_the_round() -> None:
     monitor = LoadMonitor()
     burn = [sys.executable, "-c", BURN.format(s=0.3)]
+    misjudged = []  # rounds called busy whose quiet control round, just after, was not: a sign, not yet proof
     for _ in range(3):
         mark = monitor.begin()
         children = [subprocess.Popen(burn) for _ in range(2)]
@@ -229,7 +230,11 @@ def test_our_own_workers_busy_looping_do_not_flag_the_round() -> None:
             time.sleep(load.wall_s)
         assert control.load is not None
         if not control.load.busy:
-            pytest.fail(f"our children's work was counted as another process's: {load}; quiet round: {control.load}")
+            misjudged.append((load, control.load))
+    # Other users' work comes and goes: one busy round beside a quiet one can be theirs (it failed so once while
+    # other test sessions loaded the machine); our children counted as others' makes every round busy.
+    if len(misjudged) == 3:
+        pytest.fail(f"our children's work was counted as another process's, in every round: {misjudged}")
     pytest.skip("the machine itself is busy right now (other users), cannot judge")
 
 
