@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -505,6 +506,9 @@ def test_a_report_that_swallows_its_time_limit_is_stopped(tmp_path: Path, strate
     assert "STUBBORN timed out for project 'p0002-gongdeok'" in failed["p0002-gongdeok", "STUBBORN"]
     assert "requires STUBBORN, which failed" in failed["p0002-gongdeok", "AFTER"]
     assert (summary.written, summary.failed) == (4 * 4 - 2, 2)
+    with sqlite3.connect(tmp_path / "out" / "index.sqlite") as conn:  # the time until it was given up, not 0
+        (spent_ns,) = conn.execute("SELECT compute_ns FROM reports WHERE module = 'STUBBORN' AND status = 'failed'")
+    assert spent_ns[0] >= 1e9, spent_ns
     if strategy == "thread":  # the abandoned thread finishes later: what it makes then is discarded
         time.sleep(max(0.0, 4.5 - (time.monotonic() - started)))
         assert not (tmp_path / "out" / "p0002-gongdeok" / "STUBBORN.html").exists()

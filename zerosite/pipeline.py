@@ -19,6 +19,7 @@ from zerosite.rendering import render_report
 from zerosite.types import ReportModule, dependency_order, describe_error, raised_at, show_traceback
 
 __all__ = [
+    "GivenUp",
     "InterruptWatch",
     "ModuleOutcome",
     "PeakMemory",
@@ -59,6 +60,15 @@ class PeakMemory:
     """Peak bytes allocated while one module was made; filled in by a ``measure`` context."""
 
     bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GivenUp:
+    """A module stopped from outside for running past its time limit (its thread abandoned, its worker process
+    killed): why, and how long it ran until then (its report's time, where it would otherwise show none)."""
+
+    why: str
+    spent_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +199,7 @@ def compute_and_render(
     env: Environment | None = None,
     measure: Callable[[], AbstractContextManager[PeakMemory]] | None = None,
     limit: Callable[[ReportModule], AbstractContextManager[object]] | None = None,
-    failed: Mapping[str, str] | None = None,
+    failed: Mapping[str, GivenUp] | None = None,
     interrupts: InterruptWatch | None = None,
 ) -> Iterator[ModuleOutcome]:
     """Compute ``steps`` in their (dependency) order and render those named in ``reports``, one at a time.
@@ -205,11 +215,13 @@ def compute_and_render(
     """
     held = None if interrupts is None else contextlib.nullcontext(interrupts)
     results: dict[str, Any] = {}
-    failures: dict[str, str] = dict(failed or {})  # module -> why it could not be computed
+    given_up = failed or {}
+    failures: dict[str, str] = {name: given.why for name, given in given_up.items()}  # module -> why it failed
     for module in steps:
         wanted = module.name in reports
-        if module.name in failures:
-            yield ModuleOutcome(module, wanted, error=failures[module.name])
+        if module.name in given_up:
+            given = given_up[module.name]
+            yield ModuleOutcome(module, wanted, error=given.why, compute_ns=given.spent_ns)
             continue
         missing = [name for name in module.requires if name in failures]
         if missing:

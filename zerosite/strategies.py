@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from zerosite import hookimpl
 from zerosite.chunking import tapered
 from zerosite.hurry import hurried
-from zerosite.pipeline import plugin_raised, watch_interrupts
+from zerosite.pipeline import GivenUp, plugin_raised, watch_interrupts
 from zerosite.plugins import BUILTIN_PLUGINS
 from zerosite.project import Project
 from zerosite.types import (
@@ -125,10 +125,11 @@ def bounded(
             future.cancel()
 
 
-def _timed_out(config: WorkerConfig, project: Project, module: int, what: str) -> dict[str, str]:
-    """``{module name: why}`` for a report stopped from outside because it ran past the time limit."""
+def _timed_out(config: WorkerConfig, project: Project, module: int, what: str, spent_s: float) -> dict[str, GivenUp]:
+    """``{module name: given up}`` for a report stopped from outside because it ran past the time limit, after
+    ``spent_s`` seconds."""
     name = config.compute[module]
-    return {name: f"{name} timed out for project {project.id!r}: {what}"}
+    return {name: GivenUp(f"{name} timed out for project {project.id!r}: {what}", int(spent_s * 1e9))}
 
 
 class SequentialStrategy(Strategy):
@@ -257,7 +258,7 @@ class _Watch:
     at the deadline and sends the project again with that report failed (``failed``).
     """
 
-    def __init__(self, project: Project, result: cf.Future[ProjectResult], failed: Mapping[str, str]) -> None:
+    def __init__(self, project: Project, result: cf.Future[ProjectResult], failed: Mapping[str, GivenUp]) -> None:
         self.project = project
         self.result = result
         """What the batch waits for: the outcome of the last attempt, never of an abandoned one."""
@@ -346,7 +347,8 @@ class _ThreadRunner(Runner):
                 if watch.thread is not None:
                     self.pool.abandon(watch.thread)
                 what = f"still running after {self.limit_s:g} s; its thread was abandoned"
-                failed = {**watch.failed, **_timed_out(self.worker.config, watch.project, module, what)}
+                given_up = _timed_out(self.worker.config, watch.project, module, what, now - started)
+                failed = {**watch.failed, **given_up}
                 watches[result] = again = _Watch(watch.project, result, failed)
                 self._attempt(again, files)
 
@@ -635,7 +637,7 @@ def _current_pool_worker() -> Worker:
     return _pool_worker
 
 
-_Item = tuple[int, Project, Mapping[str, str] | None]
+_Item = tuple[int, Project, Mapping[str, GivenUp] | None]
 """One project as sent to a pool worker: its ticket (how the parent knows it), the project, and the
 modules already known to fail for it."""
 
@@ -658,7 +660,7 @@ def _make_one(
     worker: Worker,
     ticket: int,
     project: Project,
-    failed: Mapping[str, str] | None,
+    failed: Mapping[str, GivenUp] | None,
     files: ReportWriter | None,
     fetch_ns: int | None,
 ) -> ProjectResult:
@@ -706,7 +708,7 @@ class Job:
 
     ticket: int
     project: Project
-    failed: Mapping[str, str] | None = None
+    failed: Mapping[str, GivenUp] | None = None
 
     @property
     def item(self) -> _Item:
@@ -726,7 +728,7 @@ class Breakage:
         if module is not None:
             limit = (pool.limit_s or 0) + KILL_GRACE_S
             what = f"still running {limit:g} s after it started; its worker process was killed"
-            failed = {**(job.failed or {}), **_timed_out(self.config, job.project, module, what)}
+            failed = {**(job.failed or {}), **_timed_out(self.config, job.project, module, what, limit)}
             return "again", replace(job, failed=failed)
         if broken in pool.culled:
             return "again", job  # a bystander of a worker killed for its time limit

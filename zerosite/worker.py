@@ -22,6 +22,7 @@ from jinja2 import Environment
 
 from zerosite.making import making
 from zerosite.pipeline import (
+    GivenUp,
     InterruptWatch,
     ModuleOutcome,
     PeakMemory,
@@ -157,7 +158,7 @@ class Worker:
         self,
         project: Project,
         files: ReportWriter | None = None,
-        failed: Mapping[str, str] | None = None,
+        failed: Mapping[str, GivenUp] | None = None,
         progress: Progress | None = None,
     ) -> ProjectResult:
         """Fetch, then make every report of one project; a fetch failure fails each of its reports.
@@ -188,7 +189,7 @@ class Worker:
         project: Project,
         fetch_ns: int = 0,
         files: ReportWriter | None = None,
-        failed: Mapping[str, str] | None = None,
+        failed: Mapping[str, GivenUp] | None = None,
         progress: Progress | None = None,
         hashes: Mapping[str, str] | None = None,
         interrupts: InterruptWatch | None = None,
