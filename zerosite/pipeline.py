@@ -207,8 +207,8 @@ def compute_and_render(
     A module that raises (any exception, ``sys.exit()`` included) yields its error, with where in the plugin
     (:func:`~zerosite.types.raised_at`), and every module that requires it fails too; the others still complete.
     ``measure`` wraps each module (peak memory), ``limit(module)`` its compute and render (a time limit may
-    raise inside). ``failed`` names modules known to fail already, with why (one that ran past its time limit
-    elsewhere): they are not run.
+    raise inside). ``failed`` names modules known to fail already, with why and how long they ran (given up at
+    their time limit elsewhere): they are not run, and their reports keep that time.
     ``interrupts``: a :func:`watch_interrupts` the caller holds over the whole call (a worker, over its
     project); without one, each module is watched on its own. The worker, the tests and the benchmark's
     workloads use this.

@@ -198,7 +198,7 @@ class Worker:
 
         A module that raises fails its report and every report that depends on it; the
         others still complete. The project's fetch time is shared equally by its reports.
-        ``failed`` names modules already known to fail for this project, with why (not run);
+        ``failed`` names modules already known to fail for this project, with why and their time (not run);
         ``progress`` is told each module as it starts and ends; ``hashes`` are the reports' input hashes;
         ``interrupts``, the caller's watch over the project (else each module is watched on its own).
         """
