@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import itertools
 import os
 import signal
 import threading
@@ -296,8 +297,7 @@ class MakingNote:
         self.worker = worker
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self._slots = threading.local()
-        self._next_slot = 0
-        self._lock = threading.Lock()
+        self._slots_given = itertools.count()  # next() on a count is atomic: no lock
 
     @classmethod
     def for_worker(cls, worker: DaskWorker) -> MakingNote | None:
@@ -341,9 +341,7 @@ class MakingNote:
     def _offset(self) -> int:
         slot = getattr(self._slots, "slot", None)
         if slot is None:
-            with self._lock:
-                slot = self._slots.slot = self._next_slot
-                self._next_slot += 1
+            slot = self._slots.slot = next(self._slots_given)
         return int(slot) * self.RECORD
 
 
