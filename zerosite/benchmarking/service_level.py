@@ -10,7 +10,15 @@ from dataclasses import dataclass
 
 from zerosite.benchmarking.cells import BUSY_MACHINE
 from zerosite.benchmarking.machine import describe_machine
-from zerosite.benchmarking.service_load import LoadPoint, ServiceRun, SweepStep, error_percent, held, quantile_ms
+from zerosite.benchmarking.service_load import (
+    LoadPoint,
+    ServiceRun,
+    SweepStep,
+    error_percent,
+    error_reasons,
+    held,
+    quantile_ms,
+)
 from zerosite.benchmarking.stats import Interval, bootstrap_ci
 from zerosite.benchmarking.targets import TARGET_SPECS
 from zerosite.benchmarking.verdicts import Judgement, Verdict, judge
@@ -55,6 +63,8 @@ class ServicePoint:
     generator_cpu_percent: float
     busy: bool
     other_cpu_s: float
+    error_reasons: tuple[tuple[str, int], ...] = ()
+    """Why the failed requests failed, and how many each (:func:`service_load.error_reasons`)."""
     judgements: tuple[Judgement, ...] = ()
 
     @property
@@ -83,6 +93,7 @@ class ServicePoint:
             "get_p95_ms": round(self.get_p95_ms, 3),
             "errors": self.errors,
             "error_percent": round(self.error_percent, 4),
+            "errors_by_reason": dict(self.error_reasons),
             "server_cpu_percent": round(self.server_cpu_percent, 1),
             "server_rss_mb": round(self.server_rss_mb, 1),
             "server_processes": self.server_processes,
@@ -95,11 +106,12 @@ class ServicePoint:
     def line(self) -> str:
         """What the terminal prints: ``service process x 2, 200 users: 190 req/s, p50 ..., p95 ... [CI] ...``."""
         busy = f" (machine busy: other processes used {self.other_cpu_s:.1f} CPU s)" if self.busy else ""
+        reasons = described(self.error_reasons, " ({})")
         return (
             f"service {self.label}, {self.users} users: {self.throughput_per_s:.0f} req/s, p50 {self.p50_ms:.1f} ms, "
             f"p95 {self.p95_ms:.1f} ms [{self.p95_ci.low:.1f}, {self.p95_ci.high:.1f}], p99 {self.p99_ms:.1f} ms "
             f"(POST p95 {self.post_p95_ms:.0f}, GET p95 {self.get_p95_ms:.0f}), {self.errors} errors of "
-            f"{self.requests}; server CPU {self.server_cpu_percent:.0f}%, {self.server_rss_mb:.0f} MB in "
+            f"{self.requests}{reasons}; server CPU {self.server_cpu_percent:.0f}%, {self.server_rss_mb:.0f} MB in "
             f"{self.server_processes} processes; load generator CPU {self.generator_cpu_percent:.0f}%{busy}"
         )
 
@@ -148,6 +160,11 @@ class ServiceAnalysis:
 
     def as_dict(self) -> dict[str, object]:
         return {"points": [p.as_dict() for p in self.points], "sweeps": [s.as_dict() for s in self.sweeps]}
+
+
+def described(reasons: tuple[tuple[str, int], ...], form: str = "{}") -> str:
+    """``reasons`` in a few words (``2 HTTP 503, 1 no answer: ...``) put in ``form``; empty when there are none."""
+    return form.format(", ".join(f"{count} {why}" for why, count in reasons)) if reasons else ""
 
 
 AT_CAPACITY = 0.9
@@ -214,6 +231,7 @@ def _point(point: LoadPoint, workers: int, targets: Mapping[str, float], confide
         get_p95_ms=quantile_ms([r for r in requests if r.kind == "get"], 0.95),
         errors=errors,
         error_percent=rate,
+        error_reasons=error_reasons(requests),
         server_cpu_percent=point.resources.server_cpu_percent,
         server_rss_mb=point.resources.server_rss_mb,
         server_processes=point.resources.server_processes,
@@ -250,9 +268,12 @@ class SweepStepFigures:
     server_cpu_percent: float
     generator_cpu_percent: float
     busy: bool
+    error_reasons: tuple[tuple[str, int], ...] = ()
 
     def as_dict(self) -> dict[str, object]:
-        return {name: round(v, 3) if isinstance(v, float) else v for name, v in self.__dict__.items()}
+        figures = {name: round(v, 3) if isinstance(v, float) else v for name, v in self.__dict__.items()}
+        del figures["error_reasons"]
+        return {**figures, "errors_by_reason": dict(self.error_reasons)}
 
 
 def _step(step: SweepStep, target_p95_ms: float, max_error_percent: float) -> SweepStepFigures:
@@ -273,6 +294,7 @@ def _step(step: SweepStep, target_p95_ms: float, max_error_percent: float) -> Sw
         server_cpu_percent=step.resources.server_cpu_percent,
         generator_cpu_percent=step.resources.generator_cpu_percent,
         busy=bool(step.load and step.load.busy),
+        error_reasons=error_reasons(requests),
     )
 
 
@@ -287,7 +309,7 @@ def _sweep(run: ServiceRun, target_p95_ms: float, max_error_percent: float) -> S
         if failed.p95_ms > target_p95_ms:
             why.append(f"p95 {failed.p95_ms:.0f} ms")
         if failed.error_percent > max_error_percent:
-            why.append(f"{failed.errors} errors (unanswered by the end of the step, or refused)")
+            why.append(f"{failed.errors} errors ({described(failed.error_reasons)})")
         limited = (
             f"not held at {failed.offered_per_s:.0f} req/s offered: {' and '.join(why) or 'no requests'}, "
             f"{failed.answered_per_s:.0f} answered/s (server CPU {failed.server_cpu_percent:.0f}%, "

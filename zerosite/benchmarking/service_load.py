@@ -13,6 +13,7 @@ request, more than the server's own work for a GET, where this client spends a t
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import importlib.util
 import json
@@ -42,6 +43,7 @@ __all__ = [
     "SweepStep",
     "drive_server",
     "error_percent",
+    "error_reasons",
     "held",
     "launch_server",
     "quantile_ms",
@@ -50,6 +52,7 @@ __all__ = [
 ]
 
 SERVE_EXTRA = ("fastapi", "uvicorn", "prometheus_client")
+OK_STATUSES = (200, 304)
 
 
 def serve_unavailable_reason() -> str | None:
@@ -117,10 +120,12 @@ class Request:
     latency_s: float
     status: int
     """The HTTP status; 0 when no answer came (refused, reset, timed out)."""
+    why: str = ""
+    """Why it failed, where it did: ``HTTP 503``, or what came instead of an answer."""
 
     @property
     def ok(self) -> bool:
-        return self.status in (200, 304)
+        return self.status in OK_STATUSES
 
 
 @dataclass(frozen=True)
@@ -261,6 +266,10 @@ class _Connection:
 
     async def request(self, method: str, path: str, body: bytes = b"", headers: str = "") -> tuple[int, bytes]:
         """``(status, body)``; the connection is opened when needed and closed after an error or ``close``."""
+        if self.reader is not None and self.reader.at_eof():
+            # The server closed it while it was idle (uvicorn after 5 s, its keep-alive timeout), as any HTTP
+            # client checks before it reuses a connection: a request sent on it would get no answer.
+            self.close()
         try:
             if self.writer is None or self.reader is None:
                 self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -284,7 +293,12 @@ class _Connection:
             if fields.get(b"connection") == b"close":
                 self.close()
             return status, data
-        except (OSError, EOFError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as error:
+        except asyncio.IncompleteReadError as error:
+            self.close()
+            raise HttpError(
+                f"the server closed the connection after {len(error.partial)} bytes of an answer"
+            ) from error
+        except (OSError, EOFError, ValueError, asyncio.LimitOverrunError) as error:
             self.close()
             raise HttpError(str(error) or type(error).__name__) from error
         except BaseException:
@@ -377,9 +391,13 @@ class _Traffic:
         kind = "post" if not self.reports or self.rng.random() < self.settings.post_share else "get"
         try:
             status = await (self.post() if kind == "post" else self.get())
-        except (HttpError, TimeoutError):
-            status = 0
-        return Request(kind, due, time.perf_counter() - due, status)
+        except HttpError as error:
+            status, why = 0, f"no answer: {error}"
+        except TimeoutError:
+            status, why = 0, f"no answer within {self.client.timeout_s:g} s"
+        else:
+            why = "" if status in OK_STATUSES else f"HTTP {status}"
+        return Request(kind, due, time.perf_counter() - due, status, why)
 
 
 # -- closed loop: virtual users with think time ------------------------------------------------------------------
@@ -464,7 +482,9 @@ async def _open_loop_step(
             requests.append(task.result())
         else:
             task.cancel()
-            requests.append(Request("unanswered", due, time.perf_counter() - due, 0))
+            requests.append(
+                Request("unanswered", due, time.perf_counter() - due, 0, "unanswered by the end of the step")
+            )
     return SweepStep(rate_per_s, settings.sweep_window_s, tuple(requests), resources, load)
 
 
@@ -480,6 +500,11 @@ def quantile_ms(requests: Sequence[Request], q: float) -> float:
 def error_percent(requests: Sequence[Request]) -> float:
     """The share of requests that failed, in percent; NaN for no requests."""
     return 100 * sum(not r.ok for r in requests) / len(requests) if requests else math.nan
+
+
+def error_reasons(requests: Sequence[Request]) -> tuple[tuple[str, int], ...]:
+    """Why the failed requests failed: each reason and how many, the most frequent first."""
+    return tuple(collections.Counter(r.why or f"HTTP {r.status}" for r in requests if not r.ok).most_common())
 
 
 def held(requests: Sequence[Request], target_p95_ms: float, max_error_percent: float) -> bool:
