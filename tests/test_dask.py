@@ -362,7 +362,7 @@ def test_a_dask_worker_killed_mid_batch_loses_nothing(
 
 def test_the_summarys_workers_are_the_most_that_could_take_chunks(dask_installed: None) -> None:
     # A user audit: after a worker was lost near the end, the summary said `dask x1` of a batch made mostly on two.
-    from zerosite.dask_strategy.runner import DaskRunner
+    from zerosite.dask_strategy.runner import DaskRunner, _Batch
 
     answers = iter([3, 2])
 
@@ -375,9 +375,9 @@ def test_the_summarys_workers_are_the_most_that_could_take_chunks(dask_installed
 
     runner = object.__new__(DaskRunner)  # its cluster is a stand-in: only its count of workers is asked
     runner.client = Scheduler()  # type: ignore[assignment]
-    runner._threads, runner._most_threads, runner._heard, runner._silent = (0.0, 0), 0, {}, set()
+    runner._batch, runner._heard, runner._silent = _Batch(), {}, set()
     assert runner._threads_now({"r": 1}) == 3
-    runner._threads = (0.0, 3)  # time to ask again
+    runner._batch.threads = (0.0, 3)  # time to ask again
     assert runner._threads_now({"r": 1}) == 2
     assert runner.workers == 3
 

@@ -223,6 +223,33 @@ class _Parked:
         self.progress_at, self.tries = time.monotonic(), 0
 
 
+@dataclass
+class _Batch:
+    """What the runner keeps of the batch it runs (of the last, between batches): made anew by each ``run``."""
+
+    prefix: str = ""
+    """Its tasks' keys begin so."""
+    chunks: dict[Future[ChunkResult], list[Project]] = field(default_factory=dict)
+    """The chunks in flight, by their futures."""
+    sent: dict[str, list[Project]] = field(default_factory=dict)
+    """Its chunks by their tasks' keys, until their results came: in flight, and those cancelled or sent again,
+    which may still run (what a worker's death names)."""
+    deaths: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Per project id, the worker processes that died making it."""
+    cancelled: dict[str, Future[ChunkResult]] = field(default_factory=dict)
+    """Its tasks cancelled, by key: cancelled again while the scheduler still holds them."""
+    sent_again: set[tuple[str, ...]] = field(default_factory=set)
+    """Its chunks whose result could not come back, sent once more before their projects fail."""
+    submit: _Submit = _no_submit
+    parked: _Parked = field(default_factory=_Parked)
+    threads: tuple[float, int] = (0.0, 0)
+    """When the worker threads that can take its chunks were last counted, and how many."""
+    most_threads: int = 0
+    """The most counted at once (the summary's workers)."""
+    none_since: float | None = None
+    """Since when no worker could take its chunks."""
+
+
 def _nothing(i: int) -> int:
     return i
 
@@ -364,26 +391,11 @@ class DaskRunner(Runner):
         self.address = scheduler_address(options.scheduler) or str(self.cluster and self.cluster.scheduler_address)
         self.plugin = f"zerosite-{uuid.uuid4().hex}"
         self.keys = itertools.count()
-        self._chunks: dict[Future[ChunkResult], list[Project]] = {}
-        self._sent: dict[str, list[Project]] = {}
-        """The batch's chunks by their tasks' keys, until their results came: in flight, and those cancelled or
-        sent again, which may still run (what a worker's death names)."""
-        self._deaths: collections.Counter[str] = collections.Counter()
-        """Per project id, the worker processes that died making it in this batch."""
-        self._cancelled: dict[str, Future[ChunkResult]] = {}
-        """The batch's tasks cancelled, by key: cancelled again while the scheduler still holds them."""
-        self._prefix = ""
-        self._threads = (0.0, 0)
-        self._most_threads = 0
-        self._none_since: float | None = None
+        self._batch = _Batch()
         self._heard: dict[str, tuple[float, float]] = {}
         """Per worker, the scheduler's last word of it (its ``last_seen``) and when that last changed, here."""
         self._silent: set[str] = set()
         """The workers unheard for :data:`SILENT_S`: their threads not counted, dropped if they hold a chunk."""
-        self._sent_again: set[tuple[str, ...]] = set()
-        """The batch's chunks whose result could not come back, sent once more before their projects fail."""
-        self._submit: _Submit = _no_submit
-        self._parked = _Parked()
         self._warned: set[str] = set()
         try:
             self.events = _ClusterEvents(self.client)
@@ -415,7 +427,7 @@ class DaskRunner(Runner):
     def workers(self) -> int | None:
         """The most worker threads that could take the last batch's chunks at any time it asked; ``None`` before any
         batch (a worker lost near the end made the summary say ``dask x1`` of a batch made mostly on two)."""
-        return self._most_threads or None
+        return self._batch.most_threads or None
 
     def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
         batch = uuid.uuid4().hex
@@ -427,20 +439,17 @@ class DaskRunner(Runner):
     ) -> Iterator[ProjectResult]:
         sizer = ChunkSizer(self.policy, self.options.chunksize, self.overhead_ms)
         taper = Taper(projects)
-        chunks = self._chunks = {}
-        self._sent, self._deaths, self._cancelled = {}, collections.Counter(), {}
-        self._prefix = f"zerosite-chunk-{batch}-"
-        self._threads, self._most_threads, self._none_since, self._sent_again = (0.0, 0), 0, None, set()
-        self._parked = _Parked()
+        self._batch = _Batch(prefix=f"zerosite-chunk-{batch}-")
+        chunks = self._batch.chunks
         done = as_completed(loop=self.client.loop)
 
         def submit(chunk: list[Project]) -> None:
-            key = f"{self._prefix}{next(self.keys)}"
+            key = f"{self._batch.prefix}{next(self.keys)}"
             future = self.client.submit(make_chunk, self.plugin, chunk, files, key=key, pure=False, resources=resources)
-            chunks[future] = self._sent[key] = chunk
+            chunks[future] = self._batch.sent[key] = chunk
             done.add(future)
 
-        self._submit = submit
+        self._batch.submit = submit
 
         def top_up() -> None:
             while True:
@@ -452,7 +461,7 @@ class DaskRunner(Runner):
                     return
                 submit(chunk)
 
-        self.events.batch(self._prefix)
+        self.events.batch(self._batch.prefix)
         try:
             top_up()
             while chunks:
@@ -463,16 +472,16 @@ class DaskRunner(Runner):
                     top_up()
                 future = _next_done(done)
                 if future is not None and future in chunks:  # not one parked, cancelled and sent again
-                    self._parked.progress()
+                    self._batch.parked.progress()
                     results = self._outcome(future, chunks[future], sizer, submit, resources)
                     chunks.pop(future, None)
-                    self._sent.pop(str(future.key), None)
+                    self._batch.sent.pop(str(future.key), None)
                     yield from results
                     top_up()
         finally:
             self._stop_chunks()
             self.events.batch(None)
-            self._submit = _no_submit
+            self._batch.submit = _no_submit
 
     @contextlib.contextmanager
     def _fit_workers(self, files: ReportWriter | None, batch: str) -> Iterator[dict[str, int]]:
@@ -539,8 +548,8 @@ class DaskRunner(Runner):
             if lost or self.client.status != "running":
                 raise self._lost_scheduler() from None
             ids = tuple(project.id for project in chunk)
-            if ids not in self._sent_again:  # once more: a worker lost with it, the cluster watched meanwhile
-                self._sent_again.add(ids)
+            if ids not in self._batch.sent_again:  # once more: a worker lost with it, the cluster watched meanwhile
+                self._batch.sent_again.add(ids)
                 submit(chunk)
                 return []
             why = f"making project failed: {describe_error(error)}"
@@ -558,31 +567,31 @@ class DaskRunner(Runner):
         blamed: dict[str, tuple[Project, str]] = {}
         while self.events.died:
             worker, key, index = self.events.died.popleft()
-            chunk = self._sent.get(key)
+            chunk = self._batch.sent.get(key)
             if chunk is not None and 0 <= index < len(chunk):  # else another batch's or client's
                 project = chunk[index]
-                self._deaths[project.id] += 1
+                self._batch.deaths[project.id] += 1
                 blamed[project.id] = (project, worker)
         failed: list[ProjectResult] = []
         for project, worker in blamed.values():
-            holding = next((future for future, held in self._chunks.items() if project in held), None)
+            holding = next((future for future, held in self._batch.chunks.items() if project in held), None)
             if holding is None:
                 continue  # made meanwhile (another worker made it: a worker killed from outside), or failed
-            deaths = self._deaths[project.id]
-            held = self._chunks[holding]
+            deaths = self._batch.deaths[project.id]
+            held = self._batch.chunks[holding]
             if deaths < DEATHS_MOST and len(held) == 1:
                 continue  # alone already: Dask sends it again
-            self._chunks.pop(holding)
+            self._batch.chunks.pop(holding)
             self._cancel([holding])
             rest = [other for other in held if other is not project]
             if rest:
-                self._submit(rest)
+                self._batch.submit(rest)
             if deaths < DEATHS_MOST:
-                self._submit([project])
+                self._batch.submit([project])
                 continue
             # Failed only once no task that held it runs (one may still write a report of it, then die): the
             # engine then removes its reports' files, and none comes after.
-            self._wait_ended(frozenset(key for key, chunk in self._sent.items() if project in chunk))
+            self._wait_ended(frozenset(key for key, chunk in self._batch.sent.items() if project in chunk))
             why = (
                 f"worker died while making project {project.id}: it ended {deaths} Dask worker processes "
                 f"(the last {worker}), each restarted by its nanny"
@@ -599,7 +608,7 @@ class DaskRunner(Runner):
                 return future.result(timeout=CLUSTER_CHECK_S)
             except TimeoutError:
                 self._watch(resources)
-                if future not in self._chunks:
+                if future not in self._batch.chunks:
                     raise _SentAgain from None
 
     def _without_zerosite(self) -> list[str]:
@@ -665,14 +674,14 @@ class DaskRunner(Runner):
                     stacklevel=2,
                 )
         if self._threads_now(resources):
-            self._none_since = None
+            self._batch.none_since = None
             self._drop_silent()
             self._send_parked_again(resources)
             return
         now = time.monotonic()
-        if self._none_since is None:
-            self._none_since = now
-        elif now - self._none_since >= WORKERS_TIMEOUT_S:
+        if self._batch.none_since is None:
+            self._batch.none_since = now
+        elif now - self._batch.none_since >= WORKERS_TIMEOUT_S:
             unfit = "; ".join(f"{worker} {why}" for worker, why in sorted(self.events.unfit.items()))
             raise ClusterLost(
                 f"the Dask scheduler at {self.address} has had no worker that can take this batch's chunks for "
@@ -686,9 +695,9 @@ class DaskRunner(Runner):
         batch's resources, and Dask does not look at its parked tasks again). A parked chunk has run nowhere, so
         its projects are made once; chunks still parked after :data:`PARKED_MOST` tries stop the batch, naming the
         cause. Asked of the scheduler only while no chunk has finished for :data:`CLUSTER_CHECK_S`."""
-        parked = self._parked
+        parked = self._batch.parked
         now = time.monotonic()
-        if not self._chunks or now - max(parked.progress_at, parked.checked_at) < CLUSTER_CHECK_S:
+        if not self._batch.chunks or now - max(parked.progress_at, parked.checked_at) < CLUSTER_CHECK_S:
             return
         parked.checked_at = now
         try:
@@ -697,7 +706,7 @@ class DaskRunner(Runner):
             if self.client.status != "running":
                 raise self._lost_scheduler() from None
             return  # asked again at the next check
-        stuck = {future for future in self._chunks if not future.done() and future.key not in processing}
+        stuck = {future for future in self._batch.chunks if not future.done() and future.key not in processing}
         if not stuck:
             parked.since = None
             return
@@ -718,15 +727,15 @@ class DaskRunner(Runner):
             )
         parked.tries += 1
         for future in sorted(parked.seen, key=lambda future: str(future.key)):
-            chunk = self._chunks.pop(future)
+            chunk = self._batch.chunks.pop(future)
             self._cancel([future])
-            self._submit(chunk)
+            self._batch.submit(chunk)
         parked.since, parked.seen = None, set()
 
     def _threads_now(self, resources: dict[str, int]) -> int:
         """The worker threads that can take this batch's chunks (their workers hold ``resources``), asked of the
         scheduler at most every :data:`CLUSTER_CHECK_S`."""
-        checked, threads = self._threads
+        checked, threads = self._batch.threads
         if time.monotonic() - checked > CLUSTER_CHECK_S:
             if self.client.status != "running":
                 raise self._lost_scheduler()
@@ -743,8 +752,8 @@ class DaskRunner(Runner):
                 if address not in self._silent
                 and all(worker.get("resources", {}).get(name, 0) >= need for name, need in resources.items())
             )
-            self._threads = (time.monotonic(), threads)
-            self._most_threads = max(self._most_threads, threads)
+            self._batch.threads = (time.monotonic(), threads)
+            self._batch.most_threads = max(self._batch.most_threads, threads)
         return threads
 
     def _listen(self, workers: dict[str, dict[str, Any]]) -> None:
@@ -763,13 +772,13 @@ class DaskRunner(Runner):
         Dask does with a worker it lost: its chunks run elsewhere (each report is still written once: a chunk run
         again writes the same bytes, and its projects are indexed once, from the run whose result comes). Named
         once, in a warning. A worker that wakes up later joins the cluster again."""
-        if not self._silent or not self._chunks:
+        if not self._silent or not self._batch.chunks:
             return
         try:
             processing = self.client.processing(workers=sorted(self._silent))
         except Exception:
             return  # asked again at the next check
-        keys = {str(future.key) for future in self._chunks}
+        keys = {str(future.key) for future in self._batch.chunks}
         for address, held in processing.items():
             if not keys.intersection(map(str, held)):
                 continue
@@ -788,7 +797,7 @@ class DaskRunner(Runner):
         """Cancel the chunks still in flight (a batch stopped: the engine discards their projects), and wait, at
         most :data:`STOP_WAIT_S`, for those running to end: each stops before its next write, so that once the
         engine has discarded the projects' files none is written that the index does not have."""
-        chunks, self._chunks = list(self._chunks), {}
+        chunks, self._batch.chunks = list(self._batch.chunks), {}
         if not chunks or self.client.status != "running":
             return
         self._cancel(chunks)
@@ -798,7 +807,7 @@ class DaskRunner(Runner):
         """Cancel the tasks of ``futures``, and keep them to cancel again (:meth:`_wait_ended`): the scheduler takes
         a task's graph in the background, and a cancel that reaches it first is lost (the task runs all the same:
         a chunk sent again and cancelled at once wrote a report of a project already failed)."""
-        self._cancelled.update((str(future.key), future) for future in futures)
+        self._batch.cancelled.update((str(future.key), future) for future in futures)
         with contextlib.suppress(Exception):  # a cluster that fails here has nothing more to stop
             self.client.cancel(futures)
 
@@ -812,11 +821,11 @@ class DaskRunner(Runner):
         started = time.monotonic()
         while time.monotonic() - started < STOP_WAIT_S and not hurried() and self.client.status == "running":
             try:
-                held = self.client.run_on_scheduler(tasks_to_run, self._prefix, keys=keys)
-                lost = [self._cancelled[key] for key in held if key in self._cancelled]
+                held = self.client.run_on_scheduler(tasks_to_run, self._batch.prefix, keys=keys)
+                lost = [self._batch.cancelled[key] for key in held if key in self._batch.cancelled]
                 if lost:
                     self.client.cancel(lost)
-                running = sum(self.client.run(chunks_running, self._prefix, keys=keys).values())
+                running = sum(self.client.run(chunks_running, self._batch.prefix, keys=keys).values())
                 if not held and not running and time.monotonic() - started >= SETTLE_S:
                     return
             except Exception:  # a worker lost as it was asked: asked again
