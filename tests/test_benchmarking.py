@@ -199,10 +199,47 @@ FIXED_4 = StoppingRule(min_rounds=4, max_rounds=4, budget_s=math.inf, min_sample
 
 def test_measure_interleaved_alternates_cells_and_measures_memory_apart() -> None:
     calls: list[str] = []
-    cells = [Cell("pipeline", "cpu", s, 1) for s in ("sequential", "thread")]
+    cells = [Cell("batch", "cpu", s, 1) for s in ("sequential", "process")]
     results = measure_interleaved(cells, _constant_start(calls), FIXED_4, warmup_rounds=1, memory=lambda c: (1024,))
-    assert calls[2:] == ["sequential", "thread", "thread", "sequential", "sequential", "thread", "thread", "sequential"]
+    assert calls[2:] == [
+        "sequential", "process", "process", "sequential", "sequential", "process", "process", "sequential"
+    ]  # fmt: skip
     assert all(len(r.rounds) == 4 and r.memory_bytes == (1024,) for r in results.values())
+    assert all(r.starts == [0, 0, 0, 0] for r in results.values())
+
+
+def test_a_pooled_cells_rounds_are_spread_over_four_starts_of_its_workers() -> None:
+    """The speed of one project handed to a pool depends on the pool it got: its rounds come from four pools
+    started one after another, two rounds each at least, each start warmed up before it is timed."""
+    import contextlib
+
+    log: list[str] = []
+
+    def start(cell: Cell):  # type: ignore[no-untyped-def]
+        @contextlib.contextmanager
+        def ctx():  # type: ignore[no-untyped-def]
+            log.append(f"start {cell.strategy}")
+            yield lambda: log.append(cell.strategy) or RoundOutcome(0.01, 1, 1)
+            log.append(f"stop {cell.strategy}")
+
+        return ctx()
+
+    rule = StoppingRule(min_rounds=6, max_rounds=40, budget_s=math.inf, min_sample_s=0)
+    cells = [Cell("single", "cpu", s, w, "M3") for s, w in (("sequential", 1), ("thread", 2), ("process", 2))]
+    results = measure_interleaved(cells, start, rule, warmup_rounds=1)
+    thread = results[cells[1]]
+    assert thread.starts == [0, 0, 1, 1, 2, 2, 3, 3]  # the least that settles it: two rounds a start
+    assert log.count("start thread") == log.count("stop thread") == 4
+    assert log.count("start process") == 4 and log.count("start sequential") == 1
+    # each start stopped before the next, and its first round untimed (a warm-up): ten thread rounds in all
+    second = log.index("start thread", log.index("start thread") + 1)
+    assert log[second - 1] == "stop thread" and log[second + 1] == "thread"
+    assert log.count("thread") == 1 + 8 + 3
+    assert [c.worker_starts for c in cells] == [1, 4, 4]
+    assert Cell("batch", "cpu", "thread", 2).worker_starts == 1  # a batch's rounds hand it many projects
+    assert Cell("pipeline", "cpu", "bare", 1).worker_starts == 1
+    figures = analyse(results.values(), lambda cell: TARGETS).cells
+    assert [f.as_dict()["starts"] for f in figures if f.cell.strategy == "thread"] == [[0, 0, 1, 1, 2, 2, 3, 3]]
 
 
 def test_the_canary_is_timed_once_per_pass_and_noted_in_each_cell_of_it() -> None:
@@ -276,7 +313,7 @@ def test_stopping_rule_stops_a_steady_cell_at_its_minimum_and_a_noisy_one_at_its
 
 def test_stopping_rule_ends_a_precise_group_early() -> None:
     calls: list[str] = []
-    cells = [Cell("pipeline", "cpu", s, 1) for s in ("sequential", "process")]
+    cells = [Cell("batch", "cpu", s, 1) for s in ("sequential", "process")]  # one start of its workers: see below
     rule = StoppingRule(precision=0.05, min_rounds=6, max_rounds=200, budget_s=100, min_sample_s=0)
     results = measure_interleaved(cells, _constant_start(calls), rule, warmup_rounds=0)
     assert [len(r.rounds) for r in results.values()] == [6, 6]

@@ -34,7 +34,7 @@ from zerosite.benchmarking.fingerprint import (
     refusals,
     workload_fingerprint,
 )
-from zerosite.benchmarking.stats import Interval, mann_whitney_u, speedup_change_ci
+from zerosite.benchmarking.stats import Interval, grouped_ratio_ci, mann_whitney_u, ratio_ci, speedup_change_ci
 from zerosite.cli import main
 
 MODULES = ("M2", "M3")
@@ -254,6 +254,20 @@ def test_speedup_change_interval_covers_the_change() -> None:
 # -- fingerprints ----------------------------------------------------------------------------
 
 
+def test_a_grouped_ratio_interval_holds_the_spread_between_groups() -> None:
+    rng = random.Random(5)
+    pools = [[ms * (1 + rng.gauss(0, 0.02)) for _ in range(3)] for ms in (0.53, 0.70, 0.54, 0.60)]
+    same = [[ms * (1 + rng.gauss(0, 0.02)) for _ in range(3)] for ms in (0.53, 0.70, 0.54, 0.60)]
+    flat = ratio_ci([s for g in pools for s in g], [s for g in same for s in g])
+    grouped = grouped_ratio_ci(pools, same)
+    assert grouped.low < flat.low and grouped.high > flat.high and grouped.low < 1 < grouped.high
+    steady = [[0.53 * (1 + rng.gauss(0, 0.02)) for _ in range(3)] for _ in range(4)]
+    slower = [[1.3 * s for s in g] for g in steady]
+    assert grouped_ratio_ci(steady, slower).high < 1 / 1.2  # baseline / candidate, as ratio_ci
+    with pytest.raises(ValueError, match="at least two groups"):
+        grouped_ratio_ci([[1.0]], steady)
+
+
 def test_workload_fingerprint_is_json_ready_and_sorted() -> None:
     workload = workload_fingerprint(
         modules={"M3": "1", "M2": "1"},
@@ -345,6 +359,54 @@ def test_30_percent_slower_is_named_every_time(seed: int) -> None:
     assert "slower" in summary and "regressed: single report M2 sequential cpu +" in summary
     row = comparison.regressions[0]
     assert row.interval is not None and row.interval.low > 1.1 and row.p_value is not None and row.p_value < 0.05
+
+
+M3_THREAD = "single/module=M3-strategy=thread-workers=2-scenario=cpu"
+
+
+def with_pools(run: dict[str, Any], seed: int, pools_ms: Sequence[float], rounds: int = 3) -> dict[str, Any]:
+    """``run`` whose M3 thread cell was measured on one pool after another (``pools_ms``: each pool's own speed),
+    ``rounds`` samples each with 3 % noise; its ``starts`` say which pool took each sample where there are several."""
+    rng = random.Random(seed)
+    (entry,) = (c for c in run["zerosite"]["cells"] if f"{c['level']}/{c['cell']}" == M3_THREAD)
+    entry["samples"] = [ms * (1 + rng.gauss(0, 0.03)) for ms in pools_ms for _ in range(rounds)]
+    entry["median"] = statistics.median(entry["samples"])
+    if len(pools_ms) > 1:
+        entry["starts"] = [start for start in range(len(pools_ms)) for _ in range(rounds)]
+    return run
+
+
+def test_a_thread_pools_cell_judged_by_its_starts_does_not_cry_wolf_at_the_pool_it_got() -> None:
+    """A user audit: M3 under thread x2, same code, 0.525 then 0.720 ms in two quick runs (the pool each got),
+    called slower (+32 %, p = 0.001). Pools of one run of this machine: 0.709, 0.536, 0.528, 0.534, 0.583 ms.
+    Over four starts a side, the same code can still get three slow pools of four in one run: its samples taken
+    as independent call that slower (+29 % [+11 %, +35 %]); its starts, one unit each, do not."""
+    one_pool = compare_runs(with_pools(make_run(1), 1, [0.53], 12), with_pools(make_run(2), 2, [0.70], 12))
+    assert verdicts(one_pool)[M3_THREAD] == "slower"  # what a run measured on one pool cannot tell apart
+    starts = compare_runs(
+        with_pools(make_run(1), 1, [0.536, 0.528, 0.534, 0.583]),
+        with_pools(make_run(2), 2, [0.709, 0.709, 0.709, 0.536]),
+    )
+    assert verdicts(starts)[M3_THREAD] == "unchanged", starts.render()
+    assert starts.exit_code == EXIT_OK
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_thread_pools_cell_slower_at_every_start_is_named(seed: int) -> None:
+    pools = [0.709, 0.536, 0.528, 0.583]
+    comparison = compare_runs(
+        with_pools(make_run(1), 10 + seed, pools), with_pools(make_run(2), 20 + seed, [1.5 * ms for ms in pools])
+    )
+    assert [row.key for row in comparison.regressions] == [M3_THREAD], comparison.render()
+    row = comparison.regressions[0]
+    assert row.interval is not None and row.interval.low > 1.1 and row.p_value is not None and row.p_value < 0.05
+
+
+def test_starts_that_do_not_match_the_samples_are_ignored() -> None:
+    base = with_pools(make_run(1), 1, [0.53] * 4)
+    new = with_pools(make_run(2), 2, [0.53] * 4)
+    new["zerosite"]["cells"][0]["starts"] = [0, 1]  # a cell whose starts are not one a sample: judged by its samples
+    assert compare_runs(base, new).exit_code == EXIT_OK
 
 
 @pytest.mark.parametrize(("seed", "machine", "share"), [(0, 1.4, 0.45), (1, 1.6, 1.0), (2, 0.7, 0.7), (3, 1.2, 0.4)])

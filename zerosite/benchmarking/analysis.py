@@ -84,6 +84,8 @@ class CellFigures:
     iterations: int = 0
     canary_s: tuple[float, ...] = ()
     """The machine's own speed during this cell's rounds (``canary.Canary``), for ``zerosite compare``."""
+    starts: tuple[int, ...] = ()
+    """Per sample, which start of the cell's workers took it (``CellResult.starts``), for ``zerosite compare``."""
 
     @property
     def noisy(self) -> bool:
@@ -126,6 +128,7 @@ class CellFigures:
             "instruction_total": self.instructions,
             "iterations": self.iterations,
             "canary_s": list(self.canary_s),
+            "starts": list(self.starts),
         }
 
 
@@ -330,6 +333,7 @@ def _figures(
         busy_rounds=result.busy_rounds,
         loads=tuple(r.load.as_dict() for r in rounds if r.load is not None),
         canary_s=tuple(result.canary_s),
+        starts=tuple(result.starts),
         **figures,  # type: ignore[arg-type]
     )
 

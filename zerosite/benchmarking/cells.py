@@ -37,6 +37,15 @@ REFERENCE_NAMES: tuple[str, ...] = ("joblib", "pool", "seed-threads", "seed-proc
 """Pseudo-strategies of reference code measured beside ours at the batch level (``references.REFERENCES``)."""
 REFERENCE_SCENARIO = "cpu"
 """The scenario reference code joins: it reads the embedded data, with no data source to wait on."""
+WORKER_STARTS = 4
+"""Over how many starts of its workers a cell that hands one project at a time to a pool spreads its rounds. Such
+a cell's speed depends on the pool it got: in four runs of ``python bench/worker_starts.py --module M3 --starts 5``
+(five pools started one after another in one process, M3's report, the median of each pool's ten samples), the
+pools of ``thread`` x2 took 0.535-0.625, 0.540-0.580, 0.554-0.667 and 0.551-0.610 ms, ``process`` x2
+1.135-1.376, 1.132-1.347, 1.164-1.466 and 1.173-1.325 ms, while ``sequential``, on one worker all along, stayed
+within about +/-5 %. A user audit measured one pool a run: two runs of the same code differed by 32 %, called
+significant. Four starts give a run the spread between pools, and ``zerosite compare`` the starts to judge by
+(four a side: the fewest that a rank test of the starts' medians can call significant at 95 %)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -79,6 +88,14 @@ class Cell:
         """Who a verdict is about, in words: ``single report M2, strategy process x 2, scenario io``."""
         what = {"single": f"single report {self.module}", "pipeline": "pipeline", "batch": "batch"}[self.level]
         return f"{what}, strategy {self.label}, scenario {self.scenario}"
+
+    @property
+    def worker_starts(self) -> int:
+        """Over how many starts of its workers this cell's rounds are spread: :data:`WORKER_STARTS` where one
+        project at a time is handed to a pool (a strategy's cells at the single-report and pipeline levels), else
+        one (a batch hands its pool many projects a round; sequential and the bare loop have no pool)."""
+        pooled = self.strategy not in (BASELINE, BARE) and not self.is_reference
+        return WORKER_STARTS if pooled and self.level != "batch" else 1
 
     @property
     def is_reference(self) -> bool:
@@ -168,6 +185,8 @@ class CellResult:
     iterations: int = 0
     canary_s: list[float] = field(default_factory=list)
     """The machine's own speed (``canary.Canary``: seconds per render) once per pass this cell had a round in."""
+    starts: list[int] = field(default_factory=list)
+    """Per sample, which start of the cell's workers took it (0, 1, ...: :attr:`Cell.worker_starts`)."""
 
     @property
     def peaks(self) -> tuple[int, ...]:

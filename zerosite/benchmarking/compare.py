@@ -14,7 +14,7 @@ from typing import Any
 from zerosite.benchmarking import fingerprint
 from zerosite.benchmarking.cells import BARE, BASELINE, TIMES
 from zerosite.benchmarking.compare_service import CAPACITY, ServiceFigures, p95_ratio_interval, service_figures
-from zerosite.benchmarking.stats import Interval, mann_whitney_u, ratio_ci, speedup_change_ci
+from zerosite.benchmarking.stats import Interval, grouped_ratio_ci, mann_whitney_u, ratio_ci, speedup_change_ci
 from zerosite.project import printable
 
 __all__ = [
@@ -91,6 +91,18 @@ class _Cell:
     """More than a tenth of the samples were taken while the machine was busy (``cells.BUSY_MACHINE``)."""
     canary: tuple[float, ...] = ()
     """The machine's own speed during the cell's rounds (seconds per canary render); empty in older runs."""
+    starts: tuple[int, ...] = ()
+    """Per sample, which start of the cell's workers took it (``Cell.worker_starts``); empty in older runs."""
+
+    @property
+    def groups(self) -> list[tuple[float, ...]]:
+        """The samples of each start of the cell's workers, where it had more than one; else none."""
+        if len(set(self.starts)) < 2 or len(self.starts) != len(self.samples):
+            return []
+        return [
+            tuple(s for s, k in zip(self.samples, self.starts, strict=True) if k == start)
+            for start in sorted(set(self.starts))
+        ]
 
     @property
     def label(self) -> str:
@@ -504,6 +516,7 @@ def _cell(raw: object, where: str) -> _Cell:
             instructions=_instructions(raw),
             noisy=int(raw.get("busy_rounds") or 0) * 10 > len(samples),
             canary=tuple(float(s) for s in raw.get("canary_s") or ()),
+            starts=tuple(int(k) for k in raw.get("starts") or ()),
         )
     except (TypeError, ValueError) as error:
         raise CompareError(f"{where}: {error}") from None
@@ -558,10 +571,20 @@ def _one_sided(cell: _Cell, verdict: str) -> CellChange:
 
 def _compare_times(base: _Cell, new: _Cell, threshold: float, confidence: float) -> CellChange:
     """Ratio of medians with its bootstrap interval and a Mann-Whitney test on the samples, both net of the
-    machine's own change of speed where both runs timed the canary beside the cell (:data:`MACHINE_SHARE`)."""
+    machine's own change of speed where both runs timed the canary beside the cell (:data:`MACHINE_SHARE`).
+
+    A cell whose rounds were spread over starts of its workers (a thread pool's, whose speed depends on the pool
+    it got) is judged by its starts: the interval resamples them, then the samples within each, and the test
+    ranks their medians; so the spread between pools, which one run's samples alone do not hold, is in both."""
     if not base.samples or not new.samples:  # its median alone, however far it moved, is no evidence either way
         return _two_sided(base, base.location, new.location, verdict=INCONCLUSIVE, detail="no samples to test")
-    interval = ratio_ci(new.samples, base.samples, confidence, resamples=RESAMPLES)
+    base_groups, new_groups = base.groups, new.groups
+    if base_groups and new_groups:
+        interval = grouped_ratio_ci(new_groups, base_groups, confidence, resamples=RESAMPLES)
+        base_tested, new_tested = _medians(base_groups), _medians(new_groups)
+    else:
+        interval = ratio_ci(new.samples, base.samples, confidence, resamples=RESAMPLES)
+        base_tested, new_tested = list(base.samples), list(new.samples)
     machine = None
     lightest, heaviest = 1.0, 1.0  # the least and the most of the machine's change that may show in the cell
     if base.canary and new.canary:
@@ -572,7 +595,7 @@ def _compare_times(base: _Cell, new: _Cell, threshold: float, confidence: float)
         interval = Interval(interval.low / heaviest, interval.high / lightest)
     # Tested against the machine's share that most favours "unchanged".
     share = heaviest if interval.low > 1 else lightest if interval.high < 1 else math.sqrt(lightest * heaviest)
-    p_value = mann_whitney_u(base.samples, [sample / share for sample in new.samples]).p_value
+    p_value = mann_whitney_u(base_tested, [sample / share for sample in new_tested]).p_value
     verdict, detail = _time_verdict(interval, p_value < 1 - confidence, threshold)
     if verdict in (SLOWER, FASTER) and (base.noisy or new.noisy):
         # A machine busy with other work slows every cell: that is no verdict on the code.
@@ -587,6 +610,10 @@ def _compare_times(base: _Cell, new: _Cell, threshold: float, confidence: float)
         detail=detail,
         machine=machine,
     )
+
+
+def _medians(groups: Sequence[Sequence[float]]) -> list[float]:
+    return [statistics.median(group) for group in groups]
 
 
 def _machine_factor(machine: float | None) -> float:

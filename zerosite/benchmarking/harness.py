@@ -31,6 +31,10 @@ __all__ = [
 RoundFunction = Callable[[], RoundOutcome]
 """Runs one timed round of a cell on its warm workers and says what it measured."""
 
+ROUNDS_PER_START = 2
+"""A cell whose rounds are spread over starts of its workers (:attr:`Cell.worker_starts`) starts them afresh after
+this many rounds, until the last start, which takes the rest."""
+
 
 class LoadProbe(Protocol):
     """Measures the machine's load around one round (see ``zerosite.benchmarking.load.LoadMonitor``)."""
@@ -81,7 +85,7 @@ def _settled(result: CellResult, baseline: CellResult | None, rule: StoppingRule
     rounds = len(result.rounds)
     if rounds >= rule.max_rounds:
         return "max-rounds"
-    if rounds < rule.min_rounds:
+    if rounds < max(rule.min_rounds, ROUNDS_PER_START * result.cell.worker_starts):
         return None
     own = precision_of(result.per_iteration_s, rule.confidence)
     if baseline is not None and baseline is not result:
@@ -146,21 +150,29 @@ def measure_interleaved(
         with phase("start and stop workers"):
             # Forking after threads exist may deadlock: start process-based strategies first.
             order = sorted(cells, key=lambda c: c.strategy in ("sequential", "thread", "bare"))
-            functions: Mapping[Cell, RoundFunction] = {cell: stack.enter_context(start(cell)) for cell in order}
+            workers: Mapping[Cell, _Workers] = {cell: stack.enter_context(_Workers(cell, start)) for cell in order}
         with phase("calibrate and warm up"):
             for cell in cells:
-                results[cell].loops = calibrate(functions[cell], rule.min_sample_s, period) if calibrated else 1
+                results[cell].loops = calibrate(workers[cell].round, rule.min_sample_s, period) if calibrated else 1
             for _ in range(warmup_rounds):
                 for cell in cells:
-                    _sample(functions[cell], results[cell].loops)
-        with phase("timed rounds"), _frozen_gc():
+                    _sample(workers[cell].round, results[cell].loops)
+        with _frozen_gc():
             for passing in _schedule(cells, results, rule):
-                for cell in passing:
-                    results[cell].rounds.append(_timed(functions[cell], results[cell].loops, load))
-                if canary is not None:
-                    machine_s = canary()
+                with phase("timed rounds"):
                     for cell in passing:
-                        results[cell].canary_s.append(machine_s)
+                        results[cell].rounds.append(_timed(workers[cell].round, results[cell].loops, load))
+                        results[cell].starts.append(workers[cell].starts - 1)
+                    if canary is not None:
+                        machine_s = canary()
+                        for cell in passing:
+                            results[cell].canary_s.append(machine_s)
+                for cell in passing:
+                    if _start_again(results[cell]):
+                        with phase("start and stop workers"):
+                            workers[cell].start_again()
+                        with phase("calibrate and warm up"):
+                            _sample(workers[cell].round, results[cell].loops)
         with phase("start and stop workers"):
             stack.close()
     if memory is not None:
@@ -168,6 +180,39 @@ def measure_interleaved(
             for cell in cells:
                 results[cell].memory_bytes = memory(cell)
     return results
+
+
+class _Workers:
+    """A cell's workers, started by ``start(cell)``, and started afresh when asked."""
+
+    def __init__(self, cell: Cell, start: Callable[[Cell], AbstractContextManager[RoundFunction]]) -> None:
+        self.cell = cell
+        self._start = start
+        self._stack = contextlib.ExitStack()
+        self.starts = 0
+        self.round = self._started()
+
+    def _started(self) -> RoundFunction:
+        function = self._stack.enter_context(self._start(self.cell))
+        self.starts += 1
+        return function
+
+    def start_again(self) -> None:
+        self._stack.close()
+        self.round = self._started()
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+
+def _start_again(result: CellResult) -> bool:
+    """Whether the cell's workers are to start afresh now: every :data:`ROUNDS_PER_START` rounds, until its last
+    start (:attr:`Cell.worker_starts`)."""
+    rounds = len(result.rounds)
+    return rounds % ROUNDS_PER_START == 0 and rounds // ROUNDS_PER_START < result.cell.worker_starts
 
 
 def _schedule(cells: Sequence[Cell], results: Mapping[Cell, CellResult], rule: StoppingRule) -> Iterator[list[Cell]]:

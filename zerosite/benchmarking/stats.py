@@ -18,6 +18,7 @@ __all__ = [
     "Spread",
     "bootstrap_ci",
     "efficiency",
+    "grouped_ratio_ci",
     "karp_flatt",
     "mann_whitney_u",
     "median_interval",
@@ -186,6 +187,35 @@ def ratio_ci(
     rng = _rng(seed)
     ratios = _resampled_medians(baseline, rng, resamples) / _resampled_medians(candidate, rng, resamples)
     return _percentile_interval(ratios, confidence)
+
+
+def grouped_ratio_ci(
+    baseline: Sequence[Sequence[float]],
+    candidate: Sequence[Sequence[float]],
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = BOOTSTRAP_SEED,
+) -> Interval:
+    """:func:`ratio_ci` of samples that come in groups which differ more between them than within (the starts of a
+    pool): each resample draws the groups, then the samples within each drawn group (a two-stage bootstrap), so
+    the interval holds the spread between groups that a resample of the samples alone would not."""
+    if len(baseline) < 2 or len(candidate) < 2 or not all(baseline) or not all(candidate):
+        raise ValueError("a grouped ratio needs at least two groups a side, none of them empty")
+    if min(min(g) for g in candidate) <= 0 or min(min(g) for g in baseline) < 0:
+        raise ValueError("a ratio of medians needs positive times")
+    rng = _rng(seed)
+    ratios = _grouped_medians(baseline, rng, resamples) / _grouped_medians(candidate, rng, resamples)
+    return _percentile_interval(ratios, confidence)
+
+
+def _grouped_medians(groups: Sequence[Sequence[float]], rng: np.random.Generator, resamples: int) -> np.ndarray:
+    numpy = _numpy()
+    arrays = [numpy.asarray(group, dtype=float) for group in groups]
+    medians: np.ndarray = numpy.empty(resamples)
+    for i in range(resamples):
+        drawn = (arrays[j] for j in rng.integers(0, len(arrays), size=len(arrays)))
+        medians[i] = numpy.median(numpy.concatenate([a[rng.integers(0, len(a), size=len(a))] for a in drawn]))
+    return medians
 
 
 def speedup(baseline_s: float, candidate_s: float) -> float:
