@@ -258,6 +258,27 @@ def test_the_canary_is_timed_once_per_pass_and_noted_in_each_cell_of_it() -> Non
     assert all(f.as_dict()["canary_s"] == [1.0, 2.0, 3.0, 4.0] for f in figures)
 
 
+def test_a_speedup_over_several_starts_holds_the_spread_between_them() -> None:
+    """Within a run too: which strategy wins (or ties) must not hang on the pools one run got."""
+    from zerosite.benchmarking.cells import CellResult
+    from zerosite.benchmarking.stats import ratio_ci
+
+    def result(cell: Cell, samples: list[float], starts: list[int]) -> CellResult:
+        return CellResult(cell, rounds=[RoundOutcome(s, 1, 1) for s in samples], starts=starts)
+
+    sequential = Cell("single", "cpu", "sequential", 1, "M3")
+    thread = Cell("single", "cpu", "thread", 2, "M3")
+    steady = [0.0004 * (1 + 0.01 * (i % 3)) for i in range(8)]
+    pools = [ms / 1000 * (1 + 0.01 * i) for ms in (0.53, 0.71, 0.54, 0.60) for i in range(2)]
+    figures = analyse(
+        [result(sequential, steady, [0] * 8), result(thread, pools, [0, 0, 1, 1, 2, 2, 3, 3])], lambda cell: TARGETS
+    )
+    (pooled,) = (f for f in figures.cells if f.cell == thread)
+    flat = ratio_ci(steady, pools)
+    assert pooled.speedup_ci is not None
+    assert pooled.speedup_ci.low < flat.low and pooled.speedup_ci.high > flat.high
+
+
 def test_stopwatch_accounts_each_phase_of_a_group() -> None:
     import time
 

@@ -15,6 +15,8 @@ from zerosite.benchmarking.stats import (
     Spread,
     bootstrap_ci,
     efficiency,
+    grouped_ratio_ci,
+    groups_of,
     karp_flatt,
     median_interval,
     ratio_ci,
@@ -289,7 +291,14 @@ def _figures(
         # Per project (batch) or per iteration: a reference measured on fewer projects compares fairly.
         base, own = [level_value(baseline.cell, r) for r in baseline.rounds], list(samples)
         s = speedup(statistics.median(base), statistics.median(own))
-        interval = ratio_ci(base, own, confidence=confidence)
+        # Where the cell's rounds came from several starts of its workers, resampled start by start: the spread
+        # between the pools it got belongs in a speedup that the next run is to reproduce (``Cell.worker_starts``).
+        starts = groups_of(own, result.starts)
+        interval = (
+            grouped_ratio_ci([base], starts, confidence=confidence)
+            if len(starts) > 1
+            else ratio_ci(base, own, confidence=confidence)
+        )
         figures.update(
             speedup=s,
             speedup_ci=interval,

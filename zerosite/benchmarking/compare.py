@@ -14,7 +14,14 @@ from typing import Any
 from zerosite.benchmarking import fingerprint
 from zerosite.benchmarking.cells import BARE, BASELINE, TIMES
 from zerosite.benchmarking.compare_service import CAPACITY, ServiceFigures, p95_ratio_interval, service_figures
-from zerosite.benchmarking.stats import Interval, grouped_ratio_ci, mann_whitney_u, ratio_ci, speedup_change_ci
+from zerosite.benchmarking.stats import (
+    Interval,
+    grouped_ratio_ci,
+    groups_of,
+    mann_whitney_u,
+    ratio_ci,
+    speedup_change_ci,
+)
 from zerosite.project import printable
 
 __all__ = [
@@ -97,12 +104,8 @@ class _Cell:
     @property
     def groups(self) -> list[tuple[float, ...]]:
         """The samples of each start of the cell's workers, where it had more than one; else none."""
-        if len(set(self.starts)) < 2 or len(self.starts) != len(self.samples):
-            return []
-        return [
-            tuple(s for s, k in zip(self.samples, self.starts, strict=True) if k == start)
-            for start in sorted(set(self.starts))
-        ]
+        groups = groups_of(self.samples, self.starts)
+        return groups if len(groups) > 1 else []
 
     @property
     def label(self) -> str:

@@ -19,6 +19,7 @@ __all__ = [
     "bootstrap_ci",
     "efficiency",
     "grouped_ratio_ci",
+    "groups_of",
     "karp_flatt",
     "mann_whitney_u",
     "median_interval",
@@ -189,6 +190,14 @@ def ratio_ci(
     return _percentile_interval(ratios, confidence)
 
 
+def groups_of(samples: Sequence[float], labels: Sequence[int]) -> list[tuple[float, ...]]:
+    """``samples`` grouped by their ``labels`` (one a sample), in the labels' order; one group, all the samples, where
+    the labels are not one a sample."""
+    if len(labels) != len(samples):
+        return [tuple(samples)]
+    return [tuple(s for s, k in zip(samples, labels, strict=True) if k == label) for label in sorted(set(labels))]
+
+
 def grouped_ratio_ci(
     baseline: Sequence[Sequence[float]],
     candidate: Sequence[Sequence[float]],
@@ -198,9 +207,10 @@ def grouped_ratio_ci(
 ) -> Interval:
     """:func:`ratio_ci` of samples that come in groups which differ more between them than within (the starts of a
     pool): each resample draws the groups, then the samples within each drawn group (a two-stage bootstrap), so
-    the interval holds the spread between groups that a resample of the samples alone would not."""
-    if len(baseline) < 2 or len(candidate) < 2 or not all(baseline) or not all(candidate):
-        raise ValueError("a grouped ratio needs at least two groups a side, none of them empty")
+    the interval holds the spread between groups that a resample of the samples alone would not. A side of one
+    group is resampled as :func:`ratio_ci` does."""
+    if not baseline or not candidate or not all(baseline) or not all(candidate):
+        raise ValueError("a grouped ratio needs a group a side at least, none of them empty")
     if min(min(g) for g in candidate) <= 0 or min(min(g) for g in baseline) < 0:
         raise ValueError("a ratio of medians needs positive times")
     rng = _rng(seed)
