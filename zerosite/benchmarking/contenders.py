@@ -8,6 +8,7 @@ index); zerosite's strategies also write atomically, hash, index and can resume.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import multiprocessing
@@ -94,14 +95,25 @@ def bare_loop(projects: Sequence[Project], out: Path, workers: int = 1) -> int:
 
 def hand_pool(projects: Sequence[Project], out: Path, workers: int) -> int:
     """A ``multiprocessing.Pool`` (fork) of workers warm from the start, fed chunks of :data:`HAND_CHUNK_PROJECTS`."""
+    with started_hand_pool(workers) as make:
+        return make(projects, out)
+
+
+@contextlib.contextmanager
+def started_hand_pool(workers: int) -> Iterator[Callable[[Sequence[Project], Path], int]]:
+    """:func:`hand_pool`'s pool, started once for as many batches as it is given (``make(projects, out)``), as a
+    program that makes batch after batch keeps its pool: closed and joined at the end."""
     module_tools()  # loaded and compiled once, here: the forked workers start with them
     context = multiprocessing.get_context("fork")
-    make = functools.partial(_make_chunk_by_hand, out=out)
     with context.Pool(workers) as pool:
-        made = sum(pool.imap_unordered(make, _chunks(projects, HAND_CHUNK_PROJECTS)))
+
+        def make(projects: Sequence[Project], out: Path) -> int:
+            chunk = functools.partial(_make_chunk_by_hand, out=out)
+            return sum(pool.imap_unordered(chunk, _chunks(projects, HAND_CHUNK_PROJECTS)))
+
+        yield make
         pool.close()
         pool.join()
-    return made
 
 
 def joblib_parallel(projects: Sequence[Project], out: Path, workers: int) -> int:

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import importlib.util
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from zerosite.benchmarking.cells import REFERENCE_NAMES, REFERENCE_SCENARIO
-from zerosite.benchmarking.contenders import hand_pool, joblib_parallel, make_by_hand, module_tools
+from zerosite.benchmarking.contenders import hand_pool, joblib_parallel, make_by_hand, module_tools, started_hand_pool
 from zerosite.project import Project
 from zerosite.rendering import render_report
 
@@ -73,6 +75,10 @@ def seed_process_per_task(projects: Sequence[Project], out: Path, workers: int) 
         return asyncio.run(every())
 
 
+Make = Callable[[Sequence[Project], Path], int]
+"""``make(projects, out)``: every report of ``projects`` written into ``out``; how many."""
+
+
 @dataclass(frozen=True)
 class Reference:
     """One reference contender: ``run(projects, out, workers)`` makes every report and says how many."""
@@ -83,6 +89,16 @@ class Reference:
     """Projects per round when fewer than the batch's (the slowest patterns: figures are per project)."""
     needs: str | None = None
     """An optional module it imports; unavailable without it."""
+    warm: Callable[[int], AbstractContextManager[Make]] | None = None
+    """Starts its workers once for all of a cell's rounds, as our strategies' cells do and as a program that makes
+    batch after batch keeps its pool; None: what it starts is part of each round (the old system's patterns start
+    their pools per batch or per task, which is the pattern; joblib keeps its workers between calls itself)."""
+
+    def started(self, workers: int) -> AbstractContextManager[Make]:
+        """``make(projects, out)`` for a cell's rounds, on workers started once where it can keep them."""
+        if self.warm is not None:
+            return self.warm(workers)
+        return contextlib.nullcontext(lambda projects, out: self.run(projects, out, workers))
 
     def unavailable_reason(self) -> str | None:
         if self.needs is not None and importlib.util.find_spec(self.needs) is None:
@@ -96,7 +112,11 @@ REFERENCES: Mapping[str, Reference] = MappingProxyType(
             REFERENCE_NAMES,
             (
                 Reference("joblib.Parallel over projects, files only", joblib_parallel, needs="joblib"),
-                Reference("a hand-written multiprocessing.Pool (fork, chunks of 10 projects), files only", hand_pool),
+                Reference(
+                    "a hand-written multiprocessing.Pool (fork, chunks of 10 projects), files only",
+                    hand_pool,
+                    warm=started_hand_pool,
+                ),
                 Reference("the old system's thread pool per batch and per project", seed_threads),
                 Reference(
                     "the old system's new process pool per asyncio task (4 projects a round)", seed_process_per_task, 4

@@ -223,24 +223,25 @@ def _bare_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[Round
 
 @contextlib.contextmanager
 def _reference_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[RoundFunction]:
-    """Reference code (``references.REFERENCES``) making a batch's reports into a fresh folder each round;
-    pools it starts are part of its round, as they are of its every run."""
+    """Reference code (``references.REFERENCES``) making a batch's reports into a fresh folder each round, on
+    workers started once for the cell where it keeps them (``Reference.warm``), as ours are."""
     from zerosite.benchmarking.references import REFERENCES
 
     reference = REFERENCES[cell.strategy]
     size = min(reference.projects or workload.batch_projects, workload.batch_projects)
     batch = list(itertools.islice(_cycle(cell, workload), size))
     counter = itertools.count()
+    with reference.started(cell.workers) as make:
 
-    def one_batch() -> RoundOutcome:
-        out = scratch / f"batch-{next(counter)}"
-        started = time.perf_counter()
-        made = reference.run(batch, out, cell.workers)
-        wall_s = time.perf_counter() - started
-        shutil.rmtree(out, ignore_errors=True)
-        return RoundOutcome(wall_s=wall_s, projects=len(batch), reports=made)
+        def one_batch() -> RoundOutcome:
+            out = scratch / f"batch-{next(counter)}"
+            started = time.perf_counter()
+            made = make(batch, out)
+            wall_s = time.perf_counter() - started
+            shutil.rmtree(out, ignore_errors=True)
+            return RoundOutcome(wall_s=wall_s, projects=len(batch), reports=made)
 
-    yield one_batch
+        yield one_batch
 
 
 _ROUNDS = {BARE: _bare_round, **dict.fromkeys(REFERENCE_NAMES, _reference_round)}
