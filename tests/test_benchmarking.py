@@ -210,7 +210,7 @@ def test_measure_interleaved_alternates_cells_and_measures_memory_apart() -> Non
 
 def test_a_pooled_cells_rounds_are_spread_over_four_starts_of_its_workers() -> None:
     """The speed of one project handed to a pool depends on the pool it got: its rounds come from four pools
-    started one after another, two rounds each at least, each start warmed up before it is timed."""
+    started one after another, three rounds each, each start warmed up before it is timed; then it stops."""
     import contextlib
 
     log: list[str] = []
@@ -228,18 +228,21 @@ def test_a_pooled_cells_rounds_are_spread_over_four_starts_of_its_workers() -> N
     cells = [Cell("single", "cpu", s, w, "M3") for s, w in (("sequential", 1), ("thread", 2), ("process", 2))]
     results = measure_interleaved(cells, start, rule, warmup_rounds=1)
     thread = results[cells[1]]
-    assert thread.starts == [0, 0, 1, 1, 2, 2, 3, 3]  # the least that settles it: two rounds a start
+    assert thread.starts == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3] and thread.stopped == "starts"
+    assert len(results[cells[0]].rounds) == 12  # the baseline runs while its group does
     assert log.count("start thread") == log.count("stop thread") == 4
     assert log.count("start process") == 4 and log.count("start sequential") == 1
-    # each start stopped before the next, and its first round untimed (a warm-up): ten thread rounds in all
+    # each start stopped before the next, and its first round untimed (a warm-up)
     second = log.index("start thread", log.index("start thread") + 1)
     assert log[second - 1] == "stop thread" and log[second + 1] == "thread"
-    assert log.count("thread") == 1 + 8 + 3
+    assert log.count("thread") == 1 + 12 + 3
     assert [c.worker_starts for c in cells] == [1, 4, 4]
     assert Cell("batch", "cpu", "thread", 2).worker_starts == 1  # a batch's rounds hand it many projects
     assert Cell("pipeline", "cpu", "bare", 1).worker_starts == 1
     figures = analyse(results.values(), lambda cell: TARGETS).cells
-    assert [f.as_dict()["starts"] for f in figures if f.cell.strategy == "thread"] == [[0, 0, 1, 1, 2, 2, 3, 3]]
+    assert [f.as_dict()["starts"] for f in figures if f.cell.strategy == "thread"] == [
+        [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    ]
 
 
 def test_the_canary_is_timed_once_per_pass_and_noted_in_each_cell_of_it() -> None:
@@ -321,7 +324,7 @@ def test_stopping_rule_stops_a_steady_cell_at_its_minimum_and_a_noisy_one_at_its
     calls: list[str] = []
     steady = [0.010, 0.0101, 0.0099]
     noisy = [0.010, 0.020, 0.005, 0.030, 0.008]
-    cells = [Cell("pipeline", "cpu", s, 1) for s in ("sequential", "noisy")]
+    cells = [Cell("batch", "cpu", s, 1) for s in ("sequential", "noisy")]
     rule = StoppingRule(precision=0.05, min_rounds=6, max_rounds=200, budget_s=0.5, min_sample_s=0)
     results = measure_interleaved(
         cells, _constant_start(calls, {"sequential": steady, "noisy": noisy}), rule, warmup_rounds=0

@@ -76,7 +76,7 @@ class CellFigures:
     loops: int = 1
     """Iterations per sample, from calibration."""
     stopped: str = ""
-    """Why measuring stopped: precision, budget or max-rounds."""
+    """Why measuring stopped: precision, budget, max-rounds or starts (``harness.ROUNDS_PER_START``)."""
     busy_rounds: int = 0
     """Samples taken while this machine was busy (other processes, or steal by the host)."""
     loads: tuple[Mapping[str, object], ...] = ()

@@ -179,7 +179,8 @@ class CellResult:
     loops: int = 1
     """Rounds per sample, from calibration."""
     stopped: str = ""
-    """Why measuring stopped: ``precision`` reached, time ``budget`` spent, ``max-rounds``."""
+    """Why measuring stopped: ``precision`` reached, time ``budget`` spent, ``max-rounds``, or each of its ``starts``
+    measured (:attr:`Cell.worker_starts`)."""
     instructions: int | None = None
     """Instruction-count mode: CPU instructions of ``iterations`` rounds (no timed rounds then)."""
     iterations: int = 0

@@ -31,9 +31,10 @@ __all__ = [
 RoundFunction = Callable[[], RoundOutcome]
 """Runs one timed round of a cell on its warm workers and says what it measured."""
 
-ROUNDS_PER_START = 2
-"""A cell whose rounds are spread over starts of its workers (:attr:`Cell.worker_starts`) starts them afresh after
-this many rounds, until the last start, which takes the rest."""
+ROUNDS_PER_START = 3
+"""A cell whose rounds are spread over starts of its workers (:attr:`Cell.worker_starts`) takes this many rounds from
+each, then stops (``starts``): the same weight for every pool it got, and no rounds more from the last one, which
+could make it no more precise."""
 
 
 class LoadProbe(Protocol):
@@ -83,9 +84,12 @@ def _settled(result: CellResult, baseline: CellResult | None, rule: StoppingRule
     """Why ``result`` may stop now, or None. The speedup's precision is the two medians' precisions
     combined in quadrature (relative errors of a ratio), a cheap stand-in for its bootstrap interval."""
     rounds = len(result.rounds)
+    starts = result.cell.worker_starts
+    if starts > 1 and rounds >= ROUNDS_PER_START * starts:
+        return "starts"
     if rounds >= rule.max_rounds:
         return "max-rounds"
-    if rounds < max(rule.min_rounds, ROUNDS_PER_START * result.cell.worker_starts):
+    if starts > 1 or rounds < rule.min_rounds:
         return None
     own = precision_of(result.per_iteration_s, rule.confidence)
     if baseline is not None and baseline is not result:
