@@ -576,8 +576,8 @@ def _compare_times(base: _Cell, new: _Cell, threshold: float, confidence: float)
     """Ratio of medians with its bootstrap interval and a Mann-Whitney test on the samples, both net of the
     machine's own change of speed where both runs timed the canary beside the cell (:data:`MACHINE_SHARE`).
 
-    A cell whose rounds were spread over starts of its workers (a thread pool's, whose speed depends on the pool
-    it got) is judged by its starts: the interval resamples them, then the samples within each, and the test
+    A cell whose rounds were spread over starts of its workers (a pool's, whose speed depends on the pool it got:
+    ``cells.WORKER_STARTS``) is judged by its starts: the interval resamples them, then the samples within each, and the test
     ranks their medians; so the spread between pools, which one run's samples alone do not hold, is in both."""
     if not base.samples or not new.samples:  # its median alone, however far it moved, is no evidence either way
         return _two_sided(base, base.location, new.location, verdict=INCONCLUSIVE, detail="no samples to test")
