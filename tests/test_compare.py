@@ -169,11 +169,12 @@ def with_service(
     errors: Mapping[int, int] | None = None,
     busy: Sequence[int] = (),
     server_cpu_percent: float = 20.0,
+    canary_s: float | None = None,
 ) -> dict[str, Any]:
     """``run`` with a service level as the harness records it: the process server with 2 workers at 50, 100
     and 200 users, each point's p95 with its bootstrap interval (-18 %, +12 %), 80 requests per 50 users;
     ``p95_scale`` multiplies the p95 and its interval at the users it names, ``errors`` sets failed requests,
-    ``busy`` marks the machine busy."""
+    ``busy`` marks the machine busy; ``canary_s``, the machine's speed around the points (ten samples, 2 % noise)."""
     p95_scale, errors = p95_scale or {}, errors or {}
     points = []
     for users in USERS:
@@ -196,6 +197,9 @@ def with_service(
                 "busy": users in busy,
             }
         )
+        if canary_s is not None:
+            rng = random.Random(users)
+            points[-1]["canary_s"] = [canary_s * (1 + rng.gauss(0, 0.02)) for _ in range(10)]
     run["zerosite"]["service"] = {"points": points, "sweeps": []}
     run["zerosite"]["machine"] = {"usable_cpus": MACHINE["usable_cpus"]}
     return run
@@ -787,6 +791,22 @@ def test_a_slower_p95_of_an_unsteady_server_is_inconclusive(why: str, settings: 
     assert comparison.exit_code == EXIT_OK
     servers = ", or a server at its CPU capacity" if "capacity" in why else ""
     assert f"1 inconclusive (changed, but measured while the machine was busy{servers}: rerun" in comparison.summary()
+
+
+def test_a_slower_p95_on_a_machine_that_itself_ran_slower_is_inconclusive() -> None:
+    """Two full runs of the same code: p95 +40 % to +82 %, 5 points called slower, exit 1; the server's CPU for the
+    same load had risen 21-37 %, the machine slower. A p95 that moved as the machine did is no verdict."""
+    base = with_service(make_run(1), canary_s=0.00050)
+    slower_machine = with_service(make_run(2), p95_scale={50: 1.5, 100: 1.5, 200: 1.5}, canary_s=0.00062)
+    comparison = compare_runs(base, slower_machine)
+    rows = {row.key: row for row in comparison.rows if row.key.endswith("/p95")}
+    assert {row.verdict for row in rows.values()} == {"inconclusive"}, comparison.render()
+    assert "the machine itself ran 24% slower around these points" in rows[f"{SERVICE_50}/p95"].detail
+    assert comparison.exit_code == EXIT_OK
+    # the same machine: the same +50 % is a regression; and a machine that got faster excuses no slower p95
+    for canary in (0.00050, 0.00040):
+        same = compare_runs(base, with_service(make_run(2), p95_scale={50: 1.5}, canary_s=canary))
+        assert [row.key for row in same.regressions] == [f"{SERVICE_50}/p95"], same.render()
 
 
 def test_any_rise_of_the_error_rate_regresses_whatever_the_threshold() -> None:

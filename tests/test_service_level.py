@@ -284,7 +284,12 @@ def test_a_short_real_run_against_zerosite_serve(tmp_path: Path) -> None:
         sweep_window_s=0.5,
     )
     lines: list[str] = []
-    run = run_service_load("thread", settings, tmp_path / "out", 5000, 0.0, log=lines.append)
+    speeds = iter(range(1, 100))
+    run = run_service_load(
+        "thread", settings, tmp_path / "out", 5000, 0.0, log=lines.append, canary=lambda: float(next(speeds))
+    )
+    assert run.canary_s == [float(i) for i in range(1, 41)]  # twenty before the users, twenty after
+    assert analyse_service([run], TARGETS).points[0].as_dict()["canary_s"] == run.canary_s
     assert lines[0].startswith("service: zerosite serve --strategy thread --workers 1 ready (waited ")
     assert [p.users for p in run.points] == [3, 6]
     for measured in run.points:

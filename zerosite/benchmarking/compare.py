@@ -577,8 +577,9 @@ def _compare_times(base: _Cell, new: _Cell, threshold: float, confidence: float)
     machine's own change of speed where both runs timed the canary beside the cell (:data:`MACHINE_SHARE`).
 
     A cell whose rounds were spread over starts of its workers (a pool's, whose speed depends on the pool it got:
-    ``cells.WORKER_STARTS``) is judged by its starts: the interval resamples them, then the samples within each, and the test
-    ranks their medians; so the spread between pools, which one run's samples alone do not hold, is in both."""
+    ``cells.WORKER_STARTS``) is judged by its starts: the interval resamples them, then the samples within each,
+    and the test ranks their medians; so the spread between pools, which one run's samples alone do not hold, is
+    in both."""
     if not base.samples or not new.samples:  # its median alone, however far it moved, is no evidence either way
         return _two_sided(base, base.location, new.location, verdict=INCONCLUSIVE, detail="no samples to test")
     base_groups, new_groups = base.groups, new.groups
@@ -613,6 +614,22 @@ def _compare_times(base: _Cell, new: _Cell, threshold: float, confidence: float)
         detail=detail,
         machine=machine,
     )
+
+
+def _machine_moved(base: Sequence[float], new: Sequence[float]) -> float | None:
+    """How many times as long the canary took around the new run's points as around the base run's, where both
+    timed it and the change is significant (its interval leaves out 1); else None.
+
+    A cell's time is judged net of the machine's change (:data:`MACHINE_SHARE`); a service's p95 is not: under
+    load a queue amplifies a slower machine by an amount not measured here (two full runs of the same code on
+    2026-11-29: p95 +40 % to +82 % at the points where the server's CPU for the same load rose 21-37 %). So a
+    p95 that moved the way the machine did is no verdict on the code."""
+    if not base or not new:
+        return None
+    drift = ratio_ci(list(new), list(base), resamples=RESAMPLES)
+    if drift.low <= 1 <= drift.high:
+        return None
+    return statistics.median(new) / statistics.median(base)
 
 
 def _medians(groups: Sequence[Sequence[float]]) -> list[float]:
@@ -686,8 +703,18 @@ def _compare_points(base: ServiceFigures, new: ServiceFigures, threshold: float)
     else:
         verdict, detail = _time_verdict(interval, interval.low > 1 or interval.high < 1, threshold)
     unsteady = base.unsteady or new.unsteady
+    machine = _machine_moved(base.canary, new.canary)
     if verdict in (SLOWER, FASTER) and unsteady:
         verdict, detail = INCONCLUSIVE, f"{verdict}, but {unsteady}"
+    elif machine is not None and (verdict == SLOWER) == (machine > 1) and verdict in (SLOWER, FASTER):
+        way = "slower" if machine > 1 else "faster"
+        verdict, detail = (
+            INCONCLUSIVE,
+            (
+                f"{verdict}, but the machine itself ran {_percent(machine).lstrip('+-')} {way} around these points "
+                "(its canary), and a p95 under load moves by more than the machine's speed"
+            ),
+        )
     latency = CellChange(
         f"{base.key}/p95",
         f"{base.label} p95",

@@ -37,6 +37,8 @@ class ServiceFigures:
     p95_ms: float
     p95_ci_ms: Interval | None
     unsteady: str | None = None
+    canary: tuple[float, ...] = ()
+    """The machine's own speed around its server's points (seconds per canary render); empty in older runs."""
 
     @property
     def key(self) -> str:
@@ -124,7 +126,19 @@ def _figures(raw: object, cores: int | None) -> ServiceFigures | None:
         p95_ms=p95,
         p95_ci_ms=interval,
         unsteady=_unsteady(raw, cores),
+        canary=_canary(raw.get("canary_s")),
     )
+
+
+def _canary(raw: object) -> tuple[float, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise TypeError("canary_s is not a list")
+    samples = tuple(float(s) for s in raw)
+    if not all(math.isfinite(s) and s > 0 for s in samples):
+        raise ValueError("canary times must be positive numbers")
+    return samples
 
 
 def _count(raw: Mapping[str, Any], name: str) -> int:

@@ -65,6 +65,8 @@ class ServicePoint:
     other_cpu_s: float
     error_reasons: tuple[tuple[str, int], ...] = ()
     """Why the failed requests failed, and how many each (:func:`service_load.error_reasons`)."""
+    canary_s: tuple[float, ...] = ()
+    """The machine's own speed around its server's points (``ServiceRun.canary_s``), for ``zerosite compare``."""
     judgements: tuple[Judgement, ...] = ()
 
     @property
@@ -94,6 +96,7 @@ class ServicePoint:
             "errors": self.errors,
             "error_percent": round(self.error_percent, 4),
             "errors_by_reason": dict(self.error_reasons),
+            "canary_s": list(self.canary_s),
             "server_cpu_percent": round(self.server_cpu_percent, 1),
             "server_rss_mb": round(self.server_rss_mb, 1),
             "server_processes": self.server_processes,
@@ -208,7 +211,9 @@ def _unjudged(figures: ServicePoint, cores: int) -> str | None:
     return None
 
 
-def _point(point: LoadPoint, workers: int, targets: Mapping[str, float], confidence: float, cores: int) -> ServicePoint:
+def _point(
+    run: ServiceRun, point: LoadPoint, targets: Mapping[str, float], confidence: float, cores: int
+) -> ServicePoint:
     requests = point.requests
     latencies_ms = [r.latency_s * 1000 for r in requests]
     p95 = quantile_ms(requests, 0.95)
@@ -217,7 +222,7 @@ def _point(point: LoadPoint, workers: int, targets: Mapping[str, float], confide
     rate = error_percent(requests)
     figures = ServicePoint(
         strategy=point.strategy,
-        workers=workers,
+        workers=run.workers,
         users=point.users,
         requests=len(requests),
         posts=sum(r.kind == "post" for r in requests),
@@ -232,6 +237,7 @@ def _point(point: LoadPoint, workers: int, targets: Mapping[str, float], confide
         errors=errors,
         error_percent=rate,
         error_reasons=error_reasons(requests),
+        canary_s=tuple(run.canary_s),
         server_cpu_percent=point.resources.server_cpu_percent,
         server_rss_mb=point.resources.server_rss_mb,
         server_processes=point.resources.server_processes,
@@ -333,7 +339,7 @@ def analyse_service(
     ``cores``: usable by the server and the load generator together (default: this machine's)."""
     ordered = sorted(runs, key=lambda r: r.strategy)
     usable = cores or describe_machine().usable_cpus or 1
-    points = tuple(_point(p, run.workers, targets, confidence, usable) for run in ordered for p in run.points)
+    points = tuple(_point(run, p, targets, confidence, usable) for run in ordered for p in run.points)
     target = targets.get(P95_TARGET, TARGET_SPECS[P95_TARGET].default)
     errors = targets.get(ERROR_TARGET, TARGET_SPECS[ERROR_TARGET].default)
     sweeps = tuple(_sweep(run, target, errors) for run in ordered if run.sweep)

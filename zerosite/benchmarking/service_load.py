@@ -52,6 +52,14 @@ __all__ = [
 ]
 
 SERVE_EXTRA = ("fastapi", "uvicorn", "prometheus_client")
+CANARY_SAMPLES = 20
+"""Canary samples (``canary.Canary``, about 5 ms each) timed before a server's users start and again once it stopped:
+the machine's own speed around its points, for ``zerosite compare``. Twenty, not five: this machine's own speed moves
+in bursts of a few hundred milliseconds (renders of 0.40 ms, then 0.60-0.75 ms for a quarter of a second, the
+server idle)."""
+CANARY_SETTLE_S = 0.5
+"""How long a server just ready is left before the canary is timed: the first samples right after it said ready
+took up to 1.5 times as long as those a quarter of a second later (its start still settling)."""
 OK_STATUSES = (200, 304)
 
 
@@ -182,6 +190,8 @@ class ServiceRun:
     sweep: list[SweepStep] = field(default_factory=list)
     start_s: float = 0.0
     """Seconds from starting the server until it was ready (workers warm)."""
+    canary_s: list[float] = field(default_factory=list)
+    """The machine's own speed around the server's points (:data:`CANARY_SAMPLES` before, as many after)."""
 
 
 # -- the server's process tree, sampled on a thread of its own -------------------------------------------------
@@ -569,8 +579,11 @@ def drive_server(
     target_p95_ms: float,
     max_error_percent: float,
     log: Callable[[str], None] | None = None,
+    canary: Callable[[], float] | None = None,
 ) -> ServiceRun:
-    """Wait until ``server`` is ready, drive it (users, then the sweep where the settings say), stop it."""
+    """Wait until ``server`` is ready, drive it (users, then the sweep where the settings say), stop it; with
+    ``canary``, time the machine's own speed before driving it (the server idle and settled) and once it stopped
+    (whatever it still had to do for the last requests is not the machine's)."""
     say = log or (lambda line: None)
     run = ServiceRun(strategy, settings.workers)
     started = time.monotonic()
@@ -579,12 +592,21 @@ def drive_server(
         run.start_s = time.monotonic() - started
         command = f"zerosite serve --strategy {strategy} --workers {settings.workers}"
         say(f"service: {command} ready (waited {run.start_s:.1f} s)")
+        before = _machine_speed(canary, settle_s=CANARY_SETTLE_S)
         with _Sampler(server.pid) as sampler:
             sweep = strategy in settings.sweep_strategies
             asyncio.run(_drive(run, server.url, settings, sampler, sweep, target_p95_ms, max_error_percent))
     finally:
         server.__exit__(None, None, None)
+    run.canary_s = before + _machine_speed(canary)
     return run
+
+
+def _machine_speed(canary: Callable[[], float] | None, settle_s: float = 0.0) -> list[float]:
+    if canary is None:
+        return []
+    time.sleep(settle_s)
+    return [canary() for _ in range(CANARY_SAMPLES)]
 
 
 def run_service_load(
@@ -594,10 +616,12 @@ def run_service_load(
     target_p95_ms: float,
     max_error_percent: float,
     log: Callable[[str], None] | None = None,
+    canary: Callable[[], float] | None = None,
 ) -> ServiceRun:
     """Start ``zerosite serve --strategy STRATEGY`` on loopback, drive it, stop it; what it measured.
 
-    ``log`` (a callable taking one line) hears what happens as it happens.
+    ``log`` (a callable taking one line) hears what happens as it happens; ``canary`` times the machine's own
+    speed around it (:func:`drive_server`).
     """
     server = launch_server(strategy, settings, out)
-    return drive_server(server, strategy, settings, target_p95_ms, max_error_percent, log)
+    return drive_server(server, strategy, settings, target_p95_ms, max_error_percent, log, canary)

@@ -99,6 +99,7 @@ class Recorder:
                     target_p95_ms=self.targets.values.get(P95_TARGET, 300.0),
                     max_error_percent=self.targets.values.get(ERROR_TARGET, 0.0),
                     log=say,
+                    canary=self.canary,
                 )
             self._analysis = None
         return self.service_runs[strategy]
