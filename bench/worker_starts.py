@@ -3,7 +3,8 @@
 
 For each strategy, ``--starts`` pools are started one after another in this process, each measuring one module's
 report (``--module``) in ``--samples`` samples of about 20 ms (as the benchmark calibrates them), taking turns with
-``sequential``, which runs all along on one warm worker; per start it prints both medians and their ratio::
+``sequential``, which runs all along on one warm worker; per start it prints both medians and their ratio, and per
+strategy how far its starts' medians spread, beside how far sequential's did over the same time::
 
     python bench/worker_starts.py --module M3 --starts 5
 """
@@ -22,6 +23,12 @@ def _median_ms(samples: list[float]) -> str:
     return f"{statistics.median(samples) * 1e3:.3f} ms"
 
 
+def _spread(medians: list[float]) -> str:
+    """``0.528-0.667 ms (+26 %)``: the least and the most of the medians, and how much more the most is."""
+    low, high = min(medians), max(medians)
+    return f"{low * 1e3:.3f}-{high * 1e3:.3f} ms (+{(high / low - 1) * 100:.0f} %)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--module", default="M3")
@@ -35,6 +42,8 @@ def main() -> None:
         steady_loops = calibrate(steady, 0.02)
         for strategy in args.strategies.split(","):
             cell = Cell("single", "cpu", strategy, 2, args.module)
+            pools: list[float] = []
+            beside: list[float] = []
             for start in range(args.starts):
                 with cell_round(cell, workload) as pooled:
                     loops = calibrate(pooled, 0.02)
@@ -44,12 +53,15 @@ def main() -> None:
                     for _ in range(args.samples):
                         ours.append(sum(pooled().per_iteration_s for _ in range(loops)) / loops)
                         theirs.append(sum(steady().per_iteration_s for _ in range(steady_loops)) / steady_loops)
-                ratio = statistics.median(ours) / statistics.median(theirs)
+                pools.append(statistics.median(ours))
+                beside.append(statistics.median(theirs))
+                ratio = pools[-1] / beside[-1]
                 print(
                     f"{cell.label} start {start}: {_median_ms(ours)}; sequential {_median_ms(theirs)}; "
                     f"ratio {ratio:.3f}",
                     flush=True,
                 )
+            print(f"{cell.label}: its starts {_spread(pools)}; sequential beside them {_spread(beside)}", flush=True)
 
 
 if __name__ == "__main__":  # pools started by forkserver import this file again

@@ -64,7 +64,7 @@ def test_each_point_is_judged_on_its_p95_interval_and_its_exact_error_count() ->
     assert str(by_users[100].judgements[1].verdict) == "FAIL"  # one error in a hundred is not zero
     assert by_users[100].post_p95_ms == 50.0
     assert "service thread\N{MULTIPLICATION SIGN}2, 100 users:" in by_users[100].line()
-    assert "1 errors of 100 (1 HTTP 503);" in by_users[100].line()
+    assert "1 error of 100 (1 HTTP 503);" in by_users[100].line()
     # Into the run's analysis: its judgements count with the cells' (a FAIL fails the session).
     assert len(Analysis(cells=(), service=analysis).failures) == 2
     assert Analysis(cells=(), service=analysis).as_dict()["service"]["points"][0]["users"] == 50  # type: ignore[index]
@@ -129,7 +129,7 @@ def test_a_failed_request_says_why_in_the_line_the_json_and_the_page(tmp_path: P
         "no answer: [Errno 104] Connection reset by peer": 2,
         "no answer within 10 s": 1,
     }
-    assert "1 errors (1 no answer within 10 s)" in analysis.sweeps[0].limited_by
+    assert "1 error (1 no answer within 10 s)" in analysis.sweeps[0].limited_by
     assert analysis.sweeps[0].as_dict()["steps"][0]["errors_by_reason"] == {"no answer within 10 s": 1}  # type: ignore[index]
     html = render_page(Analysis(cells=(), service=analysis), load_targets(tmp_path), describe_machine(), [])
     assert f"Why requests failed: process\N{MULTIPLICATION SIGN}2 at 200 users: {reasons}." in html

@@ -39,13 +39,13 @@ REFERENCE_SCENARIO = "cpu"
 """The scenario reference code joins: it reads the embedded data, with no data source to wait on."""
 WORKER_STARTS = 4
 """Over how many starts of its workers a cell that hands one project at a time to a pool spreads its rounds. Such
-a cell's speed depends on the pool it got: in four runs of ``python bench/worker_starts.py --module M3 --starts 5``
-(five pools started one after another in one process, M3's report, the median of each pool's ten samples), the
-pools of ``thread`` x2 took 0.535-0.625, 0.540-0.580, 0.554-0.667 and 0.551-0.610 ms, ``process`` x2
-1.135-1.376, 1.132-1.347, 1.164-1.466 and 1.173-1.325 ms, while ``sequential``, on one worker all along, stayed
-within about +/-5 %. A user audit measured one pool a run: two runs of the same code differed by 32 %, called
-significant. Four starts give a run the spread between pools, and ``zerosite compare`` the starts to judge by
-(four a side: the fewest that a rank test of the starts' medians can call significant at 95 %)."""
+a cell's speed moves with the pool it got and with the machine's drift over the seconds it runs: a user audit
+measured one pool a run, and two runs of the same code differed by 32 %, called significant. Five pools started one
+after another (``python bench/worker_starts.py --module M3 --starts 5``, M3's report, the median of each pool's ten
+samples) spread by +5 % to +26 % in eight runs (``thread`` x2 +5 % to +20 %, ``process`` x2 +6 % to +26 %), while
+``sequential``, on one worker beside them, spread by +3 % to +21 % (in the four runs that printed it). Four starts
+give a run both, and ``zerosite compare`` the starts to judge by (four a side: the fewest that a rank test of the
+starts' medians can call significant at 95 %)."""
 
 
 @dataclass(frozen=True, order=True)

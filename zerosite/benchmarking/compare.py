@@ -706,7 +706,7 @@ def _compare_points(base: ServiceFigures, new: ServiceFigures, threshold: float)
     machine = _machine_moved(base.canary, new.canary)
     if verdict in (SLOWER, FASTER) and unsteady:
         verdict, detail = INCONCLUSIVE, f"{verdict}, but {unsteady}"
-    elif machine is not None and (verdict == SLOWER) == (machine > 1) and verdict in (SLOWER, FASTER):
+    elif verdict in (SLOWER, FASTER) and machine is not None and (verdict == SLOWER) == (machine > 1):
         way = "slower" if machine > 1 else "faster"
         verdict, detail = (
             INCONCLUSIVE,

@@ -18,6 +18,7 @@ from zerosite.benchmarking.cells import BASELINE, BUSY_MACHINE, LEVELS, SCENARIO
 from zerosite.benchmarking.charts import Chart
 from zerosite.benchmarking.colours import StrategyColours
 from zerosite.benchmarking.machine import Machine
+from zerosite.benchmarking.service_level import described
 from zerosite.benchmarking.targets import TARGET_SPECS, Targets
 from zerosite.benchmarking.verdicts import Judgement, Verdict
 from zerosite.benchmarking.winners import Contender, Standing
@@ -239,6 +240,7 @@ def render_page(
     env = Environment(
         loader=FileSystemLoader(Path(__file__).parent), autoescape=True, undefined=StrictUndefined, trim_blocks=True
     )
+    env.filters["described"] = described  # why requests failed, in the words of the terminal's line
     colours = colours or StrategyColours.for_cells(f.cell for f in analysis.cells)
     modules = list(modules) or sorted({f.cell.module for f in analysis.cells if f.cell.module})
     counts = {str(v): 0 for v in Verdict}

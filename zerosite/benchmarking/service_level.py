@@ -113,7 +113,7 @@ class ServicePoint:
         return (
             f"service {self.label}, {self.users} users: {self.throughput_per_s:.0f} req/s, p50 {self.p50_ms:.1f} ms, "
             f"p95 {self.p95_ms:.1f} ms [{self.p95_ci.low:.1f}, {self.p95_ci.high:.1f}], p99 {self.p99_ms:.1f} ms "
-            f"(POST p95 {self.post_p95_ms:.0f}, GET p95 {self.get_p95_ms:.0f}), {self.errors} errors of "
+            f"(POST p95 {self.post_p95_ms:.0f}, GET p95 {self.get_p95_ms:.0f}), {_errors(self.errors)} of "
             f"{self.requests}{reasons}; server CPU {self.server_cpu_percent:.0f}%, {self.server_rss_mb:.0f} MB in "
             f"{self.server_processes} processes; load generator CPU {self.generator_cpu_percent:.0f}%{busy}"
         )
@@ -163,6 +163,10 @@ class ServiceAnalysis:
 
     def as_dict(self) -> dict[str, object]:
         return {"points": [p.as_dict() for p in self.points], "sweeps": [s.as_dict() for s in self.sweeps]}
+
+
+def _errors(count: int) -> str:
+    return f"{count} error" if count == 1 else f"{count} errors"
 
 
 def described(reasons: tuple[tuple[str, int], ...], form: str = "{}") -> str:
@@ -315,7 +319,7 @@ def _sweep(run: ServiceRun, target_p95_ms: float, max_error_percent: float) -> S
         if failed.p95_ms > target_p95_ms:
             why.append(f"p95 {failed.p95_ms:.0f} ms")
         if failed.error_percent > max_error_percent:
-            why.append(f"{failed.errors} errors ({described(failed.error_reasons)})")
+            why.append(f"{_errors(failed.errors)} ({described(failed.error_reasons)})")
         limited = (
             f"not held at {failed.offered_per_s:.0f} req/s offered: {' and '.join(why) or 'no requests'}, "
             f"{failed.answered_per_s:.0f} answered/s (server CPU {failed.server_cpu_percent:.0f}%, "
