@@ -33,6 +33,7 @@ from zerosite.benchmarking.stats import (
 )
 from zerosite.benchmarking.targets import load_targets, parse_override
 from zerosite.benchmarking.verdicts import Verdict, judge
+from zerosite.benchmarking.winners import call, end_to_end
 from zerosite.cores import cgroup_cpu_quota
 
 pytest_plugins = ["pytester"]
@@ -671,6 +672,78 @@ def test_overlapping_intervals_are_a_tie_not_a_winner() -> None:
     assert only_threads["winner"] is None and sorted(only_threads["tied"]) == ["sequential", f"thread{TIMES}2"]
 
 
+def _two(first: list[float], second: list[float], scenario: str = "io") -> list[CellResult]:
+    return [
+        _result(Cell("batch", scenario, "sequential", 1, None), first),
+        _result(Cell("batch", scenario, "thread", 2, None), second),
+    ]
+
+
+def test_a_sure_lead_within_the_margin_is_a_tie_not_a_winner() -> None:
+    # Thread x2 at 0.98x sequential, beyond the noise: a full run called it a win for sequential, the next run of
+    # the same code a tie. A lead this small is a tie in every run.
+    results = _two([1.00, 1.001, 1.002, 0.999, 1.0, 1.001], [1.02, 1.021, 1.019, 1.02, 1.022, 1.018])
+    standing = analyse(results, lambda cell: TARGETS).standings[0]
+    assert standing.winner is None and [c.label for c in standing.tied] == ["sequential", f"thread{TIMES}2"]
+    assert standing.close == () and standing.outcome == "a tie"
+    assert standing.sentence().startswith("a tie, within 5% of each other beyond the noise: sequential (1.00")
+    winners = analyse(results, lambda cell: TARGETS).winners()["batch"]["io"]
+    assert winners["outcome"] == "a tie" and winners["margin"] == 0.05
+    assert 1 < winners["ranked"][1]["lead"][0] < winners["ranked"][1]["lead"][1] < 1.05  # type: ignore[index]
+
+
+def test_a_lead_whose_interval_reaches_past_the_margin_is_too_close_to_call() -> None:
+    results = _two([1.00, 1.06, 0.98, 1.09, 1.02, 0.97, 1.05, 1.01], [1.07, 1.12, 1.03, 1.10, 1.06, 1.13, 1.04, 1.09])
+    analysis = analyse(results, lambda cell: TARGETS)
+    standing = analysis.standings[0]
+    assert standing.winner is None and standing.tied == ()
+    assert [c.label for c in standing.close] == ["sequential", f"thread{TIMES}2"]
+    assert standing.outcome == "too close to call" and "the noise cannot tell" in standing.sentence()
+    page = render_page(analysis, load_targets(Path("/nonexistent")), describe_machine())
+    assert "too close to call" in page
+
+
+def test_a_winner_clears_the_margin_with_its_whole_lead_and_says_by_how_much() -> None:
+    results = _two([1.00, 1.01, 0.99, 1.00, 1.02, 0.98], [1.30, 1.31, 1.29, 1.30, 1.32, 1.28])
+    standing = analyse(results, lambda cell: TARGETS).standings[0]
+    assert standing.winner is not None and standing.winner.label == "sequential"
+    lead = standing.leads[0]
+    assert 1.05 < lead.low <= 1.3 <= lead.high
+    assert f"was slower by {lead.low:.2f}{TIMES} to {lead.high:.2f}{TIMES}, beyond the noise and the 5% margin." in (
+        standing.sentence()
+    )
+
+
+def test_leads_come_from_the_samples_side_by_side_not_the_speedups_ends() -> None:
+    # Each speedup's interval holds sequential's noise too; their ends against each other are wider than the two
+    # contenders' own samples compared.
+    results = [
+        _result(Cell("batch", "cpu", "sequential", 1, None), [1.0, 1.2, 0.8, 1.1, 0.9, 1.05, 0.95]),
+        _result(Cell("batch", "cpu", "thread", 2, None), [0.60, 0.61, 0.59, 0.60, 0.62, 0.58, 0.60]),
+        _result(Cell("batch", "cpu", "process", 2, None), [0.50, 0.51, 0.49, 0.50, 0.52, 0.48, 0.50]),
+    ]
+    standing = analyse(results, lambda cell: TARGETS).standings[0]
+    best, runner_up = standing.ranked[:2]
+    assert best.label == f"process{TIMES}2" and runner_up.label == f"thread{TIMES}2"
+    assert end_to_end(best, runner_up).low < 1.05 < standing.leads[0].low
+    assert standing.winner == best
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "verdict"),
+    [
+        (1.06, 1.20, "ahead"),
+        (0.80, 0.94, "behind"),
+        (0.96, 1.04, "a tie"),
+        (1.0 / 1.05, 1.05, "a tie"),  # the margin's ends belong to the tie
+        (1.02, 1.08, "too close to call"),
+        (0.90, 1.10, "too close to call"),
+    ],
+)
+def test_a_ratio_is_ahead_behind_a_tie_or_too_close_by_its_interval(low: float, high: float, verdict: str) -> None:
+    assert call(Interval(low, high)) == verdict
+
+
 def test_karp_flatt_is_shown_only_where_it_means_something() -> None:
     results = [
         _result(Cell("batch", "cpu", "sequential", 1, None), [1.0] * 6),
@@ -708,10 +781,12 @@ def test_a_level_measured_mostly_on_a_busy_machine_is_not_judged() -> None:
 @pytest.mark.parametrize(
     ("ratio", "low", "high", "unjudged", "ending"),
     [
-        (1.01, 0.84, 1.21, False, f"[0.84{TIMES}, 1.21{TIMES}] within the noise: a tie"),
-        (0.99, 0.89, 1.15, False, f"[0.89{TIMES}, 1.15{TIMES}] within the noise: a tie"),  # no loss either
-        (1.46, 1.18, 1.69, False, f"[1.18{TIMES}, 1.69{TIMES}] beyond the noise"),
-        (0.80, 0.70, 0.90, False, f"[0.70{TIMES}, 0.90{TIMES}] beyond the noise"),
+        (1.01, 0.84, 1.21, False, f"[0.84{TIMES}, 1.21{TIMES}]: too close to call"),
+        (0.99, 0.89, 1.15, False, f"[0.89{TIMES}, 1.15{TIMES}]: too close to call"),  # no loss either
+        (1.01, 0.97, 1.04, False, f"[0.97{TIMES}, 1.04{TIMES}] within 5% either way: a tie"),
+        (1.46, 1.18, 1.69, False, f"[1.18{TIMES}, 1.69{TIMES}] beyond the noise and the 5% margin"),
+        (1.08, 1.03, 1.12, False, f"[1.03{TIMES}, 1.12{TIMES}]: too close to call"),  # sure, but maybe under 5 %
+        (0.80, 0.70, 0.90, False, f"[0.70{TIMES}, 0.90{TIMES}] beyond the noise and the 5% margin"),
         (1.46, 1.18, 1.69, True, f"[1.18{TIMES}, 1.69{TIMES}]: not judged (machine busy)"),
     ],
 )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from statistics import geometric_mean
 
 from zerosite.benchmarking.cells import BARE, BASELINE, LEVELS, SCENARIOS, STAGES, Cell, CellResult, RoundOutcome
 from zerosite.benchmarking.service_level import ServiceAnalysis
@@ -26,7 +28,21 @@ from zerosite.benchmarking.stats import (
 )
 from zerosite.benchmarking.targets import TARGET_SPECS
 from zerosite.benchmarking.verdicts import Judgement, Verdict, judge
-from zerosite.benchmarking.winners import NOT_JUDGED, TIE, Standing, rank, spaced, times
+from zerosite.benchmarking.winners import (
+    AHEAD,
+    BEHIND,
+    CLOSE,
+    NOT_JUDGED,
+    TIE,
+    Contender,
+    Standing,
+    call,
+    end_to_end,
+    margin_text,
+    rank,
+    spaced,
+    times,
+)
 
 __all__ = ["LEVEL_NAMES", "Analysis", "CellFigures", "analyse", "level_unit", "level_value", "standings"]
 
@@ -149,15 +165,20 @@ class Lead:
     """Measured mostly while the machine was busy (as its level and scenario's standing)."""
 
     def sentence(self) -> str:
-        """``process x2 was 1.21x as fast as joblib x2 [1.10x, 1.33x] beyond the noise``; an interval that
-        holds 1x is a tie (``... [0.84x, 1.21x] within the noise: a tie``)."""
+        """``process x2 was 1.21x as fast as joblib x2 [1.10x, 1.33x] beyond the noise and the 5% margin``; an
+        interval within 5 % either way is a tie (``... [0.97x, 1.04x] within 5% either way: a tie``), one across
+        the margin too close to call (``... [0.84x, 1.21x]: too close to call``): :func:`winners.call`."""
         i = self.interval
+        margin = margin_text()
         if self.unjudged:
             verdict = f": {NOT_JUDGED}"
-        elif i.low <= 1 <= i.high:
-            verdict = f" within the noise: {TIE}"
         else:
-            verdict = " beyond the noise"
+            verdict = {
+                AHEAD: f" beyond the noise and the {margin} margin",
+                BEHIND: f" beyond the noise and the {margin} margin",
+                TIE: f" within {margin} either way: {TIE}",
+                CLOSE: f": {CLOSE}",
+            }[call(i)]
         return (
             f"{spaced(self.ours)} was {times(self.ratio)} as fast as {spaced(self.reference)} "
             f"[{times(i.low)}, {times(i.high)}]{verdict}"
@@ -170,6 +191,7 @@ class Lead:
             "ratio": self.ratio,
             "interval": self.interval.as_list(),
             "unjudged": self.unjudged,
+            "verdict": NOT_JUDGED if self.unjudged else call(self.interval),
         }
 
 
@@ -397,10 +419,11 @@ def _judgement(cell: Cell, name: str, value: float, interval: Interval, target: 
     )
 
 
-def standings(figures: Iterable[CellFigures]) -> tuple[Standing, ...]:
-    """Per level and scenario (matrix order), the winner or the tie among its strategies."""
+def standings(figures: Iterable[CellFigures], confidence: float = 0.95) -> tuple[Standing, ...]:
+    """Per level and scenario (matrix order), the winner, the tie or those too close to call among its strategies."""
     grouped: dict[tuple[str, str], list[tuple[Cell, float, Interval]]] = defaultdict(list)
     noise: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    timed: dict[tuple[str, str], list[CellFigures]] = defaultdict(list)
     for f in figures:
         key = (f.cell.level, f.cell.scenario)
         if f.speedup is not None and f.speedup_ci is not None:
@@ -409,11 +432,39 @@ def standings(figures: Iterable[CellFigures]) -> tuple[Standing, ...]:
             grouped.setdefault(key, [])
         if not f.cell.is_reference:
             noise[key].append(f.noisy)
+            timed[key].append(f)
     order = sorted(grouped, key=lambda k: (LEVELS.index(k[0]), SCENARIOS.index(k[1]) if k[1] in SCENARIOS else 99, k))
     return tuple(
-        rank(level, scenario, grouped[(level, scenario)], sum(noise[(level, scenario)]), len(noise[(level, scenario)]))
+        rank(
+            level,
+            scenario,
+            grouped[(level, scenario)],
+            sum(noise[(level, scenario)]),
+            len(noise[(level, scenario)]),
+            partial(_lead, timed[(level, scenario)], confidence),
+        )
         for level, scenario in order
     )
+
+
+def _lead(figures: Sequence[CellFigures], confidence: float, first: Contender, second: Contender) -> Interval:
+    """How many times as fast ``first`` was as ``second``, from their samples side by side: per module (one
+    group of cells at the single level), the ratio of their median times with its bootstrap interval (start by
+    start for cells measured on several starts of their workers); over modules, geometric means as for their
+    speedups. Their speedups' intervals end against end where either has no timed samples (counted cells)."""
+    cells: dict[tuple[str, str | None], CellFigures] = {(f.cell.label, f.cell.module): f for f in figures}
+    pairs = [
+        (cells[(first.label, module)], other)
+        for (label, module), other in cells.items()
+        if label == second.label and (first.label, module) in cells
+    ]
+    if not pairs or any(f.unit == INSTRUCTIONS or not f.samples for pair in pairs for f in pair):
+        return end_to_end(first, second)
+    intervals = [
+        grouped_ratio_ci(groups_of(slow.samples, slow.starts), groups_of(fast.samples, fast.starts), confidence)
+        for fast, slow in pairs
+    ]
+    return Interval(geometric_mean(i.low for i in intervals), geometric_mean(i.high for i in intervals))
 
 
 def analyse(
@@ -430,4 +481,4 @@ def analyse(
         _figures(r, targets_for(r.cell), index.get(r.cell.baseline), index.get(r.cell.bare), confidence, cores)
         for r in sorted(results, key=lambda r: (LEVELS.index(r.cell.level), r.cell.group, r.cell.sort_key))
     )
-    return Analysis(cells=figures, standings=standings(figures))
+    return Analysis(cells=figures, standings=standings(figures, confidence))

@@ -169,7 +169,7 @@ class _Outcome:
     @property
     def contenders(self) -> tuple[Contender, ...]:
         winner = self.standing.winner
-        return (winner,) if winner is not None else self.standing.tied
+        return (winner,) if winner is not None else self.standing.tied or self.standing.close
 
     def colour(self, c: Contender) -> str:
         return self.colours.of_label(c.label)
