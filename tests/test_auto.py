@@ -90,6 +90,10 @@ fastest, async x 2 1.08 x its time, thread x 2 1.17 x, sequential 1.30 x."""
         (replace(BUSY, cpu_ms=9.5, queued_ms=31.7, fetch_ms=27.9, wait_ms=20.2), ("async", 2)),
         # async x 2 1.06 x process x 2's speed: within the tie margin, so the simpler (measured: within 10 % of it)
         (replace(BUSY, cpu_ms=5.2, queued_ms=4.8, fetch_ms=6.7, wait_ms=5.1), ("process", 2)),
+        # --workers 4 on 2 cores: four processes overlap their waits on the source, as in the benchmark's mixed
+        # batches (process x 4 2.4 x sequential, auto x 4 choosing async x 2 1.9 x); none to overlap: two
+        (replace(QUIET_MIXED, workers=4), ("process", 4)),
+        (replace(QUIET, workers=4), ("process", 2)),
     ],
     ids=[
         "cpu",
@@ -114,6 +118,8 @@ fastest, async x 2 1.08 x its time, thread x 2 1.17 x, sequential 1.30 x."""
         "busy-cpu",
         "busy-io",
         "busy-mixed",
+        "quiet-mixed-4-workers",
+        "quiet-cpu-4-workers",
     ],
 )
 def test_the_choice_follows_the_figures(figures: AutoFigures, chosen: tuple[str, int]) -> None:
@@ -404,9 +410,11 @@ class SlowSource(Strategy):
         self.clock = clock
         self.refused = refused
         self.made: list[tuple[int, str]] = []
+        self.started: list[StrategyOptions] = []
 
     def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
         strategy = self
+        self.started.append(options)
 
         class Made(Runner):
             def run(self, projects: Iterable[Project], files: ReportWriter | None = None) -> Iterator[ProjectResult]:
@@ -426,14 +434,14 @@ class SlowSource(Strategy):
 
 
 def slow_source_auto(
-    tmp_path: Path, refused: set[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, refused: set[str], monkeypatch: pytest.MonkeyPatch, workers: int = 2
 ) -> tuple[AutoRunner, SlowSource]:
     clock = FakeClock()
     monkeypatch.setattr(auto, "time", clock)
     monkeypatch.setattr(auto, "_queued_ns", lambda: 0)
     source = SlowSource(clock, refused)
     config = plan_batch(BatchOptions(out=tmp_path / "out")).config
-    runner = AutoRunner(config, StrategyOptions(workers=2), dict.fromkeys(auto.CANDIDATES, source))
+    runner = AutoRunner(config, StrategyOptions(workers=workers), dict.fromkeys(auto.CANDIDATES, source))
     runner.cores = 2
     # Pools start by fork, as in a process that runs no thread: not the dearer forkserver because an earlier test
     # (test_dask's clusters) left a thread behind in this one.
@@ -491,6 +499,25 @@ def test_the_workers_said_are_those_the_batch_ran_on(tmp_path: Path, monkeypatch
     made = forced("sequential", 1, monkeypatch)
     summary = generate(projects(8), options)
     assert made and summary.workers == 1 and summary.as_dict()["workers"] == 1
+
+
+def test_a_pool_auto_starts_has_as_many_projects_in_flight_as_workers_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--workers 4`` on 2 cores: async x 2 (its fetches overlap in this process) took 1.09-1.13 x async x 4's time
+    on the benchmark's io batches with 8 projects in flight, 0.96-1.00 x with the 16 that four workers have."""
+    runner, source = slow_source_auto(tmp_path, set(), monkeypatch, workers=4)
+    with runner:
+        list(runner.run(projects(30)))
+        assert runner.choice is not None and runner.choice.strategy in ("async", "process")
+        assert runner.choice.figures.in_flight == 16
+    assert source.started[-1].workers == runner.choice.workers and source.started[-1].in_flight == 16
+
+
+def test_processes_beyond_the_cores_are_a_candidate_only_where_a_project_waits() -> None:
+    four = "process\N{MULTIPLICATION SIGN}4"
+    assert four in choose(replace(QUIET_MIXED, workers=4)).estimates_ms
+    assert four not in choose(replace(QUIET, workers=4)).estimates_ms
 
 
 def test_waiting_on_the_source_is_measured(tmp_path: Path) -> None:

@@ -253,9 +253,10 @@ def estimates_ms(figures: AutoFigures, costs: AutoCosts = AUTO_COSTS) -> dict[tu
     A model of the costs, not a measurement. Per project: ``c`` CPU, of which ``x`` writing (free of the
     GIL), ``q`` waiting for a core, ``w`` waiting on the source, ``b`` waiting elsewhere (a module, a
     write), ``p`` the caller's CPU; ``P`` projects left; ``k`` pool processes (at most the cores and
-    ``workers``); ``f`` free cores (the cores times ``c / (c + q)``, the share of its time a ready thread
-    got one). Start-ups count in a runner's first batch only (see ``AutoFigures.served``). Whichever
-    bound is longest, and for a pool the last result's ``p`` after it:
+    ``workers``; for a process pool, also ``workers`` where a project waits); ``f`` free cores (the cores
+    times ``c / (c + q)``, the share of its time a ready thread got one). Start-ups count in a runner's
+    first batch only (see ``AutoFigures.served``). Whichever bound is longest, and for a pool the last
+    result's ``p`` after it:
 
     - sequential: ``P (c + q + w + b + p)``.
     - thread x ``workers``: the threads (no more than there are projects) take turns at the GIL, each project
@@ -265,7 +266,8 @@ def estimates_ms(figures: AutoFigures, costs: AutoCosts = AUTO_COSTS) -> dict[tu
       ``f``.
     - process x ``k``: a pool start-up unless warm; then the busiest worker's share, ``ceil(P / k)`` projects (the
       last chunks taper: the workers finish together), each ``c / worker_speed + q + w + b``; the caller's share
-      (sending, taking back, indexing); or all the CPU over ``f``.
+      (sending, taking back, indexing); or all the CPU over ``f``. Where a project waits (``waiting_ms``, as for
+      threads), also x ``workers`` beyond the cores: its processes overlap their waits, the CPU bound the same.
     - async x ``k``: the same start-up and bounds, a task for the few projects fetched together (a higher cost
       to the caller) and a pipeline to fill and drain; fetches overlap up to ``in_flight``, the rest over ``k``
       processes.
@@ -286,14 +288,17 @@ def estimates_ms(figures: AutoFigures, costs: AutoCosts = AUTO_COSTS) -> dict[tu
         estimates["thread", threads] = start + max(n_left * each, n_left * (c + p) / free) + p
     k = max(1, min(figures.workers, cores))
     pool_start = costs.pool_start_ms(figures.start_method)
-    k_process = max(1, min(k, n_left))
-    busiest = math.ceil(n_left / k_process)  # the last chunks taper (chunking.Taper): the workers finish together
-    start = start_ms(_label("process", k_process), pool_start)
     parent = n_left * (p + costs.process_parent_ms)
     cpu_share = n_left * (c / costs.worker_speed + p)
-    estimates["process", k_process] = (
-        start + max(parent, busiest * (pooled + w), (cpu_share + n_left * costs.process_parent_ms) / free) + p
-    )
+    # Processes beyond the cores only where a project waits: they overlap its waits, and have nothing else to.
+    waits = max(w, b) >= costs.waiting_ms
+    for processes in {min(k, n_left), min(figures.workers, n_left) if waits else k}:
+        processes = max(1, processes)
+        busiest = math.ceil(n_left / processes)  # the last chunks taper (chunking.Taper): the workers finish together
+        start = start_ms(_label("process", processes), pool_start)
+        estimates["process", processes] = (
+            start + max(parent, busiest * (pooled + w), (cpu_share + n_left * costs.process_parent_ms) / free) + p
+        )
     in_flight = figures.in_flight or 4 * k
     start = start_ms(_label("async", k), pool_start) + costs.async_batch_ms
     estimates["async", k] = (
@@ -393,7 +398,8 @@ class AutoStrategy(Strategy):
     batches_only = True  # it chooses for a batch: one project at a time would measure its probe, not its choice
     description = (
         "Measures the first projects, then runs the rest as sequential, thread, process or async, "
-        "with as many workers as the cores (at most --workers): the fastest by its cost model."
+        "with as many workers as the cores (at most --workers; a process pool may have all of --workers where "
+        "projects wait on the source): the fastest by its cost model."
     )
 
     def unavailable_reason(self) -> str | None:
@@ -549,7 +555,7 @@ class AutoRunner(Runner):
             more=more,
             cores=self.cores,
             workers=self.options.workers,
-            in_flight=self.options.in_flight,
+            in_flight=self.options.max_in_flight,
             start_method=self._start_method(),
             warm=frozenset(_label(*key) for key in self.runners),
             served=self.served,
@@ -604,7 +610,9 @@ class AutoRunner(Runner):
     def _runner(self, strategy: str, workers: int) -> Runner:
         key = (strategy, workers)
         if key not in self.runners:
-            options = replace(self.options, workers=workers)
+            # The projects in flight are those ``--workers`` allows (4 each), however few processes compute them:
+            # under async, the fetches they wait on overlap in this process's event loop, not in the workers.
+            options = replace(self.options, workers=workers, in_flight=self.options.max_in_flight)
             self.runners[key] = self.strategies[strategy].start(self.config, options)
         return self.runners[key]
 
