@@ -100,7 +100,12 @@ def test_judge(interval: Interval, verdict: Verdict) -> None:
 def test_targets_defaults_without_pyproject(tmp_path: Path) -> None:
     targets = load_targets(tmp_path)
     if targets.origins["single_report_ms"] == "default":  # no pyproject.toml above tmp_path
-        assert dict(targets.values) == {**TARGETS, "service_p95_ms": 300.0, "service_error_rate": 0.0}
+        assert dict(targets.values) == {
+            **TARGETS,
+            "auto_vs_best_fixed": 1.10,
+            "service_p95_ms": 300.0,
+            "service_error_rate": 0.0,
+        }
 
 
 def test_an_error_rate_target_may_be_zero_a_time_may_not(tmp_path: Path) -> None:
@@ -742,6 +747,53 @@ def test_leads_come_from_the_samples_side_by_side_not_the_speedups_ends() -> Non
 )
 def test_a_ratio_is_ahead_behind_a_tie_or_too_close_by_its_interval(low: float, high: float, verdict: str) -> None:
     assert call(Interval(low, high)) == verdict
+
+
+def _auto_batch(auto_times: list[float], workers: int = 4) -> list[CellResult]:
+    """A mixed batch where process x 4 is the fastest fixed strategy (1.0), process x 2 next (1.3)."""
+    jitter = [1.0, 1.01, 0.99, 1.02, 0.98, 1.0, 1.01, 0.99]
+    return [
+        _result(Cell("batch", "mixed", "sequential", 1, None), [2.4 * j for j in jitter]),
+        _result(Cell("batch", "mixed", "process", 2, None), [1.3 * j for j in jitter]),
+        _result(Cell("batch", "mixed", "process", 4, None), [1.0 * j for j in jitter]),
+        _result(Cell("batch", "mixed", "async", 4, None), [1.4 * j for j in jitter]),
+        _result(
+            Cell("batch", "mixed", "auto", workers, None), [t * j for t, j in zip(auto_times, jitter, strict=True)]
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("auto_time", "verdict"), [(1.25, Verdict.FAIL), (1.03, Verdict.PASS), (0.97, Verdict.PASS)])
+def test_auto_is_judged_against_the_fastest_fixed_strategy_of_as_many_workers(
+    auto_time: float, verdict: Verdict
+) -> None:
+    analysis = analyse(_auto_batch([auto_time] * 8), lambda cell: TARGETS | {"auto_vs_best_fixed": 1.10})
+    (check,) = analysis.auto
+    assert (check.auto, check.best) == (f"auto{TIMES}4", f"process{TIMES}4")
+    assert check.judgement.value == pytest.approx(auto_time, rel=0.02) and check.judgement.verdict is verdict
+    assert check.sentence().startswith(f"auto {TIMES}4 took {auto_time:.2f}{TIMES} the time of process {TIMES}4")
+    assert check.sentence().endswith(f": {verdict} (at most 1.10{TIMES})")
+    auto_cell = analysis.by_id()["batch/strategy=auto-workers=4-scenario=mixed"]
+    assert [j.target_name for j in auto_cell.judgements] == [
+        "batch_100_s",
+        "memory_per_report_mb",
+        "auto_vs_best_fixed",
+    ]
+    assert (check.judgement in analysis.failures) is (verdict is Verdict.FAIL)
+    assert analysis.as_dict()["auto_vs_best_fixed"][0]["best"] == f"process{TIMES}4"  # type: ignore[index]
+
+
+def test_auto_with_fewer_workers_is_held_to_the_fixed_strategies_it_could_have_run() -> None:
+    analysis = analyse(_auto_batch([1.25] * 8, workers=2), lambda cell: TARGETS | {"auto_vs_best_fixed": 1.10})
+    (check,) = analysis.auto
+    assert check.best == f"process{TIMES}2" and check.judgement.verdict is Verdict.PASS  # 1.25 / 1.3
+    page = render_page(analysis, load_targets(Path("/nonexistent")), describe_machine())
+    assert "auto against the fastest fixed strategy" in page.replace("<code>", "").replace("</code>", "")
+    assert check.sentence() in page.replace("&#215;", TIMES)
+
+
+def test_auto_is_not_judged_where_its_target_does_not_apply() -> None:
+    assert analyse(_auto_batch([1.25] * 8), lambda cell: TARGETS).auto == ()
 
 
 def test_karp_flatt_is_shown_only_where_it_means_something() -> None:

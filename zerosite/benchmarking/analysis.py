@@ -6,7 +6,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from statistics import geometric_mean
 
@@ -44,7 +44,17 @@ from zerosite.benchmarking.winners import (
     times,
 )
 
-__all__ = ["LEVEL_NAMES", "Analysis", "CellFigures", "analyse", "level_unit", "level_value", "standings"]
+__all__ = [
+    "LEVEL_NAMES",
+    "Analysis",
+    "AutoAgainstBest",
+    "CellFigures",
+    "analyse",
+    "level_unit",
+    "level_value",
+    "standings",
+    "times_as_long",
+]
 
 MB = 1024 * 1024
 LEVEL_NAMES = {"single": "Single report", "pipeline": "Pipeline", "batch": "Batch"}
@@ -201,6 +211,8 @@ class Analysis:
 
     cells: tuple[CellFigures, ...]
     standings: tuple[Standing, ...] = ()
+    auto: tuple[AutoAgainstBest, ...] = ()
+    """Per batch scenario, each ``auto`` cell against the fastest fixed strategy (also among its judgements)."""
     service: ServiceAnalysis | None = None
     """The service level (``zerosite serve`` under load), when it was measured."""
 
@@ -283,6 +295,7 @@ class Analysis:
             "verdict_counts": counts,
             "winners": self.winners(),
             "references": [lead.as_dict() | {"level": lead.level, "scenario": lead.scenario} for lead in self.leads],
+            "auto_vs_best_fixed": [check.as_dict() for check in self.auto],
             "sentences": self.sentences,
             "noisy_cells": [f"{f.cell.level}/{f.cell.id}" for f in self.noisy],
             "service": self.service.as_dict() if self.service is not None else None,
@@ -460,11 +473,77 @@ def _lead(figures: Sequence[CellFigures], confidence: float, first: Contender, s
     ]
     if not pairs or any(f.unit == INSTRUCTIONS or not f.samples for pair in pairs for f in pair):
         return end_to_end(first, second)
-    intervals = [
-        grouped_ratio_ci(groups_of(slow.samples, slow.starts), groups_of(fast.samples, fast.starts), confidence)
-        for fast, slow in pairs
-    ]
+    intervals = [times_as_long(slow, fast, confidence) for fast, slow in pairs]
     return Interval(geometric_mean(i.low for i in intervals), geometric_mean(i.high for i in intervals))
+
+
+def times_as_long(first: CellFigures, second: CellFigures, confidence: float = 0.95) -> Interval:
+    """How many times as long ``first`` took as ``second``: the ratio of their median times, with its bootstrap
+    interval from their samples side by side (start by start for a cell measured on several starts)."""
+    return grouped_ratio_ci(
+        groups_of(first.samples, first.starts), groups_of(second.samples, second.starts), confidence
+    )
+
+
+AUTO = "auto"
+AUTO_TARGET = "auto_vs_best_fixed"
+
+
+@dataclass(frozen=True)
+class AutoAgainstBest:
+    """``auto`` x N at the batch level against the fastest fixed strategy of N workers or fewer, same scenario:
+    the bar it is built to (``AutoCosts.tie_margin``), judged on the ratio's interval."""
+
+    scenario: str
+    auto: str
+    best: str
+    judgement: Judgement
+
+    def sentence(self) -> str:
+        """``auto x4 took 1.03x the time of process x4, the fastest fixed strategy of 4 workers or fewer [0.96x,
+        1.10x]: PASS (at most 1.10x)``."""
+        j = self.judgement
+        return (
+            f"{spaced(self.auto)} took {times(j.value)} the time of {spaced(self.best)}, the fastest fixed strategy "
+            f"of as many workers or fewer [{times(j.interval.low)}, {times(j.interval.high)}]: {j.verdict} "
+            f"(at most {times(j.target)})"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {"scenario": self.scenario, "auto": self.auto, "best": self.best} | self.judgement.as_dict()
+
+
+def _against_best(
+    figures: Sequence[CellFigures], targets_for: Callable[[Cell], Mapping[str, float]], confidence: float
+) -> list[AutoAgainstBest]:
+    """Each timed ``auto`` cell of the batch level against the fastest fixed cell (by median) of its scenario with
+    as many workers or fewer, where its target applies."""
+    checks = []
+    for f in figures:
+        cell = f.cell
+        limit = targets_for(cell).get(AUTO_TARGET)
+        if cell.level != "batch" or cell.strategy != AUTO or f.unit == INSTRUCTIONS or not f.samples or limit is None:
+            continue
+        fixed = [
+            g
+            for g in figures
+            if (g.cell.level, g.cell.scenario) == ("batch", cell.scenario)
+            and g.cell.strategy not in (AUTO, BARE)
+            and not g.cell.is_reference
+            and g.cell.workers <= cell.workers
+            and g.samples
+        ]
+        if not fixed:
+            continue
+        best = min(fixed, key=lambda g: (statistics.median(g.samples), g.cell.sort_key))
+        interval = times_as_long(f, best, confidence)
+        value = statistics.median(f.samples) / statistics.median(best.samples)
+        spec = TARGET_SPECS[AUTO_TARGET]
+        judgement = Judgement(
+            cell.subject, AUTO_TARGET, spec.figure, value, interval, limit, spec.unit, judge(interval, limit)
+        )
+        checks.append(AutoAgainstBest(cell.scenario, cell.label, best.cell.label, judgement))
+    return checks
 
 
 def analyse(
@@ -481,4 +560,10 @@ def analyse(
         _figures(r, targets_for(r.cell), index.get(r.cell.baseline), index.get(r.cell.bare), confidence, cores)
         for r in sorted(results, key=lambda r: (LEVELS.index(r.cell.level), r.cell.group, r.cell.sort_key))
     )
-    return Analysis(cells=figures, standings=standings(figures, confidence))
+    checks = _against_best(figures, targets_for, confidence)
+    judged = {check.judgement.subject: check.judgement for check in checks}
+    figures = tuple(
+        replace(f, judgements=(*f.judgements, judged[f.cell.subject])) if f.cell.subject in judged else f
+        for f in figures
+    )
+    return Analysis(cells=figures, standings=standings(figures, confidence), auto=tuple(checks))

@@ -31,6 +31,7 @@ SHORT_TARGET = {
     "pipeline_ms": "time",
     "batch_100_s": "time",
     "memory_per_report_mb": "mem",
+    "auto_vs_best_fixed": "vs best",
     "service_p95_ms": "p95",
     "service_error_rate": "errors",
 }
@@ -264,6 +265,7 @@ def render_page(
         ],
         failures=analysis.failures,
         leads=analysis.leads,
+        auto_checks=analysis.auto,
         noisy=[(_where(f), f) for f in analysis.noisy],
         imprecise=sorted(
             ((_where(r.figures), r) for r in rows if r.precision_missed and not r.figures.cell.is_reference),

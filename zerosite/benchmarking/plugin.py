@@ -528,6 +528,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(f"{standing.level} / {standing.scenario}: {standing.sentence()}")
     for lead in analysis.leads:
         tr.write_line(f"{lead.level} / {lead.scenario} against reference code: {lead.sentence()}")
+    for check in analysis.auto:
+        tr.write_line(f"batch / {check.scenario}: {check.sentence()}")
     if analysis.service is not None:
         for point in analysis.service.points:
             tr.write_line(point.line(), yellow=point.busy)
