@@ -11,7 +11,20 @@ from statistics import geometric_mean
 from zerosite.benchmarking.cells import BASELINE, BUSY_MACHINE, TIMES, Cell
 from zerosite.benchmarking.stats import Interval
 
-__all__ = ["CLOSE", "MARGIN", "NOT_JUDGED", "TIE", "Contender", "Standing", "call", "rank"]
+__all__ = [
+    "AHEAD",
+    "BEHIND",
+    "CLOSE",
+    "MARGIN",
+    "NOT_JUDGED",
+    "TIE",
+    "Contender",
+    "Standing",
+    "call",
+    "end_to_end",
+    "margin_text",
+    "rank",
+]
 
 NOT_JUDGED = "not judged (machine busy)"
 """The outcome of a comparison measured mostly on a busy machine, in the words every output uses."""
