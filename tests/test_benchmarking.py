@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from zerosite.benchmarking import plugin
-from zerosite.benchmarking.analysis import Lead, analyse
+from zerosite.benchmarking.analysis import analyse
 from zerosite.benchmarking.cells import BUSY_MACHINE, TIMES, Cell, CellResult, RoundOutcome
 from zerosite.benchmarking.harness import ReplayClock, StoppingRule, calibrate, measure_interleaved, rotation
+from zerosite.benchmarking.leads import Lead
 from zerosite.benchmarking.machine import describe_machine
 from zerosite.benchmarking.matrix import MatrixSettings, build_matrix
 from zerosite.benchmarking.page import render_page

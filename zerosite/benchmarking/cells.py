@@ -33,6 +33,8 @@ BUSY_MACHINE = "the machine was busy with other work (other processes, or CPU ti
 BASELINE = "sequential"
 BARE = "bare"
 """Pseudo-strategy: a plain loop over the same module functions, to measure the engine's own overhead."""
+INSTRUCTIONS = "instructions"
+"""The unit of a cell counted under valgrind (deterministic mode) instead of timed."""
 REFERENCE_NAMES: tuple[str, ...] = ("joblib", "pool", "seed-threads", "seed-procs")
 """Pseudo-strategies of reference code measured beside ours at the batch level (``references.REFERENCES``)."""
 REFERENCE_SCENARIO = "cpu"

@@ -16,9 +16,10 @@ from matplotlib.lines import Line2D
 from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from zerosite.benchmarking.analysis import TIME_TARGET, Analysis, CellFigures, standings
+from zerosite.benchmarking.analysis import TIME_TARGET, Analysis, CellFigures
 from zerosite.benchmarking.cells import BASELINE, STAGES, TIMES
 from zerosite.benchmarking.colours import StrategyColours
+from zerosite.benchmarking.leads import standings
 from zerosite.benchmarking.service_level import ServiceAnalysis
 from zerosite.benchmarking.stats import Interval
 from zerosite.benchmarking.targets import TARGET_SPECS
