@@ -10,6 +10,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from zerosite.benchmarking import plugin
 from zerosite.benchmarking.analysis import analyse
@@ -748,6 +750,17 @@ def test_leads_come_from_the_samples_side_by_side_not_the_speedups_ends() -> Non
 )
 def test_a_ratio_is_ahead_behind_a_tie_or_too_close_by_its_interval(low: float, high: float, verdict: str) -> None:
     assert call(Interval(low, high)) == verdict
+
+
+@given(
+    ends=st.lists(st.floats(0.5, 2.0, allow_nan=False), min_size=4, max_size=4),
+)
+def test_two_overlapping_intervals_of_one_lead_are_never_called_ahead_and_a_tie(ends: list[float]) -> None:
+    """The point of the margin: two runs of the same code can call a lead ahead in one and a tie in the other only
+    where their intervals of it do not overlap."""
+    first, second = Interval(*sorted(ends[:2])), Interval(*sorted(ends[2:]))
+    if first.overlaps(second):
+        assert {call(first), call(second)} not in ({"ahead", "a tie"}, {"behind", "a tie"}, {"ahead", "behind"})
 
 
 def _auto_batch(auto_times: list[float], workers: int = 4) -> list[CellResult]:
