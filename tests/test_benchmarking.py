@@ -709,6 +709,7 @@ def test_a_lead_whose_interval_reaches_past_the_margin_is_too_close_to_call() ->
     assert standing.outcome == "too close to call" and "the noise cannot tell" in standing.sentence()
     page = render_page(analysis, load_targets(Path("/nonexistent")), describe_machine())
     assert "too close to call" in page
+    assert "by more than 5% beyond the noise" in page and "--zerosite-rounds" in page  # the rule, and its remedy
 
 
 def test_a_winner_clears_the_margin_with_its_whole_lead_and_says_by_how_much() -> None:

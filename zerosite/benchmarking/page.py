@@ -21,7 +21,7 @@ from zerosite.benchmarking.machine import Machine
 from zerosite.benchmarking.service_level import described
 from zerosite.benchmarking.targets import TARGET_SPECS, Targets
 from zerosite.benchmarking.verdicts import Judgement, Verdict
-from zerosite.benchmarking.winners import Contender, Standing
+from zerosite.benchmarking.winners import Contender, Standing, margin_text
 
 __all__ = ["Badge", "CellRow", "ProfileLink", "cell_row", "modules_phrase", "render_page"]
 
@@ -266,6 +266,7 @@ def render_page(
         failures=analysis.failures,
         leads=analysis.leads,
         auto_checks=analysis.auto,
+        margin=margin_text(),
         noisy=[(_where(f), f) for f in analysis.noisy],
         imprecise=sorted(
             ((_where(r.figures), r) for r in rows if r.precision_missed and not r.figures.cell.is_reference),
