@@ -804,7 +804,7 @@ def test_auto_with_fewer_workers_is_held_to_the_fixed_strategies_it_could_have_r
     assert check.best == f"process{TIMES}2" and check.judgement.verdict is Verdict.PASS  # 1.25 / 1.3
     page = render_page(analysis, load_targets(Path("/nonexistent")), describe_machine())
     assert "auto against the fastest fixed strategy" in page.replace("<code>", "").replace("</code>", "")
-    assert check.sentence() in page.replace("&#215;", TIMES)
+    assert check.measured() in page.replace("&#215;", TIMES) and check.bound() in page.replace("&#215;", TIMES)
 
 
 def test_auto_is_not_judged_where_its_target_does_not_apply() -> None:

@@ -292,8 +292,7 @@ def estimates_ms(figures: AutoFigures, costs: AutoCosts = AUTO_COSTS) -> dict[tu
     cpu_share = n_left * (c / costs.worker_speed + p)
     # Processes beyond the cores only where a project waits: they overlap its waits, and have nothing else to.
     waits = max(w, b) >= costs.waiting_ms
-    for processes in {min(k, n_left), min(figures.workers, n_left) if waits else k}:
-        processes = max(1, processes)
+    for processes in {max(1, min(n, n_left)) for n in ((k, figures.workers) if waits else (k,))}:
         busiest = math.ceil(n_left / processes)  # the last chunks taper (chunking.Taper): the workers finish together
         start = start_ms(_label("process", processes), pool_start)
         estimates["process", processes] = (

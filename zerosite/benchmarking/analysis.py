@@ -18,7 +18,7 @@ from zerosite.benchmarking.cells import (
     CellResult,
     RoundOutcome,
 )
-from zerosite.benchmarking.leads import AutoAgainstBest, Lead, against_best, standings
+from zerosite.benchmarking.leads import AutoAgainstBest, Lead, against_best, against_references, standings
 from zerosite.benchmarking.service_level import ServiceAnalysis
 from zerosite.benchmarking.stats import (
     Interval,
@@ -146,7 +146,8 @@ class CellFigures:
 
 @dataclass(frozen=True)
 class Analysis:
-    """All cells' figures, every judgement, and per level and scenario the winner or the tie."""
+    """All cells' figures, every judgement, and per level and scenario the winner, the tie or those too close to
+    call."""
 
     cells: tuple[CellFigures, ...]
     standings: tuple[Standing, ...] = ()
@@ -165,29 +166,9 @@ class Analysis:
 
     @property
     def leads(self) -> list[Lead]:
-        """Per level and scenario with reference code measured: our fastest strategy (the winner, or the
-        fastest of a tie) against each reference, as a ratio of medians with its bootstrap interval."""
-        leads = []
-        for standing in self.standings:
-            here = [f for f in self.cells if (f.cell.level, f.cell.scenario) == (standing.level, standing.scenario)]
-            ours = next((f for f in here if f.cell.label == standing.best.label and not f.cell.is_reference), None)
-            if ours is None:
-                continue
-            for reference in (f for f in here if f.cell.is_reference and f.cell.strategy != BARE):
-                ratio = statistics.median(reference.samples) / statistics.median(ours.samples)
-                interval = ratio_ci(reference.samples, ours.samples)
-                leads.append(
-                    Lead(
-                        standing.level,
-                        standing.scenario,
-                        ours.cell.label,
-                        reference.cell.label,
-                        ratio,
-                        interval,
-                        standing.unjudged,
-                    )
-                )
-        return leads
+        """Per level and scenario with reference code measured: our fastest strategy against each reference
+        (:func:`leads.against_references`)."""
+        return against_references(self.standings, self.cells)
 
     def winners(self) -> dict[str, dict[str, dict[str, object]]]:
         """``winners[level][scenario]``: the verdicts as data (see :meth:`Standing.as_dict`)."""

@@ -27,6 +27,8 @@ interval (its requests resampled) holds about 0.06: the rest, 0.17, comes with t
 same requests moved with the p95 (51.6 % of a core at 11.9 ms, 65.1 % at 18.4), the machine's canary before and
 after did not; the slow requests were not bunched in time (a block bootstrap gave the same intervals). Without
 it, two of ten pairs of those runs had ``zerosite compare`` exit 1 on a p95 "slower" by 30-46 %."""
+_Z95 = NormalDist().inv_cdf(0.975)
+"""The half-width of a 95 % interval in standard deviations, to add :data:`RUN_TO_RUN_SPREAD` to the runs' own."""
 
 CAPACITY = "the server ran at its CPU capacity"
 """Why a point's latency is not reproducible, besides a busy machine (see ``_unsteady``)."""
@@ -116,9 +118,6 @@ def p95_ratio_interval(base: ServiceFigures, new: ServiceFigures) -> Interval | 
     low = change - math.hypot(new_log - new_low, base_high - base_log, between, between)
     high = change + math.hypot(new_high - new_log, base_log - base_low, between, between)
     return Interval(math.exp(low), math.exp(high))
-
-
-_Z95 = NormalDist().inv_cdf(0.975)
 
 
 def _figures(raw: object, cores: int | None) -> ServiceFigures | None:

@@ -12,13 +12,12 @@ from statistics import geometric_mean
 from typing import TYPE_CHECKING
 
 from zerosite.benchmarking.cells import BARE, BASELINE, INSTRUCTIONS, LEVELS, SCENARIOS, Cell
-from zerosite.benchmarking.stats import Interval, grouped_ratio_ci, groups_of
+from zerosite.benchmarking.stats import Interval, grouped_ratio_ci, groups_of, ratio_ci
 from zerosite.benchmarking.targets import TARGET_SPECS
 from zerosite.benchmarking.verdicts import Judgement, judge
 from zerosite.benchmarking.winners import (
     AHEAD,
     BEHIND,
-    CLOSE,
     NOT_JUDGED,
     TIE,
     Contender,
@@ -34,7 +33,7 @@ from zerosite.benchmarking.winners import (
 if TYPE_CHECKING:
     from zerosite.benchmarking.analysis import CellFigures
 
-__all__ = ["AUTO_TARGET", "AutoAgainstBest", "Lead", "against_best", "standings", "times_as_long"]
+__all__ = ["AUTO_TARGET", "AutoAgainstBest", "Lead", "against_best", "against_references", "standings", "times_as_long"]
 
 
 @dataclass(frozen=True)
@@ -57,15 +56,13 @@ class Lead:
         the margin too close to call (``... [0.84x, 1.21x]: too close to call``): :func:`winners.call`."""
         i = self.interval
         margin = margin_text()
-        if self.unjudged:
-            verdict = f": {NOT_JUDGED}"
-        else:
-            verdict = {
-                AHEAD: f" beyond the noise and the {margin} margin",
-                BEHIND: f" beyond the noise and the {margin} margin",
-                TIE: f" within {margin} either way: {TIE}",
-                CLOSE: f": {CLOSE}",
-            }[call(i)]
+        called = NOT_JUDGED if self.unjudged else call(i)
+        if called in (AHEAD, BEHIND):
+            verdict = f" beyond the noise and the {margin} margin"
+        elif called == TIE:
+            verdict = f" within {margin} either way: {TIE}"
+        else:  # too close to call, or not judged
+            verdict = f": {called}"
         return (
             f"{spaced(self.ours)} was {times(self.ratio)} as fast as {spaced(self.reference)} "
             f"[{times(i.low)}, {times(i.high)}]{verdict}"
@@ -80,6 +77,32 @@ class Lead:
             "unjudged": self.unjudged,
             "verdict": NOT_JUDGED if self.unjudged else call(self.interval),
         }
+
+
+def against_references(standings: Iterable[Standing], figures: Sequence[CellFigures]) -> list[Lead]:
+    """Per level and scenario with reference code measured: our fastest strategy (the winner, or the fastest of those
+    tied or too close to call) against each reference, as a ratio of medians with its bootstrap interval."""
+    leads = []
+    for standing in standings:
+        here = [f for f in figures if (f.cell.level, f.cell.scenario) == (standing.level, standing.scenario)]
+        ours = next((f for f in here if f.cell.label == standing.best.label and not f.cell.is_reference), None)
+        if ours is None:
+            continue
+        for reference in (f for f in here if f.cell.is_reference and f.cell.strategy != BARE):
+            ratio = statistics.median(reference.samples) / statistics.median(ours.samples)
+            interval = ratio_ci(reference.samples, ours.samples)
+            leads.append(
+                Lead(
+                    standing.level,
+                    standing.scenario,
+                    ours.cell.label,
+                    reference.cell.label,
+                    ratio,
+                    interval,
+                    standing.unjudged,
+                )
+            )
+    return leads
 
 
 def standings(figures: Iterable[CellFigures], confidence: float = 0.95) -> tuple[Standing, ...]:
@@ -150,14 +173,20 @@ class AutoAgainstBest:
     judgement: Judgement
 
     def sentence(self) -> str:
-        """``auto x4 took 1.03x the time of process x4, the fastest fixed strategy of 4 workers or fewer [0.96x,
-        1.10x]: PASS (at most 1.10x)``."""
+        """``auto x2 took 1.03x the time of process x2, the fastest fixed strategy of as many workers or fewer
+        [0.93x, 1.15x]: INCONCLUSIVE (at most 1.10x)``."""
+        return f"{self.measured()}: {self.judgement.verdict} {self.bound()}"
+
+    def measured(self) -> str:
+        """The sentence up to its verdict."""
         j = self.judgement
         return (
             f"{spaced(self.auto)} took {times(j.value)} the time of {spaced(self.best)}, the fastest fixed strategy "
-            f"of as many workers or fewer [{times(j.interval.low)}, {times(j.interval.high)}]: {j.verdict} "
-            f"(at most {times(j.target)})"
+            f"of as many workers or fewer [{times(j.interval.low)}, {times(j.interval.high)}]"
         )
+
+    def bound(self) -> str:
+        return f"(at most {times(self.judgement.target)})"
 
     def as_dict(self) -> dict[str, object]:
         return {"scenario": self.scenario, "auto": self.auto, "best": self.best} | self.judgement.as_dict()
