@@ -343,6 +343,18 @@ def test_index_consistent_after_exception_in_block(tmp_path: Path) -> None:
     assert len(search_reports(tmp_path / "index.sqlite", "역삼동", limit=100)) == 5
 
 
+def test_a_transaction_a_stop_left_open_is_rolled_back_before_the_next(tmp_path: Path) -> None:
+    """A stop signal landing after BEGIN and before the ``with`` block starts leaves the transaction open and its
+    generator abandoned (CI: "cannot start a transaction within a transaction" from the clean-up's flush)."""
+    with ReportStore(tmp_path, commit_every_rows=10_000, commit_every_s=3600) as store:
+        store.record(_row(store, "p1", "M2", "서울특별시 강남구 역삼동 1"))
+        abandoned = store._transaction(1)
+        abandoned.__enter__()  # BEGIN, and the exception that would have entered the block never does
+        store.flush()
+        del abandoned
+    assert [r.project_id for r in recent_reports(tmp_path / "index.sqlite", 10)] == ["p1"]
+
+
 @pytest.mark.parametrize("there", ["nothing", "an empty folder", "a report"])
 def test_a_run_ended_before_its_first_report_leaves_no_trace(tmp_path: Path, there: str) -> None:
     """An error before anything was indexed (an unreachable Dask scheduler, a Ctrl-C while the workers start) left

@@ -554,15 +554,24 @@ class ReportStore:
 
     @contextmanager
     def _transaction(self, rows: int) -> Iterator[sqlite3.Connection]:
-        """One write transaction, rolled back whole by any exception (a Ctrl-C between BEGIN and COMMIT too)."""
+        """One write transaction, rolled back whole by any exception (a Ctrl-C between BEGIN and COMMIT too).
+
+        A stop signal's exception can land after BEGIN and before the ``with`` block starts, where nothing rolls
+        back: the transaction stays open, and the clean-up's flush then failed with "cannot start a transaction
+        within a transaction" (CI, an async batch stopped by SIGTERM). Such a transaction kept nothing (its rows are
+        still pending), so it is rolled back before the next begins; the abandoned generator, finalized once the
+        index is closed, has nothing left to undo."""
         conn = self._conn
+        if conn.in_transaction:
+            conn.rollback()
         try:
             conn.execute("BEGIN IMMEDIATE")
             yield conn
             conn.execute("COMMIT")
         except BaseException as error:
-            if conn.in_transaction:
-                conn.rollback()
+            with suppress(sqlite3.ProgrammingError):  # the index closed under an abandoned transaction
+                if conn.in_transaction:
+                    conn.rollback()
             if isinstance(error, sqlite3.Error):
                 raise StoreError(f"cannot write {rows} rows to the index {self.db_path}: {error}") from error
             raise
