@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from zerosite.benchmarking import plugin
 from zerosite.benchmarking.analysis import analyse
 from zerosite.benchmarking.cells import BUSY_MACHINE, TIMES, Cell, CellResult, RoundOutcome
-from zerosite.benchmarking.harness import ReplayClock, StoppingRule, calibrate, measure_interleaved, rotation
+from zerosite.benchmarking.harness import (
+    ReplayClock,
+    StoppingRule,
+    calibrate,
+    measure_interleaved,
+    precision_of,
+    rotation,
+)
 from zerosite.benchmarking.leads import Lead
 from zerosite.benchmarking.machine import describe_machine
 from zerosite.benchmarking.matrix import MatrixSettings, build_matrix
@@ -29,6 +36,7 @@ from zerosite.benchmarking.stats import (
     efficiency,
     karp_flatt,
     median_interval,
+    median_interval_samples,
     percentile,
     ratio_ci,
     speedup,
@@ -351,6 +359,22 @@ def test_stopping_rule_ends_a_precise_group_early() -> None:
     results = measure_interleaved(cells, _constant_start(calls), rule, warmup_rounds=0)
     assert [len(r.rounds) for r in results.values()] == [6, 6]
     assert {r.stopped for r in results.values()} == {"precision"}
+
+
+def test_a_cell_is_not_precise_before_its_interval_has_the_asked_confidence() -> None:
+    # Four identical rounds have a range of zero width, but a range of four samples holds the median only 87.5 % of
+    # the time: at 95 % the group is precise from its sixth round, whatever the rule's minimum.
+    calls: list[str] = []
+    cells = [Cell("batch", "cpu", s, 1) for s in ("sequential", "process")]
+    rule = StoppingRule(precision=0.05, min_rounds=4, max_rounds=200, budget_s=100, min_sample_s=0)
+    results = measure_interleaved(cells, _constant_start(calls), rule, warmup_rounds=0)
+    assert [len(r.rounds) for r in results.values()] == [6, 6]
+    assert {r.stopped for r in results.values()} == {"precision"}
+    loose = replace(rule, confidence=0.9)  # 1 - 2 / 2**5 = 0.9375: five rounds are enough at 90 %
+    results = measure_interleaved(cells, _constant_start(calls), loose, warmup_rounds=0)
+    assert [len(r.rounds) for r in results.values()] == [5, 5]
+    assert [median_interval_samples(c) for c in (0.5, 0.9, 0.95, 0.99)] == [2, 5, 6, 8]
+    assert precision_of([1.0] * 5) == math.inf and precision_of([1.0] * 6) == 0.0
 
 
 def test_calibration_repeats_short_work_until_a_sample_lasts_long_enough(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from zerosite.benchmarking.cells import BASELINE, Cell, CellResult, RoundOutcome
 from zerosite.benchmarking.phases import Stopwatch
-from zerosite.benchmarking.stats import median_interval, relative_half_width
+from zerosite.benchmarking.stats import median_interval, median_interval_samples, relative_half_width
 
 __all__ = [
     "LoadProbe",
@@ -74,8 +74,10 @@ class StoppingRule:
 
 
 def precision_of(samples: Sequence[float], confidence: float = 0.95) -> float:
-    """Relative half-width of the median's distribution-free interval (inf for no samples)."""
-    if not samples:
+    """Relative half-width of the median's distribution-free interval; inf for fewer samples than such an interval
+    needs at ``confidence`` (:func:`~zerosite.benchmarking.stats.median_interval_samples`: 6 at 95 %), whose range
+    would cover the median less often than asked (four samples: 87.5 % of the time)."""
+    if len(samples) < median_interval_samples(confidence):
         return math.inf
     return relative_half_width(median_interval(samples, confidence), statistics.median(samples))
 
