@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import textwrap
 from dataclasses import replace
 from importlib.metadata import entry_points
@@ -829,6 +830,24 @@ def test_auto_with_fewer_workers_is_held_to_the_fixed_strategies_it_could_have_r
     page = render_page(analysis, load_targets(Path("/nonexistent")), describe_machine())
     assert "auto against the fastest fixed strategy" in page.replace("<code>", "").replace("</code>", "")
     assert check.measured() in page.replace("&#215;", TIMES) and check.bound() in page.replace("&#215;", TIMES)
+
+
+def test_the_page_says_how_many_projects_a_batch_held_where_our_lead_over_reference_code_is_read() -> None:
+    # What each of our batches does once weighs more in a small batch than in the whole commands of 1,000 projects
+    # that bench/contenders.py times: the page names the batch size beside the leads, and in its header.
+    medians = {("sequential", 1): 2.0, ("process", 2): 1.0, ("pool", 2): 0.9}
+    analysis = analyse(
+        [_result(Cell("batch", "cpu", s, w, None), [t] * 8) for (s, w), t in medians.items()], lambda c: TARGETS
+    )
+    assert [lead.reference for lead in analysis.leads] == [f"pool{TIMES}2"]
+    page = render_page(analysis, load_targets(Path("/nonexistent")), describe_machine(), batch_projects=40)
+    text = re.sub(r"<[^>]+>", "", page)
+    assert "no resume; batches of 40 projects, in which what each of our batches does once (its plan, opening" in text
+    assert "bench/contenders.py times batches of 1,000 as whole commands" in text
+    assert "batches of 40 projects, batch scratch on" in text
+    unsized = re.sub(r"<[^>]+>", "", render_page(analysis, load_targets(Path("/nonexistent")), describe_machine()))
+    assert "(the same reports, files only: no index, no atomic write, no resume):" in unsized
+    assert "batches of" not in unsized
 
 
 def test_auto_is_not_judged_where_its_target_does_not_apply() -> None:

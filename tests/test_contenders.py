@@ -153,6 +153,24 @@ def test_the_tail_script_notes_every_chunk_of_each_pool_and_what_follows_the_las
     assert len(_files(tmp_path / "out")) == 12 * 5
 
 
+def test_the_batch_sizes_script_times_both_cells_at_each_size_and_leaves_no_batch_behind(tmp_path: Path) -> None:
+    """``bench/batch_sizes.py``: a row a size, with both cells' time a project and their ratio, from the benchmark's
+    own rounds (which remove their batches)."""
+    import re
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent.parent / "bench" / "batch_sizes.py"
+    arguments = ["--sizes", "2,3", "--rounds", "1", "--scratch", str(tmp_path)]
+    done = subprocess.run([sys.executable, script, *arguments], capture_output=True, text=True, check=True)
+    rows = [
+        line for line in done.stdout.splitlines() if re.fullmatch(r"\| \d+ \| [\d.]+ \| [\d.]+ \| [\d.]+x \|", line)
+    ]
+    assert [row.split(" | ")[0] for row in rows] == ["| 2", "| 3"]
+    assert "process x2 against pool x2" in done.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_startup_script_times_each_command_in_a_fresh_interpreter() -> None:
     """``bench/startup.py``: every command it times runs (from an empty folder) and takes CPU time."""
     import sys

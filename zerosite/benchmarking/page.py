@@ -230,13 +230,14 @@ def render_page(
     mode: str = "time",
     precision_goal: float = 0.05,
     colours: StrategyColours | None = None,
+    batch_projects: int | None = None,
 ) -> str:
     """The page as HTML; charts are embedded as base64 PNG data URIs, so the file stands alone.
 
     ``modules``: the modules measured (default: those the cells name); ``scratch``: where the batch level
     wrote (a folder; None or ``"disk"``: the system's temporary folder); ``mode``: ``time`` or
     ``instructions``; ``precision_goal``: the relative half-width each cell aimed for (0.05 = ±5 %);
-    ``colours``: the run's one mapping unless given.
+    ``colours``: the run's one mapping unless given; ``batch_projects``: the projects of a batch round, where known.
     """
     env = Environment(
         loader=FileSystemLoader(Path(__file__).parent), autoescape=True, undefined=StrictUndefined, trim_blocks=True
@@ -277,6 +278,7 @@ def render_page(
         mode=MODES.get(mode, mode),
         mode_key=mode,
         scratch=_scratch_text(scratch),
+        batch_projects=batch_projects,
         precision_goal=_percent(precision_goal).replace(".0%", "%"),
         modules=modules_phrase(modules),
         targets=_target_rows(analysis, targets),

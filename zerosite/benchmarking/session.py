@@ -295,6 +295,7 @@ def write_outputs(recorder: Recorder, config: Any, record_profiles: Callable[[Pa
             scratch=recorder.scratch_kind,
             mode=recorder.mode,
             precision_goal=recorder.settings.rule_for("single").precision,
+            batch_projects=recorder.settings.batch_projects,
         )
         (staging / "index.html").write_text(html, encoding="utf-8")
         folders = ("charts", "profiles") if record_profiles is not None else ("charts",)
