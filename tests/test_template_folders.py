@@ -4,6 +4,7 @@ counts in the resume hash whatever its extension."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,35 @@ def test_an_edited_template_of_any_extension_remakes_its_reports(
     assert (tmp_path / "out" / project.id / "X1.html").read_text(
         encoding="utf-8"
     ) == f"EDITION A {project.id} PART 1 B B"
+
+
+def test_the_fingerprint_of_a_kept_environment_follows_its_templates_without_reading_them_again(
+    tmp_path: Path, environment_with: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A program that plans batch after batch (the benchmark, a service) keeps its environment: the templates are
+    # read again only once Jinja2's loaders say one changed, or one was added or removed.
+    folder = _folder(tmp_path, "t", {"x_report.html": "A {{ result }}", "part.inc": "PART"})
+    env = environment_with(plug=_Folders([folder], "x_report.html"))
+    first = templates_fingerprint(env)
+    reads: list[str] = []
+    read = env.loader.get_source
+    monkeypatch.setattr(env.loader, "get_source", lambda e, name: reads.append(name) or read(e, name))
+    assert templates_fingerprint(env) == first and reads == []
+
+    def edit(name: str, text: str) -> None:
+        (folder / name).write_text(text, encoding="utf-8")
+        later = os.stat(folder / name).st_mtime_ns + 1_000_000_000  # past the file system's timestamp granularity
+        os.utime(folder / name, ns=(later, later))
+
+    edit("part.inc", "PART 2")  # one only included
+    second = templates_fingerprint(env)
+    assert second != first and "part.inc" in reads
+    reads.clear()
+    assert templates_fingerprint(env) == second and reads == []
+    edit("new.inc", "NEW")  # one added
+    assert templates_fingerprint(env) not in (first, second)
+    (folder / "new.inc").unlink()  # and removed again
+    assert templates_fingerprint(env) == second
 
 
 def _forget_environment() -> None:

