@@ -13,7 +13,7 @@ import sys
 import weakref
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jinja2
 import pluggy
@@ -305,8 +305,8 @@ def templates_fingerprint(env: Environment) -> str:
     assert env.loader is not None
     names = sorted(env.list_templates(filter_func=is_template_name))
     known = _fingerprints.get(env)
-    if known is not None and known[0] == names and all(uptodate() for uptodate in known[1]):
-        return known[2]
+    if known is not None and known.names == names and all(uptodate() for uptodate in known.checks):
+        return known.digest
     digest = hashlib.sha256()
     checks: list[Callable[[], bool]] = []
     for name in names:
@@ -316,15 +316,20 @@ def templates_fingerprint(env: Environment) -> str:
             checks.append(uptodate)
     fingerprint = digest.hexdigest()
     if len(checks) == len(names):  # a source that cannot say whether it changed is read every time
-        _fingerprints[env] = (names, checks, fingerprint)
+        _fingerprints[env] = _Fingerprint(names, checks, fingerprint)
     return fingerprint
 
 
-_fingerprints: weakref.WeakKeyDictionary[Environment, tuple[list[str], list[Callable[[], bool]], str]] = (
-    weakref.WeakKeyDictionary()
-)
-"""The last :func:`templates_fingerprint` of each environment: its template names, their sources' ``uptodate``
-checks and the hash."""
+class _Fingerprint(NamedTuple):
+    """The last :func:`templates_fingerprint` of an environment: its template names, their sources' ``uptodate``
+    checks, and the hash."""
+
+    names: list[str]
+    checks: list[Callable[[], bool]]
+    digest: str
+
+
+_fingerprints: weakref.WeakKeyDictionary[Environment, _Fingerprint] = weakref.WeakKeyDictionary()
 
 
 class _GroupedSpecs(dict[int, str]):
