@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from zerosite.benchmarking.cells import Cell
+from zerosite.benchmarking.stats import ratio_ci
 from zerosite.benchmarking.workloads import Workload, cell_round, scenario_projects
 
 
@@ -34,7 +35,7 @@ def main() -> None:
     projects = scenario_projects(max(sizes))
     ours, reference = (f"{name} x{args.workers}" for name in (args.ours, args.reference))
     print(f"{ours} against {reference}, {args.rounds} rounds each, taking turns; ms a project, median")
-    print(f"| projects a batch | {ours} | {reference} | {ours} as fast as {reference} |")
+    print(f"| projects a batch | {ours} | {reference} | {ours} as fast as {reference} [95% interval] |")
     print("|---|---|---|---|")
     for size in sizes:
         workload = Workload(projects=projects, urls={"cpu": None}, batch_projects=size)
@@ -51,7 +52,9 @@ def main() -> None:
                     outcome = one_round()
                     kept.append(outcome.wall_s / outcome.projects)
         mine, theirs = (statistics.median(t) for t in times)
-        print(f"| {size} | {mine * 1e3:.3f} | {theirs * 1e3:.3f} | {theirs / mine:.2f}x |", flush=True)
+        interval = ratio_ci(times[1], times[0])  # the reference's time over ours, as the page's leads
+        lead = f"{theirs / mine:.2f}x [{interval.low:.2f}x, {interval.high:.2f}x]"
+        print(f"| {size} | {mine * 1e3:.3f} | {theirs * 1e3:.3f} | {lead} |", flush=True)
 
 
 if __name__ == "__main__":  # pools started by forkserver import this file again
