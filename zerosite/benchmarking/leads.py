@@ -12,7 +12,7 @@ from statistics import geometric_mean
 from typing import TYPE_CHECKING
 
 from zerosite.benchmarking.cells import BARE, BASELINE, INSTRUCTIONS, LEVELS, SCENARIOS, Cell
-from zerosite.benchmarking.stats import Interval, grouped_ratio_ci, groups_of, ratio_ci
+from zerosite.benchmarking.stats import Interval, grouped_ratio_ci, groups_of
 from zerosite.benchmarking.targets import TARGET_SPECS
 from zerosite.benchmarking.verdicts import Judgement, judge
 from zerosite.benchmarking.winners import (
@@ -81,7 +81,8 @@ class Lead:
 
 def against_references(standings: Iterable[Standing], figures: Sequence[CellFigures]) -> list[Lead]:
     """Per level and scenario with reference code measured: our fastest strategy (the winner, or the fastest of those
-    tied or too close to call) against each reference, as a ratio of medians with its bootstrap interval."""
+    tied or too close to call) against each reference, as a ratio of medians with its bootstrap interval
+    (:func:`times_as_long`, as every comparison of two cells)."""
     leads = []
     for standing in standings:
         here = [f for f in figures if (f.cell.level, f.cell.scenario) == (standing.level, standing.scenario)]
@@ -90,7 +91,7 @@ def against_references(standings: Iterable[Standing], figures: Sequence[CellFigu
             continue
         for reference in (f for f in here if f.cell.is_reference and f.cell.strategy != BARE):
             ratio = statistics.median(reference.samples) / statistics.median(ours.samples)
-            interval = ratio_ci(reference.samples, ours.samples)
+            interval = times_as_long(reference, ours)
             leads.append(
                 Lead(
                     standing.level,
