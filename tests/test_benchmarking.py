@@ -844,7 +844,7 @@ def test_the_page_says_how_many_projects_a_batch_held_where_our_lead_over_refere
     text = re.sub(r"<[^>]+>", "", page)
     assert "no resume; batches of 40 projects, in which what each of our batches does once (its plan, opening" in text
     assert "bench/contenders.py times batches of 1,000 as whole commands" in text
-    assert "batches of 40 projects, batch scratch on" in text
+    assert "; batches of 40 projects written to " in text
     unsized = re.sub(r"<[^>]+>", "", render_page(analysis, load_targets(Path("/nonexistent")), describe_machine()))
     assert "(the same reports, files only: no index, no atomic write, no resume):" in unsized
     assert "batches of" not in unsized
