@@ -565,6 +565,25 @@ def test_the_summary_says_what_auto_ran(
     assert (data["strategy"], data["workers"], data["auto"]["strategy"]) == ("auto", workers, strategy)
 
 
+@pytest.mark.parametrize(("strategy", "workers"), [("thread", 2), ("process", 2)])
+def test_the_benchmark_notes_what_auto_ran_as_in_each_batch(
+    tmp_path: Path, strategy: str, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its cell's page says "auto x2 took 1.06x the time of async x2": whether it chose async x2 and paid for its
+    measuring, or chose another, only the choice of each round tells."""
+    from zerosite.benchmarking.cells import Cell
+    from zerosite.benchmarking.workloads import Workload, cell_round, scenario_projects
+
+    forced(strategy, workers, monkeypatch)
+    workload = Workload(projects=scenario_projects(6), urls={"cpu": None}, batch_projects=6, scratch=tmp_path)
+    with cell_round(Cell("batch", "cpu", "auto", workers), workload) as one_round:
+        outcomes = [one_round() for _ in range(2)]
+    assert [o.ran_as for o in outcomes] == [(f"{strategy}\N{MULTIPLICATION SIGN}{workers}",)] * 2
+    assert outcomes[0].plus(outcomes[1]).ran_as == outcomes[0].ran_as * 2
+    with cell_round(Cell("batch", "cpu", "process", workers), workload) as one_round:
+        assert one_round().ran_as == ()  # a fixed strategy chooses nothing
+
+
 def test_generate_json_carries_the_choice_and_its_figures(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["generate", "--sample", "6", "--out", str(tmp_path / "out"), "--json"])
     assert result.exit_code == 0, result.output

@@ -823,6 +823,27 @@ def test_auto_is_judged_against_the_fastest_fixed_strategy_of_as_many_workers(
     assert analysis.as_dict()["auto_vs_best_fixed"][0]["best"] == f"process{TIMES}4"  # type: ignore[index]
 
 
+def test_auto_says_what_it_ran_as_where_its_rounds_recorded_it() -> None:
+    """A slow auto reads as a wrong choice or as its own cost only where the reader sees what it chose."""
+    results = _auto_batch([1.03] * 8)
+    auto_result = results[-1]
+    auto_result.rounds = [replace(r, ran_as=(f"process{TIMES}4",)) for r in auto_result.rounds]
+    auto_result.rounds[5] = replace(auto_result.rounds[5], ran_as=(f"async{TIMES}4",))
+    analysis = analyse(results, lambda cell: TARGETS | {"auto_vs_best_fixed": 1.10})
+    (check,) = analysis.auto
+    assert check.sentence().endswith(
+        f"(at most 1.10{TIMES}); it ran as process {TIMES}4 in 7 of 8 batches, as async {TIMES}4 in 1"
+    )
+    assert analysis.as_dict()["auto_vs_best_fixed"][0]["ran_as"] == {f"process{TIMES}4": 7, f"async{TIMES}4": 1}  # type: ignore[index]
+    cell = analysis.by_id()["batch/strategy=auto-workers=4-scenario=mixed"]
+    assert cell.as_dict()["ran_as"] == {f"process{TIMES}4": 7, f"async{TIMES}4": 1}
+    page = render_page(analysis, load_targets(Path("/nonexistent")), describe_machine()).replace("&#215;", TIMES)
+    assert f"; it ran as process {TIMES}4 in 7 of 8 batches, as async {TIMES}4 in 1</li>" in page
+    auto_result.rounds = [replace(r, ran_as=(f"process{TIMES}4",)) for r in auto_result.rounds]
+    (check,) = analyse(results, lambda cell: TARGETS | {"auto_vs_best_fixed": 1.10}).auto
+    assert check.sentence().endswith(f"; it ran as process {TIMES}4 in all 8 batches")
+
+
 def test_auto_with_fewer_workers_is_held_to_the_fixed_strategies_it_could_have_run() -> None:
     analysis = analyse(_auto_batch([1.25] * 8, workers=2), lambda cell: TARGETS | {"auto_vs_best_fixed": 1.10})
     (check,) = analysis.auto

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from zerosite.benchmarking.cells import (
     BARE,
@@ -98,6 +98,8 @@ class CellFigures:
     """The machine's own speed during this cell's rounds (``canary.Canary``), for ``zerosite compare``."""
     starts: tuple[int, ...] = ()
     """Per sample, which start of the cell's workers took it (``CellResult.starts``), for ``zerosite compare``."""
+    ran_as: Mapping[str, int] = field(default_factory=dict)
+    """A strategy that chooses another for each batch (``auto``): how many of its batches ran on each, most first."""
 
     @property
     def noisy(self) -> bool:
@@ -141,6 +143,7 @@ class CellFigures:
             "iterations": self.iterations,
             "canary_s": list(self.canary_s),
             "starts": list(self.starts),
+            "ran_as": dict(self.ran_as),
         }
 
 
@@ -298,6 +301,7 @@ def _figures(
         loads=tuple(r.load.as_dict() for r in rounds if r.load is not None),
         canary_s=tuple(result.canary_s),
         starts=tuple(result.starts),
+        ran_as=dict(Counter(label for r in rounds for label in r.ran_as).most_common()),
         **figures,  # type: ignore[arg-type]
     )
 

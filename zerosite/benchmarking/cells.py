@@ -144,6 +144,8 @@ class RoundOutcome:
     iterations: int = 1
     load: Any = None
     """The machine's load during the sample (``zerosite.benchmarking.load.RoundLoad``), when recorded."""
+    ran_as: tuple[str, ...] = ()
+    """Per batch of a strategy that chooses another for each (``auto``), the label of the one it ran on."""
 
     @property
     def per_iteration_s(self) -> float:
@@ -164,6 +166,7 @@ class RoundOutcome:
             peak_memory_bytes=self.peak_memory_bytes + other.peak_memory_bytes,
             failed=self.failed + other.failed,
             iterations=self.iterations + other.iterations,
+            ran_as=self.ran_as + other.ran_as,
         )
 
     def with_load(self, load: object) -> RoundOutcome:

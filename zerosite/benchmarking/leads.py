@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from statistics import geometric_mean
 from typing import TYPE_CHECKING
@@ -172,11 +172,13 @@ class AutoAgainstBest:
     auto: str
     best: str
     judgement: Judgement
+    ran_as: Mapping[str, int] = field(default_factory=dict)
+    """How many of auto's timed batches ran on each strategy it chose, most first (``CellFigures.ran_as``)."""
 
     def sentence(self) -> str:
         """``auto x2 took 1.03x the time of process x2, the fastest fixed strategy of as many workers or fewer
-        [0.93x, 1.15x]: INCONCLUSIVE (at most 1.10x)``."""
-        return f"{self.measured()}: {self.judgement.verdict} {self.bound()}"
+        [0.93x, 1.15x]: INCONCLUSIVE (at most 1.10x); it ran as process x2 in all 12 batches``."""
+        return f"{self.measured()}: {self.judgement.verdict} {self.bound()}{self.ran()}"
 
     def measured(self) -> str:
         """The sentence up to its verdict."""
@@ -189,8 +191,25 @@ class AutoAgainstBest:
     def bound(self) -> str:
         return f"(at most {times(self.judgement.target)})"
 
+    def ran(self) -> str:
+        """What auto chose, so that a slow auto reads as a wrong choice or as its own cost: ``; it ran as async x2
+        in all 12 batches``, or ``in 9 of 12 batches, as process x4 in 3``; empty where nothing was recorded."""
+        if not self.ran_as:
+            return ""
+        total = sum(self.ran_as.values())
+        (first, count), *rest = self.ran_as.items()
+        if not rest:
+            return f"; it ran as {spaced(first)} in {'the one batch' if total == 1 else f'all {total} batches'}"
+        others = "".join(f", as {spaced(label)} in {n}" for label, n in rest)
+        return f"; it ran as {spaced(first)} in {count} of {total} batches{others}"
+
     def as_dict(self) -> dict[str, object]:
-        return {"scenario": self.scenario, "auto": self.auto, "best": self.best} | self.judgement.as_dict()
+        return {
+            "scenario": self.scenario,
+            "auto": self.auto,
+            "best": self.best,
+            "ran_as": dict(self.ran_as),
+        } | self.judgement.as_dict()
 
 
 def against_best(
@@ -222,5 +241,5 @@ def against_best(
         judgement = Judgement(
             cell.subject, AUTO_TARGET, spec.figure, value, interval, limit, spec.unit, judge(interval, limit)
         )
-        checks.append(AutoAgainstBest(cell.scenario, cell.label, best.cell.label, judgement))
+        checks.append(AutoAgainstBest(cell.scenario, cell.label, best.cell.label, judgement, f.ran_as))
     return checks

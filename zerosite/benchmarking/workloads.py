@@ -142,6 +142,7 @@ class MemoryProbe:
 @contextlib.contextmanager
 def _engine_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[RoundFunction]:
     from zerosite.engine import ReportOutcome, generate, start_runner
+    from zerosite.strategies_auto import AutoRunner
 
     options = _options(cell, workload, scratch)
     cycle = _cycle(cell, workload)
@@ -161,10 +162,14 @@ def _engine_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[Rou
 
         counter = itertools.count()
         batch = list(itertools.islice(cycle, workload.batch_projects))
+        chosen: list[str] = []  # what auto chose in the round: the strategy it ran on
+        if isinstance(runner, AutoRunner):
+            runner.on_choice = lambda choice: chosen.append(choice.label)
 
         def one_batch() -> RoundOutcome:
             out = scratch / f"batch-{next(counter)}"
             failed = [0]
+            chosen.clear()
 
             def on_report(outcome: ReportOutcome) -> None:
                 failed[0] += outcome.status == "failed"
@@ -178,6 +183,7 @@ def _engine_round(cell: Cell, workload: Workload, scratch: Path) -> Iterator[Rou
                 reports=summary.written + summary.failed,
                 stage_ns=stage.by_stage(),
                 failed=failed[0],
+                ran_as=tuple(chosen),
             )
 
         yield one_batch
