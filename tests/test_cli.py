@@ -92,16 +92,16 @@ def test_without_a_bar_the_engine_is_told_of_no_report(
 ) -> None:
     """Quiet, ``--json`` or off a terminal, nobody looks at each report: the engine gets no ``on_report`` and makes no
     outcome object per report (it did, for a bar that was not there: a few per cent of the parent's work)."""
-    import zerosite.cli
+    import zerosite.engine
 
     told: list[object] = []
-    real = zerosite.cli.generate_reports
+    real = zerosite.engine.generate
 
     def generate(*args: object, **kwargs: object) -> object:
         told.append(kwargs["on_report"])
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(zerosite.cli, "generate_reports", generate)
+    monkeypatch.setattr(zerosite.engine, "generate", generate)
     for extra in ([], ["-q"], ["--json"]):
         result = cli.invoke(main, ["generate", "--sample", "2", "-s", "sequential", "--out", str(tmp_path), *extra])
         assert result.exit_code == 0, result.output
@@ -122,6 +122,31 @@ def test_generate_imports_neither_httpx_nor_asyncio(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1] == ""
     assert len(list((tmp_path / "out").glob("*/*.html"))) == 10
+
+
+@pytest.mark.parametrize("command", [["--version"], ["--help"], ["sample", "1"], ["search", "x", "--db", "{db}"]])
+def test_commands_that_make_no_report_start_without_the_engine(tmp_path: Path, command: list[str]) -> None:
+    """The engine, Jinja2 and the report modules were two fifths of ``zerosite --version``'s start (174 ms, 119
+    without them: ``bench/startup.py``); a command that makes no report loads none of them, and SQLite only to
+    read an index."""
+    import subprocess
+    import sys
+
+    from zerosite.store import ReportStore
+
+    with ReportStore(tmp_path):
+        pass
+    args = [part.replace("{db}", str(tmp_path / "index.sqlite")) for part in command]
+    code = (
+        "import sys; from zerosite.cli import main\n"
+        f"try: main({args!r})\n"
+        "except SystemExit: pass\n"
+        "heavy = {'jinja2', 'zerosite.engine', 'zerosite.rendering', 'zerosite.strategies_auto', 'zerosite.caches',"
+        " 'zerosite.modules.m2_appraisal', 'sqlite3'}\n"
+        "print(' '.join(sorted(heavy & set(sys.modules))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == ("sqlite3" if command[0] == "search" else ""), done.stdout
 
 
 def test_help_everywhere(cli: CliRunner) -> None:

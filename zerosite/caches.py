@@ -11,7 +11,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 from zerosite import hookimpl
 from zerosite.store import StoreError, WrittenReports
-from zerosite.types import CacheBackend, CacheContext, CacheError, CacheUnavailable, ReportCache
+from zerosite.types import DEFAULT_CACHE, CacheBackend, CacheContext, CacheError, CacheUnavailable, ReportCache
 
 if TYPE_CHECKING:
     import redis
@@ -24,9 +24,6 @@ __all__ = [
     "open_cache",
     "zerosite_register_caches",
 ]
-
-DEFAULT_CACHE = "local"
-"""The cache a batch uses when none is named: the report store's own files and index."""
 
 MAX_HTML_BYTES = 64 << 20
 """The most a cached value may expand to; a larger (or corrupt) value is a miss, never a memory bomb."""

@@ -3,32 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import faulthandler
 import json
-import logging.config
 import math
 import os
 import re
-import shutil
 import sys
-import tempfile
 import traceback
 import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from zerosite.caches import DEFAULT_CACHE, open_cache
 from zerosite.cores import MAX_WORKERS_PER_CPU, capped_workers, usable_cores
 from zerosite.dask_strategy import scheduler_address
-from zerosite.engine import BatchOptions, BatchPlan, EngineError, plan_batch
-from zerosite.engine import generate as generate_reports
 from zerosite.files import OutputBusy
 from zerosite.plugins import (
     PluginWarning,
@@ -49,7 +42,6 @@ from zerosite.project import (
     printable,
     printable_json,
 )
-from zerosite.rendering import get_environment
 from zerosite.stopping import (
     end_children,
     exit_without_waiting,
@@ -58,9 +50,8 @@ from zerosite.stopping import (
     stop_word,
     stopping_cleanly,
 )
-from zerosite.store import StoreError, recent_reports, search_reports
-from zerosite.strategies_auto import AutoChoice, AutoRunner, AutoStrategy
 from zerosite.types import (
+    DEFAULT_CACHE,
     CacheBackend,
     CacheContext,
     CacheError,
@@ -71,12 +62,18 @@ from zerosite.types import (
     Runner,
     SourceSettings,
     StartError,
+    StoreError,
     StoreUnusable,
     Strategy,
     StrategyOptions,
     WorkerConfig,
     WorkersLost,
 )
+
+if TYPE_CHECKING:  # the engine, and with it Jinja2 and SQLite, loads in the commands that use it: a fast start for
+    # the others (`--version`, `--help`, `search`, `modules`; bench/startup.py)
+    from zerosite.engine import BatchOptions, BatchPlan
+    from zerosite.strategies_auto import AutoChoice
 
 __all__ = ["main", "run"]
 
@@ -249,6 +246,8 @@ def _show_warning(
 
 def _modules() -> dict[str, ReportModule]:
     """Every module, checked with its template; a plugin problem is exit 2."""
+    from zerosite.rendering import get_environment
+
     try:
         get_environment()  # loading it checks every module's template
         return get_modules()
@@ -289,6 +288,8 @@ def _cache_backends() -> dict[str, CacheBackend]:
 def _open_cache(url: str, out: Path, db: Path | None) -> ReportCache:
     """The report cache ``--cache`` names; an unknown scheme or a bad option is exit 2, an unreachable
     service one warning (the batch goes on without it)."""
+    from zerosite.caches import open_cache
+
     context = CacheContext(
         out, db or out / "index.sqlite", warn=lambda m: click.echo(f"warning: {printable(m)}", err=True)
     )
@@ -553,6 +554,10 @@ def _run_batch(
     scheduler: str | None = None,
     hand_back: bool = False,
 ) -> None:
+    from zerosite.engine import BatchOptions, EngineError
+    from zerosite.engine import generate as generate_reports
+    from zerosite.strategies_auto import AutoStrategy
+
     if strategy == "sequential":
         workers = 1  # whatever --workers says: the baseline runs in this process alone
     options = BatchOptions(
@@ -660,6 +665,8 @@ class _NoteChoice(Strategy):
         self.choice: AutoChoice | None = None
 
     def start(self, config: WorkerConfig, options: StrategyOptions) -> Runner:
+        from zerosite.strategies_auto import AutoRunner
+
         self.runner = self.strategy.start(config, options)
         if isinstance(self.runner, AutoRunner):
             self.runner.on_choice = self._chosen
@@ -672,6 +679,8 @@ class _NoteChoice(Strategy):
 
 def _plan(options: BatchOptions) -> BatchPlan:
     """The batch's plan; an unknown module, source or strategy, or a plugin problem, is exit 2."""
+    from zerosite.engine import EngineError, plan_batch
+
     try:
         return plan_batch(options)
     except PluginError as error:
@@ -878,6 +887,8 @@ def compare(base: Path, new: Path, threshold: str, force: bool, as_json: bool) -
 @click.option("--db", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
 def search(text: str, module: str | None, limit: int, db: Path) -> None:
     """Full-text search of the report index by address (and module)."""
+    from zerosite.store import search_reports
+
     try:
         rows = search_reports(db, text, module=module, limit=limit)
     except StoreError as error:
@@ -896,6 +907,8 @@ def search(text: str, module: str | None, limit: int, db: Path) -> None:
 @click.option("--db", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
 def reports(recent: int, db: Path) -> None:
     """List the most recently generated reports in the index."""
+    from zerosite.store import recent_reports
+
     try:
         rows = recent_reports(db, recent)
     except StoreError as error:
@@ -994,6 +1007,8 @@ def new_module(name: str, title: str, requires: tuple[str, ...], package: Path |
 def _serve_log_config(uvicorn_config: dict[str, Any], log_level: str) -> dict[str, Any]:
     """Uvicorn's logging configuration, with zerosite's own loggers on its stderr handler at ``log_level``: the
     service's lines look like uvicorn's (``INFO:     workers ready``), in every server process."""
+    import copy
+
     config = copy.deepcopy(uvicorn_config)
     config["loggers"]["zerosite"] = {"handlers": ["default"], "level": log_level.upper(), "propagate": False}
     return config
@@ -1099,6 +1114,10 @@ def serve(
     The same app is `uvicorn --factory zerosite.service:create_app`, configured by ZEROSITE_* variables.
     SIGTERM or Ctrl-C: no new work is taken, the requests in flight are finished, then the server exits.
     """
+    import logging.config
+    import shutil
+    import tempfile
+
     try:
         import uvicorn
 

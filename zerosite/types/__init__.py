@@ -1,6 +1,7 @@
 """The bottom layer: every type that plugins, workers and the engine share. Imports nothing above it."""
 
 from zerosite.types.caches import (
+    DEFAULT_CACHE,
     CacheBackend,
     CacheContext,
     CacheError,
@@ -34,6 +35,7 @@ from zerosite.types.results import (
 from zerosite.types.settings import PluginSettings, SourceSettings, StrategyOptions, WorkerConfig
 
 __all__ = [
+    "DEFAULT_CACHE",
     "STAGES",
     "STATUSES",
     "CacheBackend",

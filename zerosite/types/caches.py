@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 __all__ = [
+    "DEFAULT_CACHE",
     "MAX_KEY_CHARS",
     "CacheBackend",
     "CacheContext",
@@ -23,6 +24,9 @@ __all__ = [
     "CacheUnavailable",
     "ReportCache",
 ]
+
+DEFAULT_CACHE = "local"
+"""The cache a batch uses when none is named: the report store's own files and index (``zerosite.caches``)."""
 
 MAX_KEY_CHARS = 512
 """The longest key a cache accepts; the engine's keys are 64 hex digits (SHA-256)."""
