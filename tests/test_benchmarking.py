@@ -844,6 +844,19 @@ def test_auto_says_what_it_ran_as_where_its_rounds_recorded_it() -> None:
     assert check.sentence().endswith(f"; it ran as process {TIMES}4 in all 8 batches")
 
 
+def test_a_ratio_target_is_written_as_the_sentences_write_a_ratio() -> None:
+    """The targets table and the badges said "1.1 ×" where every sentence of the page says "1.10×"."""
+    analysis = analyse(_auto_batch([1.03] * 8), lambda cell: TARGETS | {"auto_vs_best_fixed": 1.10})
+    (check,) = analysis.auto
+    assert check.judgement.bound() == f"1.1{TIMES}" and check.judgement.message().endswith(f"= 1.1{TIMES}")
+    assert f"(95% CI {check.judgement.interval.low:.4g}-{check.judgement.interval.high:.4g}{TIMES})" in (
+        check.judgement.message()
+    )
+    page = render_page(analysis, load_targets(Path("/nonexistent")), describe_machine()).replace("&#215;", TIMES)
+    assert f'<td class="n">1.1{TIMES}</td>' in page and f"PASS vs best \u2264 1.1{TIMES}</span>" in page
+    assert '<td class="n">300 ms</td>' in page and "1.1 " + TIMES not in page
+
+
 def test_auto_with_fewer_workers_is_held_to_the_fixed_strategies_it_could_have_run() -> None:
     analysis = analyse(_auto_batch([1.25] * 8, workers=2), lambda cell: TARGETS | {"auto_vs_best_fixed": 1.10})
     (check,) = analysis.auto

@@ -22,7 +22,7 @@ from zerosite.benchmarking.colours import StrategyColours
 from zerosite.benchmarking.leads import standings
 from zerosite.benchmarking.service_level import ServiceAnalysis
 from zerosite.benchmarking.stats import Interval
-from zerosite.benchmarking.targets import TARGET_SPECS
+from zerosite.benchmarking.targets import TARGET_SPECS, quantity
 from zerosite.benchmarking.winners import Standing
 
 __all__ = ["Chart", "ChartStyle", "ideal_line", "ideal_speedup", "shared_target", "write_charts"]
@@ -172,7 +172,8 @@ def _target(ax: Axes, name: str, value: float | None, high: float, log: bool, di
             zorder=6,
         )
         return
-    _note(ax, f"\N{UPWARDS ARROW} target {name} = {value:g} {unit}, {value / high:.0f}{TIMES} the highest value", log)
+    shown = quantity(f"{value:g}", unit)
+    _note(ax, f"\N{UPWARDS ARROW} target {name} = {shown}, {value / high:.0f}{TIMES} the highest value", log)
 
 
 def _label_order(cells: Sequence[CellFigures]) -> list[str]:

@@ -22,6 +22,7 @@ from zerosite.benchmarking.stats import (
     ratio_ci,
     speedup_change_ci,
 )
+from zerosite.benchmarking.targets import quantity
 from zerosite.project import printable
 
 __all__ = [
@@ -898,13 +899,13 @@ def _quantity(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
     if unit == "%":
-        return f"{value:.3g}%"
+        return quantity(f"{value:.3g}", unit)
     if unit == "instructions":
         for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
             if abs(value) >= factor:
                 return f"{_figures(value / factor)} {prefix}instr"
         return f"{value:.0f} instr"
-    return f"{_figures(value)} {unit}"
+    return quantity(_figures(value), unit)
 
 
 def _figures(value: float) -> str:

@@ -19,7 +19,7 @@ from zerosite.benchmarking.charts import Chart
 from zerosite.benchmarking.colours import StrategyColours
 from zerosite.benchmarking.machine import Machine
 from zerosite.benchmarking.service_level import described
-from zerosite.benchmarking.targets import TARGET_SPECS, Targets
+from zerosite.benchmarking.targets import TARGET_SPECS, Targets, quantity
 from zerosite.benchmarking.verdicts import Judgement, Verdict
 from zerosite.benchmarking.winners import Contender, Standing, margin_text
 
@@ -95,7 +95,7 @@ def _percent(share: float) -> str:
 
 def _badge(j: Judgement) -> Badge:
     short = SHORT_TARGET.get(j.target_name, j.target_name)
-    return Badge(str(j.verdict), f"{j.verdict} {short} \u2264 {j.target:g} {j.unit}", j.message())
+    return Badge(str(j.verdict), f"{j.verdict} {short} \u2264 {j.bound()}", j.message())
 
 
 def cell_row(f: CellFigures, precision_goal: float) -> CellRow:
@@ -186,6 +186,10 @@ class _TargetRow:
     own: tuple[tuple[str, int, str], ...]
     """Per value the cells were judged against: (value, cell count, whose)."""
 
+    @property
+    def shown(self) -> str:
+        return quantity(f"{self.value:g}", self.unit)
+
 
 def _whose(judgements: Iterable[Judgement]) -> str:
     """``single report M5`` from the subjects (``single report M5, strategy sequential, scenario cpu``)."""
@@ -200,7 +204,7 @@ def _target_rows(analysis: Analysis, targets: Targets) -> list[_TargetRow]:
     for name, value in targets.values.items():
         spec = TARGET_SPECS[name]
         own = tuple(
-            (f"{v:g} {spec.unit}", len(js), _whose(js) if v != value else "the rest")
+            (quantity(f"{v:g}", spec.unit), len(js), _whose(js) if v != value else "the rest")
             for v, js in sorted(judged[name].items())
         )
         rows.append(_TargetRow(name, value, spec.unit, spec.figure, targets.origins.get(name, ""), own))

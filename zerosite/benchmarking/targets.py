@@ -10,13 +10,24 @@ from pathlib import Path
 from types import MappingProxyType
 
 __all__ = [
+    "JOINED_UNITS",
     "TARGET_SPECS",
     "TargetSpec",
     "Targets",
     "find_pyproject",
     "load_targets",
     "parse_override",
+    "quantity",
 ]
+
+JOINED_UNITS = frozenset({"%", "\N{MULTIPLICATION SIGN}"})
+"""Units written against their number (``2.5%``; ``1.10x``, with the multiplication sign), as the page's sentences
+write a ratio; the rest after a space (``300 ms``)."""
+
+
+def quantity(number: str, unit: str) -> str:
+    """``number`` (already formatted) with ``unit``: ``300 ms``, ``1.1x``, ``0%``."""
+    return f"{number}{unit}" if unit in JOINED_UNITS else f"{number} {unit}"
 
 
 @dataclass(frozen=True)

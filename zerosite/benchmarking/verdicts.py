@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from zerosite.benchmarking.stats import Interval
+from zerosite.benchmarking.targets import quantity
 
 __all__ = ["Judgement", "Verdict", "judge"]
 
@@ -44,10 +45,14 @@ class Judgement:
     def message(self) -> str:
         """One line a person can act on: who, which figure, measured value and interval, the target."""
         return (
-            f"{self.verdict}: {self.subject}: {self.figure} = {self.value:.4g} {self.unit} "
-            f"(95% CI {self.interval.low:.4g}-{self.interval.high:.4g} {self.unit}), "
-            f"target {self.target_name} = {self.target:g} {self.unit}"
+            f"{self.verdict}: {self.subject}: {self.figure} = {quantity(f'{self.value:.4g}', self.unit)} "
+            f"(95% CI {self.interval.low:.4g}-{quantity(f'{self.interval.high:.4g}', self.unit)}), "
+            f"target {self.target_name} = {self.bound()}"
         )
+
+    def bound(self) -> str:
+        """The target with its unit: ``300 ms``, ``1.1x``."""
+        return quantity(f"{self.target:g}", self.unit)
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready form."""
