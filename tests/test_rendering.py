@@ -188,6 +188,35 @@ def test_attributes_are_what_jinja2_finds(source: str, obj: Any) -> None:
     assert ours == render(Environment(autoescape=True, undefined=StrictUndefined))
 
 
+_PARTS = {
+    "base.html": "<h1>{{ title }}</h1>{% block body %}<p>{{ text }} & more</p>{% endblock %}<i>{{ n }}</i>",
+    "child.html": "{% extends 'base.html' %}ignored {{ text }}{% block body %}<b>{{ text }}</b>{{ super() }}"
+    "{% for i in items %}<li>{{ i }}: {{ i * 2 }}</li>{% endfor %}{% endblock %}",
+    "dynamic.html": "{% extends parent %}{% block body %}[{{ text }}|{{ n }}]{% endblock %}",
+    "macro.html": "{% macro row(a, b) %}<tr>{{ a }}{{ b }}</tr>{% endmacro %}{{ row(text, n) }}-{{ row(n, text) }}",
+    "volatile.html": "{% autoescape flag %}<p>{{ text }}/{{ n }}</p>{% endautoescape %}<q>{{ text }}{{ n }}</q>",
+    "set.html": "{% set block_text %}<{{ text }}>{{ n }}{% endset %}{{ block_text }}|{{ block_text }}",
+    "call.html": "{% macro box() %}<div>{{ caller() }}</div>{% endmacro %}{% call box() %}{{ text }}:{{ n }}{% endcall %}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_PARTS))
+@pytest.mark.parametrize("flag", [True, False])
+def test_an_output_of_several_parts_is_one_string_of_the_same_text(name: str, flag: bool) -> None:
+    """Several parts yielded as one string (fewer values up a child template's generators): the text is
+    Jinja2's, inside blocks and out, in macros, ``set`` and ``call`` blocks, and where autoescaping is decided at
+    run time."""
+    values = {"title": "T<1>", "text": "a<b>&'\"", "n": 2.5, "items": [1, "x<"], "parent": "base.html", "flag": flag}
+
+    def render(env: Environment) -> str:
+        return env.get_template(name).render(values)
+
+    ours = ReportEnvironment(autoescape=True, loader=DictLoader(_PARTS), undefined=StrictUndefined)
+    assert render(ours) == render(Environment(autoescape=True, loader=DictLoader(_PARTS), undefined=StrictUndefined))
+    generated = ours.compile(_PARTS[name], name, raw=True)
+    assert ("yield ''.join((" in generated) is (name != "call.html")  # there all output is in the call's buffer
+
+
 @pytest.mark.parametrize(
     ("first", "then"),
     [(1, 1.0), (1.0, True), (0.0, -0.0), (-0.0, 0), (10**17, 1e17), (2.5, 2.5), (-0.0001, -0.0001)],

@@ -454,6 +454,35 @@ class ReportCodeGenerator(CodeGenerator):
             return "jinja2"
         return "number" if self._number_text(node) else "escaped"
 
+    def visit_Output(self, node: nodes.Output, frame: Frame) -> None:
+        """An output of several parts (text and values) yielded as one string, ``yield ''.join((...))``, not part
+        by part: each part yielded goes up through every generator between its block and the render (a child
+        template's root, then its base's), and a report has hundreds of them. Where Jinja2 buffers (a macro, a
+        ``{% set %}`` block), outside any block of a child template, or where autoescaping is decided at run time,
+        as Jinja2 writes it."""
+        if (
+            frame.buffer is not None
+            or frame.require_output_check
+            or frame.eval_ctx.volatile
+            or len(node.nodes) < 2
+        ):
+            super().visit_Output(node, frame)
+            return
+        finalize = self._make_finalize()
+        self.writeline("yield ''.join((")
+        self.indent()
+        for child in node.nodes:
+            if isinstance(child, nodes.TemplateData):
+                self.writeline(repr(self._output_child_to_const(child, frame, finalize)) + ",")
+                continue
+            self.newline(child)
+            self._output_child_pre(child, frame, finalize)
+            self.visit(child, frame)
+            self._output_child_post(child, frame, finalize)
+            self.write(",")
+        self.outdent()
+        self.writeline("))")
+
     def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
         """``name.attr`` as Python's ``getattr(name, "attr", missing)``, falling back to the environment's
         ``getattr`` (the item, else undefined) only when the attribute is missing: the same value, without
