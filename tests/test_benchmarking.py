@@ -845,7 +845,7 @@ def test_auto_says_what_it_ran_as_where_its_rounds_recorded_it() -> None:
 
 
 def test_a_ratio_target_is_written_as_the_sentences_write_a_ratio() -> None:
-    """The targets table and the badges said "1.1 ×" where every sentence of the page says "1.10×"."""
+    """The targets table and the badges said "1.1 x" (a space, then the sign) where every sentence says "1.10x"."""
     analysis = analyse(_auto_batch([1.03] * 8), lambda cell: TARGETS | {"auto_vs_best_fixed": 1.10})
     (check,) = analysis.auto
     assert check.judgement.bound() == f"1.1{TIMES}" and check.judgement.message().endswith(f"= 1.1{TIMES}")

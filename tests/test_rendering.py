@@ -196,7 +196,8 @@ _PARTS = {
     "macro.html": "{% macro row(a, b) %}<tr>{{ a }}{{ b }}</tr>{% endmacro %}{{ row(text, n) }}-{{ row(n, text) }}",
     "volatile.html": "{% autoescape flag %}<p>{{ text }}/{{ n }}</p>{% endautoescape %}<q>{{ text }}{{ n }}</q>",
     "set.html": "{% set block_text %}<{{ text }}>{{ n }}{% endset %}{{ block_text }}|{{ block_text }}",
-    "call.html": "{% macro box() %}<div>{{ caller() }}</div>{% endmacro %}{% call box() %}{{ text }}:{{ n }}{% endcall %}",
+    "call.html": "{% macro box() %}<div>{{ caller() }}</div>{% endmacro %}"
+    "{% call box() %}{{ text }}:{{ n }}{% endcall %}",
 }
 
 

@@ -460,12 +460,7 @@ class ReportCodeGenerator(CodeGenerator):
         template's root, then its base's), and a report has hundreds of them. Where Jinja2 buffers (a macro, a
         ``{% set %}`` block), outside any block of a child template, or where autoescaping is decided at run time,
         as Jinja2 writes it."""
-        if (
-            frame.buffer is not None
-            or frame.require_output_check
-            or frame.eval_ctx.volatile
-            or len(node.nodes) < 2
-        ):
+        if frame.buffer is not None or frame.require_output_check or frame.eval_ctx.volatile or len(node.nodes) < 2:
             super().visit_Output(node, frame)
             return
         finalize = self._make_finalize()
