@@ -34,6 +34,7 @@ from markupsafe import escape
 
 from zerosite.plugins import each_plugin, forget_loaded, get_modules, get_plugin_manager, plugin_settings
 from zerosite.project import SQM_PER_PYEONG, Project
+from zerosite.svg import SVG
 from zerosite.types import PluginError, PluginSettings, ReportModule
 
 __all__ = [
@@ -116,6 +117,7 @@ def _new_environment(settings: PluginSettings) -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(NUMBER_FILTERS)
+    env.globals["svg"] = SVG  # the charts' arithmetic, for the macros
     for _, prepare in reversed(list(each_plugin(pm, "zerosite_prepare_jinja2_environment"))):  # pluggy's order
         prepare(env=env)
     env.bytecode_cache = _CompiledTemplates.open(compiler_fingerprint(env))
