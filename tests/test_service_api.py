@@ -526,6 +526,15 @@ def test_openapi_documents_every_endpoint(client: httpx.Client) -> None:
         assert path in paths
 
 
+def test_the_docs_pages_and_their_files_come_from_this_server(client: httpx.Client) -> None:
+    """No CDN (a closed network); the files counted under their mount in the metrics, not as unmatched."""
+    for page, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = client.get(page).text
+        assert f'"/static-offline-docs/{asset}"' in html and "cdn." not in html
+        assert client.get(f"/static-offline-docs/{asset}").status_code == 200
+    assert 'method="GET",route="/static-offline-docs",status="200"' in client.get("/metrics").text
+
+
 def test_every_error_is_json_without_a_traceback(client: httpx.Client) -> None:
     for response in (client.get("/no/such/route"), client.put("/v1/reports"), client.get("/v1/search")):
         assert response.headers["content-type"] == "application/json"

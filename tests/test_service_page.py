@@ -109,3 +109,29 @@ def test_a_phone_wide_page_scrolls_its_tables_not_itself(server: ServerProcess, 
     table = page.locator("#recent").evaluate("t => [t.parentElement.scrollWidth, t.parentElement.clientWidth]")
     assert table[0] > table[1]  # the table is wider than its box, which scrolls
     page.screenshot(path=str(SCREENSHOT_DIR / "zerosite-serve-page-phone.png"))
+
+
+@pytest.mark.parametrize(("path", "shown"), [("/docs", ".opblock-summary-path"), ("/redoc", "[role=menuitem]")])
+def test_the_api_docs_work_on_a_closed_network(server: ServerProcess, browser: Any, path: str, shown: str) -> None:
+    """FastAPI's /docs and /redoc load Swagger UI and ReDoc from a CDN: on a closed network the pages stayed blank.
+    They come from this server now; every request elsewhere is refused here, and each page still lists the API
+    (ReDoc asks for one image, its "powered by" logo, from its makers' CDN: refused, it is left out)."""
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    elsewhere: list[str] = []
+
+    def only_this_server(route: Any) -> None:
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server.url + path)
+    page.wait_for_selector(shown, timeout=15_000)
+    assert "/v1/reports" in page.inner_text("body")
+    page.screenshot(path=str(SCREENSHOT_DIR / f"zerosite-serve{path.replace('/', '-')}.png"))
+    assert errors == []
+    assert elsewhere == ([] if path == "/docs" else ["https://cdn.redoc.ly/redoc/logo-mini.svg"])

@@ -13,8 +13,10 @@ from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zerosite import __version__
@@ -108,7 +110,12 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             bodies.close()
             restore()
 
-    app = FastAPI(title="ZeroSite", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc from the Swagger UI and ReDoc that fastapi-offline packages, not from a CDN: they work on a
+    # closed network (its static files under /static-offline-docs).
+    app = FastAPIOffline(title="ZeroSite", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    for route in app.routes:
+        if isinstance(route, Mount):  # the docs' static files: counted under the mount's path, not as unmatched
+            route.app = _Labelled(route.app, route)
     app.state.service = service
     install_error_handlers(app)
     app.include_router(router)
@@ -242,6 +249,18 @@ def _chain_stop_signals(on_stop: Callable[[], None]) -> Callable[[], None]:
                 signal.signal(signum, old)
 
     return restore
+
+
+class _Labelled:
+    """A mounted app whose requests :class:`_Instrumented` counts under the mount's path (``route`` label)."""
+
+    def __init__(self, app: ASGIApp, mount: Mount) -> None:
+        self.app = app
+        self.mount = mount
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = self.mount
+        await self.app(scope, receive, send)
 
 
 class _Instrumented:
