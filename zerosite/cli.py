@@ -71,7 +71,7 @@ from zerosite.types import (
 )
 
 if TYPE_CHECKING:  # the engine, and with it Jinja2 and SQLite, loads in the commands that use it: a fast start for
-    # the others (`--version`, `--help`, `search`, `modules`; bench/startup.py)
+    # the others (`--version`, `--help`, `sample`, `search`; bench/startup.py)
     from zerosite.engine import BatchOptions, BatchPlan
     from zerosite.strategies_auto import AutoChoice
 
