@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,9 @@ class _Row:
     max_score: float
 
 
+@functools.cache
 def _macros() -> tuple[Any, Any]:
+    """The macros now and as they were, each compiled once for every example."""
     env = get_environment()
     return env.get_template("default:macros.html.j2").module, env.from_string(BEFORE).module
 

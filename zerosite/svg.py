@@ -2,12 +2,12 @@
 
 The macros keep the markup, the colours and the labels (autoescaped, as all template output); these functions work
 out where each bar, point and grid line goes, which the template language did slowly (a namespace grown point by
-point, Jinja2's ``min`` and ``max`` filters with a key function per value: the line chart took twice its time now,
-docs/performance.md). Each takes
-the chart's layout (its left edge, width, row height...) from the macro and gives back what the macro prints: its
-coordinates as the text the macro printed before (``'%.1f' % x``), so that the reports keep their bytes. Templates
-see them as ``svg.bars``, ``svg.line_plot`` and ``svg.score_rows`` (:data:`SVG`). Field lookups are Jinja2's
-(``item[name]``: the item, else the attribute; ``row.name``: the attribute, else the item), as in the macros.
+point, Jinja2's ``min`` and ``max`` filters with a key function per value: the line chart took 1.8 times its time now,
+docs/performance.md). Each takes the chart's layout (its left edge, width, row height...) from the macro and gives
+back what the macro prints: its coordinates as the text the macro printed before (``'%.1f' % x``), so that the
+reports keep their bytes. Templates see them as ``svg.bars``, ``svg.line_plot`` and ``svg.score_rows``
+(:data:`SVG`). Field lookups are Jinja2's (``item[name]``: the item, else the attribute; ``row.name``: the
+attribute, else the item), as in the macros.
 """
 
 from __future__ import annotations
