@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -246,6 +247,18 @@ def test_the_client_says_why_when_no_answer_comes() -> None:
 
 
 # -- the page and the chart ------------------------------------------------------------------------------------------
+
+
+def test_a_server_of_one_process_is_one_process(tmp_path: Path) -> None:
+    """The page and the line said "1 processes" for a thread server."""
+    alone = LoadPoint("thread", 50, 2.0, requests([10.0] * 20), replace(USE, server_processes=1))
+    analysis = analyse_service(
+        [ServiceRun("thread", 2, [alone]), ServiceRun("process", 2, [point("process", 50, [10.0] * 20)])], TARGETS
+    )
+    one, three = (next(p for p in analysis.points if p.strategy == s) for s in ("thread", "process"))
+    assert "200 MB in 1 process;" in one.line() and "200 MB in 3 processes;" in three.line()
+    html = render_page(Analysis(cells=(), service=analysis), load_targets(tmp_path), describe_machine())
+    assert '<span class="sub">1 process</span>' in html and '<span class="sub">3 processes</span>' in html
 
 
 def test_page_and_chart_show_the_service_level(tmp_path: Path) -> None:

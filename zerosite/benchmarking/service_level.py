@@ -77,6 +77,11 @@ class ServicePoint:
     def subject(self) -> str:
         return f"service, strategy {self.label}, {self.users} users"
 
+    @property
+    def processes(self) -> str:
+        """``1 process``, ``5 processes``: the server's process tree."""
+        return f"{self.server_processes} process{'es' if self.server_processes != 1 else ''}"
+
     def as_dict(self) -> dict[str, object]:
         return {
             "level": LEVEL,
@@ -115,7 +120,7 @@ class ServicePoint:
             f"p95 {self.p95_ms:.1f} ms [{self.p95_ci.low:.1f}, {self.p95_ci.high:.1f}], p99 {self.p99_ms:.1f} ms "
             f"(POST p95 {self.post_p95_ms:.0f}, GET p95 {self.get_p95_ms:.0f}), {_errors(self.errors)} of "
             f"{self.requests}{reasons}; server CPU {self.server_cpu_percent:.0f}%, {self.server_rss_mb:.0f} MB in "
-            f"{self.server_processes} processes; load generator CPU {self.generator_cpu_percent:.0f}%{busy}"
+            f"{self.processes}; load generator CPU {self.generator_cpu_percent:.0f}%{busy}"
         )
 
 
