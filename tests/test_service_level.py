@@ -249,8 +249,9 @@ def test_the_client_says_why_when_no_answer_comes() -> None:
 # -- the page and the chart ------------------------------------------------------------------------------------------
 
 
-def test_a_server_of_one_process_is_one_process(tmp_path: Path) -> None:
-    """The page and the line said "1 processes" for a thread server."""
+def test_a_server_of_one_process_and_a_point_without_posts_read_plainly(tmp_path: Path) -> None:
+    """The page and the line said "1 processes" for a thread server, and "nan" for the p95 of POSTs where a point
+    had none (here: every request a GET)."""
     alone = LoadPoint("thread", 50, 2.0, requests([10.0] * 20), replace(USE, server_processes=1))
     analysis = analyse_service(
         [ServiceRun("thread", 2, [alone]), ServiceRun("process", 2, [point("process", 50, [10.0] * 20)])], TARGETS
@@ -259,6 +260,8 @@ def test_a_server_of_one_process_is_one_process(tmp_path: Path) -> None:
     assert "200 MB in 1 process;" in one.line() and "200 MB in 3 processes;" in three.line()
     html = render_page(Analysis(cells=(), service=analysis), load_targets(tmp_path), describe_machine())
     assert '<span class="sub">1 process</span>' in html and '<span class="sub">3 processes</span>' in html
+    assert "(POST p95 -, GET p95 10)" in one.line() and '<td class="n">- / 10</td>' in html and "nan" not in html
+    assert one.as_dict()["post_p95_ms"] is None and one.as_dict()["get_p95_ms"] == 10.0
 
 
 def test_page_and_chart_show_the_service_level(tmp_path: Path) -> None:

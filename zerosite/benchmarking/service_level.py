@@ -78,6 +78,11 @@ class ServicePoint:
         return f"service, strategy {self.label}, {self.users} users"
 
     @property
+    def split(self) -> str:
+        """The POST and GET p95, ms: ``15 / 6``; ``-`` for a kind of request the point had none of."""
+        return f"{_whole_ms(self.post_p95_ms)} / {_whole_ms(self.get_p95_ms)}"
+
+    @property
     def processes(self) -> str:
         """``1 process``, ``5 processes``: the server's process tree."""
         return f"{self.server_processes} process{'es' if self.server_processes != 1 else ''}"
@@ -96,8 +101,8 @@ class ServicePoint:
             "p95_ms": round(self.p95_ms, 3),
             "p95_ci_ms": [round(self.p95_ci.low, 3), round(self.p95_ci.high, 3)],
             "p99_ms": round(self.p99_ms, 3),
-            "post_p95_ms": round(self.post_p95_ms, 3),
-            "get_p95_ms": round(self.get_p95_ms, 3),
+            "post_p95_ms": None if math.isnan(self.post_p95_ms) else round(self.post_p95_ms, 3),
+            "get_p95_ms": None if math.isnan(self.get_p95_ms) else round(self.get_p95_ms, 3),
             "errors": self.errors,
             "error_percent": round(self.error_percent, 4),
             "errors_by_reason": dict(self.error_reasons),
@@ -118,7 +123,8 @@ class ServicePoint:
         return (
             f"service {self.label}, {self.users} users: {self.throughput_per_s:.0f} req/s, p50 {self.p50_ms:.1f} ms, "
             f"p95 {self.p95_ms:.1f} ms [{self.p95_ci.low:.1f}, {self.p95_ci.high:.1f}], p99 {self.p99_ms:.1f} ms "
-            f"(POST p95 {self.post_p95_ms:.0f}, GET p95 {self.get_p95_ms:.0f}), {_errors(self.errors)} of "
+            f"(POST p95 {_whole_ms(self.post_p95_ms)}, GET p95 {_whole_ms(self.get_p95_ms)}), "
+            f"{_errors(self.errors)} of "
             f"{self.requests}{reasons}; server CPU {self.server_cpu_percent:.0f}%, {self.server_rss_mb:.0f} MB in "
             f"{self.processes}; load generator CPU {self.generator_cpu_percent:.0f}%{busy}"
         )
@@ -181,6 +187,11 @@ def described(reasons: tuple[tuple[str, int], ...], form: str = "{}") -> str:
 
 AT_CAPACITY = 0.9
 """A server whose CPU reaches this share of what it can use is at capacity (see :func:`_capacity_percent`)."""
+
+
+def _whole_ms(ms: float) -> str:
+    """A p95 in whole ms; ``-`` where there was none (NaN: no request of that kind)."""
+    return "-" if math.isnan(ms) else f"{ms:.0f}"
 
 
 def _capacity_percent(server_processes: int, generator_cpu_percent: float, cores: int) -> float:
